@@ -1,0 +1,3 @@
+from farmcli.cli import app
+
+app(prog_name="farm")

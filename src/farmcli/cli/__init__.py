@@ -1,0 +1,8 @@
+"""The `farm` command: a Typer app of thin commands over the farmcli library."""
+
+from __future__ import annotations
+
+from farmcli.cli.app import app
+from farmcli.cli import data as _data  # noqa: F401  (registers `farm data ...`)
+
+__all__ = ["app"]

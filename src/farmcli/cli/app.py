@@ -1,0 +1,61 @@
+"""The root Typer app and the one place user errors become exit code 2 with a message."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from farmcli import __version__
+from farmcli.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="farm",
+    help="FARM: frequency-aware cross-domain live-streaming recommendation. Train, evaluate and dissect the model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Make, check and look at datasets in the farm-events/1 format.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"farm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """FARM: frequency-aware cross-domain live-streaming recommendation."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn UserError into a one-paragraph message and exit 2; Ctrl-C into exit 130; never a traceback for either."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; nothing half-written was left behind.")
+            sys.exit(130)
+
+    return wrapper

@@ -1,0 +1,168 @@
+"""`farm data ...`: synth, validate, inspect, build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from farmcli import render
+from farmcli.cli.app import console, data_app, err_console, user_errors
+from farmcli.errors import UserError
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'. Example: --set n_live_authors=500")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file.") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e}).") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of settings (key: value), got {type(raw).__name__}.")
+    return raw
+
+
+@data_app.command("synth")
+@user_errors
+def synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the dataset to (must not exist unless --overwrite)."),
+    preset: str = typer.Option("default", help="Size preset: tiny (tests), small (~3,000 users), default (20,000 users)."),
+    seed: int = typer.Option(0, help="Random seed; the same arguments and seed give byte-identical files."),
+    users: Optional[int] = typer.Option(None, "--users", help="Number of users (overrides the preset)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of simulator settings (any SimConfig field)."),
+    set_: list[str] = typer.Option([], "--set", help="Override one simulator setting, KEY=VALUE (repeatable)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
+) -> None:
+    """Simulate a dataset with the built-in simulator (SIMULATOR.md).
+
+    Example: farm data synth --preset small --seed 1 --out data/small
+    """
+    from farmcli.data.simulator import sim_config, synthesize
+
+    settings = load_yaml(config) if config else {}
+    settings.update({k: yaml.safe_load(v) for k, v in parse_sets(set_).items()})
+    settings["seed"] = seed
+    if users is not None:
+        settings["n_users"] = users
+    cfg = sim_config(preset, **settings)
+    with progress_bar() as bar:
+        task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
+        summary = synthesize(cfg, out, overwrite=overwrite,
+                             on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    rows = ", ".join(f"{k} {v:,}" for k, v in summary.get("rows", {}).items())
+    console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s")
+
+
+@data_app.command("validate")
+@user_errors
+def validate(
+    dataset: Path = typer.Argument(..., help="Dataset directory (manifest.json, live.parquet, video.parquet)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check a dataset against the farm-events/1 format; exit 2 listing every problem.
+
+    Example: farm data validate data/small
+    """
+    from farmcli.data.validate import validate as run_validate
+
+    report = run_validate(dataset)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        for w in report.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, soft_wrap=True, markup=True)
+        for e in report.errors:
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        if report.rows:
+            console.print(render.validation(report))
+    if not report.ok:
+        err_console.print(f"{dataset}: {len(report.errors)} problem(s); the dataset is not valid.", soft_wrap=True)
+        raise typer.Exit(2)
+    console.print(f"{dataset}: valid farm-events/1 dataset ({len(report.warnings)} warning(s)).", soft_wrap=True)
+
+
+@data_app.command("inspect")
+@user_errors
+def inspect(
+    dataset: Path = typer.Argument(..., help="Dataset directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+    history_len: int = typer.Option(50, help="History length L used for the history-length percentiles."),
+) -> None:
+    """Rows per split, label rates, video:live ratio, activity levels, history lengths, oracle AUC.
+
+    Example: farm data inspect data/small --json
+    """
+    from farmcli.data.inspect import inspect_dataset
+
+    _require_valid(dataset)
+    info = inspect_dataset(dataset, history_len=history_len)
+    if as_json:
+        print(json.dumps(info, indent=2, default=_json_default))
+    else:
+        console.print(render.inspection(info))
+
+
+def _json_default(x):
+    return None if x != x else str(x)
+
+
+def _require_valid(dataset: Path) -> None:
+    from farmcli.data.validate import validate as run_validate
+
+    report = run_validate(dataset)
+    if not report.ok:
+        lines = "\n".join(f"  {e}" for e in report.errors)
+        raise UserError(f"{dataset} is not a valid farm-events/1 dataset:\n{lines}\n"
+                        f"Run `farm data validate {dataset}` for the full report.")
+
+
+@data_app.command("build")
+@user_errors
+def build(
+    dataset: Path = typer.Argument(..., help="Dataset directory."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where sample stores live (default: $FARM_HOME/samples)."),
+    history_len: int = typer.Option(50, help="History length L (both domains)."),
+    min_count: int = typer.Option(1, help="Ids seen fewer times in the training window map to out-of-vocabulary."),
+    as_json: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
+) -> None:
+    """Build (or reuse) the sample store: point-in-time histories, vocabularies and buckets, cached by content hash.
+
+    Example: farm data build data/small --history-len 50
+    """
+    from farmcli.data.samples import build_samples, store_summary
+    from farmcli.paths import sample_cache
+
+    _require_valid(dataset)
+    with progress_bar() as bar:
+        task = bar.add_task("building samples", total=None)
+        store = build_samples(dataset, cache_dir or sample_cache(), history_len=history_len, min_count=min_count,
+                              on_progress=lambda step, done, total: bar.update(
+                                  task, description=f"building samples: {step}", completed=done, total=total))
+    summary = store_summary(store)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=_json_default))
+    else:
+        console.print(render.store(summary))

@@ -1,0 +1,68 @@
+"""The `farm-events/1` dataset format (DATA_FORMAT.md) as data: one source of truth for every reader and writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+FORMAT = "farm-events/1"
+
+TASKS = ("click", "effective_view", "long_view", "like", "comment", "gift")
+"""The six live labels, in the paper's order (CTR, ETR, LVTR, LTR, CMTR, GTR)."""
+
+VIDEO_FLAGS = ("long_view", "like", "comment", "follow", "share")
+"""Video behaviour flags, in the bit order of a video history item's label id."""
+
+LIVE_FLAGS = ("effective_view", "long_view", "like", "comment", "gift")
+"""Live behaviour flags, in the bit order of a live history item's label id."""
+
+ACTIVITY_LEVELS = ("low", "mid", "high")
+SPLITS = ("train", "valid", "test")
+TRUTH_COLUMNS = tuple(f"p_{t}" for t in TASKS)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    rule: str  # "id" (>= 0), "nonneg", "flag" (0/1), "prob" ([0,1]), "any", "activity"
+
+
+def _cols(*spec: tuple[str, pl.DataType, str]) -> tuple[Column, ...]:
+    return tuple(Column(n, d, r) for n, d, r in spec)
+
+
+LIVE_COLUMNS = _cols(
+    ("user_id", pl.Int64, "id"),
+    ("author_id", pl.Int64, "id"),
+    ("ts", pl.Int64, "any"),
+    ("page", pl.Int32, "id"),
+    ("tag", pl.Int32, "id"),
+    ("cluster", pl.Int32, "id"),
+    ("play_ms", pl.Int64, "nonneg"),
+    *((t, pl.Int8, "flag") for t in TASKS),
+)
+LIVE_TRUTH_COLUMNS = _cols(*((c, pl.Float32, "prob") for c in TRUTH_COLUMNS))
+
+VIDEO_COLUMNS = _cols(
+    ("user_id", pl.Int64, "id"),
+    ("author_id", pl.Int64, "id"),
+    ("ts", pl.Int64, "any"),
+    ("page", pl.Int32, "id"),
+    ("tag", pl.Int32, "id"),
+    ("play_ms", pl.Int64, "nonneg"),
+    *((f, pl.Int8, "flag") for f in VIDEO_FLAGS),
+)
+
+USERS_COLUMNS = _cols(("user_id", pl.Int64, "id"), ("activity", pl.String, "activity"))
+
+TABLES = {"live": LIVE_COLUMNS, "video": VIDEO_COLUMNS, "users": USERS_COLUMNS}
+REQUIRED_TABLES = ("live", "video")
+
+MANIFEST_REQUIRED = ("format", "time_unit", "train_end", "valid_end", "test_end")
+MANIFEST_OPTIONAL = ("name", "source", "train_start", "description")
+
+
+def schema_of(columns: tuple[Column, ...]) -> dict[str, pl.DataType]:
+    return {c.name: c.dtype for c in columns}

@@ -1,0 +1,322 @@
+"""The built-in data simulator (SIMULATOR.md): a farm-events/1 dataset with the paper's two phenomena planted.
+
+Every constant of SIMULATOR.md is a field of `SimConfig`, so any of them can be set from the command line
+or a config file. Global entities come from the seed; each block of users from (seed, block index), and
+blocks are written as parquet shards one at a time, so memory is bounded at any number of users and the
+same config always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from farmcli.data.schema import (
+    ACTIVITY_LEVELS,
+    FORMAT,
+    LIVE_COLUMNS,
+    LIVE_TRUTH_COLUMNS,
+    TASKS,
+    USERS_COLUMNS,
+    VIDEO_COLUMNS,
+    VIDEO_FLAGS,
+    schema_of,
+)
+from farmcli.data.sim_block import DAY_MS, simulate_block
+from farmcli.data.sim_entities import make_entities
+from farmcli.errors import UserError
+from farmcli.io import atomic_dir
+
+# Fewer sessions at night, most in the evening (SIMULATOR.md: "more in the evening").
+_HOUR_WEIGHTS = (0.4, 0.25, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.8, 0.8, 0.8, 0.9,
+                 1.0, 1.0, 0.9, 0.9, 0.9, 1.0, 1.3, 1.6, 1.9, 2.0, 1.7, 1.0)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every constant of SIMULATOR.md; defaults are the spec's values (changes are listed in CHANGELOG.md)."""
+
+    seed: int = 0
+    preset: str | None = None  # only names the dataset ("synthetic-<preset>"); None means "custom"
+    # Entities.
+    k: int = 16
+    n_tags: int = 40
+    n_tag_groups: int = 8
+    tag_noise: float = 0.5
+    n_live_authors: int = 3000
+    n_video_authors: int = 30000
+    share_live_authors_posting_video: float = 0.4
+    author_noise: float = 0.6
+    quality_sd: float = 0.5
+    gift_appeal_sd: float = 0.5
+    gift_tag_groups: int = 2
+    gift_group_boost: float = 0.5
+    zipf_exponent: float = 1.1
+    n_clusters: int = 64
+    # Users.
+    n_users: int = 20000
+    activity_shares: tuple[float, float, float] = (0.5, 0.35, 0.15)
+    rho: float = 0.75
+    pi_like_sd: float = 0.7
+    pi_comment_sd: float = 0.7
+    gifter_share: float = 0.05
+    gifter_pi_gift: float = 3.0
+    pi_gift_mean: float = -0.5
+    pi_gift_sd: float = 0.5
+    act_shift: tuple[float, float, float] = (-0.3, 0.0, 0.3)
+    # Timeline and exposure.
+    start_ms: int = 1_700_006_400_000  # 2023-11-15 00:00 UTC
+    days_warmup: int = 3
+    days_train: int = 6
+    days_valid: int = 1
+    days_test: int = 1
+    sessions_per_day: tuple[float, float, float] = (0.6, 2.0, 5.0)
+    hour_weights: tuple[float, ...] = _HOUR_WEIGHTS
+    session_extra_mean: float = 20.0  # a session has 1 + Geometric(mean this) exposures
+    gap_s: tuple[float, float] = (10.0, 40.0)
+    p_live: float = 0.1
+    p_reexpose: float = 0.2
+    p_recommended: float = 0.5
+    tag_temperature: float = 0.5
+    p_page_flip: float = 0.1
+    # Memory features.
+    half_life_days: float = 3.0
+    m_avid_window_days: float = 3.0
+    memory_refresh_minutes: float = 60.0
+    # Live labels (logit = intercept + coefficients x features).
+    live_click_intercept: float = -3.4
+    live_click_s: float = 1.0
+    live_click_m_tag: float = 0.5
+    live_click_m_avid: float = 0.8
+    live_click_m_live: float = 0.6
+    live_effective_view_intercept: float = -0.37
+    live_effective_view_s: float = 0.8
+    live_effective_view_m_live: float = 0.4
+    live_long_view_intercept: float = -1.33
+    live_long_view_s: float = 0.9
+    live_long_view_m_avid: float = 0.5
+    live_long_view_m_live: float = 0.4
+    live_like_intercept: float = -4.55
+    live_like_s: float = 0.7
+    live_like_v_like: float = 2.5
+    live_like_m_avid: float = 0.5
+    live_comment_intercept: float = -4.85
+    live_comment_s: float = 0.6
+    live_comment_v_comment: float = 2.5
+    live_gift_intercept: float = -6.2
+    live_gift_s: float = 0.5
+    live_gift_v_gift: float = 3.0
+    live_gift_v_like: float = 1.0
+    # Video labels.
+    video_long_view_intercept: float = -1.0
+    video_long_view_s: float = 1.0
+    video_like_intercept: float = -3.87
+    video_like_s: float = 0.8
+    video_comment_intercept: float = -5.55
+    video_comment_s: float = 0.6
+    video_follow_intercept: float = -5.85
+    video_follow_s: float = 0.8
+    video_share_intercept: float = -6.0
+    video_share_s: float = 0.6
+    # Play time ranges [lo, hi) in ms, log-normal shaped inside each range.
+    live_play_ms_short: tuple[int, int] = (1_000, 10_000)
+    live_play_ms_effective: tuple[int, int] = (10_000, 60_000)
+    live_play_ms_long: tuple[int, int] = (60_000, 7_200_000)
+    video_play_ms_short: tuple[int, int] = (500, 15_000)
+    video_play_ms_long: tuple[int, int] = (15_000, 300_000)
+    play_log_sd: float = 1.5
+    # Engineering.
+    block_users: int = 10000  # users per shard; bounds memory (~0.5 GB at the default sizes)
+
+    def __post_init__(self):
+        _check_values(self)
+
+    @property
+    def days(self) -> int:
+        return self.days_warmup + self.days_train + self.days_valid + self.days_test
+
+    @property
+    def boundaries(self) -> dict[str, int]:
+        """Manifest boundaries in epoch ms."""
+        train_start = self.start_ms + self.days_warmup * DAY_MS
+        train_end = train_start + self.days_train * DAY_MS
+        valid_end = train_end + self.days_valid * DAY_MS
+        return {"train_start": train_start, "train_end": train_end, "valid_end": valid_end,
+                "test_end": valid_end + self.days_test * DAY_MS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": {"n_users": 300, "n_live_authors": 300, "n_video_authors": 2000},
+    "small": {"n_users": 3000, "n_live_authors": 1000, "n_video_authors": 10000},
+    "default": {},
+}
+
+
+def _fail(name: str, msg: str) -> UserError:
+    return UserError(f"simulator setting '{name}': {msg}")
+
+
+def _check_values(c: SimConfig) -> None:
+    """Range checks, so a bad setting fails up front with its name rather than deep inside numpy."""
+    positive = ("k", "n_tags", "n_tag_groups", "n_live_authors", "n_video_authors", "n_clusters", "n_users",
+                "days_train", "block_users", "half_life_days", "tag_temperature", "memory_refresh_minutes")
+    for name in positive:
+        if not getattr(c, name) > 0:
+            raise _fail(name, f"must be > 0, got {getattr(c, name)!r}")
+    for name in ("days_warmup", "days_valid", "days_test", "session_extra_mean", "m_avid_window_days",
+                 "gift_tag_groups", "tag_noise", "author_noise", "quality_sd", "gift_appeal_sd",
+                 "pi_like_sd", "pi_comment_sd", "pi_gift_sd", "play_log_sd", "seed"):
+        if getattr(c, name) < 0:
+            raise _fail(name, f"must be >= 0, got {getattr(c, name)!r}")
+    for name in ("share_live_authors_posting_video", "gifter_share", "p_live", "p_reexpose", "p_recommended",
+                 "p_page_flip"):
+        if not 0.0 <= getattr(c, name) <= 1.0:
+            raise _fail(name, f"must be a probability in [0, 1], got {getattr(c, name)!r}")
+    if not -1.0 <= c.rho <= 1.0:
+        raise _fail("rho", f"must be in [-1, 1], got {c.rho!r}")
+    if c.days_test < 1:
+        raise _fail("days_test", "must be >= 1 (the test split needs a day)")
+    if c.n_tag_groups > c.n_tags:
+        raise _fail("n_tag_groups", f"must be <= n_tags ({c.n_tags})")
+    if c.memory_refresh_minutes > 60:
+        raise _fail("memory_refresh_minutes", "must be <= 60 (SIMULATOR.md: chunks of at most one hour)")
+    if round(c.share_live_authors_posting_video * c.n_live_authors) > c.n_video_authors:
+        raise _fail("n_video_authors", "must be >= share_live_authors_posting_video x n_live_authors")
+    for name in ("activity_shares", "sessions_per_day", "hour_weights"):
+        v = getattr(c, name)
+        if min(v) < 0 or sum(v) <= 0:
+            raise _fail(name, f"must be non-negative with a positive sum, got {list(v)}")
+    if len(c.hour_weights) != 24:
+        raise _fail("hour_weights", f"needs 24 values (one per hour), got {len(c.hour_weights)}")
+    for name in ("gap_s", "live_play_ms_short", "live_play_ms_effective", "live_play_ms_long",
+                 "video_play_ms_short", "video_play_ms_long"):
+        lo, hi = getattr(c, name)
+        if not 0 < lo < hi:
+            raise _fail(name, f"must be [lo, hi] with 0 < lo < hi, got {[lo, hi]}")
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    """Check an override's type against the field's default; ints are accepted where floats are."""
+    if name == "preset":
+        if value is None or isinstance(value, str):
+            return value
+        raise _fail(name, f"must be a string, got {type(value).__name__}")
+    if isinstance(default, bool) or isinstance(value, bool):
+        raise _fail(name, f"must be a number, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _fail(name, f"must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value):
+            return float(value)
+        raise _fail(name, f"must be a number, got {value!r}")
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(name, f"must be a list of {len(default)} numbers, got {value!r}")
+        if len(value) != len(default):
+            raise _fail(name, f"must have {len(default)} values, got {len(value)}")
+        return tuple(_coerce(name, d, v) for d, v in zip(default, value))
+    raise _fail(name, "cannot be set")  # pragma: no cover
+
+
+def sim_config(preset: str = "default", **overrides: Any) -> SimConfig:
+    """The preset's config with ``overrides`` applied; UserError names any unknown or ill-typed setting."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown simulator preset '{preset}'; choose one of {', '.join(PRESETS)}.")
+    defaults = {f.name: f.default for f in dataclasses.fields(SimConfig)}
+    values = {"preset": preset, **PRESETS[preset]}
+    for name, value in overrides.items():
+        if name not in defaults:
+            raise UserError(f"unknown simulator setting '{name}'; known settings: {', '.join(defaults)}.")
+        values[name] = _coerce(name, defaults[name], value)
+    return SimConfig(**values)
+
+
+def _frame(cols: dict[str, np.ndarray], columns) -> pl.DataFrame:
+    schema = schema_of(columns)
+    return pl.DataFrame({n: pl.Series(n, cols[n], dtype=schema[n]) for n in schema})
+
+
+def _write(df: pl.DataFrame, path: Path) -> None:
+    # Fixed codec, level and row-group size: the bytes depend only on the data.
+    df.write_parquet(path, compression="zstd", compression_level=3, statistics=True, row_group_size=1 << 20)
+
+
+def synthesize(
+    config: SimConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write a farm-events/1 dataset simulated from ``config`` to ``out`` (atomically); return a summary."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite.")
+    t0 = time.perf_counter()
+    ent = make_entities(config)
+    n, bs = config.n_users, config.block_users
+    n_blocks = -(-n // bs)
+    rows = {"live": 0, "video": 0, "users": 0}
+    live_counts = dict.fromkeys(TASKS, 0)
+    video_counts = dict.fromkeys(VIDEO_FLAGS, 0)
+    levels = np.array(ACTIVITY_LEVELS)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for table in ("live", "video", "users"):
+            (tmp / f"{table}.parquet").mkdir()
+        for b in range(n_blocks):
+            user0 = b * bs
+            blk = simulate_block(config, ent, b, user0, min(bs, n - user0))
+            name = f"part-{b:05d}.parquet"
+            live = _frame(blk.live, LIVE_COLUMNS + LIVE_TRUTH_COLUMNS)
+            video = _frame(blk.video, VIDEO_COLUMNS)
+            users = _frame({**blk.users, "activity": levels[blk.users["activity"]]}, USERS_COLUMNS)
+            del blk
+            for table, df in (("live", live), ("video", video), ("users", users)):
+                _write(df, tmp / f"{table}.parquet" / name)
+                rows[table] += df.height
+            for t in TASKS:
+                live_counts[t] += int(live[t].sum())
+            for f in VIDEO_FLAGS:
+                video_counts[f] += int(video[f].sum())
+            del live, video, users
+            if on_progress is not None:
+                on_progress(min(n, user0 + bs), n)
+        manifest = {
+            "format": FORMAT,
+            "name": f"synthetic-{config.preset or 'custom'}",
+            "source": "synthetic",
+            "time_unit": "ms",
+            **config.boundaries,
+            "description": (f"Simulated by farmcli (SIMULATOR.md): {n} users, {config.n_live_authors} live and "
+                            f"{config.n_video_authors} short-video authors, {config.days_warmup} warm-up + "
+                            f"{config.days_train} train + {config.days_valid} valid + {config.days_test} test "
+                            f"days, seed {config.seed}."),
+            "simulator": config.to_dict(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return {
+        "out": str(out),
+        "name": manifest["name"],
+        "users": n,
+        "blocks": n_blocks,
+        "rows": rows,
+        "live_counts": live_counts,
+        "video_counts": video_counts,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

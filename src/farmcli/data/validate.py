@@ -1,0 +1,201 @@
+"""Check a dataset against DATA_FORMAT.md without loading whole tables (lazy polars scans, one pass per table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from farmcli.data.dataset import manifest_problems, table_files, table_path
+from farmcli.data.schema import (
+    ACTIVITY_LEVELS,
+    LIVE_COLUMNS,
+    LIVE_FLAGS,
+    LIVE_TRUTH_COLUMNS,
+    REQUIRED_TABLES,
+    TABLES,
+    Column,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # file or file:column
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message} Fix: {self.fix}"
+
+
+@dataclass
+class Report:
+    root: Path
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        as_dicts = lambda ps: [{"where": p.where, "message": p.message, "fix": p.fix} for p in ps]  # noqa: E731
+        return {"dataset": str(self.root), "valid": self.ok, "rows": self.rows,
+                "errors": as_dicts(self.errors), "warnings": as_dicts(self.warnings)}
+
+
+_INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)."
+
+
+def _type_ok(actual: pl.DataType, col: Column) -> tuple[bool, bool]:
+    """(acceptable, exact): another integer width is readable (a warning); another kind is an error."""
+    if actual == col.dtype:
+        return True, True
+    if col.dtype.is_integer():
+        return actual.is_integer(), False
+    if col.dtype.is_float():
+        return actual.is_float(), False
+    if col.dtype == pl.String:
+        return actual in (pl.String, pl.Categorical, pl.Enum) or isinstance(actual, (pl.Categorical, pl.Enum)), False
+    return False, False
+
+
+def _checks(col: Column) -> list[tuple[str, pl.Expr, str, str]]:
+    """Value rules of one column as (name, count-of-bad-rows expression, message, fix)."""
+    c = pl.col(col.name)
+    n = col.name
+    out = [(f"{n}:null", c.is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.")]
+    if col.rule == "id":
+        out.append((f"{n}:neg", (c < 0).sum(), "{k} negative id(s); ids must be >= 0.",
+                    "remap ids to non-negative integers."))
+    elif col.rule == "nonneg":
+        out.append((f"{n}:neg", (c < 0).sum(), "{k} negative value(s); must be >= 0.", "clip or fix them."))
+    elif col.rule == "flag":
+        out.append((f"{n}:flag", (~c.is_in([0, 1])).sum(), "{k} value(s) outside {{0, 1}}; flags are binary.",
+                    f"binarise it, e.g. (`{n}` > 0)."))
+    elif col.rule == "prob":
+        out.append((f"{n}:prob", (c.is_nan() | (c < 0) | (c > 1)).sum(), "{k} value(s) outside [0, 1] or NaN.",
+                    "write probabilities in [0, 1]."))
+    elif col.rule == "activity":
+        out.append((f"{n}:level", (~c.cast(pl.String).is_in(list(ACTIVITY_LEVELS))).sum(),
+                    "{k} value(s) outside {{low, mid, high}}.", "use one of low, mid, high."))
+    return out
+
+
+def _funnel_checks() -> list[tuple[str, pl.Expr]]:
+    click = pl.col("click")
+    out = [(f"{f} without click", ((pl.col(f) == 1) & (click == 0)).sum()) for f in LIVE_FLAGS]
+    out.append(("long_view without effective_view", ((pl.col("long_view") == 1) & (pl.col("effective_view") == 0)).sum()))
+    return out
+
+
+def _check_table(root: Path, table: str, report: Report, required: bool) -> None:
+    path = table_path(root, table)
+    files = table_files(path)
+    if not files:
+        if required or path.exists():
+            what = "has no *.parquet shards" if path.is_dir() else "is missing"
+            report.errors.append(Problem(str(path), f"required table {what}.",
+                                         f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."))
+        return
+    columns = TABLES[table] + (LIVE_TRUTH_COLUMNS if table == "live" else ())
+    required_names = {c.name for c in TABLES[table]}
+    # Schema of every shard from its footer: cheap, and names the shard that differs.
+    schemas = {}
+    for f in files:
+        try:
+            schemas[f] = pl.read_parquet_schema(f)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's problem to fix
+            report.errors.append(Problem(str(f), f"cannot be read as parquet ({type(e).__name__}: {e}).",
+                                         "rewrite the file with a parquet writer."))
+    if len(schemas) != len(files):
+        return
+    usable: list[Column] = []
+    bad_type = False
+    for col in columns:
+        present = [f for f, s in schemas.items() if col.name in s]
+        if len(present) < len(files):
+            if col.name in required_names:
+                missing = [f for f in files if f not in present]
+                where = str(missing[0]) if len(files) > 1 else str(path)
+                more = f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""
+                report.errors.append(Problem(f"{where}:{col.name}", f"required column '{col.name}' is missing{more}.",
+                                             f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet)."))
+            elif present:
+                report.errors.append(Problem(f"{path}:{col.name}", "present in some shards only.",
+                                             "write the same columns in every shard."))
+            continue
+        kinds = {str(s[col.name]) for s in schemas.values()}
+        accepted = True
+        for f, s in schemas.items():
+            ok, exact = _type_ok(s[col.name], col)
+            if not ok:
+                accepted = False
+                report.errors.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}.",
+                                             _INT_FIX.format(dtype=col.dtype, col=col.name)))
+                break
+            if not exact:
+                report.warnings.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}; "
+                                               "it is read with a cast.", _INT_FIX.format(dtype=col.dtype, col=col.name)))
+                break
+        if accepted and len(kinds) > 1:
+            accepted = False
+            report.errors.append(Problem(f"{path}:{col.name}", f"shards disagree on its type ({', '.join(sorted(kinds))}).",
+                                         f"write it as {col.dtype} in every shard."))
+        if accepted:
+            usable.append(col)
+        else:
+            bad_type = True
+    lf = pl.scan_parquet(files) if not bad_type else None
+    if lf is None:
+        # Still count rows so an empty table is reported alongside type problems.
+        lf_rows = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
+        report.rows[table] = lf_rows
+        if lf_rows == 0:
+            report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
+        return
+    lf = lf.select([c.name for c in usable])
+    checks = [chk for col in usable for chk in _checks(col)]
+    exprs = [pl.len().alias("__rows")] + [expr.alias(name) for name, expr, _, _ in checks]
+    funnel = _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
+    exprs += [expr.alias(f"funnel:{name}") for name, expr in funnel]
+    if table == "users" and "user_id" in {c.name for c in usable}:
+        exprs.append((pl.len() - pl.col("user_id").n_unique()).alias("__dup_users"))
+    stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
+    rows = stats["__rows"]
+    report.rows[table] = rows
+    if rows == 0:
+        report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
+        return
+    for name, _, message, fix in checks:
+        k = stats[name]
+        if k:
+            col = name.split(":")[0]
+            report.errors.append(Problem(f"{path}:{col}", message.format(k=f"{k:,}"), fix))
+    for name, _ in funnel:
+        k = stats[f"funnel:{name}"]
+        if k:
+            report.warnings.append(Problem(f"{path}", f"funnel: {k:,} row(s) with {name}.",
+                                           "none needed (real logs break the funnel); check the export if unexpected."))
+    if stats.get("__dup_users"):
+        report.errors.append(Problem(f"{path}:user_id", f"{stats['__dup_users']:,} duplicate user id(s).",
+                                     "keep one row per user."))
+
+
+def validate(root: str | Path) -> Report:
+    """Every problem of a dataset directory; errors make it unusable, warnings do not."""
+    root = Path(root)
+    report = Report(root)
+    if not root.is_dir():
+        report.errors.append(Problem(str(root), "no such dataset directory.",
+                                     f"pass a folder holding manifest.json, live.parquet and video.parquet "
+                                     f"(or create one: `farm data synth --out {root}`)."))
+        return report
+    for line in manifest_problems(root / "manifest.json"):
+        where, _, rest = line.partition(": ")
+        report.errors.append(Problem(where, rest, "see DATA_FORMAT.md, 'manifest.json'."))
+    for table in TABLES:
+        _check_table(root, table, report, required=table in REQUIRED_TABLES)
+    return report

@@ -1,0 +1,184 @@
+"""Every model hyperparameter as a typed dataclass; a variant is a ModelConfig with other slot names.
+
+Slot components take their own hyperparameters as keyword arguments (``SlotConfig.params``): the component's
+signature is their schema, so a third-party component needs no change here. Defaults follow the paper
+(Sec. 4.1.3): L = 50, D1 = 92, D2 = 64, tau = 0.07, Adam with lr 1e-3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from farmcli.errors import UserError
+
+N_TASKS = 6  # len(farmcli.data.schema.TASKS), checked by a test; the model need not import polars
+
+
+@dataclass
+class SlotConfig:
+    """Which registered component fills a slot, and its keyword arguments."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: SlotConfig | str | Mapping[str, Any]) -> SlotConfig:
+        """Accept ``"none"``, ``{"name": "dft", "params": {...}}`` or a SlotConfig (YAML stays short)."""
+        if isinstance(value, SlotConfig):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"name", "params"}
+            if "name" not in value or unknown:
+                raise UserError(f"A slot is a name or {{name: ..., params: {{...}}}}; got {dict(value)!r}.")
+            return cls(str(value["name"]), dict(value.get("params") or {}))
+        raise UserError(f"A slot is a name or {{name: ..., params: {{...}}}}; got {value!r}.")
+
+
+@dataclass
+class EmbedConfig:
+    """Per-field embedding widths (eq. 8). Their sums are the sequence widths D1 (video) and D2 (live).
+
+    Id vocabularies (author, page, tag, cluster, user) have one table each, shared by the candidate and both
+    histories: the same author is the same row in both domains, which is what lets preference transfer.
+    Behaviour fields (play, lag, label) mean different things per domain, so each domain has its own tables.
+    Defaults: D1 = 24 + 4 + 8 + 16 + 16 + 24 = 92 and D2 = 24 + 4 + 8 + 8 + 8 + 6 + 6 = 64, as in the paper.
+    """
+
+    author: int = 24
+    page: int = 4
+    tag: int = 8
+    cluster: int = 8
+    user: int = 16
+    video_play: int = 16
+    video_lag: int = 16
+    video_label: int = 24
+    live_play: int = 8
+    live_lag: int = 6
+    live_label: int = 6
+    init_std: float = 0.05
+
+    @property
+    def d1(self) -> int:
+        return self.author + self.page + self.tag + self.video_play + self.video_lag + self.video_label
+
+    @property
+    def d2(self) -> int:
+        return self.author + self.page + self.tag + self.cluster + self.live_play + self.live_lag + self.live_label
+
+    @property
+    def cand_dim(self) -> int:
+        """Width of x_cand: the candidate's user, author, page, tag and cluster embeddings."""
+        return self.user + self.author + self.page + self.tag + self.cluster
+
+
+@dataclass
+class VocabSizes:
+    """Embedding-table sizes from the sample store (indices are < these; 0 = padding, 1 = out-of-vocabulary)."""
+
+    author: int
+    page: int
+    tag: int
+    cluster: int
+    user: int
+    n_play_buckets: int = 32
+    n_lag_buckets: int = 24
+    n_label_ids: int = 33
+
+    @classmethod
+    def parse(cls, value: VocabSizes | Mapping[str, int]) -> VocabSizes:
+        """Accept the sample store's dict; keys this model does not use are ignored."""
+        if isinstance(value, VocabSizes):
+            return value
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in ("author", "page", "tag", "cluster", "user") if n not in value]
+        if missing:
+            raise UserError(
+                f"Vocabulary sizes lack {', '.join(missing)}; the sample store's manifest should carry them."
+            )
+        return cls(**{n: int(value[n]) for n in names if n in value})
+
+
+@dataclass
+class ModelConfig:
+    """The FARM model: embedding widths, attention heads, one SlotConfig per slot, the loss weight lambda."""
+
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    target_heads: int = 4
+    """Heads of the target attentions over the video and live histories (eq. 11); must divide D1 and D2."""
+    preference_heads: int = 4
+    """Heads of the self-attention preference encoder (eq. 12), built only when align or fuse uses it."""
+    video_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
+    live_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
+    align: SlotConfig = field(default_factory=lambda: SlotConfig("infonce"))
+    fuse: SlotConfig = field(default_factory=lambda: SlotConfig("cross_attention"))
+    head: SlotConfig = field(default_factory=lambda: SlotConfig("ple"))
+    cl_weight: float = 0.5
+    """lambda of eq. 15 (paper range 0.1-0.9); used only when align is not ``none``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.embed, Mapping):
+            self.embed = _from_mapping(EmbedConfig, self.embed, "model.embed")
+        for slot in SLOT_FIELDS:
+            setattr(self, slot, SlotConfig.parse(getattr(self, slot)))
+
+    def with_slots(self, **names: str | SlotConfig) -> ModelConfig:
+        """A copy with some slots swapped, e.g. ``cfg.with_slots(fuse="none")`` for w/o C-PF."""
+        unknown = set(names) - set(SLOT_FIELDS)
+        if unknown:
+            raise UserError(f"Unknown slot(s) {', '.join(sorted(unknown))}. Known slots: {', '.join(SLOT_FIELDS)}.")
+        return dataclasses.replace(self, **{k: SlotConfig.parse(v) for k, v in names.items()})
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ModelConfig:
+        return _from_mapping(cls, value, "model")
+
+    @classmethod
+    def parse(cls, value: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
+        """None means the defaults (the paper's FARM); a mapping is read as YAML would give it."""
+        return cls() if value is None else cls.from_dict(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SLOT_FIELDS = ("video_frequency", "live_frequency", "align", "fuse", "head")
+
+
+@dataclass
+class OptimConfig:
+    """Adam (the paper's optimiser)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+    @classmethod
+    def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:
+        return cls() if value is None else _from_mapping(cls, value, "optim")
+
+
+def _from_mapping(cls: type, value: Mapping[str, Any], where: str) -> Any:
+    """Build a dataclass from a (YAML) mapping; a mistyped key is a UserError naming the known ones."""
+    if isinstance(value, cls):
+        return value
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        keys = ", ".join(f"{where}.{k}" for k in unknown)
+        raise UserError(f"Unknown key(s) {keys}. Known: {', '.join(sorted(known))}.")
+    return cls(**dict(value))
+
+
+# The paper's Table 1 rows as slot choices (variants/*.yaml are the user-facing copies of these).
+PAPER_VARIANTS: dict[str, dict[str, str]] = {
+    "farm": {},
+    "base": {"video_frequency": "none", "live_frequency": "none", "align": "none", "fuse": "none"},
+    "no-vfa": {"video_frequency": "none"},
+    "no-lfa": {"live_frequency": "none"},
+    "no-cpa": {"align": "none"},
+    "no-cpf": {"fuse": "none"},
+}

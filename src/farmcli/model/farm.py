@@ -1,0 +1,127 @@
+"""FARM (Fig. 2): slots filled from the registry, forward pass in the order of equations 8-18.
+
+Where eq. 12's self-attention lives: the preference encoder (V -> V^) is shared by align (eq. 13) and
+fuse (eq. 16), so FARM owns it and builds it only when the align or fuse component declares
+``uses_preference``. With both ``none`` (the base model) it does not exist: a ``none`` slot adds no
+parameters and no loss term. The target attentions of eq. 11 exist in every variant; without a frequency
+module they attend over the raw V instead of F.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from farmcli import registry
+from farmcli.errors import UserError
+from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
+from farmcli.model.embed import EmbeddingLayer
+from farmcli.model.layers import SelfAttention, TargetAttention
+
+
+@dataclass
+class FarmOutput:
+    logits: Tensor
+    """[B, 6] in TASKS order (click, effective_view, long_view, like, comment, gift)."""
+    cl_loss: Tensor | None
+    """L_cl of eq. 14; None when align is ``none``."""
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    """With ``return_aux``: h_video, h_live, the gates alpha, beta (video) and gamma, delta (live),
+    cross_attention [B, heads, L_live, L_video], video/live_target_attention [B, heads, L], as present."""
+
+
+class PreferenceEncoder(nn.Module):
+    """Eq. 12: V^_video = MH-Self-Att(V_video), V^_live = MH-Self-Att(V_live) (each user's own preferences)."""
+
+    def __init__(self, video_dim: int, live_dim: int, heads: int):
+        super().__init__()
+        self.video = SelfAttention(video_dim, heads)
+        self.live = SelfAttention(live_dim, heads)
+
+    def forward(self, v_video: Tensor, v_live: Tensor, video_mask: Tensor, live_mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.video(v_video, video_mask)[0], self.live(v_live, live_mask)[0]
+
+
+def build(slot: str, spec: SlotConfig, **dims: Any) -> nn.Module:
+    """Instantiate the registered component of a slot with FARM's dimensions plus the config's params."""
+    factory = registry.get(slot, spec.name)
+    clash = set(spec.params) & set(dims)
+    if clash:
+        raise UserError(f"{slot} '{spec.name}': {', '.join(sorted(clash))} are set by the model, not by params.")
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: let the call itself complain
+        parameters = None
+    if parameters is not None and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = set(spec.params) - set(parameters)
+        if unknown:
+            accepted = sorted(set(parameters) - set(dims)) or ["(none)"]
+            raise UserError(
+                f"{slot} '{spec.name}' has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(accepted)}."
+            )
+    return factory(**dims, **spec.params)
+
+
+class FARM(nn.Module):
+    """Batch of ids -> FarmOutput (six logits, L_cl, and for analysis the aux tensors); see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig | Mapping[str, Any], vocab: VocabSizes | Mapping[str, int]):
+        super().__init__()
+        self.cfg = cfg = ModelConfig.parse(cfg)
+        d1, d2, dc = cfg.embed.d1, cfg.embed.d2, cfg.embed.cand_dim
+        self.embed = EmbeddingLayer(cfg.embed, VocabSizes.parse(vocab))
+        self.video_frequency = build("video_frequency", cfg.video_frequency, dim=d1)
+        self.live_frequency = build("live_frequency", cfg.live_frequency, dim=d2)
+        self.video_target = TargetAttention(dc, d1, cfg.target_heads)
+        self.live_target = TargetAttention(dc, d2, cfg.target_heads)
+        self.align = build("align", cfg.align, video_dim=d1, live_dim=d2)
+        self.fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
+        uses_preference = getattr(self.align, "uses_preference", False) or getattr(self.fuse, "uses_preference", False)
+        self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
+        self.head = build("head", cfg.head, in_dim=d1 + d2 + getattr(self.fuse, "out_dim", 0) + dc, n_tasks=N_TASKS)
+
+    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
+        video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
+
+        # (8) embedding layer
+        v_video, v_live, x_cand = self.embed(batch)
+
+        # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
+        f_video, video_gates = self.video_frequency(v_video, video_mask)
+        f_live, live_gates = self.live_frequency(v_live, live_mask)
+
+        # (11) target attention of the candidate over each domain's history
+        f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
+        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
+
+        # (12) preference encoder, shared by align and fuse
+        if self.preference is not None:
+            v_hat_video, v_hat_live = self.preference(v_video, v_live, video_mask, live_mask)
+        else:
+            v_hat_video, v_hat_live = v_video, v_live
+
+        # (13-14) cross-domain preference align: L_cl
+        cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
+
+        # (16-17) cross-domain preference fuse: F^_cross
+        f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
+
+        # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
+        features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]
+        logits = self.head(torch.cat(features, dim=-1))
+
+        aux: dict[str, Tensor] = {}
+        if return_aux:
+            aux = {"video_target_attention": video_weights, "live_target_attention": live_weights}
+            aux.update(align_aux)
+            aux.update(fuse_aux)
+            if video_gates is not None:
+                aux["alpha"], aux["beta"] = video_gates
+            if live_gates is not None:
+                aux["gamma"], aux["delta"] = live_gates
+        return FarmOutput(logits, cl_loss, aux)

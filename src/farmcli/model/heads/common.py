@@ -1,0 +1,32 @@
+"""Pieces every multi-task head shares: per-task towers and softmax-gated expert mixing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from farmcli.model.layers import mlp
+
+
+class Towers(nn.Module):
+    """One MLP per task ending in a single logit; [B, D] per task (or shared) -> logits [B, n_tasks]."""
+
+    def __init__(self, in_dim: int, n_tasks: int, dims: Sequence[int], dropout: float = 0.0):
+        super().__init__()
+        self.towers = nn.ModuleList(mlp(in_dim, [*dims, 1], dropout) for _ in range(n_tasks))
+
+    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
+        inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x
+        return torch.cat([tower(h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
+
+
+def expert_pool(in_dim: int, n: int, dims: Sequence[int], dropout: float) -> nn.ModuleList:
+    return nn.ModuleList(mlp(in_dim, dims, dropout, last_activation=True) for _ in range(n))
+
+
+def mix(gate_logits: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+    """Softmax gate [B, E] over expert outputs (E tensors [B, D]) -> [B, D]."""
+    weights = torch.softmax(gate_logits, dim=-1).unsqueeze(-1)
+    return (weights * torch.stack(list(outputs), dim=1)).sum(1)

@@ -1,0 +1,25 @@
+"""MMoE (Ma et al., KDD 2018): one pool of shared experts, a softmax gate per task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from farmcli.model.heads.common import Towers, expert_pool, mix
+from farmcli.registry import register
+
+
+@register("head", "mmoe")
+class MMoE(nn.Module):
+    def __init__(self, in_dim: int, n_tasks: int, experts: int = 4, expert_dims: Sequence[int] = (128, 64),
+                 tower_dims: Sequence[int] = (64,), dropout: float = 0.0):
+        super().__init__()
+        self.experts = expert_pool(in_dim, experts, expert_dims, dropout)
+        self.gates = nn.ModuleList(nn.Linear(in_dim, experts) for _ in range(n_tasks))
+        self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        outputs = [e(x) for e in self.experts]
+        return self.towers([mix(gate(x), outputs) for gate in self.gates])
+

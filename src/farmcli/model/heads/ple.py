@@ -1,0 +1,64 @@
+"""PLE (Tang et al., RecSys 2020), the paper's multi-task base: task-specific plus shared experts per level.
+
+Rare tasks (like, comment, gift) get experts of their own, so the dense click signal cannot drown them,
+while shared experts still carry what the tasks have in common.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from farmcli.model.heads.common import Towers, expert_pool, mix
+from farmcli.registry import register
+
+
+class ExtractionLevel(nn.Module):
+    """One customized gate control (CGC) level: each task mixes its own and the shared experts.
+
+    Every level but the last also mixes all experts into the shared input of the next level.
+    """
+
+    def __init__(self, in_dim: int, n_tasks: int, task_experts: int, shared_experts: int,
+                 expert_dims: Sequence[int], dropout: float, last: bool):
+        super().__init__()
+        self.task_experts = nn.ModuleList(
+            expert_pool(in_dim, task_experts, expert_dims, dropout) for _ in range(n_tasks)
+        )
+        self.shared_experts = expert_pool(in_dim, shared_experts, expert_dims, dropout)
+        self.task_gates = nn.ModuleList(nn.Linear(in_dim, task_experts + shared_experts) for _ in range(n_tasks))
+        self.shared_gate = None if last else nn.Linear(in_dim, n_tasks * task_experts + shared_experts)
+
+    def forward(self, task_inputs: Sequence[Tensor], shared_input: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        shared = [e(shared_input) for e in self.shared_experts]
+        task_outputs, every_task_expert = [], []
+        for x, own_experts, gate in zip(task_inputs, self.task_experts, self.task_gates, strict=True):
+            own = [e(x) for e in own_experts]
+            every_task_expert += own
+            task_outputs.append(mix(gate(x), own + shared))
+        if self.shared_gate is None:
+            return task_outputs, None
+        return task_outputs, mix(self.shared_gate(shared_input), every_task_expert + shared)
+
+
+@register("head", "ple")
+class PLE(nn.Module):
+    """``levels`` extraction levels of ``task_experts`` per task and ``shared_experts`` shared, then towers."""
+
+    def __init__(self, in_dim: int, n_tasks: int, levels: int = 2, shared_experts: int = 2, task_experts: int = 1,
+                 expert_dims: Sequence[int] = (128, 64), tower_dims: Sequence[int] = (64,), dropout: float = 0.0):
+        super().__init__()
+        widths = [in_dim] + [expert_dims[-1]] * (levels - 1)
+        self.levels = nn.ModuleList(
+            ExtractionLevel(w, n_tasks, task_experts, shared_experts, expert_dims, dropout, last=i == levels - 1)
+            for i, w in enumerate(widths)
+        )
+        self.n_tasks = n_tasks
+        self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        task_inputs, shared_input = [x] * self.n_tasks, x
+        for level in self.levels:
+            task_inputs, shared_input = level(task_inputs, shared_input)
+        return self.towers(task_inputs)

@@ -1,0 +1,110 @@
+"""FarmModule: FARM under Lightning; loss of eq. 15 (six BCEs + lambda * L_cl), Adam, per-task logging.
+
+Evaluation steps hand (logits, labels, user_id, activity) to ``on_eval_batch``: the place where grouped
+AUC metrics (AUC / UAUC / GAUC per activity group) are updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from farmcli.data.schema import TASKS
+from farmcli.errors import UserError
+from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
+from farmcli.model.farm import FARM, FarmOutput
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Training diverged or the batch holds bad values; stopping beats writing a checkpoint full of NaN."""
+
+
+class EvalBatch(TypedDict, total=False):
+    logits: Tensor  # [B, 6] in TASKS order
+    labels: Tensor  # [B, 6]
+    user_id: Tensor  # [B] raw user ids (for UAUC / GAUC)
+    activity: Tensor  # [B] 0 low, 1 mid, 2 high
+    p: Tensor  # [B, 6] true probabilities, only for simulated data
+
+
+class FarmModule(L.LightningModule):
+    def __init__(self, vocab: VocabSizes | Mapping[str, int], model: ModelConfig | Mapping[str, Any] | None = None,
+                 optim: OptimConfig | Mapping[str, Any] | None = None):
+        super().__init__()
+        vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
+        # Plain dicts, so checkpoints load with torch.load(weights_only=True) and hparams.yaml stays readable.
+        self.save_hyperparameters(
+            {"vocab": dataclasses.asdict(vocab), "model": model.to_dict(), "optim": dataclasses.asdict(optim)}
+        )
+        self.model_cfg, self.optim_cfg = model, optim
+        self.farm = FARM(model, vocab)
+
+    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
+        return self.farm(batch, return_aux=return_aux)
+
+    def compute_loss(self, out: FarmOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 15: L = sum of the six BCEs (eq. 7, on logits for numerical safety) + lambda * L_cl."""
+        bce = F.binary_cross_entropy_with_logits(out.logits.float(), labels.float(), reduction="none").mean(0)
+        parts = {f"bce_{task}": bce[i] for i, task in enumerate(TASKS)}
+        loss = bce.sum()
+        if out.cl_loss is not None:
+            parts["cl"] = out.cl_loss
+            loss = loss + self.model_cfg.cl_weight * out.cl_loss
+        return loss, parts
+
+    def _step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> tuple[Tensor, FarmOutput]:
+        out = self(batch)
+        loss, parts = self.compute_loss(out, batch["labels"])
+        if not torch.isfinite(loss):
+            self._raise_non_finite(loss, parts, batch_idx, stage)
+        training = stage == "train"
+        size = batch["labels"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=not training)
+        self.log_dict({f"{stage}/{k}": v for k, v in parts.items()}, batch_size=size, sync_dist=not training)
+        return loss, out
+
+    def _raise_non_finite(self, loss: Tensor, parts: dict[str, Tensor], batch_idx: int, stage: str) -> None:
+        bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["total"]
+        raise NonFiniteLossError(
+            f"The {stage} loss is {loss.item()} at step {self.global_step}, batch {batch_idx} "
+            f"(non-finite terms: {', '.join(bad)}). Check that labels are 0/1 and ids are within the vocabulary, "
+            f"or lower the learning rate (optim.lr = {self.optim_cfg.lr})."
+        )
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, batch_idx, "train")[0]
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> EvalBatch:
+        return self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> EvalBatch:
+        return self._eval_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Logits [B, 6] in TASKS order (sigmoid gives the XTRs)."""
+        return self(batch).logits
+
+    def _eval_step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> EvalBatch:
+        _, out = self._step(batch, batch_idx, stage)
+        outputs = EvalBatch(
+            logits=out.logits.detach(), labels=batch["labels"], user_id=batch["user_id"], activity=batch["activity"]
+        )
+        if "p" in batch:
+            outputs["p"] = batch["p"]
+        self.on_eval_batch(outputs, stage)
+        return outputs
+
+    def on_eval_batch(self, outputs: EvalBatch, stage: str) -> None:
+        """Called with every validation ("val") and test ("test") batch's outputs: update metrics here.
+
+        Does nothing by default; the outputs are also returned from the step, so callbacks see them too.
+        """
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)

@@ -1,0 +1,121 @@
+"""The plugin registry: FARM's slots are filled by components chosen by name, so names are data.
+
+In the spirit of timm's ``_registry.py``: ``register`` (a decorator), ``get`` and ``list``.
+Built-in components live in ``farmcli.model`` and register when that package is imported; third-party
+packages add components through the entry-point group ``farmcli.plugins`` (each entry point is a module,
+imported for its ``@register`` side effects, or a callable, called once with no arguments). Both are
+loaded lazily, once, on the first ``get`` or ``list``, so importing this module stays cheap.
+
+What a component is, per slot (the keyword arguments FARM passes; the slot config's ``params`` go after):
+
+==================  ========================================  =====================================================
+slot                built as                                  forward
+==================  ========================================  =====================================================
+video_frequency,    ``cls(dim=D)``                            ``(V, mask) -> (F, gates)``; gates = (low, high) or None
+live_frequency
+align               ``cls(video_dim=D1, live_dim=D2)``        ``(video, live, video_mask, live_mask, user_id)``
+                                                              ``-> (L_cl or None, aux)``
+fuse                ``cls(video_dim=D1, live_dim=D2,``        ``(video, live, video_mask, live_mask, x_cand)``
+                    ``cand_dim=Dc)``; attribute ``out_dim``   ``-> (F_cross or None, aux)``
+head                ``cls(in_dim=..., n_tasks=6)``            ``(x) -> logits [B, n_tasks]``
+==================  ========================================  =====================================================
+
+``align`` and ``fuse`` components set ``uses_preference = True`` to receive the self-attended histories
+of eq. 12 (built only when one of them asks); otherwise they receive the raw V.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.metadata
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from farmcli.errors import UserError
+
+SLOTS = ("video_frequency", "live_frequency", "align", "fuse", "head")
+ENTRY_POINT_GROUP = "farmcli.plugins"
+_BUILTIN_MODULES = (
+    "farmcli.model.frequency",
+    "farmcli.model.align",
+    "farmcli.model.fuse",
+    "farmcli.model.heads",
+)
+
+_components: dict[str, dict[str, Callable[..., Any]]] = {slot: {} for slot in SLOTS}
+_loaded = False
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def _check_slot(slot: str) -> None:
+    if slot not in _components:
+        raise UserError(f"Unknown slot '{slot}'. Known slots: {', '.join(SLOTS)}.")
+
+
+def register(slot: str, name: str) -> Callable[[T], T]:
+    """Decorator: make ``obj`` the component ``name`` of ``slot`` (``@register("fuse", "cross_attention")``)."""
+    _check_slot(slot)
+
+    def decorator(obj: T) -> T:
+        known = _components[slot].get(name)
+        # Re-registering the same definition (a module imported twice, e.g. by reload) is harmless;
+        # two different components under one name would make configs ambiguous.
+        if known is not None and _qualname(known) != _qualname(obj):
+            raise ValueError(
+                f"{slot} '{name}' is already registered by {_qualname(known)}; cannot register {_qualname(obj)}."
+            )
+        _components[slot][name] = obj
+        return obj
+
+    return decorator
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def load_plugins(force: bool = False) -> None:
+    """Import the built-in components and every ``farmcli.plugins`` entry point (once, unless ``force``)."""
+    global _loaded
+    if _loaded and not force:
+        return
+    _loaded = True  # set first: a plugin that calls get() while loading must not recurse
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as e:  # a broken third-party plugin must not take the built-ins down with it
+            warnings.warn(
+                f"farmcli plugin '{ep.name}' ({ep.value}) failed to load: {type(e).__name__}: {e}", stacklevel=2
+            )
+
+
+def get(slot: str, name: str) -> Callable[..., Any]:
+    """The component ``name`` of ``slot``; an unknown slot or name is a UserError naming the known ones."""
+    _check_slot(slot)
+    load_plugins()
+    try:
+        return _components[slot][name]
+    except KeyError:
+        known = ", ".join(sorted(_components[slot])) or "(none)"
+        raise UserError(f"Unknown {slot} component '{name}'. Known: {known}.") from None
+
+
+def list_components(slot: str | None = None) -> builtins.list[str] | dict[str, builtins.list[str]]:
+    """Sorted names of one slot's components, or ``{slot: names}`` for every slot."""
+    load_plugins()
+    if slot is None:
+        return {s: sorted(_components[s]) for s in SLOTS}
+    _check_slot(slot)
+    return sorted(_components[slot])
+
+
+list = list_components  # timm-style name; shadows the builtin only as ``registry.list``
+
+__all__ = ["SLOTS", "ENTRY_POINT_GROUP", "register", "get", "list", "list_components", "load_plugins"]

@@ -1,0 +1,94 @@
+"""Rich renderings of library results; the CLI prints these, the library never prints."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Group
+from rich.table import Table
+
+from farmcli.data.schema import ACTIVITY_LEVELS
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
+
+
+def validation(report) -> Group | Table:
+    t = Table(title=f"{report.root.name}: {'valid' if report.ok else 'INVALID'}")
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for table, n in report.rows.items():
+        t.add_row(table, f"{n:,}")
+    return t
+
+
+def inspection(info: dict) -> Group:
+    parts = []
+    rows = Table(title=f"{info['name'] or info['dataset']}: rows per split")
+    rows.add_column("table")
+    splits = list(info["rows"]["live"])
+    for s in splits:
+        rows.add_column(s, justify="right")
+    for table, r in info["rows"].items():
+        rows.add_row(table, *(f"{r[s]:,}" for s in splits))
+    parts.append(rows)
+
+    rates = Table(title=f"live label rates (video:live rows = {info['video_live_ratio']:.2f})")
+    rates.add_column("task")
+    rates.add_column("of impressions", justify="right")
+    rates.add_column("of clicks", justify="right")
+    for task, r in info["live_label_rates"].items():
+        rates.add_row(task, _pct(r["of_impressions"]), _pct(r["of_clicks"]) if task != "click" else "")
+    parts.append(rates)
+
+    vrates = Table(title="video label rates (of exposures)")
+    for f in info["video_label_rates"]:
+        vrates.add_column(f, justify="right")
+    vrates.add_row(*(_pct(v) for v in info["video_label_rates"].values()))
+    parts.append(vrates)
+
+    u = info["users"]
+    users = Table(title=f"users: {u['total']:,} (activity {u['activity_from']})")
+    for lvl in ACTIVITY_LEVELS:
+        users.add_column(lvl, justify="right")
+    users.add_row(*(f"{u[lvl]:,}" for lvl in ACTIVITY_LEVELS))
+    parts.append(users)
+
+    h = info["history"]
+    hist = Table(title=f"history length at sample time (capped at L={h['history_len']}; "
+                       f"{h['users_sampled']:,} users sampled)")
+    for c in ("level", "domain", "samples", "mean", "p10", "p50", "p90", "empty"):
+        hist.add_column(c, justify="left" if c in ("level", "domain") else "right")
+    for lvl, domains in h["levels"].items():
+        for dom, s in domains.items():
+            hist.add_row(lvl, dom, f"{s['samples']:,}", f"{s['mean']:.1f}", f"{s['p10']:.0f}", f"{s['p50']:.0f}",
+                         f"{s['p90']:.0f}", _pct(s["empty"]))
+    parts.append(hist)
+
+    if info.get("oracle"):
+        o = info["oracle"]
+        orc = Table(title=f"oracle (p_* columns) on the {o['split']} split, {o['samples']:,} samples")
+        for c in ("task", "AUC", "UAUC", "GAUC"):
+            orc.add_column(c, justify="left" if c == "task" else "right")
+        for task, r in o["tasks"].items():
+            orc.add_row(task, _pct(r["auc"]), _pct(r["uauc"]), _pct(r["gauc"]))
+        parts.append(orc)
+    return Group(*parts)
+
+
+def store(summary: dict) -> Table:
+    """A two-column view of a nested summary dict (sample store facts)."""
+    t = Table(title=f"sample store {summary.get('path', '')}")
+    t.add_column("key")
+    t.add_column("value", overflow="fold")
+
+    def add(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                add(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            t.add_row(prefix, f"{value:,}" if isinstance(value, int) else str(value))
+
+    add("", {k: v for k, v in summary.items() if k != "path"})
+    return t

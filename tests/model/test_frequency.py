@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from farmcli import registry
+from farmcli.errors import UserError
+from farmcli.model.frequency import DFTFrequency, NoFrequency, frequency_split
+
+
+@pytest.mark.parametrize("L", [10, 11, 50])
+@pytest.mark.parametrize("c", [1, 3, 5])
+def test_low_plus_high_is_v_and_low_keeps_exactly_c_bins(L, c):
+    v = torch.randn(4, L, 6, dtype=torch.float64)
+    low, high = frequency_split(v, c)
+    torch.testing.assert_close(low + high, v)
+    low_bins = torch.fft.rfft(low, dim=1, norm="ortho").abs()
+    high_bins = torch.fft.rfft(high, dim=1, norm="ortho").abs()
+    assert (low_bins[:, c:] < 1e-10).all()
+    assert (high_bins[:, :c] < 1e-10).all()
+    assert (low_bins[:, :c] > 1e-6).all()  # the kept bins really are kept
+
+
+def test_unitary_split_is_orthogonal_in_energy():
+    v = torch.randn(2, 50, 3, dtype=torch.float64)
+    low, high = frequency_split(v, 3)
+    torch.testing.assert_close((low * high).sum(1), torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_cutoff_beyond_the_spectrum_keeps_everything():
+    v = torch.randn(2, 6, 3)
+    low, high = frequency_split(v, 9)
+    torch.testing.assert_close(low, v)
+    assert high.abs().max() < 1e-5
+
+
+def _mask(lengths, L):
+    return torch.arange(L)[None, :] >= (L - torch.tensor(lengths))[:, None]
+
+
+def test_gates_are_one_scalar_per_sample_in_0_1_and_padding_stays_zero():
+    torch.manual_seed(0)
+    module = DFTFrequency(dim=6, cutoff=3)
+    mask = _mask([3, 10, 0, 7], 10)
+    v = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
+    f, (g_low, g_high) = module(v, mask)
+    assert f.shape == v.shape
+    assert g_low.shape == (4,) and g_high.shape == (4,)
+    for g in (g_low, g_high):
+        assert ((g > 0) & (g < 1)).all()
+    assert torch.equal(f[~mask], torch.zeros(int((~mask).sum()), 6))
+    assert torch.isfinite(f).all()
+    # with both gates equal, F = gate * V: the split is exact at real positions
+    low, high = frequency_split(v, 3)
+    expected = (g_low[:, None, None] * low + g_high[:, None, None] * high) * mask.unsqueeze(-1)
+    torch.testing.assert_close(f, expected)
+
+
+def test_per_channel_gates():
+    module = DFTFrequency(dim=6, per_channel=True)
+    mask = _mask([3, 10], 10)
+    f, (g_low, g_high) = module(torch.randn(2, 10, 6) * mask.unsqueeze(-1), mask)
+    assert g_low.shape == (2, 6) and g_high.shape == (2, 6)
+
+
+def test_none_passes_v_through_with_no_parameters():
+    v, mask = torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)
+    module = NoFrequency(dim=4)
+    out, gates = module(v, mask)
+    assert out is v and gates is None
+    assert sum(p.numel() for p in module.parameters()) == 0
+
+
+def test_registered_for_both_domains():
+    for slot in ("video_frequency", "live_frequency"):
+        assert registry.get(slot, "dft") is DFTFrequency
+        assert registry.get(slot, "none") is NoFrequency
+
+
+def test_cutoff_must_be_positive():
+    with pytest.raises(UserError, match="cut-off"):
+        DFTFrequency(dim=4, cutoff=0)

@@ -1,0 +1,84 @@
+import lightning as L
+import pytest
+import torch
+
+from farmcli.model import FarmModule, OptimConfig
+from farmcli.model.module import NonFiniteLossError
+from tests.model.helpers import VOCAB, random_batch, tiny_config
+
+
+def _trainer(**kw):
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kw)
+
+
+def _loader(batch):
+    return torch.utils.data.DataLoader([batch], batch_size=None)
+
+
+def test_training_decreases_the_loss():
+    torch.manual_seed(0)
+    module = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(lr=3e-3))
+    batch = random_batch(32, 10, seed=6, empty_rows=[0])
+    with torch.no_grad():
+        before = module.compute_loss(module(batch), batch["labels"])[0]
+    _trainer(max_steps=30).fit(module, _loader(batch))
+    with torch.no_grad():
+        after = module.compute_loss(module(batch), batch["labels"])[0]
+    assert after < before * 0.9, (before, after)
+
+
+def test_a_nan_loss_is_rejected_with_a_clear_error():
+    module = FarmModule(VOCAB, tiny_config("farm"))
+    batch = random_batch(4, 6, seed=7)
+    batch["labels"][0, 5] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"train loss is nan.*non-finite terms: bce_gift.*optim.lr"):
+        module.training_step(batch, 0)
+
+
+def test_no_align_means_no_contrastive_term():
+    module = FarmModule(VOCAB, tiny_config("no-cpa"))
+    batch = random_batch(6, 6, seed=8)
+    out = module(batch)
+    loss, parts = module.compute_loss(out, batch["labels"])
+    assert "cl" not in parts
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch["labels"], reduction="none")
+    torch.testing.assert_close(loss, bce.mean(0).sum())
+    with_align = FarmModule(VOCAB, tiny_config("farm"))
+    out = with_align(batch)
+    loss, parts = with_align.compute_loss(out, batch["labels"])
+    torch.testing.assert_close(loss, sum(v for k, v in parts.items() if k != "cl") + 0.5 * parts["cl"])
+
+
+def test_eval_steps_hand_their_outputs_to_the_hook_and_predict_gives_logits():
+    class Collecting(FarmModule):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.seen = []
+
+        def on_eval_batch(self, outputs, stage):
+            self.seen.append((stage, outputs))
+
+    module = Collecting(VOCAB, tiny_config("farm"))
+    batch = random_batch(5, 6, seed=9)
+    trainer = _trainer()
+    trainer.validate(module, _loader(batch))
+    trainer.test(module, _loader(batch))
+    assert [stage for stage, _ in module.seen] == ["val", "test"]
+    outputs = module.seen[0][1]
+    assert set(outputs) == {"logits", "labels", "user_id", "activity", "p"}
+    assert outputs["logits"].shape == (5, 6) and torch.equal(outputs["user_id"], batch["user_id"])
+    (logits,) = trainer.predict(module, _loader(batch))
+    torch.testing.assert_close(logits, outputs["logits"])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    module = FarmModule(VOCAB, tiny_config("no-cpf"), OptimConfig(lr=1e-2))
+    trainer = _trainer(max_steps=1)
+    batch = random_batch(4, 6, seed=10)
+    trainer.fit(module, _loader(batch))
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = FarmModule.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert loaded.model_cfg == module.model_cfg and loaded.optim_cfg.lr == 1e-2
+    module.eval()
+    torch.testing.assert_close(loaded(batch).logits, module(batch).logits)

@@ -1,0 +1,107 @@
+import importlib.metadata
+import sys
+import textwrap
+
+import pytest
+
+from farmcli import registry
+from farmcli.errors import UserError
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Undo registrations and the loaded flag, so fake plugins do not outlive their test."""
+    registry.load_plugins()
+    saved = {slot: dict(names) for slot, names in registry._components.items()}
+    yield
+    for slot, names in saved.items():
+        registry._components[slot].clear()
+        registry._components[slot].update(names)
+    registry._loaded = True
+    sys.modules.pop("farmcli_fake_plugin", None)
+
+
+def test_builtins_are_listed():
+    assert registry.list("video_frequency") == ["dft", "none"]
+    assert registry.list("live_frequency") == ["dft", "none"]
+    assert registry.list("align") == ["infonce", "none"]
+    assert registry.list("fuse") == ["cross_attention", "none"]
+    assert set(registry.list("head")) >= {"ple", "mmoe", "shared_bottom"}
+    assert set(registry.list()) == set(registry.SLOTS)
+    assert registry.list_components is registry.list
+
+
+def test_unknown_name_names_the_known_ones():
+    with pytest.raises(UserError, match=r"Unknown fuse component 'attn'.*cross_attention, none"):
+        registry.get("fuse", "attn")
+
+
+def test_unknown_slot_names_the_known_ones():
+    with pytest.raises(UserError, match="Known slots: video_frequency, live_frequency, align, fuse, head"):
+        registry.get("decoder", "x")
+    with pytest.raises(UserError):
+        registry.register("decoder", "x")
+
+
+def test_a_second_component_under_a_taken_name_is_refused(clean_registry):
+    with pytest.raises(ValueError, match="already registered"):
+        @registry.register("fuse", "cross_attention")
+        class Other:
+            pass
+
+
+def test_entry_point_from_an_installed_distribution(tmp_path, monkeypatch, clean_registry):
+    """A real (tiny) installed package: a dist-info with an entry point in group farmcli.plugins."""
+    (tmp_path / "farmcli_fake_plugin.py").write_text(textwrap.dedent("""
+        from farmcli.registry import register
+
+        @register("fuse", "fake_fuse")
+        class FakeFuse:
+            pass
+    """))
+    info = tmp_path / "farmcli_fake_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: farmcli-fake-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[farmcli.plugins]\nfake = farmcli_fake_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._loaded = False
+
+    component = registry.get("fuse", "fake_fuse")
+    assert component.__name__ == "FakeFuse"
+    assert "fake_fuse" in registry.list("fuse")
+
+
+def test_callable_entry_point_is_called_once(monkeypatch, clean_registry):
+    calls = []
+
+    def setup():
+        calls.append(1)
+        registry.register("head", "fake_head")(type("FakeHead", (), {}))
+
+    class FakeEntryPoint:
+        name, value = "fake", "fake:setup"
+
+        def load(self):
+            return setup
+
+    def entry_points(group=None, **kw):
+        return [FakeEntryPoint()] if group == registry.ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    registry._loaded = False
+    assert registry.get("head", "fake_head").__name__ == "FakeHead"
+    registry.list("head")
+    assert calls == [1]
+
+
+def test_a_broken_plugin_warns_and_leaves_the_builtins(monkeypatch, clean_registry):
+    class Broken:
+        name, value = "broken", "nowhere:x"
+
+        def load(self):
+            raise ImportError("no module named nowhere")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None, **kw: [Broken()])
+    registry._loaded = False
+    with pytest.warns(UserWarning, match="broken"):
+        assert registry.get("head", "ple").__name__ == "PLE"
