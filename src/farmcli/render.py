@@ -92,3 +92,37 @@ def store(summary: dict) -> Table:
 
     add("", {k: v for k, v in summary.items() if k != "path"})
     return t
+
+
+def eval_table(tables: dict, title: str = "", width: int = 200):
+    """Rows = groups (model, then oracle); columns = six tasks x AUC / UAUC / GAUC; values already in percent.
+
+    On a terminal narrower than the 18-column table, one table per metric (AUC, UAUC, GAUC) instead.
+    """
+    from rich import box
+
+    from farmcli.data.schema import TASKS
+
+    short = {"click": "click", "effective_view": "effv", "long_view": "longv", "like": "like",
+             "comment": "cmt", "gift": "gift"}
+    kinds = ("auc", "uauc", "gauc")
+    rows = [(g if src == "model" else f"oracle:{g}", per_task, src)
+            for src in ("model", "oracle") for g, per_task in (tables.get(src) or {}).items()]
+
+    def cell(r: dict, k: str) -> str:
+        return "-" if r[k] is None else f"{r[k]:.2f}"
+
+    def make(title: str, metric_kinds: tuple[str, ...]) -> Table:
+        t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        t.add_column("group")
+        for task in TASKS:
+            for k in metric_kinds:
+                t.add_column(f"{short[task]}\n{k.upper()}" if len(metric_kinds) > 1 else short[task], justify="right")
+        for name, per_task, src in rows:
+            t.add_row(name, *(cell(per_task[task], k) for task in TASKS for k in metric_kinds),
+                      style="dim" if src == "oracle" else None)
+        return t
+
+    if width >= 140:
+        return make(title, kinds)
+    return Group(*(make(f"{title} - {k.upper()}" if title else k.upper(), (k,)) for k in kinds))

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from farmcli.errors import UserError
-from farmcli.model.layers import CrossAttention, SelfAttention, TargetAttention, masked_mean, mlp
+from farmcli.model.layers import (
+    CrossAttention,
+    SelfAttention,
+    TargetAttention,
+    attention,
+    attention_weights,
+    masked_mean,
+    mlp,
+)
 
 
 def _mask(lengths, L):
@@ -41,17 +49,22 @@ def test_target_attention_ignores_padded_values():
     torch.testing.assert_close(att(cand, seq, mask)[0], att(cand, noisy, mask)[0])
 
 
+@pytest.mark.parametrize("with_weights", [False, True], ids=["fused", "explicit"])
 @pytest.mark.parametrize("block", ["self", "cross"])
-def test_attention_blocks_keep_padding_at_zero_and_never_nan(block):
+def test_attention_blocks_keep_padding_at_zero_and_never_nan(block, with_weights):
     torch.manual_seed(0)
     x, mask = torch.randn(3, 5, 8, requires_grad=True), _mask([2, 0, 5], 5)
-    if block == "self":
-        out, weights = SelfAttention(8, 2)(x, mask)
-    else:
-        keys, key_mask = torch.randn(3, 4, 6), _mask([0, 4, 1], 4)
-        out, weights = CrossAttention(8, 6, 8, 2)(x, mask, keys, key_mask)
-        assert weights.shape == (3, 2, 5, 4)
-        assert torch.equal(weights[0], torch.zeros(2, 5, 4))  # no real key
+    with attention_weights(with_weights):
+        if block == "self":
+            out, weights = SelfAttention(8, 2)(x, mask)
+        else:
+            keys, key_mask = torch.randn(3, 4, 6), _mask([0, 4, 1], 4)
+            out, weights = CrossAttention(8, 6, 8, 2)(x, mask, keys, key_mask)
+            if with_weights:
+                assert weights.shape == (3, 2, 5, 4)
+                assert torch.equal(weights[0], torch.zeros(2, 5, 4))  # no real key
+            else:
+                assert weights is None
     assert torch.equal(out[~mask], torch.zeros(int((~mask).sum()), 8))
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
@@ -82,6 +95,19 @@ def test_target_attention_equals_multi_head_attention_with_one_query():
         reference.k.bias.normal_()  # a key bias shifts every score equally: no effect
     cand, seq, mask = torch.randn(3, 6).double(), torch.randn(3, 5, 8).double(), _mask([2, 5, 0], 5)
     out, weights = target(cand, seq, mask)
-    ref_out, ref_weights = reference(cand.unsqueeze(1), seq, mask)
+    with attention_weights():
+        ref_out, ref_weights = reference(cand.unsqueeze(1), seq, mask)
     torch.testing.assert_close(out, ref_out.squeeze(1))
     torch.testing.assert_close(weights, ref_weights.squeeze(2))
+
+
+def test_fused_and_explicit_attention_agree_including_empty_rows():
+    torch.manual_seed(1)
+    q, k, v = torch.randn(4, 2, 6, 8), torch.randn(4, 2, 7, 8), torch.randn(4, 2, 7, 8)
+    key_mask = _mask([0, 3, 7, 1], 7)
+    fused, none = attention(q, k, v, key_mask)
+    with attention_weights():
+        explicit, weights = attention(q, k, v, key_mask)
+    assert none is None and weights is not None
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fused[0], torch.zeros_like(fused[0]))

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from farmcli.cli.app import app
 from farmcli.cli import data as _data  # noqa: F401  (registers `farm data ...`)
+from farmcli.cli import train as _train  # noqa: F401  (registers train, eval, variants)
 
 __all__ = ["app"]

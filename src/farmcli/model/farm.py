@@ -21,7 +21,7 @@ from farmcli import registry
 from farmcli.errors import UserError
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
-from farmcli.model.layers import SelfAttention, TargetAttention
+from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
 
 
 @dataclass
@@ -86,6 +86,10 @@ class FARM(nn.Module):
         self.head = build("head", cfg.head, in_dim=d1 + d2 + getattr(self.fuse, "out_dim", 0) + dc, n_tasks=N_TASKS)
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
+        with attention_weights(return_aux):
+            return self._forward(batch, return_aux)
+
+    def _forward(self, batch: Mapping[str, Tensor], return_aux: bool) -> FarmOutput:
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
 
         # (8) embedding layer

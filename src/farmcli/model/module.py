@@ -15,10 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from farmcli.data.schema import TASKS
+from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
 from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
+from farmcli.metrics import GroupedAUC
 from farmcli.model.farm import FARM, FarmOutput
+
+
+def _finite(x: float) -> float:
+    """An undefined AUC (one class only) is logged as 0.5, chance, so early stopping never sees NaN."""
+    return 0.5 if x != x else float(x)
 
 
 class NonFiniteLossError(UserError, FloatingPointError):
@@ -44,6 +50,8 @@ class FarmModule(L.LightningModule):
         )
         self.model_cfg, self.optim_cfg = model, optim
         self.farm = FARM(model, vocab)
+        self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
+        self.last_val_metrics: dict | None = None
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
         return self.farm(batch, return_aux=return_aux)
@@ -101,10 +109,24 @@ class FarmModule(L.LightningModule):
         return outputs
 
     def on_eval_batch(self, outputs: EvalBatch, stage: str) -> None:
-        """Called with every validation ("val") and test ("test") batch's outputs: update metrics here.
+        """Validation batches feed the grouped AUC that early stopping watches (synced across ranks)."""
+        if stage == "val":
+            self.val_auc.update(outputs["logits"].float(), outputs["labels"], outputs["user_id"], outputs["activity"])
 
-        Does nothing by default; the outputs are also returned from the step, so callbacks see them too.
-        """
+    def on_validation_epoch_start(self) -> None:
+        self.val_auc.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the mean over tasks of AUC / UAUC / GAUC (``val/auc_mean`` is the early-stopping monitor)."""
+        if not self.val_auc.update_count:
+            return
+        full = self.val_auc.compute()["full"]
+        self.last_val_metrics = full
+        for kind in ("auc", "uauc", "gauc"):
+            values = [full[t][kind] for t in TASKS]
+            for t, v in zip(TASKS, values):
+                self.log(f"val/{kind}_{t}", _finite(v), sync_dist=False)
+            self.log(f"val/{kind}_mean", _finite(sum(values) / len(values)), prog_bar=kind == "auc", sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)

@@ -1,0 +1,145 @@
+"""`farm train`, `farm eval`, `farm variants`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from farmcli import render
+from farmcli.cli.app import app, console, err_console, user_errors
+from farmcli.cli.data import parse_sets, progress_bar
+from farmcli.errors import UserError
+
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
+    for tok in ctx.args:
+        if tok.startswith("-") and "." not in tok.split("=", 1)[0]:
+            raise UserError(f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
+                            f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`.")
+    return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
+
+
+def _config_path(name: str) -> Path:
+    """A config file path, or the name of a built-in one (cpu, gpu, ddp)."""
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise UserError(f"--config {name}: no such file, and not a built-in config (cpu, gpu, ddp).")
+
+
+@app.command("train", context_settings=EXTRA)
+@user_errors
+def train_cmd(
+    ctx: typer.Context,
+    variant: Optional[str] = typer.Option(None, "--variant", "-v", help="Variant name (see `farm variants`) or a variant YAML file."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset directory or simulator preset (tiny, small, default). Default: default."),
+    config: list[str] = typer.Option([], "--config", "-c", help="Config YAML (repeatable; later files win), or a built-in: cpu, gpu, ddp."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default 0)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory from its last checkpoint."),
+    set_: list[str] = typer.Option([], "--set", help="Override one setting, KEY=VALUE (repeatable), e.g. model.cl_weight=0.3."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+) -> None:
+    """Train a FARM variant; writes a run directory (config, checkpoints, metrics, logs).
+
+    Any setting can be overridden with a dotted option: --trainer.max_epochs 3, --model.fuse.name none,
+    --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed.
+
+    Examples: farm train --variant no-cpa --data small;  farm train --config gpu;  farm train --resume farm-runs/RUN
+    """
+    from farmcli import config as cfgmod
+    from farmcli.train import resume_config, train
+
+    overrides = _overrides(ctx, set_)
+    if data is not None:
+        overrides += [f"data.source={data}"]
+    if seed is not None:
+        overrides += [f"seed={seed}"]
+    if resume:
+        if variant or config:
+            raise UserError("--resume continues a run with its own config; --variant and --config cannot change it.")
+        cfg = resume_config(resume, overrides)
+    else:
+        cfg = cfgmod.resolve([_config_path(c) for c in config], variant=variant, overrides=overrides)
+    if print_config:
+        print(cfg.to_yaml(), end="")
+        return
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int | None) -> None:
+            key = what.split(":")[0]
+            if key not in tasks:
+                tasks[key] = bar.add_task(what, total=total)
+            bar.update(tasks[key], description=what, completed=done, total=total)
+
+        from farmcli.sources import sample_store
+
+        sample_store(cfg.data, progress)
+    run = train(cfg, resume=resume)
+    if run is None or not (run / "eval-test.json").exists():
+        return
+    import json
+
+    tables = json.loads((run / "eval-test.json").read_text())
+    console.print(render.eval_table(tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)",
+                                    width=console.width))
+    console.print(f"run directory: {run}", soft_wrap=True)
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    groups: str = typer.Option("low,mid,high", help="Comma-separated activity groups to report beside full."),
+    split: str = typer.Option("test", help="test or valid."),
+    save_predictions: Optional[Path] = typer.Option(None, help="Write user_id, the six labels and the six scores as parquet."),
+    accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
+    bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
+) -> None:
+    """Evaluate a run: AUC / UAUC / GAUC per task and activity group, plus the oracle row on simulated data.
+
+    Writes RUN/eval-SPLIT.json and .csv. Example: farm eval farm-runs/RUN --groups low,mid,high --split test
+    """
+    from farmcli.evaluate import as_percent, evaluate_run
+
+    group_list = tuple(g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full")
+    tables, run, ckpt = evaluate_run(target, split=split, groups=group_list, save_predictions=save_predictions,
+                                     accelerator=accelerator, bf16=bf16)
+    console.print(render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)",
+                                    width=console.width))
+    console.print(f"wrote {run / f'eval-{split}.json'} and .csv" +
+                  (f"; predictions in {save_predictions}" if save_predictions else ""), soft_wrap=True)
+
+
+@app.command("variants")
+@user_errors
+def variants_cmd() -> None:
+    """List the built-in model variants and what each one changes.
+
+    Example: farm variants
+    """
+    from rich.table import Table
+
+    from farmcli.variants import all_variants
+
+    t = Table(title="variants (farm train --variant NAME)")
+    for c in ("name", "Table 1 row", "slots", "description"):
+        t.add_column(c, overflow="fold")
+    for v in all_variants():
+        slots = v.layer.get("model", {})
+        t.add_row(v.name, v.label, ", ".join(f"{k}={_slot_name(x)}" for k, x in slots.items()), v.description)
+    console.print(t)
+
+
+def _slot_name(x) -> str:
+    return x if isinstance(x, str) else str(x.get("name"))
+
+
+__all__ = ["train_cmd", "eval_cmd", "variants_cmd", "err_console"]

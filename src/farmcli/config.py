@@ -1,0 +1,231 @@
+"""One typed run configuration, resolved as: built-in defaults < --config files < --variant < overrides.
+
+Each layer is a nested mapping merged onto the last (YAML files, a variant file, dotted command-line
+overrides); the result is validated once by a jsonargparse parser built from the typed dataclasses and
+the Lightning ``Trainer`` signature, so a mistyped key or a wrong type is named before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from argparse import ArgumentError
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from farmcli.errors import UserError
+from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
+
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
+PRESETS = ("tiny", "small", "default")
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from and how they are batched."""
+
+    source: str = "default"
+    """A farm-events/1 directory, or a simulator preset (tiny, small, default) made on first use."""
+    seed: int = 0
+    """Simulator seed when ``source`` is a preset (the training seed is the top-level ``seed``)."""
+    history_len: int = 50
+    min_count: int = 1
+    batch_size: int = 1024
+    """1024 suits a CPU; the paper trains with 5000 on a GPU."""
+    eval_batch_size: int = 8192
+    num_workers: int = 0
+    cache_dir: Optional[str] = None
+    """Sample-store cache (default: $FARM_HOME/samples)."""
+
+
+@dataclass
+class FitConfig:
+    """Early stopping on the validation metric and where runs are written."""
+
+    monitor: str = "val/auc_mean"
+    """Mean AUC over the six tasks on the validation split; a single pass is ``--trainer.max_epochs 1``."""
+    patience: int = 2
+    runs_dir: str = "farm-runs"
+    name: Optional[str] = None
+    """Run directory name (default: VARIANT-DATA-sSEED-TIMESTAMP)."""
+    min_delta: float = 0.0
+
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 10,
+    "accelerator": "auto",
+    "devices": 1,
+    "precision": "32-true",
+    "log_every_n_steps": 10,
+    "num_sanity_val_steps": 0,
+}
+TRAINER_SKIP = {"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing",
+                "use_distributed_sampler", "enable_progress_bar"}
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    variant: str = "farm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "variant": self.variant, "data": dataclasses.asdict(self.data),
+                "model": self.model.to_dict(), "optim": dataclasses.asdict(self.optim),
+                "fit": dataclasses.asdict(self.fit), "trainer": dict(self.trainer)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    import lightning as L
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(exit_on_error=False, prog="farm train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", type=str, default="farm")
+    p.add_class_arguments(DataConfig, "data")
+    p.add_class_arguments(ModelConfig, "model")
+    p.add_class_arguments(OptimConfig, "optim")
+    p.add_class_arguments(FitConfig, "fit")
+    p.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP)
+    p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+    return p
+
+
+def defaults() -> dict[str, Any]:
+    return _parser().get_defaults().as_dict()
+
+
+def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what} file.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({e}).") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a {what} file holds a mapping (key: value), not a {type(raw).__name__}.")
+    return raw
+
+
+def _slot(value: Any) -> Any:
+    """A slot given by name alone means that component with its default parameters."""
+    return {"name": value, "params": {}} if isinstance(value, str) else value
+
+
+def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """Deep-merge ``layer`` onto ``base`` in place; a slot whose component changes starts from empty params."""
+    for key, value in layer.items():
+        where = f"{path}.{key}" if path else str(key)
+        if path == "model" and key in SLOT_FIELDS:
+            value = _slot(value)
+            cur = base.get(key) or {}
+            if isinstance(value, Mapping) and isinstance(cur, Mapping) and "name" in value \
+                    and value["name"] != cur.get("name") and "params" not in value:
+                value = {**value, "params": {}}
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "params":
+            merge(base[key], value, where)
+        elif isinstance(value, Mapping) and key == "params" and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """``--model.fuse.name none``, ``--trainer.max_epochs=3`` or ``model.fuse.heads=4`` -> a nested mapping.
+
+    Values are read as YAML scalars (``3`` is an int, ``[64, 32]`` a list, ``none`` a string). Inside a slot,
+    a key other than ``name``/``params`` is a component parameter: ``model.fuse.heads`` = ``model.fuse.params.heads``.
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    tokens = list(tokens)
+    while i < len(tokens):
+        tok = tokens[i]
+        key = tok[2:] if tok.startswith("--") else tok
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif tok.startswith("--") and i + 1 < len(tokens):
+            raw = tokens[i + 1]
+            i += 2
+        else:
+            raise UserError(f"Cannot read the setting '{tok}': give it as --KEY VALUE, --KEY=VALUE or "
+                            f"--set KEY=VALUE, e.g. --trainer.max_epochs 3.")
+        parts = key.split(".")
+        if len(parts) >= 3 and parts[0] == "model" and parts[1] in SLOT_FIELDS and parts[2] not in ("name", "params"):
+            parts = [*parts[:2], "params", *parts[2:]]
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"The setting '{key}' conflicts with another override of '{p}'.")
+        node[parts[-1]] = value
+    return out
+
+
+def variant_layer(name_or_path: str) -> tuple[str, dict[str, Any]]:
+    """A variant (by name from the variants folder, or a YAML path) as (name, config layer)."""
+    from farmcli.variants import load_variant
+
+    v = load_variant(name_or_path)
+    return v.name, v.layer
+
+
+def resolve(config_files: Sequence[str | os.PathLike] = (), variant: str | None = None,
+            overrides: Sequence[str] | Mapping[str, Any] = ()) -> RunConfig:
+    """Defaults < config files (in order) < variant < overrides, validated into a RunConfig.
+
+    A config file's ``variant`` key is only a label (a resolved run config already holds the variant's
+    choices); ``variant`` here, from ``--variant``, is applied as a layer.
+    """
+    d = defaults()
+    for f in config_files:
+        merge(d, load_yaml(f))
+    if variant:
+        name, layer = variant_layer(variant)
+        merge(d, layer)
+        d["variant"] = name
+    merge(d, overrides if isinstance(overrides, Mapping) else parse_overrides(overrides))
+    return validate(d)
+
+
+def validate(d: Mapping[str, Any]) -> RunConfig:
+    p = _parser()
+    try:
+        ns = p.parse_object(dict(d))
+    except ArgumentError as e:
+        raise UserError(f"Bad setting: {_short(e)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
+                        f"seed and variant; `farm train --print-config` shows them all.") from None
+    raw = ns.as_dict()
+    model = ModelConfig.from_dict(raw["model"])
+    return RunConfig(seed=raw["seed"], variant=raw["variant"], data=DataConfig(**raw["data"]), model=model,
+                     optim=OptimConfig(**raw["optim"]), fit=FitConfig(**raw["fit"]), trainer=raw["trainer"])
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return " ".join(ln.strip() for ln in lines[:6])

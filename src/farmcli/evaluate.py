@@ -1,0 +1,195 @@
+"""Score a split with a trained model and report AUC / UAUC / GAUC per task and user group (plus the oracle)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
+from farmcli.errors import UserError
+from farmcli.io import atomic_path, write_json, write_text
+
+KINDS = ("auc", "uauc", "gauc")
+
+
+@dataclass
+class Predictions:
+    """Scores (logits) of one split beside everything needed to group and label them."""
+
+    logits: np.ndarray  # [N, 6]
+    labels: np.ndarray  # [N, 6]
+    user_id: np.ndarray
+    author_id: np.ndarray
+    ts: np.ndarray
+    activity: np.ndarray
+    p: np.ndarray | None
+
+    def write_parquet(self, path: str | Path) -> None:
+        import polars as pl
+
+        cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
+        cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
+        probs = 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
+        cols.update({f"score_{t}": probs[:, i].astype(np.float32) for i, t in enumerate(TASKS)})
+        with atomic_path(path) as tmp:
+            pl.DataFrame(cols).write_parquet(tmp)
+
+
+def device_for(accelerator: str = "auto") -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("accelerator 'gpu' was asked for but torch sees no CUDA device.")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
+            bf16: bool = False) -> Predictions:
+    """One pass over a split in order, in contiguous slices; bf16 autocast on request (GPU)."""
+    device = device or torch.device("cpu")
+    module = module.to(device).eval()
+    n = store.n(split)
+    logits = np.empty((n, len(TASKS)), np.float32)
+    for start in range(0, n, batch_size):
+        batch = store.batch(split, slice(start, min(n, start + batch_size)))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = module(batch)
+        logits[start:start + len(batch["labels"])] = out.logits.float().cpu().numpy()
+    s = store.split(split)
+    return Predictions(logits=logits, labels=np.array(s.labels), user_id=np.array(s.user_id),
+                       author_id=np.array(s.author_id), ts=np.array(s.ts), activity=np.array(s.activity),
+                       p=None if s.p is None else np.array(s.p))
+
+
+def metric_tables(pred: Predictions, groups: tuple[str, ...] = ACTIVITY_LEVELS,
+                  device: torch.device | None = None) -> dict:
+    """{"model": {group: {task: {auc, uauc, gauc, n_users, n_skipped, n_samples}}}, "oracle": ... | None}."""
+    from farmcli.metrics import grouped_auc_multi
+
+    device = device or torch.device("cpu")
+    unknown = [g for g in groups if g not in ACTIVITY_LEVELS]
+    if unknown:
+        raise UserError(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ACTIVITY_LEVELS)} "
+                        f"(full is always reported).")
+    users = torch.from_numpy(pred.user_id).to(device)
+    act = torch.from_numpy(pred.activity.astype(np.int64)).to(device)
+    masks = {"full": None, **{g: act == ACTIVITY_LEVELS.index(g) for g in groups}}
+    labels = torch.from_numpy(pred.labels.astype(np.float32)).to(device)
+
+    def table(scores: np.ndarray) -> dict:
+        raw = grouped_auc_multi(torch.from_numpy(scores).to(device), labels, users, masks)
+        return {g: {TASKS[i]: r for i, r in per_task.items()} for g, per_task in raw.items()}
+
+    return {"model": table(pred.logits), "oracle": table(pred.p) if pred.p is not None else None,
+            "samples": int(len(pred.user_id))}
+
+
+def rows(tables: dict) -> list[tuple[str, str, dict]]:
+    """(source, group, per-task dict) for the model's groups, then the oracle's."""
+    out = [("model", g, t) for g, t in tables["model"].items()]
+    if tables.get("oracle"):
+        out += [("oracle", g, t) for g, t in tables["oracle"].items()]
+    return out
+
+
+def to_csv(tables: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["source", "group", "task", "auc", "uauc", "gauc", "n_users", "n_skipped", "n_samples"])
+    for source, group, per_task in rows(tables):
+        for task, r in per_task.items():
+            w.writerow([source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"],
+                        r["n_samples"]])
+    return buf.getvalue()
+
+
+def _pct(x: float) -> float | str:
+    return "" if x != x else round(100 * x, 4)
+
+
+def as_percent(tables: dict) -> dict:
+    """The JSON form: AUC / UAUC / GAUC in percent, an undefined AUC as null."""
+
+    def conv(x):
+        if isinstance(x, dict):
+            return {k: (None if v != v else 100 * v) if k in KINDS else conv(v) for k, v in x.items()}
+        return x
+
+    return conv(tables)
+
+
+def write_tables(tables: dict, run_dir: Path, split: str, extra: dict | None = None) -> tuple[Path, Path]:
+    jpath, cpath = run_dir / f"eval-{split}.json", run_dir / f"eval-{split}.csv"
+    write_json(jpath, {"split": split, "unit": "percent", **(extra or {}), **as_percent(tables)})
+    write_text(cpath, to_csv(tables))
+    return jpath, cpath
+
+
+def locate(target: str | Path) -> tuple[Path, Path]:
+    """(run directory, checkpoint) from a run directory (its best checkpoint) or a checkpoint inside one."""
+    target = Path(target)
+    if target.is_dir():
+        run = target
+        ckpts = [run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"]
+        ckpt = next((c for c in ckpts if c.is_file()), None)
+        if ckpt is None:
+            raise UserError(f"{run}: no checkpoints/best.ckpt or last.ckpt. Is this a run directory of `farm train`?")
+    elif target.is_file() and target.suffix == ".ckpt":
+        ckpt, run = target, target.parent.parent
+    else:
+        raise UserError(f"{target}: no such run directory or .ckpt file.")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{ckpt}: its run directory {run} has no config.yaml, which says which data it was trained "
+                        f"on. Evaluate checkpoints inside their run directory (RUN/checkpoints/*.ckpt).")
+    return run, ckpt
+
+
+def run_store(run: Path, cfg):
+    """The sample store the run was trained on; a changed dataset (other vocabularies) is refused."""
+    from farmcli.data.samples import SampleStore
+    from farmcli.sources import sample_store
+    from farmcli.train import _read_json
+
+    info = _read_json(run / "run.json")
+    path, key = info.get("store"), info.get("store_key")
+    if path and Path(path).is_dir():
+        try:
+            store = SampleStore.open(path)
+            if store.manifest.get("key") == key:
+                return store
+        except UserError:
+            pass
+    store = sample_store(cfg.data)
+    if key and store.manifest.get("key") != key:
+        raise UserError(f"{run}: its data ({cfg.data.source}) changed since the run was trained, so its "
+                        f"vocabularies no longer match the checkpoint. Train again on the new data.")
+    return store
+
+
+def evaluate_run(target: str | Path, split: str = "test", groups: tuple[str, ...] = ACTIVITY_LEVELS,
+                 save_predictions: str | Path | None = None, accelerator: str = "auto",
+                 bf16: bool = False) -> tuple[dict, Path, Path]:
+    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt)."""
+    from farmcli.config import resolve
+    from farmcli.model.module import FarmModule
+
+    if split not in ("test", "valid"):
+        raise UserError(f"unknown split '{split}'; choose test or valid.")
+    run, ckpt = locate(target)
+    cfg = resolve([run / "config.yaml"])
+    store = run_store(run, cfg)
+    device = device_for(accelerator)
+    module = FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
+    pred = predict(module, store, split, cfg.data.eval_batch_size, device, bf16=bf16)
+    tables = metric_tables(pred, groups, device)
+    write_tables(tables, run, split, extra={"checkpoint": str(ckpt), "variant": cfg.variant})
+    if save_predictions:
+        pred.write_parquet(save_predictions)
+    return tables, run, ckpt

@@ -1,0 +1,159 @@
+"""`farm train` as a library call: data -> sample store -> Lightning fit with early stopping -> run directory.
+
+A run directory holds everything needed to reproduce and inspect the run:
+config.yaml (the resolved config: ``farm train --config RUN/config.yaml`` repeats it), run.json (status,
+sample store, best epoch), checkpoints/best.ckpt and last.ckpt, logs/metrics.csv, eval-{valid,test}.{json,csv}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from farmcli.config import RunConfig, resolve
+from farmcli.errors import UserError
+from farmcli.io import write_json, write_text
+
+RUN_DIR_ENV = "FARM_RUN_DIR"
+"""Set by rank 0 so the other DDP ranks (re-launched copies of the command) share its run directory."""
+
+
+def run_name(cfg: RunConfig) -> str:
+    data = Path(cfg.data.source).name if Path(cfg.data.source).is_dir() else cfg.data.source
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return cfg.fit.name or f"{cfg.variant}-{data}-s{cfg.seed}-{stamp}"
+
+
+def _new_run_dir(cfg: RunConfig) -> Path:
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    run = Path(cfg.fit.runs_dir) / run_name(cfg)
+    if run.exists() and any(run.iterdir()):
+        raise UserError(f"{run} already exists and is not empty. Pick another --fit.name, or continue it with "
+                        f"`farm train --resume {run}`.")
+    return run
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _log_version(run: Path) -> str:
+    """A resumed run logs to logs/resumeN/ so the first leg's logs/metrics.csv is never overwritten."""
+    n = 0
+    while (run / "logs" / ("" if n == 0 else f"resume{n}") / "metrics.csv").exists():
+        n += 1
+    return "" if n == 0 else f"resume{n}"
+
+
+def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True):
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
+                           monitor=cfg.fit.monitor if has_valid else None, mode="max",
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks = [ckpt]
+    if has_valid and cfg.fit.patience > 0:
+        callbacks.append(EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience,
+                                       min_delta=cfg.fit.min_delta, check_finite=True))
+    if progress:
+        callbacks.append(RichProgressBar(leave=True))
+    kwargs = dict(cfg.trainer)
+    if not has_valid:
+        kwargs["limit_val_batches"] = 0
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=CSVLogger(run, name="logs", version=_log_version(run)),
+                     default_root_dir=run, use_distributed_sampler=False, enable_progress_bar=progress), ckpt
+
+
+def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True) -> Path:
+    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint; returns the run dir."""
+    import lightning as L
+
+    from farmcli.data.module import FarmDataModule
+    from farmcli.model.module import FarmModule
+    from farmcli.sources import sample_store
+
+    run = Path(resume) if resume else _new_run_dir(cfg)
+    last = run / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise UserError(f"{run}: no checkpoints/last.ckpt to resume from (the run stopped before its first "
+                        f"epoch ended). Start it again with `farm train --config {run}/config.yaml`.")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    store = sample_store(cfg.data, progress)
+    has_valid = store.n("valid") > 0
+    if store.n("train") == 0:
+        raise UserError(f"{cfg.data.source}: the training window holds no live impressions; check the manifest's "
+                        f"train_start / train_end.")
+    module = FarmModule(vocab={**store.vocab_sizes, **_bucket_sizes(store)}, model=cfg.model, optim=cfg.optim)
+    dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
+    trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar)
+    if trainer.is_global_zero:
+        run.mkdir(parents=True, exist_ok=True)
+        os.environ[RUN_DIR_ENV] = str(run.resolve())  # inherited by DDP ranks launched inside fit()
+        write_text(run / "config.yaml", cfg.to_yaml())
+        info = _read_json(run / "run.json") if resume else {}
+        info.update({"status": "running", "variant": cfg.variant, "store": str(store.path),
+                     "store_key": store.manifest["key"], "started": info.get("started", time.time())})
+        write_json(run / "run.json", info)
+    t0 = time.time()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+    except BaseException as e:
+        os.environ.pop(RUN_DIR_ENV, None)
+        if trainer.is_global_zero:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            _finish(run, status=status, error=str(e)[:500])
+            if isinstance(e, UserError) and last.is_file():
+                raise UserError(f"{e}\nThe last good checkpoint is kept: {last} "
+                                f"(`farm train --resume {run}` continues from it).") from None
+        raise
+    os.environ.pop(RUN_DIR_ENV, None)
+    if trainer.interrupted:
+        if trainer.is_global_zero:
+            _finish(run, status="interrupted")
+        raise KeyboardInterrupt
+    if not trainer.is_global_zero:
+        return run
+    best = Path(ckpt.best_model_path) if ckpt.best_model_path else last
+    _finish(run, status="evaluating", best_checkpoint=str(best), best_score=_item(ckpt.best_model_score),
+            monitor=cfg.fit.monitor if has_valid else None, epochs=trainer.current_epoch,
+            fit_seconds=round(time.time() - t0, 1))
+    from farmcli.evaluate import evaluate_run
+
+    accel = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
+    for split in ("valid", "test") if has_valid else ("test",):
+        evaluate_run(best, split=split, accelerator=accel)
+    _finish(run, status="finished")
+    return run
+
+
+def _bucket_sizes(store) -> dict[str, int]:
+    m = store.manifest
+    return {k: m[k] for k in ("n_play_buckets", "n_lag_buckets", "n_label_ids") if k in m}
+
+
+def _item(x):
+    return None if x is None else float(x)
+
+
+def _finish(run: Path, **fields) -> None:
+    info = _read_json(run / "run.json")
+    info.update(fields, ended=time.time())
+    write_json(run / "run.json", info)
+
+
+def resume_config(run: str | Path, overrides=()) -> RunConfig:
+    """The config of an existing run (its config.yaml), with optional overrides (e.g. more epochs)."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run}: not a run directory (no config.yaml). Runs are made by `farm train`.")
+    return resolve([run / "config.yaml"], overrides=overrides)

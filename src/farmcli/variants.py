@@ -1,0 +1,46 @@
+"""Model variants: small YAML files naming slot choices (and any other settings) with a description."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from farmcli.errors import UserError
+
+VARIANTS_DIR = Path(__file__).parent / "variants"
+"""The built-in variants (the repository's top-level ``variants/`` points here)."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    label: str
+    layer: dict[str, Any]
+    path: Path
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in VARIANTS_DIR.glob("*.yaml"))
+
+
+def load_variant(name_or_path: str) -> Variant:
+    """By name (``no-cpa``) from the built-in folder, or a path to a YAML file of the same shape."""
+    from farmcli.config import load_yaml
+
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        path = VARIANTS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UserError(f"Unknown variant '{name_or_path}'. Built-in variants: {', '.join(builtin_names())}; "
+                            f"or pass a path to a variant YAML file (see `farm variants`).")
+    layer = load_yaml(path, what="variant")
+    description = str(layer.pop("description", ""))
+    label = str(layer.pop("label", path.stem))
+    layer.pop("variant", None)
+    return Variant(path.stem, description, label, layer, path)
+
+
+def all_variants() -> list[Variant]:
+    return [load_variant(n) for n in builtin_names()]
