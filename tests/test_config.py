@@ -26,17 +26,19 @@ def test_layer_order_defaults_config_variant_overrides(tmp_path):
     assert cfg.model.align.name == "infonce"  # the variant beats the config file
     assert cfg.model.cl_weight == 0.3  # untouched by the variant
     assert cfg.optim.lr == 0.002  # the override beats the config file
-    assert cfg.model.fuse.params == {"heads": 2}  # a slot key is a component parameter
+    assert cfg.model.fuse.params["heads"] == 2  # a slot key is a component parameter
+    assert cfg.model.fuse.params["dim"] == 64  # the component's other defaults are spelled out
     assert cfg.variant == "farm"
 
 
 def test_changing_a_slot_component_drops_the_old_params(tmp_path):
     cfg = resolve(overrides=["model.video_frequency.cutoff=5"])
-    assert cfg.model.video_frequency.params == {"cutoff": 5}
+    assert cfg.model.video_frequency.params["cutoff"] == 5
     cfg = resolve(overrides={"model": {"video_frequency": {"name": "dft", "params": {"cutoff": 5}}}},
                   variant="no-vfa")
     assert cfg.model.video_frequency.name == "dft"  # overrides come last
     assert resolve(variant="no-vfa").model.video_frequency.params == {}
+    assert resolve(overrides=["--model.align.name", "none"]).model.align.params == {}
 
 
 @pytest.mark.parametrize("bad", [["--model.embd.author", "3"], ["--trainer.max_epochs", "many"],

@@ -220,9 +220,36 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
         raise UserError(f"Bad setting: {_short(e)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
                         f"seed and variant; `farm train --print-config` shows them all.") from None
     raw = ns.as_dict()
-    model = ModelConfig.from_dict(raw["model"])
+    model = with_component_defaults(ModelConfig.from_dict(raw["model"]))
     return RunConfig(seed=raw["seed"], variant=raw["variant"], data=DataConfig(**raw["data"]), model=model,
                      optim=OptimConfig(**raw["optim"]), fit=FitConfig(**raw["fit"]), trainer=raw["trainer"])
+
+
+MODEL_SET = {"video_frequency": {"dim"}, "live_frequency": {"dim"}, "align": {"video_dim", "live_dim"},
+             "fuse": {"video_dim", "live_dim", "cand_dim"}, "head": {"in_dim", "n_tasks"}}
+"""Component arguments FARM passes itself (widths, see farmcli.model.farm); the rest are hyperparameters."""
+
+
+def with_component_defaults(model: ModelConfig) -> ModelConfig:
+    """Spell out every slot component's default parameters, so config.yaml shows (and pins) all of them."""
+    import inspect
+
+    import farmcli.model  # noqa: F401  (registers the built-in components)
+    from farmcli import registry
+
+    slots = {}
+    for slot in SLOT_FIELDS:
+        spec = getattr(model, slot)
+        factory = registry.get(slot, spec.name)
+        defaults = {k: _plain(p.default) for k, p in inspect.signature(factory).parameters.items()
+                    if k not in MODEL_SET[slot] and p.default is not inspect.Parameter.empty
+                    and p.kind is p.POSITIONAL_OR_KEYWORD}
+        slots[slot] = dataclasses.replace(spec, params={**defaults, **spec.params})
+    return dataclasses.replace(model, **slots)
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _short(e: Exception) -> str:
