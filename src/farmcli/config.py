@@ -138,8 +138,9 @@ def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dic
             value = _slot(value)
             cur = base.get(key) or {}
             if isinstance(value, Mapping) and isinstance(cur, Mapping) and "name" in value \
-                    and value["name"] != cur.get("name") and "params" not in value:
-                value = {**value, "params": {}}
+                    and value["name"] != cur.get("name"):
+                base[key] = {"name": value["name"], "params": copy.deepcopy(dict(value.get("params") or {}))}
+                continue
         if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "params":
             merge(base[key], value, where)
         elif isinstance(value, Mapping) and key == "params" and isinstance(base.get(key), dict):
@@ -221,6 +222,7 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
                         f"seed and variant; `farm train --print-config` shows them all.") from None
     raw = ns.as_dict()
     model = with_component_defaults(ModelConfig.from_dict(raw["model"]))
+    check_model(model)
     return RunConfig(seed=raw["seed"], variant=raw["variant"], data=DataConfig(**raw["data"]), model=model,
                      optim=OptimConfig(**raw["optim"]), fit=FitConfig(**raw["fit"]), trainer=raw["trainer"])
 
@@ -246,6 +248,13 @@ def with_component_defaults(model: ModelConfig) -> ModelConfig:
                     and p.kind is p.POSITIONAL_OR_KEYWORD}
         slots[slot] = dataclasses.replace(spec, params={**defaults, **spec.params})
     return dataclasses.replace(model, **slots)
+
+
+def check_model(model: ModelConfig) -> None:
+    """Build the model once on a toy vocabulary, so a bad component parameter stops before any data work."""
+    from farmcli.model import FARM
+
+    FARM(model, {"author": 4, "page": 4, "tag": 4, "cluster": 4, "user": 4})
 
 
 def _plain(v: Any) -> Any:

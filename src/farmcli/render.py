@@ -10,6 +10,11 @@ from rich.table import Table
 from farmcli.data.schema import ACTIVITY_LEVELS
 
 
+SHORT = {"click": "click", "effective_view": "effv", "long_view": "longv", "like": "like", "comment": "cmt",
+         "gift": "gift"}
+"""Task names short enough for 18 numeric columns."""
+
+
 def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
@@ -103,8 +108,7 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
 
     from farmcli.data.schema import TASKS
 
-    short = {"click": "click", "effective_view": "effv", "long_view": "longv", "like": "like",
-             "comment": "cmt", "gift": "gift"}
+    short = SHORT
     kinds = ("auc", "uauc", "gauc")
     rows = [(g if src == "model" else f"oracle:{g}", per_task, src)
             for src in ("model", "oracle") for g, per_task in (tables.get(src) or {}).items()]
@@ -126,3 +130,44 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
     if width >= 140:
         return make(title, kinds)
     return Group(*(make(f"{title} - {k.upper()}" if title else k.upper(), (k,)) for k in kinds))
+
+
+def ablation_table(t1: dict, width: int = 200):
+    """Table 1 shape: one row per variant (+ Improve, Oracle); narrow terminals get one table per metric."""
+    from rich import box
+
+    from farmcli.analysis.tables import fmt
+    from farmcli.data.schema import TASKS
+
+    kinds = ("auc", "uauc", "gauc")
+
+    def make(metric_kinds):
+        t = Table(title=f"Table 1 shape ({', '.join(k.upper() for k in metric_kinds)}, percent, mean ± std over seeds)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        t.add_column("")
+        for task in TASKS:
+            for k in metric_kinds:
+                t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
+        for row in t1["rows"]:
+            signed = row["row"] == "Improve"
+            t.add_row(row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in TASKS for k in metric_kinds))
+        return t
+
+    if width >= 260:
+        return make(kinds)
+    return Group(*(make((k,)) for k in kinds))
+
+
+def gain_table(t4: dict) -> Table:
+    from rich import box
+
+    from farmcli.analysis.tables import fmt
+    from farmcli.data.schema import TASKS
+
+    t = Table(title="Table 4 shape: AUC gain of FARM over the base (points)", box=box.SIMPLE_HEAD)
+    t.add_column("group")
+    for task in TASKS:
+        t.add_column(SHORT[task], justify="right")
+    for row in t4["rows"]:
+        t.add_row(row["group"], *(fmt(row["cells"][task], signed=True) for task in TASKS))
+    return t

@@ -31,20 +31,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_yaml(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file.") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e}).") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of settings (key: value), got {type(raw).__name__}.")
-    return raw
-
-
 @data_app.command("synth")
 @user_errors
 def synth(
@@ -60,9 +46,10 @@ def synth(
 
     Example: farm data synth --preset small --seed 1 --out data/small
     """
+    from farmcli.config import load_yaml
     from farmcli.data.simulator import sim_config, synthesize
 
-    settings = load_yaml(config) if config else {}
+    settings = load_yaml(config, what="simulator config") if config else {}
     settings.update({k: yaml.safe_load(v) for k, v in parse_sets(set_).items()})
     settings["seed"] = seed
     if users is not None:

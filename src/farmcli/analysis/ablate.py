@@ -1,0 +1,149 @@
+"""`farm ablate`: every variant x seed on one shared sample store, then Table 1 and Table 4.
+
+Resumable by construction: each run lives in OUT/runs/VARIANT-sSEED; a finished run (its run.json says
+finished and its test evaluation exists) is skipped, an interrupted one continues from its last checkpoint,
+and the tables are written atomically at the end from whatever evaluations exist.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from farmcli.analysis import tables
+from farmcli.config import RunConfig, resolve
+from farmcli.errors import UserError
+from farmcli.io import write_json, write_text
+
+PAPER_VARIANTS = ("base", "farm", "no-vfa", "no-lfa", "no-cpa", "no-cpf")
+
+
+@dataclass
+class RunState:
+    variant: str
+    seed: int
+    path: Path
+    state: str  # "done" (skipped), "trained", "resumed", "failed"
+    error: str = ""
+
+
+@dataclass
+class AblationResult:
+    out: Path
+    runs: list[RunState] = field(default_factory=list)
+    table1: dict | None = None
+    table4: dict | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RunState]:
+        return [r for r in self.runs if r.state == "failed"]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_config(variant: str, seed: int, data: str, runs_dir: Path, config_files: Sequence[Path] = (),
+               overrides: Sequence[str] = ()) -> RunConfig:
+    return resolve(config_files, variant=variant,
+                   overrides=[*overrides, f"data.source={data}", f"seed={seed}", f"fit.runs_dir={runs_dir}",
+                              f"fit.name={variant}-s{seed}"])
+
+
+def _finished(run: Path) -> bool:
+    return _read_json(run / "run.json").get("status") == "finished" and (run / "eval-test.json").is_file()
+
+
+def _same_config(run: Path, cfg: RunConfig) -> bool:
+    try:
+        return resolve([run / "config.yaml"]).to_dict() == cfg.to_dict()
+    except UserError:
+        return False
+
+
+def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] = (0, 1, 2), data: str = "default",
+                 groups: Sequence[str] = ("low", "mid", "high"), out: str | Path = "farm-ablations/default",
+                 config_files: Sequence[Path] = (), overrides: Sequence[str] = (),
+                 on_run: Callable[[int, int, RunState, str], None] | None = None, show_bar: bool = True) -> AblationResult:
+    """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON)."""
+    from farmcli.train import train
+
+    out = Path(out)
+    runs_dir = out / "runs"
+    plan = [(v, s) for v in variants for s in seeds]
+    configs = {(v, s): run_config(v, s, data, runs_dir, config_files, overrides) for v, s in plan}
+    for (v, s), cfg in configs.items():  # refuse before training anything, never after an hour
+        run = runs_dir / f"{v}-s{s}"
+        if (run / "config.yaml").is_file() and not _same_config(run, cfg):
+            raise UserError(f"{run} was trained with other settings than this ablation asks for. Use another --out "
+                            f"(or delete that run) so no result is overwritten.")
+    result = AblationResult(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "ablation.json", {"variants": list(variants), "seeds": list(seeds), "data": data,
+                                       "groups": list(groups), "config_files": [str(c) for c in config_files],
+                                       "overrides": list(overrides)})
+    for i, (v, s) in enumerate(plan):
+        run = runs_dir / f"{v}-s{s}"
+        cfg = configs[(v, s)]
+        if _finished(run):
+            state = RunState(v, s, run, "done")
+        else:
+            resume = (run / "checkpoints" / "last.ckpt").is_file()
+            if run.exists() and not resume:
+                shutil.rmtree(run)  # started but never reached a checkpoint: nothing to keep
+            state = RunState(v, s, run, "resumed" if resume else "trained")
+            if on_run:
+                on_run(i, len(plan), state, "start")
+            try:
+                train(cfg, resume=run if resume else None, show_bar=show_bar)
+            except UserError as e:
+                state.state, state.error = "failed", str(e)
+        result.runs.append(state)
+        if on_run:
+            on_run(i, len(plan), state, "end")
+    write_tables(result, variants, groups, data)
+    return result
+
+
+def collect(runs_dir: Path, variants: Sequence[str]) -> dict[str, dict[int, dict]]:
+    """{variant: {seed: eval-test.json}} of the finished runs."""
+    evals: dict[str, dict[int, dict]] = {}
+    for v in variants:
+        for run in sorted(runs_dir.glob(f"{v}-s*")):
+            seed = run.name[len(v) + 2:]
+            if seed.isdigit() and _finished(run):
+                evals.setdefault(v, {})[int(seed)] = _read_json(run / "eval-test.json")
+    return evals
+
+
+def write_tables(result: AblationResult, variants: Sequence[str], groups: Sequence[str], data: str) -> None:
+    from farmcli import __version__
+    from farmcli.variants import load_variant
+
+    out = result.out
+    evals = collect(out / "runs", variants)
+    if not evals:
+        return
+    labels = {v: load_variant(v).label for v in evals}
+    seeds = sorted({s for runs in evals.values() for s in runs})
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"Data: `{data}`; seeds {', '.join(map(str, seeds))}; test split. farmcli {__version__}, {stamp}.")
+    result.table1 = tables.table1(evals, labels)
+    result.table4 = tables.table4(evals, groups)
+    write_json(out / "table1.json", result.table1)
+    write_text(out / "table1.csv", tables.table1_csv(result.table1))
+    write_text(out / "table1.md", tables.table1_markdown(result.table1, f"## Table 1 shape\n\n{header}"))
+    result.files += [out / "table1.md", out / "table1.csv", out / "table1.json"]
+    if result.table4:
+        write_json(out / "table4.json", result.table4)
+        write_text(out / "table4.csv", tables.table4_csv(result.table4))
+        write_text(out / "table4.md", tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header}"))
+        result.files += [out / "table4.md", out / "table4.csv", out / "table4.json"]

@@ -1,0 +1,160 @@
+"""The paper's result tables from run evaluations: Table 1 (variants x tasks x metrics) and Table 4 (gain per group).
+
+Each cell is the mean +- standard deviation over seeds. Differences to FARM are paired by seed: a mark (*)
+says the mean difference is larger than twice its standard error, so the reader can tell a gap from noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from farmcli.data.schema import TASKS
+
+KINDS = ("auc", "uauc", "gauc")
+MARK = "*"
+
+
+def _stats(values: Sequence[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    n = len(v)
+    return {"mean": float(v.mean()) if n else None, "std": float(v.std(ddof=1)) if n > 1 else None, "n": n,
+            "values": [float(x) for x in v]}
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict:
+    """a - b over the seeds both have, with the standard error of the mean difference and the 2-SE mark."""
+    seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
+    d = np.asarray([a[s] - b[s] for s in seeds], dtype=float)
+    out = _stats(d)
+    se = out["std"] / math.sqrt(len(d)) if out["std"] is not None else None
+    out["se"] = se
+    out["mark"] = bool(se is not None and out["mean"] is not None and abs(out["mean"]) > 2 * se)
+    return out
+
+
+def _metric(ev: dict, group: str, task: str, kind: str) -> float | None:
+    try:
+        return ev["model"][group][task][kind]
+    except (KeyError, TypeError):
+        return None
+
+
+def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], group: str = "full") -> dict:
+    """Rows: base, farm, Improve (farm - base), other variants (marked where they differ from farm), oracle."""
+    order = [v for v in ("base", "farm") if v in evals] + [v for v in evals if v not in ("base", "farm")]
+    rows = []
+    for variant in order:
+        runs = evals[variant]
+        cells = {}
+        for task in TASKS:
+            for kind in KINDS:
+                per_seed = {s: _metric(ev, group, task, kind) for s, ev in runs.items()}
+                cell = _stats(list(per_seed.values()))
+                if variant != "farm" and "farm" in evals:
+                    farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
+                    diff = _paired(per_seed, farm)
+                    cell["vs_farm"] = diff
+                    cell["mark"] = diff["mark"]
+                cells[f"{task}/{kind}"] = cell
+        rows.append({"row": labels.get(variant, variant), "variant": variant, "seeds": sorted(runs), "cells": cells})
+        if variant == "farm" and "base" in evals:
+            improve = {}
+            for task in TASKS:
+                for kind in KINDS:
+                    farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
+                    base = {s: _metric(ev, group, task, kind) for s, ev in evals["base"].items()}
+                    improve[f"{task}/{kind}"] = _paired(farm, base)
+            rows.append({"row": "Improve", "variant": None, "seeds": None, "cells": improve})
+    oracle = _oracle(evals, group)
+    if oracle:
+        rows.append({"row": "Oracle (true p)", "variant": None, "seeds": None, "cells": oracle})
+    return {"group": group, "unit": "percent", "rows": rows}
+
+
+def _oracle(evals: Mapping[str, Mapping[int, dict]], group: str) -> dict | None:
+    for runs in evals.values():
+        for ev in runs.values():
+            if ev.get("oracle"):
+                return {f"{t}/{k}": {"mean": ev["oracle"][group][t][k], "std": None, "n": 1}
+                        for t in TASKS for k in KINDS}
+    return None
+
+
+def table4(evals: Mapping[str, Mapping[int, dict]], groups: Sequence[str]) -> dict | None:
+    """AUC gain of FARM over base (points, paired by seed) per activity group and task."""
+    if "farm" not in evals or "base" not in evals:
+        return None
+    rows = []
+    for group in (*groups, "full"):
+        cells = {}
+        for task in TASKS:
+            farm = {s: _metric(ev, group, task, "auc") for s, ev in evals["farm"].items()}
+            base = {s: _metric(ev, group, task, "auc") for s, ev in evals["base"].items()}
+            cells[task] = _paired(farm, base)
+        rows.append({"group": group, "cells": cells})
+    return {"metric": "auc", "unit": "percentage points", "rows": rows}
+
+
+def fmt(cell: dict | None, signed: bool = False) -> str:
+    if not cell or cell.get("mean") is None:
+        return "-"
+    m = f"{cell['mean']:+.2f}" if signed else f"{cell['mean']:.2f}"
+    s = f" ± {cell['std']:.2f}" if cell.get("std") is not None else ""
+    return m + s + (f" {MARK}" if cell.get("mark") else "")
+
+
+def table1_markdown(t1: dict, header: str = "") -> str:
+    cols = [f"{task} {kind.upper()}" for task in TASKS for kind in KINDS]
+    lines = [header, "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for row in t1["rows"]:
+        signed = row["row"] == "Improve"
+        lines.append(f"| {row['row']} | " + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed)
+                                                     for t in TASKS for k in KINDS) + " |")
+    lines += ["", f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population). "
+              f"Improve = FARM − Base in points, paired by seed. {MARK} = differs from FARM (for Improve: from "
+              f"zero) by more than twice the standard error of the paired difference.", ""]
+    return "\n".join(lines)
+
+
+def table4_markdown(t4: dict, header: str = "") -> str:
+    lines = [header, "", "| group | " + " | ".join(TASKS) + " |", "|---|" + "---:|" * len(TASKS)]
+    for row in t4["rows"]:
+        lines.append(f"| {row['group']} | " + " | ".join(fmt(row["cells"][t], signed=True) for t in TASKS) + " |")
+    lines += ["", f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
+              f"seeds (paired); {MARK} = larger than twice its standard error.", ""]
+    return "\n".join(lines)
+
+
+def table1_csv(t1: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["row", "variant", "task", "metric", "mean", "std", "n", "diff_vs_farm", "se_vs_farm", "mark"])
+    for row in t1["rows"]:
+        for t in TASKS:
+            for k in KINDS:
+                c = row["cells"].get(f"{t}/{k}") or {}
+                vs = c.get("vs_farm") or {}
+                w.writerow([row["row"], row["variant"] or "", t, k, _num(c.get("mean")), _num(c.get("std")),
+                            c.get("n", ""), _num(vs.get("mean")), _num(vs.get("se")),
+                            int(bool(c.get("mark"))) if "mark" in c else ""])
+    return buf.getvalue()
+
+
+def table4_csv(t4: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["group", "task", "auc_gain_mean", "std", "se", "n", "mark"])
+    for row in t4["rows"]:
+        for t in TASKS:
+            c = row["cells"][t]
+            w.writerow([row["group"], t, _num(c["mean"]), _num(c["std"]), _num(c["se"]), c["n"], int(c["mark"])])
+    return buf.getvalue()
+
+
+def _num(x) -> str:
+    return "" if x is None else f"{x:.4f}"

@@ -1,0 +1,84 @@
+"""Table 1 / Table 4 arithmetic on hand-made evaluations, and `farm ablate` end to end (resume, refusal)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from farmcli.analysis import tables
+from farmcli.cli import app
+from farmcli.data.schema import TASKS
+
+runner = CliRunner()
+TINY = str(Path(__file__).parents[1] / "tiny-model.yaml")
+
+
+def fake_eval(auc: float, groups=("full", "low", "mid", "high")) -> dict:
+    cell = {"auc": auc, "uauc": auc - 10, "gauc": auc - 9, "n_users": 5, "n_skipped": 0, "n_samples": 50}
+    return {"model": {g: {t: dict(cell) for t in TASKS} for g in groups},
+            "oracle": {g: {t: dict(cell, auc=90.0, uauc=80.0, gauc=81.0) for t in TASKS} for g in groups}}
+
+
+def test_table1_means_stds_improve_and_marks():
+    evals = {"base": {0: fake_eval(70.0), 1: fake_eval(71.0), 2: fake_eval(72.0)},
+             "farm": {0: fake_eval(71.0), 1: fake_eval(72.1), 2: fake_eval(72.9)},  # +1, +1.1, +0.9: consistent
+             "no-cpa": {0: fake_eval(72.0), 1: fake_eval(70.0), 2: fake_eval(73.5)}}  # +1, -2.1, +0.6: noise
+    t1 = tables.table1(evals, {"base": "PLE (Base)", "farm": "FARM", "no-cpa": "w/o C-PA"})
+    rows = {r["row"]: r for r in t1["rows"]}
+    assert list(rows) == ["PLE (Base)", "FARM", "Improve", "w/o C-PA", "Oracle (true p)"]
+    base = rows["PLE (Base)"]["cells"]["click/auc"]
+    assert base["mean"] == pytest.approx(71.0) and base["std"] == pytest.approx(1.0)
+    improve = rows["Improve"]["cells"]["click/auc"]
+    assert improve["mean"] == pytest.approx(1.0) and improve["mark"] is True
+    assert rows["w/o C-PA"]["cells"]["gift/uauc"]["mark"] is False
+    assert rows["Oracle (true p)"]["cells"]["like/gauc"]["mean"] == 81.0
+    md = tables.table1_markdown(t1)
+    assert "| Improve | +1.00 ± 0.10 * |" in md
+    csv_text = tables.table1_csv(t1)
+    assert csv_text.count("\n") == 1 + 5 * 18
+
+
+def test_table4_gain_per_group_and_missing_base():
+    evals = {"base": {0: fake_eval(70.0), 1: fake_eval(70.0)}, "farm": {0: fake_eval(70.5), 1: fake_eval(70.7)}}
+    t4 = tables.table4(evals, ["low", "mid", "high"])
+    assert [r["group"] for r in t4["rows"]] == ["low", "mid", "high", "full"]
+    assert t4["rows"][0]["cells"]["click"]["mean"] == pytest.approx(0.6)
+    assert tables.table4({"farm": evals["farm"]}, ["low"]) is None
+
+
+def test_single_seed_has_no_spread_and_no_mark():
+    t1 = tables.table1({"base": {0: fake_eval(70.0)}, "farm": {0: fake_eval(75.0)}}, {})
+    improve = [r for r in t1["rows"] if r["row"] == "Improve"][0]["cells"]["click/auc"]
+    assert improve["std"] is None and improve["mark"] is False
+    assert tables.fmt(improve, signed=True) == "+5.00"
+
+
+@pytest.mark.slow
+def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "abl"
+    args = ["ablate", "--data", "tiny", "--variants", "base,farm", "--seeds", "2", "--out", str(out),
+            "--config", TINY, "--trainer.max_epochs", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    for f in ("table1.md", "table1.csv", "table1.json", "table4.md", "table4.csv", "table4.json"):
+        assert (out / f).is_file(), f
+    t1 = json.loads((out / "table1.json").read_text())
+    assert [row["row"] for row in t1["rows"]] == ["PLE (Base)", "FARM", "Improve", "Oracle (true p)"]
+    assert t1["rows"][0]["cells"]["click/auc"]["n"] == 2
+
+    # Interrupt one run after the fact: it is the only one trained again; the others are skipped.
+    victim = out / "runs" / "farm-s1"
+    kept = (out / "runs" / "base-s0" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    info = json.loads((victim / "run.json").read_text())
+    (victim / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
+    (victim / "eval-test.json").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("skipped") == 3 and "farm, seed 1 (continuing)" in r.output
+    assert (out / "runs" / "base-s0" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == kept
+    assert (victim / "eval-test.json").is_file()
+
+    # Other settings on the same output directory would mix incomparable runs: refused before training.
+    r = runner.invoke(app, [*args[:-1], "2"])
+    assert r.exit_code == 2 and "other settings" in r.output
