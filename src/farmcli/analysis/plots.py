@@ -1,0 +1,258 @@
+"""The report's figures, one function per figure, each taking plain numpy data and writing one PNG.
+
+No model and no run directory here, so every figure can be tested (and reused from a notebook) on synthetic
+input. Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global backend
+switch) and written atomically: a temporary file beside the target, renamed at the end.
+
+matplotlib is the ``plots`` extra (``pip install 'farmcli[plots]'``); importing this module without it
+raises a UserError that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from farmcli.errors import UserError
+from farmcli.io import atomic_path
+
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise UserError("farm report draws its figures with matplotlib, which is not installed. "
+                    "Install it with: pip install 'farmcli[plots]' (or pip install matplotlib).") from None
+
+DPI = 130
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+GROUP_COLORS = {"low": "#d62728", "mid": "#ff7f0e", "high": "#2ca02c", "full": "#1f77b4"}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: str | Path) -> Path:
+    """Lay out, then write ``fig`` as PNG atomically; ``bbox_inches='tight'`` keeps every label inside."""
+    path = Path(path)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- Figure 3
+
+
+def cosine_histogram(series: Mapping[str, np.ndarray], path: str | Path, *, title: str | None = None,
+                     bins: int = 40) -> Path:
+    """Figure 3: histogram of cos(h_video, h_live), one per run, overlaid, with each run's mean in the legend.
+
+    ``series`` maps a legend label (e.g. "FARM (with C-PA)") to the per-user cosines in [-1, 1].
+    All series share one set of bins spanning their joint range, so the bars compare directly.
+    """
+    series = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
+    values = [v[np.isfinite(v)] for v in series.values()]
+    joint = np.concatenate(values) if values else np.empty(0)
+    lo, hi = (float(joint.min()), float(joint.max())) if joint.size else (-1.0, 1.0)
+    pad = max(0.02, 0.05 * (hi - lo))
+    edges = np.linspace(max(-1.0, lo - pad), min(1.0, hi + pad), bins + 1)
+    fig = _figure(7.0, 4.2)
+    ax = fig.subplots()
+    for i, (label, v) in enumerate(zip(series, values)):
+        color = COLORS[i % len(COLORS)]
+        mean = float(v.mean()) if v.size else float("nan")
+        ax.hist(v, bins=edges, color=color, alpha=0.45, edgecolor=color, linewidth=0.8,
+                label=f"{label}: mean {mean:.3f} (n = {v.size:,})")
+        if v.size:
+            ax.axvline(mean, color=color, linestyle="--", linewidth=1.4)
+    ax.set_xlabel("cos(h_video, h_live)  (one sample per user)")
+    ax.set_ylabel("users")
+    ax.set_title(title or "Cross-domain preference similarity (Fig. 3)", fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left", frameon=True)
+    ax.margins(y=0.25)  # head room for the legend above the bars
+    return save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------- Figure 4
+
+
+def attention_heatmap(weights: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
+                      path: str | Path, *, title: str | None = None) -> Path:
+    """Figure 4: cross-attention weights, live history (rows, queries) x video history (columns, keys).
+
+    ``weights`` is [n_live, n_video] (already averaged over heads, real positions only); the labels name each
+    history item (e.g. "a123 t7": author and tag), oldest first. Figure size and font size follow the counts.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"weights {w.shape} do not match {len(row_labels)} row and {len(col_labels)} column labels")
+    n_rows, n_cols = w.shape
+    x_font, y_font = _tick_font(n_cols), _tick_font(n_rows)
+    x_room = max([len(s) for s in col_labels] or [1]) * x_font * 0.6 / 72  # inches of rotated label text
+    y_room = max([len(s) for s in row_labels] or [1]) * y_font * 0.6 / 72
+    x_cell, y_cell = max(0.18, x_font * 1.9 / 72), max(0.18, y_font * 1.9 / 72)  # one tick label per cell
+    width = min(30.0, max(5.5, n_cols * x_cell + y_room + 2.4))
+    height = min(30.0, max(3.2, n_rows * y_cell + x_room + 1.6))
+    fig = _figure(width, height)
+    ax = fig.subplots()
+    im = ax.imshow(w, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xticks(np.arange(n_cols))
+    ax.set_xticklabels(col_labels, rotation=90, fontsize=x_font)
+    ax.set_yticks(np.arange(n_rows))
+    ax.set_yticklabels(row_labels, fontsize=y_font)
+    ax.set_xlabel("short-video history (keys), oldest \u2192 newest", fontsize=9)
+    ax.set_ylabel("live history (queries), oldest \u2192 newest", fontsize=9)
+    ax.set_title(title or "Cross-attention weights (Fig. 4)", fontsize=10)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.04 if n_cols > 12 else 0.08, pad=0.02)
+    cbar.set_label("attention weight (mean over heads)", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+    return save(fig, path)
+
+
+def _tick_font(n: int) -> float:
+    return 9.0 if n <= 15 else 8.0 if n <= 30 else 7.0
+
+
+# --------------------------------------------------------------------------------------------- Table 3
+
+
+def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *,
+                 title: str | None = None) -> Path:
+    """Table 3 as a figure: one panel per gate (alpha, beta, gamma, delta), one box per activity group.
+
+    ``gates[gate][group]`` holds that group's per-sample gate values in (0, 1). Boxes span p25-p75 with the
+    median, whiskers p10-p90 (the table's percentiles), a diamond marks the mean.
+    """
+    names = list(gates)
+    if not names:
+        raise ValueError("no gates to plot")
+    fig = _figure(max(4.5, 3.0 * len(names)), 3.8)
+    axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True, squeeze=False)[0])
+    for ax, gate in zip(axes, names):
+        groups = [g for g, v in gates[gate].items() if len(v)]
+        data = [np.asarray(gates[gate][g], dtype=np.float64) for g in groups]
+        if data:
+            box = ax.boxplot(data, whis=(10, 90), showfliers=False, patch_artist=True, widths=0.6,
+                             medianprops={"color": "black"})
+            for patch, g in zip(box["boxes"], groups):
+                patch.set_facecolor(GROUP_COLORS.get(g, "#bbbbbb"))
+                patch.set_alpha(0.55)
+            ax.scatter(np.arange(1, len(data) + 1), [d.mean() for d in data], marker="D", s=18, color="black",
+                       zorder=3, label="mean")
+            ax.set_xticks(np.arange(1, len(groups) + 1))
+            ax.set_xticklabels(groups, fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(_GATE_TITLES.get(gate, gate), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlabel("activity group", fontsize=9)
+    axes[0].set_ylabel("gate value", fontsize=9)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.suptitle(title or "Frequency gates per activity group (Table 3)", fontsize=11)
+    return save(fig, path)
+
+
+_GATE_TITLES = {"alpha": "\u03b1  video low-freq.", "beta": "\u03b2  video high-freq.",
+                "gamma": "\u03b3  live low-freq.", "delta": "\u03b4  live high-freq."}
+
+
+# --------------------------------------------------------------------------------------------- curves
+
+
+def smooth(y: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Trailing rolling mean (shorter at the start); ``window`` defaults to ~1/15 of the points (1 = none)."""
+    y = np.asarray(y, dtype=np.float64)
+    if window is None:
+        window = max(1, len(y) // 15)
+    if window <= 1 or y.size == 0:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    idx = np.arange(1, y.size + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def training_curves(task_losses: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                    cl: tuple[np.ndarray, np.ndarray] | None = None,
+                    val: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                    title: str | None = None) -> Path:
+    """Training curves in one PNG: per-task BCE by step, the contrastive loss by step, validation AUC by epoch.
+
+    Each mapping value is (x, y). Losses with many points are drawn raw (faint) under a rolling mean.
+    ``val`` maps a name ("mean", "click", ...) to (epoch, AUC); "mean" is drawn bold in black. A task keeps its
+    colour in every panel, and one legend below the panels names the tasks.
+    """
+    val = dict(val or {})
+    panels = ["bce"] + (["cl"] if cl is not None and len(cl[0]) else []) + (["val"] if val else [])
+    names = list(dict.fromkeys([*task_losses, *(k for k in val if k != "mean")]))
+    color = {t: COLORS[i % len(COLORS)] for i, t in enumerate(names)}
+    fig = _figure(4.6 * len(panels), 4.3)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    ax = axes[0]
+    smoothed = False
+    for task, (x, y) in task_losses.items():
+        smoothed |= _curve(ax, x, y, color[task], task)
+    allpos = np.concatenate([np.asarray(y)[np.asarray(y) > 0] for _, y in task_losses.values()] or [np.empty(0)])
+    if allpos.size and allpos.max() / allpos.min() > 20:
+        ax.set_yscale("log")  # the rare tasks' losses are orders of magnitude below click's
+    ax.set_title("train BCE per task (eq. 7)" + (", rolling mean" if smoothed else ""), fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("binary cross-entropy")
+    if not task_losses:
+        ax.text(0.5, 0.5, "no train/bce_* logged", ha="center", va="center", transform=ax.transAxes)
+    k = 1
+    if "cl" in panels:
+        ax = axes[k]
+        k += 1
+        smoothed = _curve(ax, cl[0], cl[1], "black", "L_cl")
+        ax.set_title("train contrastive loss L_cl (eq. 14)" + (", rolling mean" if smoothed else ""), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("InfoNCE")
+    if "val" in panels:
+        ax = axes[k]
+        for name, (x, y) in val.items():
+            if name == "mean":
+                continue
+            ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.0, color=color[name], alpha=0.75)
+        if "mean" in val:
+            x, y = val["mean"]
+            ax.plot(x, y, marker="o", markersize=4.5, linewidth=2.4, color="black", zorder=3,
+                    label=f"mean over tasks (best {np.nanmax(y):.3f})" if len(y) else "mean over tasks")
+            ax.legend(fontsize=8, loc="best")
+        ax.set_title("validation AUC per epoch", fontsize=10)
+        ax.set_xlabel("epoch (0 = first)")
+        ax.set_ylabel("AUC")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are whole numbers
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    if names:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=color[t], linewidth=2) for t in names]
+        fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 8),
+                   fontsize=8, frameon=False, title="task", title_fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
+    return Path(path)
+
+
+def _curve(ax, x, y, color: str, label: str) -> bool:
+    """Draw one loss curve; many points: faint raw values under a rolling mean (returns True), else markers."""
+    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+    if len(x) > 30:
+        ax.plot(x, y, color=color, alpha=0.2, linewidth=0.8)
+        ax.plot(x, smooth(y), color=color, linewidth=1.6, label=label)
+        return True
+    ax.plot(x, y, color=color, linewidth=1.4, marker="o", markersize=3, label=label)
+    return False

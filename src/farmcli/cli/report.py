@@ -1,0 +1,53 @@
+"""`farm report`: the paper's analysis figures and tables (Fig. 3, Fig. 4, Table 3, training curves) for a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from farmcli.cli.app import app, console, user_errors
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    run: Path = typer.Argument(..., help="A run directory of `farm train` (its best checkpoint is used)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="A second run overlaid in Figure 3, e.g. the no-cpa variant."),
+    user: Optional[int] = typer.Option(None, "--user", help="Raw user_id for the Figure 4 heatmap (default: the low-active user with the longest live history)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/report)."),
+    max_users: int = typer.Option(10_000, "--max-users", help="At most this many test users in Figure 3 (a seeded sample)."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Samples per model pass."),
+    accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
+) -> None:
+    """Write a run's figures and tables: Fig. 3 (cos(h_video, h_live) per user), Fig. 4 (cross-attention
+    heatmap of one user), Table 3 (frequency gates per activity group) and the training curves, as PNG and CSV
+    files linked from a Markdown page, report.md.
+
+    Example: farm report farm-runs/farm-small-s0-RUN --compare farm-runs/no-cpa-small-s0-RUN
+    """
+    from farmcli.analysis.report import build_report
+    from farmcli.cli.data import progress_bar
+    from farmcli.errors import UserError
+    from farmcli.evaluate import device_for
+
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
+    device = device_for(accelerator)
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int | None) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        md = build_report(run, compare=compare, user=user, out=out, max_users=max_users, batch_size=batch_size,
+                          device=device, progress=progress)
+    console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True)
+
+
+__all__ = ["report_cmd"]
