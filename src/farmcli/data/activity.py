@@ -35,13 +35,16 @@ def derived_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> p
 
 
 def user_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> pl.DataFrame:
-    """(user_id, activity) for every user: users.parquet where it names the user, the derived level otherwise."""
+    """(user_id, activity) for every user with events: the users.parquet level where it names a valid one,
+    the derived level otherwise (a user missing from users.parquet, or with a null or unknown level)."""
     derived = derived_activity(ds, cuts)
     if not ds.has("users"):
         return derived.collect()
-    given = ds.scan("users").select(pl.col("user_id").cast(pl.Int64), pl.col("activity").cast(pl.String))
-    missing = derived.join(given, on="user_id", how="anti")
-    return pl.concat([given, missing]).collect()
+    given = (ds.scan("users").select(pl.col("user_id").cast(pl.Int64), pl.col("activity").cast(pl.String))
+             .filter(pl.col("activity").is_in(list(ACTIVITY_LEVELS)))
+             .group_by("user_id").agg(pl.col("activity").min().alias("given")))
+    return (derived.join(given, on="user_id", how="left")
+            .select("user_id", pl.coalesce("given", "activity").alias("activity")).collect())
 
 
 def activity_code() -> pl.Expr:

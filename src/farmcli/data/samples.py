@@ -61,7 +61,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import polars as pl
 
-from farmcli.data.activity import DEFAULT_CUTS, activity_code, derived_activity
+from farmcli.data.activity import DEFAULT_CUTS, activity_code, user_activity
 from farmcli.data.dataset import Dataset
 from farmcli.data.schema import (
     ACTIVITY_LEVELS,
@@ -554,17 +554,9 @@ def _build_vocabs(ds: Dataset, train_end: int, min_count: int) -> dict[str, np.n
 
 
 def _user_activity(ds: Dataset, cuts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted user ids, activity code 0/1/2) per user: users.parquet where it names a valid level, else the
-    derived rule of :func:`farmcli.data.activity.derived_activity` (live clicks in the training window)."""
-    derived = derived_activity(ds, tuple(cuts)).select("user_id", activity_code().alias("derived"))
-    if ds.has("users"):
-        given = (ds.scan("users").select(pl.col("user_id").cast(pl.Int64), pl.col("activity").cast(pl.String))
-                 .select("user_id", activity_code().alias("given")).filter(pl.col("given") >= 0)
-                 .group_by("user_id").agg(pl.col("given").min()))
-        derived = derived.join(given, on="user_id", how="left").select(
-            "user_id", pl.coalesce("given", "derived").alias("derived"))
-    df = _collect(derived.sort("user_id"))
-    return df["user_id"].to_numpy().astype(np.int64), df["derived"].to_numpy().astype(np.int8)
+    """(sorted user ids, activity code 0/1/2) by the rule of :func:`farmcli.data.activity.user_activity`."""
+    df = user_activity(ds, tuple(cuts)).with_columns(activity_code()).sort("user_id")
+    return df["user_id"].to_numpy().astype(np.int64), df["activity"].to_numpy().astype(np.int8)
 
 
 def tie_order(keys: Sequence[np.ndarray]) -> np.ndarray | None:
