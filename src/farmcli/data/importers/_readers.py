@@ -1,0 +1,271 @@
+"""Raw tables of a public dataset: find them (csv or parquet), check their columns, normalise their values.
+
+Everything here returns lazy polars expressions, so a caller can stream a table of any size. CSV files are
+read with every column as a string (no type inference that a later row could contradict) and converted by
+the expressions below; parquet columns keep their stored type and get the conversion that type needs.
+
+Timestamps (:func:`ts_expr`) become epoch milliseconds (Int64) from any of:
+
+- a datetime type (any unit): naive values are read in ``naive_tz`` (default UTC, as pandas' ``astype(int64)``
+  in the dataset's own preprocessing does), zone-aware values by their zone;
+- a date type (midnight in ``naive_tz``);
+- an integer or float: by magnitude, >= 1e17 nanoseconds, >= 1e14 microseconds, >= 1e11 milliseconds, else
+  seconds (1e11 ms is 1973 and 1e11 s is year 5138, so the rule cannot misread a plausible date);
+- a string: date-time text (``2025-05-05 08:00:00.123``, ``T`` separator, ``/`` dates, optional fraction,
+  optional ``Z`` or ``+08:00``) or epoch digits as above. The layout is chosen once per column from a sample
+  of its first non-null values; values that do not fit it become null (and the caller drops the row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from farmcli.errors import UserError
+
+SAMPLE_ROWS = 2000
+
+# (format, zone): zone None = naive (read in naive_tz), "UTC" = a literal Z suffix, "offset" = %z in the text.
+DATETIME_FORMATS: tuple[tuple[str, str | None], ...] = (
+    ("%Y-%m-%d %H:%M:%S%.f", None),
+    ("%Y-%m-%dT%H:%M:%S%.f", None),
+    ("%Y/%m/%d %H:%M:%S%.f", None),
+    ("%Y-%m-%d %H:%M", None),
+    ("%Y-%m-%d", None),
+    ("%Y%m%d%H%M%S", None),
+    ("%Y-%m-%dT%H:%M:%S%.fZ", "UTC"),
+    ("%Y-%m-%d %H:%M:%S%.f%#z", "offset"),
+    ("%Y-%m-%dT%H:%M:%S%.f%#z", "offset"),
+)
+
+
+def _clean_names(cols: list[str]) -> list[str]:
+    return [c.strip().lstrip("\ufeff").strip() for c in cols]
+
+
+@dataclass
+class RawTable:
+    """One raw table as found on disk: a csv file, a parquet file, or a folder of parquet shards."""
+
+    name: str
+    path: Path
+    fmt: str  # "csv" | "parquet"
+    files: list[Path]
+    schema: dict[str, pl.DataType] = field(default_factory=dict)
+    _sample: pl.DataFrame | None = None
+
+    def scan(self) -> pl.LazyFrame:
+        if self.fmt == "csv":
+            return pl.scan_csv(self.files[0], infer_schema=False, with_column_names=_clean_names,
+                               raise_if_empty=False)
+        return pl.scan_parquet(self.files)
+
+    def sample(self, cols: list[str]) -> pl.DataFrame:
+        """The first rows of ``cols`` (cached), used to choose how a string column is parsed."""
+        have = set(self._sample.columns) if self._sample is not None else set()
+        if not set(cols) <= have:
+            want = sorted(have | set(cols))
+            try:
+                self._sample = self.scan().select(want).head(SAMPLE_ROWS).collect()
+            except pl.exceptions.PolarsError as e:
+                raise UserError(f"{self.path}: cannot be read ({type(e).__name__}: {e}).") from None
+        return self._sample
+
+    def rows_estimate(self) -> int:
+        """Row count: exact from parquet footers, estimated from the file size and first lines for csv."""
+        if self.fmt == "parquet":
+            return int(pl.scan_parquet(self.files).select(pl.len()).collect().item())
+        size = self.files[0].stat().st_size
+        with open(self.files[0], "rb") as f:
+            head = f.read(1 << 20)
+        lines = max(head.count(b"\n") - 1, 1)
+        per_line = max(len(head) / (lines + 1), 1.0)
+        return int(size / per_line)
+
+
+def locate(raw_dir: Path, name: str) -> RawTable | None:
+    """The table ``name`` in ``raw_dir``: name.parquet (file or folder of shards), name.csv, or folder name/."""
+    for path in (raw_dir / f"{name}.parquet", raw_dir / f"{name}.csv", raw_dir / name):
+        if path.is_file():
+            fmt = "csv" if path.suffix == ".csv" else "parquet"
+            return RawTable(name, path, fmt, [path])
+        if path.is_dir():
+            shards = sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+            if shards:
+                return RawTable(name, path, "parquet", shards)
+    return None
+
+
+def read_schema(table: RawTable) -> dict[str, pl.DataType]:
+    try:
+        table.schema = dict(table.scan().collect_schema())
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise UserError(f"{table.path}: cannot be read as {table.fmt} ({type(e).__name__}: {e}).") from None
+    return table.schema
+
+
+def missing_columns(table: RawTable, required: tuple[str, ...]) -> list[str]:
+    return [c for c in required if c not in table.schema]
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+
+
+# --- integers, flags and strings --------------------------------------------------------------------------
+
+def _string_number_kind(sample: pl.Series) -> str:
+    s = sample.cast(pl.String).str.strip_chars().drop_nulls()
+    s = s.filter(s != "")
+    if s.len() == 0:
+        return "mixed"
+    if s.cast(pl.Int64, strict=False).null_count() == 0:
+        return "int"
+    if s.cast(pl.Float64, strict=False).null_count() == 0:
+        return "float"
+    if s.str.to_lowercase().is_in(["true", "false"]).all():
+        return "bool"
+    return "mixed"
+
+
+def int_expr(name: str, dtype: pl.DataType, sample: pl.Series | None = None) -> pl.Expr:
+    """Column ``name`` as Int64: integers as they are, floats rounded, booleans 0/1, numeric text parsed.
+
+    Values that cannot be read (text that is no number, NaN) become null.
+    """
+    c = pl.col(name)
+    if dtype == pl.Null:
+        return pl.lit(None, dtype=pl.Int64)
+    if dtype == pl.Boolean:
+        return c.cast(pl.Int64)
+    if dtype.is_integer():
+        return c.cast(pl.Int64, strict=False)
+    if dtype.is_float():
+        return pl.when(c.is_finite()).then(c.round()).otherwise(None).cast(pl.Int64, strict=False)
+    if _is_text(dtype):
+        s = c.cast(pl.String).str.strip_chars()
+        kind = _string_number_kind(sample) if sample is not None else "mixed"
+        as_float = s.cast(pl.Float64, strict=False)
+        as_float = pl.when(as_float.is_finite()).then(as_float.round()).otherwise(None).cast(pl.Int64, strict=False)
+        as_bool = (pl.when(s.str.to_lowercase() == "true").then(pl.lit(1, pl.Int64))
+                   .when(s.str.to_lowercase() == "false").then(pl.lit(0, pl.Int64)))
+        if kind == "int":
+            return s.cast(pl.Int64, strict=False)
+        if kind == "float":
+            return as_float
+        if kind == "bool":
+            return as_bool
+        return pl.coalesce(s.cast(pl.Int64, strict=False), as_float, as_bool)
+    return c.cast(pl.Int64, strict=False)
+
+
+def str_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Column ``name`` as a stripped string; empty text is null."""
+    c = pl.col(name)
+    if dtype == pl.Null:
+        return pl.lit(None, dtype=pl.String)
+    s = c.cast(pl.String).str.strip_chars()
+    return pl.when(s == "").then(None).otherwise(s)
+
+
+# --- timestamps -------------------------------------------------------------------------------------------
+
+def epoch_number_to_ms(x: pl.Expr) -> pl.Expr:
+    """An Int64 epoch number of unknown unit to milliseconds, by magnitude (see the module docstring)."""
+    a = x.abs()
+    return (pl.when(a >= 10**17).then(x // 1_000_000)
+            .when(a >= 10**14).then(x // 1_000)
+            .when(a >= 10**11).then(x)
+            .otherwise(x * 1_000))
+
+
+def _datetime_to_ms(e: pl.Expr, dtype: pl.DataType, naive_tz: str) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        return e.dt.epoch("ms")
+    if naive_tz in ("UTC", "Etc/UTC"):
+        return e.dt.epoch("ms")
+    return e.dt.replace_time_zone(naive_tz, ambiguous="earliest", non_existent="null").dt.epoch("ms")
+
+
+def _parse_text_ts(s: pl.Expr, fmt: str, zone: str | None, naive_tz: str) -> pl.Expr:
+    if zone == "offset":
+        return s.str.to_datetime(fmt, strict=False, time_unit="ms").dt.epoch("ms")
+    dt = s.str.to_datetime(fmt, strict=False, time_unit="ms")
+    return _datetime_to_ms(dt, pl.Datetime("ms"), "UTC" if zone == "UTC" else naive_tz)
+
+
+def _text_layout(sample: pl.Series, naive_tz: str) -> tuple[str, str | None] | None:
+    """The layout that parses most of the sample: a (format, zone) pair, ("number", None), or None."""
+    s = sample.cast(pl.String).str.strip_chars().drop_nulls()
+    s = s.filter(s != "")
+    if s.len() == 0:
+        return DATETIME_FORMATS[0]
+    best, best_n = None, 0
+    frame = s.to_frame("v")
+    for fmt, zone in DATETIME_FORMATS:
+        n = frame.select(_parse_text_ts(pl.col("v"), fmt, zone, naive_tz).is_not_null().sum()).item()
+        if n > best_n:
+            best, best_n = (fmt, zone), n
+    n_num = frame.select(pl.col("v").cast(pl.Float64, strict=False).is_finite().sum()).item()
+    if n_num > best_n:
+        best, best_n = ("number", None), n_num
+    return best
+
+
+def ts_expr(table: RawTable, name: str, naive_tz: str = "UTC") -> pl.Expr:
+    """Column ``name`` of ``table`` as Int64 epoch milliseconds (null where it cannot be read)."""
+    dtype = table.schema[name]
+    c = pl.col(name)
+    if dtype == pl.Null:
+        return pl.lit(None, dtype=pl.Int64)
+    if isinstance(dtype, pl.Datetime):
+        return _datetime_to_ms(c, dtype, naive_tz)
+    if dtype == pl.Date:
+        return _datetime_to_ms(c.cast(pl.Datetime("ms")), pl.Datetime("ms"), naive_tz)
+    if dtype.is_integer() or dtype == pl.Boolean:
+        return epoch_number_to_ms(c.cast(pl.Int64, strict=False))
+    if dtype.is_float():
+        return epoch_number_to_ms(int_expr(name, dtype))
+    if _is_text(dtype):
+        sample = table.sample([name])[name]
+        layout = _text_layout(sample, naive_tz)
+        if layout is None:
+            example = next((v for v in sample.cast(pl.String).drop_nulls().to_list() if v.strip()), "")
+            raise UserError(f"{table.path}: column '{name}' holds values like '{example}' that are neither "
+                            "date-times (e.g. 2025-05-05 08:00:00.123) nor epoch seconds/milliseconds. "
+                            "Fix the export, or convert the column to epoch milliseconds.")
+        s = c.cast(pl.String).str.strip_chars()
+        if layout[0] == "number":
+            return epoch_number_to_ms(int_expr(name, pl.String, sample))
+        return _parse_text_ts(s, layout[0], layout[1], naive_tz)
+    raise UserError(f"{table.path}: column '{name}' has type {dtype}; expected a timestamp, a date-time string "
+                    "or epoch milliseconds.")
+
+
+def local_date(ts_ms: pl.Expr, tz: str) -> pl.Expr:
+    """The calendar date in ``tz`` of an epoch-milliseconds expression."""
+    return pl.from_epoch(ts_ms, time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(tz).dt.date()
+
+
+# --- embeddings -------------------------------------------------------------------------------------------
+
+def embedding_components(table: RawTable, name: str) -> list[pl.Expr]:
+    """The components of a list/array float column as separate Float32 expressions ``e0..e{d-1}``.
+
+    The dimension is the array width, or for a list column the most common length in the sample. Rows of
+    another length yield nulls in some component and are dropped by the caller.
+    """
+    dtype = table.schema[name]
+    c = pl.col(name)
+    if isinstance(dtype, pl.Array):
+        d = dtype.size
+        return [c.arr.get(i, null_on_oob=True).cast(pl.Float32).alias(f"e{i}") for i in range(d)]
+    if isinstance(dtype, pl.List):
+        lengths = table.sample([name])[name].list.len().drop_nulls()
+        if lengths.len() == 0:
+            return []
+        d = int(lengths.mode().sort()[-1])
+        return [c.list.get(i, null_on_oob=True).cast(pl.Float32).alias(f"e{i}") for i in range(d)]
+    raise UserError(f"{table.path}: column '{name}' has type {dtype}; expected a list or array of floats.")
