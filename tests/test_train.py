@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -135,7 +136,8 @@ def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
     """2 gloo processes: the synced validation metric equals a 1-process evaluation of the same checkpoint."""
     cmd = [sys.executable, "-m", "farmcli", "train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "ddp",
            "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores: one thread each
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     run = runs / "ddp"
     with open(run / "logs" / "metrics.csv") as f:

@@ -26,16 +26,6 @@ def _train(runs: Path, name: str, *extra: str) -> Path:
     return runs / name
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core box: intra-op threads only contend (a tiny epoch took 90 s with 2 threads
-    under load and 9 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report-runs")
