@@ -19,6 +19,22 @@ def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
+def label_rates(live: dict[str, tuple[float, float | None]], video: dict[str, float],
+                live_title: str = "live label rates", video_title: str = "video label rates") -> list[Table]:
+    """Two tables: live rates of impressions and of clicks (task -> (of impressions, of clicks)), video rates."""
+    rates = Table(title=live_title)
+    rates.add_column("task")
+    rates.add_column("of impressions", justify="right")
+    rates.add_column("of clicks", justify="right")
+    for task, (of_impressions, of_clicks) in live.items():
+        rates.add_row(task, _pct(of_impressions), _pct(of_clicks) if task != "click" else "")
+    vrates = Table(title=video_title)
+    for f in video:
+        vrates.add_column(f, justify="right")
+    vrates.add_row(*(_pct(v) for v in video.values()))
+    return [rates, vrates]
+
+
 def validation(report) -> Group | Table:
     t = Table(title=f"{report.root.name}: {'valid' if report.ok else 'INVALID'}")
     t.add_column("table")
@@ -39,19 +55,10 @@ def inspection(info: dict) -> Group:
         rows.add_row(table, *(f"{r[s]:,}" for s in splits))
     parts.append(rows)
 
-    rates = Table(title=f"live label rates (video:live rows = {info['video_live_ratio']:.2f})")
-    rates.add_column("task")
-    rates.add_column("of impressions", justify="right")
-    rates.add_column("of clicks", justify="right")
-    for task, r in info["live_label_rates"].items():
-        rates.add_row(task, _pct(r["of_impressions"]), _pct(r["of_clicks"]) if task != "click" else "")
-    parts.append(rates)
-
-    vrates = Table(title="video label rates (of exposures)")
-    for f in info["video_label_rates"]:
-        vrates.add_column(f, justify="right")
-    vrates.add_row(*(_pct(v) for v in info["video_label_rates"].values()))
-    parts.append(vrates)
+    parts += label_rates(
+        {t: (r["of_impressions"], r["of_clicks"]) for t, r in info["live_label_rates"].items()},
+        info["video_label_rates"], live_title=f"live label rates (video:live rows = {info['video_live_ratio']:.2f})",
+        video_title="video label rates (of exposures)")
 
     u = info["users"]
     users = Table(title=f"users: {u['total']:,} (activity {u['activity_from']})")

@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from farmcli import render
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.cli.data import progress_bar
 from farmcli.errors import UserError
@@ -83,18 +84,8 @@ def render_import(rep: dict) -> Group:
     parts.append(days)
 
     lr = rep["label_rates"]
-    rates = Table(title="live label rates")
-    rates.add_column("label")
-    rates.add_column("of impressions", justify="right")
-    rates.add_column("of clicks", justify="right")
-    for t, r in lr["live_of_impressions"].items():
-        rates.add_row(t, _pct(r), _pct(lr["live_of_clicks"].get(t)) if t != "click" else "")
-    parts.append(rates)
-    vrates = Table(title="video label rates (of plays)")
-    for f in lr["video"]:
-        vrates.add_column(f, justify="right")
-    vrates.add_row(*(_pct(v) for v in lr["video"].values()))
-    parts.append(vrates)
+    parts += render.label_rates({t: (r, lr["live_of_clicks"].get(t)) for t, r in lr["live_of_impressions"].items()},
+                                lr["video"], video_title="video label rates (of plays)")
 
     cov = rep["coverage"]
     covt = Table(title="derived fields: share of rows with a known value")
