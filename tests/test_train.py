@@ -133,7 +133,13 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(runs, mon
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
-    """2 gloo processes: the synced validation metric equals a 1-process evaluation of the same checkpoint."""
+    """2 gloo processes: the synced validation metric counts every sample once and equals a 1-process evaluation.
+
+    The ranks score other slices in other batch shapes, so a score may differ from the 1-process one in its
+    last bits, and a near-chance tiny model can flip a near-tied pair: the AUC is compared to 0.01 points (a
+    handful of pairs), the counts exactly. That the sync itself is exact for equal scores is
+    tests/metrics/test_grouped_auc.py::test_metric_ddp_two_processes.
+    """
     cmd = [sys.executable, "-m", "farmcli", "train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "ddp",
            "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores: one thread each
@@ -143,7 +149,10 @@ def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
     with open(run / "logs" / "metrics.csv") as f:
         logged = [r for r in csv.DictReader(f) if r.get("val/auc_mean")]
     single = json.loads((run / "eval-valid.json").read_text())["model"]["full"]
+    first = TASKS[0]
+    assert float(logged[-1]["val/n_samples"]) == single[first]["n_samples"]
+    assert float(logged[-1]["val/n_users"]) == single[first]["n_users"] + single[first]["n_skipped"]
     for task in TASKS:
         ddp_value = float(logged[-1][f"val/auc_{task}"]) * 100
         one_value = single[task]["auc"] if single[task]["auc"] is not None else 50.0
-        assert ddp_value == pytest.approx(one_value, abs=1e-4), task
+        assert ddp_value == pytest.approx(one_value, abs=1e-2), task

@@ -127,6 +127,9 @@ class FarmModule(L.LightningModule):
             for t, v in zip(TASKS, values):
                 self.log(f"val/{kind}_{t}", _finite(v), sync_dist=False)
             self.log(f"val/{kind}_mean", _finite(sum(values) / len(values)), prog_bar=kind == "auc", sync_dist=False)
+        # What the synced metric saw (all ranks together): a DDP run must count every validation sample once.
+        self.log("val/n_samples", float(full[TASKS[0]]["n_samples"]), sync_dist=False)
+        self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
