@@ -79,7 +79,6 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
     import lightning as L
 
     from farmcli.data.module import FarmDataModule
-    from farmcli.model.module import FarmModule
     from farmcli.sources import sample_store
 
     run = Path(resume) if resume else _new_run_dir(cfg)
@@ -93,7 +92,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
     if store.n("train") == 0:
         raise UserError(f"{cfg.data.source}: the training window holds no live impressions; check the manifest's "
                         f"train_start / train_end.")
-    module = FarmModule(vocab={**store.vocab_sizes, **_bucket_sizes(store)}, model=cfg.model, optim=cfg.optim)
+    module = build_module(cfg, store)
     dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
     trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar)
     if trainer.is_global_zero:
@@ -136,7 +135,17 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
     return run
 
 
-def _bucket_sizes(store) -> dict[str, int]:
+def build_module(cfg: RunConfig, store):
+    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store."""
+    from farmcli.model.module import FarmModule
+
+    labels = store.split("train").labels
+    rates = labels.mean(axis=0).tolist() if len(labels) else None
+    return FarmModule(vocab={**store.vocab_sizes, **bucket_sizes(store)}, model=cfg.model, optim=cfg.optim,
+                      label_rates=rates)
+
+
+def bucket_sizes(store) -> dict[str, int]:
     m = store.manifest
     return {k: m[k] for k in ("n_play_buckets", "n_lag_buckets", "n_label_ids") if k in m}
 

@@ -82,3 +82,36 @@ def test_checkpoint_round_trip(tmp_path):
     assert loaded.model_cfg == module.model_cfg and loaded.optim_cfg.lr == 1e-2
     module.eval()
     torch.testing.assert_close(loaded(batch).logits, module(batch).logits)
+
+
+def test_prior_output_bias_starts_each_task_at_its_label_rate():
+    import dataclasses
+    import math
+
+    rates = [0.1, 0.06, 0.03, 0.004, 0.002, 0.001]
+    cfg = dataclasses.replace(tiny_config("farm"), output_bias="prior")
+    module = FarmModule(VOCAB, cfg, label_rates=rates)
+    biases = [tower[-1].bias.item() for tower in module.farm.head.towers.towers]
+    assert biases == pytest.approx([math.log(r / (1 - r)) for r in rates], rel=1e-6)
+    zero = FarmModule(VOCAB, tiny_config("farm"), label_rates=rates)  # the default keeps torch's init
+    assert [t[-1].bias.item() for t in zero.farm.head.towers.towers] != pytest.approx(biases, rel=1e-3)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_preference_grad_scales_what_the_align_sends_into_the_embeddings(scale):
+    import dataclasses
+
+    batch = random_batch(12, 8, seed=9)
+    grads = {}
+    for s in (1.0, scale):
+        torch.manual_seed(0)
+        module = FarmModule(VOCAB, dataclasses.replace(tiny_config("farm"), preference_grad=s))
+        out = module(batch)
+        out.cl_loss.backward()  # the align's loss reaches the ids only through the preference branch
+        table = module.farm.embed.ids["author"].weight
+        grads[s] = torch.zeros_like(table) if table.grad is None else table.grad.clone()
+        pref = module.farm.preference.video.attn.q.weight.grad
+        assert pref is not None and pref.abs().sum() > 0  # the preference encoder still learns from it
+        torch.testing.assert_close(module(batch).logits, out.logits)  # the forward pass is the same
+    torch.testing.assert_close(grads[scale], scale * grads[1.0])
+    assert grads[1.0].abs().sum() > 0

@@ -8,5 +8,6 @@ from farmcli.cli import importers as _importers  # noqa: F401  (registers `farm 
 from farmcli.cli import train as _train  # noqa: F401  (registers train, eval, variants)
 from farmcli.cli import report as _report  # noqa: F401  (registers `farm report`)
 from farmcli.cli import ablate as _ablate  # noqa: F401  (registers ablate)
+from farmcli.cli import tune as _tune  # noqa: F401  (registers tune)
 
 __all__ = ["app"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from farmcli.errors import UserError
 
@@ -119,6 +119,13 @@ class ModelConfig:
     head: SlotConfig = field(default_factory=lambda: SlotConfig("ple"))
     cl_weight: float = 0.5
     """lambda of eq. 15 (paper range 0.1-0.9); used only when align is not ``none``."""
+    output_bias: Literal["zero", "prior"] = "zero"
+    """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
+    task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
+    preference_grad: float = 1.0
+    """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
+    tables. 0 stops it: the id tables then learn from the prediction paths (eq. 11, x_cand) only, and the
+    InfoNCE loss shapes the preference encoder and the align MLPs, not the ids that the candidate shares."""
 
     def __post_init__(self) -> None:
         if isinstance(self.embed, Mapping):

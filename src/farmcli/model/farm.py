@@ -47,6 +47,15 @@ class PreferenceEncoder(nn.Module):
         return self.video(v_video, video_mask)[0], self.live(v_live, live_mask)[0]
 
 
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    """x in the forward pass; ``scale`` times its gradient in the backward pass (0: a stop-gradient)."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return x.detach() + scale * (x - x.detach())
+
+
 def build(slot: str, spec: SlotConfig, **dims: Any) -> nn.Module:
     """Instantiate the registered component of a slot with FARM's dimensions plus the config's params."""
     factory = registry.get(slot, spec.name)
@@ -85,6 +94,11 @@ class FARM(nn.Module):
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
         self.head = build("head", cfg.head, in_dim=d1 + d2 + getattr(self.fuse, "out_dim", 0) + dc, n_tasks=N_TASKS)
 
+    def set_output_bias(self, logits: list[float]) -> None:
+        """Start the six task logits at ``logits`` (heads without towers keep their own init)."""
+        if hasattr(self.head, "set_output_bias"):
+            self.head.set_output_bias(logits)
+
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
         with attention_weights(return_aux):
             return self._forward(batch, return_aux)
@@ -105,7 +119,9 @@ class FARM(nn.Module):
 
         # (12) preference encoder, shared by align and fuse
         if self.preference is not None:
-            v_hat_video, v_hat_live = self.preference(v_video, v_live, video_mask, live_mask)
+            scale = self.cfg.preference_grad
+            v_hat_video, v_hat_live = self.preference(
+                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask)
         else:
             v_hat_video, v_hat_live = v_video, v_live
 

@@ -7,7 +7,8 @@ AUC metrics (AUC / UAUC / GAUC per activity group) are updated.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 import lightning as L
@@ -41,7 +42,7 @@ class EvalBatch(TypedDict, total=False):
 
 class FarmModule(L.LightningModule):
     def __init__(self, vocab: VocabSizes | Mapping[str, int], model: ModelConfig | Mapping[str, Any] | None = None,
-                 optim: OptimConfig | Mapping[str, Any] | None = None):
+                 optim: OptimConfig | Mapping[str, Any] | None = None, label_rates: Sequence[float] | None = None):
         super().__init__()
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
         # Plain dicts, so checkpoints load with torch.load(weights_only=True) and hparams.yaml stays readable.
@@ -50,6 +51,8 @@ class FarmModule(L.LightningModule):
         )
         self.model_cfg, self.optim_cfg = model, optim
         self.farm = FARM(model, vocab)
+        if model.output_bias == "prior" and label_rates is not None:
+            self.farm.set_output_bias([math.log(max(r, 1e-6) / max(1 - r, 1e-6)) for r in label_rates])
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         self.last_val_metrics: dict | None = None
 

@@ -17,6 +17,12 @@ class Towers(nn.Module):
         super().__init__()
         self.towers = nn.ModuleList(mlp(in_dim, [*dims, 1], dropout) for _ in range(n_tasks))
 
+    def set_output_bias(self, logits: Sequence[float]) -> None:
+        """Start each task's logit at ``logits[i]`` (e.g. the log-odds of its label rate)."""
+        with torch.no_grad():
+            for tower, value in zip(self.towers, logits, strict=True):
+                tower[-1].bias.fill_(float(value))
+
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x
         return torch.cat([tower(h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)

@@ -19,6 +19,9 @@ class MMoE(nn.Module):
         self.gates = nn.ModuleList(nn.Linear(in_dim, experts) for _ in range(n_tasks))
         self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)
 
+    def set_output_bias(self, logits: Sequence[float]) -> None:
+        self.towers.set_output_bias(logits)
+
     def forward(self, x: Tensor) -> Tensor:
         outputs = [e(x) for e in self.experts]
         return self.towers([mix(gate(x), outputs) for gate in self.gates])

@@ -57,6 +57,9 @@ class PLE(nn.Module):
         self.n_tasks = n_tasks
         self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)
 
+    def set_output_bias(self, logits: Sequence[float]) -> None:
+        self.towers.set_output_bias(logits)
+
     def forward(self, x: Tensor) -> Tensor:
         task_inputs, shared_input = [x] * self.n_tasks, x
         for level in self.levels:

@@ -19,5 +19,8 @@ class SharedBottom(nn.Module):
         self.bottom = mlp(in_dim, bottom_dims, dropout, last_activation=True)
         self.towers = Towers(bottom_dims[-1], n_tasks, tower_dims, dropout)
 
+    def set_output_bias(self, logits: Sequence[float]) -> None:
+        self.towers.set_output_bias(logits)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.towers(self.bottom(x))

@@ -1,0 +1,81 @@
+"""`farm tune`: choose hyperparameters on the validation split, as the paper does (Sec. 4.1.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.rule import Rule
+
+from farmcli.cli.app import app, console, user_errors
+from farmcli.cli.data import progress_bar
+from farmcli.cli.train import EXTRA, _config_path, _overrides
+from farmcli.errors import UserError
+
+
+@app.command("tune", context_settings=EXTRA)
+@user_errors
+def tune_cmd(
+    ctx: typer.Context,
+    space: list[str] = typer.Option([], "--space", help="A setting and its values, KEY=V1,V2,... (repeatable): any dotted setting of `farm train`."),
+    variant: str = typer.Option("farm", "--variant", "-v", help="Variant to tune (name or YAML file)."),
+    data: str = typer.Option("small", "--data", "-d", help="Dataset directory or simulator preset."),
+    sampler: str = typer.Option("grid", help="grid (every combination, the paper's search) or tpe (Optuna's TPE, with --trials)."),
+    trials: Optional[int] = typer.Option(None, help="Trials for tpe; for grid, run only the first N combinations."),
+    seeds: int = typer.Option(1, help="Training seeds per trial (0..N-1); the score is their mean."),
+    prune: bool = typer.Option(True, help="Stop a trial early when its validation curve is below the median of earlier trials (Optuna's MedianPruner)."),
+    out: Optional[Path] = typer.Option(None, help="Output directory (default: farm-tune/VARIANT-DATA). Re-running the same command resumes it."),
+    config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every trial (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", help="Fix one setting for every trial, KEY=VALUE (repeatable)."),
+) -> None:
+    """Search hyperparameters on the validation split only; write the trials table and the best settings.
+
+    Every trial trains on one shared sample store with early stopping and is scored by the mean over the six
+    tasks of the validation AUC at its best epoch; the test split is never read. Killed and run again with
+    the same command, it keeps the finished trials and continues. Writes OUT/trials.md, .csv, .json and
+    OUT/best.yaml, which `farm train --config OUT/best.yaml` takes.
+
+    Example: farm tune --data tiny --space model.cl_weight=0.1,0.5 --trainer.max_epochs 1 --out farm-tune/example
+    """
+    from farmcli.tune.space import label, parse_space
+    from farmcli.tune.study import TuneSettings, run_tune
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}.")
+    settings = TuneSettings(variant=variant, data=data, space=parse_space(space),
+                            config_files=[str(_config_path(c)) for c in config], overrides=_overrides(ctx, set_),
+                            seeds=list(range(seeds)), sampler=sampler, trials=trials, prune=prune)
+    name = f"{Path(variant).stem}-{Path(data).name if Path(data).is_dir() else data}"
+    out = out or Path("farm-tune") / name
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind == "start":
+            console.print(Rule(f"trial {info['index'] + 1}/{info['total']}: {label(info['params'])}"))
+            return
+        row, best = info["row"], info["best"]
+        score = "-" if row.score is None else f"{row.score:.2f}"
+        best_text = f"; best so far {best.score:.2f} (trial {best.number})" if best else ""
+        console.print(f"trial {row.number} {row.state.lower()}: val mean AUC {score}{best_text}", soft_wrap=True)
+
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int | None) -> None:
+            key = what.split(":")[0]
+            if key not in tasks:
+                tasks[key] = bar.add_task(what, total=total)
+            bar.update(tasks[key], description=what, completed=done, total=total)
+
+        from farmcli.tune.study import _check, trial_config
+        from farmcli.sources import sample_store
+
+        combos = _check(settings)
+        sample_store(trial_config(settings, combos[0], 0).data, progress)
+    result = run_tune(settings, out, on_event=on_event)
+    if result.best is None:
+        raise UserError(f"No trial completed; see {out / 'trials.md'}.")
+    console.print(f"best: trial {result.best.number} ({label(result.best.params)}), "
+                  f"val mean AUC {result.best.score:.2f}", soft_wrap=True)
+    for f in result.files:
+        console.print(f"wrote {f}", soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Hyperparameter selection on the validation split (`farm tune`): trials, search spaces, the Optuna study."""

@@ -1,0 +1,92 @@
+"""One tuning trial: fit a config on a sample store, score it on the validation split, never touch the test split.
+
+A trial writes no run directory and no checkpoint: it returns the best validation epoch's metrics. That is
+all model selection may look at (the paper chooses c, lambda and the MLP depth on held-out data, Sec. 4.1.3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from farmcli.config import RunConfig
+from farmcli.data.schema import TASKS
+
+EpochHook = Callable[[int, float], bool]
+"""Called after each validation epoch with (epoch, val/auc_mean); True stops the trial there (pruning)."""
+
+
+@dataclass
+class TrialResult:
+    score: float
+    """Best val/auc_mean over the epochs (the early-stopping monitor), a fraction in [0, 1]."""
+    best_epoch: int
+    epochs: int
+    history: list[float] = field(default_factory=list)
+    """val/auc_mean after each epoch."""
+    tasks: dict[str, float] = field(default_factory=dict)
+    """Per-task validation AUC at the best epoch."""
+    cl: list[float] = field(default_factory=list)
+    """val/cl (the contrastive loss) after each epoch, where the variant has one."""
+    fit_seconds: float = 0.0
+    pruned: bool = False
+    """Stopped by ``on_epoch`` (a pruner), not by early stopping or max_epochs."""
+
+
+def _recorder(on_epoch: EpochHook | None):
+    import lightning as L
+
+    class ValidationRecorder(L.Callback):
+        """Keeps every validation epoch's metrics in memory; hands the monitor to ``on_epoch`` (the pruner)."""
+
+        def __init__(self) -> None:
+            self.epochs: list[dict[str, float]] = []
+            self.pruned = False
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            self.epochs.append(metrics)
+            if on_epoch is not None and on_epoch(len(self.epochs) - 1, metrics.get("val/auc_mean", float("nan"))):
+                self.pruned = trainer.should_stop = True
+
+    return ValidationRecorder()
+
+
+def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_bar: bool = False,
+              extra_callbacks: Sequence[Any] = ()) -> TrialResult:
+    """Fit ``cfg`` on ``store`` with its early stopping and return the validation result (no test split)."""
+    import time
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from farmcli.data.module import FarmDataModule
+    from farmcli.train import build_module
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = build_module(cfg, store)
+    dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
+    recorder = _recorder(on_epoch)
+    callbacks: list[Any] = [recorder, *extra_callbacks]
+    if cfg.fit.patience > 0:
+        callbacks.append(EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience,
+                                       min_delta=cfg.fit.min_delta, check_finite=True))
+    kwargs = {**dict(cfg.trainer), "enable_model_summary": False}
+    trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=show_bar, use_distributed_sampler=False)
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    history = [e.get(cfg.fit.monitor, float("nan")) for e in recorder.epochs]
+    finite = [(v, i) for i, v in enumerate(history) if math.isfinite(v)]
+    score, best = max(finite) if finite else (float("nan"), 0)
+    at_best = recorder.epochs[best] if recorder.epochs else {}
+    return TrialResult(score=score, best_epoch=best, epochs=len(history), history=history,
+                       tasks={t: at_best.get(f"val/auc_{t}", float("nan")) for t in TASKS},
+                       cl=[e["val/cl"] for e in recorder.epochs if "val/cl" in e],
+                       fit_seconds=round(time.time() - t0, 1), pruned=recorder.pruned)
