@@ -78,3 +78,18 @@ def test_registered_for_both_domains():
 def test_cutoff_must_be_positive():
     with pytest.raises(UserError, match="cut-off"):
         DFTFrequency(dim=4, cutoff=0)
+
+
+@pytest.mark.parametrize("length,c", [(50, 1), (50, 3), (50, 9), (50, 25), (50, 26), (50, 40), (7, 3), (7, 4), (1, 1)])
+def test_split_equals_the_fft_form(length, c):
+    """The basis projection is exactly rfft -> keep c bins -> irfft (unitary), the paper's eq. 3-5."""
+    v = torch.randn(5, length, 6, dtype=torch.float64)
+    spectrum = torch.fft.rfft(v, dim=1, norm="ortho")
+    keep = torch.zeros(spectrum.shape[1], dtype=v.dtype)
+    keep[:c] = 1.0
+    want = torch.fft.irfft(spectrum * keep[None, :, None], n=length, dim=1, norm="ortho")
+    low, high = frequency_split(v, c)
+    torch.testing.assert_close(low, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(low + high, v)
+    low32, _ = frequency_split(v.float(), c)
+    torch.testing.assert_close(low32, want.float(), rtol=0, atol=1e-5)
