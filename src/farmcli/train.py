@@ -142,7 +142,7 @@ def build_module(cfg: RunConfig, store):
     labels = store.split("train").labels
     rates = labels.mean(axis=0).tolist() if len(labels) else None
     return FarmModule(vocab={**store.vocab_sizes, **bucket_sizes(store)}, model=cfg.model, optim=cfg.optim,
-                      label_rates=rates)
+                      label_rates=rates, cl_batch_size=cfg.data.batch_size)
 
 
 def bucket_sizes(store) -> dict[str, int]:

@@ -115,3 +115,19 @@ def test_preference_grad_scales_what_the_align_sends_into_the_embeddings(scale):
         torch.testing.assert_close(module(batch).logits, out.logits)  # the forward pass is the same
     torch.testing.assert_close(grads[scale], scale * grads[1.0])
     assert grads[1.0].abs().sum() > 0
+
+
+def test_validation_cl_is_computed_at_the_training_batch_size():
+    torch.manual_seed(0)
+    module = FarmModule(VOCAB, tiny_config("farm"), cl_batch_size=8).eval()
+    batch = random_batch(20, 6, seed=10)
+    with torch.no_grad():
+        whole = module(batch)
+        sliced = module._forward_for(batch, "val")
+        parts = [module({k: v[i:i + 8] for k, v in batch.items()}) for i in (0, 8, 16)]
+    torch.testing.assert_close(sliced.logits, whole.logits)
+    want = (parts[0].cl_loss * 8 + parts[1].cl_loss * 8 + parts[2].cl_loss * 4) / 20
+    torch.testing.assert_close(sliced.cl_loss, want)
+    assert not torch.isclose(sliced.cl_loss, whole.cl_loss)  # fewer negatives: a smaller loss
+    with torch.no_grad():
+        torch.testing.assert_close(module._forward_for(batch, "train").cl_loss, whole.cl_loss)

@@ -42,7 +42,8 @@ class EvalBatch(TypedDict, total=False):
 
 class FarmModule(L.LightningModule):
     def __init__(self, vocab: VocabSizes | Mapping[str, int], model: ModelConfig | Mapping[str, Any] | None = None,
-                 optim: OptimConfig | Mapping[str, Any] | None = None, label_rates: Sequence[float] | None = None):
+                 optim: OptimConfig | Mapping[str, Any] | None = None, label_rates: Sequence[float] | None = None,
+                 cl_batch_size: int | None = None):
         super().__init__()
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
         # Plain dicts, so checkpoints load with torch.load(weights_only=True) and hparams.yaml stays readable.
@@ -51,6 +52,9 @@ class FarmModule(L.LightningModule):
         )
         self.model_cfg, self.optim_cfg = model, optim
         self.farm = FARM(model, vocab)
+        self.cl_batch_size = cl_batch_size
+        """Evaluation computes L_cl over slices of this many rows (the training batch size): InfoNCE's value
+        grows with the number of negatives, so val/cl is comparable with train/cl only at the same batch size."""
         if model.output_bias == "prior" and label_rates is not None:
             self.farm.set_output_bias([math.log(max(r, 1e-6) / max(1 - r, 1e-6)) for r in label_rates])
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
@@ -69,8 +73,21 @@ class FarmModule(L.LightningModule):
             loss = loss + self.model_cfg.cl_weight * out.cl_loss
         return loss, parts
 
+    def _forward_for(self, batch: Mapping[str, Tensor], stage: str) -> FarmOutput:
+        """The forward pass; in evaluation, in slices of ``cl_batch_size`` rows when the align has a loss."""
+        n = batch["labels"].shape[0]
+        step = self.cl_batch_size
+        if stage == "train" or not step or n <= step or not getattr(self.farm.align, "uses_preference", False):
+            return self(batch)
+        outs = [self({k: v[i:i + step] for k, v in batch.items()}) for i in range(0, n, step)]
+        sizes = torch.tensor([o.logits.shape[0] for o in outs], dtype=torch.float32, device=outs[0].logits.device)
+        cl = None
+        if outs[0].cl_loss is not None:
+            cl = (torch.stack([o.cl_loss for o in outs]) * sizes).sum() / sizes.sum()
+        return FarmOutput(torch.cat([o.logits for o in outs]), cl)
+
     def _step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> tuple[Tensor, FarmOutput]:
-        out = self(batch)
+        out = self._forward_for(batch, stage)
         loss, parts = self.compute_loss(out, batch["labels"])
         if not torch.isfinite(loss):
             self._raise_non_finite(loss, parts, batch_idx, stage)
