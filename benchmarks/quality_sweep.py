@@ -49,7 +49,11 @@ def main() -> None:
                                                       f"trainer.max_epochs={args.epochs}", *overrides])
             store = store or sample_store(cfg.data)
             t0 = time.time()
-            r = run_trial(cfg, store)
+            def show(epoch: int, value: float, _exp=exp, _seed=seed) -> bool:
+                print(f"  {_exp} s{_seed} epoch {epoch}: val mean AUC {100 * value:.3f}", flush=True)
+                return False
+
+            r = run_trial(cfg, store, on_epoch=show)
             row = {"experiment": exp, "seed": seed, "data": args.data, "epochs_max": args.epochs,
                    "val_auc_mean": round(100 * r.score, 3), "best_epoch": r.best_epoch,
                    "history": [round(100 * h, 3) for h in r.history],

@@ -137,3 +137,19 @@ def test_cli_bad_input_exits_2(tmp_path):
     (tmp_path / "x").write_text("user file")
     r = runner.invoke(app, ["tune", "--data", "tiny", "--space", "optim.lr=0.1,0.2", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and (tmp_path / "x").read_text() == "user file"
+
+
+def test_missing_optuna_is_a_clear_exit_2(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_optuna(name, *a, **k):
+        if name == "optuna" or name.startswith("optuna."):
+            raise ImportError("No module named 'optuna'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    r = runner.invoke(app, ["tune", "--data", "tiny", "--space", "optim.lr=0.1,0.2", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2 and "pip install" in r.output and "tune" in r.output
+    assert not (tmp_path / "t").exists()

@@ -122,7 +122,7 @@ class ModelConfig:
     output_bias: Literal["zero", "prior"] = "zero"
     """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
     task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
-    preference_grad: float = 1.0
+    preference_grad: float = 0.0
     """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
     tables. 0 stops it: the id tables then learn from the prediction paths (eq. 11, x_cand) only, and the
     InfoNCE loss shapes the preference encoder and the align MLPs, not the ids that the candidate shares."""

@@ -74,8 +74,17 @@ Event = Callable[[str, dict[str, Any]], None]
 """Progress callback: ("start", {number, index, total, params}) and ("end", {row, best})."""
 
 
+def require_optuna() -> None:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UserError("farm tune needs Optuna, an optional extra: pip install -e '.[tune]' "
+                        "(or pip install optuna).") from None
+
+
 def _check(settings: TuneSettings) -> list[dict[str, Any]]:
     """Resolve the config of every trial the search can make, so a bad key or value stops before any training."""
+    require_optuna()
     if not settings.space:
         raise UserError("farm tune needs at least one --space KEY=V1,V2,...; e.g. --space model.cl_weight=0.1,0.3,0.5")
     if settings.sampler not in SAMPLERS:
