@@ -93,7 +93,7 @@ def test_prior_output_bias_starts_each_task_at_its_label_rate():
     module = FarmModule(VOCAB, cfg, label_rates=rates)
     biases = [tower[-1].bias.item() for tower in module.farm.head.towers.towers]
     assert biases == pytest.approx([math.log(r / (1 - r)) for r in rates], rel=1e-6)
-    zero = FarmModule(VOCAB, tiny_config("farm"), label_rates=rates)  # the default keeps torch's init
+    zero = FarmModule(VOCAB, dataclasses.replace(cfg, output_bias="zero"), label_rates=rates)  # torch's init
     assert [t[-1].bias.item() for t in zero.farm.head.towers.towers] != pytest.approx(biases, rel=1e-3)
 
 

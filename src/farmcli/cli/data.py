@@ -21,6 +21,19 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
 
 
+def step_progress(bar: Progress):
+    """A library progress callback ``(what, done, total)`` drawing one bar per step (the text before ':')."""
+    tasks: dict[str, int] = {}
+
+    def progress(what: str, done: int, total: int | None) -> None:
+        key = what.split(":")[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(what, total=total)
+        bar.update(tasks[key], description=what, completed=done, total=total)
+
+    return progress
+
+
 def parse_sets(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:

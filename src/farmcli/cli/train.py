@@ -9,7 +9,7 @@ import typer
 
 from farmcli import render
 from farmcli.cli.app import app, console, err_console, user_errors
-from farmcli.cli.data import parse_sets, progress_bar
+from farmcli.cli.data import parse_sets, progress_bar, step_progress
 from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -71,17 +71,9 @@ def train_cmd(
         print(cfg.to_yaml(), end="")
         return
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(what: str, done: int, total: int | None) -> None:
-            key = what.split(":")[0]
-            if key not in tasks:
-                tasks[key] = bar.add_task(what, total=total)
-            bar.update(tasks[key], description=what, completed=done, total=total)
-
         from farmcli.sources import sample_store
 
-        sample_store(cfg.data, progress)
+        sample_store(cfg.data, step_progress(bar))
     run = train(cfg, resume=resume)
     if run is None or not (run / "eval-test.json").exists():
         return

@@ -9,7 +9,7 @@ import typer
 from rich.rule import Rule
 
 from farmcli.cli.app import app, console, user_errors
-from farmcli.cli.data import progress_bar
+from farmcli.cli.data import progress_bar, step_progress
 from farmcli.cli.train import EXTRA, _config_path, _overrides
 from farmcli.errors import UserError
 
@@ -58,20 +58,12 @@ def tune_cmd(
         best_text = f"; best so far {best.score:.2f} (trial {best.number})" if best else ""
         console.print(f"trial {row.number} {row.state.lower()}: val mean AUC {score}{best_text}", soft_wrap=True)
 
+    from farmcli.sources import sample_store
+    from farmcli.tune.study import check, trial_config
+
+    combos = check(settings)  # every trial's config, before any data work
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(what: str, done: int, total: int | None) -> None:
-            key = what.split(":")[0]
-            if key not in tasks:
-                tasks[key] = bar.add_task(what, total=total)
-            bar.update(tasks[key], description=what, completed=done, total=total)
-
-        from farmcli.tune.study import _check, trial_config
-        from farmcli.sources import sample_store
-
-        combos = _check(settings)
-        sample_store(trial_config(settings, combos[0], 0).data, progress)
+        sample_store(trial_config(settings, combos[0], 0).data, step_progress(bar))
     result = run_tune(settings, out, on_event=on_event)
     if result.best is None:
         raise UserError(f"No trial completed; see {out / 'trials.md'}.")

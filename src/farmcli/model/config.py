@@ -60,7 +60,10 @@ class EmbedConfig:
     live_play: int = 8
     live_lag: int = 6
     live_label: int = 6
-    init_std: float = 0.05
+    init_std: float = 0.2
+    """Std of the normal init of every embedding table. Chosen on validation (docs/QUALITY.md): at 0.05 the
+    LayerNorm-scaled preference features were ~40x the history features at the head input, and Adam's
+    1e-3 steps moved embeddings by 2% of their scale per step."""
 
     @property
     def d1(self) -> int:
@@ -119,7 +122,7 @@ class ModelConfig:
     head: SlotConfig = field(default_factory=lambda: SlotConfig("ple"))
     cl_weight: float = 0.5
     """lambda of eq. 15 (paper range 0.1-0.9); used only when align is not ``none``."""
-    output_bias: Literal["zero", "prior"] = "zero"
+    output_bias: Literal["zero", "prior"] = "prior"
     """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
     task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
     preference_grad: float = 0.0

@@ -82,7 +82,7 @@ def require_optuna() -> None:
                         "(or pip install optuna).") from None
 
 
-def _check(settings: TuneSettings) -> list[dict[str, Any]]:
+def check(settings: TuneSettings) -> list[dict[str, Any]]:
     """Resolve the config of every trial the search can make, so a bad key or value stops before any training."""
     require_optuna()
     if not settings.space:
@@ -178,7 +178,7 @@ def run_tune(settings: TuneSettings, out: str | Path, *, on_event: Event | None 
     from farmcli.sources import sample_store
     from farmcli.tune.trial import run_trial
 
-    combos = _check(settings)
+    combos = check(settings)
     out = Path(out)
     first = trial_config(settings, combos[0], settings.seeds[0])
     store = sample_store(first.data, progress)  # built once, shared by every trial
