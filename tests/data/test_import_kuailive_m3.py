@@ -75,7 +75,8 @@ def run(*args):
 def imported(tmp_path: Path, variant: str = "published", options: KLM3Options | None = None, **fixture):
     raw = write_klm3(tmp_path / f"raw-{variant}", variant, **fixture)
     out = tmp_path / f"out-{variant}"
-    report = import_kuailive_m3(raw, out, options=options)
+    # The hand-computed pages below are the 'source' mapping; the default ('none') has its own test.
+    report = import_kuailive_m3(raw, out, options=options or KLM3Options(live_page="source"))
     return out, report
 
 
@@ -171,7 +172,7 @@ def test_folder_of_parquet_shards_is_a_table(tmp_path):
     (raw / "live_show.parquet").mkdir()
     show.head(3).write_parquet(raw / "live_show.parquet" / "part-0.parquet")
     show.tail(5).write_parquet(raw / "live_show.parquet" / "part-1.parquet")
-    rep = import_kuailive_m3(raw, tmp_path / "out")
+    rep = import_kuailive_m3(raw, tmp_path / "out", options=KLM3Options(live_page="source"))
     assert_rows(read(tmp_path / "out", "live"), LIVE, LIVE_COLUMNS)
     assert rep.rows_read["live_show"] == 8
 
@@ -224,6 +225,16 @@ def test_naive_timezone_and_p_date_check(tmp_path):
     assert sorted(live["ts"].to_list()) == sorted(r[2] - 8 * 3_600_000 for r in LIVE)
     assert rep.splits["p_date_agreement"] == pytest.approx(5 / 6)
     assert any("p_date" in w and "--naive-tz" in w for w in rep.warnings)
+
+
+def test_live_page_none_is_the_default(tmp_path):
+    raw = write_klm3(tmp_path / "raw-default")
+    rep = import_kuailive_m3(raw, tmp_path / "out-default")  # no options: the leak-free default
+    assert read(tmp_path / "out-default", "live")["page"].to_list() == [0] * 10
+    assert any("live.page = 0 on every row" in s for s in rep.not_available)
+    assert not any("gives its click label away" in w for w in rep.warnings)
+    out, rep = imported(tmp_path, options=KLM3Options(live_page="source"))
+    assert any("gives its click label away" in w for w in rep.warnings)
 
 
 def test_live_page_none(tmp_path):

@@ -127,8 +127,9 @@ def kuailive_m3(
     day_tz: str = typer.Option("Asia/Shanghai", help="Time zone of the day boundaries of the splits."),
     naive_tz: str = typer.Option("UTC", help="Time zone of date-times that carry none (the official preprocessing "
                                              "reads them as UTC)."),
-    live_page: str = typer.Option("source", help="'source': live page = live_source_category (0 on impressions, "
-                                                 "which have none); 'none': page 0 on every live row."),
+    live_page: str = typer.Option("none", help="'none' (default): page 0 on every live row. 'source': live page = "
+                                               "live_source_category; impressions have none, so it leaks the click "
+                                               "label (the report warns)."),
     clusters: int = typer.Option(64, help="k of the k-means over authors' live-room embeddings."),
     seed: int = typer.Option(0, help="Seed of the k-means."),
     activity_cuts: str = typer.Option("0.5,0.85", help="Quantiles of live clicks in training that end the low "

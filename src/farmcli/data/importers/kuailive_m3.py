@@ -129,8 +129,9 @@ class KLM3Options:
     """Time zone of the day boundaries of the splits (Kuaishou is Beijing time, UTC+8)."""
     naive_tz: str = "UTC"
     """Time zone in which date-times without a zone are read (the official preprocessing reads them as UTC)."""
-    live_page: str = "source"
-    """"source": page = live_source_category (0 for impressions, which have none); "none": page 0 on every live row."""
+    live_page: str = "none"
+    """"none" (default): page 0 on every live row. "source": page = live_source_category, which live_show
+    impressions do not have, so every non-click gets page 0 and the page gives the click label away."""
     clusters: int = 64
     seed: int = 0
     activity_cuts: tuple[float, float] = (0.5, 0.85)
