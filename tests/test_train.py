@@ -156,3 +156,12 @@ def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
         ddp_value = float(logged[-1][f"val/auc_{task}"]) * 100
         one_value = single[task]["auc"] if single[task]["auc"] is not None else 50.0
         assert ddp_value == pytest.approx(one_value, abs=1e-2), task
+
+
+def test_lightning_boilerplate_is_hidden_unless_verbose(runs):
+    quiet = runner.invoke(app, ["train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "quiet",
+                                "--trainer.max_epochs", "1"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "GPU available" not in quiet.output and "litlogger" not in quiet.output
+    assert "Total params" not in quiet.output  # the model summary
+    assert "test split" in quiet.output  # farm's own table still prints

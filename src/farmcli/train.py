@@ -58,6 +58,10 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
+    from farmcli.logs import quiet_lightning, verbose
+
+    quiet_lightning()
+
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
                            monitor=cfg.fit.monitor if has_valid else None, mode="max",
                            auto_insert_metric_name=False, enable_version_counter=False)
@@ -68,6 +72,8 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     if progress:
         callbacks.append(RichProgressBar(leave=True))
     kwargs = dict(cfg.trainer)
+    if kwargs.get("enable_model_summary") is None:
+        kwargs["enable_model_summary"] = verbose()
     if not has_valid:
         kwargs["limit_val_batches"] = 0
     return L.Trainer(**kwargs, callbacks=callbacks, logger=CSVLogger(run, name="logs", version=_log_version(run)),

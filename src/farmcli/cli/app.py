@@ -36,8 +36,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          verbose: bool = typer.Option(False, "--verbose", help="Show Lightning's and other libraries' "
+                                                                "messages and warnings.")) -> None:
     """FARM: frequency-aware cross-domain live-streaming recommendation."""
+    if verbose:
+        import os
+
+        from farmcli.logs import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 def fail(message: str, code: int = 2) -> None:

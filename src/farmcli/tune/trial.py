@@ -65,6 +65,9 @@ def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_
     from lightning.pytorch.callbacks import EarlyStopping
 
     from farmcli.data.module import FarmDataModule
+    from farmcli.logs import quiet_lightning
+
+    quiet_lightning()
     from farmcli.train import build_module
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)

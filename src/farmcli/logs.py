@@ -1,0 +1,30 @@
+"""How loud the libraries under farm are: Lightning's start-up boilerplate is hidden unless ``farm --verbose``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+VERBOSE_ENV = "FARM_VERBOSE"
+"""Set to 1 by ``farm --verbose``; inherited by DDP ranks, which re-launch the command."""
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def quiet_lightning() -> None:
+    """Hide the accelerator lines, tips, "fit stopped" notes and third-party deprecation warnings.
+
+    Lightning sets its loggers to INFO when it is imported, so this runs after that import, where a Trainer
+    is built. farm prints what matters itself (progress, tables, the run directory).
+    """
+    if verbose():
+        return
+    import lightning  # noqa: F401  (its import configures the loggers this then quiets)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
