@@ -53,9 +53,19 @@ def _log_version(run: Path) -> str:
     return "" if n == 0 else f"resume{n}"
 
 
+def early_stopping(cfg: RunConfig) -> list:
+    """The early-stopping callback of ``cfg.fit`` (none with patience 0), shared by training and tuning."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    if cfg.fit.patience <= 0:
+        return []
+    return [EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience, min_delta=cfg.fit.min_delta,
+                          check_finite=True)]
+
+
 def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True):
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     from farmcli.logs import quiet_lightning, verbose
@@ -66,9 +76,8 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
                            monitor=cfg.fit.monitor if has_valid else None, mode="max",
                            auto_insert_metric_name=False, enable_version_counter=False)
     callbacks = [ckpt]
-    if has_valid and cfg.fit.patience > 0:
-        callbacks.append(EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience,
-                                       min_delta=cfg.fit.min_delta, check_finite=True))
+    if has_valid:
+        callbacks += early_stopping(cfg)
     if progress:
         callbacks.append(RichProgressBar(leave=True))
     kwargs = dict(cfg.trainer)

@@ -15,7 +15,7 @@ from farmcli.config import RunConfig
 from farmcli.data.schema import TASKS
 
 EpochHook = Callable[[int, float], bool]
-"""Called after each validation epoch with (epoch, val/auc_mean); True stops the trial there (pruning)."""
+"""Called after each validation epoch with (epoch, the fit.monitor value); True stops the trial there (pruning)."""
 
 
 @dataclass
@@ -35,7 +35,7 @@ class TrialResult:
     """Stopped by ``on_epoch`` (a pruner), not by early stopping or max_epochs."""
 
 
-def _recorder(on_epoch: EpochHook | None):
+def _recorder(on_epoch: EpochHook | None, monitor: str):
     import lightning as L
 
     class ValidationRecorder(L.Callback):
@@ -50,7 +50,7 @@ def _recorder(on_epoch: EpochHook | None):
                 return
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             self.epochs.append(metrics)
-            if on_epoch is not None and on_epoch(len(self.epochs) - 1, metrics.get("val/auc_mean", float("nan"))):
+            if on_epoch is not None and on_epoch(len(self.epochs) - 1, metrics.get(monitor, float("nan"))):
                 self.pruned = trainer.should_stop = True
 
     return ValidationRecorder()
@@ -62,22 +62,17 @@ def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_
     import time
 
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping
-
     from farmcli.data.module import FarmDataModule
     from farmcli.logs import quiet_lightning
 
     quiet_lightning()
-    from farmcli.train import build_module
+    from farmcli.train import build_module, early_stopping
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, store)
     dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
-    recorder = _recorder(on_epoch)
-    callbacks: list[Any] = [recorder, *extra_callbacks]
-    if cfg.fit.patience > 0:
-        callbacks.append(EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience,
-                                       min_delta=cfg.fit.min_delta, check_finite=True))
+    recorder = _recorder(on_epoch, cfg.fit.monitor)
+    callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg)]
     kwargs = {**dict(cfg.trainer), "enable_model_summary": False}
     trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
                         enable_progress_bar=show_bar, use_distributed_sampler=False)
