@@ -1,12 +1,17 @@
 """Benchmark: training throughput, FLOPs per sample and model FLOP utilisation of FARM variants.
 
     python benchmarks/bench_train.py [--data default] [--variants base,farm] [--steps 30] [--batch-size 1024]
+    python benchmarks/bench_train.py --variants farm --compare buckets   # two settings side by side
 
 For each variant: samples/s of full training steps (forward, six BCE + InfoNCE, backward, Adam) on batches
-gathered from the sample store (the gather is included, as in training), FLOPs per sample of one training
-step counted by torch.utils.flop_counter, and the share of this machine's measured float32 matmul peak that
-training reaches (MFU). Peak RSS is the process's (resource.getrusage), which includes the sample store's
-touched pages.
+gathered from the sample store (the gather is included, as in training, and its share of the step time is
+reported), FLOPs per sample of one training step counted by torch.utils.flop_counter, and the share of this
+machine's measured matmul peak in the precision used (float32, or bfloat16 with --bf16) that training reaches
+(MFU). Peak RSS is the process's (resource.getrusage), which includes the sample store's touched pages.
+
+``--compare`` runs every variant under two settings, alternating in one process so both see the same
+machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
+default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast).
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 GEMM rate of this machine with the current thread count, in FLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+COMPARE = {
+    "buckets": ("full-length", "buckets"),
+    "compile": ("eager", "compiled"),
+    "bf16": ("fp32", "bf16"),
+}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best GEMM rate of this machine in ``dtype`` with the current thread count, in FLOP/s."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -42,67 +54,122 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast; MFU against the bf16 matmul peak")
+    ap.add_argument("--compare", choices=sorted(COMPARE), help="run two settings side by side (see above)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from farmcli.config import resolve
-    from farmcli.model.module import FarmModule
     from farmcli.sources import sample_store
 
     device = torch.device(args.device)
     store = sample_store(resolve(overrides={"data": {"source": args.data}}).data)
     n = store.n("train")
-    peak = matmul_peak() if device.type == "cpu" else None
+    settings = COMPARE[args.compare] if args.compare else ("bf16" if args.bf16 else "default",)
+    peaks = {}
+    if device.type == "cpu":
+        peaks["fp32"] = matmul_peak()
+        if "bf16" in settings:  # CPUs without native bf16 run it 30x slower: measure only when used
+            peaks["bf16"] = matmul_peak(1024, 3, torch.bfloat16)
     print(f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}")
-    if peak:
-        print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    results = {}
-    rng = np.random.default_rng(0)
+    if peaks:
+        print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
+    results: dict[str, dict] = {}
     for variant in args.variants.split(","):
-        cfg = resolve(variant=variant)
-        module = FarmModule(vocab=store.vocab_sizes, model=cfg.model, optim=cfg.optim).to(device)
-        opt = module.configure_optimizers()
-
-        def step(batch):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                out = module(batch)
-                loss, _ = module.compute_loss(out, batch["labels"])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        def next_batch():
-            idx = rng.choice(n, size=args.batch_size, replace=False)
-            return {k: v.to(device, non_blocking=True) for k, v in store.batch("train", idx).items()}
-
-        batch = next_batch()
-        with FlopCounterMode(display=False) as fc:
-            step(batch)
-        flops_per_sample = fc.get_total_flops() / args.batch_size
-        for _ in range(args.warmup):
-            step(next_batch())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(args.steps):
-            step(next_batch())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        secs = time.perf_counter() - t
-        sps = args.steps * args.batch_size / secs
-        r = {"samples_per_s": round(sps), "step_ms": round(1000 * secs / args.steps, 1),
-             "params": sum(p.numel() for p in module.parameters()),
-             "train_mflops_per_sample": round(flops_per_sample / 1e6, 2),
-             "achieved_gflops": round(sps * flops_per_sample / 1e9, 2)}
-        if peak:
-            r["mfu"] = round(sps * flops_per_sample / peak, 3)
-        if device.type == "cuda":
-            r["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
-        results[variant] = r
-        print(f"{variant:>6}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items()))
+        runs = {name: Run(variant, name, store, device, args) for name in settings}
+        for run in runs.values():
+            run.warm_up(args.warmup)
+        for _ in range(args.steps):  # alternate, so a change in machine state hits both settings alike
+            for run in runs.values():
+                run.step()
+        for name, run in runs.items():
+            r = run.report(peaks.get("bf16" if run.bf16 else "fp32"))
+            results[variant if len(runs) == 1 else f"{variant}/{name}"] = r
+            label = variant if len(runs) == 1 else f"{variant}/{name}"
+            print(f"{label:>18}: " + ", ".join(
+                f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items()))
+        if len(runs) == 2:
+            a, b = (results[f"{variant}/{name}"]["samples_per_s"] for name in settings)
+            print(f"{variant:>18}: {settings[1]} / {settings[0]} = {b / a:.2f}x samples/s")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     print(json.dumps(results))
+
+
+class Run:
+    """One variant under one setting: its own model, optimizer and batch stream, timed step by step."""
+
+    def __init__(self, variant: str, setting: str, store, device: torch.device, args: argparse.Namespace):
+        from farmcli.config import resolve
+        from farmcli.model.module import FarmModule
+
+        torch.manual_seed(0)
+        cfg = resolve(variant=variant)
+        self.module = FarmModule(vocab=store.vocab_sizes, model=cfg.model, optim=cfg.optim).to(device)
+        self.opt = self.module.configure_optimizers()
+        self.store, self.device, self.batch_size = store, device, args.batch_size
+        self.bf16 = setting == "bf16"
+        if setting == "full-length":
+            self.module.farm.length_buckets = None
+        self.loss = torch.compile(self._loss) if setting == "compiled" else self._loss
+        self.rng = np.random.default_rng(0)
+        self.n = store.n("train")
+        self.steps, self.seconds, self.gather_seconds = 0, 0.0, 0.0
+
+    def _loss(self, batch):
+        out = self.module(batch)
+        return self.module.compute_loss(out, batch["labels"])[0]
+
+    def _batch(self):
+        idx = self.rng.choice(self.n, size=self.batch_size, replace=False)
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.store.batch("train", idx).items()}
+
+    def _train(self, batch) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss(batch)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def warm_up(self, steps: int) -> None:
+        batch = self._batch()
+        with FlopCounterMode(display=False) as fc:
+            self._train(batch)
+        self.flops_per_sample = fc.get_total_flops() / self.batch_size
+        for _ in range(steps):
+            self._train(self._batch())
+
+    def step(self) -> None:
+        self._sync()
+        t = time.perf_counter()
+        batch = self._batch()
+        self._sync()
+        gathered = time.perf_counter()
+        self._train(batch)
+        self._sync()
+        self.gather_seconds += gathered - t
+        self.seconds += time.perf_counter() - t
+        self.steps += 1
+
+    def report(self, peak: float | None) -> dict:
+        sps = self.steps * self.batch_size / self.seconds
+        r = {"samples_per_s": round(sps), "step_ms": round(1000 * self.seconds / self.steps, 1),
+             "gather_share": round(self.gather_seconds / self.seconds, 3),
+             "params": sum(p.numel() for p in self.module.parameters()),
+             "train_mflops_per_sample": round(self.flops_per_sample / 1e6, 2),
+             "achieved_gflops": round(sps * self.flops_per_sample / 1e9, 2)}
+        if peak:
+            r["mfu"] = round(sps * self.flops_per_sample / peak, 3)
+            r["samples_per_s_per_peak_gflops"] = round(sps / (peak / 1e9), 1)
+        if self.device.type == "cuda":
+            r["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+        return r
 
 
 if __name__ == "__main__":

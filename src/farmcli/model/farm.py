@@ -22,6 +22,7 @@ from farmcli.errors import UserError
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
+from farmcli.model.ragged import BUCKETS, LengthGroups
 
 
 @dataclass
@@ -43,8 +44,12 @@ class PreferenceEncoder(nn.Module):
         self.video = SelfAttention(video_dim, heads)
         self.live = SelfAttention(live_dim, heads)
 
-    def forward(self, v_video: Tensor, v_live: Tensor, video_mask: Tensor, live_mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.video(v_video, video_mask)[0], self.live(v_live, live_mask)[0]
+    def forward(self, v_video: Tensor, v_live: Tensor, video_mask: Tensor, live_mask: Tensor,
+                live_groups: LengthGroups | None = None) -> tuple[Tensor, Tensor]:
+        v_hat_video = self.video(v_video, video_mask)[0]
+        if live_groups is None:
+            return v_hat_video, self.live(v_live, live_mask)[0]
+        return v_hat_video, live_groups.apply(lambda x, mask: self.live(x, mask)[0], sequences=(v_live, live_mask))
 
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:
@@ -92,12 +97,21 @@ class FARM(nn.Module):
         self.fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
         uses_preference = getattr(self.align, "uses_preference", False) or getattr(self.fuse, "uses_preference", False)
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
-        self.head = build("head", cfg.head, in_dim=d1 + d2 + getattr(self.fuse, "out_dim", 0) + dc, n_tasks=N_TASKS)
+        self.fuse_out_dim = getattr(self.fuse, "out_dim", 0)
+        self.head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse_out_dim + dc, n_tasks=N_TASKS)
+        self.length_buckets: tuple[int, ...] | None = BUCKETS
+        """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
 
     def set_output_bias(self, logits: list[float]) -> None:
         """Start the six task logits at ``logits`` (heads without towers keep their own init)."""
         if hasattr(self.head, "set_output_bias"):
             self.head.set_output_bias(logits)
+
+    def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
+        """Live rows grouped by length for eq. 12 and 16-17; None where nothing uses them, or for full-size aux."""
+        if self.preference is None or self.length_buckets is None or return_aux:
+            return None
+        return LengthGroups.of(live_mask, self.length_buckets)
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
         with attention_weights(return_aux):
@@ -117,11 +131,12 @@ class FARM(nn.Module):
         f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
         f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
 
-        # (12) preference encoder, shared by align and fuse
+        # (12) preference encoder, shared by align and fuse; live rows run on their own length (model/ragged.py)
+        live_groups = self._live_groups(live_mask, return_aux)
         if self.preference is not None:
             scale = self.cfg.preference_grad
             v_hat_video, v_hat_live = self.preference(
-                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask)
+                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask, live_groups)
         else:
             v_hat_video, v_hat_live = v_video, v_live
 
@@ -129,7 +144,13 @@ class FARM(nn.Module):
         cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
 
         # (16-17) cross-domain preference fuse: F^_cross
-        f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
+        if live_groups is None or not getattr(self.fuse, "length_invariant", False):
+            f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
+        else:  # each live event queries the video history: work in proportion to the live length
+            f_hat_cross = live_groups.apply(
+                lambda live, l_mask, video, v_mask, cand: self.fuse(video, live, v_mask, l_mask, cand)[0],
+                sequences=(v_hat_live, live_mask), rows=(v_hat_video, video_mask, x_cand), sequence_output=False)
+            fuse_aux = {}
 
         # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
         features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]

@@ -21,6 +21,8 @@ class CrossAttentionFuse(nn.Module):
     """
 
     uses_preference = True
+    length_invariant = True
+    """Live padding is masked everywhere, so FARM may run rows on their own live length (model/ragged.py)."""
 
     def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: int = 64, heads: int = 4):
         super().__init__()
