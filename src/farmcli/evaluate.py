@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,20 +49,27 @@ def device_for(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()
-def predict(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
-            bf16: bool = False) -> Predictions:
-    """One pass over a split in order, in contiguous slices; bf16 autocast on request (GPU)."""
+def logit_chunks(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
+                 bf16: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+    """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval,
+    farm predict and farm report. No L_cl is computed; bf16 autocast on request (GPU)."""
     device = device or torch.device("cpu")
     module = module.to(device).eval()
     n = store.n(split)
-    logits = np.empty((n, len(TASKS)), np.float32)
     for start in range(0, n, batch_size):
-        batch = store.batch(split, slice(start, min(n, start + batch_size)))
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = module(batch)
-        logits[start:start + len(batch["labels"])] = out.logits.float().cpu().numpy()
+        rows = slice(start, min(n, start + batch_size))
+        batch = {k: v.to(device, non_blocking=True) for k, v in store.batch(split, rows).items()}
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = module(batch, with_cl=False)
+        yield rows, out.logits.float().cpu().numpy()
+
+
+def predict(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
+            bf16: bool = False) -> Predictions:
+    """Logits of a whole split in memory, beside its labels, users and groups (for the metrics)."""
+    logits = np.empty((store.n(split), len(TASKS)), np.float32)
+    for rows, chunk in logit_chunks(module, store, split, batch_size, device, bf16):
+        logits[rows] = chunk
     s = store.split(split)
     return Predictions(logits=logits, labels=np.array(s.labels), user_id=np.array(s.user_id),
                        author_id=np.array(s.author_id), ts=np.array(s.ts), activity=np.array(s.activity),
@@ -151,6 +159,20 @@ def locate(target: str | Path) -> tuple[Path, Path]:
     return run, ckpt
 
 
+def load_module(ckpt: Path):
+    """The trained FarmModule of a checkpoint on the CPU; a truncated or foreign file is a user error."""
+    import pickle
+    import zipfile
+
+    from farmcli.model.module import FarmModule
+
+    try:
+        return FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError) as e:
+        raise UserError(f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {e}). "
+                        f"Use the run's checkpoints/best.ckpt, or train again.") from None
+
+
 def run_store(run: Path, cfg):
     """The sample store the run was trained on; a changed dataset (other vocabularies) is refused."""
     from farmcli.data.samples import SampleStore
@@ -178,7 +200,6 @@ def evaluate_run(target: str | Path, split: str = "test", groups: tuple[str, ...
                  bf16: bool = False) -> tuple[dict, Path, Path]:
     """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt)."""
     from farmcli.config import resolve
-    from farmcli.model.module import FarmModule
 
     if split not in ("test", "valid"):
         raise UserError(f"unknown split '{split}'; choose test or valid.")
@@ -186,7 +207,7 @@ def evaluate_run(target: str | Path, split: str = "test", groups: tuple[str, ...
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
     device = device_for(accelerator)
-    module = FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_module(ckpt)
     pred = predict(module, store, split, cfg.data.eval_batch_size, device, bf16=bf16)
     tables = metric_tables(pred, groups, device)
     write_tables(tables, run, split, extra={"checkpoint": str(ckpt), "variant": cfg.variant})

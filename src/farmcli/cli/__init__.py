@@ -9,5 +9,6 @@ from farmcli.cli import train as _train  # noqa: F401  (registers train, eval, v
 from farmcli.cli import report as _report  # noqa: F401  (registers `farm report`)
 from farmcli.cli import ablate as _ablate  # noqa: F401  (registers ablate)
 from farmcli.cli import tune as _tune  # noqa: F401  (registers tune)
+from farmcli.cli import serve as _serve  # noqa: F401  (registers predict, export)
 
 __all__ = ["app"]

@@ -616,10 +616,12 @@ def _take(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray
 
 
 def _resolve(ds: Dataset, history_len: int, min_count: int, activity_cuts: Sequence[float],
-             partitions: int | None) -> tuple[dict, str]:
+             partitions: int | None, vocab_from: SampleStore | None = None) -> tuple[dict, str]:
     _check_settings(history_len, min_count, activity_cuts, partitions)
     n_parts = int(partitions) if partitions is not None else _auto_partitions(ds)
     settings = _settings(history_len, min_count, activity_cuts, n_parts)
+    if vocab_from is not None:
+        settings["vocab_from"] = vocab_from.manifest["key"]
     return settings, store_key(input_digest(ds), settings)
 
 
@@ -654,7 +656,7 @@ def _remove_stale_temps(cache_dir: Path) -> None:
 
 def build_samples(dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike, *, history_len: int = 50,
                   min_count: int = 1, activity_cuts: Sequence[float] = DEFAULT_CUTS, partitions: int | None = None,
-                  on_progress: ProgressFn | None = None) -> SampleStore:
+                  on_progress: ProgressFn | None = None, vocab_from: SampleStore | None = None) -> SampleStore:
     """Build (or reuse) the sample store of a farm-events/1 dataset; see the module docstring.
 
     - ``history_len``: L, the number of history positions per domain.
@@ -667,12 +669,15 @@ def build_samples(dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike, 
       partition sorted by (user_id, ts, author_id, page, tag, play_ms, cluster, labels, p).
     - ``on_progress(step, done, total)``: called at the start and after the vocabulary step and after each
       partition (total = partitions + 1). An exception raised there aborts the build, leaving nothing behind.
+    - ``vocab_from``: encode with another store's vocabularies (a trained model's) instead of this dataset's
+      training window, so that a model can score data it was not trained on; ids it never saw are
+      out-of-vocabulary (1). ``min_count`` then plays no part.
 
     Returns the opened store; ``store.reused`` tells whether an existing complete store was reused.
     """
     ds = Dataset(dataset_dir)
     cache_dir = Path(cache_dir)
-    settings, key = _resolve(ds, history_len, min_count, activity_cuts, partitions)
+    settings, key = _resolve(ds, history_len, min_count, activity_cuts, partitions, vocab_from)
     final = cache_dir / f"samples-{key[:16]}"
     existing = _open_if_complete(final, key)
     if existing is not None:
@@ -683,7 +688,7 @@ def build_samples(dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike, 
     try:
         with atomic_dir(final, overwrite=False) as tmp:
             write_json(tmp / ".owner", {"host": socket.gethostname(), "pid": os.getpid()})
-            manifest = _build_into(tmp, ds, settings, key, on_progress)
+            manifest = _build_into(tmp, ds, settings, key, on_progress, vocab_from)
             (tmp / ".owner").unlink()
     except OSError:
         # another process may have put the same store in place while we built ours: use theirs
@@ -707,7 +712,8 @@ def _open_if_complete(path: Path, key: str) -> SampleStore | None:
     return store
 
 
-def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: ProgressFn | None) -> dict:
+def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: ProgressFn | None,
+                vocab_from: SampleStore | None = None) -> dict:
     m = ds.manifest
     L = settings["history_len"]
     n_parts = settings["partitions"]
@@ -715,7 +721,10 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
     progress = on_progress or (lambda step, done, total: None)
     progress("vocabularies", 0, total)
 
-    vocabs = _build_vocabs(ds, m.train_end, settings["min_count"])
+    if vocab_from is None:
+        vocabs = _build_vocabs(ds, m.train_end, settings["min_count"])
+    else:
+        vocabs = {k: np.array(vocab_from.vocab(k), dtype=np.int64) for k in ("author", "page", "tag", "cluster", "user")}
     sizes = {k: len(v) + 2 for k, v in vocabs.items()}
     dt = {k: _index_dtype(s) for k, s in sizes.items()}
     act_users, act_codes = _user_activity(ds, settings["activity_cuts"])

@@ -113,11 +113,12 @@ class FARM(nn.Module):
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
 
-    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
+    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
+        """``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then."""
         with attention_weights(return_aux):
-            return self._forward(batch, return_aux)
+            return self._forward(batch, return_aux, with_cl)
 
-    def _forward(self, batch: Mapping[str, Tensor], return_aux: bool) -> FarmOutput:
+    def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
 
         # (8) embedding layer
@@ -141,7 +142,9 @@ class FARM(nn.Module):
             v_hat_video, v_hat_live = v_video, v_live
 
         # (13-14) cross-domain preference align: L_cl
-        cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
+        cl_loss, align_aux = None, {}
+        if with_cl:
+            cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
 
         # (16-17) cross-domain preference fuse: F^_cross
         if live_groups is None or not getattr(self.fuse, "length_invariant", False):

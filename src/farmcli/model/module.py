@@ -60,8 +60,8 @@ class FarmModule(L.LightningModule):
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         self.last_val_metrics: dict | None = None
 
-    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False) -> FarmOutput:
-        return self.farm(batch, return_aux=return_aux)
+    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
+        return self.farm(batch, return_aux=return_aux, with_cl=with_cl)
 
     def compute_loss(self, out: FarmOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 15: L = sum of the six BCEs (eq. 7, on logits for numerical safety) + lambda * L_cl."""
@@ -116,7 +116,7 @@ class FarmModule(L.LightningModule):
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Logits [B, 6] in TASKS order (sigmoid gives the XTRs)."""
-        return self(batch).logits
+        return self(batch, with_cl=False).logits
 
     def _eval_step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> EvalBatch:
         _, out = self._step(batch, batch_idx, stage)

@@ -1,0 +1,62 @@
+"""`farm predict` and `farm export`: from a trained run to scores and to a serving graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from farmcli.cli.app import app, console, user_errors
+from farmcli.cli.data import progress_bar, step_progress
+
+
+@app.command("predict")
+@user_errors
+def predict_cmd(
+    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="A farm-events/1 directory or preset to score (default: the run's own data)."),
+    split: str = typer.Option("test", help="test, valid, train or all (the three windows, in that order)."),
+    batch_size: Optional[int] = typer.Option(None, help="Rows per scoring batch (default: the run's training batch size, so memory stays below training's)."),
+    accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
+    bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier predictions file of farm at --out."),
+) -> None:
+    """Score every live impression of a split with a trained run: user_id, author_id, ts, split, p_click ... p_gift.
+
+    Any dataset in the farm-events/1 format can be scored: its ids are encoded with the run's vocabularies
+    (ids the run never saw are out-of-vocabulary, as in training). Rows are streamed to parquet in batches.
+
+    Example: farm predict farm-runs/RUN --data tiny --split test --out scores.parquet
+    """
+    from farmcli.predict import predict_run
+
+    with progress_bar() as bar:
+        result = predict_run(target, out, data=data, split=split, batch_size=batch_size, accelerator=accelerator,
+                             bf16=bf16, overwrite=overwrite, progress=step_progress(bar))
+    rows = ", ".join(f"{s} {n:,}" for s, n in result.rows.items())
+    console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    out: Path = typer.Option(..., "--out", "-o", help="Graph file to write, e.g. farm.onnx."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx (needs farmcli[export]) or torchscript."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier export of farm at --out."),
+) -> None:
+    """Export the inference graph: six probabilities from candidate ids and the two padded histories.
+
+    Writes OUT, OUT.json (input names, shapes, dtypes, the bucket rules) and OUT.vocab/ (one file of raw ids
+    per vocabulary). The batch size is dynamic.
+
+    Example: farm export farm-runs/RUN --format onnx --out farm.onnx
+    """
+    from farmcli.export import export_run
+
+    with console.status(f"exporting {format} ..."):
+        spec = export_run(target, out, fmt=format, overwrite=overwrite)
+    console.print(f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), "
+                  f"{out}.json and {out}.vocab/", soft_wrap=True)

@@ -1,0 +1,207 @@
+"""`farm export`: FARM's inference graph as ONNX or TorchScript, with a JSON that says how to feed it.
+
+The graph maps one batch of candidate ids and the two padded histories (vocabulary indices, as the sample
+store gives them) to the six probabilities. Everything a serving stack needs to build those inputs from raw
+events is written beside it: FILE.json (inputs, shapes, dtypes, tasks, the bucket thresholds of play and lag,
+the label-id rule) and FILE.vocab/NAME.txt (the sorted raw ids of each vocabulary: raw id on line i has
+index i + 2; 0 is padding, 1 out-of-vocabulary).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
+from farmcli.errors import UserError
+from farmcli.io import atomic_path, write_json, write_text
+
+FORMATS = ("onnx", "torchscript")
+FORMAT = "farm-export/1"
+CANDIDATE = ("user", "author", "page", "tag", "cluster")
+VIDEO = ("v_author", "v_page", "v_tag", "v_play", "v_lag", "v_label", "v_mask")
+LIVE = ("l_author", "l_page", "l_tag", "l_cluster", "l_play", "l_lag", "l_label", "l_mask")
+INPUTS = (*CANDIDATE, *VIDEO, *LIVE)
+"""Input names in graph order: candidate ids [batch], then each history field [batch, L] (masks bool)."""
+VOCABS = ("author", "page", "tag", "cluster", "user")
+
+
+class InferenceGraph(nn.Module):
+    """Positional inputs in ``INPUTS`` order -> probabilities [batch, 6] in ``TASKS`` order.
+
+    Rows run at full history length (no data-dependent grouping, so the graph is static but for the batch
+    size) and no L_cl is computed.
+    """
+
+    def __init__(self, farm: nn.Module):
+        super().__init__()
+        self.farm = farm
+        self.farm.length_buckets = None
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        batch = dict(zip(INPUTS, inputs, strict=True))
+        return torch.sigmoid(self.farm(batch, with_cl=False).logits)
+
+
+def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed: int = 0) -> tuple[Tensor, ...]:
+    """A batch with, row by row: no history at all, full histories, out-of-vocabulary ids, random lengths."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = {"author": vocab["author"], "page": vocab["page"], "tag": vocab["tag"], "cluster": vocab["cluster"],
+             "user": vocab["user"], "play": vocab["n_play_buckets"], "lag": vocab["n_lag_buckets"],
+             "label": vocab["n_label_ids"]}
+    lengths = torch.randint(0, history_len + 1, (batch,), generator=g)
+    lengths[0] = 0
+    if batch > 1:
+        lengths[1] = history_len
+    mask = torch.arange(history_len)[None, :] >= (history_len - lengths)[:, None]
+    out = []
+    for name in INPUTS:
+        field = name.split("_", 1)[-1] if name[:2] in ("v_", "l_") else name
+        if field == "mask":
+            out.append(mask.clone())
+            continue
+        shape = (batch,) if name in CANDIDATE else (batch, history_len)
+        x = torch.randint(1, sizes[field], shape, generator=g)
+        if batch > 2:
+            x[2] = 1  # out-of-vocabulary everywhere in row 2
+        if name not in CANDIDATE:
+            x = x * mask
+        out.append(x)
+    return tuple(out)
+
+
+def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Path, variant: str) -> dict:
+    from farmcli.data.samples import LAG_THRESHOLDS, PLAY_THRESHOLDS
+
+    def shape(name: str) -> list:
+        return ["batch"] if name in CANDIDATE else ["batch", history_len]
+
+    return {
+        "format": FORMAT,
+        "graph": fmt,
+        "variant": variant,
+        "run": str(run),
+        "checkpoint": str(ckpt),
+        "inputs": [{"name": n, "shape": shape(n), "dtype": "bool" if n.endswith("mask") else "int64"}
+                   for n in INPUTS],
+        "outputs": [{"name": "probabilities", "shape": ["batch", len(TASKS)], "dtype": "float32",
+                     "columns": list(TASKS)}],
+        "history_len": history_len,
+        "padding": "left: the newest event last; padded positions hold 0 in every field and False in the mask",
+        "vocabularies": {n: {"file": f"{n}.txt", "size": vocab[n]} for n in VOCABS},
+        "ids": "vocabulary index = line number (0-based) + 2; 0 padding, 1 out-of-vocabulary",
+        "play_bucket": {"thresholds_ms": [int(t) for t in PLAY_THRESHOLDS],
+                        "rule": "1 + number of thresholds <= play_ms (farmcli.data.samples.play_bucket)"},
+        "lag_bucket": {"thresholds_ms": [int(t) for t in LAG_THRESHOLDS],
+                       "rule": "1 + number of thresholds <= sample ts - event ts (farmcli.data.samples.lag_bucket)"},
+        "label_id": {"video_flags": list(VIDEO_FLAGS), "live_flags": list(LIVE_FLAGS),
+                     "rule": "1 + sum of 2**i over the flags i that are set (farmcli.data.samples.label_id)"},
+        "sizes": vocab,
+    }
+
+
+def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite: bool = False) -> dict:
+    """Write the inference graph to ``out`` with OUT.json and OUT.vocab/ beside it; returns the JSON spec."""
+    from farmcli.config import resolve
+    from farmcli.evaluate import load_module, locate, run_store
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format '{fmt}': choose onnx or torchscript.")
+    out = Path(out)
+    spec_path, vocab_dir = out.with_suffix(out.suffix + ".json"), out.with_suffix(out.suffix + ".vocab")
+    _check_out([out, spec_path, vocab_dir], overwrite)
+    if fmt == "onnx":
+        _require_onnx()
+    run, ckpt = locate(target)
+    cfg = resolve([run / "config.yaml"])
+    store = run_store(run, cfg)
+    module = load_module(ckpt)
+    graph = InferenceGraph(module.farm).eval()
+    vocab = dict(module.hparams["vocab"])
+    inputs = example_inputs(vocab, store.history_len)
+    with atomic_path(out) as tmp:
+        if fmt == "onnx":
+            _to_onnx(graph, inputs, tmp)
+        else:
+            _to_torchscript(graph, inputs, tmp)
+    spec = _spec(vocab, store.history_len, fmt, run, ckpt, cfg.variant)
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    (vocab_dir / ".farm-export").write_text(FORMAT + "\n")
+    for name in VOCABS:
+        write_text(vocab_dir / f"{name}.txt", "".join(f"{int(x)}\n" for x in np.asarray(store.vocab(name))))
+    write_json(spec_path, spec)
+    return spec
+
+
+def _check_out(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse to replace anything farm did not write: an old export is recognised by its JSON's format."""
+    out, spec_path, vocab_dir = paths
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise UserError(f"{existing[0]} exists; pass --overwrite to replace an earlier export, or choose another --out.")
+    try:
+        ours = json.loads(spec_path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if vocab_dir.exists() and not (vocab_dir / ".farm-export").is_file():
+        ours = False
+    if not ours:
+        raise UserError(f"{existing[0]} exists and is not an export written by farm (no {spec_path.name} of "
+                        f"format {FORMAT}); it is left alone. Choose another --out.")
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs the onnx packages: pip install 'farmcli[export]' "
+                        "(onnx, onnxscript, onnxruntime).") from None
+
+
+def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    shapes = tuple({0: batch} for _ in INPUTS)
+    with _quiet():
+        program = torch.onnx.export(graph, inputs, dynamo=True, input_names=list(INPUTS),
+                                    output_names=["probabilities"], dynamic_shapes=(shapes,), verbose=False)
+        program.save(str(path))
+
+
+def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(graph, inputs, check_trace=False)  # widths are constants; the batch stays dynamic
+        traced.save(str(path))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters' progress lines and tracer warnings are noise here (the parity test is the check)."""
+    import logging
+
+    from farmcli.logs import verbose
+
+    if verbose():
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -1,0 +1,136 @@
+"""`farm predict`: score every live impression of a dataset with a trained run, streamed to parquet.
+
+The dataset need not be the one the run was trained on: its events are encoded with the run's vocabularies
+(a sample store built with ``vocab_from``), so an id the model never saw is out-of-vocabulary, exactly as an
+unseen id is in training. Rows are written one batch at a time (bounded memory at any dataset size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from farmcli.data.schema import TASKS
+from farmcli.errors import UserError
+from farmcli.io import atomic_path
+
+SPLIT_CHOICES = ("test", "valid", "train", "all")
+FORMAT = "farm-predictions/1"
+"""Written into the parquet's key-value metadata; ``--overwrite`` replaces only files that carry it."""
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    rows: dict[str, int]
+    store: Path
+    checkpoint: Path
+
+
+def splits_of(split: str) -> tuple[str, ...]:
+    if split not in SPLIT_CHOICES:
+        raise UserError(f"--split '{split}': choose one of {', '.join(SPLIT_CHOICES)}.")
+    return ("train", "valid", "test") if split == "all" else (split,)
+
+
+def ours(path: Path) -> bool:
+    """Whether ``path`` is a predictions file that farm wrote (so --overwrite may replace it)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
+        return False
+    return meta.get(b"farmcli") == FORMAT.encode()
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    if out.suffix != ".parquet":
+        raise UserError(f"--out {out}: give a .parquet file name.")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a .parquet file name.")
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another name.")
+        if not ours(out):
+            raise UserError(f"--out {out} exists and is not a predictions file written by farm; it is left alone. "
+                            f"Choose another name.")
+
+
+def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None):
+    """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies."""
+    from farmcli.data.samples import build_samples
+    from farmcli.evaluate import run_store
+    from farmcli.paths import sample_cache
+    from farmcli.sources import dataset_dir
+
+    trained = run_store(run, cfg)
+    if data is None:
+        return trained
+    root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress)
+    if Path(trained.manifest.get("dataset", "")).resolve() == root.resolve():
+        return trained
+    done = (lambda step, d, t: progress(f"encoding {root.name} with the run's vocabularies: {step}", d, t)) \
+        if progress else None
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else sample_cache()
+    store = build_samples(root, cache, history_len=cfg.data.history_len, min_count=cfg.data.min_count,
+                          on_progress=done, vocab_from=trained)
+    if store.history_len != trained.history_len:
+        raise UserError(f"{root}: histories of length {store.history_len}, the run was trained on "
+                        f"{trained.history_len}.")
+    return store
+
+
+def predict_run(target: str | Path, out: str | Path, data: str | None = None, split: str = "test",
+                batch_size: int | None = None, accelerator: str = "auto", bf16: bool = False,
+                overwrite: bool = False, progress: Progress | None = None) -> PredictResult:
+    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from farmcli.config import resolve
+    from farmcli.evaluate import device_for, load_module, locate, logit_chunks
+
+    out = Path(out)
+    splits = splits_of(split)
+    check_out(out, overwrite)
+    run, ckpt = locate(target)
+    cfg = resolve([run / "config.yaml"])
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    device = device_for(accelerator)
+    store = scoring_store(run, cfg, data, progress)
+    module = load_module(ckpt)
+    if module.farm.embed.ids["author"].num_embeddings != store.vocab_sizes["author"]:
+        raise UserError(f"{store.path}: its vocabularies do not match the checkpoint {ckpt}; rebuild with the run's.")
+    schema = pa.schema([("user_id", pa.int64()), ("author_id", pa.int64()), ("ts", pa.int64()),
+                        ("split", pa.string()), *((f"p_{t}", pa.float32()) for t in TASKS)],
+                       metadata={"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)})
+    total = sum(store.n(s) for s in splits)
+    done = 0
+    rows: dict[str, int] = {}
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        if progress:
+            progress("scoring", 0, total)
+        for s in splits:
+            arrays = store.split(s)
+            rows[s] = store.n(s)
+            for sl, logits in logit_chunks(module, store, s, batch_size or cfg.data.batch_size, device, bf16):
+                probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+                n = sl.stop - sl.start
+                cols = [pa.array(np.asarray(arrays.user_id[sl], dtype=np.int64)),
+                        pa.array(np.asarray(arrays.author_id[sl], dtype=np.int64)),
+                        pa.array(np.asarray(arrays.ts[sl], dtype=np.int64)),
+                        pa.array([s] * n, type=pa.string()),
+                        *(pa.array(probs[:, i].astype(np.float32)) for i in range(len(TASKS)))]
+                writer.write_table(pa.Table.from_arrays(cols, schema=schema))
+                done += n
+                if progress:
+                    progress("scoring", done, total)
+    return PredictResult(out, rows, store.path, ckpt)
