@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, restricted_number_type
 
 from farmcli.errors import UserError
 from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
@@ -25,6 +26,8 @@ from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 PRESETS = ("tiny", "small", "default")
+Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)])
+"""A training seed: Lightning (and numpy) take 0 .. 2**32 - 1."""
 
 
 @dataclass
@@ -33,14 +36,14 @@ class DataConfig:
 
     source: str = "default"
     """A farm-events/1 directory, or a simulator preset (tiny, small, default) made on first use."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Simulator seed when ``source`` is a preset (the training seed is the top-level ``seed``)."""
-    history_len: int = 50
-    min_count: int = 1
-    batch_size: int = 1024
+    history_len: PositiveInt = 50
+    min_count: PositiveInt = 1
+    batch_size: PositiveInt = 1024
     """1024 suits a CPU; the paper trains with 5000 on a GPU."""
-    eval_batch_size: int = 8192
-    num_workers: int = 0
+    eval_batch_size: PositiveInt = 8192
+    num_workers: NonNegativeInt = 0
     cache_dir: Optional[str] = None
     """Sample-store cache (default: $FARM_HOME/samples)."""
 
@@ -51,11 +54,11 @@ class FitConfig:
 
     monitor: str = "val/auc_mean"
     """Mean AUC over the six tasks on the validation split; a single pass is ``--trainer.max_epochs 1``."""
-    patience: int = 2
+    patience: NonNegativeInt = 2
     runs_dir: str = "farm-runs"
     name: Optional[str] = None
     """Run directory name (default: VARIANT-DATA-sSEED-TIMESTAMP)."""
-    min_delta: float = 0.0
+    min_delta: NonNegativeFloat = 0.0
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -95,7 +98,7 @@ def _parser():
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False, prog="farm train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=Seed, default=0)
     p.add_argument("--variant", type=str, default="farm")
     p.add_class_arguments(DataConfig, "data")
     p.add_class_arguments(ModelConfig, "model")
@@ -220,7 +223,10 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
     except ArgumentError as e:
         raise UserError(f"Bad setting: {_short(e)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
                         f"seed and variant; `farm train --print-config` shows them all.") from None
-    raw = ns.as_dict()
+    raw = _plain_numbers(ns.as_dict())
+    epochs = raw["trainer"].get("max_epochs")
+    if epochs is not None and (epochs == 0 or epochs < -1):
+        raise UserError(f"Bad setting: trainer.max_epochs must be >= 1 (or -1: no limit), got {epochs}.")
     model = with_component_defaults(ModelConfig.from_dict(raw["model"]))
     check_model(model)
     return RunConfig(seed=raw["seed"], variant=raw["variant"], data=DataConfig(**raw["data"]), model=model,
@@ -255,6 +261,20 @@ def check_model(model: ModelConfig) -> None:
     from farmcli.model import FARM
 
     FARM(model, {"author": 4, "page": 4, "tag": 4, "cluster": 4, "user": 4})
+
+
+def _plain_numbers(x: Any) -> Any:
+    """jsonargparse's range-checked numbers (PositiveInt ...) as plain int / float, so YAML and checkpoints
+    hold ordinary values."""
+    if isinstance(x, dict):
+        return {k: _plain_numbers(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain_numbers(v) for v in x]
+    if isinstance(x, int) and not isinstance(x, bool):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
+    return x
 
 
 def _plain(v: Any) -> Any:

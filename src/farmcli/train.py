@@ -85,8 +85,17 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
         kwargs["enable_model_summary"] = verbose()
     if not has_valid:
         kwargs["limit_val_batches"] = 0
-    return L.Trainer(**kwargs, callbacks=callbacks, logger=CSVLogger(run, name="logs", version=_log_version(run)),
-                     default_root_dir=run, use_distributed_sampler=False, enable_progress_bar=progress), ckpt
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = L.Trainer(**kwargs, callbacks=callbacks, default_root_dir=run, use_distributed_sampler=False,
+                            logger=CSVLogger(run, name="logs", version=_log_version(run)), enable_progress_bar=progress)
+    except MisconfigurationException as e:
+        settings = ", ".join(f"trainer.{k}={kwargs[k]}" for k in ("accelerator", "devices", "strategy", "precision")
+                             if k in kwargs)
+        raise UserError(f"Lightning cannot set up this machine with {settings}: {e} On a machine without a GPU, "
+                        f"use --config cpu (or --trainer.accelerator cpu).") from None
+    return trainer, ckpt
 
 
 def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -13,8 +14,8 @@ from rich.markup import escape
 from farmcli import __version__
 from farmcli.errors import UserError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # a column named :gift: stays a column name
+err_console = Console(stderr=True, emoji=False)
 
 app = typer.Typer(
     name="farm",
@@ -62,6 +63,15 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except UserError as e:
             fail(str(e), e.exit_code)
+        except OSError as e:  # a user's path: missing, read-only, a file where a directory belongs, a full disk
+            if e.filename is None:
+                raise
+            what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+            reason = e.strerror or str(e)
+            if isinstance(e, (FileExistsError, NotADirectoryError)) and os.path.isfile(e.filename):
+                reason = "a file is in the way where a directory is needed"
+            fail(f"{what}: {reason}. Check that the path exists, is of the right kind (file or "
+                 f"directory) and that you may write there, or choose another path.")
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing half-written was left behind.")
             sys.exit(130)

@@ -16,11 +16,21 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def _overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
-    for tok in ctx.args:
-        if tok.startswith("-") and "." not in tok.split("=", 1)[0]:
+    for i, tok in enumerate(ctx.args):
+        is_value = i > 0 and ctx.args[i - 1].startswith("--") and "=" not in ctx.args[i - 1]
+        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and not (is_value and _is_number(tok)):
             raise UserError(f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
                             f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`.")
     return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
+
+
+def _is_number(tok: str) -> bool:
+    """A negative value such as -1 after --model.cl_weight is a value, not an option."""
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
 
 
 def _config_path(name: str) -> Path:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from farmcli.errors import UserError
 from farmcli.model.layers import masked_mean, mlp
 from farmcli.registry import register
 
@@ -49,6 +50,8 @@ class InfoNCEAlign(nn.Module):
     def __init__(self, video_dim: int, live_dim: int, dims: Sequence[int] = (128, 64), tau: float = 0.07,
                  normalize: bool = True):
         super().__init__()
+        if not tau > 0:
+            raise UserError(f"align 'infonce': the temperature tau must be > 0 (the paper uses 0.07), got {tau}.")
         self.tau = tau
         self.normalize = normalize
         self.video_mlp = mlp(video_dim, dims)

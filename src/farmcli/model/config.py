@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+
 from farmcli.errors import UserError
 
 N_TASKS = 6  # len(farmcli.data.schema.TASKS), checked by a test; the model need not import polars
@@ -49,18 +51,18 @@ class EmbedConfig:
     Defaults: D1 = 24 + 4 + 8 + 16 + 16 + 24 = 92 and D2 = 24 + 4 + 8 + 8 + 8 + 6 + 6 = 64, as in the paper.
     """
 
-    author: int = 24
-    page: int = 4
-    tag: int = 8
-    cluster: int = 8
-    user: int = 16
-    video_play: int = 16
-    video_lag: int = 16
-    video_label: int = 24
-    live_play: int = 8
-    live_lag: int = 6
-    live_label: int = 6
-    init_std: float = 0.2
+    author: PositiveInt = 24
+    page: PositiveInt = 4
+    tag: PositiveInt = 8
+    cluster: PositiveInt = 8
+    user: PositiveInt = 16
+    video_play: PositiveInt = 16
+    video_lag: PositiveInt = 16
+    video_label: PositiveInt = 24
+    live_play: PositiveInt = 8
+    live_lag: PositiveInt = 6
+    live_label: PositiveInt = 6
+    init_std: PositiveFloat = 0.2
     """Std of the normal init of every embedding table. Chosen on validation (docs/QUALITY.md): at 0.05 the
     LayerNorm-scaled preference features were ~40x the history features at the head input, and Adam's
     1e-3 steps moved embeddings by 2% of their scale per step."""
@@ -111,21 +113,21 @@ class ModelConfig:
     """The FARM model: embedding widths, attention heads, one SlotConfig per slot, the loss weight lambda."""
 
     embed: EmbedConfig = field(default_factory=EmbedConfig)
-    target_heads: int = 4
+    target_heads: PositiveInt = 4
     """Heads of the target attentions over the video and live histories (eq. 11); must divide D1 and D2."""
-    preference_heads: int = 4
+    preference_heads: PositiveInt = 4
     """Heads of the self-attention preference encoder (eq. 12), built only when align or fuse uses it."""
     video_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
     live_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
     align: SlotConfig = field(default_factory=lambda: SlotConfig("infonce"))
     fuse: SlotConfig = field(default_factory=lambda: SlotConfig("cross_attention"))
     head: SlotConfig = field(default_factory=lambda: SlotConfig("ple"))
-    cl_weight: float = 0.5
+    cl_weight: NonNegativeFloat = 0.5
     """lambda of eq. 15 (paper range 0.1-0.9); used only when align is not ``none``."""
     output_bias: Literal["zero", "prior"] = "prior"
     """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
     task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
-    preference_grad: float = 0.0
+    preference_grad: NonNegativeFloat = 0.0
     """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
     tables. 0 stops it: the id tables then learn from the prediction paths (eq. 11, x_cand) only, and the
     InfoNCE loss shapes the preference encoder and the align MLPs, not the ids that the candidate shares."""
@@ -163,8 +165,8 @@ SLOT_FIELDS = ("video_frequency", "live_frequency", "align", "fuse", "head")
 class OptimConfig:
     """Adam (the paper's optimiser)."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
 
     @classmethod
     def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:
