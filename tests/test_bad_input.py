@@ -3,6 +3,8 @@ and leaves nothing behind. One row per kind of mistake a user makes (issue 12's 
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,19 +16,52 @@ from farmcli.cli import app
 runner = CliRunner()
 
 
+Setup = Callable[[Path, "Path | None"], None]
+"""Prepares the working directory before the command: (cwd, trained tiny run or None)."""
+
+
 @dataclass(frozen=True)
 class Case:
     args: tuple[str, ...]
     words: tuple[str, ...]
     code: int = 2
+    setup: Setup | None = None
 
     @property
     def id(self) -> str:
         return " ".join(self.args)[:80]
 
+    @property
+    def needs_run(self) -> bool:
+        return any("{run}" in a for a in self.args) or getattr(self.setup, "needs_run", False)
 
-def case(*args: str, words: str | tuple[str, ...], code: int = 2) -> Case:
-    return Case(tuple(args), (words,) if isinstance(words, str) else tuple(words), code)
+
+def case(*args: str, words: str | tuple[str, ...], code: int = 2, setup: Setup | None = None) -> Case:
+    return Case(tuple(args), (words,) if isinstance(words, str) else tuple(words), code, setup)
+
+
+def files(**content: str) -> Setup:
+    """Files to create (``a__b`` is a/b); a value ending in '/' makes a directory."""
+    def make(cwd: Path, run: Path | None) -> None:
+        for name, text in content.items():
+            path = cwd / name.replace("__", "/")
+            if text.endswith("/"):
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    return make
+
+
+def run_copy(checkpoint: Callable[[bytes], bytes]) -> Setup:
+    """A copy of the trained run at ./run whose best checkpoint is ``checkpoint(original bytes)``."""
+    def make(cwd: Path, run: Path | None) -> None:
+        assert run is not None
+        shutil.copytree(run, cwd / "run")
+        ckpt = cwd / "run" / "checkpoints" / "best.ckpt"
+        ckpt.write_bytes(checkpoint(ckpt.read_bytes()))
+    make.needs_run = True  # type: ignore[attr-defined]
+    return make
 
 
 PRINT = ("train", "--data", "tiny", "--print-config")
@@ -75,20 +110,65 @@ CASES = [
     # data commands
     case("data", "validate", "no/such/dir", words="no/such/dir"),
     case("data", "synth", "--preset", "huge", "--out", "d", words="huge"),
+    # outputs: --overwrite replaces only what farm wrote (rows 1, 2, 12)
+    case("data", "synth", "--preset", "tiny", "--out", "mine", "--overwrite", words="leaves them alone",
+         setup=files(mine__notes="precious")),
+    case("data", "synth", "--preset", "tiny", "--out", "mine", words="--overwrite", setup=files(mine__notes="x")),
+    case("data", "synth", "--preset", "tiny", "--out", ".", "--overwrite", words="directory you are in"),
+    case("data", "synth", "--preset", "tiny", "--out", "afile/d", words="a file is in the way",
+         setup=files(afile="x")),
+    case("data", "synth", "--preset", "tiny", "--out", "afile", "--overwrite", words="is a file",
+         setup=files(afile="x")),
+    case("data", "synth", "--preset", "tiny", "--users", "0", "--out", "d", words="--users"),
+    case("data", "synth", "--preset", "tiny", "--seed", "-1", "--out", "d", words="--seed"),
+    case("data", "inspect", "tiny", "--history-len=-5", words="--history-len"),
+    case("data", "build", "tiny", "--history-len", "0", words="--history-len"),
+    case("data", "build", "tiny", "--min-count", "0", words="--min-count"),
+    case("data", "validate", "weird/[/]", words="weird/[/]"),
+    # eval / predict / export with a run (rows 23-25)
+    case("eval", "{run}", "--accelerator", "tpu", words=("tpu", "auto, cpu or gpu")),
+    case("eval", "{run}", "--split", "train", words="test or valid"),
+    case("eval", "{run}", "--groups", "vip", words="vip"),
+    case("eval", "run", words="not a readable checkpoint", setup=run_copy(lambda b: b[: len(b) // 2])),
+    case("eval", "run", words="not a readable checkpoint", setup=run_copy(lambda b: b"just text\n")),
+    case("predict", "run", "--out", "p.parquet", words="not a readable checkpoint",
+         setup=run_copy(lambda b: b[:100])),
+    case("predict", "{run}", "--out", "p.parquet", "--accelerator", "tpu", words="auto, cpu or gpu"),
+    case("predict", "{run}", "--out", "dir.parquet", words="is a directory", setup=files(**{"dir.parquet": "d/"})),
+    case("export", "{run}", "--out", "m.onnx", "--format", "tflite", words="onnx or torchscript"),
+    case("export", "{run}", "--out", "m.pt", "--format", "torchscript", "--overwrite",
+         words="not an export written by farm", setup=files(**{"m.pt": "mine"})),
 ]
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("bad-input-runs")
+    config = str(Path(__file__).with_name("tiny-model.yaml"))
+    r = runner.invoke(app, ["train", "--data", "tiny", "--config", config, "--trainer.max_epochs", "1",
+                            "--fit.runs_dir", str(runs), "--fit.name", "r"])
+    assert r.exit_code == 0, r.output
+    return runs / "r"
+
+
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input(c: Case, tmp_path, monkeypatch):
+def test_bad_input(c: Case, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    before = sorted(p.name for p in Path(tmp_path).iterdir())
-    r = runner.invoke(app, list(c.args))
+    run = request.getfixturevalue("tiny_run") if c.needs_run else None
+    if c.setup:
+        c.setup(tmp_path, run)
+    before = _snapshot(tmp_path)
+    r = runner.invoke(app, [a.replace("{run}", str(run)) for a in c.args])
     assert r.exit_code == c.code, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert "Traceback" not in r.output
     for w in c.words:
         assert w in r.output, (w, r.output)
-    assert sorted(p.name for p in Path(tmp_path).iterdir()) == before  # nothing left behind
+    assert _snapshot(tmp_path) == before  # nothing left behind, nothing of the user's touched
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def test_the_table_is_not_trivially_small():

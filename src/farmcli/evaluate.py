@@ -41,7 +41,12 @@ class Predictions:
             pl.DataFrame(cols).write_parquet(tmp)
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+
+
 def device_for(accelerator: str = "auto") -> torch.device:
+    if accelerator not in ACCELERATORS:
+        raise UserError(f"--accelerator '{accelerator}': choose auto, cpu or gpu.")
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UserError("accelerator 'gpu' was asked for but torch sees no CUDA device.")
@@ -203,10 +208,10 @@ def evaluate_run(target: str | Path, split: str = "test", groups: tuple[str, ...
 
     if split not in ("test", "valid"):
         raise UserError(f"unknown split '{split}'; choose test or valid.")
+    device = device_for(accelerator)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
-    device = device_for(accelerator)
     module = load_module(ckpt)
     pred = predict(module, store, split, cfg.data.eval_batch_size, device, bf16=bf16)
     tables = metric_tables(pred, groups, device)

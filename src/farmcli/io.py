@@ -68,3 +68,47 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+DATASET_ENTRIES = frozenset({"manifest.json", "live.parquet", "video.parquet", "users.parquet",
+                             "import_report.json", "pages.json", "tags.json", "author_attrs.parquet"})
+"""What `farm data synth` and the importers write into a dataset directory."""
+
+
+def is_farm_dataset(path: Path) -> bool:
+    """A directory farm wrote as a dataset: a farm-events manifest and nothing but the entries farm writes."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        names = {p.name for p in path.iterdir()}
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("farm-events/")
+            and names <= DATASET_ENTRIES)
+
+
+def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
+    """The absolute path a command may write its output directory to, or a UserError saying why not.
+
+    ``--overwrite`` replaces only an empty directory or a dataset farm wrote; a directory holding anything
+    else is the user's and is left alone.
+    """
+    from farmcli.errors import UserError
+
+    path = Path(out).expanduser().resolve()
+    if not path.exists():
+        return path
+    cwd = Path.cwd().resolve()
+    if path == cwd or path in cwd.parents:
+        raise UserError(f"--out {out} is the directory you are in (or holds it): an output directory is replaced "
+                        f"as a whole, which would leave your shell in a deleted directory. Give a new name, e.g. "
+                        f"--out ./{what}.")
+    if not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite to replace a {what} "
+                        f"that farm wrote there.")
+    if not path.is_dir():
+        raise UserError(f"{out} is a file, not a {what} directory; it is left alone. Choose another --out.")
+    if any(path.iterdir()) and not is_farm_dataset(path):
+        raise UserError(f"{out} holds files that are not a {what} written by farm (no farm-events manifest, or "
+                        f"other files beside it); --overwrite leaves them alone. Choose another --out, or empty "
+                        f"the directory yourself.")
+    return path

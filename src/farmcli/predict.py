@@ -99,12 +99,12 @@ def predict_run(target: str | Path, out: str | Path, data: str | None = None, sp
 
     out = Path(out)
     splits = splits_of(split)
+    device = device_for(accelerator)
     check_out(out, overwrite)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
-    device = device_for(accelerator)
     store = scoring_store(run, cfg, data, progress)
     module = load_module(ckpt)
     if module.farm.embed.ids["author"].num_embeddings != store.vocab_sizes["author"]:

@@ -57,7 +57,7 @@ def ablate_cmd(
     if result.table4:
         console.print(render.gain_table(result.table4))
     for f in result.files:
-        console.print(f"wrote {f}", soft_wrap=True)
+        console.print(f"wrote {f}", soft_wrap=True, markup=False)
     if result.failed:
         raise UserError(f"{len(result.failed)} run(s) failed: " +
                         "; ".join(f"{r.variant} seed {r.seed}: {r.error.splitlines()[0]}" for r in result.failed))

@@ -49,8 +49,8 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the dataset to (must not exist unless --overwrite)."),
     preset: str = typer.Option("default", help="Size preset: tiny (tests), small (~3,000 users), default (20,000 users)."),
-    seed: int = typer.Option(0, help="Random seed; the same arguments and seed give byte-identical files."),
-    users: Optional[int] = typer.Option(None, "--users", help="Number of users (overrides the preset)."),
+    seed: int = typer.Option(0, min=0, help="Random seed; the same arguments and seed give byte-identical files."),
+    users: Optional[int] = typer.Option(None, "--users", min=1, help="Number of users (overrides the preset)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of simulator settings (any SimConfig field)."),
     set_: list[str] = typer.Option([], "--set", help="Override one simulator setting, KEY=VALUE (repeatable)."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
@@ -61,6 +61,7 @@ def synth(
     """
     from farmcli.config import load_yaml
     from farmcli.data.simulator import sim_config, synthesize
+    from farmcli.io import output_dir
 
     settings = load_yaml(config, what="simulator config") if config else {}
     settings.update({k: yaml.safe_load(v) for k, v in parse_sets(set_).items()})
@@ -68,12 +69,13 @@ def synth(
     if users is not None:
         settings["n_users"] = users
     cfg = sim_config(preset, **settings)
+    output_dir(out, overwrite)  # checked before the progress bar starts
     with progress_bar() as bar:
         task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
         summary = synthesize(cfg, out, overwrite=overwrite,
                              on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     rows = ", ".join(f"{k} {v:,}" for k, v in summary.get("rows", {}).items())
-    console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s")
+    console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
 
 
 @data_app.command("validate")
@@ -90,7 +92,7 @@ def validate(
 
     report = run_validate(dataset)
     if as_json:
-        console.print_json(json.dumps(report.to_dict()))
+        print(json.dumps(report.to_dict(), indent=2))  # stdout holds the JSON only; the verdict goes to stderr
     else:
         for w in report.warnings:
             err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False, soft_wrap=True, markup=True)
@@ -99,9 +101,11 @@ def validate(
         if report.rows:
             console.print(render.validation(report))
     if not report.ok:
-        err_console.print(f"{dataset}: {len(report.errors)} problem(s); the dataset is not valid.", soft_wrap=True)
+        err_console.print(f"{dataset}: {len(report.errors)} problem(s); the dataset is not valid.", soft_wrap=True,
+                          markup=False)
         raise typer.Exit(2)
-    console.print(f"{dataset}: valid farm-events/1 dataset ({len(report.warnings)} warning(s)).", soft_wrap=True)
+    (err_console if as_json else console).print(
+        f"{dataset}: valid farm-events/1 dataset ({len(report.warnings)} warning(s)).", soft_wrap=True, markup=False)
 
 
 @data_app.command("inspect")
@@ -109,7 +113,7 @@ def validate(
 def inspect(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
-    history_len: int = typer.Option(50, help="History length L used for the history-length percentiles."),
+    history_len: int = typer.Option(50, min=1, help="History length L used for the history-length percentiles."),
 ) -> None:
     """Rows per split, label rates, video:live ratio, activity levels, history lengths, oracle AUC.
 
@@ -144,8 +148,8 @@ def _require_valid(dataset: Path) -> None:
 def build(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where sample stores live (default: $FARM_HOME/samples)."),
-    history_len: int = typer.Option(50, help="History length L (both domains)."),
-    min_count: int = typer.Option(1, help="Ids seen fewer times in the training window map to out-of-vocabulary."),
+    history_len: int = typer.Option(50, min=1, help="History length L (both domains)."),
+    min_count: int = typer.Option(1, min=1, help="Ids seen fewer times in the training window map to out-of-vocabulary."),
     as_json: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
 ) -> None:
     """Build (or reuse) the sample store: point-in-time histories, vocabularies and buckets, cached by content hash.

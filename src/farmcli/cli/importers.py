@@ -166,4 +166,4 @@ def kuailive_m3(
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     console.print(f"wrote {out} in {report.seconds:.1f} s; report saved to {out / 'import_report.json'}",
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)

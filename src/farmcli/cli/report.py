@@ -47,7 +47,7 @@ def report_cmd(
 
         md = build_report(run, compare=compare, user=user, out=out, max_users=max_users, batch_size=batch_size,
                           device=device, progress=progress)
-    console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True)
+    console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True, markup=False)
 
 
 __all__ = ["report_cmd"]

@@ -36,7 +36,7 @@ def predict_cmd(
         result = predict_run(target, out, data=data, split=split, batch_size=batch_size, accelerator=accelerator,
                              bf16=bf16, overwrite=overwrite, progress=step_progress(bar))
     rows = ", ".join(f"{s} {n:,}" for s, n in result.rows.items())
-    console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True)
+    console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True, markup=False)
 
 
 @app.command("export")
@@ -59,4 +59,4 @@ def export_cmd(
     with console.status(f"exporting {format} ..."):
         spec = export_run(target, out, fmt=format, overwrite=overwrite)
     console.print(f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), "
-                  f"{out}.json and {out}.vocab/", soft_wrap=True)
+                  f"{out}.json and {out}.vocab/", soft_wrap=True, markup=False)

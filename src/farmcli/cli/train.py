@@ -92,7 +92,7 @@ def train_cmd(
     tables = json.loads((run / "eval-test.json").read_text())
     console.print(render.eval_table(tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)",
                                     width=console.width))
-    console.print(f"run directory: {run}", soft_wrap=True)
+    console.print(f"run directory: {run}", soft_wrap=True, markup=False)
 
 
 @app.command("eval")
@@ -117,7 +117,7 @@ def eval_cmd(
     console.print(render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)",
                                     width=console.width))
     console.print(f"wrote {run / f'eval-{split}.json'} and .csv" +
-                  (f"; predictions in {save_predictions}" if save_predictions else ""), soft_wrap=True)
+                  (f"; predictions in {save_predictions}" if save_predictions else ""), soft_wrap=True, markup=False)
 
 
 @app.command("variants")

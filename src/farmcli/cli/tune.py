@@ -70,4 +70,4 @@ def tune_cmd(
     console.print(f"best: trial {result.best.number} ({label(result.best.params)}), "
                   f"val mean AUC {result.best.score:.2f}", soft_wrap=True)
     for f in result.files:
-        console.print(f"wrote {f}", soft_wrap=True)
+        console.print(f"wrote {f}", soft_wrap=True, markup=False)

@@ -33,7 +33,7 @@ from farmcli.data.schema import (
 from farmcli.data.sim_block import DAY_MS, simulate_block
 from farmcli.data.sim_entities import make_entities
 from farmcli.errors import UserError
-from farmcli.io import atomic_dir
+from farmcli.io import atomic_dir, output_dir
 
 # Fewer sessions at night, most in the evening (SIMULATOR.md: "more in the evening").
 _HOUR_WEIGHTS = (0.4, 0.25, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.8, 0.8, 0.8, 0.9,
@@ -265,9 +265,7 @@ def synthesize(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write a farm-events/1 dataset simulated from ``config`` to ``out`` (atomically); return a summary."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite.")
+    out = output_dir(out, overwrite)
     t0 = time.perf_counter()
     ent = make_entities(config)
     n, bs = config.n_users, config.block_users

@@ -86,7 +86,7 @@ from farmcli.data.importers._readers import (
     ts_expr,
 )
 from farmcli.errors import UserError
-from farmcli.io import atomic_dir
+from farmcli.io import atomic_dir, output_dir
 
 SOURCE = "kuailive-m3"
 DOWNLOAD = "https://huggingface.co/datasets/imgkkk2004/KuaiLive-M3"
@@ -763,10 +763,11 @@ def import_kuailive_m3(raw_dir: str | Path, out: str | Path, *, options: KLM3Opt
     """
     opt = options or KLM3Options()
     opt.check()
-    raw_dir, out = Path(raw_dir), Path(out)
+    raw_dir = Path(raw_dir)
+    if raw_dir.exists() and (Path(out).resolve() == raw_dir.resolve() or Path(out).resolve() in raw_dir.resolve().parents):
+        raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
+    out = output_dir(out, overwrite)
     t0 = time.perf_counter()
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite.")
     if raw_dir.exists() and (out.resolve() == raw_dir.resolve() or out.resolve() in raw_dir.resolve().parents):
         raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
     tables, missing_optional = find_tables(raw_dir)
