@@ -21,7 +21,12 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None) -> Path:
         report = validate(src)
         if not report.ok:
             lines = "\n".join(f"  {e}" for e in report.errors)
-            raise UserError(f"{src} is not a valid farm-events/1 dataset:\n{lines}")
+            hint = ""
+            if data.source in PRESETS and not Path(data.source).is_absolute():
+                hint = (f"\nA directory named '{data.source}' in {Path.cwd()} takes precedence over the simulator "
+                        f"preset of that name: run from another directory, or rename that directory, to use the "
+                        f"preset.")
+            raise UserError(f"{src} is not a valid farm-events/1 dataset:\n{lines}{hint}")
         return src
     if data.source in PRESETS:
         path = preset_data(data.source, data.seed)

@@ -39,6 +39,10 @@ def load_variant(name_or_path: str) -> Variant:
     description = str(layer.pop("description", ""))
     label = str(layer.pop("label", path.stem))
     layer.pop("variant", None)
+    if not layer:
+        raise UserError(f"{path}: the variant sets nothing (no model: slots or other settings), so it would train "
+                        f"the default model under another name. A variant looks like: "
+                        f"model: {{align: none}} (see `farm variants`).")
     return Variant(path.stem, description, label, layer, path)
 
 
