@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from farmcli.cli import app
+from farmcli.data.schema import TASKS
 
 runner = CliRunner()
 
@@ -50,6 +51,23 @@ def files(**content: str) -> Setup:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+    return make
+
+
+def tiny_dataset(edit_live: Callable | None = None) -> Setup:
+    """The tiny preset at ./d, its live table passed through ``edit_live(polars frame)``."""
+    def make(cwd: Path, run: Path | None) -> None:
+        import polars as pl
+
+        from farmcli.data.simulator import sim_config, synthesize
+
+        synthesize(sim_config("tiny"), cwd / "d")
+        if edit_live is not None:
+            live_dir = cwd / "d" / "live.parquet"
+            frame = pl.read_parquet(live_dir)
+            for f in live_dir.iterdir():
+                f.unlink()
+            edit_live(frame).write_parquet(live_dir / "part-00000.parquet")
     return make
 
 
@@ -142,6 +160,10 @@ CASES = [
     case("data", "build", "tiny", "--history-len", "0", words="--history-len"),
     case("data", "build", "tiny", "--min-count", "0", words="--min-count"),
     case("data", "validate", "weird/[/]", words="weird/[/]"),
+    # data that cannot train (row 9)
+    case("train", "--data", "d", "--config", "{config}", "--fit.runs_dir", "runs", words="every label",
+         setup=tiny_dataset(lambda f: f.with_columns(
+             [__import__("polars").lit(0).cast(f.schema[t]).alias(t) for t in TASKS]))),
     # eval / predict / export with a run (rows 23-25)
     case("eval", "{run}", "--accelerator", "tpu", words=("tpu", "auto, cpu or gpu")),
     case("eval", "{run}", "--split", "train", words="test or valid"),
@@ -175,7 +197,8 @@ def test_bad_input(c: Case, tmp_path, monkeypatch, request):
     if c.setup:
         c.setup(tmp_path, run)
     before = _snapshot(tmp_path)
-    r = runner.invoke(app, [a.replace("{run}", str(run)) for a in c.args])
+    config = str(Path(__file__).with_name("tiny-model.yaml"))
+    r = runner.invoke(app, [a.replace("{run}", str(run)).replace("{config}", config) for a in c.args])
     assert r.exit_code == c.code, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert "Traceback" not in r.output

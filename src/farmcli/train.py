@@ -165,8 +165,27 @@ def build_module(cfg: RunConfig, store):
 
     labels = store.split("train").labels
     rates = labels.mean(axis=0).tolist() if len(labels) else None
+    check_labels(rates, cfg.data.source)
     return FarmModule(vocab={**store.vocab_sizes, **bucket_sizes(store)}, model=cfg.model, optim=cfg.optim,
                       label_rates=rates, cl_batch_size=cfg.data.batch_size)
+
+
+def check_labels(rates: list[float] | None, source: str) -> None:
+    """No positive label at all: nothing to learn (a user error); none for some tasks: their AUC is undefined."""
+    import logging
+
+    from farmcli.data.schema import TASKS
+
+    if rates is None:
+        return
+    empty = [t for t, r in zip(TASKS, rates) if r == 0]
+    if len(empty) == len(TASKS):
+        raise UserError(f"{source}: every label of the training window is 0 (no click, view, like, comment or "
+                        f"gift), so there is nothing to learn. Check the label columns of live.parquet.")
+    if empty:
+        logging.getLogger("farmcli").warning(
+            "%s: no positive %s label in the training window; %s AUC will be undefined ('-').",
+            source, ", ".join(empty), "its" if len(empty) == 1 else "their")
 
 
 def bucket_sizes(store) -> dict[str, int]:
