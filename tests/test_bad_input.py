@@ -160,6 +160,15 @@ CASES = [
     case("data", "build", "tiny", "--history-len", "0", words="--history-len"),
     case("data", "build", "tiny", "--min-count", "0", words="--min-count"),
     case("data", "validate", "weird/[/]", words="weird/[/]"),
+    # data that is valid but odd: a warning, exit 0 (rows 6-8)
+    case("data", "validate", "d", code=0, words="repeat the (user_id, author_id, ts)",
+         setup=tiny_dataset(lambda f: __import__("polars").concat([f, f]))),
+    case("data", "validate", "d", code=0, words=("no live impression in the train window", "never used"),
+         setup=tiny_dataset(lambda f: f.with_columns(f["ts"] + 10**12))),
+    case("data", "validate", "d", words="dt.epoch('ms')",
+         setup=tiny_dataset(lambda f: f.with_columns(f["ts"].cast(__import__("polars").Datetime("ms"))))),
+    case("data", "validate", "d", "--json", code=0, words='"warnings"',
+         setup=tiny_dataset(lambda f: __import__("polars").concat([f, f]))),
     # data that cannot train (row 9)
     case("train", "--data", "d", "--config", "{config}", "--fit.runs_dir", "runs", words="every label",
          setup=tiny_dataset(lambda f: f.with_columns(
@@ -213,3 +222,13 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 
 def test_the_table_is_not_trivially_small():
     assert len(CASES) >= 40
+
+
+def test_validate_json_prints_only_json_on_stdout(tmp_path):
+    import json
+
+    tiny_dataset(lambda f: __import__("polars").concat([f, f]))(tmp_path, None)
+    r = runner.invoke(app, ["data", "validate", str(tmp_path / "d"), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["warnings"] and "valid farm-events/1 dataset" not in r.stdout

@@ -49,6 +49,13 @@ class Report:
 _INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)."
 
 
+def _fix(actual: pl.DataType, col: Column) -> str:
+    if isinstance(actual, (pl.Datetime, pl.Date)) and col.name == "ts":
+        return ("write Unix epoch milliseconds as Int64: polars `pl.col('ts').dt.epoch('ms')` (a plain cast would "
+                "give the Datetime's own unit, often microseconds).")
+    return _INT_FIX.format(dtype=col.dtype, col=col.name)
+
+
 def _type_ok(actual: pl.DataType, col: Column) -> tuple[bool, bool]:
     """(acceptable, exact): another integer width is readable (a warning); another kind is an error."""
     if actual == col.dtype:
@@ -134,7 +141,7 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
             if not ok:
                 accepted = False
                 report.errors.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}.",
-                                             _INT_FIX.format(dtype=col.dtype, col=col.name)))
+                                             _fix(s[col.name], col)))
                 break
             if not exact:
                 report.warnings.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}; "
@@ -161,8 +168,11 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
     exprs = [pl.len().alias("__rows")] + [expr.alias(name) for name, expr, _, _ in checks]
     funnel = _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
     exprs += [expr.alias(f"funnel:{name}") for name, expr in funnel]
-    if table == "users" and "user_id" in {c.name for c in usable}:
+    names = {c.name for c in usable}
+    if table == "users" and "user_id" in names:
         exprs.append((pl.len() - pl.col("user_id").n_unique()).alias("__dup_users"))
+    if table == "live" and {"user_id", "author_id", "ts"} <= names:
+        exprs.append((pl.len() - pl.struct("user_id", "author_id", "ts").n_unique()).alias("__dup_live"))
     stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
     rows = stats["__rows"]
     report.rows[table] = rows
@@ -179,6 +189,10 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
         if k:
             report.warnings.append(Problem(f"{path}", f"funnel: {k:,} row(s) with {name}.",
                                            "none needed (real logs break the funnel); check the export if unexpected."))
+    if stats.get("__dup_live"):
+        report.warnings.append(Problem(f"{path}", f"{stats['__dup_live']:,} row(s) repeat the (user_id, author_id, "
+                                       f"ts) of another row.", "drop duplicated impressions unless they are real "
+                                       "(polars: `.unique(['user_id', 'author_id', 'ts'])`)."))
     if stats.get("__dup_users"):
         report.errors.append(Problem(f"{path}:user_id", f"{stats['__dup_users']:,} duplicate user id(s).",
                                      "keep one row per user."))
@@ -198,4 +212,36 @@ def validate(root: str | Path) -> Report:
         report.errors.append(Problem(where, rest, "see DATA_FORMAT.md, 'manifest.json'."))
     for table in TABLES:
         _check_table(root, table, report, required=table in REQUIRED_TABLES)
+    if report.ok:
+        _check_windows(root, report)
     return report
+
+
+def _check_windows(root: Path, report: Report) -> None:
+    """A split window without live impressions makes a valid file but an unusable dataset: say so."""
+    import json
+
+    m = json.loads((root / "manifest.json").read_text())
+    lf = pl.scan_parquet(table_files(table_path(root, "live")))
+    start = m.get("train_start")
+    bounds = {"train": (start, m["train_end"]), "valid": (m["train_end"], m["valid_end"]),
+              "test": (m["valid_end"], m["test_end"])}
+    exprs = []
+    for split, (lo, hi) in bounds.items():
+        cond = pl.col("ts") < hi
+        if lo is not None:
+            cond &= pl.col("ts") >= lo
+        exprs.append(cond.sum().alias(split))
+    exprs.append((pl.col("ts") >= m["test_end"]).sum().alias("after"))
+    counts = lf.select(exprs).collect(engine="streaming").row(0, named=True)
+    live = str(table_path(root, "live"))
+    for split in bounds:
+        if not counts[split]:
+            lo, hi = bounds[split]
+            report.warnings.append(Problem(live, f"no live impression in the {split} window "
+                                           f"[{lo if lo is not None else '-inf'}, {hi}) ms.",
+                                           "check the manifest's boundaries against the ts column (Unix ms)."))
+    if counts["after"]:
+        report.warnings.append(Problem(live, f"{counts['after']:,} live row(s) at or after test_end "
+                                       f"({m['test_end']}); they are never used.",
+                                       "move test_end, or drop those rows, if that is not intended."))
