@@ -145,6 +145,12 @@ CASES = [
     # data commands
     case("data", "validate", "no/such/dir", words="no/such/dir"),
     case("data", "synth", "--preset", "huge", "--out", "d", words="huge"),
+    # farm ablate checks its inputs before it writes anything (rows 26, 27)
+    case("ablate", "--data", "no/such/dir", "--out", "abl", words="no/such/dir"),
+    case("ablate", "--data", "tiny", "--out", "afile", words="is a file", setup=files(afile="x")),
+    case("ablate", "--data", "tiny", "--seeds", "0", "--out", "abl", words="--seeds"),
+    case("ablate", "--data", "tiny", "--groups", "vip", "--out", "abl", words="vip"),
+    case("ablate", "--data", "tiny", "--variants", "nope", "--out", "abl", words="nope"),
     # outputs: --overwrite replaces only what farm wrote (rows 1, 2, 12)
     case("data", "synth", "--preset", "tiny", "--out", "mine", "--overwrite", words="leaves them alone",
          setup=files(mine__notes="precious")),

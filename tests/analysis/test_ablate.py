@@ -79,6 +79,16 @@ def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     assert (out / "runs" / "base-s0" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == kept
     assert (victim / "eval-test.json").is_file()
 
+    # A `farm eval --groups low` of one run rewrites its test table without mid/high: the rerun evaluates it
+    # again instead of building Table 4 from the other seed alone.
+    assert runner.invoke(app, ["eval", str(out / "runs" / "farm-s0"), "--groups", "low"]).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert set(json.loads((out / "runs" / "farm-s0" / "eval-test.json").read_text())["model"]) == \
+        {"full", "low", "mid", "high"}
+    t4 = json.loads((out / "table4.json").read_text())
+    assert all(row["cells"]["click"]["n"] == 2 for row in t4["rows"])
+
     # Other settings on the same output directory would mix incomparable runs: refused before training.
     r = runner.invoke(app, [*args[:-1], "2"])
     assert r.exit_code == 2 and "other settings" in r.output

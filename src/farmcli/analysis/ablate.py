@@ -76,10 +76,16 @@ def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] 
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON)."""
     from farmcli.train import train
 
+    from farmcli.sources import dataset_dir
+
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
     runs_dir = out / "runs"
     plan = [(v, s) for v in variants for s in seeds]
     configs = {(v, s): run_config(v, s, data, runs_dir, config_files, overrides) for v, s in plan}
+    if plan:
+        dataset_dir(configs[plan[0]].data)  # a missing or invalid dataset stops here, before anything is written
     for (v, s), cfg in configs.items():  # refuse before training anything, never after an hour
         run = runs_dir / f"{v}-s{s}"
         if (run / "config.yaml").is_file() and not _same_config(run, cfg):
@@ -95,6 +101,7 @@ def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] 
         cfg = configs[(v, s)]
         if _finished(run):
             state = RunState(v, s, run, "done")
+            _ensure_groups(run, groups)
         else:
             resume = (run / "checkpoints" / "last.ckpt").is_file()
             if run.exists() and not resume:
@@ -111,6 +118,17 @@ def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] 
             on_run(i, len(plan), state, "end")
     write_tables(result, variants, groups, data)
     return result
+
+
+def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
+    """A finished run whose test table lacks a group (a later `farm eval --groups ...` rewrote it) is
+    evaluated again, so Table 4 never quietly loses a seed."""
+    table = _read_json(run / "eval-test.json").get("model") or {}
+    if all(g in table for g in ("full", *groups)):
+        return
+    from farmcli.evaluate import evaluate_run
+
+    evaluate_run(run, split="test", groups=tuple(groups))
 
 
 def collect(runs_dir: Path, variants: Sequence[str]) -> dict[str, dict[int, dict]]:
