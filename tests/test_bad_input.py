@@ -161,6 +161,7 @@ CASES = [
     case("data", "synth", "--preset", "tiny", "--out", "afile", "--overwrite", words="is a file",
          setup=files(afile="x")),
     case("data", "synth", "--preset", "tiny", "--users", "0", "--out", "d", words="--users"),
+    case("data", "synth", "--preset", "tiny", "--users", "10000000000", "--out", "d", words=("GB", "fewer users")),
     case("data", "synth", "--preset", "tiny", "--seed", "-1", "--out", "d", words="--seed"),
     case("data", "inspect", "tiny", "--history-len=-5", words="--history-len"),
     case("data", "build", "tiny", "--history-len", "0", words="--history-len"),

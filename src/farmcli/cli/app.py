@@ -41,6 +41,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
           verbose: bool = typer.Option(False, "--verbose", help="Show Lightning's and other libraries' "
                                                                 "messages and warnings.")) -> None:
     """FARM: frequency-aware cross-domain live-streaming recommendation."""
+    import signal
+
+    # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C: every temporary output is removed on the way out.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if verbose:
         import os
 

@@ -69,13 +69,33 @@ def synth(
     if users is not None:
         settings["n_users"] = users
     cfg = sim_config(preset, **settings)
-    output_dir(out, overwrite)  # checked before the progress bar starts
+    target = output_dir(out, overwrite)  # checked before the progress bar starts
+    _check_space(target, cfg.n_users)
     with progress_bar() as bar:
         task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
         summary = synthesize(cfg, out, overwrite=overwrite,
                              on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     rows = ", ".join(f"{k} {v:,}" for k, v in summary.get("rows", {}).items())
     console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
+
+
+BYTES_PER_USER = 4_300
+"""Simulated dataset size per user with the preset's other settings (measured: `default`, 20,000 users, 84 MB)."""
+
+
+def _check_space(target: Path, users: int) -> None:
+    """Refuse a dataset that cannot fit on the disk; say how large a big one will be before writing it."""
+    import shutil
+
+    estimate = BYTES_PER_USER * users
+    parent = next(p for p in (target, *target.parents) if p.exists())
+    free = shutil.disk_usage(parent).free
+    if estimate > free:
+        raise UserError(f"--users {users:,} makes a dataset of about {estimate / 1e9:,.1f} GB, but {parent} has "
+                        f"{free / 1e9:,.1f} GB free. Choose fewer users or another --out.")
+    if estimate > 1e9:
+        err_console.print(f"about {estimate / 1e9:,.1f} GB will be written ({free / 1e9:,.1f} GB free).",
+                          markup=False)
 
 
 @data_app.command("validate")
