@@ -1,0 +1,103 @@
+"""Where a training step's time goes: data gather, each FARM part's forward, loss, backward, optimizer.
+
+    python benchmarks/profile_train.py [--data default] [--variant farm] [--steps 20] [--threads N]
+
+Forward time per top-level part of FARM (embedding layer, the two frequency modules, the two target
+attentions, the preference encoder of eq. 12, the align, the fuse, the head) is measured with forward hooks
+(wall clock; CPU kernels are synchronous). Backward is one figure: autograd interleaves the parts. With
+``--ops`` the top torch.profiler operators follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="default")
+    ap.add_argument("--variant", default="farm")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--ops", action="store_true", help="also print the top operators (torch.profiler)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from farmcli.config import resolve
+    from farmcli.model.module import FarmModule
+    from farmcli.sources import sample_store
+
+    store = sample_store(resolve(overrides={"data": {"source": args.data}}).data)
+    cfg = resolve(variant=args.variant)
+    torch.manual_seed(0)
+    module = FarmModule(vocab=store.vocab_sizes, model=cfg.model, optim=cfg.optim)
+    opt = module.configure_optimizers()
+    rng = np.random.default_rng(0)
+    n = store.n("train")
+    seconds: dict[str, float] = defaultdict(float)
+    started: dict[str, float] = {}
+
+    def pre(name):
+        return lambda mod, inp: started.__setitem__(name, time.perf_counter())
+
+    def post(name):
+        return lambda mod, inp, out: seconds.__setitem__(f"forward: {name}",
+                                                         seconds[f"forward: {name}"] + time.perf_counter() - started[name])
+
+    hooks = []
+    for name, child in module.farm.named_children():
+        hooks += [child.register_forward_pre_hook(pre(name)), child.register_forward_hook(post(name))]
+
+    def step(timed: bool) -> None:
+        t0 = time.perf_counter()
+        batch = store.batch("train", rng.choice(n, size=args.batch_size, replace=False))
+        t1 = time.perf_counter()
+        out = module(batch)
+        t2 = time.perf_counter()
+        loss, _ = module.compute_loss(out, batch["labels"])
+        t3 = time.perf_counter()
+        loss.backward()
+        t4 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t5 = time.perf_counter()
+        if timed:
+            for key, dt in (("data gather", t1 - t0), ("forward (all)", t2 - t1), ("loss", t3 - t2),
+                            ("backward", t4 - t3), ("optimizer (Adam)", t5 - t4), ("step", t5 - t0)):
+                seconds[key] += dt
+
+    for _ in range(3):
+        step(False)
+    seconds.clear()
+    for _ in range(args.steps):
+        step(True)
+    for h in hooks:
+        h.remove()
+    total = seconds.pop("step")
+    print(f"{args.variant} on {args.data}: batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"{args.steps} steps: {1000 * total / args.steps:.0f} ms per step, "
+          f"{args.steps * args.batch_size / total:,.0f} samples/s")
+    print(f"| part | ms per step | share |\n|---|---:|---:|")
+    order = ["data gather", *sorted(k for k in seconds if k.startswith("forward: ")), "forward (all)", "loss",
+             "backward", "optimizer (Adam)"]
+    for key in order:
+        if key in seconds:
+            print(f"| {key} | {1000 * seconds[key] / args.steps:.1f} | {seconds[key] / total:.1%} |")
+    if args.ops:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step(False)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
