@@ -145,6 +145,35 @@ CASES = [
     # data commands
     case("data", "validate", "no/such/dir", words="no/such/dir"),
     case("data", "synth", "--preset", "huge", "--out", "d", words="huge"),
+    # more commands, more mistakes
+    case("tune", "--data", "tiny", "--space", "model.cl_weight", "--out", "t", words="KEY=V1,V2"),
+    case("tune", "--data", "tiny", "--space", "model.cl_weight=-1,0.5", "--out", "t", words="model.cl_weight = -1"),
+    case("tune", "--data", "tiny", "--space", "model.nope=1,2", "--out", "t", words="nope"),
+    case("tune", "--data", "tiny", "--sampler", "random", "--space", "model.cl_weight=0.1", "--out", "t",
+         words="random"),
+    case("tune", "--data", "tiny", "--seeds", "0", "--space", "model.cl_weight=0.1", "--out", "t", words="--seeds"),
+    case("report", "no/such/run", words="no such run directory"),
+    case("report", "{run}", "--accelerator", "tpu", "--out", "rep", words="tpu"),
+    case("report", "{run}", "--batch-size", "0", "--out", "rep", words="--batch-size"),
+    case("report", "{run}", "--max-users", "0", "--out", "rep", words="--max-users"),
+    case("report", "{run}", "--user", "-7", "--out", "rep", words="-7"),
+    case("data", "import", "kuailive-m3", "no/such/raw", "--out", "k", words="no/such/raw"),
+    case("data", "import", "kuailive-m3", "raw", "--out", "k", words="raw", setup=files(raw="d/")),
+    case("data", "import", "kuailive-m3", "raw", "--out", "k", "--live-page", "maybe", words="maybe",
+         setup=files(raw="d/")),
+    case("data", "inspect", "no/such/dir", words="no/such/dir"),
+    case("data", "build", "no/such/dir", words="no/such/dir"),
+    case("data", "build", "d", "--cache-dir", "afile", words="a file is in the way",
+         setup=lambda cwd, run: (files(afile="x")(cwd, run), tiny_dataset()(cwd, run))),
+    case("eval", "{run}", "--save-predictions", "afile/p.parquet", words="a file is in the way",
+         setup=files(afile="x")),
+    case("predict", "{run}", "--out", "afile/p.parquet", words="a file is in the way", setup=files(afile="x")),
+    case("train", "--data", "tiny", "--print-config", "--config", "missing.yaml", words="missing.yaml"),
+    case("train", "--data", "tiny", "--resume", "no/such/run", words="no/such/run"),
+    case("train", "--data", "tiny", "--resume", "run", "--variant", "base", words="--resume",
+         setup=files(run="d/")),
+    case("variants", "--bogus", words="No such option"),
+    case("frobnicate", words="No such command"),
     # farm ablate checks its inputs before it writes anything (rows 26, 27)
     case("ablate", "--data", "no/such/dir", "--out", "abl", words="no/such/dir"),
     case("ablate", "--data", "tiny", "--out", "afile", words="is a file", setup=files(afile="x")),
@@ -228,7 +257,7 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 
 
 def test_the_table_is_not_trivially_small():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 100
 
 
 def test_validate_json_prints_only_json_on_stdout(tmp_path):
