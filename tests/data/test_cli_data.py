@@ -70,3 +70,11 @@ def test_build_then_reuse(tiny, tmp_path):
     assert summary["history_len"] == 50 and summary["rows"]["train"] > 0
     again = runner.invoke(app, args)
     assert json.loads(again.stdout[again.stdout.index("{"):])["path"] == summary["path"]
+
+
+def test_build_says_whether_it_built_or_reused_the_store(tiny, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = runner.invoke(app, ["data", "build", str(tiny), "--cache-dir", cache])
+    second = runner.invoke(app, ["data", "build", str(tiny), "--cache-dir", cache])
+    assert first.exit_code == second.exit_code == 0
+    assert "built the sample store" in first.output and "reusing the sample store" in second.output

@@ -34,6 +34,12 @@ def step_progress(bar: Progress):
     return progress
 
 
+def announce_store(store) -> None:
+    """One line saying whether the sample store was reused or built, and where it is."""
+    verb = "reusing" if getattr(store, "reused", False) else "built"
+    err_console.print(f"{verb} the sample store {store.path}", markup=False, soft_wrap=True, highlight=False)
+
+
 def parse_sets(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -185,6 +191,7 @@ def build(
         store = build_samples(dataset, cache_dir or sample_cache(), history_len=history_len, min_count=min_count,
                               on_progress=lambda step, done, total: bar.update(
                                   task, description=f"building samples: {step}", completed=done, total=total))
+    announce_store(store)
     summary = store_summary(store)
     if as_json:
         print(json.dumps(summary, indent=2, default=_json_default))

@@ -9,7 +9,7 @@ import typer
 
 from farmcli import render
 from farmcli.cli.app import app, console, err_console, user_errors
-from farmcli.cli.data import parse_sets, progress_bar, step_progress
+from farmcli.cli.data import announce_store, parse_sets, progress_bar, step_progress
 from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -83,7 +83,8 @@ def train_cmd(
     with progress_bar() as bar:
         from farmcli.sources import sample_store
 
-        sample_store(cfg.data, step_progress(bar))
+        store = sample_store(cfg.data, step_progress(bar))
+    announce_store(store)
     run = train(cfg, resume=resume)
     if run is None or not (run / "eval-test.json").exists():
         return
