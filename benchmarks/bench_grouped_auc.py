@@ -79,8 +79,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--loop-users", type=int, default=2000, help="users in the timed sklearn loop (0 = all)")
-    ap.add_argument("--retrieval-users", type=int, default=0,
-                    help="run RetrievalAUROC on the samples of users < this id (0 = all, ~30 s; -1 = skip)")
+    ap.add_argument(
+        "--retrieval-users",
+        type=int,
+        default=0,
+        help="run RetrievalAUROC on the samples of users < this id (0 = all, ~30 s; -1 = skip)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = ap.parse_args()
@@ -90,9 +94,11 @@ def main() -> None:
     from farmcli.metrics import GroupedAUC, grouped_auc, per_user_auc
 
     scores, labels, users = make_data(args.samples, args.users)
-    print(f"data: {args.samples:,} samples, {users.unique().numel():,} users, {labels.float().mean():.1%} positive, "
-          f"{scores.unique().numel():,} distinct float32 scores; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"data: {args.samples:,} samples, {users.unique().numel():,} users, {labels.float().mean():.1%} positive, "
+        f"{scores.unique().numel():,} distinct float32 scores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
 
     ours_s, ours = timed(lambda: grouped_auc(scores, labels, users), args.repeats)
     threads = torch.get_num_threads()
@@ -104,9 +110,11 @@ def main() -> None:
     pu = per_user_auc(scores, labels, users)
     pu_ids, pu_auc = pu["users"].numpy(), pu["auc"].numpy()
     n_pos, n_cnt = pu["n_pos"].numpy(), pu["n_samples"].numpy()
-    print(f"ours: auc={ours['auc']:.6f} uauc={ours['uauc']:.6f} gauc={ours['gauc']:.6f} "
-          f"n_users={ours['n_users']:,} n_skipped={ours['n_skipped']:,} "
-          f"(no positive: {int((n_pos == 0).sum()):,}, no negative: {int((n_pos == n_cnt).sum()):,})")
+    print(
+        f"ours: auc={ours['auc']:.6f} uauc={ours['uauc']:.6f} gauc={ours['gauc']:.6f} "
+        f"n_users={ours['n_users']:,} n_skipped={ours['n_skipped']:,} "
+        f"(no positive: {int((n_pos == 0).sum()):,}, no negative: {int((n_pos == n_cnt).sum()):,})"
+    )
 
     # the Metric, 6 tasks and 4 groups (one full compute, as at the end of an evaluation epoch)
     g = torch.Generator().manual_seed(1)
@@ -133,10 +141,13 @@ def main() -> None:
     rows = [
         (f"farmcli grouped_auc ({threads} threads)", ours_s, 0.0, "  AUC+UAUC+GAUC, median of runs"),
         *([("farmcli grouped_auc (1 thread)", ours1_s, 0.0, "")] if ours1_s is not None else []),
-        ("farmcli GroupedAUC, 6 tasks x 4 groups", metric_s, None,
-         "  (other data: 6 tasks, update in 5k batches + compute; no speed-up: not the same job)"),
-        ("sklearn roc_auc_score per-user loop", sk_full_s, sk_diff,
-         sk_note + "; dUAUC also covers every per-user AUC"),
+        (
+            "farmcli GroupedAUC, 6 tasks x 4 groups",
+            metric_s,
+            None,
+            "  (other data: 6 tasks, update in 5k batches + compute; no speed-up: not the same job)",
+        ),
+        ("sklearn roc_auc_score per-user loop", sk_full_s, sk_diff, sk_note + "; dUAUC also covers every per-user AUC"),
     ]
 
     if args.retrieval_users >= 0:
@@ -168,8 +179,10 @@ def main() -> None:
         print(f"{name:42s} {sec:9.3f} {speed:>9s} {d:>12s}{note}")
     print()
     best = min(ours_s, ours1_s or ours_s)
-    print(f"grouped_auc: {best:.3f} s (best thread setting), {sk_full_s / best:,.0f}x the sklearn loop; "
-          f"targets < 0.5 s and > 100x: {'met' if best < 0.5 and sk_full_s / best > 100 else 'NOT met'}")
+    print(
+        f"grouped_auc: {best:.3f} s (best thread setting), {sk_full_s / best:,.0f}x the sklearn loop; "
+        f"targets < 0.5 s and > 100x: {'met' if best < 0.5 and sk_full_s / best > 100 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-
 COMPARE = {
     "buckets": ("full-length", "buckets"),
     "compile": ("eager", "compiled"),
@@ -73,8 +72,10 @@ def main() -> None:
         peaks["fp32"] = matmul_peak()
         if "bf16" in settings:  # CPUs without native bf16 run it 30x slower: measure only when used
             peaks["bf16"] = matmul_peak(1024, 3, torch.bfloat16)
-    print(f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}")
+    print(
+        f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}"
+    )
     if peaks:
         print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
     results: dict[str, dict] = {}
@@ -89,8 +90,9 @@ def main() -> None:
             r = run.report(peaks.get("bf16" if run.bf16 else "fp32"))
             results[variant if len(runs) == 1 else f"{variant}/{name}"] = r
             label = variant if len(runs) == 1 else f"{variant}/{name}"
-            print(f"{label:>18}: " + ", ".join(
-                f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items()))
+            print(
+                f"{label:>18}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items())
+            )
         if len(runs) == 2:
             a, b = (results[f"{variant}/{name}"]["samples_per_s"] for name in settings)
             print(f"{variant:>18}: {settings[1]} / {settings[0]} = {b / a:.2f}x samples/s")
@@ -159,11 +161,14 @@ class Run:
 
     def report(self, peak: float | None) -> dict:
         sps = self.steps * self.batch_size / self.seconds
-        r = {"samples_per_s": round(sps), "step_ms": round(1000 * self.seconds / self.steps, 1),
-             "gather_share": round(self.gather_seconds / self.seconds, 3),
-             "params": sum(p.numel() for p in self.module.parameters()),
-             "train_mflops_per_sample": round(self.flops_per_sample / 1e6, 2),
-             "achieved_gflops": round(sps * self.flops_per_sample / 1e9, 2)}
+        r = {
+            "samples_per_s": round(sps),
+            "step_ms": round(1000 * self.seconds / self.steps, 1),
+            "gather_share": round(self.gather_seconds / self.seconds, 3),
+            "params": sum(p.numel() for p in self.module.parameters()),
+            "train_mflops_per_sample": round(self.flops_per_sample / 1e6, 2),
+            "achieved_gflops": round(sps * self.flops_per_sample / 1e9, 2),
+        }
         if peak:
             r["mfu"] = round(sps * self.flops_per_sample / peak, 3)
             r["samples_per_s_per_peak_gflops"] = round(sps / (peak / 1e9), 1)

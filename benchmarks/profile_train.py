@@ -48,8 +48,9 @@ def main() -> None:
         return lambda mod, inp: started.__setitem__(name, time.perf_counter())
 
     def post(name):
-        return lambda mod, inp, out: seconds.__setitem__(f"forward: {name}",
-                                                         seconds[f"forward: {name}"] + time.perf_counter() - started[name])
+        return lambda mod, inp, out: seconds.__setitem__(
+            f"forward: {name}", seconds[f"forward: {name}"] + time.perf_counter() - started[name]
+        )
 
     hooks = []
     for name, child in module.farm.named_children():
@@ -69,8 +70,14 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         t5 = time.perf_counter()
         if timed:
-            for key, dt in (("data gather", t1 - t0), ("forward (all)", t2 - t1), ("loss", t3 - t2),
-                            ("backward", t4 - t3), ("optimizer (Adam)", t5 - t4), ("step", t5 - t0)):
+            for key, dt in (
+                ("data gather", t1 - t0),
+                ("forward (all)", t2 - t1),
+                ("loss", t3 - t2),
+                ("backward", t4 - t3),
+                ("optimizer (Adam)", t5 - t4),
+                ("step", t5 - t0),
+            ):
                 seconds[key] += dt
 
     for _ in range(3):
@@ -81,12 +88,20 @@ def main() -> None:
     for h in hooks:
         h.remove()
     total = seconds.pop("step")
-    print(f"{args.variant} on {args.data}: batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"{args.steps} steps: {1000 * total / args.steps:.0f} ms per step, "
-          f"{args.steps * args.batch_size / total:,.0f} samples/s")
-    print(f"| part | ms per step | share |\n|---|---:|---:|")
-    order = ["data gather", *sorted(k for k in seconds if k.startswith("forward: ")), "forward (all)", "loss",
-             "backward", "optimizer (Adam)"]
+    print(
+        f"{args.variant} on {args.data}: batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"{args.steps} steps: {1000 * total / args.steps:.0f} ms per step, "
+        f"{args.steps * args.batch_size / total:,.0f} samples/s"
+    )
+    print("| part | ms per step | share |\n|---|---:|---:|")
+    order = [
+        "data gather",
+        *sorted(k for k in seconds if k.startswith("forward: ")),
+        "forward (all)",
+        "loss",
+        "backward",
+        "optimizer (Adam)",
+    ]
     for key in order:
         if key in seconds:
             print(f"| {key} | {1000 * seconds[key] / args.steps:.1f} | {seconds[key] / total:.1%} |")

@@ -45,24 +45,37 @@ def main() -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             if (exp, seed, args.data) in done:
                 continue
-            cfg = resolve(variant=variant, overrides=[f"data.source={args.data}", f"seed={seed}",
-                                                      f"trainer.max_epochs={args.epochs}", *overrides])
+            cfg = resolve(
+                variant=variant,
+                overrides=[f"data.source={args.data}", f"seed={seed}", f"trainer.max_epochs={args.epochs}", *overrides],
+            )
             store = store or sample_store(cfg.data)
             t0 = time.time()
+
             def show(epoch: int, value: float, _exp=exp, _seed=seed) -> bool:
                 print(f"  {_exp} s{_seed} epoch {epoch}: val mean AUC {100 * value:.3f}", flush=True)
                 return False
 
             r = run_trial(cfg, store, on_epoch=show)
-            row = {"experiment": exp, "seed": seed, "data": args.data, "epochs_max": args.epochs,
-                   "val_auc_mean": round(100 * r.score, 3), "best_epoch": r.best_epoch,
-                   "history": [round(100 * h, 3) for h in r.history],
-                   "tasks": {k: round(100 * v, 2) for k, v in r.tasks.items()},
-                   "val_cl": [round(c, 3) for c in r.cl], "seconds": round(time.time() - t0)}
+            row = {
+                "experiment": exp,
+                "seed": seed,
+                "data": args.data,
+                "epochs_max": args.epochs,
+                "val_auc_mean": round(100 * r.score, 3),
+                "best_epoch": r.best_epoch,
+                "history": [round(100 * h, 3) for h in r.history],
+                "tasks": {k: round(100 * v, 2) for k, v in r.tasks.items()},
+                "val_cl": [round(c, 3) for c in r.cl],
+                "seconds": round(time.time() - t0),
+            }
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{exp:60s} s{seed} val mean AUC {row['val_auc_mean']:.3f} (epoch {r.best_epoch}) "
-                  f"{row['history']} cl {row['val_cl']} {row['seconds']}s", flush=True)
+            print(
+                f"{exp:60s} s{seed} val mean AUC {row['val_auc_mean']:.3f} (epoch {r.best_epoch}) "
+                f"{row['history']} cl {row['val_cl']} {row['seconds']}s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def case(*args: str, words: str | tuple[str, ...], code: int = 2, setup: Setup |
 
 def files(**content: str) -> Setup:
     """Files to create (``a__b`` is a/b); a value ending in '/' makes a directory."""
+
     def make(cwd: Path, run: Path | None) -> None:
         for name, text in content.items():
             path = cwd / name.replace("__", "/")
@@ -51,11 +52,13 @@ def files(**content: str) -> Setup:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+
     return make
 
 
 def tiny_dataset(edit_live: Callable | None = None) -> Setup:
     """The tiny preset at ./d, its live table passed through ``edit_live(polars frame)``."""
+
     def make(cwd: Path, run: Path | None) -> None:
         import polars as pl
 
@@ -68,16 +71,19 @@ def tiny_dataset(edit_live: Callable | None = None) -> Setup:
             for f in live_dir.iterdir():
                 f.unlink()
             edit_live(frame).write_parquet(live_dir / "part-00000.parquet")
+
     return make
 
 
 def run_copy(checkpoint: Callable[[bytes], bytes]) -> Setup:
     """A copy of the trained run at ./run whose best checkpoint is ``checkpoint(original bytes)``."""
+
     def make(cwd: Path, run: Path | None) -> None:
         assert run is not None
         shutil.copytree(run, cwd / "run")
         ckpt = cwd / "run" / "checkpoints" / "best.ckpt"
         ckpt.write_bytes(checkpoint(ckpt.read_bytes()))
+
     make.needs_run = True  # type: ignore[attr-defined]
     return make
 
@@ -118,7 +124,13 @@ CASES = [
     case(*PRINT, "--variant", "empty.yaml", words="sets nothing", setup=files(**{"empty.yaml": "description: x\n"})),
     case(*PRINT, "--variant", "bad.yaml", words="not valid YAML", setup=files(**{"bad.yaml": "model: [\n"})),
     case(*PRINT, "--variant", "list.yaml", words="mapping", setup=files(**{"list.yaml": "- a\n"})),
-    case(*PRINT, "--config", "c.yaml", words="model.align.tau = 'abc'", setup=files(**{"c.yaml": "model: {align: {name: infonce, params: {tau: abc}}}\n"})),
+    case(
+        *PRINT,
+        "--config",
+        "c.yaml",
+        words="model.align.tau = 'abc'",
+        setup=files(**{"c.yaml": "model: {align: {name: infonce, params: {tau: abc}}}\n"}),
+    ),
     case("train", "--data", "tiny", "--config", "gpu", words="--config cpu"),
     case("train", "--data", "tiny", words="takes precedence over the simulator preset", setup=files(tiny="d/")),
     case(*PRINT, "--model.embd.author", "3", words="embd.author"),
@@ -130,8 +142,13 @@ CASES = [
     case(*PRINT, "--model.align.dims", "[a, 8]", words="model.align.dims"),
     case(*PRINT, "--model.head.levels", "2.5", words="model.head.levels"),
     case(*PRINT, "--model.align.temperature", "0.1", words=("temperature", "tau")),
-    case(*PRINT, "--variant", "typo.yaml", words=("gate_dim", "gate_dims"),
-         setup=files(**{"typo.yaml": "model: {video_frequency: {name: dft, params: {gate_dim: [8]}}}\n"})),
+    case(
+        *PRINT,
+        "--variant",
+        "typo.yaml",
+        words=("gate_dim", "gate_dims"),
+        setup=files(**{"typo.yaml": "model: {video_frequency: {name: dft, params: {gate_dim: [8]}}}\n"}),
+    ),
     case(*PRINT, "--model.fuse.heads", "5", words="heads"),
     case(*PRINT, "-x", words="No such option"),
     case(*PRINT, "--set", "novalue", words="KEY=VALUE"),
@@ -149,8 +166,9 @@ CASES = [
     case("tune", "--data", "tiny", "--space", "model.cl_weight", "--out", "t", words="KEY=V1,V2"),
     case("tune", "--data", "tiny", "--space", "model.cl_weight=-1,0.5", "--out", "t", words="model.cl_weight = -1"),
     case("tune", "--data", "tiny", "--space", "model.nope=1,2", "--out", "t", words="nope"),
-    case("tune", "--data", "tiny", "--sampler", "random", "--space", "model.cl_weight=0.1", "--out", "t",
-         words="random"),
+    case(
+        "tune", "--data", "tiny", "--sampler", "random", "--space", "model.cl_weight=0.1", "--out", "t", words="random"
+    ),
     case("tune", "--data", "tiny", "--seeds", "0", "--space", "model.cl_weight=0.1", "--out", "t", words="--seeds"),
     case("report", "no/such/run", words="no such run directory"),
     case("report", "{run}", "--accelerator", "tpu", "--out", "rep", words="tpu"),
@@ -159,19 +177,36 @@ CASES = [
     case("report", "{run}", "--user", "-7", "--out", "rep", words="-7"),
     case("data", "import", "kuailive-m3", "no/such/raw", "--out", "k", words="no/such/raw"),
     case("data", "import", "kuailive-m3", "raw", "--out", "k", words="raw", setup=files(raw="d/")),
-    case("data", "import", "kuailive-m3", "raw", "--out", "k", "--live-page", "maybe", words="maybe",
-         setup=files(raw="d/")),
+    case(
+        "data",
+        "import",
+        "kuailive-m3",
+        "raw",
+        "--out",
+        "k",
+        "--live-page",
+        "maybe",
+        words="maybe",
+        setup=files(raw="d/"),
+    ),
     case("data", "inspect", "no/such/dir", words="no/such/dir"),
     case("data", "build", "no/such/dir", words="no/such/dir"),
-    case("data", "build", "d", "--cache-dir", "afile", words="a file is in the way",
-         setup=lambda cwd, run: (files(afile="x")(cwd, run), tiny_dataset()(cwd, run))),
-    case("eval", "{run}", "--save-predictions", "afile/p.parquet", words="a file is in the way",
-         setup=files(afile="x")),
+    case(
+        "data",
+        "build",
+        "d",
+        "--cache-dir",
+        "afile",
+        words="a file is in the way",
+        setup=lambda cwd, run: (files(afile="x")(cwd, run), tiny_dataset()(cwd, run)),
+    ),
+    case(
+        "eval", "{run}", "--save-predictions", "afile/p.parquet", words="a file is in the way", setup=files(afile="x")
+    ),
     case("predict", "{run}", "--out", "afile/p.parquet", words="a file is in the way", setup=files(afile="x")),
     case("train", "--data", "tiny", "--print-config", "--config", "missing.yaml", words="missing.yaml"),
     case("train", "--data", "tiny", "--resume", "no/such/run", words="no/such/run"),
-    case("train", "--data", "tiny", "--resume", "run", "--variant", "base", words="--resume",
-         setup=files(run="d/")),
+    case("train", "--data", "tiny", "--resume", "run", "--variant", "base", words="--resume", setup=files(run="d/")),
     case("variants", "--bogus", words="No such option"),
     case("frobnicate", words="No such command"),
     # farm ablate checks its inputs before it writes anything (rows 26, 27)
@@ -181,14 +216,23 @@ CASES = [
     case("ablate", "--data", "tiny", "--groups", "vip", "--out", "abl", words="vip"),
     case("ablate", "--data", "tiny", "--variants", "nope", "--out", "abl", words="nope"),
     # outputs: --overwrite replaces only what farm wrote (rows 1, 2, 12)
-    case("data", "synth", "--preset", "tiny", "--out", "mine", "--overwrite", words="leaves them alone",
-         setup=files(mine__notes="precious")),
+    case(
+        "data",
+        "synth",
+        "--preset",
+        "tiny",
+        "--out",
+        "mine",
+        "--overwrite",
+        words="leaves them alone",
+        setup=files(mine__notes="precious"),
+    ),
     case("data", "synth", "--preset", "tiny", "--out", "mine", words="--overwrite", setup=files(mine__notes="x")),
     case("data", "synth", "--preset", "tiny", "--out", ".", "--overwrite", words="directory you are in"),
-    case("data", "synth", "--preset", "tiny", "--out", "afile/d", words="a file is in the way",
-         setup=files(afile="x")),
-    case("data", "synth", "--preset", "tiny", "--out", "afile", "--overwrite", words="is a file",
-         setup=files(afile="x")),
+    case("data", "synth", "--preset", "tiny", "--out", "afile/d", words="a file is in the way", setup=files(afile="x")),
+    case(
+        "data", "synth", "--preset", "tiny", "--out", "afile", "--overwrite", words="is a file", setup=files(afile="x")
+    ),
     case("data", "synth", "--preset", "tiny", "--users", "0", "--out", "d", words="--users"),
     case("data", "synth", "--preset", "tiny", "--users", "10000000000", "--out", "d", words=("GB", "fewer users")),
     case("data", "synth", "--preset", "tiny", "--seed", "-1", "--out", "d", words="--seed"),
@@ -197,31 +241,73 @@ CASES = [
     case("data", "build", "tiny", "--min-count", "0", words="--min-count"),
     case("data", "validate", "weird/[/]", words="weird/[/]"),
     # data that is valid but odd: a warning, exit 0 (rows 6-8)
-    case("data", "validate", "d", code=0, words="repeat the (user_id, author_id, ts)",
-         setup=tiny_dataset(lambda f: __import__("polars").concat([f, f]))),
-    case("data", "validate", "d", code=0, words=("no live impression in the train window", "never used"),
-         setup=tiny_dataset(lambda f: f.with_columns(f["ts"] + 10**12))),
-    case("data", "validate", "d", words="dt.epoch('ms')",
-         setup=tiny_dataset(lambda f: f.with_columns(f["ts"].cast(__import__("polars").Datetime("ms"))))),
-    case("data", "validate", "d", "--json", code=0, words='"warnings"',
-         setup=tiny_dataset(lambda f: __import__("polars").concat([f, f]))),
+    case(
+        "data",
+        "validate",
+        "d",
+        code=0,
+        words="repeat the (user_id, author_id, ts)",
+        setup=tiny_dataset(lambda f: __import__("polars").concat([f, f])),
+    ),
+    case(
+        "data",
+        "validate",
+        "d",
+        code=0,
+        words=("no live impression in the train window", "never used"),
+        setup=tiny_dataset(lambda f: f.with_columns(f["ts"] + 10**12)),
+    ),
+    case(
+        "data",
+        "validate",
+        "d",
+        words="dt.epoch('ms')",
+        setup=tiny_dataset(lambda f: f.with_columns(f["ts"].cast(__import__("polars").Datetime("ms")))),
+    ),
+    case(
+        "data",
+        "validate",
+        "d",
+        "--json",
+        code=0,
+        words='"warnings"',
+        setup=tiny_dataset(lambda f: __import__("polars").concat([f, f])),
+    ),
     # data that cannot train (row 9)
-    case("train", "--data", "d", "--config", "{config}", "--fit.runs_dir", "runs", words="every label",
-         setup=tiny_dataset(lambda f: f.with_columns(
-             [__import__("polars").lit(0).cast(f.schema[t]).alias(t) for t in TASKS]))),
+    case(
+        "train",
+        "--data",
+        "d",
+        "--config",
+        "{config}",
+        "--fit.runs_dir",
+        "runs",
+        words="every label",
+        setup=tiny_dataset(
+            lambda f: f.with_columns([__import__("polars").lit(0).cast(f.schema[t]).alias(t) for t in TASKS])
+        ),
+    ),
     # eval / predict / export with a run (rows 23-25)
     case("eval", "{run}", "--accelerator", "tpu", words=("tpu", "auto, cpu or gpu")),
     case("eval", "{run}", "--split", "train", words="test or valid"),
     case("eval", "{run}", "--groups", "vip", words="vip"),
     case("eval", "run", words="not a readable checkpoint", setup=run_copy(lambda b: b[: len(b) // 2])),
     case("eval", "run", words="not a readable checkpoint", setup=run_copy(lambda b: b"just text\n")),
-    case("predict", "run", "--out", "p.parquet", words="not a readable checkpoint",
-         setup=run_copy(lambda b: b[:100])),
+    case("predict", "run", "--out", "p.parquet", words="not a readable checkpoint", setup=run_copy(lambda b: b[:100])),
     case("predict", "{run}", "--out", "p.parquet", "--accelerator", "tpu", words="auto, cpu or gpu"),
     case("predict", "{run}", "--out", "dir.parquet", words="is a directory", setup=files(**{"dir.parquet": "d/"})),
     case("export", "{run}", "--out", "m.onnx", "--format", "tflite", words="onnx or torchscript"),
-    case("export", "{run}", "--out", "m.pt", "--format", "torchscript", "--overwrite",
-         words="not an export written by farm", setup=files(**{"m.pt": "mine"})),
+    case(
+        "export",
+        "{run}",
+        "--out",
+        "m.pt",
+        "--format",
+        "torchscript",
+        "--overwrite",
+        words="not an export written by farm",
+        setup=files(**{"m.pt": "mine"}),
+    ),
 ]
 
 
@@ -229,8 +315,22 @@ CASES = [
 def tiny_run(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("bad-input-runs")
     config = str(Path(__file__).with_name("tiny-model.yaml"))
-    r = runner.invoke(app, ["train", "--data", "tiny", "--config", config, "--trainer.max_epochs", "1",
-                            "--fit.runs_dir", str(runs), "--fit.name", "r"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "tiny",
+            "--config",
+            config,
+            "--trainer.max_epochs",
+            "1",
+            "--fit.runs_dir",
+            str(runs),
+            "--fit.name",
+            "r",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return runs / "r"
 

@@ -14,8 +14,13 @@ def test_defaults_are_the_paper_farm():
     cfg = resolve()
     assert cfg.variant == "farm" and cfg.data.history_len == 50
     assert (cfg.model.embed.d1, cfg.model.embed.d2) == (92, 64)
-    assert [getattr(cfg.model, s).name for s in ("video_frequency", "live_frequency", "align", "fuse", "head")] == \
-        ["dft", "dft", "infonce", "cross_attention", "ple"]
+    assert [getattr(cfg.model, s).name for s in ("video_frequency", "live_frequency", "align", "fuse", "head")] == [
+        "dft",
+        "dft",
+        "infonce",
+        "cross_attention",
+        "ple",
+    ]
 
 
 def test_layer_order_defaults_config_variant_overrides(tmp_path):
@@ -34,23 +39,26 @@ def test_layer_order_defaults_config_variant_overrides(tmp_path):
 def test_changing_a_slot_component_drops_the_old_params(tmp_path):
     cfg = resolve(overrides=["model.video_frequency.cutoff=5"])
     assert cfg.model.video_frequency.params["cutoff"] == 5
-    cfg = resolve(overrides={"model": {"video_frequency": {"name": "dft", "params": {"cutoff": 5}}}},
-                  variant="no-vfa")
+    cfg = resolve(overrides={"model": {"video_frequency": {"name": "dft", "params": {"cutoff": 5}}}}, variant="no-vfa")
     assert cfg.model.video_frequency.name == "dft"  # overrides come last
     assert resolve(variant="no-vfa").model.video_frequency.params == {}
     assert resolve(overrides=["--model.align.name", "none"]).model.align.params == {}
 
 
-@pytest.mark.parametrize("bad", [["--model.embd.author", "3"], ["--trainer.max_epochs", "many"],
-                                 ["--data.batch_size", "[1, 2]"]])
+@pytest.mark.parametrize(
+    "bad", [["--model.embd.author", "3"], ["--trainer.max_epochs", "many"], ["--data.batch_size", "[1, 2]"]]
+)
 def test_bad_settings_are_user_errors(bad):
     with pytest.raises(UserError, match="Bad setting"):
         resolve(overrides=bad)
 
 
 def test_override_parsing():
-    assert parse_overrides(["--a.b", "3", "--c.d=[1, 2]", "e.f=none"]) == {"a": {"b": 3}, "c": {"d": [1, 2]},
-                                                                           "e": {"f": "none"}}
+    assert parse_overrides(["--a.b", "3", "--c.d=[1, 2]", "e.f=none"]) == {
+        "a": {"b": 3},
+        "c": {"d": [1, 2]},
+        "e": {"f": "none"},
+    }
     with pytest.raises(UserError):
         parse_overrides(["--dangling"])
 
@@ -77,8 +85,9 @@ def test_variant_from_a_file(tmp_path):
 
 
 def test_cli_print_config_round_trips(tmp_path):
-    r = runner.invoke(app, ["train", "--variant", "no-cpf", "--data", "tiny", "--model.cl_weight", "0.7",
-                            "--print-config"])
+    r = runner.invoke(
+        app, ["train", "--variant", "no-cpf", "--data", "tiny", "--model.cl_weight", "0.7", "--print-config"]
+    )
     assert r.exit_code == 0, r.output
     f = tmp_path / "config.yaml"
     f.write_text(r.stdout)
@@ -93,12 +102,15 @@ def test_cli_variants_lists_all():
         assert name in r.output
 
 
-@pytest.mark.parametrize("args,words", [
-    (["train", "--variant", "nope", "--print-config"], "Unknown variant"),
-    (["train", "--model.embd.author", "3", "--print-config"], "Bad setting"),
-    (["train", "--bogus", "--print-config"], "No such option"),
-    (["train", "--config", "missing.yaml", "--print-config"], "no such"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["train", "--variant", "nope", "--print-config"], "Unknown variant"),
+        (["train", "--model.embd.author", "3", "--print-config"], "Bad setting"),
+        (["train", "--bogus", "--print-config"], "No such option"),
+        (["train", "--config", "missing.yaml", "--print-config"], "no such"),
+    ],
+)
 def test_cli_bad_flags_exit_2(args, words):
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output

@@ -37,8 +37,9 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     (tmp_path / f".data.{dead}.x1.tmp").mkdir()  # a killed writer's directory
     (tmp_path / f".data.{dead}.x2.tmp").write_text("partial")  # and file
     alive = tmp_path / f".data.{os.getppid()}.x3.tmp"  # a writer that still runs

@@ -26,7 +26,9 @@ FAST = ["--data", "tiny", "--config", str(Path(__file__).with_name("tiny-model.y
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("serve-runs")
-    r = runner.invoke(app, ["train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "r", "--trainer.max_epochs", "1"])
+    r = runner.invoke(
+        app, ["train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "r", "--trainer.max_epochs", "1"]
+    )
     assert r.exit_code == 0, r.output
     return runs / "r"
 
@@ -80,12 +82,15 @@ def test_predict_refuses_to_replace_a_file_it_did_not_write(run, tmp_path):
     assert pl.read_parquet(foreign).columns == ["a"]
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--split", "later"], "choose one of"),
-    (["--out", "scores.csv"], ".parquet"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--data", "no/such/dir"], "neither a dataset directory nor"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--split", "later"], "choose one of"),
+        (["--out", "scores.csv"], ".parquet"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--data", "no/such/dir"], "neither a dataset directory nor"),
+    ],
+)
 def test_predict_bad_input_exits_2(run, tmp_path, args, words):
     base = ["predict", str(run), "--out", str(tmp_path / "x.parquet")]
     r = runner.invoke(app, [*base, *args])
@@ -127,8 +132,10 @@ def test_export_cli_writes_graph_spec_and_vocabularies(run, tmp_path):
     assert len(authors) + 2 == spec["sizes"]["author"]
     again = runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
-    assert runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(out),
-                               "--overwrite"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(out), "--overwrite"]).exit_code
+        == 0
+    )
     foreign = tmp_path / "model.pt"
     foreign.write_text("mine")
     r = runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(foreign), "--overwrite"])

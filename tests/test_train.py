@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,7 +16,6 @@ from farmcli.cli import app
 from farmcli.data.schema import TASKS
 
 runner = CliRunner()
-from pathlib import Path
 
 FAST = ["--data", "tiny", "--config", str(Path(__file__).with_name("tiny-model.yaml"))]
 
@@ -38,8 +38,16 @@ def tiny_run(runs):
 
 
 def test_run_directory_contents(tiny_run):
-    for f in ("config.yaml", "run.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv",
-              "eval-test.json", "eval-test.csv", "eval-valid.json"):
+    for f in (
+        "config.yaml",
+        "run.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+        "eval-test.json",
+        "eval-test.csv",
+        "eval-valid.json",
+    ):
         assert (tiny_run / f).is_file(), f
     info = json.loads((tiny_run / "run.json").read_text())
     assert info["status"] == "finished" and info["monitor"] == "val/auc_mean"
@@ -56,8 +64,9 @@ def test_run_directory_contents(tiny_run):
 
 def test_eval_groups_split_and_predictions(tiny_run, tmp_path):
     out = tmp_path / "pred.parquet"
-    r = runner.invoke(app, ["eval", str(tiny_run), "--groups", "low", "--split", "valid", "--save-predictions",
-                            str(out)])
+    r = runner.invoke(
+        app, ["eval", str(tiny_run), "--groups", "low", "--split", "valid", "--save-predictions", str(out)]
+    )
     assert r.exit_code == 0, r.output
     table = json.loads((tiny_run / "eval-valid.json").read_text())
     assert set(table["model"]) == {"full", "low"}
@@ -72,11 +81,14 @@ def test_eval_of_a_checkpoint_matches_the_run(tiny_run):
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("args,words", [
-    (["eval", "nowhere"], "no such run directory"),
-    (["eval", "RUN", "--groups", "medium"], "unknown group"),
-    (["eval", "RUN", "--split", "train"], "unknown split"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["eval", "nowhere"], "no such run directory"),
+        (["eval", "RUN", "--groups", "medium"], "unknown group"),
+        (["eval", "RUN", "--split", "train"], "unknown split"),
+    ],
+)
 def test_eval_bad_input(tiny_run, args, words):
     args = [str(tiny_run) if a == "RUN" else a for a in args]
     r = runner.invoke(app, args)
@@ -140,8 +152,23 @@ def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
     handful of pairs), the counts exactly. That the sync itself is exact for equal scores is
     tests/metrics/test_grouped_auc.py::test_metric_ddp_two_processes.
     """
-    cmd = [sys.executable, "-m", "farmcli", "train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "ddp",
-           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "farmcli",
+        "train",
+        *FAST,
+        "--fit.runs_dir",
+        str(runs),
+        "--fit.name",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.max_epochs",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores: one thread each
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -159,8 +186,9 @@ def test_ddp_two_cpu_processes_match_one_process(runs, farm_home):
 
 
 def test_lightning_boilerplate_is_hidden_unless_verbose(runs):
-    quiet = runner.invoke(app, ["train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "quiet",
-                                "--trainer.max_epochs", "1"])
+    quiet = runner.invoke(
+        app, ["train", *FAST, "--fit.runs_dir", str(runs), "--fit.name", "quiet", "--trainer.max_epochs", "1"]
+    )
     assert quiet.exit_code == 0, quiet.output
     assert "GPU available" not in quiet.output and "litlogger" not in quiet.output
     assert "Total params" not in quiet.output  # the model summary

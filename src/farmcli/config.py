@@ -69,8 +69,15 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "log_every_n_steps": 10,
     "num_sanity_val_steps": 0,
 }
-TRAINER_SKIP = {"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing",
-                "use_distributed_sampler", "enable_progress_bar"}
+TRAINER_SKIP = {
+    "callbacks",
+    "logger",
+    "plugins",
+    "default_root_dir",
+    "enable_checkpointing",
+    "use_distributed_sampler",
+    "enable_progress_bar",
+}
 
 
 @dataclass
@@ -84,9 +91,15 @@ class RunConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "variant": self.variant, "data": dataclasses.asdict(self.data),
-                "model": self.model.to_dict(), "optim": dataclasses.asdict(self.optim),
-                "fit": dataclasses.asdict(self.fit), "trainer": dict(self.trainer)}
+        return {
+            "seed": self.seed,
+            "variant": self.variant,
+            "data": dataclasses.asdict(self.data),
+            "model": self.model.to_dict(),
+            "optim": dataclasses.asdict(self.optim),
+            "fit": dataclasses.asdict(self.fit),
+            "trainer": dict(self.trainer),
+        }
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -140,8 +153,12 @@ def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dic
         if path == "model" and key in SLOT_FIELDS:
             value = _slot(value)
             cur = base.get(key) or {}
-            if isinstance(value, Mapping) and isinstance(cur, Mapping) and "name" in value \
-                    and value["name"] != cur.get("name"):
+            if (
+                isinstance(value, Mapping)
+                and isinstance(cur, Mapping)
+                and "name" in value
+                and value["name"] != cur.get("name")
+            ):
                 base[key] = {"name": value["name"], "params": copy.deepcopy(dict(value.get("params") or {}))}
                 continue
         if isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "params":
@@ -172,8 +189,10 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             raw = tokens[i + 1]
             i += 2
         else:
-            raise UserError(f"Cannot read the setting '{tok}': give it as --KEY VALUE, --KEY=VALUE or "
-                            f"--set KEY=VALUE, e.g. --trainer.max_epochs 3.")
+            raise UserError(
+                f"Cannot read the setting '{tok}': give it as --KEY VALUE, --KEY=VALUE or "
+                f"--set KEY=VALUE, e.g. --trainer.max_epochs 3."
+            )
         parts = key.split(".")
         if len(parts) >= 3 and parts[0] == "model" and parts[1] in SLOT_FIELDS and parts[2] not in ("name", "params"):
             parts = [*parts[:2], "params", *parts[2:]]
@@ -198,8 +217,11 @@ def variant_layer(name_or_path: str) -> tuple[str, dict[str, Any]]:
     return v.name, v.layer
 
 
-def resolve(config_files: Sequence[str | os.PathLike] = (), variant: str | None = None,
-            overrides: Sequence[str] | Mapping[str, Any] = ()) -> RunConfig:
+def resolve(
+    config_files: Sequence[str | os.PathLike] = (),
+    variant: str | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> RunConfig:
     """Defaults < config files (in order) < variant < overrides, validated into a RunConfig.
 
     A config file's ``variant`` key is only a label (a resolved run config already holds the variant's
@@ -221,20 +243,34 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
     try:
         ns = p.parse_object(dict(d))
     except ArgumentError as e:
-        raise UserError(f"Bad setting: {_explain(e, d)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
-                        f"seed and variant; `farm train --print-config` shows them all.") from None
+        raise UserError(
+            f"Bad setting: {_explain(e, d)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
+            f"seed and variant; `farm train --print-config` shows them all."
+        ) from None
     raw = _plain_numbers(ns.as_dict())
     epochs = raw["trainer"].get("max_epochs")
     if epochs is not None and (epochs == 0 or epochs < -1):
         raise UserError(f"Bad setting: trainer.max_epochs must be >= 1 (or -1: no limit), got {epochs}.")
     model = with_component_defaults(ModelConfig.from_dict(raw["model"]))
     check_model(model)
-    return RunConfig(seed=raw["seed"], variant=raw["variant"], data=DataConfig(**raw["data"]), model=model,
-                     optim=OptimConfig(**raw["optim"]), fit=FitConfig(**raw["fit"]), trainer=raw["trainer"])
+    return RunConfig(
+        seed=raw["seed"],
+        variant=raw["variant"],
+        data=DataConfig(**raw["data"]),
+        model=model,
+        optim=OptimConfig(**raw["optim"]),
+        fit=FitConfig(**raw["fit"]),
+        trainer=raw["trainer"],
+    )
 
 
-MODEL_SET = {"video_frequency": {"dim"}, "live_frequency": {"dim"}, "align": {"video_dim", "live_dim"},
-             "fuse": {"video_dim", "live_dim", "cand_dim"}, "head": {"in_dim", "n_tasks"}}
+MODEL_SET = {
+    "video_frequency": {"dim"},
+    "live_frequency": {"dim"},
+    "align": {"video_dim", "live_dim"},
+    "fuse": {"video_dim", "live_dim", "cand_dim"},
+    "head": {"in_dim", "n_tasks"},
+}
 """Component arguments FARM passes itself (widths, see farmcli.model.farm); the rest are hyperparameters."""
 
 
@@ -249,9 +285,13 @@ def with_component_defaults(model: ModelConfig) -> ModelConfig:
     for slot in SLOT_FIELDS:
         spec = getattr(model, slot)
         factory = registry.get(slot, spec.name)
-        defaults = {k: _plain(p.default) for k, p in inspect.signature(factory).parameters.items()
-                    if k not in MODEL_SET[slot] and p.default is not inspect.Parameter.empty
-                    and p.kind is p.POSITIONAL_OR_KEYWORD}
+        defaults = {
+            k: _plain(p.default)
+            for k, p in inspect.signature(factory).parameters.items()
+            if k not in MODEL_SET[slot]
+            and p.default is not inspect.Parameter.empty
+            and p.kind is p.POSITIONAL_OR_KEYWORD
+        }
         params = {**defaults, **spec.params}
         _check_params(slot, spec.name, factory, params)
         slots[slot] = dataclasses.replace(spec, params=params)
@@ -285,8 +325,9 @@ def _check_params(slot: str, name: str, factory: Any, params: Mapping[str, Any])
     try:
         parser.parse_object({k: v for k, v in params.items() if k in known})
     except ArgumentError as e:
-        raise UserError(f"Bad setting: model.{slot}.{_explain(e, params)} (a parameter of the {slot} component "
-                        f"'{name}')") from None
+        raise UserError(
+            f"Bad setting: model.{slot}.{_explain(e, params)} (a parameter of the {slot} component '{name}')"
+        ) from None
 
 
 def check_model(model: ModelConfig) -> None:

@@ -54,8 +54,9 @@ def device_for(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def logit_chunks(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
-                 bf16: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+def logit_chunks(
+    module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
+) -> Iterator[tuple[slice, np.ndarray]]:
     """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval,
     farm predict and farm report. No L_cl is computed; bf16 autocast on request (GPU)."""
     device = device or torch.device("cpu")
@@ -69,28 +70,38 @@ def logit_chunks(module, store, split: str, batch_size: int = 8192, device: torc
         yield rows, out.logits.float().cpu().numpy()
 
 
-def predict(module, store, split: str, batch_size: int = 8192, device: torch.device | None = None,
-            bf16: bool = False) -> Predictions:
+def predict(
+    module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
+) -> Predictions:
     """Logits of a whole split in memory, beside its labels, users and groups (for the metrics)."""
     logits = np.empty((store.n(split), len(TASKS)), np.float32)
     for rows, chunk in logit_chunks(module, store, split, batch_size, device, bf16):
         logits[rows] = chunk
     s = store.split(split)
-    return Predictions(logits=logits, labels=np.array(s.labels), user_id=np.array(s.user_id),
-                       author_id=np.array(s.author_id), ts=np.array(s.ts), activity=np.array(s.activity),
-                       p=None if s.p is None else np.array(s.p))
+    return Predictions(
+        logits=logits,
+        labels=np.array(s.labels),
+        user_id=np.array(s.user_id),
+        author_id=np.array(s.author_id),
+        ts=np.array(s.ts),
+        activity=np.array(s.activity),
+        p=None if s.p is None else np.array(s.p),
+    )
 
 
-def metric_tables(pred: Predictions, groups: tuple[str, ...] = ACTIVITY_LEVELS,
-                  device: torch.device | None = None) -> dict:
+def metric_tables(
+    pred: Predictions, groups: tuple[str, ...] = ACTIVITY_LEVELS, device: torch.device | None = None
+) -> dict:
     """{"model": {group: {task: {auc, uauc, gauc, n_users, n_skipped, n_samples}}}, "oracle": ... | None}."""
     from farmcli.metrics import grouped_auc_multi
 
     device = device or torch.device("cpu")
     unknown = [g for g in groups if g not in ACTIVITY_LEVELS]
     if unknown:
-        raise UserError(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ACTIVITY_LEVELS)} "
-                        f"(full is always reported).")
+        raise UserError(
+            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ACTIVITY_LEVELS)} "
+            f"(full is always reported)."
+        )
     users = torch.from_numpy(pred.user_id).to(device)
     act = torch.from_numpy(pred.activity.astype(np.int64)).to(device)
     masks = {"full": None, **{g: act == ACTIVITY_LEVELS.index(g) for g in groups}}
@@ -100,8 +111,11 @@ def metric_tables(pred: Predictions, groups: tuple[str, ...] = ACTIVITY_LEVELS,
         raw = grouped_auc_multi(torch.from_numpy(scores).to(device), labels, users, masks)
         return {g: {TASKS[i]: r for i, r in per_task.items()} for g, per_task in raw.items()}
 
-    return {"model": table(pred.logits), "oracle": table(pred.p) if pred.p is not None else None,
-            "samples": int(len(pred.user_id))}
+    return {
+        "model": table(pred.logits),
+        "oracle": table(pred.p) if pred.p is not None else None,
+        "samples": int(len(pred.user_id)),
+    }
 
 
 def rows(tables: dict) -> list[tuple[str, str, dict]]:
@@ -118,8 +132,9 @@ def to_csv(tables: dict) -> str:
     w.writerow(["source", "group", "task", "auc", "uauc", "gauc", "n_users", "n_skipped", "n_samples"])
     for source, group, per_task in rows(tables):
         for task, r in per_task.items():
-            w.writerow([source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"],
-                        r["n_samples"]])
+            w.writerow(
+                [source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"], r["n_samples"]]
+            )
     return buf.getvalue()
 
 
@@ -159,8 +174,10 @@ def locate(target: str | Path) -> tuple[Path, Path]:
     else:
         raise UserError(f"{target}: no such run directory or .ckpt file.")
     if not (run / "config.yaml").is_file():
-        raise UserError(f"{ckpt}: its run directory {run} has no config.yaml, which says which data it was trained "
-                        f"on. Evaluate checkpoints inside their run directory (RUN/checkpoints/*.ckpt).")
+        raise UserError(
+            f"{ckpt}: its run directory {run} has no config.yaml, which says which data it was trained "
+            f"on. Evaluate checkpoints inside their run directory (RUN/checkpoints/*.ckpt)."
+        )
     return run, ckpt
 
 
@@ -174,8 +191,10 @@ def load_module(ckpt: Path):
     try:
         return FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError) as e:
-        raise UserError(f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {e}). "
-                        f"Use the run's checkpoints/best.ckpt, or train again.") from None
+        raise UserError(
+            f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {e}). "
+            f"Use the run's checkpoints/best.ckpt, or train again."
+        ) from None
 
 
 def run_store(run: Path, cfg):
@@ -195,14 +214,21 @@ def run_store(run: Path, cfg):
             pass
     store = sample_store(cfg.data)
     if key and store.manifest.get("key") != key:
-        raise UserError(f"{run}: its data ({cfg.data.source}) changed since the run was trained, so its "
-                        f"vocabularies no longer match the checkpoint. Train again on the new data.")
+        raise UserError(
+            f"{run}: its data ({cfg.data.source}) changed since the run was trained, so its "
+            f"vocabularies no longer match the checkpoint. Train again on the new data."
+        )
     return store
 
 
-def evaluate_run(target: str | Path, split: str = "test", groups: tuple[str, ...] = ACTIVITY_LEVELS,
-                 save_predictions: str | Path | None = None, accelerator: str = "auto",
-                 bf16: bool = False) -> tuple[dict, Path, Path]:
+def evaluate_run(
+    target: str | Path,
+    split: str = "test",
+    groups: tuple[str, ...] = ACTIVITY_LEVELS,
+    save_predictions: str | Path | None = None,
+    accelerator: str = "auto",
+    bf16: bool = False,
+) -> tuple[dict, Path, Path]:
     """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt)."""
     from farmcli.config import resolve
 

@@ -54,9 +54,16 @@ class InferenceGraph(nn.Module):
 def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed: int = 0) -> tuple[Tensor, ...]:
     """A batch with, row by row: no history at all, full histories, out-of-vocabulary ids, random lengths."""
     g = torch.Generator().manual_seed(seed)
-    sizes = {"author": vocab["author"], "page": vocab["page"], "tag": vocab["tag"], "cluster": vocab["cluster"],
-             "user": vocab["user"], "play": vocab["n_play_buckets"], "lag": vocab["n_lag_buckets"],
-             "label": vocab["n_label_ids"]}
+    sizes = {
+        "author": vocab["author"],
+        "page": vocab["page"],
+        "tag": vocab["tag"],
+        "cluster": vocab["cluster"],
+        "user": vocab["user"],
+        "play": vocab["n_play_buckets"],
+        "lag": vocab["n_lag_buckets"],
+        "label": vocab["n_label_ids"],
+    }
     lengths = torch.randint(0, history_len + 1, (batch,), generator=g)
     lengths[0] = 0
     if batch > 1:
@@ -90,20 +97,27 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
         "variant": variant,
         "run": str(run),
         "checkpoint": str(ckpt),
-        "inputs": [{"name": n, "shape": shape(n), "dtype": "bool" if n.endswith("mask") else "int64"}
-                   for n in INPUTS],
-        "outputs": [{"name": "probabilities", "shape": ["batch", len(TASKS)], "dtype": "float32",
-                     "columns": list(TASKS)}],
+        "inputs": [{"name": n, "shape": shape(n), "dtype": "bool" if n.endswith("mask") else "int64"} for n in INPUTS],
+        "outputs": [
+            {"name": "probabilities", "shape": ["batch", len(TASKS)], "dtype": "float32", "columns": list(TASKS)}
+        ],
         "history_len": history_len,
         "padding": "left: the newest event last; padded positions hold 0 in every field and False in the mask",
         "vocabularies": {n: {"file": f"{n}.txt", "size": vocab[n]} for n in VOCABS},
         "ids": "vocabulary index = line number (0-based) + 2; 0 padding, 1 out-of-vocabulary",
-        "play_bucket": {"thresholds_ms": [int(t) for t in PLAY_THRESHOLDS],
-                        "rule": "1 + number of thresholds <= play_ms (farmcli.data.samples.play_bucket)"},
-        "lag_bucket": {"thresholds_ms": [int(t) for t in LAG_THRESHOLDS],
-                       "rule": "1 + number of thresholds <= sample ts - event ts (farmcli.data.samples.lag_bucket)"},
-        "label_id": {"video_flags": list(VIDEO_FLAGS), "live_flags": list(LIVE_FLAGS),
-                     "rule": "1 + sum of 2**i over the flags i that are set (farmcli.data.samples.label_id)"},
+        "play_bucket": {
+            "thresholds_ms": [int(t) for t in PLAY_THRESHOLDS],
+            "rule": "1 + number of thresholds <= play_ms (farmcli.data.samples.play_bucket)",
+        },
+        "lag_bucket": {
+            "thresholds_ms": [int(t) for t in LAG_THRESHOLDS],
+            "rule": "1 + number of thresholds <= sample ts - event ts (farmcli.data.samples.lag_bucket)",
+        },
+        "label_id": {
+            "video_flags": list(VIDEO_FLAGS),
+            "live_flags": list(LIVE_FLAGS),
+            "rule": "1 + sum of 2**i over the flags i that are set (farmcli.data.samples.label_id)",
+        },
         "sizes": vocab,
     }
 
@@ -148,7 +162,9 @@ def _check_out(paths: Sequence[Path], overwrite: bool) -> None:
     if not existing:
         return
     if not overwrite:
-        raise UserError(f"{existing[0]} exists; pass --overwrite to replace an earlier export, or choose another --out.")
+        raise UserError(
+            f"{existing[0]} exists; pass --overwrite to replace an earlier export, or choose another --out."
+        )
     try:
         ours = json.loads(spec_path.read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
@@ -156,8 +172,10 @@ def _check_out(paths: Sequence[Path], overwrite: bool) -> None:
     if vocab_dir.exists() and not (vocab_dir / ".farm-export").is_file():
         ours = False
     if not ours:
-        raise UserError(f"{existing[0]} exists and is not an export written by farm (no {spec_path.name} of "
-                        f"format {FORMAT}); it is left alone. Choose another --out.")
+        raise UserError(
+            f"{existing[0]} exists and is not an export written by farm (no {spec_path.name} of "
+            f"format {FORMAT}); it is left alone. Choose another --out."
+        )
 
 
 def _require_onnx() -> None:
@@ -165,16 +183,24 @@ def _require_onnx() -> None:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise UserError("ONNX export needs the onnx packages: pip install 'farmcli[export]' "
-                        "(onnx, onnxscript, onnxruntime).") from None
+        raise UserError(
+            "ONNX export needs the onnx packages: pip install 'farmcli[export]' (onnx, onnxscript, onnxruntime)."
+        ) from None
 
 
 def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in INPUTS)
     with _quiet():
-        program = torch.onnx.export(graph, inputs, dynamo=True, input_names=list(INPUTS),
-                                    output_names=["probabilities"], dynamic_shapes=(shapes,), verbose=False)
+        program = torch.onnx.export(
+            graph,
+            inputs,
+            dynamo=True,
+            input_names=list(INPUTS),
+            output_names=["probabilities"],
+            dynamic_shapes=(shapes,),
+            verbose=False,
+        )
         program.save(str(path))
 
 

@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -103,8 +104,18 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-DATASET_ENTRIES = frozenset({"manifest.json", "live.parquet", "video.parquet", "users.parquet",
-                             "import_report.json", "pages.json", "tags.json", "author_attrs.parquet"})
+DATASET_ENTRIES = frozenset(
+    {
+        "manifest.json",
+        "live.parquet",
+        "video.parquet",
+        "users.parquet",
+        "import_report.json",
+        "pages.json",
+        "tags.json",
+        "author_attrs.parquet",
+    }
+)
 """What `farm data synth` and the importers write into a dataset directory."""
 
 
@@ -115,8 +126,11 @@ def is_farm_dataset(path: Path) -> bool:
         names = {p.name for p in path.iterdir()}
     except (OSError, ValueError):
         return False
-    return (isinstance(manifest, dict) and str(manifest.get("format", "")).startswith("farm-events/")
-            and names <= DATASET_ENTRIES)
+    return (
+        isinstance(manifest, dict)
+        and str(manifest.get("format", "")).startswith("farm-events/")
+        and names <= DATASET_ENTRIES
+    )
 
 
 def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
@@ -132,16 +146,21 @@ def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -
         return path
     cwd = Path.cwd().resolve()
     if path == cwd or path in cwd.parents:
-        raise UserError(f"--out {out} is the directory you are in (or holds it): an output directory is replaced "
-                        f"as a whole, which would leave your shell in a deleted directory. Give a new name, e.g. "
-                        f"--out ./{what}.")
+        raise UserError(
+            f"--out {out} is the directory you are in (or holds it): an output directory is replaced "
+            f"as a whole, which would leave your shell in a deleted directory. Give a new name, e.g. "
+            f"--out ./{what}."
+        )
     if not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite to replace a {what} "
-                        f"that farm wrote there.")
+        raise UserError(
+            f"{out} already exists; choose another --out or pass --overwrite to replace a {what} that farm wrote there."
+        )
     if not path.is_dir():
         raise UserError(f"{out} is a file, not a {what} directory; it is left alone. Choose another --out.")
     if any(path.iterdir()) and not is_farm_dataset(path):
-        raise UserError(f"{out} holds files that are not a {what} written by farm (no farm-events manifest, or "
-                        f"other files beside it); --overwrite leaves them alone. Choose another --out, or empty "
-                        f"the directory yourself.")
+        raise UserError(
+            f"{out} holds files that are not a {what} written by farm (no farm-events manifest, or "
+            f"other files beside it); --overwrite leaves them alone. Choose another --out, or empty "
+            f"the directory yourself."
+        )
     return path

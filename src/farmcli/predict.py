@@ -59,8 +59,10 @@ def check_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another name.")
         if not ours(out):
-            raise UserError(f"--out {out} exists and is not a predictions file written by farm; it is left alone. "
-                            f"Choose another name.")
+            raise UserError(
+                f"--out {out} exists and is not a predictions file written by farm; it is left alone. "
+                f"Choose another name."
+            )
 
 
 def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None):
@@ -76,20 +78,38 @@ def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = 
     root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress)
     if Path(trained.manifest.get("dataset", "")).resolve() == root.resolve():
         return trained
-    done = (lambda step, d, t: progress(f"encoding {root.name} with the run's vocabularies: {step}", d, t)) \
-        if progress else None
+    done = (
+        (lambda step, d, t: progress(f"encoding {root.name} with the run's vocabularies: {step}", d, t))
+        if progress
+        else None
+    )
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else sample_cache()
-    store = build_samples(root, cache, history_len=cfg.data.history_len, min_count=cfg.data.min_count,
-                          on_progress=done, vocab_from=trained)
+    store = build_samples(
+        root,
+        cache,
+        history_len=cfg.data.history_len,
+        min_count=cfg.data.min_count,
+        on_progress=done,
+        vocab_from=trained,
+    )
     if store.history_len != trained.history_len:
-        raise UserError(f"{root}: histories of length {store.history_len}, the run was trained on "
-                        f"{trained.history_len}.")
+        raise UserError(
+            f"{root}: histories of length {store.history_len}, the run was trained on {trained.history_len}."
+        )
     return store
 
 
-def predict_run(target: str | Path, out: str | Path, data: str | None = None, split: str = "test",
-                batch_size: int | None = None, accelerator: str = "auto", bf16: bool = False,
-                overwrite: bool = False, progress: Progress | None = None) -> PredictResult:
+def predict_run(
+    target: str | Path,
+    out: str | Path,
+    data: str | None = None,
+    split: str = "test",
+    batch_size: int | None = None,
+    accelerator: str = "auto",
+    bf16: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> PredictResult:
     """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -109,9 +129,16 @@ def predict_run(target: str | Path, out: str | Path, data: str | None = None, sp
     module = load_module(ckpt)
     if module.farm.embed.ids["author"].num_embeddings != store.vocab_sizes["author"]:
         raise UserError(f"{store.path}: its vocabularies do not match the checkpoint {ckpt}; rebuild with the run's.")
-    schema = pa.schema([("user_id", pa.int64()), ("author_id", pa.int64()), ("ts", pa.int64()),
-                        ("split", pa.string()), *((f"p_{t}", pa.float32()) for t in TASKS)],
-                       metadata={"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)})
+    schema = pa.schema(
+        [
+            ("user_id", pa.int64()),
+            ("author_id", pa.int64()),
+            ("ts", pa.int64()),
+            ("split", pa.string()),
+            *((f"p_{t}", pa.float32()) for t in TASKS),
+        ],
+        metadata={"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)},
+    )
     total = sum(store.n(s) for s in splits)
     done = 0
     rows: dict[str, int] = {}
@@ -124,11 +151,13 @@ def predict_run(target: str | Path, out: str | Path, data: str | None = None, sp
             for sl, logits in logit_chunks(module, store, s, batch_size or cfg.data.batch_size, device, bf16):
                 probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
                 n = sl.stop - sl.start
-                cols = [pa.array(np.asarray(arrays.user_id[sl], dtype=np.int64)),
-                        pa.array(np.asarray(arrays.author_id[sl], dtype=np.int64)),
-                        pa.array(np.asarray(arrays.ts[sl], dtype=np.int64)),
-                        pa.array([s] * n, type=pa.string()),
-                        *(pa.array(probs[:, i].astype(np.float32)) for i in range(len(TASKS)))]
+                cols = [
+                    pa.array(np.asarray(arrays.user_id[sl], dtype=np.int64)),
+                    pa.array(np.asarray(arrays.author_id[sl], dtype=np.int64)),
+                    pa.array(np.asarray(arrays.ts[sl], dtype=np.int64)),
+                    pa.array([s] * n, type=pa.string()),
+                    *(pa.array(probs[:, i].astype(np.float32)) for i in range(len(TASKS))),
+                ]
                 writer.write_table(pa.Table.from_arrays(cols, schema=schema))
                 done += n
                 if progress:

@@ -9,9 +9,14 @@ from rich.table import Table
 
 from farmcli.data.schema import ACTIVITY_LEVELS
 
-
-SHORT = {"click": "click", "effective_view": "effv", "long_view": "longv", "like": "like", "comment": "cmt",
-         "gift": "gift"}
+SHORT = {
+    "click": "click",
+    "effective_view": "effv",
+    "long_view": "longv",
+    "like": "like",
+    "comment": "cmt",
+    "gift": "gift",
+}
 """Task names short enough for 18 numeric columns."""
 
 
@@ -19,8 +24,12 @@ def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 
-def label_rates(live: dict[str, tuple[float, float | None]], video: dict[str, float],
-                live_title: str = "live label rates", video_title: str = "video label rates") -> list[Table]:
+def label_rates(
+    live: dict[str, tuple[float, float | None]],
+    video: dict[str, float],
+    live_title: str = "live label rates",
+    video_title: str = "video label rates",
+) -> list[Table]:
     """Two tables: live rates of impressions and of clicks (task -> (of impressions, of clicks)), video rates."""
     rates = Table(title=live_title)
     rates.add_column("task")
@@ -57,8 +66,10 @@ def inspection(info: dict) -> Group:
 
     parts += label_rates(
         {t: (r["of_impressions"], r["of_clicks"]) for t, r in info["live_label_rates"].items()},
-        info["video_label_rates"], live_title=f"live label rates (video:live rows = {info['video_live_ratio']:.2f})",
-        video_title="video label rates (of exposures)")
+        info["video_label_rates"],
+        live_title=f"live label rates (video:live rows = {info['video_live_ratio']:.2f})",
+        video_title="video label rates (of exposures)",
+    )
 
     u = info["users"]
     users = Table(title=f"users: {u['total']:,} (activity {u['activity_from']})")
@@ -68,14 +79,23 @@ def inspection(info: dict) -> Group:
     parts.append(users)
 
     h = info["history"]
-    hist = Table(title=f"history length at sample time (capped at L={h['history_len']}; "
-                       f"{h['users_sampled']:,} users sampled)")
+    hist = Table(
+        title=f"history length at sample time (capped at L={h['history_len']}; {h['users_sampled']:,} users sampled)"
+    )
     for c in ("level", "domain", "samples", "mean", "p10", "p50", "p90", "empty"):
         hist.add_column(c, justify="left" if c in ("level", "domain") else "right")
     for lvl, domains in h["levels"].items():
         for dom, s in domains.items():
-            hist.add_row(lvl, dom, f"{s['samples']:,}", f"{s['mean']:.1f}", f"{s['p10']:.0f}", f"{s['p50']:.0f}",
-                         f"{s['p90']:.0f}", _pct(s["empty"]))
+            hist.add_row(
+                lvl,
+                dom,
+                f"{s['samples']:,}",
+                f"{s['mean']:.1f}",
+                f"{s['p10']:.0f}",
+                f"{s['p50']:.0f}",
+                f"{s['p90']:.0f}",
+                _pct(s["empty"]),
+            )
     parts.append(hist)
 
     if info.get("oracle"):
@@ -117,8 +137,11 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
 
     short = SHORT
     kinds = ("auc", "uauc", "gauc")
-    rows = [(g if src == "model" else f"oracle:{g}", per_task, src)
-            for src in ("model", "oracle") for g, per_task in (tables.get(src) or {}).items()]
+    rows = [
+        (g if src == "model" else f"oracle:{g}", per_task, src)
+        for src in ("model", "oracle")
+        for g, per_task in (tables.get(src) or {}).items()
+    ]
 
     def cell(r: dict, k: str) -> str:
         return "-" if r[k] is None else f"{r[k]:.2f}"
@@ -130,8 +153,11 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
             for k in metric_kinds:
                 t.add_column(f"{short[task]}\n{k.upper()}" if len(metric_kinds) > 1 else short[task], justify="right")
         for name, per_task, src in rows:
-            t.add_row(name, *(cell(per_task[task], k) for task in TASKS for k in metric_kinds),
-                      style="dim" if src == "oracle" else None)
+            t.add_row(
+                name,
+                *(cell(per_task[task], k) for task in TASKS for k in metric_kinds),
+                style="dim" if src == "oracle" else None,
+            )
         return t
 
     if width >= 140:
@@ -149,15 +175,21 @@ def ablation_table(t1: dict, width: int = 200):
     kinds = ("auc", "uauc", "gauc")
 
     def make(metric_kinds):
-        t = Table(title=f"Table 1 shape ({', '.join(k.upper() for k in metric_kinds)}, percent, mean ± std over seeds)",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        t = Table(
+            title=f"Table 1 shape ({', '.join(k.upper() for k in metric_kinds)}, percent, mean ± std over seeds)",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            pad_edge=False,
+        )
         t.add_column("")
         for task in TASKS:
             for k in metric_kinds:
                 t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
         for row in t1["rows"]:
             signed = row["row"] == "Improve"
-            t.add_row(row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in TASKS for k in metric_kinds))
+            t.add_row(
+                row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in TASKS for k in metric_kinds)
+            )
         return t
 
     if width >= 260:

@@ -23,9 +23,11 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None) -> Path:
             lines = "\n".join(f"  {e}" for e in report.errors)
             hint = ""
             if data.source in PRESETS and not Path(data.source).is_absolute():
-                hint = (f"\nA directory named '{data.source}' in {Path.cwd()} takes precedence over the simulator "
-                        f"preset of that name: run from another directory, or rename that directory, to use the "
-                        f"preset.")
+                hint = (
+                    f"\nA directory named '{data.source}' in {Path.cwd()} takes precedence over the simulator "
+                    f"preset of that name: run from another directory, or rename that directory, to use the "
+                    f"preset."
+                )
             raise UserError(f"{src} is not a valid farm-events/1 dataset:\n{lines}{hint}")
         return src
     if data.source in PRESETS:
@@ -37,8 +39,9 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None) -> Path:
             done = (lambda d, t: progress(f"simulating {data.source} data", d, t)) if progress else None
             synthesize(cfg, path, overwrite=path.exists(), on_progress=done)
         return path
-    raise UserError(f"--data '{data.source}' is neither a dataset directory nor a simulator preset "
-                    f"({', '.join(PRESETS)}).")
+    raise UserError(
+        f"--data '{data.source}' is neither a dataset directory nor a simulator preset ({', '.join(PRESETS)})."
+    )
 
 
 def sample_store(data: DataConfig, progress: Progress | None = None):
@@ -47,5 +50,10 @@ def sample_store(data: DataConfig, progress: Progress | None = None):
 
     root = dataset_dir(data, progress)
     done = (lambda step, d, t: progress(f"building samples: {step}", d, t)) if progress else None
-    return build_samples(root, Path(data.cache_dir) if data.cache_dir else sample_cache(),
-                         history_len=data.history_len, min_count=data.min_count, on_progress=done)
+    return build_samples(
+        root,
+        Path(data.cache_dir) if data.cache_dir else sample_cache(),
+        history_len=data.history_len,
+        min_count=data.min_count,
+        on_progress=done,
+    )

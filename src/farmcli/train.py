@@ -31,8 +31,10 @@ def _new_run_dir(cfg: RunConfig) -> Path:
         return Path(os.environ[RUN_DIR_ENV])
     run = Path(cfg.fit.runs_dir) / run_name(cfg)
     if run.exists() and any(run.iterdir()):
-        raise UserError(f"{run} already exists and is not empty. Pick another --fit.name, or continue it with "
-                        f"`farm train --resume {run}`.")
+        raise UserError(
+            f"{run} already exists and is not empty. Pick another --fit.name, or continue it with "
+            f"`farm train --resume {run}`."
+        )
     return run
 
 
@@ -59,8 +61,11 @@ def early_stopping(cfg: RunConfig) -> list:
 
     if cfg.fit.patience <= 0:
         return []
-    return [EarlyStopping(cfg.fit.monitor, mode="max", patience=cfg.fit.patience, min_delta=cfg.fit.min_delta,
-                          check_finite=True)]
+    return [
+        EarlyStopping(
+            cfg.fit.monitor, mode="max", patience=cfg.fit.patience, min_delta=cfg.fit.min_delta, check_finite=True
+        )
+    ]
 
 
 def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True):
@@ -72,9 +77,16 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
 
     quiet_lightning()
 
-    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
-                           monitor=cfg.fit.monitor if has_valid else None, mode="max",
-                           auto_insert_metric_name=False, enable_version_counter=False)
+    ckpt = ModelCheckpoint(
+        dirpath=run / "checkpoints",
+        filename="best",
+        save_last=True,
+        save_top_k=1,
+        monitor=cfg.fit.monitor if has_valid else None,
+        mode="max",
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     callbacks = [ckpt]
     if has_valid:
         callbacks += early_stopping(cfg)
@@ -88,13 +100,22 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        trainer = L.Trainer(**kwargs, callbacks=callbacks, default_root_dir=run, use_distributed_sampler=False,
-                            logger=CSVLogger(run, name="logs", version=_log_version(run)), enable_progress_bar=progress)
+        trainer = L.Trainer(
+            **kwargs,
+            callbacks=callbacks,
+            default_root_dir=run,
+            use_distributed_sampler=False,
+            logger=CSVLogger(run, name="logs", version=_log_version(run)),
+            enable_progress_bar=progress,
+        )
     except MisconfigurationException as e:
-        settings = ", ".join(f"trainer.{k}={kwargs[k]}" for k in ("accelerator", "devices", "strategy", "precision")
-                             if k in kwargs)
-        raise UserError(f"Lightning cannot set up this machine with {settings}: {e} On a machine without a GPU, "
-                        f"use --config cpu (or --trainer.accelerator cpu).") from None
+        settings = ", ".join(
+            f"trainer.{k}={kwargs[k]}" for k in ("accelerator", "devices", "strategy", "precision") if k in kwargs
+        )
+        raise UserError(
+            f"Lightning cannot set up this machine with {settings}: {e} On a machine without a GPU, "
+            f"use --config cpu (or --trainer.accelerator cpu)."
+        ) from None
     return trainer, ckpt
 
 
@@ -108,14 +129,18 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
     run = Path(resume) if resume else _new_run_dir(cfg)
     last = run / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
-        raise UserError(f"{run}: no checkpoints/last.ckpt to resume from (the run stopped before its first "
-                        f"epoch ended). Start it again with `farm train --config {run}/config.yaml`.")
+        raise UserError(
+            f"{run}: no checkpoints/last.ckpt to resume from (the run stopped before its first "
+            f"epoch ended). Start it again with `farm train --config {run}/config.yaml`."
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     store = sample_store(cfg.data, progress)
     has_valid = store.n("valid") > 0
     if store.n("train") == 0:
-        raise UserError(f"{cfg.data.source}: the training window holds no live impressions; check the manifest's "
-                        f"train_start / train_end.")
+        raise UserError(
+            f"{cfg.data.source}: the training window holds no live impressions; check the manifest's "
+            f"train_start / train_end."
+        )
     module = build_module(cfg, store)
     dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
     trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar)
@@ -124,8 +149,15 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
         os.environ[RUN_DIR_ENV] = str(run.resolve())  # inherited by DDP ranks launched inside fit()
         write_text(run / "config.yaml", cfg.to_yaml())
         info = _read_json(run / "run.json") if resume else {}
-        info.update({"status": "running", "variant": cfg.variant, "store": str(store.path),
-                     "store_key": store.manifest["key"], "started": info.get("started", time.time())})
+        info.update(
+            {
+                "status": "running",
+                "variant": cfg.variant,
+                "store": str(store.path),
+                "store_key": store.manifest["key"],
+                "started": info.get("started", time.time()),
+            }
+        )
         write_json(run / "run.json", info)
     t0 = time.time()
     try:
@@ -136,8 +168,9 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
             status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             _finish(run, status=status, error=str(e)[:500])
             if isinstance(e, UserError) and last.is_file():
-                raise UserError(f"{e}\nThe last good checkpoint is kept: {last} "
-                                f"(`farm train --resume {run}` continues from it).") from None
+                raise UserError(
+                    f"{e}\nThe last good checkpoint is kept: {last} (`farm train --resume {run}` continues from it)."
+                ) from None
         raise
     os.environ.pop(RUN_DIR_ENV, None)
     if trainer.interrupted:
@@ -147,9 +180,15 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
     if not trainer.is_global_zero:
         return run
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else last
-    _finish(run, status="evaluating", best_checkpoint=str(best), best_score=_item(ckpt.best_model_score),
-            monitor=cfg.fit.monitor if has_valid else None, epochs=trainer.current_epoch,
-            fit_seconds=round(time.time() - t0, 1))
+    _finish(
+        run,
+        status="evaluating",
+        best_checkpoint=str(best),
+        best_score=_item(ckpt.best_model_score),
+        monitor=cfg.fit.monitor if has_valid else None,
+        epochs=trainer.current_epoch,
+        fit_seconds=round(time.time() - t0, 1),
+    )
     from farmcli.evaluate import evaluate_run
 
     accel = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
@@ -166,8 +205,13 @@ def build_module(cfg: RunConfig, store):
     labels = store.split("train").labels
     rates = labels.mean(axis=0).tolist() if len(labels) else None
     check_labels(rates, cfg.data.source)
-    return FarmModule(vocab={**store.vocab_sizes, **bucket_sizes(store)}, model=cfg.model, optim=cfg.optim,
-                      label_rates=rates, cl_batch_size=cfg.data.batch_size)
+    return FarmModule(
+        vocab={**store.vocab_sizes, **bucket_sizes(store)},
+        model=cfg.model,
+        optim=cfg.optim,
+        label_rates=rates,
+        cl_batch_size=cfg.data.batch_size,
+    )
 
 
 def check_labels(rates: list[float] | None, source: str) -> None:
@@ -180,12 +224,17 @@ def check_labels(rates: list[float] | None, source: str) -> None:
         return
     empty = [t for t, r in zip(TASKS, rates) if r == 0]
     if len(empty) == len(TASKS):
-        raise UserError(f"{source}: every label of the training window is 0 (no click, view, like, comment or "
-                        f"gift), so there is nothing to learn. Check the label columns of live.parquet.")
+        raise UserError(
+            f"{source}: every label of the training window is 0 (no click, view, like, comment or "
+            f"gift), so there is nothing to learn. Check the label columns of live.parquet."
+        )
     if empty:
         logging.getLogger("farmcli").warning(
             "%s: no positive %s label in the training window; %s AUC will be undefined ('-').",
-            source, ", ".join(empty), "its" if len(empty) == 1 else "their")
+            source,
+            ", ".join(empty),
+            "its" if len(empty) == 1 else "their",
+        )
 
 
 def bucket_sizes(store) -> dict[str, int]:

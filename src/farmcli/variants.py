@@ -33,16 +33,20 @@ def load_variant(name_or_path: str) -> Variant:
     if not (path.suffix in (".yaml", ".yml") or path.exists()):
         path = VARIANTS_DIR / f"{name_or_path}.yaml"
         if not path.exists():
-            raise UserError(f"Unknown variant '{name_or_path}'. Built-in variants: {', '.join(builtin_names())}; "
-                            f"or pass a path to a variant YAML file (see `farm variants`).")
+            raise UserError(
+                f"Unknown variant '{name_or_path}'. Built-in variants: {', '.join(builtin_names())}; "
+                f"or pass a path to a variant YAML file (see `farm variants`)."
+            )
     layer = load_yaml(path, what="variant")
     description = str(layer.pop("description", ""))
     label = str(layer.pop("label", path.stem))
     layer.pop("variant", None)
     if not layer:
-        raise UserError(f"{path}: the variant sets nothing (no model: slots or other settings), so it would train "
-                        f"the default model under another name. A variant looks like: "
-                        f"model: {{align: none}} (see `farm variants`).")
+        raise UserError(
+            f"{path}: the variant sets nothing (no model: slots or other settings), so it would train "
+            f"the default model under another name. A variant looks like: "
+            f"model: {{align: none}} (see `farm variants`)."
+        )
     return Variant(path.stem, description, label, layer, path)
 
 

@@ -16,14 +16,18 @@ TINY = str(Path(__file__).parents[1] / "tiny-model.yaml")
 
 def fake_eval(auc: float, groups=("full", "low", "mid", "high")) -> dict:
     cell = {"auc": auc, "uauc": auc - 10, "gauc": auc - 9, "n_users": 5, "n_skipped": 0, "n_samples": 50}
-    return {"model": {g: {t: dict(cell) for t in TASKS} for g in groups},
-            "oracle": {g: {t: dict(cell, auc=90.0, uauc=80.0, gauc=81.0) for t in TASKS} for g in groups}}
+    return {
+        "model": {g: {t: dict(cell) for t in TASKS} for g in groups},
+        "oracle": {g: {t: dict(cell, auc=90.0, uauc=80.0, gauc=81.0) for t in TASKS} for g in groups},
+    }
 
 
 def test_table1_means_stds_improve_and_marks():
-    evals = {"base": {0: fake_eval(70.0), 1: fake_eval(71.0), 2: fake_eval(72.0)},
-             "farm": {0: fake_eval(71.0), 1: fake_eval(72.1), 2: fake_eval(72.9)},  # +1, +1.1, +0.9: consistent
-             "no-cpa": {0: fake_eval(72.0), 1: fake_eval(70.0), 2: fake_eval(73.5)}}  # +1, -2.1, +0.6: noise
+    evals = {
+        "base": {0: fake_eval(70.0), 1: fake_eval(71.0), 2: fake_eval(72.0)},
+        "farm": {0: fake_eval(71.0), 1: fake_eval(72.1), 2: fake_eval(72.9)},  # +1, +1.1, +0.9: consistent
+        "no-cpa": {0: fake_eval(72.0), 1: fake_eval(70.0), 2: fake_eval(73.5)},
+    }  # +1, -2.1, +0.6: noise
     t1 = tables.table1(evals, {"base": "PLE (Base)", "farm": "FARM", "no-cpa": "w/o C-PA"})
     rows = {r["row"]: r for r in t1["rows"]}
     assert list(rows) == ["PLE (Base)", "FARM", "Improve", "w/o C-PA", "Oracle (true p)"]
@@ -57,8 +61,21 @@ def test_single_seed_has_no_spread_and_no_mark():
 @pytest.mark.slow
 def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     out = tmp_path / "abl"
-    args = ["ablate", "--data", "tiny", "--variants", "base,farm", "--seeds", "2", "--out", str(out),
-            "--config", TINY, "--trainer.max_epochs", "1"]
+    args = [
+        "ablate",
+        "--data",
+        "tiny",
+        "--variants",
+        "base,farm",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--config",
+        TINY,
+        "--trainer.max_epochs",
+        "1",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     for f in ("table1.md", "table1.csv", "table1.json", "table4.md", "table4.csv", "table4.json"):
@@ -84,8 +101,12 @@ def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     assert runner.invoke(app, ["eval", str(out / "runs" / "farm-s0"), "--groups", "low"]).exit_code == 0
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert set(json.loads((out / "runs" / "farm-s0" / "eval-test.json").read_text())["model"]) == \
-        {"full", "low", "mid", "high"}
+    assert set(json.loads((out / "runs" / "farm-s0" / "eval-test.json").read_text())["model"]) == {
+        "full",
+        "low",
+        "mid",
+        "high",
+    }
     t4 = json.loads((out / "table4.json").read_text())
     assert all(row["cells"]["click"]["n"] == 2 for row in t4["rows"])
 

@@ -16,8 +16,14 @@ from farmcli.cli import app
 from farmcli.data.schema import ACTIVITY_LEVELS
 
 runner = CliRunner()
-TINY = ["--data", "tiny", "--config", str(Path(__file__).parent.parent / "tiny-model.yaml"),
-        "--trainer.max_epochs", "1"]
+TINY = [
+    "--data",
+    "tiny",
+    "--config",
+    str(Path(__file__).parent.parent / "tiny-model.yaml"),
+    "--trainer.max_epochs",
+    "1",
+]
 
 
 def _train(runs: Path, name: str, *extra: str) -> Path:
@@ -59,8 +65,13 @@ def test_report_writes_the_page_and_every_linked_file(report):
     md = (report / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", md)
     pngs = [link for link in links if link.endswith(".png")]
-    assert {"fig3-alignment-cosine.png", "fig4-cross-attention.png", "table3-gates.png", "training-curves.png",
-            "training-curves-compare.png"} <= set(pngs)
+    assert {
+        "fig3-alignment-cosine.png",
+        "fig4-cross-attention.png",
+        "table3-gates.png",
+        "training-curves.png",
+        "training-curves-compare.png",
+    } <= set(pngs)
     for link in links:
         assert (report / link).is_file(), link
     for png in pngs:
@@ -197,9 +208,11 @@ def test_training_logs_concatenate_resumed_legs(tmp_path):
     logs = tmp_path / "logs"
     (logs / "resume1").mkdir(parents=True)
     (logs / "metrics.csv").write_text(
-        "epoch,step,train/bce_click,train/cl,val/auc_mean\n0,9,0.7,5.0,\n0,13,,,0.55\n1,19,0.6,4.8,\n")
+        "epoch,step,train/bce_click,train/cl,val/auc_mean\n0,9,0.7,5.0,\n0,13,,,0.55\n1,19,0.6,4.8,\n"
+    )
     (logs / "resume1" / "metrics.csv").write_text(
-        "epoch,step,train/bce_click,val/auc_mean,val/auc_click\n1,19,0.59,,\n1,27,,0.6,0.61\n2,29,0.5,,\n")
+        "epoch,step,train/bce_click,val/auc_mean,val/auc_click\n1,19,0.59,,\n1,27,,0.6,0.61\n2,29,0.5,,\n"
+    )
     got = training_logs(tmp_path)
     steps, bce = got["train/bce_click"]
     assert steps.tolist() == [9, 19, 29] and bce.tolist() == [0.7, 0.59, 0.5]  # the resumed leg wins at step 19
@@ -223,16 +236,31 @@ def plots():
 def test_plots_on_synthetic_data(plots, tmp_path):
     rng = np.random.default_rng(0)
     files = [
-        plots.cosine_histogram({"FARM (with C-PA)": rng.uniform(0.2, 1, 500), "w/o C-PA": rng.uniform(-1, 1, 400)},
-                               tmp_path / "cos.png"),
-        plots.attention_heatmap(rng.dirichlet(np.ones(50), size=12), [f"a{i} t{i % 7}" for i in range(12)],
-                                [f"a{i * 1000} t{i}" for i in range(50)], tmp_path / "att.png"),
-        plots.gate_boxplot({g: {grp: rng.beta(4, 2, 50) for grp in ("low", "mid", "full")}
-                            for g in ("alpha", "beta", "gamma", "delta")}, tmp_path / "gates.png"),
-        plots.training_curves({"click": (np.arange(200), rng.uniform(0.4, 0.6, 200)),
-                               "gift": (np.arange(200), rng.uniform(0.001, 0.01, 200))}, tmp_path / "curves.png",
-                              cl=(np.arange(200), rng.uniform(4, 6, 200)),
-                              val={"mean": (np.arange(3), np.array([0.6, 0.65, 0.64]))}),
+        plots.cosine_histogram(
+            {"FARM (with C-PA)": rng.uniform(0.2, 1, 500), "w/o C-PA": rng.uniform(-1, 1, 400)}, tmp_path / "cos.png"
+        ),
+        plots.attention_heatmap(
+            rng.dirichlet(np.ones(50), size=12),
+            [f"a{i} t{i % 7}" for i in range(12)],
+            [f"a{i * 1000} t{i}" for i in range(50)],
+            tmp_path / "att.png",
+        ),
+        plots.gate_boxplot(
+            {
+                g: {grp: rng.beta(4, 2, 50) for grp in ("low", "mid", "full")}
+                for g in ("alpha", "beta", "gamma", "delta")
+            },
+            tmp_path / "gates.png",
+        ),
+        plots.training_curves(
+            {
+                "click": (np.arange(200), rng.uniform(0.4, 0.6, 200)),
+                "gift": (np.arange(200), rng.uniform(0.001, 0.01, 200)),
+            },
+            tmp_path / "curves.png",
+            cl=(np.arange(200), rng.uniform(4, 6, 200)),
+            val={"mean": (np.arange(3), np.array([0.6, 0.65, 0.64]))},
+        ),
     ]
     for f in files:
         w, h = png_size(f)

@@ -14,8 +14,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    r = runner.invoke(app, ["data", "synth", "--preset", "tiny", "--seed", "3", "--set", "n_users=120",
-                            "--out", str(out)])
+    r = runner.invoke(
+        app, ["data", "synth", "--preset", "tiny", "--seed", "3", "--set", "n_users=120", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -31,11 +32,14 @@ def test_synth_settings_reach_the_simulator(tiny, tmp_path):
     assert sim["n_users"] == 80 and sim["p_live"] == 0.2
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--set", "bogus_field=1"], "bogus_field"),
-    (["--set", "n_users"], "KEY=VALUE"),
-    (["--preset", "huge"], "huge"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--set", "bogus_field=1"], "bogus_field"),
+        (["--set", "n_users"], "KEY=VALUE"),
+        (["--preset", "huge"], "huge"),
+    ],
+)
 def test_synth_bad_settings_exit_2(tmp_path, args, words):
     r = runner.invoke(app, ["data", "synth", *args, "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and words in r.output, r.output
@@ -66,10 +70,10 @@ def test_build_then_reuse(tiny, tmp_path):
     args = ["data", "build", str(tiny), "--cache-dir", str(tmp_path / "cache"), "--json"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    summary = json.loads(first.stdout[first.stdout.index("{"):])
+    summary = json.loads(first.stdout[first.stdout.index("{") :])
     assert summary["history_len"] == 50 and summary["rows"]["train"] > 0
     again = runner.invoke(app, args)
-    assert json.loads(again.stdout[again.stdout.index("{"):])["path"] == summary["path"]
+    assert json.loads(again.stdout[again.stdout.index("{") :])["path"] == summary["path"]
 
 
 def test_build_says_whether_it_built_or_reused_the_store(tiny, tmp_path):

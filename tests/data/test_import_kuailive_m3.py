@@ -33,24 +33,24 @@ VIDEO_NAMES = list(schema_of(VIDEO_COLUMNS))
 # user, author, ts, page, tag, cluster, play_ms, click, effective_view, long_view, like, comment, gift
 LIVE = [
     (1, 10, bj(5, 20, 0, 0, 250), 1, 2, 1, 125_000, 1, 1, 1, 1, 0, 0),  # S1
-    (1, 10, bj(6, 10, 0), 0, 2, 1, 0, 0, 0, 0, 0, 0, 0),                # I2: impression, no session in 101
-    (1, 11, bj(6, 21, 30), 2, 0, 2, 2_500, 1, 0, 0, 0, 1, 0),           # S2: 2.5 s, not effective
-    (1, 13, bj(7, 12, 0), 1, 1, 3, 45_000, 1, 1, 0, 0, 0, 1),           # S3
+    (1, 10, bj(6, 10, 0), 0, 2, 1, 0, 0, 0, 0, 0, 0, 0),  # I2: impression, no session in 101
+    (1, 11, bj(6, 21, 30), 2, 0, 2, 2_500, 1, 0, 0, 0, 1, 0),  # S2: 2.5 s, not effective
+    (1, 13, bj(7, 12, 0), 1, 1, 3, 45_000, 1, 1, 0, 0, 0, 1),  # S3
     (2, 11, bj(5, 23, 59, 59, 999), 0, 0, 2, 3_000, 1, 1, 0, 0, 0, 0),  # S5: no source -> page 0; 3 s effective
-    (2, 13, bj(7, 15, 0, 0, 123), 0, 1, 3, 0, 0, 0, 0, 0, 0, 0),        # I4
-    (2, 10, bj(8, 9, 15, 0, 500), 4, 2, 1, 60_000, 1, 1, 1, 0, 1, 1),   # S4: 60 s is a long view
-    (3, 13, bj(6, 0, 0), 3, 1, 3, 0, 1, 0, 0, 0, 0, 0),                 # S6: negative play -> 0
-    (3, 99, bj(6, 12, 0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),                # I6: unknown author
-    (3, 11, bj(8, 22, 0), 0, 0, 2, 0, 0, 0, 0, 0, 0, 0),                # I5
+    (2, 13, bj(7, 15, 0, 0, 123), 0, 1, 3, 0, 0, 0, 0, 0, 0, 0),  # I4
+    (2, 10, bj(8, 9, 15, 0, 500), 4, 2, 1, 60_000, 1, 1, 1, 0, 1, 1),  # S4: 60 s is a long view
+    (3, 13, bj(6, 0, 0), 3, 1, 3, 0, 1, 0, 0, 0, 0, 0),  # S6: negative play -> 0
+    (3, 99, bj(6, 12, 0), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),  # I6: unknown author
+    (3, 11, bj(8, 22, 0), 0, 0, 2, 0, 0, 0, 0, 0, 0, 0),  # I5
 ]
 # user, author, ts, page, tag, play_ms, long_view, like, comment, follow, share
 VIDEO = [
-    (1, 10, bj(5, 19, 0), 6, 2, 12_345, 1, 1, 0, 1, 0),   # P1: new like (1), follow gained
-    (1, 12, bj(6, 8, 0), 7, 1, 0, 0, 0, 0, 0, 0),         # P2: leave before enter; code 3; followed already
-    (2, 13, bj(7, 10, 0), 5, 3, 30_000, 1, 0, 0, 0, 0),   # P3
-    (2, 12, bj(8, 23, 0), 7, 0, 0, 0, 1, 0, 0, 0),        # P4: no leave time; untagged photo
-    (3, 13, bj(5, 10, 0), 6, 0, 8_000, 0, 0, 0, 0, 0),    # P7: untagged photo
-    (4, 10, bj(6, 12, 0), 0, 1, 5_000, 0, 0, 0, 0, 0),    # P5: no play type -> page 0
+    (1, 10, bj(5, 19, 0), 6, 2, 12_345, 1, 1, 0, 1, 0),  # P1: new like (1), follow gained
+    (1, 12, bj(6, 8, 0), 7, 1, 0, 0, 0, 0, 0, 0),  # P2: leave before enter; code 3; followed already
+    (2, 13, bj(7, 10, 0), 5, 3, 30_000, 1, 0, 0, 0, 0),  # P3
+    (2, 12, bj(8, 23, 0), 7, 0, 0, 0, 1, 0, 0, 0),  # P4: no leave time; untagged photo
+    (3, 13, bj(5, 10, 0), 6, 0, 8_000, 0, 0, 0, 0, 0),  # P7: untagged photo
+    (4, 10, bj(6, 12, 0), 0, 1, 5_000, 0, 0, 0, 0, 0),  # P5: no play type -> page 0
 ]
 # live clicks in the training days (05-05, 05-06): user 1: 2, users 2 and 3: 1, user 4: 0 -> p50 = p85 = 1
 USERS = [(1, "high"), (2, "low"), (3, "low"), (4, "low")]
@@ -86,6 +86,7 @@ def read(out: Path, table: str) -> pl.DataFrame:
 
 # --- the mapping, row by row ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", ["published", "alternate"])
 def test_rows_match_hand_computed_tables(tmp_path, variant):
     out, rep = imported(tmp_path, variant)
@@ -102,8 +103,14 @@ def test_id_maps_written_beside_the_dataset(tmp_path):
     out, _ = imported(tmp_path)
     pages = json.loads((out / "pages.json").read_text())
     assert [(p["id"], p["domain"], p["name"]) for p in pages["pages"]] == [
-        (1, "live", "feed"), (2, "live", "follow"), (3, "live", "nearby"), (4, "live", "search"),
-        (5, "video", "autoplay"), (6, "video", "click"), (7, "video", "slide")]
+        (1, "live", "feed"),
+        (2, "live", "follow"),
+        (3, "live", "nearby"),
+        (4, "live", "search"),
+        (5, "video", "autoplay"),
+        (6, "video", "click"),
+        (7, "video", "slide"),
+    ]
     assert pages["missing"] == 0
     tags = json.loads((out / "tags.json").read_text())
     assert [(t["id"], t["name"]) for t in tags["tags"]] == [(1, "游戏"), (2, "美食"), (3, "音乐")]
@@ -118,8 +125,10 @@ def test_report_counts_drops_and_rates(tmp_path):
     assert rep.rows_read == {"live_interaction": 8, "live_show": 8, "photo_play": 7}
     assert rep.rows_written == {"live": 10, "video": 6, "users": 4}
     d = rep.rows_dropped
-    assert d["live_interaction"] == {"missing or negative user_id / author_id": 1,
-                                     "missing or unreadable live_play_start_timestamp": 1}
+    assert d["live_interaction"] == {
+        "missing or negative user_id / author_id": 1,
+        "missing or unreadable live_play_start_timestamp": 1,
+    }
     assert d["live_show"]["missing or negative user_id / author_id"] == 1
     assert d["live_show"]["has a session of the same user and live room (that session is the click)"] == 3
     assert d["photo_play"]["missing or unreadable enter_timestamp"] == 1
@@ -134,8 +143,11 @@ def test_report_counts_drops_and_rates(tmp_path):
     assert rep.value_counts["photo_play.like_status_type"] == {"0": 2, "1": 2, "2": 1, "3": 1}
     assert rep.splits["live_rows"] == {"warmup": 0, "train": 6, "valid": 2, "test": 2, "after_test_end": 0}
     assert [(x["day"], x["split"], x["live_rows"]) for x in rep.days] == [
-        ("2025-05-05", "train", 2), ("2025-05-06", "train", 4), ("2025-05-07", "valid", 2),
-        ("2025-05-08", "test", 2)]
+        ("2025-05-05", "train", 2),
+        ("2025-05-06", "train", 4),
+        ("2025-05-07", "valid", 2),
+        ("2025-05-08", "test", 2),
+    ]
     assert rep.splits["p_date_agreement"] == 1.0
     assert not any("p_date" in w for w in rep.warnings)
     assert rep.missing_optional == []
@@ -155,8 +167,12 @@ def test_sharded_import_is_identical(tmp_path):
     raw = write_klm3(tmp_path / "raw")
     one = import_kuailive_m3(raw, tmp_path / "one")
     steps = []
-    many = import_kuailive_m3(raw, tmp_path / "many", options=KLM3Options(rows_per_partition=3),
-                              on_progress=lambda step, done, total: steps.append((step, done, total)))
+    many = import_kuailive_m3(
+        raw,
+        tmp_path / "many",
+        options=KLM3Options(rows_per_partition=3),
+        on_progress=lambda step, done, total: steps.append((step, done, total)),
+    )
     assert any(step.startswith("live rows, part 3/") for step, _, _ in steps), steps
     assert steps[-1][0] == "done" and steps[-1][1] == steps[-1][2]
     assert [d for _, d, _ in steps] == sorted(d for _, d, _ in steps)
@@ -179,13 +195,14 @@ def test_folder_of_parquet_shards_is_a_table(tmp_path):
 
 # --- options ----------------------------------------------------------------------------------------------
 
+
 def test_thresholds_like_codes_and_clusters(tmp_path):
     opts = KLM3Options(effective_view_ms=2_000, long_view_ms=45_000, like_codes=(1, 3), clusters=2)
     out, _ = imported(tmp_path, options=opts)
     live = read(out, "live")
     by_ts = {r["ts"]: r for r in live.to_dicts()}
-    assert by_ts[bj(6, 21, 30)]["effective_view"] == 1            # S2: 2.5 s >= 2 s
-    assert by_ts[bj(7, 12, 0)]["long_view"] == 1                  # S3: 45 s >= 45 s
+    assert by_ts[bj(6, 21, 30)]["effective_view"] == 1  # S2: 2.5 s >= 2 s
+    assert by_ts[bj(7, 12, 0)]["long_view"] == 1  # S3: 45 s >= 45 s
     # k = 2: rooms of authors 10 and 13 point the same way, author 11's elsewhere
     assert dict(live.select("author_id", "cluster").unique().iter_rows()) == {10: 1, 11: 2, 13: 1, 99: 0}
     video = read(out, "video")
@@ -197,7 +214,11 @@ def test_split_days_and_warmup(tmp_path):
     import_kuailive_m3(raw, tmp_path / "a", options=KLM3Options(valid_days=0, test_days=2))
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert (m["train_start"], m["train_end"], m["valid_end"], m["test_end"]) == (
-        bj(5, 0, 0), bj(7, 0, 0), bj(7, 0, 0), bj(9, 0, 0))
+        bj(5, 0, 0),
+        bj(7, 0, 0),
+        bj(7, 0, 0),
+        bj(9, 0, 0),
+    )
     assert validate(tmp_path / "a").ok
     rep = import_kuailive_m3(raw, tmp_path / "b", options=KLM3Options(warmup_days=1))
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
@@ -274,6 +295,7 @@ def test_fallback_maps_without_meta_tables(tmp_path):
 
 # --- errors -----------------------------------------------------------------------------------------------
 
+
 def test_cli_import_prints_and_saves_report(tmp_path):
     raw = write_klm3(tmp_path / "raw")
     r = run("data", "import", "kuailive-m3", raw, "--out", tmp_path / "out", "--like-codes", "1,3")
@@ -285,7 +307,7 @@ def test_cli_import_prints_and_saves_report(tmp_path):
     assert r.exit_code == 2 and "already exists" in r.output
     r = run("data", "import", "kuailive-m3", raw, "--out", tmp_path / "out", "--overwrite", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])["rows_written"]["live"] == 10
+    assert json.loads(r.stdout[r.stdout.index("{") : r.stdout.rindex("}") + 1])["rows_written"]["live"] == 10
 
 
 def test_missing_required_file_exit_2(tmp_path):
@@ -313,10 +335,12 @@ def test_missing_required_column_exit_2(tmp_path):
 
 def test_bad_options_exit_2(tmp_path):
     raw = write_klm3(tmp_path / "raw")
-    for args, words in ((["--like-codes", "x"], "comma-separated integers"),
-                        (["--long-view-ms", "1000"], "long_view_ms"),
-                        (["--day-tz", "Mars/Base"], "unknown time zone"),
-                        (["--live-page", "maybe"], "live_page")):
+    for args, words in (
+        (["--like-codes", "x"], "comma-separated integers"),
+        (["--long-view-ms", "1000"], "long_view_ms"),
+        (["--day-tz", "Mars/Base"], "unknown time zone"),
+        (["--live-page", "maybe"], "live_page"),
+    ):
         r = run("data", "import", "kuailive-m3", raw, "--out", tmp_path / "out", *args)
         assert r.exit_code == 2 and words in r.output, (args, r.output)
 
@@ -336,20 +360,23 @@ def test_unreadable_timestamp_column_exit_2(tmp_path):
 MS = 1_746_446_400_250  # 2025-05-05 12:00:00.250 UTC
 
 
-@pytest.mark.parametrize("values, dtype, naive_tz, expected", [
-    ([MS // 1000], pl.Int64, "UTC", MS // 1000 * 1000),                       # epoch seconds
-    ([MS], pl.Int64, "UTC", MS),                                              # epoch ms
-    ([MS * 1000], pl.Int64, "UTC", MS),                                       # epoch us
-    ([MS * 1_000_000], pl.Int64, "UTC", MS),                                  # epoch ns
-    ([float(MS)], pl.Float64, "UTC", MS),
-    (["2025-05-05 12:00:00.250"], pl.String, "UTC", MS),
-    (["2025-05-05T12:00:00.25"], pl.String, "UTC", MS),
-    (["2025-05-05T12:00:00.250Z"], pl.String, "Asia/Shanghai", MS),           # explicit zone wins
-    (["2025-05-05 20:00:00.250+08:00"], pl.String, "UTC", MS),
-    (["2025-05-05 20:00:00.250"], pl.String, "Asia/Shanghai", MS),            # naive text in naive_tz
-    ([str(MS)], pl.String, "UTC", MS),                                        # digits in a csv
-    ([str(MS // 1000)], pl.String, "UTC", MS // 1000 * 1000),
-])
+@pytest.mark.parametrize(
+    "values, dtype, naive_tz, expected",
+    [
+        ([MS // 1000], pl.Int64, "UTC", MS // 1000 * 1000),  # epoch seconds
+        ([MS], pl.Int64, "UTC", MS),  # epoch ms
+        ([MS * 1000], pl.Int64, "UTC", MS),  # epoch us
+        ([MS * 1_000_000], pl.Int64, "UTC", MS),  # epoch ns
+        ([float(MS)], pl.Float64, "UTC", MS),
+        (["2025-05-05 12:00:00.250"], pl.String, "UTC", MS),
+        (["2025-05-05T12:00:00.25"], pl.String, "UTC", MS),
+        (["2025-05-05T12:00:00.250Z"], pl.String, "Asia/Shanghai", MS),  # explicit zone wins
+        (["2025-05-05 20:00:00.250+08:00"], pl.String, "UTC", MS),
+        (["2025-05-05 20:00:00.250"], pl.String, "Asia/Shanghai", MS),  # naive text in naive_tz
+        ([str(MS)], pl.String, "UTC", MS),  # digits in a csv
+        ([str(MS // 1000)], pl.String, "UTC", MS // 1000 * 1000),
+    ],
+)
 def test_timestamp_encodings(tmp_path, values, dtype, naive_tz, expected):
     path = tmp_path / "t.parquet"
     pl.DataFrame({"t": pl.Series(values, dtype=dtype)}).write_parquet(path)
@@ -358,13 +385,24 @@ def test_timestamp_encodings(tmp_path, values, dtype, naive_tz, expected):
     assert t.scan().select(ts_expr(t, "t", naive_tz)).collect().item() == expected
 
 
-@pytest.mark.parametrize("dtype", [pl.Datetime("ms"), pl.Datetime("us"), pl.Datetime("ns"),
-                                   pl.Datetime("us", "UTC"), pl.Datetime("ms", "Asia/Shanghai")])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pl.Datetime("ms"),
+        pl.Datetime("us"),
+        pl.Datetime("ns"),
+        pl.Datetime("us", "UTC"),
+        pl.Datetime("ms", "Asia/Shanghai"),
+    ],
+)
 def test_datetime_types(tmp_path, dtype):
     path = tmp_path / "t.parquet"
     s = pl.Series([MS], dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    s = s.dt.convert_time_zone(dtype.time_zone).cast(dtype) if dtype.time_zone else \
-        s.dt.replace_time_zone(None).cast(dtype)
+    s = (
+        s.dt.convert_time_zone(dtype.time_zone).cast(dtype)
+        if dtype.time_zone
+        else s.dt.replace_time_zone(None).cast(dtype)
+    )
     pl.DataFrame({"t": s}).write_parquet(path)
     t = RawTable("t", path, "parquet", [path])
     read_schema(t)

@@ -13,17 +13,6 @@ import polars as pl
 import pytest
 import torch
 
-from farmcli.data.schema import (
-    ACTIVITY_LEVELS,
-    LIVE_COLUMNS,
-    LIVE_FLAGS,
-    SPLITS,
-    TASKS,
-    TRUTH_COLUMNS,
-    VIDEO_COLUMNS,
-    VIDEO_FLAGS,
-    schema_of,
-)
 from farmcli.data.samples import (
     Encoder,
     SampleStore,
@@ -36,6 +25,17 @@ from farmcli.data.samples import (
     store_summary,
     tie_order,
 )
+from farmcli.data.schema import (
+    ACTIVITY_LEVELS,
+    LIVE_COLUMNS,
+    LIVE_FLAGS,
+    SPLITS,
+    TASKS,
+    TRUTH_COLUMNS,
+    VIDEO_COLUMNS,
+    VIDEO_FLAGS,
+    schema_of,
+)
 from farmcli.errors import UserError
 
 T0 = 1_700_000_000_000
@@ -47,14 +47,29 @@ LATECOMER = 7  # a user seen only in valid/test (out-of-vocabulary user)
 # ------------------------------------------------------------------------------------------ test data
 
 
-def make_dataset(root: Path, *, seed: int = 0, shards: bool = True, users_table: bool = True,
-                 truth: bool = True, train_start: bool = True, no_valid: bool = False) -> Path:
+def make_dataset(
+    root: Path,
+    *,
+    seed: int = 0,
+    shards: bool = True,
+    users_table: bool = True,
+    truth: bool = True,
+    train_start: bool = True,
+    no_valid: bool = False,
+) -> Path:
     """A small random farm-events/1 dataset with the awkward cases planted on purpose."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    man = {"format": "farm-events/1", "name": "test", "source": "custom", "time_unit": "ms",
-           "train_start": T0 + 2 * HOUR, "train_end": T0 + 10 * HOUR, "valid_end": T0 + 12 * HOUR,
-           "test_end": T0 + 14 * HOUR}
+    man = {
+        "format": "farm-events/1",
+        "name": "test",
+        "source": "custom",
+        "time_unit": "ms",
+        "train_start": T0 + 2 * HOUR,
+        "train_end": T0 + 10 * HOUR,
+        "valid_end": T0 + 12 * HOUR,
+        "test_end": T0 + 14 * HOUR,
+    }
     if not train_start:
         del man["train_start"]
     if no_valid:
@@ -76,20 +91,34 @@ def make_dataset(root: Path, *, seed: int = 0, shards: bool = True, users_table:
 
     def play(n):
         kind = rng.integers(0, 4, n)
-        return np.select([kind == 0, kind == 1, kind == 2], [0, rng.integers(1, 5_000, n),
-                                                              rng.integers(5_000, 600_000, n)],
-                         rng.integers(10**7, 10**9, n)).astype(np.int64)
+        return np.select(
+            [kind == 0, kind == 1, kind == 2],
+            [0, rng.integers(1, 5_000, n), rng.integers(5_000, 600_000, n)],
+            rng.integers(10**7, 10**9, n),
+        ).astype(np.int64)
 
     nv, nl = 1500, 900
     vt = ts(nv)
-    video = {"user_id": rng.choice(users, nv), "author_id": ids(nv, vt, authors, 10**13 + 1), "ts": vt,
-             "page": ids(nv, vt, np.arange(4), 99), "tag": ids(nv, vt, np.arange(8), 77), "play_ms": play(nv)}
+    video = {
+        "user_id": rng.choice(users, nv),
+        "author_id": ids(nv, vt, authors, 10**13 + 1),
+        "ts": vt,
+        "page": ids(nv, vt, np.arange(4), 99),
+        "tag": ids(nv, vt, np.arange(8), 77),
+        "play_ms": play(nv),
+    }
     for f in VIDEO_FLAGS:
         video[f] = (rng.random(nv) < 0.3).astype(np.int8)
     lt = ts(nl)
-    live = {"user_id": rng.choice(users, nl), "author_id": ids(nl, lt, authors[:25], 10**13 + 2), "ts": lt,
-            "page": ids(nl, lt, np.arange(4), 98), "tag": ids(nl, lt, np.arange(8), 76),
-            "cluster": ids(nl, lt, np.arange(6), 55), "play_ms": play(nl)}
+    live = {
+        "user_id": rng.choice(users, nl),
+        "author_id": ids(nl, lt, authors[:25], 10**13 + 2),
+        "ts": lt,
+        "page": ids(nl, lt, np.arange(4), 98),
+        "tag": ids(nl, lt, np.arange(8), 76),
+        "cluster": ids(nl, lt, np.arange(6), 55),
+        "play_ms": play(nl),
+    }
     click = (rng.random(nl) < 0.45).astype(np.int8)
     live["click"] = click
     for f in TASKS[1:]:
@@ -101,20 +130,52 @@ def make_dataset(root: Path, *, seed: int = 0, shards: bool = True, users_table:
 
     # events at exactly a sample's ts: a video play and a clicked live row of the same user and ts
     same = live_df.sample(60, seed=seed)
-    video_df = pl.concat([video_df, same.select(video_df.columns[:3]).with_columns(
-        page=pl.lit(1), tag=pl.lit(2), play_ms=pl.lit(12_345), **{f: pl.lit(1) for f in VIDEO_FLAGS})],
-        how="diagonal_relaxed")
-    live_df = pl.concat([live_df, same.with_columns(author_id=pl.col("author_id") + 1, click=pl.lit(1),
-                                                    play_ms=pl.lit(77_000))], how="vertical_relaxed")
+    video_df = pl.concat(
+        [
+            video_df,
+            same.select(video_df.columns[:3]).with_columns(
+                page=pl.lit(1), tag=pl.lit(2), play_ms=pl.lit(12_345), **{f: pl.lit(1) for f in VIDEO_FLAGS}
+            ),
+        ],
+        how="diagonal_relaxed",
+    )
+    live_df = pl.concat(
+        [live_df, same.with_columns(author_id=pl.col("author_id") + 1, click=pl.lit(1), play_ms=pl.lit(77_000))],
+        how="vertical_relaxed",
+    )
     # exact duplicates of some live rows (same user, ts, everything)
     live_df = pl.concat([live_df, live_df.head(5)], how="vertical_relaxed")
     # the newcomer: one test impression, nothing earlier; the latecomer: valid/test only, with clicks
-    extra = [{"user_id": NEWCOMER, "author_id": int(authors[0]), "ts": man["valid_end"] + 1000, "page": 0, "tag": 0,
-              "cluster": 0, "play_ms": 0, **{t: 0 for t in TASKS}}]
+    extra = [
+        {
+            "user_id": NEWCOMER,
+            "author_id": int(authors[0]),
+            "ts": man["valid_end"] + 1000,
+            "page": 0,
+            "tag": 0,
+            "cluster": 0,
+            "play_ms": 0,
+            **{t: 0 for t in TASKS},
+        }
+    ]
     for k in range(6):
-        extra.append({"user_id": LATECOMER, "author_id": int(authors[k]), "ts": man["train_end"] + k * 1_800_000,
-                      "page": 1, "tag": 1, "cluster": 1, "play_ms": 90_000 * k, "click": 1, "effective_view": 1,
-                      "long_view": k % 2, "like": 0, "comment": 0, "gift": int(k == 3)})
+        extra.append(
+            {
+                "user_id": LATECOMER,
+                "author_id": int(authors[k]),
+                "ts": man["train_end"] + k * 1_800_000,
+                "page": 1,
+                "tag": 1,
+                "cluster": 1,
+                "play_ms": 90_000 * k,
+                "click": 1,
+                "effective_view": 1,
+                "long_view": k % 2,
+                "like": 0,
+                "comment": 0,
+                "gift": int(k == 3),
+            }
+        )
     if truth:
         for e in extra:
             e.update({c: 0.5 for c in TRUTH_COLUMNS})
@@ -136,8 +197,9 @@ def make_dataset(root: Path, *, seed: int = 0, shards: bool = True, users_table:
         named = users[:-3]  # the last three users are absent from users.parquet
         levels = [ACTIVITY_LEVELS[i % 3] for i in range(len(named))]
         levels[0] = None  # present, but with no level: gets the derived rule
-        pl.DataFrame({"user_id": named, "activity": levels},
-                     schema={"user_id": pl.Int64, "activity": pl.String}).write_parquet(root / "users.parquet")
+        pl.DataFrame(
+            {"user_id": named, "activity": levels}, schema={"user_id": pl.Int64, "activity": pl.String}
+        ).write_parquet(root / "users.parquet")
     return root
 
 
@@ -173,8 +235,17 @@ def reference(root: Path, L: int, min_count: int = 1, cuts=(0.5, 0.85), stride: 
     man = json.loads((root / "manifest.json").read_text())
     live, video = _rows(root, "live"), _rows(root, "video")
     truth = all(c in live[0] for c in TRUTH_COLUMNS)
-    live_key = ("user_id", "ts", "author_id", "page", "tag", "play_ms", "cluster", *TASKS,
-                *(TRUTH_COLUMNS if truth else ()))
+    live_key = (
+        "user_id",
+        "ts",
+        "author_id",
+        "page",
+        "tag",
+        "play_ms",
+        "cluster",
+        *TASKS,
+        *(TRUTH_COLUMNS if truth else ()),
+    )
     te, ts0 = man["train_end"], man.get("train_start")
 
     counts = {k: Counter() for k in ("author", "page", "tag", "cluster", "user")}
@@ -187,16 +258,17 @@ def reference(root: Path, L: int, min_count: int = 1, cuts=(0.5, 0.85), stride: 
                 counts["user"][r["user_id"]] += 1
                 if table == "live":
                     counts["cluster"][r["cluster"]] += 1
-    vocab = {k: {x: i + 2 for i, x in enumerate(sorted(x for x, c in cnt.items() if c >= min_count))}
-             for k, cnt in counts.items()}
+    vocab = {
+        k: {x: i + 2 for i, x in enumerate(sorted(x for x, c in cnt.items() if c >= min_count))}
+        for k, cnt in counts.items()
+    }
 
     def enc(kind, x):
         return vocab[kind].get(x, 1)
 
     # activity: users.parquet where valid, else live clicks in [train_start, train_end), 'lower' quantiles
     population = {r["user_id"] for r in live} | {r["user_id"] for r in video}
-    clicks = Counter(r["user_id"] for r in live
-                     if r["click"] == 1 and r["ts"] < te and (ts0 is None or r["ts"] >= ts0))
+    clicks = Counter(r["user_id"] for r in live if r["click"] == 1 and r["ts"] < te and (ts0 is None or r["ts"] >= ts0))
     c = sorted(clicks[u] for u in population)
     lo, hi = (c[math.floor(q * (len(c) - 1))] for q in cuts)
     level = {u: 0 if clicks[u] <= lo else 1 if clicks[u] <= hi else 2 for u in population}
@@ -222,8 +294,10 @@ def reference(root: Path, L: int, min_count: int = 1, cuts=(0.5, 0.85), stride: 
     windows = {"train": (ts0, te), "valid": (te, man["valid_end"]), "test": (man["valid_end"], man["test_end"])}
     out = {}
     for split, (a, b) in windows.items():
-        rows = sorted((r for r in live if (a is None or r["ts"] >= a) and r["ts"] < b),
-                      key=lambda r: tuple(r[k] for k in live_key))
+        rows = sorted(
+            (r for r in live if (a is None or r["ts"] >= a) and r["ts"] < b),
+            key=lambda r: tuple(r[k] for k in live_key),
+        )
         n = len(rows)
         rows = rows[::stride]
         res = defaultdict(list)
@@ -266,8 +340,11 @@ def assert_matches_reference(store: SampleStore, ref: dict, stride: int = 1) -> 
         idx = np.arange(0, store.n(split), stride)
         s = store.split(split)
         for col in ("user_id", "ts", "user", "author", "page", "tag", "cluster", "labels", "activity"):
-            np.testing.assert_array_equal(np.asarray(getattr(s, col))[idx], np.array(r[col]).reshape(
-                np.asarray(getattr(s, col))[idx].shape), err_msg=f"{split}.{col}")
+            np.testing.assert_array_equal(
+                np.asarray(getattr(s, col))[idx],
+                np.array(r[col]).reshape(np.asarray(getattr(s, col))[idx].shape),
+                err_msg=f"{split}.{col}",
+            )
         if ref["truth"]:
             np.testing.assert_array_equal(np.asarray(s.p)[idx], np.array(r["p"], dtype=np.float32).reshape(-1, 6))
         else:
@@ -288,8 +365,9 @@ def rich(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("plain") / "ds", seed=3, shards=False, users_table=False,
-                        truth=False, train_start=False)
+    return make_dataset(
+        tmp_path_factory.mktemp("plain") / "ds", seed=3, shards=False, users_table=False, truth=False, train_start=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -397,8 +475,11 @@ def test_no_leakage(rich_store):
     ev_ts, ev_u = rich_store.array("video.ts"), rich_store.array("video.user_id")
     end = np.asarray(s.v_end)
     ok = end < len(ev_ts)
-    tie = ok & (ev_ts[np.minimum(end, len(ev_ts) - 1)] == np.asarray(s.ts)) & (
-        ev_u[np.minimum(end, len(ev_ts) - 1)] == np.asarray(s.user_id))
+    tie = (
+        ok
+        & (ev_ts[np.minimum(end, len(ev_ts) - 1)] == np.asarray(s.ts))
+        & (ev_u[np.minimum(end, len(ev_ts) - 1)] == np.asarray(s.user_id))
+    )
     assert tie.sum() > 10
 
 
@@ -509,8 +590,7 @@ def test_partitions_give_same_samples(rich, rich_store, tmp_path):
         assert three.n(split) == one.n(split)
         i1, i3 = _canonical(one, split), _canonical(three, split)
         s1, s3 = one.split(split), three.split(split)
-        for k in ("user_id", "author_id", "ts", "user", "author", "page", "tag", "cluster", "labels", "p",
-                  "activity"):
+        for k in ("user_id", "author_id", "ts", "user", "author", "page", "tag", "cluster", "labels", "p", "activity"):
             np.testing.assert_array_equal(np.asarray(getattr(s1, k))[i1], np.asarray(getattr(s3, k))[i3])
         h1, h3 = one.histories(split, i1), three.histories(split, i3)
         for k in h1:
@@ -523,8 +603,9 @@ def test_partitions_give_same_samples(rich, rich_store, tmp_path):
 def _rewrite_first_shard(ds: Path) -> None:
     f = ds / "video.parquet" / "part-0.parquet"
     df = pl.read_parquet(f)
-    df.with_columns(play_ms=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("play_ms") + 1)
-                    .otherwise(pl.col("play_ms"))).write_parquet(f)
+    df.with_columns(
+        play_ms=pl.when(pl.int_range(pl.len()) == 0).then(pl.col("play_ms") + 1).otherwise(pl.col("play_ms"))
+    ).write_parquet(f)
 
 
 def test_cache_reuse_and_invalidation(tmp_path):

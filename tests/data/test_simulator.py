@@ -63,8 +63,9 @@ def test_tables_conform_to_the_format(tiny):
     assert m["format"] == FORMAT and m["time_unit"] == "ms" and m["source"] == "synthetic"
     assert m["name"] == "synthetic-tiny"
     assert m["train_start"] < m["train_end"] <= m["valid_end"] < m["test_end"]
-    assert SimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["simulator"].items()}) \
-        == sim_config("tiny")
+    assert SimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["simulator"].items()}) == sim_config(
+        "tiny"
+    )
     start = m["simulator"]["start_ms"]
 
     live, video, users = _scan(tiny, "live"), _scan(tiny, "video"), _scan(tiny, "users")
@@ -109,8 +110,13 @@ def test_video_to_live_ratio_near_nine(tiny):
 
 def test_low_active_users_have_shorter_live_histories(tiny):
     clicks = _scan(tiny, "live").group_by("user_id").agg(pl.col("click").sum())
-    per_level = (_scan(tiny, "users").join(clicks, on="user_id", how="left").fill_null(0)
-                 .group_by("activity").agg(pl.col("click").mean()))
+    per_level = (
+        _scan(tiny, "users")
+        .join(clicks, on="user_id", how="left")
+        .fill_null(0)
+        .group_by("activity")
+        .agg(pl.col("click").mean())
+    )
     mean = dict(zip(per_level["activity"], per_level["click"]))
     assert mean["low"] * 3 < mean["mid"] < mean["high"]
 
@@ -144,11 +150,21 @@ def test_target_rates_on_small(tmp_path):
     clicks = live["click"].sum()
     assert 0.08 <= clicks / live.height <= 0.15
     of_clicks = {t: live[t].sum() / clicks for t in TASKS[1:]}
-    bounds = {"effective_view": (0.50, 0.70), "long_view": (0.20, 0.35), "like": (0.03, 0.08),
-              "comment": (0.01, 0.04), "gift": (0.003, 0.015)}
+    bounds = {
+        "effective_view": (0.50, 0.70),
+        "long_view": (0.20, 0.35),
+        "like": (0.03, 0.08),
+        "comment": (0.01, 0.04),
+        "gift": (0.003, 0.015),
+    }
     for t, (lo, hi) in bounds.items():
         assert lo <= of_clicks[t] <= hi, (t, of_clicks[t])
-    vbounds = {"long_view": (0.25, 0.40), "like": (0.02, 0.05), "comment": (0.003, 0.01),
-               "follow": (0.002, 0.006), "share": (0.001, 0.005)}
+    vbounds = {
+        "long_view": (0.25, 0.40),
+        "like": (0.02, 0.05),
+        "comment": (0.003, 0.01),
+        "follow": (0.002, 0.006),
+        "share": (0.001, 0.005),
+    }
     for f, (lo, hi) in vbounds.items():
         assert lo <= video[f].mean() <= hi, (f, video[f].mean())

@@ -57,18 +57,31 @@ BAD = {
     "missing column": (dict(live=live_frame().drop("gift")), "gift", "missing"),
     "wrong type": (dict(live=_live_with(click=pl.col("click").cast(pl.String))), "click", "type"),
     "float flag": (dict(live=_live_with(like=pl.col("like").cast(pl.Float64))), "like", "type"),
-    "nulls": (dict(video=video_frame().with_columns(
-        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("tag")).alias("tag"))), "tag", "null"),
+    "nulls": (
+        dict(
+            video=video_frame().with_columns(
+                pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("tag")).alias("tag")
+            )
+        ),
+        "tag",
+        "null",
+    ),
     "non-binary flag": (dict(live=_live_with(click=pl.col("click") * 2)), "click", "outside {0, 1}"),
     "negative id": (dict(video=video_frame().with_columns(pl.col("user_id") - 5)), "user_id", "negative"),
     "truth out of range": (dict(live=_live_with(p_gift=pl.col("p_gift") + 1.5)), "p_gift", "outside [0, 1]"),
     "empty table": (dict(video=video_frame().head(0)), "video.parquet", "empty"),
     "bad activity": (dict(users=users_frame().with_columns(activity=pl.lit("medium"))), "activity", "low, mid, high"),
     "unknown format": (dict(manifest_obj=manifest(format="farm-events/9")), "manifest.json", "farm-events/9"),
-    "boundaries out of order": (dict(manifest_obj=manifest(valid_end=manifest()["train_end"] - 1)),
-                                "manifest.json", "out of order"),
-    "missing manifest key": (dict(manifest_obj={k: v for k, v in manifest().items() if k != "test_end"}),
-                             "manifest.json", "test_end"),
+    "boundaries out of order": (
+        dict(manifest_obj=manifest(valid_end=manifest()["train_end"] - 1)),
+        "manifest.json",
+        "out of order",
+    ),
+    "missing manifest key": (
+        dict(manifest_obj={k: v for k, v in manifest().items() if k != "test_end"}),
+        "manifest.json",
+        "test_end",
+    ),
 }
 
 
@@ -119,8 +132,9 @@ def test_json_report(tmp_path):
 
 
 def test_missing_directory_real_process_no_traceback(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "farmcli", "data", "validate", str(tmp_path / "nope")],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "farmcli", "data", "validate", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr + p.stdout
     assert "no such dataset directory" in p.stderr + p.stdout

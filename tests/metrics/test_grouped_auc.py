@@ -86,8 +86,14 @@ def make_data(n=2000, n_users=100, ties="round1", pos_rate=0.3, seed=0, dtype=to
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("ties", "dtype"),
-    [("round1", torch.float32), ("round2", torch.float32), ("int", None), ("none", torch.float32),
-     ("round1", torch.float64), ("round2", torch.float64)],
+    [
+        ("round1", torch.float32),
+        ("round2", torch.float32),
+        ("int", None),
+        ("none", torch.float32),
+        ("round1", torch.float64),
+        ("round2", torch.float64),
+    ],
     ids=["f32-1dec", "f32-2dec", "int", "f32-no-ties", "f64-1dec", "f64-2dec"],
 )
 def test_agrees_with_sklearn(ties, dtype):

@@ -8,11 +8,24 @@ import torch
 
 from farmcli.model.config import PAPER_VARIANTS, SLOT_FIELDS, EmbedConfig, ModelConfig, SlotConfig
 
-VOCAB = {"author": 40, "page": 5, "tag": 12, "cluster": 6, "user": 30,
-         "n_play_buckets": 32, "n_lag_buckets": 24, "n_label_ids": 33}
+VOCAB = {
+    "author": 40,
+    "page": 5,
+    "tag": 12,
+    "cluster": 6,
+    "user": 30,
+    "n_play_buckets": 32,
+    "n_lag_buckets": 24,
+    "n_label_ids": 33,
+}
 
-FARM_SLOTS = {"video_frequency": "dft", "live_frequency": "dft", "align": "infonce", "fuse": "cross_attention",
-              "head": "ple"}
+FARM_SLOTS = {
+    "video_frequency": "dft",
+    "live_frequency": "dft",
+    "align": "infonce",
+    "fuse": "cross_attention",
+    "head": "ple",
+}
 
 TINY_PARAMS = {
     "none": {},
@@ -24,21 +37,41 @@ TINY_PARAMS = {
     "shared_bottom": {"bottom_dims": [16], "tower_dims": [8]},
 }
 
-TINY_EMBED = EmbedConfig(author=4, page=2, tag=2, cluster=2, user=2, video_play=2, video_lag=2, video_label=2,
-                         live_play=2, live_lag=2, live_label=2)  # D1 = 14, D2 = 16, x_cand = 12
+TINY_EMBED = EmbedConfig(
+    author=4,
+    page=2,
+    tag=2,
+    cluster=2,
+    user=2,
+    video_play=2,
+    video_lag=2,
+    video_label=2,
+    live_play=2,
+    live_lag=2,
+    live_label=2,
+)  # D1 = 14, D2 = 16, x_cand = 12
 
 
 def tiny_config(variant: str = "farm", **slots: str) -> ModelConfig:
     """A paper variant (``PAPER_VARIANTS``) with tiny widths; keyword arguments swap further slots."""
     names = {**FARM_SLOTS, **PAPER_VARIANTS[variant], **slots}
     return ModelConfig(
-        embed=TINY_EMBED, target_heads=2, preference_heads=2,
+        embed=TINY_EMBED,
+        target_heads=2,
+        preference_heads=2,
         **{slot: SlotConfig(names[slot], dict(TINY_PARAMS.get(names[slot], {}))) for slot in SLOT_FIELDS},
     )
 
 
-def random_batch(B: int, L: int, vocab: dict[str, int] = VOCAB, seed: int = 0, empty_rows: Iterable[int] = (),
-                 empty_live_rows: Iterable[int] = (), n_users: int | None = None) -> dict[str, torch.Tensor]:
+def random_batch(
+    B: int,
+    L: int,
+    vocab: dict[str, int] = VOCAB,
+    seed: int = 0,
+    empty_rows: Iterable[int] = (),
+    empty_live_rows: Iterable[int] = (),
+    n_users: int | None = None,
+) -> dict[str, torch.Tensor]:
     """A left-padded batch; rows in ``empty_rows`` have no history at all, ``empty_live_rows`` no live history.
 
     Users repeat (``n_users`` distinct, default B // 2), as in a real batch.
@@ -56,10 +89,19 @@ def random_batch(B: int, L: int, vocab: dict[str, int] = VOCAB, seed: int = 0, e
     empty = set(empty_rows)
     v_mask, l_mask = mask(empty), mask(empty | set(empty_live_rows))
     batch: dict[str, torch.Tensor] = {"v_mask": v_mask, "l_mask": l_mask}
-    sizes = {"author": vocab["author"], "page": vocab["page"], "tag": vocab["tag"], "cluster": vocab["cluster"],
-             "play": vocab["n_play_buckets"], "lag": vocab["n_lag_buckets"], "label": vocab["n_label_ids"]}
-    for prefix, m, fields in (("v", v_mask, ("author", "page", "tag", "play", "lag", "label")),
-                              ("l", l_mask, ("author", "page", "tag", "cluster", "play", "lag", "label"))):
+    sizes = {
+        "author": vocab["author"],
+        "page": vocab["page"],
+        "tag": vocab["tag"],
+        "cluster": vocab["cluster"],
+        "play": vocab["n_play_buckets"],
+        "lag": vocab["n_lag_buckets"],
+        "label": vocab["n_label_ids"],
+    }
+    for prefix, m, fields in (
+        ("v", v_mask, ("author", "page", "tag", "play", "lag", "label")),
+        ("l", l_mask, ("author", "page", "tag", "cluster", "play", "lag", "label")),
+    ):
         for f in fields:
             low = 0 if f in ("play", "lag") else 1  # id 1 = out-of-vocabulary; buckets start at 0
             batch[f"{prefix}_{f}"] = ints(low, sizes[f], (B, L)) * m

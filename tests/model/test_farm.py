@@ -106,12 +106,14 @@ def test_aux_holds_what_the_analyses_need():
 
 
 def test_config_from_yaml_shaped_dict_and_clear_errors():
-    cfg = ModelConfig.from_dict({
-        "embed": {"author": 32},
-        "fuse": "none",
-        "video_frequency": {"name": "dft", "params": {"cutoff": 5}},
-        "cl_weight": 0.3,
-    })
+    cfg = ModelConfig.from_dict(
+        {
+            "embed": {"author": 32},
+            "fuse": "none",
+            "video_frequency": {"name": "dft", "params": {"cutoff": 5}},
+            "cl_weight": 0.3,
+        }
+    )
     assert cfg.embed.author == 32 and cfg.fuse == SlotConfig("none") and cfg.video_frequency.params == {"cutoff": 5}
     assert cfg.with_slots(align="none").align.name == "none"
     with pytest.raises(UserError, match="model.fuze"):

@@ -8,8 +8,14 @@ from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 
 def _trainer(**kw):
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
 
 
 def _loader(batch):
@@ -124,7 +130,7 @@ def test_validation_cl_is_computed_at_the_training_batch_size():
     with torch.no_grad():
         whole = module(batch)
         sliced = module._forward_for(batch, "val")
-        parts = [module({k: v[i:i + 8] for k, v in batch.items()}) for i in (0, 8, 16)]
+        parts = [module({k: v[i : i + 8] for k, v in batch.items()}) for i in (0, 8, 16)]
     torch.testing.assert_close(sliced.logits, whole.logits)
     want = (parts[0].cl_loss * 8 + parts[1].cl_loss * 8 + parts[2].cl_loss * 4) / 20
     torch.testing.assert_close(sliced.cl_loss, want)

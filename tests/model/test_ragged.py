@@ -38,17 +38,20 @@ def test_length_groups_give_the_full_length_result(variant, buckets):
 
 
 def test_groups_keep_every_real_event_whatever_the_mask():
-    mask = torch.tensor([
-        [0, 0, 0, 0, 0, 1],  # left-padded, length 1
-        [0, 0, 0, 0, 0, 0],  # empty
-        [0, 1, 0, 0, 1, 0],  # holes: the span is 5, not the length 2
-        [1, 1, 1, 1, 1, 1],
-    ], dtype=torch.bool)
+    mask = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 1],  # left-padded, length 1
+            [0, 0, 0, 0, 0, 0],  # empty
+            [0, 1, 0, 0, 1, 0],  # holes: the span is 5, not the length 2
+            [1, 1, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
     groups = LengthGroups.of(mask, bounds=(2, 4))
     assert sum(groups.sizes) == 4 and sorted(groups.perm.tolist()) == [0, 1, 2, 3]
     start = 0
     for size, keep in zip(groups.sizes, groups.keep, strict=True):
-        rows = groups.perm[start:start + size]
+        rows = groups.perm[start : start + size]
         start += size
         assert mask[rows, : mask.shape[1] - keep].sum() == 0  # nothing real is cut off
     values = torch.arange(24.0).view(4, 6, 1) * mask.unsqueeze(-1)

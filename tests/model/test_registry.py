@@ -45,6 +45,7 @@ def test_unknown_slot_names_the_known_ones():
 
 def test_a_second_component_under_a_taken_name_is_refused(clean_registry):
     with pytest.raises(ValueError, match="already registered"):
+
         @registry.register("fuse", "cross_attention")
         class Other:
             pass
@@ -52,13 +53,15 @@ def test_a_second_component_under_a_taken_name_is_refused(clean_registry):
 
 def test_entry_point_from_an_installed_distribution(tmp_path, monkeypatch, clean_registry):
     """A real (tiny) installed package: a dist-info with an entry point in group farmcli.plugins."""
-    (tmp_path / "farmcli_fake_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "farmcli_fake_plugin.py").write_text(
+        textwrap.dedent("""
         from farmcli.registry import register
 
         @register("fuse", "fake_fuse")
         class FakeFuse:
             pass
-    """))
+    """)
+    )
     info = tmp_path / "farmcli_fake_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: farmcli-fake-plugin\nVersion: 0.1\n")

@@ -19,15 +19,22 @@ FIXED = ["trainer.max_epochs=1", "data.batch_size=2048"]
 
 
 def settings(**kw) -> TuneSettings:
-    base = dict(variant="base", data="tiny", space=parse_space(["optim.lr=0.001,0.003"]), config_files=[TINY],
-                overrides=list(FIXED), prune=False)
+    base = dict(
+        variant="base",
+        data="tiny",
+        space=parse_space(["optim.lr=0.001,0.003"]),
+        config_files=[TINY],
+        overrides=list(FIXED),
+        prune=False,
+    )
     base.update(kw)
     return TuneSettings(**base)
 
 
 def test_space_parsing_keeps_lists_and_types():
-    space = parse_space(["model.cl_weight=0.1,0.3", "model.head.expert_dims=[128,64],[256,128,64]",
-                         "model.align.normalize=true,false"])
+    space = parse_space(
+        ["model.cl_weight=0.1,0.3", "model.head.expert_dims=[128,64],[256,128,64]", "model.align.normalize=true,false"]
+    )
     assert space[0].values == (0.1, 0.3)
     assert space[1].values == ([128, 64], [256, 128, 64])
     assert space[2].values == (True, False)
@@ -38,8 +45,9 @@ def test_space_parsing_keeps_lists_and_types():
     assert cfg.model.head.params["expert_dims"] == [128, 64] and cfg.model.align.params["normalize"] is False
 
 
-@pytest.mark.parametrize("bad", ["model.cl_weight", "model.cl_weight=", "=1,2", "model.cl_weight=1,,2",
-                                 "model.cl_weight=1,1"])
+@pytest.mark.parametrize(
+    "bad", ["model.cl_weight", "model.cl_weight=", "=1,2", "model.cl_weight=1,,2", "model.cl_weight=1,1"]
+)
 def test_bad_space_is_a_user_error(bad):
     with pytest.raises(UserError):
         parse_space([bad])
@@ -90,8 +98,9 @@ def test_resume_keeps_finished_trials_and_reruns_the_killed_one(tmp_path, monkey
     s = settings(space=parse_space(["optim.lr=0.001,0.002,0.003"]))
     with pytest.raises(KeyboardInterrupt):
         run_tune(s, out, show_bar=False)
-    monkeypatch.setattr(trial_mod, "run_trial", lambda cfg, store, **kw: (calls.append(cfg.optim.lr),
-                                                                          original(cfg, store, **kw))[1])
+    monkeypatch.setattr(
+        trial_mod, "run_trial", lambda cfg, store, **kw: (calls.append(cfg.optim.lr), original(cfg, store, **kw))[1]
+    )
     result = run_tune(s, out, show_bar=False)
     assert calls[:2] == [0.001, 0.002] and sorted(calls[2:]) == [0.002, 0.003]  # the killed one runs again
     states = sorted(r.state for r in result.rows)
@@ -108,9 +117,25 @@ def test_resume_keeps_finished_trials_and_reruns_the_killed_one(tmp_path, monkey
 @pytest.mark.slow
 def test_cli_writes_tables_and_a_best_yaml_that_train_takes(tmp_path):
     out = tmp_path / "t"
-    r = runner.invoke(app, ["tune", "--variant", "no-cpa", "--data", "tiny", "--config", TINY, "--no-prune",
-                            "--space", "model.live_frequency.cutoff=1,3", "--trainer.max_epochs", "1",
-                            "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "tune",
+            "--variant",
+            "no-cpa",
+            "--data",
+            "tiny",
+            "--config",
+            TINY,
+            "--no-prune",
+            "--space",
+            "model.live_frequency.cutoff=1,3",
+            "--trainer.max_epochs",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     table = json.loads((out / "trials.json").read_text())
     assert table["split"] == "valid" and len(table["trials"]) == 2
@@ -124,9 +149,10 @@ def test_cli_writes_tables_and_a_best_yaml_that_train_takes(tmp_path):
     cfg = resolve([TINY, out / "best.yaml"])
     assert cfg.model.align.name == "none"
     assert cfg.model.live_frequency.params["cutoff"] == best["params"]["model.live_frequency.cutoff"]
-    r = runner.invoke(app, ["train", "--config", TINY, "--config", str(out / "best.yaml"), "--data", "tiny",
-                            "--print-config"])
-    assert r.exit_code == 0 and "cutoff: %d" % best["params"]["model.live_frequency.cutoff"] in r.output
+    r = runner.invoke(
+        app, ["train", "--config", TINY, "--config", str(out / "best.yaml"), "--data", "tiny", "--print-config"]
+    )
+    assert r.exit_code == 0 and f"cutoff: {best['params']['model.live_frequency.cutoff']}" in r.output
 
 
 def test_cli_bad_input_exits_2(tmp_path):

@@ -51,11 +51,20 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def run_config(variant: str, seed: int, data: str, runs_dir: Path, config_files: Sequence[Path] = (),
-               overrides: Sequence[str] = ()) -> RunConfig:
-    return resolve(config_files, variant=variant,
-                   overrides=[*overrides, f"data.source={data}", f"seed={seed}", f"fit.runs_dir={runs_dir}",
-                              f"fit.name={variant}-s{seed}"])
+def run_config(
+    variant: str, seed: int, data: str, runs_dir: Path, config_files: Sequence[Path] = (), overrides: Sequence[str] = ()
+) -> RunConfig:
+    return resolve(
+        config_files,
+        variant=variant,
+        overrides=[
+            *overrides,
+            f"data.source={data}",
+            f"seed={seed}",
+            f"fit.runs_dir={runs_dir}",
+            f"fit.name={variant}-s{seed}",
+        ],
+    )
 
 
 def _finished(run: Path) -> bool:
@@ -69,14 +78,20 @@ def _same_config(run: Path, cfg: RunConfig) -> bool:
         return False
 
 
-def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] = (0, 1, 2), data: str = "default",
-                 groups: Sequence[str] = ("low", "mid", "high"), out: str | Path = "farm-ablations/default",
-                 config_files: Sequence[Path] = (), overrides: Sequence[str] = (),
-                 on_run: Callable[[int, int, RunState, str], None] | None = None, show_bar: bool = True) -> AblationResult:
+def run_ablation(
+    variants: Sequence[str] = PAPER_VARIANTS,
+    seeds: Sequence[int] = (0, 1, 2),
+    data: str = "default",
+    groups: Sequence[str] = ("low", "mid", "high"),
+    out: str | Path = "farm-ablations/default",
+    config_files: Sequence[Path] = (),
+    overrides: Sequence[str] = (),
+    on_run: Callable[[int, int, RunState, str], None] | None = None,
+    show_bar: bool = True,
+) -> AblationResult:
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON)."""
-    from farmcli.train import train
-
     from farmcli.sources import dataset_dir
+    from farmcli.train import train
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -89,13 +104,23 @@ def run_ablation(variants: Sequence[str] = PAPER_VARIANTS, seeds: Sequence[int] 
     for (v, s), cfg in configs.items():  # refuse before training anything, never after an hour
         run = runs_dir / f"{v}-s{s}"
         if (run / "config.yaml").is_file() and not _same_config(run, cfg):
-            raise UserError(f"{run} was trained with other settings than this ablation asks for. Use another --out "
-                            f"(or delete that run) so no result is overwritten.")
+            raise UserError(
+                f"{run} was trained with other settings than this ablation asks for. Use another --out "
+                f"(or delete that run) so no result is overwritten."
+            )
     result = AblationResult(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "ablation.json", {"variants": list(variants), "seeds": list(seeds), "data": data,
-                                       "groups": list(groups), "config_files": [str(c) for c in config_files],
-                                       "overrides": list(overrides)})
+    write_json(
+        out / "ablation.json",
+        {
+            "variants": list(variants),
+            "seeds": list(seeds),
+            "data": data,
+            "groups": list(groups),
+            "config_files": [str(c) for c in config_files],
+            "overrides": list(overrides),
+        },
+    )
     for i, (v, s) in enumerate(plan):
         run = runs_dir / f"{v}-s{s}"
         cfg = configs[(v, s)]
@@ -136,7 +161,7 @@ def collect(runs_dir: Path, variants: Sequence[str]) -> dict[str, dict[int, dict
     evals: dict[str, dict[int, dict]] = {}
     for v in variants:
         for run in sorted(runs_dir.glob(f"{v}-s*")):
-            seed = run.name[len(v) + 2:]
+            seed = run.name[len(v) + 2 :]
             if seed.isdigit() and _finished(run):
                 evals.setdefault(v, {})[int(seed)] = _read_json(run / "eval-test.json")
     return evals
@@ -153,7 +178,7 @@ def write_tables(result: AblationResult, variants: Sequence[str], groups: Sequen
     labels = {v: load_variant(v).label for v in evals}
     seeds = sorted({s for runs in evals.values() for s in runs})
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"Data: `{data}`; seeds {', '.join(map(str, seeds))}; test split. farmcli {__version__}, {stamp}.")
+    header = f"Data: `{data}`; seeds {', '.join(map(str, seeds))}; test split. farmcli {__version__}, {stamp}."
     result.table1 = tables.table1(evals, labels)
     result.table4 = tables.table4(evals, groups)
     write_json(out / "table1.json", result.table1)

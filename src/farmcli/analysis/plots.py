@@ -22,8 +22,10 @@ try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 except ImportError:  # pragma: no cover - depends on the installed extras
-    raise UserError("farm report draws its figures with matplotlib, which is not installed. "
-                    "Install it with: pip install 'farmcli[plots]' (or pip install matplotlib).") from None
+    raise UserError(
+        "farm report draws its figures with matplotlib, which is not installed. "
+        "Install it with: pip install 'farmcli[plots]' (or pip install matplotlib)."
+    ) from None
 
 DPI = 130
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -48,8 +50,9 @@ def save(fig: Figure, path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------- Figure 3
 
 
-def cosine_histogram(series: Mapping[str, np.ndarray], path: str | Path, *, title: str | None = None,
-                     bins: int = 40) -> Path:
+def cosine_histogram(
+    series: Mapping[str, np.ndarray], path: str | Path, *, title: str | None = None, bins: int = 40
+) -> Path:
     """Figure 3: histogram of cos(h_video, h_live), one per run, overlaid, with each run's mean in the legend.
 
     ``series`` maps a legend label (e.g. "FARM (with C-PA)") to the per-user cosines in [-1, 1].
@@ -66,8 +69,15 @@ def cosine_histogram(series: Mapping[str, np.ndarray], path: str | Path, *, titl
     for i, (label, v) in enumerate(zip(series, values)):
         color = COLORS[i % len(COLORS)]
         mean = float(v.mean()) if v.size else float("nan")
-        ax.hist(v, bins=edges, color=color, alpha=0.45, edgecolor=color, linewidth=0.8,
-                label=f"{label}: mean {mean:.3f} (n = {v.size:,})")
+        ax.hist(
+            v,
+            bins=edges,
+            color=color,
+            alpha=0.45,
+            edgecolor=color,
+            linewidth=0.8,
+            label=f"{label}: mean {mean:.3f} (n = {v.size:,})",
+        )
         if v.size:
             ax.axvline(mean, color=color, linestyle="--", linewidth=1.4)
     ax.set_xlabel("cos(h_video, h_live)  (one sample per user)")
@@ -82,8 +92,14 @@ def cosine_histogram(series: Mapping[str, np.ndarray], path: str | Path, *, titl
 # --------------------------------------------------------------------------------------------- Figure 4
 
 
-def attention_heatmap(weights: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
-                      path: str | Path, *, title: str | None = None) -> Path:
+def attention_heatmap(
+    weights: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
     """Figure 4: cross-attention weights, live history (rows, queries) x video history (columns, keys).
 
     ``weights`` is [n_live, n_video] (already averaged over heads, real positions only); the labels name each
@@ -122,8 +138,7 @@ def _tick_font(n: int) -> float:
 # --------------------------------------------------------------------------------------------- Table 3
 
 
-def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *,
-                 title: str | None = None) -> Path:
+def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *, title: str | None = None) -> Path:
     """Table 3 as a figure: one panel per gate (alpha, beta, gamma, delta), one box per activity group.
 
     ``gates[gate][group]`` holds that group's per-sample gate values in (0, 1). Boxes span p25-p75 with the
@@ -138,13 +153,21 @@ def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
         groups = [g for g, v in gates[gate].items() if len(v)]
         data = [np.asarray(gates[gate][g], dtype=np.float64) for g in groups]
         if data:
-            box = ax.boxplot(data, whis=(10, 90), showfliers=False, patch_artist=True, widths=0.6,
-                             medianprops={"color": "black"})
+            box = ax.boxplot(
+                data, whis=(10, 90), showfliers=False, patch_artist=True, widths=0.6, medianprops={"color": "black"}
+            )
             for patch, g in zip(box["boxes"], groups):
                 patch.set_facecolor(GROUP_COLORS.get(g, "#bbbbbb"))
                 patch.set_alpha(0.55)
-            ax.scatter(np.arange(1, len(data) + 1), [d.mean() for d in data], marker="D", s=18, color="black",
-                       zorder=3, label="mean")
+            ax.scatter(
+                np.arange(1, len(data) + 1),
+                [d.mean() for d in data],
+                marker="D",
+                s=18,
+                color="black",
+                zorder=3,
+                label="mean",
+            )
             ax.set_xticks(np.arange(1, len(groups) + 1))
             ax.set_xticklabels(groups, fontsize=9)
         else:
@@ -158,8 +181,12 @@ def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
     return save(fig, path)
 
 
-_GATE_TITLES = {"alpha": "\u03b1  video low-freq.", "beta": "\u03b2  video high-freq.",
-                "gamma": "\u03b3  live low-freq.", "delta": "\u03b4  live high-freq."}
+_GATE_TITLES = {
+    "alpha": "\u03b1  video low-freq.",
+    "beta": "\u03b2  video high-freq.",
+    "gamma": "\u03b3  live low-freq.",
+    "delta": "\u03b4  live high-freq.",
+}
 
 
 # --------------------------------------------------------------------------------------------- curves
@@ -178,10 +205,14 @@ def smooth(y: np.ndarray, window: int | None = None) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def training_curves(task_losses: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
-                    cl: tuple[np.ndarray, np.ndarray] | None = None,
-                    val: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                    title: str | None = None) -> Path:
+def training_curves(
+    task_losses: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    cl: tuple[np.ndarray, np.ndarray] | None = None,
+    val: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    title: str | None = None,
+) -> Path:
     """Training curves in one PNG: per-task BCE by step, the contrastive loss by step, validation AUC by epoch.
 
     Each mapping value is (x, y). Losses with many points are drawn raw (faint) under a rolling mean.
@@ -222,8 +253,16 @@ def training_curves(task_losses: Mapping[str, tuple[np.ndarray, np.ndarray]], pa
             ax.plot(x, y, marker="o", markersize=2.5, linewidth=1.0, color=color[name], alpha=0.75)
         if "mean" in val:
             x, y = val["mean"]
-            ax.plot(x, y, marker="o", markersize=4.5, linewidth=2.4, color="black", zorder=3,
-                    label=f"mean over tasks (best {np.nanmax(y):.3f})" if len(y) else "mean over tasks")
+            ax.plot(
+                x,
+                y,
+                marker="o",
+                markersize=4.5,
+                linewidth=2.4,
+                color="black",
+                zorder=3,
+                label=f"mean over tasks (best {np.nanmax(y):.3f})" if len(y) else "mean over tasks",
+            )
             ax.legend(fontsize=8, loc="best")
         ax.set_title("validation AUC per epoch", fontsize=10)
         ax.set_xlabel("epoch (0 = first)")
@@ -240,8 +279,17 @@ def training_curves(task_losses: Mapping[str, tuple[np.ndarray, np.ndarray]], pa
         from matplotlib.lines import Line2D
 
         handles = [Line2D([], [], color=color[t], linewidth=2) for t in names]
-        fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(names), 8),
-                   fontsize=8, frameon=False, title="task", title_fontsize=8)
+        fig.legend(
+            handles,
+            names,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(names), 8),
+            fontsize=8,
+            frameon=False,
+            title="task",
+            title_fontsize=8,
+        )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
     return Path(path)

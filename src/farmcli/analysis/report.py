@@ -47,10 +47,17 @@ SAMPLE_SEED = 0
 
 Progress = Callable[[str, int, int | None], None]
 
-FILES = {"fig3": "fig3-alignment-cosine.png", "cosine_csv": "fig3-alignment-cosine.csv",
-         "fig4": "fig4-cross-attention.png", "table3": "table3-gates.png", "gates_csv": "table3-gates.csv",
-         "curves": "training-curves.png", "curves_compare": "training-curves-compare.png",
-         "json": "report.json", "md": "report.md"}
+FILES = {
+    "fig3": "fig3-alignment-cosine.png",
+    "cosine_csv": "fig3-alignment-cosine.csv",
+    "fig4": "fig4-cross-attention.png",
+    "table3": "table3-gates.png",
+    "gates_csv": "table3-gates.csv",
+    "curves": "training-curves.png",
+    "curves_compare": "training-curves-compare.png",
+    "json": "report.json",
+    "md": "report.md",
+}
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -156,12 +163,19 @@ def alignment_users(store, split: str = SPLIT, max_users: int = 10_000) -> tuple
     return users, idx, eligible
 
 
-def _batches(store, split: str, idx: np.ndarray | None, batch_size: int, device: torch.device,
-             progress: Progress | None = None, what: str = ""):
+def _batches(
+    store,
+    split: str,
+    idx: np.ndarray | None,
+    batch_size: int,
+    device: torch.device,
+    progress: Progress | None = None,
+    what: str = "",
+):
     """Model batches of ``split`` (all samples in order when ``idx`` is None), moved to ``device``."""
     n = store.n(split) if idx is None else len(idx)
     for start in range(0, n, batch_size):
-        sel = slice(start, min(n, start + batch_size)) if idx is None else idx[start:start + batch_size]
+        sel = slice(start, min(n, start + batch_size)) if idx is None else idx[start : start + batch_size]
         batch = store.batch(split, sel)
         yield {k: v.to(device) for k, v in batch.items()}
         if progress:
@@ -183,13 +197,15 @@ def untrained_head(run: LoadedRun):
 
 
 def _head_dims(head) -> list[int]:
-    return [m.out_features for m in head.video_mlp if isinstance(m, torch.nn.Linear)] \
-        if hasattr(head, "video_mlp") else []
+    return (
+        [m.out_features for m in head.video_mlp if isinstance(m, torch.nn.Linear)] if hasattr(head, "video_mlp") else []
+    )
 
 
 @torch.inference_mode()
-def preference_cosines(run: LoadedRun, idx: np.ndarray, batch_size: int = 4096,
-                       progress: Progress | None = None) -> tuple[np.ndarray, dict]:
+def preference_cosines(
+    run: LoadedRun, idx: np.ndarray, batch_size: int = 4096, progress: Progress | None = None
+) -> tuple[np.ndarray, dict]:
     """cos(h_video, h_live) for samples ``idx`` of the test split, and how h was obtained.
 
     h = head(preference features): the run's trained align head when it outputs h (align ``infonce``),
@@ -211,11 +227,14 @@ def preference_cosines(run: LoadedRun, idx: np.ndarray, batch_size: int = 4096,
             trained, head = False, untrained_head(run)
             _, aux = head(v_video, v_live, vm, lm, batch["user_id"])
         cos = F.cosine_similarity(aux["h_video"].float(), aux["h_live"].float(), dim=-1)
-        out[pos:pos + len(cos)] = cos.clamp(-1.0, 1.0).cpu().numpy()
+        out[pos : pos + len(cos)] = cos.clamp(-1.0, 1.0).cpu().numpy()
         pos += len(cos)
-    info = {"h": "trained InfoNCE head" if trained else "untrained InfoNCE head",
-            "features": "self-attended V^ (eq. 12)" if farm.preference is not None else "raw V (eq. 8)",
-            "head_dims": _head_dims(head), "seed": int(run.cfg.seed)}
+    info = {
+        "h": "trained InfoNCE head" if trained else "untrained InfoNCE head",
+        "features": "self-attended V^ (eq. 12)" if farm.preference is not None else "raw V (eq. 8)",
+        "head_dims": _head_dims(head),
+        "seed": int(run.cfg.seed),
+    }
     return out, info
 
 
@@ -224,8 +243,14 @@ def describe(x: np.ndarray) -> dict:
     if x.size == 0:
         return {"n": 0, "mean": None, "std": None, "p10": None, "p50": None, "p90": None}
     p10, p50, p90 = np.percentile(x, [10, 50, 90])
-    return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()), "p10": float(p10),
-            "p50": float(p50), "p90": float(p90)}
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+        "p10": float(p10),
+        "p50": float(p50),
+        "p90": float(p90),
+    }
 
 
 # --------------------------------------------------------------------------------------------- Figure 4
@@ -240,17 +265,24 @@ def choose_user(store, user: int | None = None, split: str = SPLIT) -> tuple[int
         where = np.flatnonzero(users == int(user))
         if not len(where):
             known = np.isin(int(user), np.asarray(store.vocab("user")))
-            raise UserError(f"--user {user}: " + (
-                f"this user has no samples in the {split} split, so there is no history to show; pick a user "
-                f"with {split} samples, or leave out --user to pick a low-active one." if known else
-                f"unknown user id (not in the data this run was trained on). Give a raw user_id with {split} "
-                f"samples, or leave out --user to pick a low-active one."))
+            raise UserError(
+                f"--user {user}: "
+                + (
+                    f"this user has no samples in the {split} split, so there is no history to show; pick a user "
+                    f"with {split} samples, or leave out --user to pick a low-active one."
+                    if known
+                    else f"unknown user id (not in the data this run was trained on). Give a raw user_id with {split} "
+                    f"samples, or leave out --user to pick a low-active one."
+                )
+            )
         i = int(idx[where[0]])
         nv, nl = history_lengths(store, split, np.array([i]))
         if nv[0] == 0 or nl[0] == 0:
             empty = " and ".join(d for d, n in (("video", nv[0]), ("live", nl[0])) if n == 0)
-            raise UserError(f"--user {user}: the {empty} history of this user's last {split} sample is empty, so "
-                            f"there is no cross-attention to show; pick another user or leave out --user.")
+            raise UserError(
+                f"--user {user}: the {empty} history of this user's last {split} sample is empty, so "
+                f"there is no cross-attention to show; pick another user or leave out --user."
+            )
         return int(user), i, "chosen with --user"
     nv, nl = history_lengths(store, split, idx)
     act = np.asarray(store.split(split).activity, dtype=np.int64)[idx]
@@ -259,9 +291,12 @@ def choose_user(store, user: int | None = None, split: str = SPLIT) -> tuple[int
         cand = np.flatnonzero(ok & (act == level))
         if len(cand):
             best = cand[np.lexsort((users[cand], -nv[cand], -nl[cand]))[0]]
-            why = (f"the {name}-active user with the longest live history" if level == 0 else
-                   f"no low-active user has both histories non-empty; the {name}-active user with the longest "
-                   f"live history")
+            why = (
+                f"the {name}-active user with the longest live history"
+                if level == 0
+                else f"no low-active user has both histories non-empty; the {name}-active user with the longest "
+                f"live history"
+            )
             return int(users[best]), int(idx[best]), why
     raise UserError(f"no user in the {split} split has both a video and a live history; nothing for Figure 4.")
 
@@ -288,9 +323,13 @@ def cross_attention(run: LoadedRun, index: int) -> dict:
     w = out.aux["cross_attention"][0].float().mean(0).cpu().numpy()  # [L_live, L_video]
     h = store.histories(SPLIT, np.array([index]))
     vm, lm = h["v_mask"][0], h["l_mask"][0]
-    return {"weights": w[np.ix_(lm, vm)], "rows": _item_labels(store, h["l_author"][0][lm], h["l_tag"][0][lm]),
-            "cols": _item_labels(store, h["v_author"][0][vm], h["v_tag"][0][vm]),
-            "live_author": h["l_author"][0][lm], "video_author": h["v_author"][0][vm]}
+    return {
+        "weights": w[np.ix_(lm, vm)],
+        "rows": _item_labels(store, h["l_author"][0][lm], h["l_tag"][0][lm]),
+        "cols": _item_labels(store, h["v_author"][0][vm], h["v_tag"][0][vm]),
+        "live_author": h["l_author"][0][lm],
+        "video_author": h["v_author"][0][vm],
+    }
 
 
 def attention_summary(att: dict) -> dict:
@@ -301,11 +340,20 @@ def attention_summary(att: dict) -> dict:
     share = float((w * same).sum() / row_sums.sum()) if row_sums.sum() > 0 else float("nan")
     uniform = float(same.mean())
     entropy = -(np.where(w > 0, w * np.log(np.where(w > 0, w, 1)), 0)).sum(1)
-    return {"n_live": int(w.shape[0]), "n_video": int(w.shape[1]), "max_weight": float(w[r, c]),
-            "max_row": att["rows"][r], "max_col": att["cols"][c], "max_pos": [int(r), int(c)],
-            "same_author_share": share, "same_author_share_uniform": uniform,
-            "mean_row_max": float(w.max(1).mean()), "uniform_weight": 1.0 / w.shape[1],
-            "mean_entropy": float(entropy.mean()), "max_entropy": float(np.log(w.shape[1]))}
+    return {
+        "n_live": int(w.shape[0]),
+        "n_video": int(w.shape[1]),
+        "max_weight": float(w[r, c]),
+        "max_row": att["rows"][r],
+        "max_col": att["cols"][c],
+        "max_pos": [int(r), int(c)],
+        "same_author_share": share,
+        "same_author_share_uniform": uniform,
+        "mean_row_max": float(w.max(1).mean()),
+        "uniform_weight": 1.0 / w.shape[1],
+        "mean_entropy": float(entropy.mean()),
+        "max_entropy": float(np.log(w.shape[1])),
+    }
 
 
 # --------------------------------------------------------------------------------------------- Table 3
@@ -327,7 +375,7 @@ def gate_values(run: LoadedRun, batch_size: int = 4096, progress: Progress | Non
                 continue
             v = aux[g].float().reshape(b, -1).mean(1)
             v = v.masked_fill(empty[GATE_DOMAIN[g]], float("nan"))
-            out.setdefault(g, np.full(n, np.nan, np.float32))[pos:pos + b] = v.cpu().numpy()
+            out.setdefault(g, np.full(n, np.nan, np.float32))[pos : pos + b] = v.cpu().numpy()
         pos += b
     return out
 
@@ -346,8 +394,17 @@ def gate_table(gates: Mapping[str, np.ndarray], activity: np.ndarray) -> list[di
             if not x.size:
                 continue
             p10, p50, p90 = np.percentile(x, [10, 50, 90])
-            rows.append({"group": group, "gate": g, "n": int(x.size), "mean": float(x.mean()),
-                         "p10": float(p10), "p50": float(p50), "p90": float(p90)})
+            rows.append(
+                {
+                    "group": group,
+                    "gate": g,
+                    "n": int(x.size),
+                    "mean": float(x.mean()),
+                    "p10": float(p10),
+                    "p50": float(p50),
+                    "p90": float(p90),
+                }
+            )
     return rows
 
 
@@ -373,7 +430,7 @@ def log_files(run: Path) -> list[Path]:
     logs = Path(run) / "logs"
     files = [logs / "metrics.csv"] if (logs / "metrics.csv").is_file() else []
     legs = [p for p in logs.glob("resume*/metrics.csv") if re.fullmatch(r"resume\d+", p.parent.name)]
-    return files + sorted(legs, key=lambda p: int(p.parent.name[len("resume"):]))
+    return files + sorted(legs, key=lambda p: int(p.parent.name[len("resume") :]))
 
 
 def training_logs(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -397,8 +454,13 @@ def training_logs(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if col in ("epoch", "step", "_leg") or not (col.startswith("train/") or col.startswith("val/")):
             continue
         x = "epoch" if col.startswith("val/") else "step"
-        d = (df.select(x, col, "_leg").drop_nulls().filter(pl.col(col).is_not_nan())
-             .sort([x, "_leg"]).unique(subset=[x], keep="last", maintain_order=True))
+        d = (
+            df.select(x, col, "_leg")
+            .drop_nulls()
+            .filter(pl.col(col).is_not_nan())
+            .sort([x, "_leg"])
+            .unique(subset=[x], keep="last", maintain_order=True)
+        )
         if d.height:
             out[col] = (d[x].to_numpy(), d[col].to_numpy().astype(np.float64))
     return out
@@ -443,9 +505,17 @@ def _fig3_labels(runs: list[LoadedRun]) -> list[str]:
     return labels
 
 
-def build_report(run: str | Path, compare: str | Path | None = None, user: int | None = None,
-                 out: str | Path | None = None, max_users: int = 10_000, *, batch_size: int = 4096,
-                 device: torch.device | str = "cpu", progress: Progress | None = None) -> Path:
+def build_report(
+    run: str | Path,
+    compare: str | Path | None = None,
+    user: int | None = None,
+    out: str | Path | None = None,
+    max_users: int = 10_000,
+    *,
+    batch_size: int = 4096,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> Path:
     """Write the report of ``run`` (and ``compare`` overlaid in Figure 3) to ``out`` (default RUN/report/).
 
     Returns the path of report.md. Bad input (not a run directory, unknown ``user``) raises UserError before any
@@ -462,8 +532,14 @@ def build_report(run: str | Path, compare: str | Path | None = None, user: int |
     out = Path(out) if out is not None else main.run / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = [main] + ([other] if other is not None else [])
-    summary: dict[str, Any] = {"run": str(main.run), "checkpoint": str(main.ckpt), "variant": main.cfg.variant,
-                               "compare": str(other.run) if other else None, "split": SPLIT, "files": {}}
+    summary: dict[str, Any] = {
+        "run": str(main.run),
+        "checkpoint": str(main.ckpt),
+        "variant": main.cfg.variant,
+        "compare": str(other.run) if other else None,
+        "split": SPLIT,
+        "files": {},
+    }
     page = _Page()
     title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
     page.add(title, "", *_run_lines(runs))
@@ -476,16 +552,16 @@ def build_report(run: str | Path, compare: str | Path | None = None, user: int |
     w.writerow(["run", "label", "user_id", "cosine"])
     for r, label in zip(runs, labels):
         users, idx, eligible = alignment_users(r.store, SPLIT, max_users)
-        cos, info = preference_cosines(r, idx, batch_size,
-                                       _named(progress, f"Fig. 3: h of {r.name}"))
+        cos, info = preference_cosines(r, idx, batch_size, _named(progress, f"Fig. 3: h of {r.name}"))
         cos_series[label] = cos
         fig3[label] = {"run": str(r.run), **describe(cos), "eligible_users": eligible, **info}
         for u, c in zip(users, cos):
             w.writerow([r.name, label, int(u), f"{float(c):.6f}"])
     summary["figure3"] = fig3
     if any(len(v) for v in cos_series.values()):
-        plots.cosine_histogram(cos_series, out / FILES["fig3"],
-                               title="cos(h_video, h_live) per test user (Fig. 3 shape)")
+        plots.cosine_histogram(
+            cos_series, out / FILES["fig3"], title="cos(h_video, h_live) per test user (Fig. 3 shape)"
+        )
         write_text(out / FILES["cosine_csv"], csv_rows.getvalue())
         summary["files"].update(fig3=FILES["fig3"], cosine_csv=FILES["cosine_csv"])
     page.add(*_fig3_text(fig3, max_users, summary["files"]))
@@ -493,26 +569,37 @@ def build_report(run: str | Path, compare: str | Path | None = None, user: int |
     # ---- Figure 4
     if not has_fuse:
         summary["figure4"] = None
-        page.add("## Figure 4: cross-attention heatmap", "",
-                 f"Skipped: this run's fuse slot is `{_slot(main, 'fuse')}`, so it has no cross-attention "
-                 f"(eq. 16) to show. Figure 4 needs a run with fuse `cross_attention`.")
+        page.add(
+            "## Figure 4: cross-attention heatmap",
+            "",
+            f"Skipped: this run's fuse slot is `{_slot(main, 'fuse')}`, so it has no cross-attention "
+            f"(eq. 16) to show. Figure 4 needs a run with fuse `cross_attention`.",
+        )
     else:
         uid, index, why = chosen
         att = cross_attention(main, index)
         stats = attention_summary(att)
         act = ACTIVITY_LEVELS[int(main.store.split(SPLIT).activity[index])]
         stats.update(user_id=uid, activity=act, why=why, sample_ts=int(main.store.split(SPLIT).ts[index]))
-        plots.attention_heatmap(att["weights"], att["rows"], att["cols"], out / FILES["fig4"],
-                                title=f"{main.label}: cross-attention of user {uid} ({act}-active), last test "
-                                      f"sample\n{stats['n_live']} live x {stats['n_video']} video items, "
-                                      f"mean over heads")
+        plots.attention_heatmap(
+            att["weights"],
+            att["rows"],
+            att["cols"],
+            out / FILES["fig4"],
+            title=f"{main.label}: cross-attention of user {uid} ({act}-active), last test "
+            f"sample\n{stats['n_live']} live x {stats['n_video']} video items, "
+            f"mean over heads",
+        )
         summary["figure4"] = stats
         summary["files"]["fig4"] = FILES["fig4"]
         page.add(*_fig4_text(stats))
 
     # ---- Table 3
-    gates = gate_values(main, batch_size, _named(progress, f"Table 3: gates of {main.name}")) if any(
-        _slot(main, s) != "none" for s in ("video_frequency", "live_frequency")) else {}
+    gates = (
+        gate_values(main, batch_size, _named(progress, f"Table 3: gates of {main.name}"))
+        if any(_slot(main, s) != "none" for s in ("video_frequency", "live_frequency"))
+        else {}
+    )
     activity = np.asarray(main.store.split(SPLIT).activity, dtype=np.int64)
     rows = gate_table(gates, activity)
     summary["table3"] = rows
@@ -524,8 +611,11 @@ def build_report(run: str | Path, compare: str | Path | None = None, user: int |
         for row in rows:
             cw.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
         write_text(out / FILES["gates_csv"], buf.getvalue())
-        plots.gate_boxplot(_gates_by_group(gates, activity), out / FILES["table3"],
-                           title=f"{main.label}: frequency gates per activity group, test split (Table 3 shape)")
+        plots.gate_boxplot(
+            _gates_by_group(gates, activity),
+            out / FILES["table3"],
+            title=f"{main.label}: frequency gates per activity group, test split (Table 3 shape)",
+        )
         summary["files"].update(table3=FILES["table3"], gates_csv=FILES["gates_csv"])
     page.add(*_table3_text(rows, missing, gates))
 
@@ -538,8 +628,13 @@ def build_report(run: str | Path, compare: str | Path | None = None, user: int |
         if not inputs["task_losses"] and not inputs["val"]:
             page.add(f"No training log for {r.name} (no logs/metrics.csv with train/ or val/ columns).")
             continue
-        plots.training_curves(inputs["task_losses"], out / FILES[key], cl=inputs["cl"], val=inputs["val"],
-                              title=f"{r.label} ({r.name}): training curves")
+        plots.training_curves(
+            inputs["task_losses"],
+            out / FILES[key],
+            cl=inputs["cl"],
+            val=inputs["val"],
+            title=f"{r.label} ({r.name}): training curves",
+        )
         summary["files"][key] = FILES[key]
         legs = len(log_files(r.run))
         stats = _curve_stats(inputs, legs)
@@ -576,14 +671,18 @@ def _read_json(path: Path) -> dict:
 def _run_lines(runs: list[LoadedRun]) -> list[str]:
     lines = []
     for i, r in enumerate(runs):
-        slots = ", ".join(f"{s}={_slot(r, s)}" for s in ("video_frequency", "live_frequency", "align", "fuse",
-                                                          "head"))
+        slots = ", ".join(f"{s}={_slot(r, s)}" for s in ("video_frequency", "live_frequency", "align", "fuse", "head"))
         role = "Run" if i == 0 else "Compared with"
         info = _read_json(r.run / "run.json")
-        best = (f" ({info['monitor']} {info['best_score']:.4f} in run.json)"
-                if isinstance(info.get("best_score"), (int, float)) and info.get("monitor") else "")
-        lines.append(f"- **{role}:** `{r.run}` — variant `{r.cfg.variant}` ({r.label}); checkpoint "
-                     f"`{r.ckpt.name}`{best}; data `{r.cfg.data.source}`; seed {r.cfg.seed}; {slots}.")
+        best = (
+            f" ({info['monitor']} {info['best_score']:.4f} in run.json)"
+            if isinstance(info.get("best_score"), (int, float)) and info.get("monitor")
+            else ""
+        )
+        lines.append(
+            f"- **{role}:** `{r.run}` — variant `{r.cfg.variant}` ({r.label}); checkpoint "
+            f"`{r.ckpt.name}`{best}; data `{r.cfg.data.source}`; seed {r.cfg.seed}; {slots}."
+        )
     lines.append(f"- Everything below is computed on the **{SPLIT}** split of each run's own sample store.")
     return lines
 
@@ -596,13 +695,16 @@ def _fig3_text(fig3: dict, max_users: int, files: dict) -> list[str]:
     lines.append(
         f"Histogram of the cosine between each user's video and live preference vectors, h_video and h_live "
         f"(eq. 13), one sample per user (their last {SPLIT} sample), over users whose two histories are both "
-        f"non-empty (at most {max_users:,}; per-user values in [{files['cosine_csv']}]({files['cosine_csv']})).")
+        f"non-empty (at most {max_users:,}; per-user values in [{files['cosine_csv']}]({files['cosine_csv']}))."
+    )
     parts = []
     for label, d in fig3.items():
         capped = f" of {d['eligible_users']:,} eligible" if d["eligible_users"] > d["n"] else ""
-        parts.append(f"**{label}**: mean {_f(d['mean'])}, median {_f(d['p50'])}, p10-p90 "
-                     f"[{_f(d['p10'])}, {_f(d['p90'])}] over {d['n']:,} users{capped} ({d['h']} on "
-                     f"{d['features']})")
+        parts.append(
+            f"**{label}**: mean {_f(d['mean'])}, median {_f(d['p50'])}, p10-p90 "
+            f"[{_f(d['p10'])}, {_f(d['p90'])}] over {d['n']:,} users{capped} ({d['h']} on "
+            f"{d['features']})"
+        )
     lines.append("; ".join(parts) + ".")
     means = [d["mean"] for d in fig3.values()]
     if len(means) == 2 and None not in means:
@@ -612,66 +714,97 @@ def _fig3_text(fig3: dict, max_users: int, files: dict) -> list[str]:
         aligned = [label for label, d in fig3.items() if d["h"].startswith("trained")]
         if len(aligned) == 1:
             lead = max(fig3, key=lambda k: fig3[k]["mean"])
-            lines[-1] += (" As in the paper's Fig. 3, the run trained with the contrastive loss has the more similar "
-                          "preferences." if lead == aligned[0] else
-                          " The paper's Fig. 3 finds the opposite (the contrastively aligned run higher); on this run "
-                          "the alignment has not (yet) raised the cosine.")
+            lines[-1] += (
+                " As in the paper's Fig. 3, the run trained with the contrastive loss has the more similar preferences."
+                if lead == aligned[0]
+                else " The paper's Fig. 3 finds the opposite (the contrastively aligned run higher); on this run "
+                "the alignment has not (yet) raised the cosine."
+            )
     untrained = [(label, d) for label, d in fig3.items() if d["h"].startswith("untrained")]
     for label, d in untrained:
-        lines += ["", f"*How h is defined for {label}:* that run has no align head (align `none`), so h is the "
-                      f"output of the same InfoNCE projection head (`InfoNCEAlign`, default dims "
-                      f"{d['head_dims']}, normalised), initialised with the run's seed ({d['seed']}) and never "
-                      f"trained, applied to the run's {d['features']}: what the head would give with no "
-                      f"contrastive loss. Its cosines therefore reflect the geometry of the untrained projection "
-                      f"of that run's features, not a learned alignment."]
+        lines += [
+            "",
+            f"*How h is defined for {label}:* that run has no align head (align `none`), so h is the "
+            f"output of the same InfoNCE projection head (`InfoNCEAlign`, default dims "
+            f"{d['head_dims']}, normalised), initialised with the run's seed ({d['seed']}) and never "
+            f"trained, applied to the run's {d['features']}: what the head would give with no "
+            f"contrastive loss. Its cosines therefore reflect the geometry of the untrained projection "
+            f"of that run's features, not a learned alignment.",
+        ]
     return lines
 
 
 def _fig4_text(s: dict) -> list[str]:
     ratio = s["same_author_share"] / s["same_author_share_uniform"] if s["same_author_share_uniform"] else None
-    same = (f"{100 * s['same_author_share']:.1f}% of the attention mass goes to video items by the same author as "
-            f"the live query (uniform attention would give {100 * s['same_author_share_uniform']:.1f}%)"
-            if s["same_author_share_uniform"] > 0 else
-            "no video item shares an author with a live item")
-    return ["## Figure 4: cross-attention heatmap", "",
-            "![cross-attention heatmap](fig4-cross-attention.png)", "",
-            f"Cross-attention weights of eq. 16 (live history as queries, rows; short-video history as keys, "
-            f"columns; mean over heads; real positions only, oldest first; labels `a<author id> t<tag>`) for "
-            f"user {s['user_id']} ({s['activity']}-active; {s['why']}), on their last {SPLIT} sample: "
-            f"{s['n_live']} live x {s['n_video']} video items.",
-            f"The largest weight is {s['max_weight']:.3f} (live `{s['max_row']}` -> video `{s['max_col']}`; uniform "
-            f"would be {s['uniform_weight']:.3f}); the mean row maximum is {s['mean_row_max']:.3f}, the mean row "
-            f"entropy {s['mean_entropy']:.2f} nats (uniform: {s['max_entropy']:.2f}); {same}"
-            + (f", {ratio:.1f}x the uniform share." if ratio is not None else ".")]
+    same = (
+        f"{100 * s['same_author_share']:.1f}% of the attention mass goes to video items by the same author as "
+        f"the live query (uniform attention would give {100 * s['same_author_share_uniform']:.1f}%)"
+        if s["same_author_share_uniform"] > 0
+        else "no video item shares an author with a live item"
+    )
+    return [
+        "## Figure 4: cross-attention heatmap",
+        "",
+        "![cross-attention heatmap](fig4-cross-attention.png)",
+        "",
+        f"Cross-attention weights of eq. 16 (live history as queries, rows; short-video history as keys, "
+        f"columns; mean over heads; real positions only, oldest first; labels `a<author id> t<tag>`) for "
+        f"user {s['user_id']} ({s['activity']}-active; {s['why']}), on their last {SPLIT} sample: "
+        f"{s['n_live']} live x {s['n_video']} video items.",
+        f"The largest weight is {s['max_weight']:.3f} (live `{s['max_row']}` -> video `{s['max_col']}`; uniform "
+        f"would be {s['uniform_weight']:.3f}); the mean row maximum is {s['mean_row_max']:.3f}, the mean row "
+        f"entropy {s['mean_entropy']:.2f} nats (uniform: {s['max_entropy']:.2f}); {same}"
+        + (f", {ratio:.1f}x the uniform share." if ratio is not None else "."),
+    ]
 
 
 def _table3_text(rows: list[dict], missing: list[str], gates: Mapping[str, np.ndarray]) -> list[str]:
     lines = ["## Table 3: frequency gates per activity group", ""]
     note = {"video_frequency": "video (alpha, beta)", "live_frequency": "live (gamma, delta)"}
     if missing:
-        lines += [f"This run has no frequency module on the {' and '.join(note[m] for m in missing)} side "
-                  f"(slot `none`), so {'that side has' if len(missing) == 1 else 'neither side has'} gates.", ""]
+        lines += [
+            f"This run has no frequency module on the {' and '.join(note[m] for m in missing)} side "
+            f"(slot `none`), so {'that side has' if len(missing) == 1 else 'neither side has'} gates.",
+            "",
+        ]
     if not rows:
-        return lines if len(missing) == 2 else lines + ["No gate values to report (no test sample has a history "
-                                                        "on the side that has gates)."]
+        return (
+            lines
+            if len(missing) == 2
+            else lines + ["No gate values to report (no test sample has a history on the side that has gates)."]
+        )
     groups = [g for g in GROUPS if any(r["group"] == g for r in rows)]
     names = [g for g in GATES if g in gates]
     mean = {(r["group"], r["gate"]): r for r in rows}
-    lines += ["![gate box plot](table3-gates.png)", "",
-              "Learned gates of eq. 10 (alpha / beta: video low / high frequency; gamma / delta: live low / high) "
-              f"over the samples of the {SPLIT} split, per user-activity group. A sample whose history of a domain "
-              "is empty is left out of that domain's gates (the gate has nothing to weigh). Boxes: p25-p75 and "
-              f"median; whiskers p10-p90; diamonds: mean. All values: [table3-gates.csv](table3-gates.csv).", "",
-              "Mean per group (Table 3 shape):", "",
-              "| group | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [
+        "![gate box plot](table3-gates.png)",
+        "",
+        "Learned gates of eq. 10 (alpha / beta: video low / high frequency; gamma / delta: live low / high) "
+        f"over the samples of the {SPLIT} split, per user-activity group. A sample whose history of a domain "
+        "is empty is left out of that domain's gates (the gate has nothing to weigh). Boxes: p25-p75 and "
+        f"median; whiskers p10-p90; diamonds: mean. All values: [table3-gates.csv](table3-gates.csv).",
+        "",
+        "Mean per group (Table 3 shape):",
+        "",
+        "| group | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
     for g in groups:
-        lines.append(f"| {g} | " + " | ".join(_f(mean[(g, n)]["mean"]) if (g, n) in mean else "n/a"
-                                              for n in names) + " |")
-    lines += ["", "Distribution (p10 / p50 / p90 and samples):", "",
-              "| group | gate | samples | mean | p10 | p50 | p90 |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {g} | " + " | ".join(_f(mean[(g, n)]["mean"]) if (g, n) in mean else "n/a" for n in names) + " |"
+        )
+    lines += [
+        "",
+        "Distribution (p10 / p50 / p90 and samples):",
+        "",
+        "| group | gate | samples | mean | p10 | p50 | p90 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['group']} | {r['gate']} | {r['n']:,} | {_f(r['mean'])} | {_f(r['p10'])} | "
-                     f"{_f(r['p50'])} | {_f(r['p90'])} |")
+        lines.append(
+            f"| {r['group']} | {r['gate']} | {r['n']:,} | {_f(r['mean'])} | {_f(r['p10'])} | "
+            f"{_f(r['p50'])} | {_f(r['p90'])} |"
+        )
     high = [n for n in ("beta", "delta") if n in names]
     if high and "low" in groups and "full" in groups:
         parts = []
@@ -679,16 +812,25 @@ def _table3_text(rows: list[dict], missing: list[str], gates: Mapping[str, np.nd
             if ("low", n) in mean:
                 lo, full = mean[("low", n)]["mean"], mean[("full", n)]["mean"]
                 low_name = "alpha" if n == "beta" else "gamma"
-                side = (f" (its low-frequency partner {low_name}: {_f(mean[('low', low_name)]['mean'], 4)} for "
-                        f"low-active users)"
-                        if ("low", low_name) in mean else "")
+                side = (
+                    f" (its low-frequency partner {low_name}: {_f(mean[('low', low_name)]['mean'], 4)} for "
+                    f"low-active users)"
+                    if ("low", low_name) in mean
+                    else ""
+                )
                 parts.append(f"{n} averages {_f(lo, 4)} for low-active users vs {_f(full, 4)} overall{side}")
         if parts:
-            lines += ["", "High-frequency gates: " + "; ".join(parts) +
-                      ". The paper's Table 3 finds beta and delta high (about 0.9) for a low-active user."]
+            lines += [
+                "",
+                "High-frequency gates: "
+                + "; ".join(parts)
+                + ". The paper's Table 3 finds beta and delta high (about 0.9) for a low-active user.",
+            ]
             if all(abs(r["mean"] - 0.5) < 0.05 for r in rows if r["group"] == "full"):
-                lines[-1] += (" Here every gate averages within 0.05 of 0.5, its value at initialisation: the gate "
-                              "MLPs have barely moved (a short run), so the groups cannot differ much yet.")
+                lines[-1] += (
+                    " Here every gate averages within 0.05 of 0.5, its value at initialisation: the gate "
+                    "MLPs have barely moved (a short run), so the groups cannot differ much yet."
+                )
     return lines
 
 
@@ -712,9 +854,11 @@ def _curve_stats(inputs: dict, legs: int) -> dict:
 
 def _curves_text(r: LoadedRun, fname: str, s: dict) -> list[str]:
     lines = [f"![training curves of {r.name}]({fname})", ""]
-    text = (f"{r.label} (`{r.name}`), from {s['legs']} log file{'s' if s['legs'] != 1 else ''} "
-            f"(logs/metrics.csv{' and the resumed legs' if s['legs'] > 1 else ''}): per-task training BCE by step "
-            f"(rolling mean when there are many points)")
+    text = (
+        f"{r.label} (`{r.name}`), from {s['legs']} log file{'s' if s['legs'] != 1 else ''} "
+        f"(logs/metrics.csv{' and the resumed legs' if s['legs'] > 1 else ''}): per-task training BCE by step "
+        f"(rolling mean when there are many points)"
+    )
     if "cl_first" in s:
         text += ", the contrastive loss L_cl by step"
     text += " and validation AUC per epoch."
@@ -729,6 +873,8 @@ def _curves_text(r: LoadedRun, fname: str, s: dict) -> list[str]:
         if "cl_first" in s:
             text += f" L_cl {s['cl_last']:.3f}."
     if "best_val_auc_mean" in s:
-        text += (f" The best mean validation AUC is {s['best_val_auc_mean']:.4f} at epoch {s['best_epoch']} "
-                 f"(of {s['epochs']} validated).")
+        text += (
+            f" The best mean validation AUC is {s['best_val_auc_mean']:.4f} at epoch {s['best_epoch']} "
+            f"(of {s['epochs']} validated)."
+        )
     return lines + [text]

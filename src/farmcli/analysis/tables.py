@@ -22,8 +22,12 @@ MARK = "*"
 def _stats(values: Sequence[float]) -> dict:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
     n = len(v)
-    return {"mean": float(v.mean()) if n else None, "std": float(v.std(ddof=1)) if n > 1 else None, "n": n,
-            "values": [float(x) for x in v]}
+    return {
+        "mean": float(v.mean()) if n else None,
+        "std": float(v.std(ddof=1)) if n > 1 else None,
+        "n": n,
+        "values": [float(x) for x in v],
+    }
 
 
 def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict:
@@ -80,8 +84,9 @@ def _oracle(evals: Mapping[str, Mapping[int, dict]], group: str) -> dict | None:
     for runs in evals.values():
         for ev in runs.values():
             if ev.get("oracle"):
-                return {f"{t}/{k}": {"mean": ev["oracle"][group][t][k], "std": None, "n": 1}
-                        for t in TASKS for k in KINDS}
+                return {
+                    f"{t}/{k}": {"mean": ev["oracle"][group][t][k], "std": None, "n": 1} for t in TASKS for k in KINDS
+                }
     return None
 
 
@@ -113,11 +118,18 @@ def table1_markdown(t1: dict, header: str = "") -> str:
     lines = [header, "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in t1["rows"]:
         signed = row["row"] == "Improve"
-        lines.append(f"| {row['row']} | " + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed)
-                                                     for t in TASKS for k in KINDS) + " |")
-    lines += ["", f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population). "
-              f"Improve = FARM − Base in points, paired by seed. {MARK} = differs from FARM (for Improve: from "
-              f"zero) by more than twice the standard error of the paired difference.", ""]
+        lines.append(
+            f"| {row['row']} | "
+            + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed) for t in TASKS for k in KINDS)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population). "
+        f"Improve = FARM − Base in points, paired by seed. {MARK} = differs from FARM (for Improve: from "
+        f"zero) by more than twice the standard error of the paired difference.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -125,8 +137,12 @@ def table4_markdown(t4: dict, header: str = "") -> str:
     lines = [header, "", "| group | " + " | ".join(TASKS) + " |", "|---|" + "---:|" * len(TASKS)]
     for row in t4["rows"]:
         lines.append(f"| {row['group']} | " + " | ".join(fmt(row["cells"][t], signed=True) for t in TASKS) + " |")
-    lines += ["", f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
-              f"seeds (paired); {MARK} = larger than twice its standard error.", ""]
+    lines += [
+        "",
+        f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
+        f"seeds (paired); {MARK} = larger than twice its standard error.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -139,9 +155,20 @@ def table1_csv(t1: dict) -> str:
             for k in KINDS:
                 c = row["cells"].get(f"{t}/{k}") or {}
                 vs = c.get("vs_farm") or {}
-                w.writerow([row["row"], row["variant"] or "", t, k, _num(c.get("mean")), _num(c.get("std")),
-                            c.get("n", ""), _num(vs.get("mean")), _num(vs.get("se")),
-                            int(bool(c.get("mark"))) if "mark" in c else ""])
+                w.writerow(
+                    [
+                        row["row"],
+                        row["variant"] or "",
+                        t,
+                        k,
+                        _num(c.get("mean")),
+                        _num(c.get("std")),
+                        c.get("n", ""),
+                        _num(vs.get("mean")),
+                        _num(vs.get("se")),
+                        int(bool(c.get("mark"))) if "mark" in c else "",
+                    ]
+                )
     return buf.getvalue()
 
 

@@ -18,11 +18,15 @@ from farmcli.errors import UserError
 @user_errors
 def ablate_cmd(
     ctx: typer.Context,
-    variants: str = typer.Option("base,farm,no-vfa,no-lfa,no-cpa,no-cpf", help="Comma-separated variants (names or YAML files)."),
+    variants: str = typer.Option(
+        "base,farm,no-vfa,no-lfa,no-cpa,no-cpf", help="Comma-separated variants (names or YAML files)."
+    ),
     seeds: int = typer.Option(3, help="Number of seeds per variant (seeds 0..N-1)."),
     data: str = typer.Option("default", "--data", "-d", help="Dataset directory or simulator preset."),
     groups: str = typer.Option("low,mid,high", help="Activity groups for Table 4 (beside full)."),
-    out: Optional[Path] = typer.Option(None, help="Output directory (default: farm-ablations/DATA). Re-running resumes it."),
+    out: Optional[Path] = typer.Option(
+        None, help="Output directory (default: farm-ablations/DATA). Re-running resumes it."
+    ),
     config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every run (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting for every run, KEY=VALUE (repeatable)."),
 ) -> None:
@@ -37,21 +41,38 @@ def ablate_cmd(
     group_list = [g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full"]
     bad = [g for g in group_list if g not in ("low", "mid", "high")]
     if bad or not variant_list or seeds < 1:
-        raise UserError(f"--groups takes low, mid, high (got {', '.join(bad)})" if bad else
-                        "--variants needs at least one variant" if not variant_list else "--seeds must be >= 1")
+        raise UserError(
+            f"--groups takes low, mid, high (got {', '.join(bad)})"
+            if bad
+            else "--variants needs at least one variant"
+            if not variant_list
+            else "--seeds must be >= 1"
+        )
     out = out or Path("farm-ablations") / (Path(data).name if Path(data).is_dir() else data)
 
     def on_run(i: int, total: int, state, phase: str) -> None:
         if phase == "start":
-            console.print(Rule(f"run {i + 1}/{total}: {state.variant}, seed {state.seed} "
-                               f"({'continuing' if state.state == 'resumed' else 'training'})"))
+            console.print(
+                Rule(
+                    f"run {i + 1}/{total}: {state.variant}, seed {state.seed} "
+                    f"({'continuing' if state.state == 'resumed' else 'training'})"
+                )
+            )
         elif state.state == "done":
             console.print(f"run {i + 1}/{total}: {state.variant}, seed {state.seed}: finished earlier, skipped")
         elif state.state == "failed":
             console.print(f"[red]run {i + 1}/{total}: {state.variant}, seed {state.seed} failed:[/] {state.error}")
 
-    result = run_ablation(variant_list, list(range(seeds)), data, group_list, out,
-                          [_config_path(c) for c in config], _overrides(ctx, set_), on_run=on_run)
+    result = run_ablation(
+        variant_list,
+        list(range(seeds)),
+        data,
+        group_list,
+        out,
+        [_config_path(c) for c in config],
+        _overrides(ctx, set_),
+        on_run=on_run,
+    )
     if result.table1:
         console.print(render.ablation_table(result.table1, width=console.width))
     if result.table4:
@@ -59,5 +80,7 @@ def ablate_cmd(
     for f in result.files:
         console.print(f"wrote {f}", soft_wrap=True, markup=False)
     if result.failed:
-        raise UserError(f"{len(result.failed)} run(s) failed: " +
-                        "; ".join(f"{r.variant} seed {r.seed}: {r.error.splitlines()[0]}" for r in result.failed))
+        raise UserError(
+            f"{len(result.failed)} run(s) failed: "
+            + "; ".join(f"{r.variant} seed {r.seed}: {r.error.splitlines()[0]}" for r in result.failed)
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
@@ -36,10 +36,14 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit."),
-          verbose: bool = typer.Option(False, "--verbose", help="Show Lightning's and other libraries' "
-                                                                "messages and warnings.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show Lightning's and other libraries' messages and warnings."
+    ),
+) -> None:
     """FARM: frequency-aware cross-domain live-streaming recommendation."""
     import signal
 
@@ -75,8 +79,10 @@ def user_errors(fn: Callable) -> Callable:
             reason = e.strerror or str(e)
             if isinstance(e, (FileExistsError, NotADirectoryError)) and os.path.isfile(e.filename):
                 reason = "a file is in the way where a directory is needed"
-            fail(f"{what}: {reason}. Check that the path exists, is of the right kind (file or "
-                 f"directory) and that you may write there, or choose another path.")
+            fail(
+                f"{what}: {reason}. Check that the path exists, is of the right kind (file or "
+                f"directory) and that you may write there, or choose another path."
+            )
         except KeyboardInterrupt:
             err_console.print("interrupted; nothing half-written was left behind.")
             sys.exit(130)

@@ -17,8 +17,15 @@ from farmcli.errors import UserError
 
 
 def progress_bar() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def step_progress(bar: Progress):
@@ -53,11 +60,17 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 @data_app.command("synth")
 @user_errors
 def synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the dataset to (must not exist unless --overwrite)."),
-    preset: str = typer.Option("default", help="Size preset: tiny (tests), small (~3,000 users), default (20,000 users)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Directory to write the dataset to (must not exist unless --overwrite)."
+    ),
+    preset: str = typer.Option(
+        "default", help="Size preset: tiny (tests), small (~3,000 users), default (20,000 users)."
+    ),
     seed: int = typer.Option(0, min=0, help="Random seed; the same arguments and seed give byte-identical files."),
     users: Optional[int] = typer.Option(None, "--users", min=1, help="Number of users (overrides the preset)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of simulator settings (any SimConfig field)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML file of simulator settings (any SimConfig field)."
+    ),
     set_: list[str] = typer.Option([], "--set", help="Override one simulator setting, KEY=VALUE (repeatable)."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
 ) -> None:
@@ -79,8 +92,9 @@ def synth(
     _check_space(target, cfg.n_users)
     with progress_bar() as bar:
         task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
-        summary = synthesize(cfg, out, overwrite=overwrite,
-                             on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+        summary = synthesize(
+            cfg, out, overwrite=overwrite, on_progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     rows = ", ".join(f"{k} {v:,}" for k, v in summary.get("rows", {}).items())
     console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
 
@@ -97,11 +111,12 @@ def _check_space(target: Path, users: int) -> None:
     parent = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(parent).free
     if estimate > free:
-        raise UserError(f"--users {users:,} makes a dataset of about {estimate / 1e9:,.1f} GB, but {parent} has "
-                        f"{free / 1e9:,.1f} GB free. Choose fewer users or another --out.")
+        raise UserError(
+            f"--users {users:,} makes a dataset of about {estimate / 1e9:,.1f} GB, but {parent} has "
+            f"{free / 1e9:,.1f} GB free. Choose fewer users or another --out."
+        )
     if estimate > 1e9:
-        err_console.print(f"about {estimate / 1e9:,.1f} GB will be written ({free / 1e9:,.1f} GB free).",
-                          markup=False)
+        err_console.print(f"about {estimate / 1e9:,.1f} GB will be written ({free / 1e9:,.1f} GB free).", markup=False)
 
 
 @data_app.command("validate")
@@ -127,11 +142,13 @@ def validate(
         if report.rows:
             console.print(render.validation(report))
     if not report.ok:
-        err_console.print(f"{dataset}: {len(report.errors)} problem(s); the dataset is not valid.", soft_wrap=True,
-                          markup=False)
+        err_console.print(
+            f"{dataset}: {len(report.errors)} problem(s); the dataset is not valid.", soft_wrap=True, markup=False
+        )
         raise typer.Exit(2)
     (err_console if as_json else console).print(
-        f"{dataset}: valid farm-events/1 dataset ({len(report.warnings)} warning(s)).", soft_wrap=True, markup=False)
+        f"{dataset}: valid farm-events/1 dataset ({len(report.warnings)} warning(s)).", soft_wrap=True, markup=False
+    )
 
 
 @data_app.command("inspect")
@@ -165,8 +182,10 @@ def _require_valid(dataset: Path) -> None:
     report = run_validate(dataset)
     if not report.ok:
         lines = "\n".join(f"  {e}" for e in report.errors)
-        raise UserError(f"{dataset} is not a valid farm-events/1 dataset:\n{lines}\n"
-                        f"Run `farm data validate {dataset}` for the full report.")
+        raise UserError(
+            f"{dataset} is not a valid farm-events/1 dataset:\n{lines}\n"
+            f"Run `farm data validate {dataset}` for the full report."
+        )
 
 
 @data_app.command("build")
@@ -175,7 +194,9 @@ def build(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where sample stores live (default: $FARM_HOME/samples)."),
     history_len: int = typer.Option(50, min=1, help="History length L (both domains)."),
-    min_count: int = typer.Option(1, min=1, help="Ids seen fewer times in the training window map to out-of-vocabulary."),
+    min_count: int = typer.Option(
+        1, min=1, help="Ids seen fewer times in the training window map to out-of-vocabulary."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the store summary as JSON."),
 ) -> None:
     """Build (or reuse) the sample store: point-in-time histories, vocabularies and buckets, cached by content hash.
@@ -188,9 +209,15 @@ def build(
     _require_valid(dataset)
     with progress_bar() as bar:
         task = bar.add_task("building samples", total=None)
-        store = build_samples(dataset, cache_dir or sample_cache(), history_len=history_len, min_count=min_count,
-                              on_progress=lambda step, done, total: bar.update(
-                                  task, description=f"building samples: {step}", completed=done, total=total))
+        store = build_samples(
+            dataset,
+            cache_dir or sample_cache(),
+            history_len=history_len,
+            min_count=min_count,
+            on_progress=lambda step, done, total: bar.update(
+                task, description=f"building samples: {step}", completed=done, total=total
+            ),
+        )
     announce_store(store)
     summary = store_summary(store)
     if as_json:

@@ -34,8 +34,9 @@ def _cuts(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--activity-cuts expects two quantiles LOW,HIGH, got '{text}'. Example: "
-                        "--activity-cuts 0.5,0.85") from None
+        raise UserError(
+            f"--activity-cuts expects two quantiles LOW,HIGH, got '{text}'. Example: --activity-cuts 0.5,0.85"
+        ) from None
     return lo, hi
 
 
@@ -72,8 +73,11 @@ def render_import(rep: dict) -> Group:
         out.add_column(k, justify="right")
     for table, n in rep["rows_written"].items():
         per = sp.get(f"{table}_rows", {})
-        out.add_row(f"{table}.parquet", f"{n:,}", *(f"{per[k]:,}" if k in per else "" for k in
-                                                    ("warmup", "train", "valid", "test")))
+        out.add_row(
+            f"{table}.parquet",
+            f"{n:,}",
+            *(f"{per[k]:,}" if k in per else "" for k in ("warmup", "train", "valid", "test")),
+        )
     parts.append(out)
 
     days = Table(title=f"days ({sp['day_tz']}): {sp['first_day']} to {sp['last_day']}")
@@ -84,15 +88,23 @@ def render_import(rep: dict) -> Group:
     parts.append(days)
 
     lr = rep["label_rates"]
-    parts += render.label_rates({t: (r, lr["live_of_clicks"].get(t)) for t, r in lr["live_of_impressions"].items()},
-                                lr["video"], video_title="video label rates (of plays)")
+    parts += render.label_rates(
+        {t: (r, lr["live_of_clicks"].get(t)) for t, r in lr["live_of_impressions"].items()},
+        lr["video"],
+        video_title="video label rates (of plays)",
+    )
 
     cov = rep["coverage"]
     covt = Table(title="derived fields: share of rows with a known value")
     for c in ("live tag", "live cluster", "live page (clicks)", "video tag", "video page"):
         covt.add_column(c, justify="right")
-    covt.add_row(_pct(cov["live_tag_known"]), _pct(cov["live_cluster_known"]), _pct(cov["live_clicked_page_known"]),
-                 _pct(cov["video_tag_known"]), _pct(cov["video_page_known"]))
+    covt.add_row(
+        _pct(cov["live_tag_known"]),
+        _pct(cov["live_cluster_known"]),
+        _pct(cov["live_clicked_page_known"]),
+        _pct(cov["video_tag_known"]),
+        _pct(cov["video_page_known"]),
+    )
     parts.append(covt)
 
     adj = [f"{name}: {what}: {n:,}" for name, d in rep["adjusted"].items() for what, n in d.items() if n]
@@ -113,27 +125,38 @@ def render_import(rep: dict) -> Group:
 @import_app.command("kuailive-m3")
 @user_errors
 def kuailive_m3(
-    raw_dir: Path = typer.Argument(..., help="Folder of the KuaiLive-M3 download (live_interaction.csv, "
-                                             "live_show.parquet, photo_play.parquet, ...)."),
-    out: Path = typer.Option(..., "--out", "-o",
-                             help="Dataset directory to write (must not exist unless --overwrite)."),
+    raw_dir: Path = typer.Argument(
+        ...,
+        help="Folder of the KuaiLive-M3 download (live_interaction.csv, live_show.parquet, photo_play.parquet, ...).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dataset directory to write (must not exist unless --overwrite)."
+    ),
     effective_view_ms: int = typer.Option(3000, help="effective_view = live play time >= this many ms."),
     long_view_ms: int = typer.Option(60000, help="long_view = live play time >= this many ms."),
-    like_codes: str = typer.Option("1", help="like_status_type values that mean a like (comma-separated; the codes "
-                                             "are undocumented upstream, 1 = new like is assumed)."),
+    like_codes: str = typer.Option(
+        "1",
+        help="like_status_type values that mean a like (comma-separated; the codes "
+        "are undocumented upstream, 1 = new like is assumed).",
+    ),
     valid_days: int = typer.Option(1, help="Days before the test days that form the validation split (0 = none)."),
     test_days: int = typer.Option(1, help="Last days of the live logs that form the test split."),
     warmup_days: int = typer.Option(0, help="First days kept as history only (never samples)."),
     day_tz: str = typer.Option("Asia/Shanghai", help="Time zone of the day boundaries of the splits."),
-    naive_tz: str = typer.Option("UTC", help="Time zone of date-times that carry none (the official preprocessing "
-                                             "reads them as UTC)."),
-    live_page: str = typer.Option("none", help="'none' (default): page 0 on every live row. 'source': live page = "
-                                               "live_source_category; impressions have none, so it leaks the click "
-                                               "label (the report warns)."),
+    naive_tz: str = typer.Option(
+        "UTC", help="Time zone of date-times that carry none (the official preprocessing reads them as UTC)."
+    ),
+    live_page: str = typer.Option(
+        "none",
+        help="'none' (default): page 0 on every live row. 'source': live page = "
+        "live_source_category; impressions have none, so it leaks the click "
+        "label (the report warns).",
+    ),
     clusters: int = typer.Option(64, help="k of the k-means over authors' live-room embeddings."),
     seed: int = typer.Option(0, help="Seed of the k-means."),
-    activity_cuts: str = typer.Option("0.5,0.85", help="Quantiles of live clicks in training that end the low "
-                                                       "and mid activity levels."),
+    activity_cuts: str = typer.Option(
+        "0.5,0.85", help="Quantiles of live clicks in training that end the low and mid activity levels."
+    ),
     rows_per_partition: int = typer.Option(10_000_000, help="Rows joined and sorted at a time (lower = less memory)."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
@@ -148,16 +171,32 @@ def kuailive_m3(
     """
     from farmcli.data.importers import KLM3Options, import_kuailive_m3
 
-    opts = KLM3Options(effective_view_ms=effective_view_ms, long_view_ms=long_view_ms,
-                       like_codes=_ints(like_codes, "--like-codes"), valid_days=valid_days, test_days=test_days,
-                       warmup_days=warmup_days, day_tz=day_tz, naive_tz=naive_tz, live_page=live_page,
-                       clusters=clusters, seed=seed, activity_cuts=_cuts(activity_cuts),
-                       rows_per_partition=rows_per_partition)
+    opts = KLM3Options(
+        effective_view_ms=effective_view_ms,
+        long_view_ms=long_view_ms,
+        like_codes=_ints(like_codes, "--like-codes"),
+        valid_days=valid_days,
+        test_days=test_days,
+        warmup_days=warmup_days,
+        day_tz=day_tz,
+        naive_tz=naive_tz,
+        live_page=live_page,
+        clusters=clusters,
+        seed=seed,
+        activity_cuts=_cuts(activity_cuts),
+        rows_per_partition=rows_per_partition,
+    )
     with progress_bar() as bar:
         task = bar.add_task("importing", total=None)
-        report = import_kuailive_m3(raw_dir, out, options=opts, overwrite=overwrite,
-                                    on_progress=lambda step, done, total: bar.update(
-                                        task, description=f"importing: {step}", completed=done, total=total))
+        report = import_kuailive_m3(
+            raw_dir,
+            out,
+            options=opts,
+            overwrite=overwrite,
+            on_progress=lambda step, done, total: bar.update(
+                task, description=f"importing: {step}", completed=done, total=total
+            ),
+        )
     rep = report.to_dict()
     if as_json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
@@ -165,5 +204,8 @@ def kuailive_m3(
         console.print(render_import(rep))
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {out} in {report.seconds:.1f} s; report saved to {out / 'import_report.json'}",
-                  soft_wrap=True, markup=False)
+    console.print(
+        f"wrote {out} in {report.seconds:.1f} s; report saved to {out / 'import_report.json'}",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -14,10 +14,18 @@ from farmcli.cli.app import app, console, user_errors
 @user_errors
 def report_cmd(
     run: Path = typer.Argument(..., help="A run directory of `farm train` (its best checkpoint is used)."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="A second run overlaid in Figure 3, e.g. the no-cpa variant."),
-    user: Optional[int] = typer.Option(None, "--user", help="Raw user_id for the Figure 4 heatmap (default: the low-active user with the longest live history)."),
+    compare: Optional[Path] = typer.Option(
+        None, "--compare", help="A second run overlaid in Figure 3, e.g. the no-cpa variant."
+    ),
+    user: Optional[int] = typer.Option(
+        None,
+        "--user",
+        help="Raw user_id for the Figure 4 heatmap (default: the low-active user with the longest live history).",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/report)."),
-    max_users: int = typer.Option(10_000, "--max-users", help="At most this many test users in Figure 3 (a seeded sample)."),
+    max_users: int = typer.Option(
+        10_000, "--max-users", help="At most this many test users in Figure 3 (a seeded sample)."
+    ),
     batch_size: int = typer.Option(4096, "--batch-size", help="Samples per model pass."),
     accelerator: str = typer.Option("cpu", help="cpu, gpu or auto."),
 ) -> None:
@@ -45,8 +53,16 @@ def report_cmd(
                 tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done, total=total)
 
-        md = build_report(run, compare=compare, user=user, out=out, max_users=max_users, batch_size=batch_size,
-                          device=device, progress=progress)
+        md = build_report(
+            run,
+            compare=compare,
+            user=user,
+            out=out,
+            max_users=max_users,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
     console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True, markup=False)
 
 

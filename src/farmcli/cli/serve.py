@@ -16,9 +16,13 @@ from farmcli.cli.data import progress_bar, step_progress
 def predict_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="A farm-events/1 directory or preset to score (default: the run's own data)."),
+    data: Optional[str] = typer.Option(
+        None, "--data", "-d", help="A farm-events/1 directory or preset to score (default: the run's own data)."
+    ),
     split: str = typer.Option("test", help="test, valid, train or all (the three windows, in that order)."),
-    batch_size: Optional[int] = typer.Option(None, help="Rows per scoring batch (default: the run's training batch size, so memory stays below training's)."),
+    batch_size: Optional[int] = typer.Option(
+        None, help="Rows per scoring batch (default: the run's training batch size, so memory stays below training's)."
+    ),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
     bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
     overwrite: bool = typer.Option(False, help="Replace an earlier predictions file of farm at --out."),
@@ -33,8 +37,17 @@ def predict_cmd(
     from farmcli.predict import predict_run
 
     with progress_bar() as bar:
-        result = predict_run(target, out, data=data, split=split, batch_size=batch_size, accelerator=accelerator,
-                             bf16=bf16, overwrite=overwrite, progress=step_progress(bar))
+        result = predict_run(
+            target,
+            out,
+            data=data,
+            split=split,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            bf16=bf16,
+            overwrite=overwrite,
+            progress=step_progress(bar),
+        )
     rows = ", ".join(f"{s} {n:,}" for s, n in result.rows.items())
     console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True, markup=False)
 
@@ -58,5 +71,8 @@ def export_cmd(
 
     with console.status(f"exporting {format} ..."):
         spec = export_run(target, out, fmt=format, overwrite=overwrite)
-    console.print(f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), "
-                  f"{out}.json and {out}.vocab/", soft_wrap=True, markup=False)
+    console.print(
+        f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), {out}.json and {out}.vocab/",
+        soft_wrap=True,
+        markup=False,
+    )

@@ -19,8 +19,10 @@ def _overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
     for i, tok in enumerate(ctx.args):
         is_value = i > 0 and ctx.args[i - 1].startswith("--") and "=" not in ctx.args[i - 1]
         if tok.startswith("-") and "." not in tok.split("=", 1)[0] and not (is_value and _is_number(tok)):
-            raise UserError(f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
-                            f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`.")
+            raise UserError(
+                f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
+                f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."
+            )
     return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
 
 
@@ -48,12 +50,22 @@ def _config_path(name: str) -> Path:
 @user_errors
 def train_cmd(
     ctx: typer.Context,
-    variant: Optional[str] = typer.Option(None, "--variant", "-v", help="Variant name (see `farm variants`) or a variant YAML file."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset directory or simulator preset (tiny, small, default). Default: default."),
-    config: list[str] = typer.Option([], "--config", "-c", help="Config YAML (repeatable; later files win), or a built-in: cpu, gpu, ddp."),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", "-v", help="Variant name (see `farm variants`) or a variant YAML file."
+    ),
+    data: Optional[str] = typer.Option(
+        None, "--data", "-d", help="Dataset directory or simulator preset (tiny, small, default). Default: default."
+    ),
+    config: list[str] = typer.Option(
+        [], "--config", "-c", help="Config YAML (repeatable; later files win), or a built-in: cpu, gpu, ddp."
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default 0)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run directory from its last checkpoint."),
-    set_: list[str] = typer.Option([], "--set", help="Override one setting, KEY=VALUE (repeatable), e.g. model.cl_weight=0.3."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue an interrupted run directory from its last checkpoint."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override one setting, KEY=VALUE (repeatable), e.g. model.cl_weight=0.3."
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
 ) -> None:
     """Train a FARM variant; writes a run directory (config, checkpoints, metrics, logs).
@@ -91,8 +103,11 @@ def train_cmd(
     import json
 
     tables = json.loads((run / "eval-test.json").read_text())
-    console.print(render.eval_table(tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)",
-                                    width=console.width))
+    console.print(
+        render.eval_table(
+            tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)", width=console.width
+        )
+    )
     console.print(f"run directory: {run}", soft_wrap=True, markup=False)
 
 
@@ -102,7 +117,9 @@ def eval_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     groups: str = typer.Option("low,mid,high", help="Comma-separated activity groups to report beside full."),
     split: str = typer.Option("test", help="test or valid."),
-    save_predictions: Optional[Path] = typer.Option(None, help="Write user_id, the six labels and the six scores as parquet."),
+    save_predictions: Optional[Path] = typer.Option(
+        None, help="Write user_id, the six labels and the six scores as parquet."
+    ),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
     bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
 ) -> None:
@@ -113,12 +130,18 @@ def eval_cmd(
     from farmcli.evaluate import as_percent, evaluate_run
 
     group_list = tuple(g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full")
-    tables, run, ckpt = evaluate_run(target, split=split, groups=group_list, save_predictions=save_predictions,
-                                     accelerator=accelerator, bf16=bf16)
-    console.print(render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)",
-                                    width=console.width))
-    console.print(f"wrote {run / f'eval-{split}.json'} and .csv" +
-                  (f"; predictions in {save_predictions}" if save_predictions else ""), soft_wrap=True, markup=False)
+    tables, run, ckpt = evaluate_run(
+        target, split=split, groups=group_list, save_predictions=save_predictions, accelerator=accelerator, bf16=bf16
+    )
+    console.print(
+        render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)", width=console.width)
+    )
+    console.print(
+        f"wrote {run / f'eval-{split}.json'} and .csv"
+        + (f"; predictions in {save_predictions}" if save_predictions else ""),
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 @app.command("variants")

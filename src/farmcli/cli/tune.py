@@ -18,14 +18,23 @@ from farmcli.errors import UserError
 @user_errors
 def tune_cmd(
     ctx: typer.Context,
-    space: list[str] = typer.Option([], "--space", help="A setting and its values, KEY=V1,V2,... (repeatable): any dotted setting of `farm train`."),
+    space: list[str] = typer.Option(
+        [], "--space", help="A setting and its values, KEY=V1,V2,... (repeatable): any dotted setting of `farm train`."
+    ),
     variant: str = typer.Option("farm", "--variant", "-v", help="Variant to tune (name or YAML file)."),
     data: str = typer.Option("small", "--data", "-d", help="Dataset directory or simulator preset."),
-    sampler: str = typer.Option("grid", help="grid (every combination, the paper's search) or tpe (Optuna's TPE, with --trials)."),
+    sampler: str = typer.Option(
+        "grid", help="grid (every combination, the paper's search) or tpe (Optuna's TPE, with --trials)."
+    ),
     trials: Optional[int] = typer.Option(None, help="Trials for tpe; for grid, run only the first N combinations."),
     seeds: int = typer.Option(1, help="Training seeds per trial (0..N-1); the score is their mean."),
-    prune: bool = typer.Option(True, help="Stop a trial early when its validation curve is below the median of earlier trials (Optuna's MedianPruner)."),
-    out: Optional[Path] = typer.Option(None, help="Output directory (default: farm-tune/VARIANT-DATA). Re-running the same command resumes it."),
+    prune: bool = typer.Option(
+        True,
+        help="Stop a trial early when its validation curve is below the median of earlier trials (Optuna's MedianPruner).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, help="Output directory (default: farm-tune/VARIANT-DATA). Re-running the same command resumes it."
+    ),
     config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every trial (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Fix one setting for every trial, KEY=VALUE (repeatable)."),
 ) -> None:
@@ -43,9 +52,17 @@ def tune_cmd(
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}.")
-    settings = TuneSettings(variant=variant, data=data, space=parse_space(space),
-                            config_files=[str(_config_path(c)) for c in config], overrides=_overrides(ctx, set_),
-                            seeds=list(range(seeds)), sampler=sampler, trials=trials, prune=prune)
+    settings = TuneSettings(
+        variant=variant,
+        data=data,
+        space=parse_space(space),
+        config_files=[str(_config_path(c)) for c in config],
+        overrides=_overrides(ctx, set_),
+        seeds=list(range(seeds)),
+        sampler=sampler,
+        trials=trials,
+        prune=prune,
+    )
     name = f"{Path(variant).stem}-{Path(data).name if Path(data).is_dir() else data}"
     out = out or Path("farm-tune") / name
 
@@ -67,7 +84,9 @@ def tune_cmd(
     result = run_tune(settings, out, on_event=on_event)
     if result.best is None:
         raise UserError(f"No trial completed; see {out / 'trials.md'}.")
-    console.print(f"best: trial {result.best.number} ({label(result.best.params)}), "
-                  f"val mean AUC {result.best.score:.2f}", soft_wrap=True)
+    console.print(
+        f"best: trial {result.best.number} ({label(result.best.params)}), val mean AUC {result.best.score:.2f}",
+        soft_wrap=True,
+    )
     for f in result.files:
         console.print(f"wrote {f}", soft_wrap=True, markup=False)

@@ -29,8 +29,13 @@ def derived_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> p
     clicks = live.filter(in_window & (pl.col("click") == 1)).group_by("user_id").agg(pl.len().alias("clicks"))
     counts = users.join(clicks, on="user_id", how="left").with_columns(pl.col("clicks").fill_null(0))
     lo, hi = (pl.col("clicks").quantile(q, interpolation="lower") for q in cuts)
-    level = (pl.when(pl.col("clicks") <= lo).then(pl.lit("low"))
-             .when(pl.col("clicks") <= hi).then(pl.lit("mid")).otherwise(pl.lit("high")))
+    level = (
+        pl.when(pl.col("clicks") <= lo)
+        .then(pl.lit("low"))
+        .when(pl.col("clicks") <= hi)
+        .then(pl.lit("mid"))
+        .otherwise(pl.lit("high"))
+    )
     return counts.with_columns(activity=level).select("user_id", "activity")
 
 
@@ -40,11 +45,18 @@ def user_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> pl.D
     derived = derived_activity(ds, cuts)
     if not ds.has("users"):
         return derived.collect()
-    given = (ds.scan("users").select(pl.col("user_id").cast(pl.Int64), pl.col("activity").cast(pl.String))
-             .filter(pl.col("activity").is_in(list(ACTIVITY_LEVELS)))
-             .group_by("user_id").agg(pl.col("activity").min().alias("given")))
-    return (derived.join(given, on="user_id", how="left")
-            .select("user_id", pl.coalesce("given", "activity").alias("activity")).collect())
+    given = (
+        ds.scan("users")
+        .select(pl.col("user_id").cast(pl.Int64), pl.col("activity").cast(pl.String))
+        .filter(pl.col("activity").is_in(list(ACTIVITY_LEVELS)))
+        .group_by("user_id")
+        .agg(pl.col("activity").min().alias("given"))
+    )
+    return (
+        derived.join(given, on="user_id", how="left")
+        .select("user_id", pl.coalesce("given", "activity").alias("activity"))
+        .collect()
+    )
 
 
 def activity_code() -> pl.Expr:

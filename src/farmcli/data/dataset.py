@@ -43,7 +43,7 @@ class Manifest:
     description: str = ""
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         """Read and check manifest.json; any problem is a UserError naming the file and the fix."""
         problems = manifest_problems(path)
         if problems:
@@ -102,7 +102,9 @@ class Dataset:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise UserError(f"{self.root}: no such dataset directory. Create one with `farm data synth --out {self.root}`.")
+            raise UserError(
+                f"{self.root}: no such dataset directory. Create one with `farm data synth --out {self.root}`."
+            )
         self.manifest = Manifest.load(self.root / "manifest.json")
 
     def path(self, table: str) -> Path:

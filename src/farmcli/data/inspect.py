@@ -34,19 +34,31 @@ def _label_rates(ds: Dataset) -> dict[str, dict[str, float]]:
     samples = ds.scan("live").filter(pl.col("ts") < ds.manifest.test_end)
     if ds.manifest.train_start is not None:
         samples = samples.filter(pl.col("ts") >= ds.manifest.train_start)
-    row = samples.select(
-        pl.len().alias("n"),
-        *(pl.col(t).cast(pl.Int64).sum().alias(t) for t in TASKS),
-    ).collect(engine="streaming").row(0, named=True)
+    row = (
+        samples.select(
+            pl.len().alias("n"),
+            *(pl.col(t).cast(pl.Int64).sum().alias(t) for t in TASKS),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
     n, clicks = row["n"], row["click"]
-    return {t: {"of_impressions": row[t] / n if n else math.nan,
-                "of_clicks": (row[t] / clicks if clicks else math.nan) if t != "click" else 1.0}
-            for t in TASKS}
+    return {
+        t: {
+            "of_impressions": row[t] / n if n else math.nan,
+            "of_clicks": (row[t] / clicks if clicks else math.nan) if t != "click" else 1.0,
+        }
+        for t in TASKS
+    }
 
 
 def _video_rates(ds: Dataset) -> dict[str, float]:
-    row = ds.scan("video").select(*(pl.col(f).cast(pl.Float64).mean().alias(f) for f in VIDEO_FLAGS)) \
-        .collect(engine="streaming").row(0, named=True)
+    row = (
+        ds.scan("video")
+        .select(*(pl.col(f).cast(pl.Float64).mean().alias(f) for f in VIDEO_FLAGS))
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
     return {f: float(v) if v is not None else math.nan for f, v in row.items()}
 
 
@@ -60,13 +72,17 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
     samples = live.filter((pl.col("ts") < m.test_end) & (pl.col("ts") >= (m.train_start or -(2**62))))
     samples = samples.select("user_id", (pl.col("ts") - 1).alias("before")).sort("before").collect()
     out: dict = {}
-    for domain, events in (("video", ds.scan("video").filter(keep)),
-                           ("live", live.filter(pl.col("click") == 1))):
-        ev = (events.select("user_id", "ts").sort("user_id", "ts")
-              .with_columns(n=pl.int_range(1, pl.len() + 1).over("user_id"))
-              .sort("ts").collect())
-        joined = samples.join_asof(ev, left_on="before", right_on="ts", by="user_id", strategy="backward",
-                                 check_sortedness=False)  # sorted by ts just above
+    for domain, events in (("video", ds.scan("video").filter(keep)), ("live", live.filter(pl.col("click") == 1))):
+        ev = (
+            events.select("user_id", "ts")
+            .sort("user_id", "ts")
+            .with_columns(n=pl.int_range(1, pl.len() + 1).over("user_id"))
+            .sort("ts")
+            .collect()
+        )
+        joined = samples.join_asof(
+            ev, left_on="before", right_on="ts", by="user_id", strategy="backward", check_sortedness=False
+        )  # sorted by ts just above
         joined = joined.with_columns(pl.col("n").fill_null(0).clip(upper_bound=history_len))
         joined = joined.join(levels, on="user_id", how="left")
         for level in (*ACTIVITY_LEVELS, "full"):
@@ -77,7 +93,8 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
             out.setdefault(level, {})[domain] = {
                 "samples": part.height,
                 "mean": float(n.mean()),
-                "p10": float(n.quantile(0.1, "lower")), "p50": float(n.quantile(0.5, "lower")),
+                "p10": float(n.quantile(0.1, "lower")),
+                "p50": float(n.quantile(0.5, "lower")),
                 "p90": float(n.quantile(0.9, "lower")),
                 "empty": float((n == 0).mean()),
             }
@@ -92,8 +109,12 @@ def _oracle(ds: Dataset, split: str = "test") -> dict | None:
 
     m = ds.manifest
     lo, hi = (m.valid_end, m.test_end) if split == "test" else (m.train_end, m.valid_end)
-    df = ds.scan("live").filter((pl.col("ts") >= lo) & (pl.col("ts") < hi)) \
-        .select("user_id", *TASKS, *TRUTH_COLUMNS).collect(engine="streaming")
+    df = (
+        ds.scan("live")
+        .filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+        .select("user_id", *TASKS, *TRUTH_COLUMNS)
+        .collect(engine="streaming")
+    )
     if df.height == 0:
         return None
     users = df["user_id"].to_torch()
@@ -121,8 +142,11 @@ def inspect_dataset(root, history_len: int = 50) -> dict:
         "video_live_ratio": n_video / n_live if n_live else math.nan,
         "live_label_rates": _label_rates(ds),
         "video_label_rates": _video_rates(ds),
-        "users": {"total": levels.height, "activity_from": "users.parquet" if ds.has("users") else "derived",
-                  **{lvl: int(counts.get(lvl, 0)) for lvl in ACTIVITY_LEVELS}},
+        "users": {
+            "total": levels.height,
+            "activity_from": "users.parquet" if ds.has("users") else "derived",
+            **{lvl: int(counts.get(lvl, 0)) for lvl in ACTIVITY_LEVELS},
+        },
         "history": _history_lengths(ds, levels, history_len),
         "oracle": _oracle(ds),
     }

@@ -36,8 +36,16 @@ class SplitBatches(Dataset):
 class BatchIndexSampler(Sampler[np.ndarray]):
     """Yields arrays of sample indices: a seeded permutation per epoch (train) or contiguous slices (eval)."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        drop_last: bool = False,
+    ):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world, self.drop_last = rank, world, drop_last
         self.epoch = 0
@@ -51,7 +59,7 @@ class BatchIndexSampler(Sampler[np.ndarray]):
             idx = idx[: self.n - self.n % self.world]
         else:
             idx = np.arange(self.n)
-        return idx[self.rank::self.world]
+        return idx[self.rank :: self.world]
 
     def _count(self) -> int:
         if self.shuffle:
@@ -65,12 +73,18 @@ class BatchIndexSampler(Sampler[np.ndarray]):
     def __iter__(self) -> Iterator[np.ndarray]:
         idx = self._indices()
         for i in range(len(self)):
-            yield idx[i * self.batch_size:(i + 1) * self.batch_size]
+            yield idx[i * self.batch_size : (i + 1) * self.batch_size]
 
 
 class FarmDataModule(L.LightningDataModule):
-    def __init__(self, store: SampleStore, batch_size: int = 1024, eval_batch_size: int = 8192,
-                 num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        store: SampleStore,
+        batch_size: int = 1024,
+        eval_batch_size: int = 8192,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
         super().__init__()
         self.store = store
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -84,11 +98,22 @@ class FarmDataModule(L.LightningDataModule):
 
     def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
         rank, world = self._rank_world()
-        sampler = BatchIndexSampler(self.store.n(split), batch_size or self.eval_batch_size, shuffle=shuffle,
-                                    seed=self.seed, rank=rank, world=world)
-        return DataLoader(SplitBatches(self.store, split), sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        sampler = BatchIndexSampler(
+            self.store.n(split),
+            batch_size or self.eval_batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world=world,
+        )
+        return DataLoader(
+            SplitBatches(self.store, split),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True, batch_size=self.batch_size)

@@ -54,9 +54,10 @@ import math
 import os
 import shutil
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -202,12 +203,14 @@ def encode(vocab: np.ndarray, ids: np.ndarray, dtype: Any = np.int64) -> np.ndar
 
 
 def _index_dtype(size: int) -> np.dtype:
-    return np.dtype(np.int16 if size <= np.iinfo(np.int16).max else np.int32 if size <= np.iinfo(np.int32).max
-                    else np.int64)
+    return np.dtype(
+        np.int16 if size <= np.iinfo(np.int16).max else np.int32 if size <= np.iinfo(np.int32).max else np.int64
+    )
 
 
-def lex_searchsorted(ev_u: np.ndarray, ev_t: np.ndarray, q_u: np.ndarray, q_t: np.ndarray,
-                     *, force_rank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def lex_searchsorted(
+    ev_u: np.ndarray, ev_t: np.ndarray, q_u: np.ndarray, q_t: np.ndarray, *, force_rank: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) of each query (user q_u, time q_t) in events sorted by (user, ts).
 
     ``start`` = index of the user's first event, ``end`` = index of the user's first event with ts >= q_t
@@ -259,12 +262,15 @@ def partition_of(user_id: np.ndarray, n_partitions: int) -> np.ndarray:
 
 
 def _settings(history_len: int, min_count: int, activity_cuts: Sequence[float], partitions: int) -> dict:
-    return {"history_len": int(history_len), "min_count": int(min_count),
-            "activity_cuts": [float(c) for c in activity_cuts], "partitions": int(partitions)}
+    return {
+        "history_len": int(history_len),
+        "min_count": int(min_count),
+        "activity_cuts": [float(c) for c in activity_cuts],
+        "partitions": int(partitions),
+    }
 
 
-def _check_settings(history_len: int, min_count: int, activity_cuts: Sequence[float],
-                    partitions: int | None) -> None:
+def _check_settings(history_len: int, min_count: int, activity_cuts: Sequence[float], partitions: int | None) -> None:
     if int(history_len) < 1:
         raise UserError(f"history_len must be >= 1, got {history_len}.")
     if int(min_count) < 1:
@@ -328,8 +334,23 @@ class SplitArrays:
     l_end: np.ndarray
 
 
-SAMPLE_COLUMNS = ("user_id", "author_id", "user", "author", "page", "tag", "cluster", "ts", "labels", "p",
-                  "activity", "v_start", "v_end", "l_start", "l_end")
+SAMPLE_COLUMNS = (
+    "user_id",
+    "author_id",
+    "user",
+    "author",
+    "page",
+    "tag",
+    "cluster",
+    "ts",
+    "labels",
+    "p",
+    "activity",
+    "v_start",
+    "v_end",
+    "l_start",
+    "l_end",
+)
 
 
 class SampleStore:
@@ -352,7 +373,7 @@ class SampleStore:
 
     # -- opening
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "SampleStore":
+    def open(cls, path: str | os.PathLike) -> SampleStore:
         """Open a complete store; anything else (missing, partial, other format, truncated array) is a UserError."""
         path = Path(path)
         mpath = path / "manifest.json"
@@ -412,8 +433,10 @@ class SampleStore:
     def split(self, name: str) -> SplitArrays:
         self._check_split(name)
         if name not in self._splits:
-            cols = {c: (self.array(f"{name}.{c}") if f"{name}.{c}" in self.manifest["arrays"] else None)
-                    for c in SAMPLE_COLUMNS}
+            cols = {
+                c: (self.array(f"{name}.{c}") if f"{name}.{c}" in self.manifest["arrays"] else None)
+                for c in SAMPLE_COLUMNS
+            }
             self._splits[name] = SplitArrays(n=self.n(name), **cols)
         return self._splits[name]
 
@@ -540,8 +563,13 @@ def _build_vocabs(ds: Dataset, train_end: int, min_count: int) -> dict[str, np.n
     """Sorted raw ids per vocabulary, from every video and live row with ts < train_end (one lazy pass)."""
     live = ds.scan("live").filter(pl.col("ts") < train_end)
     video = ds.scan("video").filter(pl.col("ts") < train_end)
-    sources = {"author": ("author_id", (live, video)), "page": ("page", (live, video)),
-               "tag": ("tag", (live, video)), "cluster": ("cluster", (live,)), "user": ("user_id", (live, video))}
+    sources = {
+        "author": ("author_id", (live, video)),
+        "page": ("page", (live, video)),
+        "tag": ("tag", (live, video)),
+        "cluster": ("cluster", (live,)),
+        "user": ("user_id", (live, video)),
+    }
     queries = []
     for col, frames in sources.values():
         q = pl.concat([f.select(pl.col(col).cast(pl.Int64).alias("id")) for f in frames])
@@ -585,8 +613,15 @@ def tie_order(keys: Sequence[np.ndarray]) -> np.ndarray | None:
     return perm
 
 
-def _scan(ds: Dataset, table: str, columns: dict[str, pl.DataType], test_end: int, part: int,
-          n_parts: int, sort: Sequence[str]) -> dict[str, np.ndarray]:
+def _scan(
+    ds: Dataset,
+    table: str,
+    columns: dict[str, pl.DataType],
+    test_end: int,
+    part: int,
+    n_parts: int,
+    sort: Sequence[str],
+) -> dict[str, np.ndarray]:
     """One partition of a table (ts < test_end) as numpy columns sorted by ``sort`` (every key, ties included)."""
     lf = ds.scan(table).select([pl.col(c).cast(t) for c, t in columns.items()]).filter(pl.col("ts") < test_end)
     if n_parts > 1:
@@ -594,8 +629,10 @@ def _scan(ds: Dataset, table: str, columns: dict[str, pl.DataType], test_end: in
     df = _collect(lf)  # streaming: only this partition's rows are ever held
     bad = [c for c, k in zip(df.columns, df.null_count().row(0)) if k]
     if bad:
-        raise UserError(f"{ds.path(table)}: null values in column(s) {', '.join(bad)}. "
-                        f"Run `farm data validate {ds.root}` and fix the data.")
+        raise UserError(
+            f"{ds.path(table)}: null values in column(s) {', '.join(bad)}. "
+            f"Run `farm data validate {ds.root}` and fix the data."
+        )
     # sort by (user_id, ts) as a permutation, then gather column by column into numpy, dropping each source
     # column as we go (peak about twice the partition's columns; the partition count bounds it)
     perm = df.select(pl.arg_sort_by(list(sort[:2]))).to_series().to_numpy()
@@ -615,8 +652,14 @@ def _take(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray
     return {c: a[mask] for c, a in cols.items()}
 
 
-def _resolve(ds: Dataset, history_len: int, min_count: int, activity_cuts: Sequence[float],
-             partitions: int | None, vocab_from: SampleStore | None = None) -> tuple[dict, str]:
+def _resolve(
+    ds: Dataset,
+    history_len: int,
+    min_count: int,
+    activity_cuts: Sequence[float],
+    partitions: int | None,
+    vocab_from: SampleStore | None = None,
+) -> tuple[dict, str]:
     _check_settings(history_len, min_count, activity_cuts, partitions)
     n_parts = int(partitions) if partitions is not None else _auto_partitions(ds)
     settings = _settings(history_len, min_count, activity_cuts, n_parts)
@@ -625,9 +668,15 @@ def _resolve(ds: Dataset, history_len: int, min_count: int, activity_cuts: Seque
     return settings, store_key(input_digest(ds), settings)
 
 
-def sample_store_path(dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike, *, history_len: int = 50,
-                      min_count: int = 1, activity_cuts: Sequence[float] = DEFAULT_CUTS,
-                      partitions: int | None = None) -> Path:
+def sample_store_path(
+    dataset_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    *,
+    history_len: int = 50,
+    min_count: int = 1,
+    activity_cuts: Sequence[float] = DEFAULT_CUTS,
+    partitions: int | None = None,
+) -> Path:
     """Where :func:`build_samples` keeps (or would keep) the store for these inputs and settings."""
     ds = Dataset(dataset_dir)
     _, key = _resolve(ds, history_len, min_count, activity_cuts, partitions)
@@ -654,9 +703,17 @@ def _remove_stale_temps(cache_dir: Path) -> None:
             pass
 
 
-def build_samples(dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike, *, history_len: int = 50,
-                  min_count: int = 1, activity_cuts: Sequence[float] = DEFAULT_CUTS, partitions: int | None = None,
-                  on_progress: ProgressFn | None = None, vocab_from: SampleStore | None = None) -> SampleStore:
+def build_samples(
+    dataset_dir: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    *,
+    history_len: int = 50,
+    min_count: int = 1,
+    activity_cuts: Sequence[float] = DEFAULT_CUTS,
+    partitions: int | None = None,
+    on_progress: ProgressFn | None = None,
+    vocab_from: SampleStore | None = None,
+) -> SampleStore:
     """Build (or reuse) the sample store of a farm-events/1 dataset; see the module docstring.
 
     - ``history_len``: L, the number of history positions per domain.
@@ -712,8 +769,14 @@ def _open_if_complete(path: Path, key: str) -> SampleStore | None:
     return store
 
 
-def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: ProgressFn | None,
-                vocab_from: SampleStore | None = None) -> dict:
+def _build_into(
+    out: Path,
+    ds: Dataset,
+    settings: dict,
+    key: str,
+    on_progress: ProgressFn | None,
+    vocab_from: SampleStore | None = None,
+) -> dict:
     m = ds.manifest
     L = settings["history_len"]
     n_parts = settings["partitions"]
@@ -724,7 +787,9 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
     if vocab_from is None:
         vocabs = _build_vocabs(ds, m.train_end, settings["min_count"])
     else:
-        vocabs = {k: np.array(vocab_from.vocab(k), dtype=np.int64) for k in ("author", "page", "tag", "cluster", "user")}
+        vocabs = {
+            k: np.array(vocab_from.vocab(k), dtype=np.int64) for k in ("author", "page", "tag", "cluster", "user")
+        }
     sizes = {k: len(v) + 2 for k, v in vocabs.items()}
     dt = {k: _index_dtype(s) for k, s in sizes.items()}
     act_users, act_codes = _user_activity(ds, settings["activity_cuts"])
@@ -735,14 +800,30 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
     for k, v in vocabs.items():
         w.declare(f"vocab.{k}", np.int64)
         w.append(f"vocab.{k}", v)
-    ev_dtypes = {"user_id": np.int64, "ts": np.int64, "author": dt["author"], "page": dt["page"], "tag": dt["tag"],
-                 "cluster": dt["cluster"], "play": np.int8, "label": np.int8}
+    ev_dtypes = {
+        "user_id": np.int64,
+        "ts": np.int64,
+        "author": dt["author"],
+        "page": dt["page"],
+        "tag": dt["tag"],
+        "cluster": dt["cluster"],
+        "play": np.int8,
+        "label": np.int8,
+    }
     for dom in ("video", "live"):
         for f in ("user_id", "ts", "author", "page", "tag", *(("cluster",) if dom == "live" else ()), "play", "label"):
             w.declare(f"{dom}.{f}", ev_dtypes[f])
-    sample_dtypes = {"user_id": np.int64, "author_id": np.int64, **{k: dt[k] for k in SAMPLE_IDS}, "ts": np.int64,
-                     "activity": np.int8, "v_start": np.int64, "v_end": np.int64, "l_start": np.int64,
-                     "l_end": np.int64}
+    sample_dtypes = {
+        "user_id": np.int64,
+        "author_id": np.int64,
+        **{k: dt[k] for k in SAMPLE_IDS},
+        "ts": np.int64,
+        "activity": np.int8,
+        "v_start": np.int64,
+        "v_end": np.int64,
+        "l_start": np.int64,
+        "l_end": np.int64,
+    }
     for split in SPLITS:
         for c, d in sample_dtypes.items():
             w.declare(f"{split}.{c}", d)
@@ -753,8 +834,11 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
 
     live_cols = schema_of(LIVE_COLUMNS) | ({c: pl.Float32 for c in TRUTH_COLUMNS} if has_truth else {})
     live_sort = (*LIVE_SORT, *(TRUTH_COLUMNS if has_truth else ()))
-    bounds = {"train": (m.train_start, m.train_end), "valid": (m.train_end, m.valid_end),
-              "test": (m.valid_end, m.test_end)}
+    bounds = {
+        "train": (m.train_start, m.train_end),
+        "valid": (m.train_end, m.valid_end),
+        "test": (m.valid_end, m.test_end),
+    }
     act_samples = {s: [0] * len(ACTIVITY_LEVELS) for s in SPLITS}
     enc = {k: Encoder(v, dt[k]) for k, v in vocabs.items()}
     for part in range(n_parts):
@@ -771,8 +855,12 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
             events[dom] = (df["user_id"], df["ts"], base)
             w.append(f"{dom}.user_id", df["user_id"])
             w.append(f"{dom}.ts", df["ts"])
-            for k, raw in (("author", "author_id"), ("page", "page"), ("tag", "tag"),
-                           *((("cluster", "cluster"),) if dom == "live" else ())):
+            for k, raw in (
+                ("author", "author_id"),
+                ("page", "page"),
+                ("tag", "tag"),
+                *((("cluster", "cluster"),) if dom == "live" else ()),
+            ):
                 w.append(f"{dom}.{k}", enc[k](df[raw]))
             w.append(f"{dom}.play", play_bucket(df["play_ms"]).astype(np.int8))
             w.append(f"{dom}.label", label_id([df[f] for f in flags]))
@@ -785,8 +873,13 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
             s = _take(live, in_split)
             su, st = s["user_id"], s["ts"]
             cols = {"user_id": su, "author_id": s["author_id"], "ts": st}
-            for k, raw in (("user", "user_id"), ("author", "author_id"), ("page", "page"), ("tag", "tag"),
-                           ("cluster", "cluster")):
+            for k, raw in (
+                ("user", "user_id"),
+                ("author", "author_id"),
+                ("page", "page"),
+                ("tag", "tag"),
+                ("cluster", "cluster"),
+            ):
                 cols[k] = enc[k](s[raw])
             act = np.zeros(len(su), dtype=np.int8)  # users without a level (none expected) count as low
             if len(act_users):
@@ -841,9 +934,15 @@ def _build_into(out: Path, ds: Dataset, settings: dict, key: str, on_progress: P
 def store_summary(store: SampleStore) -> dict:
     """Rows per split, vocabulary sizes and history-length percentiles per domain (for `farm data build`)."""
     L = store.history_len
-    out: dict[str, Any] = {"path": str(store.path), "history_len": L, "rows": {s: store.n(s) for s in SPLITS},
-                           "events": dict(store.manifest.get("events", {})), "vocab_sizes": store.vocab_sizes,
-                           "has_truth": store.has_truth, "history_length": {}}
+    out: dict[str, Any] = {
+        "path": str(store.path),
+        "history_len": L,
+        "rows": {s: store.n(s) for s in SPLITS},
+        "events": dict(store.manifest.get("events", {})),
+        "vocab_sizes": store.vocab_sizes,
+        "has_truth": store.has_truth,
+        "history_length": {},
+    }
     for dom, p in PREFIX.items():
         lens = []
         for s in SPLITS:
@@ -854,13 +953,33 @@ def store_summary(store: SampleStore) -> dict:
             out["history_length"][dom] = {"mean": 0.0, "p10": 0, "p50": 0, "p90": 0, "p99": 0, "empty": 0.0}
             continue
         q = np.percentile(x, [10, 50, 90, 99], method="lower")
-        out["history_length"][dom] = {"mean": round(float(x.mean()), 3), "p10": int(q[0]), "p50": int(q[1]),
-                                      "p90": int(q[2]), "p99": int(q[3]), "empty": round(float((x == 0).mean()), 4)}
+        out["history_length"][dom] = {
+            "mean": round(float(x.mean()), 3),
+            "p10": int(q[0]),
+            "p50": int(q[1]),
+            "p90": int(q[2]),
+            "p99": int(q[3]),
+            "empty": round(float((x == 0).mean()), 4),
+        }
     return out
 
 
 __all__ = [
-    "FORMAT", "STORE_VERSION", "N_PLAY_BUCKETS", "N_LAG_BUCKETS", "N_LABEL_IDS", "SampleStore", "SplitArrays",
-    "build_samples", "sample_store_path", "store_summary", "play_bucket", "lag_bucket", "label_id", "encode",
-    "lex_searchsorted", "partition_of", "partition_expr",
+    "FORMAT",
+    "STORE_VERSION",
+    "N_PLAY_BUCKETS",
+    "N_LAG_BUCKETS",
+    "N_LABEL_IDS",
+    "SampleStore",
+    "SplitArrays",
+    "build_samples",
+    "sample_store_path",
+    "store_summary",
+    "play_bucket",
+    "lag_bucket",
+    "label_id",
+    "encode",
+    "lex_searchsorted",
+    "partition_of",
+    "partition_expr",
 ]

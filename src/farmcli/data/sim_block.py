@@ -58,7 +58,7 @@ class TagSampler:
         p = np.exp(logits)
         cum = np.cumsum(p / p.sum(1, keepdims=True), axis=1)
         self.last = int(np.flatnonzero(dom.has_tag)[-1])
-        cum[:, self.last:] = 1.0
+        cum[:, self.last :] = 1.0
         self.T = cum.shape[1]
         self.flat = (np.arange(len(cum))[:, None] + cum).ravel()
 
@@ -91,7 +91,7 @@ def _play_ms(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, sd: float) -> np.nda
     return np.exp(llo + (lhi - llo) * _sigmoid(sd * z)).astype(np.int64).clip(lo, hi - 1)
 
 
-def _exposures(cfg: "SimConfig", rng, act: np.ndarray, span_ms: int, tbits: int):
+def _exposures(cfg: SimConfig, rng, act: np.ndarray, span_ms: int, tbits: int):
     """(user, t) of every exposure of the block, sorted by (user, t), t in ms from the start."""
     n_b, D = len(act), cfg.days_warmup + cfg.days_train + cfg.days_valid + cfg.days_test
     lam = np.asarray(cfg.sessions_per_day, float)[act]
@@ -120,7 +120,7 @@ def _exposures(cfg: "SimConfig", rng, act: np.ndarray, span_ms: int, tbits: int)
     return user[order], t[order]
 
 
-def simulate_block(cfg: "SimConfig", ent: Entities, block: int, user0: int, n_b: int) -> Block:
+def simulate_block(cfg: SimConfig, ent: Entities, block: int, user0: int, n_b: int) -> Block:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, block]))
     k, T, n_live = cfg.k, cfg.n_tags, cfg.n_live_authors
     D = cfg.days_warmup + cfg.days_train + cfg.days_valid + cfg.days_test
@@ -149,20 +149,27 @@ def simulate_block(cfg: "SimConfig", ent: Entities, block: int, user0: int, n_b:
 
     # Short videos: candidates and labels, all at once.
     n_v = len(vt)
-    va, vpage = _candidates(rng, n_v, vu, TagSampler(u, ent, ent.video, cfg.tag_temperature), ent.video,
-                            cfg.p_recommended)
+    va, vpage = _candidates(
+        rng, n_v, vu, TagSampler(u, ent, ent.video, cfg.tag_temperature), ent.video, cfg.p_recommended
+    )
     vpage = _flip_pages(rng, vpage, cfg.p_page_flip)
     vtag = ent.tag[va]
     s_v = _affinity(u.astype(np.float32), vu, ent.vec, va) * inv_sqrt_k + ent.q[va]
     v_flags = {}
-    for name, extra in (("long_view", 0.0), ("like", pi_like[vu]), ("comment", pi_comment[vu]),
-                        ("follow", 0.0), ("share", 0.0)):
+    for name, extra in (
+        ("long_view", 0.0),
+        ("like", pi_like[vu]),
+        ("comment", pi_comment[vu]),
+        ("follow", 0.0),
+        ("share", 0.0),
+    ):
         b0, bs = getattr(cfg, f"video_{name}_intercept"), getattr(cfg, f"video_{name}_s")
         v_flags[name] = rng.random(n_v) < _sigmoid(b0 + bs * s_v + extra)
     del s_v
     vlv = v_flags["long_view"]
-    vplay = _play_ms(rng.standard_normal(n_v), *_ranges(vlv, cfg.video_play_ms_short, cfg.video_play_ms_long),
-                     cfg.play_log_sd)
+    vplay = _play_ms(
+        rng.standard_normal(n_v), *_ranges(vlv, cfg.video_play_ms_short, cfg.video_play_ms_long), cfg.play_log_sd
+    )
 
     # Memory from videos, exact: m_tag (decayed long-views/likes per user x tag), m_avid (per user x author).
     qual = vlv | v_flags["like"]
@@ -172,14 +179,30 @@ def simulate_block(cfg: "SimConfig", ent: Entities, block: int, user0: int, n_b:
     del qual, qa
 
     video = {
-        "user_id": vu + user0, "author_id": va, "ts": vt + cfg.start_ms, "page": vpage,
-        "tag": vtag.astype(np.int32), "play_ms": vplay,
+        "user_id": vu + user0,
+        "author_id": va,
+        "ts": vt + cfg.start_ms,
+        "page": vpage,
+        "tag": vtag.astype(np.int32),
+        "play_ms": vplay,
         **{f: v.astype(np.int8) for f, v in v_flags.items()},
     }
     del vu, vt, va, vpage, vtag, vplay, v_flags
 
-    live = _live(cfg, ent, rng, lu, lt, u_l, m_tag_of, m_avid_age,
-                 pi_like=pi_like, pi_comment=pi_comment, pi_gift=pi_gift, act_shift=act_shift)
+    live = _live(
+        cfg,
+        ent,
+        rng,
+        lu,
+        lt,
+        u_l,
+        m_tag_of,
+        m_avid_age,
+        pi_like=pi_like,
+        pi_comment=pi_comment,
+        pi_gift=pi_gift,
+        act_shift=act_shift,
+    )
     live["user_id"] = lu + user0
     live["ts"] = lt + cfg.start_ms
     users = {"user_id": np.arange(n_b, dtype=np.int64) + user0, "activity": act}
@@ -190,8 +213,9 @@ def _ranges(flag: np.ndarray, short: tuple, long: tuple) -> tuple[np.ndarray, np
     return np.where(flag, long[0], short[0]), np.where(flag, long[1], short[1])
 
 
-def _live(cfg: "SimConfig", ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_age, *,
-          pi_like, pi_comment, pi_gift, act_shift) -> dict[str, np.ndarray]:
+def _live(
+    cfg: SimConfig, ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_age, *, pi_like, pi_comment, pi_gift, act_shift
+) -> dict[str, np.ndarray]:
     """Live impressions, chunk by chunk in time: clicks of earlier chunks drive re-exposure and the labels.
 
     A re-exposed author is drawn uniformly among the distinct live authors the user clicked before.
@@ -201,8 +225,9 @@ def _live(cfg: "SimConfig", ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_ag
     avid_ms = cfg.m_avid_window_days * DAY_MS
     inv_sqrt_k = 1.0 / np.sqrt(cfg.k)
     # Every random number is drawn up front in row order, so results do not depend on the chunking.
-    author, page = _candidates(rng, n, lu, TagSampler(u_l, ent, ent.live, cfg.tag_temperature), ent.live,
-                               cfg.p_recommended)
+    author, page = _candidates(
+        rng, n, lu, TagSampler(u_l, ent, ent.live, cfg.tag_temperature), ent.live, cfg.p_recommended
+    )
     r_reexpose, r_pick = rng.random(n), rng.random(n)
     r_label = rng.random((6, n))
     z_play = rng.standard_normal(n)
@@ -233,18 +258,41 @@ def _live(cfg: "SimConfig", ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_ag
         m_avid = (m_avid_age(uu * n_live + a, tt) <= avid_ms).astype(float)
         m_live, (v_like, v_comment, v_gift) = mem.features(uu, a, tt)
         lm = np.log1p(m_live)
-        pc = _sigmoid(c.live_click_intercept + c.live_click_s * s + c.live_click_m_tag * np.log1p(m_tag)
-                      + c.live_click_m_avid * m_avid + c.live_click_m_live * lm + act_shift[uu])
-        pev = _sigmoid(c.live_effective_view_intercept + c.live_effective_view_s * s
-                       + c.live_effective_view_m_live * lm)
-        plv = _sigmoid(c.live_long_view_intercept + c.live_long_view_s * s + c.live_long_view_m_avid * m_avid
-                       + c.live_long_view_m_live * lm)
-        plike = _sigmoid(c.live_like_intercept + c.live_like_s * s + pi_like[uu] + c.live_like_v_like * v_like
-                         + c.live_like_m_avid * m_avid)
-        pcom = _sigmoid(c.live_comment_intercept + c.live_comment_s * s + pi_comment[uu]
-                        + c.live_comment_v_comment * v_comment)
-        pgift = _sigmoid(c.live_gift_intercept + c.live_gift_s * s + ent.ga[a] + pi_gift[uu]
-                         + c.live_gift_v_gift * v_gift + c.live_gift_v_like * v_like)
+        pc = _sigmoid(
+            c.live_click_intercept
+            + c.live_click_s * s
+            + c.live_click_m_tag * np.log1p(m_tag)
+            + c.live_click_m_avid * m_avid
+            + c.live_click_m_live * lm
+            + act_shift[uu]
+        )
+        pev = _sigmoid(
+            c.live_effective_view_intercept + c.live_effective_view_s * s + c.live_effective_view_m_live * lm
+        )
+        plv = _sigmoid(
+            c.live_long_view_intercept
+            + c.live_long_view_s * s
+            + c.live_long_view_m_avid * m_avid
+            + c.live_long_view_m_live * lm
+        )
+        plike = _sigmoid(
+            c.live_like_intercept
+            + c.live_like_s * s
+            + pi_like[uu]
+            + c.live_like_v_like * v_like
+            + c.live_like_m_avid * m_avid
+        )
+        pcom = _sigmoid(
+            c.live_comment_intercept + c.live_comment_s * s + pi_comment[uu] + c.live_comment_v_comment * v_comment
+        )
+        pgift = _sigmoid(
+            c.live_gift_intercept
+            + c.live_gift_s * s
+            + ent.ga[a]
+            + pi_gift[uu]
+            + c.live_gift_v_gift * v_gift
+            + c.live_gift_v_like * v_like
+        )
         r = r_label[:, idx]
         click = r[0] < pc
         ev = click & (r[1] < pev)
@@ -259,8 +307,13 @@ def _live(cfg: "SimConfig", ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_ag
     lo = np.where(lv, c.live_play_ms_long[0], np.where(ev, c.live_play_ms_effective[0], c.live_play_ms_short[0]))
     hi = np.where(lv, c.live_play_ms_long[1], np.where(ev, c.live_play_ms_effective[1], c.live_play_ms_short[1]))
     play = np.where(click, _play_ms(z_play, lo, hi, cfg.play_log_sd), 0)
-    out = {"author_id": author, "page": page, "tag": ent.tag[author].astype(np.int32),
-           "cluster": ent.cluster[author].astype(np.int32), "play_ms": play.astype(np.int64)}
+    out = {
+        "author_id": author,
+        "page": page,
+        "tag": ent.tag[author].astype(np.int32),
+        "cluster": ent.cluster[author].astype(np.int32),
+        "play_ms": play.astype(np.int64),
+    }
     for j, name in enumerate(("click", "effective_view", "long_view", "like", "comment", "gift")):
         out[name] = flags[j].astype(np.int8)
         out[f"p_{name}"] = p[j].astype(np.float32)

@@ -69,11 +69,10 @@ def _domain(ids: np.ndarray, tag: np.ndarray, weight: np.ndarray, n_tags: int) -
     last = start + counts - 1
     has = counts > 0
     tag_cum[last[has]] = np.arange(n_tags)[has] + 1.0  # exact upper end: t + U never spills into tag t+1
-    return Domain(ids=ids.astype(np.int64), tag_cum=tag_cum, pop_cum=pop_cum, has_tag=has,
-                  tag_last=np.maximum(last, 0))
+    return Domain(ids=ids.astype(np.int64), tag_cum=tag_cum, pop_cum=pop_cum, has_tag=has, tag_last=np.maximum(last, 0))
 
 
-def make_entities(cfg: "SimConfig") -> Entities:
+def make_entities(cfg: SimConfig) -> Entities:
     """Tags, authors and their domains; the only randomness here is SeedSequence([seed, 0])."""
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0]))
     k, T, G = cfg.k, cfg.n_tags, cfg.n_tag_groups

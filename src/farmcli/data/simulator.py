@@ -12,9 +12,10 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,8 +37,32 @@ from farmcli.errors import UserError
 from farmcli.io import atomic_dir, output_dir
 
 # Fewer sessions at night, most in the evening (SIMULATOR.md: "more in the evening").
-_HOUR_WEIGHTS = (0.4, 0.25, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.8, 0.8, 0.8, 0.9,
-                 1.0, 1.0, 0.9, 0.9, 0.9, 1.0, 1.3, 1.6, 1.9, 2.0, 1.7, 1.0)
+_HOUR_WEIGHTS = (
+    0.4,
+    0.25,
+    0.15,
+    0.1,
+    0.1,
+    0.15,
+    0.3,
+    0.6,
+    0.8,
+    0.8,
+    0.8,
+    0.9,
+    1.0,
+    1.0,
+    0.9,
+    0.9,
+    0.9,
+    1.0,
+    1.3,
+    1.6,
+    1.9,
+    2.0,
+    1.7,
+    1.0,
+)
 
 
 @dataclass(frozen=True)
@@ -149,12 +174,17 @@ class SimConfig:
         train_start = self.start_ms + self.days_warmup * DAY_MS
         train_end = train_start + self.days_train * DAY_MS
         valid_end = train_end + self.days_valid * DAY_MS
-        return {"train_start": train_start, "train_end": train_end, "valid_end": valid_end,
-                "test_end": valid_end + self.days_test * DAY_MS}
+        return {
+            "train_start": train_start,
+            "train_end": train_end,
+            "valid_end": valid_end,
+            "test_end": valid_end + self.days_test * DAY_MS,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)
+        }
 
 
 PRESETS: dict[str, dict] = {
@@ -170,18 +200,50 @@ def _fail(name: str, msg: str) -> UserError:
 
 def _check_values(c: SimConfig) -> None:
     """Range checks, so a bad setting fails up front with its name rather than deep inside numpy."""
-    positive = ("k", "n_tags", "n_tag_groups", "n_live_authors", "n_video_authors", "n_clusters", "n_users",
-                "days_train", "block_users", "half_life_days", "tag_temperature", "memory_refresh_minutes")
+    positive = (
+        "k",
+        "n_tags",
+        "n_tag_groups",
+        "n_live_authors",
+        "n_video_authors",
+        "n_clusters",
+        "n_users",
+        "days_train",
+        "block_users",
+        "half_life_days",
+        "tag_temperature",
+        "memory_refresh_minutes",
+    )
     for name in positive:
         if not getattr(c, name) > 0:
             raise _fail(name, f"must be > 0, got {getattr(c, name)!r}")
-    for name in ("days_warmup", "days_valid", "days_test", "session_extra_mean", "m_avid_window_days",
-                 "gift_tag_groups", "tag_noise", "author_noise", "quality_sd", "gift_appeal_sd",
-                 "pi_like_sd", "pi_comment_sd", "pi_gift_sd", "play_log_sd", "seed"):
+    for name in (
+        "days_warmup",
+        "days_valid",
+        "days_test",
+        "session_extra_mean",
+        "m_avid_window_days",
+        "gift_tag_groups",
+        "tag_noise",
+        "author_noise",
+        "quality_sd",
+        "gift_appeal_sd",
+        "pi_like_sd",
+        "pi_comment_sd",
+        "pi_gift_sd",
+        "play_log_sd",
+        "seed",
+    ):
         if getattr(c, name) < 0:
             raise _fail(name, f"must be >= 0, got {getattr(c, name)!r}")
-    for name in ("share_live_authors_posting_video", "gifter_share", "p_live", "p_reexpose", "p_recommended",
-                 "p_page_flip"):
+    for name in (
+        "share_live_authors_posting_video",
+        "gifter_share",
+        "p_live",
+        "p_reexpose",
+        "p_recommended",
+        "p_page_flip",
+    ):
         if not 0.0 <= getattr(c, name) <= 1.0:
             raise _fail(name, f"must be a probability in [0, 1], got {getattr(c, name)!r}")
     if not -1.0 <= c.rho <= 1.0:
@@ -200,8 +262,14 @@ def _check_values(c: SimConfig) -> None:
             raise _fail(name, f"must be non-negative with a positive sum, got {list(v)}")
     if len(c.hour_weights) != 24:
         raise _fail("hour_weights", f"needs 24 values (one per hour), got {len(c.hour_weights)}")
-    for name in ("gap_s", "live_play_ms_short", "live_play_ms_effective", "live_play_ms_long",
-                 "video_play_ms_short", "video_play_ms_long"):
+    for name in (
+        "gap_s",
+        "live_play_ms_short",
+        "live_play_ms_effective",
+        "live_play_ms_long",
+        "video_play_ms_short",
+        "video_play_ms_long",
+    ):
         lo, hi = getattr(c, name)
         if not 0 < lo < hi:
             raise _fail(name, f"must be [lo, hi] with 0 < lo < hi, got {[lo, hi]}")
@@ -301,10 +369,12 @@ def synthesize(
             "source": "synthetic",
             "time_unit": "ms",
             **config.boundaries,
-            "description": (f"Simulated by farmcli (SIMULATOR.md): {n} users, {config.n_live_authors} live and "
-                            f"{config.n_video_authors} short-video authors, {config.days_warmup} warm-up + "
-                            f"{config.days_train} train + {config.days_valid} valid + {config.days_test} test "
-                            f"days, seed {config.seed}."),
+            "description": (
+                f"Simulated by farmcli (SIMULATOR.md): {n} users, {config.n_live_authors} live and "
+                f"{config.n_video_authors} short-video authors, {config.days_warmup} warm-up + "
+                f"{config.days_train} train + {config.days_valid} valid + {config.days_test} test "
+                f"days, seed {config.seed}."
+            ),
             "simulator": config.to_dict(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

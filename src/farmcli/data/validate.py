@@ -42,8 +42,13 @@ class Report:
 
     def to_dict(self) -> dict:
         as_dicts = lambda ps: [{"where": p.where, "message": p.message, "fix": p.fix} for p in ps]  # noqa: E731
-        return {"dataset": str(self.root), "valid": self.ok, "rows": self.rows,
-                "errors": as_dicts(self.errors), "warnings": as_dicts(self.warnings)}
+        return {
+            "dataset": str(self.root),
+            "valid": self.ok,
+            "rows": self.rows,
+            "errors": as_dicts(self.errors),
+            "warnings": as_dicts(self.warnings),
+        }
 
 
 _INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)."
@@ -51,8 +56,10 @@ _INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)
 
 def _fix(actual: pl.DataType, col: Column) -> str:
     if isinstance(actual, (pl.Datetime, pl.Date)) and col.name == "ts":
-        return ("write Unix epoch milliseconds as Int64: polars `pl.col('ts').dt.epoch('ms')` (a plain cast would "
-                "give the Datetime's own unit, often microseconds).")
+        return (
+            "write Unix epoch milliseconds as Int64: polars `pl.col('ts').dt.epoch('ms')` (a plain cast would "
+            "give the Datetime's own unit, often microseconds)."
+        )
     return _INT_FIX.format(dtype=col.dtype, col=col.name)
 
 
@@ -75,26 +82,47 @@ def _checks(col: Column) -> list[tuple[str, pl.Expr, str, str]]:
     n = col.name
     out = [(f"{n}:null", c.is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.")]
     if col.rule == "id":
-        out.append((f"{n}:neg", (c < 0).sum(), "{k} negative id(s); ids must be >= 0.",
-                    "remap ids to non-negative integers."))
+        out.append(
+            (f"{n}:neg", (c < 0).sum(), "{k} negative id(s); ids must be >= 0.", "remap ids to non-negative integers.")
+        )
     elif col.rule == "nonneg":
         out.append((f"{n}:neg", (c < 0).sum(), "{k} negative value(s); must be >= 0.", "clip or fix them."))
     elif col.rule == "flag":
-        out.append((f"{n}:flag", (~c.is_in([0, 1])).sum(), "{k} value(s) outside {{0, 1}}; flags are binary.",
-                    f"binarise it, e.g. (`{n}` > 0)."))
+        out.append(
+            (
+                f"{n}:flag",
+                (~c.is_in([0, 1])).sum(),
+                "{k} value(s) outside {{0, 1}}; flags are binary.",
+                f"binarise it, e.g. (`{n}` > 0).",
+            )
+        )
     elif col.rule == "prob":
-        out.append((f"{n}:prob", (c.is_nan() | (c < 0) | (c > 1)).sum(), "{k} value(s) outside [0, 1] or NaN.",
-                    "write probabilities in [0, 1]."))
+        out.append(
+            (
+                f"{n}:prob",
+                (c.is_nan() | (c < 0) | (c > 1)).sum(),
+                "{k} value(s) outside [0, 1] or NaN.",
+                "write probabilities in [0, 1].",
+            )
+        )
     elif col.rule == "activity":
-        out.append((f"{n}:level", (~c.cast(pl.String).is_in(list(ACTIVITY_LEVELS))).sum(),
-                    "{k} value(s) outside {{low, mid, high}}.", "use one of low, mid, high."))
+        out.append(
+            (
+                f"{n}:level",
+                (~c.cast(pl.String).is_in(list(ACTIVITY_LEVELS))).sum(),
+                "{k} value(s) outside {{low, mid, high}}.",
+                "use one of low, mid, high.",
+            )
+        )
     return out
 
 
 def _funnel_checks() -> list[tuple[str, pl.Expr]]:
     click = pl.col("click")
     out = [(f"{f} without click", ((pl.col(f) == 1) & (click == 0)).sum()) for f in LIVE_FLAGS]
-    out.append(("long_view without effective_view", ((pl.col("long_view") == 1) & (pl.col("effective_view") == 0)).sum()))
+    out.append(
+        ("long_view without effective_view", ((pl.col("long_view") == 1) & (pl.col("effective_view") == 0)).sum())
+    )
     return out
 
 
@@ -104,8 +132,13 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
     if not files:
         if required or path.exists():
             what = "has no *.parquet shards" if path.is_dir() else "is missing"
-            report.errors.append(Problem(str(path), f"required table {what}.",
-                                         f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."))
+            report.errors.append(
+                Problem(
+                    str(path),
+                    f"required table {what}.",
+                    f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md.",
+                )
+            )
         return
     columns = TABLES[table] + (LIVE_TRUTH_COLUMNS if table == "live" else ())
     required_names = {c.name for c in TABLES[table]}
@@ -115,8 +148,13 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
         try:
             schemas[f] = pl.read_parquet_schema(f)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's problem to fix
-            report.errors.append(Problem(str(f), f"cannot be read as parquet ({type(e).__name__}: {e}).",
-                                         "rewrite the file with a parquet writer."))
+            report.errors.append(
+                Problem(
+                    str(f),
+                    f"cannot be read as parquet ({type(e).__name__}: {e}).",
+                    "rewrite the file with a parquet writer.",
+                )
+            )
     if len(schemas) != len(files):
         return
     usable: list[Column] = []
@@ -128,11 +166,19 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
                 missing = [f for f in files if f not in present]
                 where = str(missing[0]) if len(files) > 1 else str(path)
                 more = f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""
-                report.errors.append(Problem(f"{where}:{col.name}", f"required column '{col.name}' is missing{more}.",
-                                             f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet)."))
+                report.errors.append(
+                    Problem(
+                        f"{where}:{col.name}",
+                        f"required column '{col.name}' is missing{more}.",
+                        f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet).",
+                    )
+                )
             elif present:
-                report.errors.append(Problem(f"{path}:{col.name}", "present in some shards only.",
-                                             "write the same columns in every shard."))
+                report.errors.append(
+                    Problem(
+                        f"{path}:{col.name}", "present in some shards only.", "write the same columns in every shard."
+                    )
+                )
             continue
         kinds = {str(s[col.name]) for s in schemas.values()}
         accepted = True
@@ -140,17 +186,32 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
             ok, exact = _type_ok(s[col.name], col)
             if not ok:
                 accepted = False
-                report.errors.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}.",
-                                             _fix(s[col.name], col)))
+                report.errors.append(
+                    Problem(
+                        f"{f}:{col.name}",
+                        f"has type {s[col.name]}, the format says {col.dtype}.",
+                        _fix(s[col.name], col),
+                    )
+                )
                 break
             if not exact:
-                report.warnings.append(Problem(f"{f}:{col.name}", f"has type {s[col.name]}, the format says {col.dtype}; "
-                                               "it is read with a cast.", _INT_FIX.format(dtype=col.dtype, col=col.name)))
+                report.warnings.append(
+                    Problem(
+                        f"{f}:{col.name}",
+                        f"has type {s[col.name]}, the format says {col.dtype}; it is read with a cast.",
+                        _INT_FIX.format(dtype=col.dtype, col=col.name),
+                    )
+                )
                 break
         if accepted and len(kinds) > 1:
             accepted = False
-            report.errors.append(Problem(f"{path}:{col.name}", f"shards disagree on its type ({', '.join(sorted(kinds))}).",
-                                         f"write it as {col.dtype} in every shard."))
+            report.errors.append(
+                Problem(
+                    f"{path}:{col.name}",
+                    f"shards disagree on its type ({', '.join(sorted(kinds))}).",
+                    f"write it as {col.dtype} in every shard.",
+                )
+            )
         if accepted:
             usable.append(col)
         else:
@@ -166,7 +227,9 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
     lf = lf.select([c.name for c in usable])
     checks = [chk for col in usable for chk in _checks(col)]
     exprs = [pl.len().alias("__rows")] + [expr.alias(name) for name, expr, _, _ in checks]
-    funnel = _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
+    funnel = (
+        _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
+    )
     exprs += [expr.alias(f"funnel:{name}") for name, expr in funnel]
     names = {c.name for c in usable}
     if table == "users" and "user_id" in names:
@@ -187,15 +250,25 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
     for name, _ in funnel:
         k = stats[f"funnel:{name}"]
         if k:
-            report.warnings.append(Problem(f"{path}", f"funnel: {k:,} row(s) with {name}.",
-                                           "none needed (real logs break the funnel); check the export if unexpected."))
+            report.warnings.append(
+                Problem(
+                    f"{path}",
+                    f"funnel: {k:,} row(s) with {name}.",
+                    "none needed (real logs break the funnel); check the export if unexpected.",
+                )
+            )
     if stats.get("__dup_live"):
-        report.warnings.append(Problem(f"{path}", f"{stats['__dup_live']:,} row(s) repeat the (user_id, author_id, "
-                                       f"ts) of another row.", "drop duplicated impressions unless they are real "
-                                       "(polars: `.unique(['user_id', 'author_id', 'ts'])`)."))
+        report.warnings.append(
+            Problem(
+                f"{path}",
+                f"{stats['__dup_live']:,} row(s) repeat the (user_id, author_id, ts) of another row.",
+                "drop duplicated impressions unless they are real (polars: `.unique(['user_id', 'author_id', 'ts'])`).",
+            )
+        )
     if stats.get("__dup_users"):
-        report.errors.append(Problem(f"{path}:user_id", f"{stats['__dup_users']:,} duplicate user id(s).",
-                                     "keep one row per user."))
+        report.errors.append(
+            Problem(f"{path}:user_id", f"{stats['__dup_users']:,} duplicate user id(s).", "keep one row per user.")
+        )
 
 
 def validate(root: str | Path) -> Report:
@@ -203,9 +276,14 @@ def validate(root: str | Path) -> Report:
     root = Path(root)
     report = Report(root)
     if not root.is_dir():
-        report.errors.append(Problem(str(root), "no such dataset directory.",
-                                     f"pass a folder holding manifest.json, live.parquet and video.parquet "
-                                     f"(or create one: `farm data synth --out {root}`)."))
+        report.errors.append(
+            Problem(
+                str(root),
+                "no such dataset directory.",
+                f"pass a folder holding manifest.json, live.parquet and video.parquet "
+                f"(or create one: `farm data synth --out {root}`).",
+            )
+        )
         return report
     for line in manifest_problems(root / "manifest.json"):
         where, _, rest = line.partition(": ")
@@ -224,8 +302,11 @@ def _check_windows(root: Path, report: Report) -> None:
     m = json.loads((root / "manifest.json").read_text())
     lf = pl.scan_parquet(table_files(table_path(root, "live")))
     start = m.get("train_start")
-    bounds = {"train": (start, m["train_end"]), "valid": (m["train_end"], m["valid_end"]),
-              "test": (m["valid_end"], m["test_end"])}
+    bounds = {
+        "train": (start, m["train_end"]),
+        "valid": (m["train_end"], m["valid_end"]),
+        "test": (m["valid_end"], m["test_end"]),
+    }
     exprs = []
     for split, (lo, hi) in bounds.items():
         cond = pl.col("ts") < hi
@@ -238,10 +319,18 @@ def _check_windows(root: Path, report: Report) -> None:
     for split in bounds:
         if not counts[split]:
             lo, hi = bounds[split]
-            report.warnings.append(Problem(live, f"no live impression in the {split} window "
-                                           f"[{lo if lo is not None else '-inf'}, {hi}) ms.",
-                                           "check the manifest's boundaries against the ts column (Unix ms)."))
+            report.warnings.append(
+                Problem(
+                    live,
+                    f"no live impression in the {split} window [{lo if lo is not None else '-inf'}, {hi}) ms.",
+                    "check the manifest's boundaries against the ts column (Unix ms).",
+                )
+            )
     if counts["after"]:
-        report.warnings.append(Problem(live, f"{counts['after']:,} live row(s) at or after test_end "
-                                       f"({m['test_end']}); they are never used.",
-                                       "move test_end, or drop those rows, if that is not intended."))
+        report.warnings.append(
+            Problem(
+                live,
+                f"{counts['after']:,} live row(s) at or after test_end ({m['test_end']}); they are never used.",
+                "move test_end, or drop those rows, if that is not intended.",
+            )
+        )

@@ -234,8 +234,14 @@ def _result(g_key: Tensor, g_y: Tensor, user_auc: Tensor, count: Tensor) -> dict
     auc = float(_auc_of(_segment_stats(g_key, g_y, None))[0])
     ok = ~torch.isnan(user_auc)
     n_ok = int(ok.sum())
-    out = {"auc": auc, "uauc": float("nan"), "gauc": float("nan"), "n_users": n_ok,
-           "n_skipped": int(user_auc.numel()) - n_ok, "n_samples": n}
+    out = {
+        "auc": auc,
+        "uauc": float("nan"),
+        "gauc": float("nan"),
+        "n_users": n_ok,
+        "n_skipped": int(user_auc.numel()) - n_ok,
+        "n_samples": n,
+    }
     if n_ok:
         a = user_auc[ok]
         w = count[ok].to(torch.float64)
@@ -359,7 +365,6 @@ def per_user_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Ten
     ids = seg[stats["start"]]
     ids = uniques[ids] if uniques is not None else ids + offset
     return {"users": ids, "auc": _auc_of(stats), "n_samples": stats["count"], "n_pos": stats["n_pos"]}
-
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,8 +47,9 @@ class InfoNCEAlign(nn.Module):
 
     uses_preference = True
 
-    def __init__(self, video_dim: int, live_dim: int, dims: Sequence[int] = (128, 64), tau: float = 0.07,
-                 normalize: bool = True):
+    def __init__(
+        self, video_dim: int, live_dim: int, dims: Sequence[int] = (128, 64), tau: float = 0.07, normalize: bool = True
+    ):
         super().__init__()
         if not tau > 0:
             raise UserError(f"align 'infonce': the temperature tau must be > 0 (the paper uses 0.07), got {tau}.")
@@ -57,8 +58,9 @@ class InfoNCEAlign(nn.Module):
         self.video_mlp = mlp(video_dim, dims)
         self.live_mlp = mlp(live_dim, dims)
 
-    def forward(self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor,
-                user_id: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         h_video = self.video_mlp(masked_mean(video, video_mask))
         h_live = self.live_mlp(masked_mean(live, live_mask))
         if self.normalize:
@@ -77,6 +79,7 @@ class NoAlign(nn.Module):
     def __init__(self, video_dim: int, live_dim: int):
         super().__init__()
 
-    def forward(self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor,
-                user_id: Tensor) -> tuple[None, dict[str, Tensor]]:
+    def forward(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
+    ) -> tuple[None, dict[str, Tensor]]:
         return None, {}

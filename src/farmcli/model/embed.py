@@ -40,8 +40,9 @@ class EmbeddingLayer(nn.Module):
     def _table(self, domain: nn.ModuleDict, field: str) -> nn.Embedding:
         return domain[field] if field in domain else self.ids[field]
 
-    def _sequence(self, batch: Mapping[str, Tensor], prefix: str, domain: nn.ModuleDict,
-                  fields: tuple[str, ...]) -> Tensor:
+    def _sequence(
+        self, batch: Mapping[str, Tensor], prefix: str, domain: nn.ModuleDict, fields: tuple[str, ...]
+    ) -> Tensor:
         v = torch.cat([self._table(domain, f)(batch[f"{prefix}_{f}"]) for f in fields], dim=-1)
         return v * batch[f"{prefix}_mask"].unsqueeze(-1).to(v.dtype)
 

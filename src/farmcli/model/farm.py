@@ -44,8 +44,14 @@ class PreferenceEncoder(nn.Module):
         self.video = SelfAttention(video_dim, heads)
         self.live = SelfAttention(live_dim, heads)
 
-    def forward(self, v_video: Tensor, v_live: Tensor, video_mask: Tensor, live_mask: Tensor,
-                live_groups: LengthGroups | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        v_video: Tensor,
+        v_live: Tensor,
+        video_mask: Tensor,
+        live_mask: Tensor,
+        live_groups: LengthGroups | None = None,
+    ) -> tuple[Tensor, Tensor]:
         v_hat_video = self.video(v_video, video_mask)[0]
         if live_groups is None:
             return v_hat_video, self.live(v_live, live_mask)[0]
@@ -137,7 +143,8 @@ class FARM(nn.Module):
         if self.preference is not None:
             scale = self.cfg.preference_grad
             v_hat_video, v_hat_live = self.preference(
-                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask, live_groups)
+                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask, live_groups
+            )
         else:
             v_hat_video, v_hat_live = v_video, v_live
 
@@ -152,7 +159,10 @@ class FARM(nn.Module):
         else:  # each live event queries the video history: work in proportion to the live length
             f_hat_cross = live_groups.apply(
                 lambda live, l_mask, video, v_mask, cand: self.fuse(video, live, v_mask, l_mask, cand)[0],
-                sequences=(v_hat_live, live_mask), rows=(v_hat_video, video_mask, x_cand), sequence_output=False)
+                sequences=(v_hat_live, live_mask),
+                rows=(v_hat_video, video_mask, x_cand),
+                sequence_output=False,
+            )
             fuse_aux = {}
 
         # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)

@@ -20,8 +20,9 @@ from farmcli.model.layers import masked_mean, mlp
 from farmcli.registry import register
 
 
-def low_pass_basis(length: int, c: int, dtype: torch.dtype = torch.float32,
-                   device: torch.device | str | None = None) -> Tensor:
+def low_pass_basis(
+    length: int, c: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
     """Orthonormal real basis [L, r] of the c lowest DFT bins of a length-L sequence (r = 2c - 1 or fewer).
 
     Bin 0 is the constant; every other kept bin f gives a cosine and a sine (only a cosine at the Nyquist bin
@@ -43,8 +44,10 @@ def _basis(length: int, c: int) -> np.ndarray:
         elif 2 * f == length:
             cols.append(np.cos(math.pi * n) / math.sqrt(length))
         else:
-            cols += [np.cos(2 * math.pi * f * n / length) * math.sqrt(2 / length),
-                     np.sin(2 * math.pi * f * n / length) * math.sqrt(2 / length)]
+            cols += [
+                np.cos(2 * math.pi * f * n / length) * math.sqrt(2 / length),
+                np.sin(2 * math.pi * f * n / length) * math.sqrt(2 / length),
+            ]
     basis = np.stack(cols, axis=1) if cols else np.zeros((length, 0))
     basis.setflags(write=False)
     return basis

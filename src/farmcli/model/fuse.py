@@ -30,8 +30,9 @@ class CrossAttentionFuse(nn.Module):
         self.cross = CrossAttention(live_dim, video_dim, dim, heads)
         self.target = TargetAttention(cand_dim, dim, heads)
 
-    def forward(self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor,
-                x_cand: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         v_cross, weights = self.cross(live, live_mask, video, video_mask)  # (16) [B, L_live, dim]
         f_cross, _ = self.target(x_cand, v_cross, live_mask)  # (17) [B, dim]
         return f_cross, {"cross_attention": weights}  # weights [B, heads, L_live, L_video] (Fig. 4)
@@ -47,6 +48,7 @@ class NoFuse(nn.Module):
     def __init__(self, video_dim: int, live_dim: int, cand_dim: int):
         super().__init__()
 
-    def forward(self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor,
-                x_cand: Tensor) -> tuple[None, dict[str, Tensor]]:
+    def forward(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
+    ) -> tuple[None, dict[str, Tensor]]:
         return None, {}

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
-from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
 from farmcli.metrics import GroupedAUC
+from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
 from farmcli.model.farm import FARM, FarmOutput
 
 
@@ -41,9 +41,14 @@ class EvalBatch(TypedDict, total=False):
 
 
 class FarmModule(L.LightningModule):
-    def __init__(self, vocab: VocabSizes | Mapping[str, int], model: ModelConfig | Mapping[str, Any] | None = None,
-                 optim: OptimConfig | Mapping[str, Any] | None = None, label_rates: Sequence[float] | None = None,
-                 cl_batch_size: int | None = None):
+    def __init__(
+        self,
+        vocab: VocabSizes | Mapping[str, int],
+        model: ModelConfig | Mapping[str, Any] | None = None,
+        optim: OptimConfig | Mapping[str, Any] | None = None,
+        label_rates: Sequence[float] | None = None,
+        cl_batch_size: int | None = None,
+    ):
         super().__init__()
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
         # Plain dicts, so checkpoints load with torch.load(weights_only=True) and hparams.yaml stays readable.
@@ -79,7 +84,7 @@ class FarmModule(L.LightningModule):
         step = self.cl_batch_size
         if stage == "train" or not step or n <= step or not getattr(self.farm.align, "uses_preference", False):
             return self(batch)
-        outs = [self({k: v[i:i + step] for k, v in batch.items()}) for i in range(0, n, step)]
+        outs = [self({k: v[i : i + step] for k, v in batch.items()}) for i in range(0, n, step)]
         sizes = torch.tensor([o.logits.shape[0] for o in outs], dtype=torch.float32, device=outs[0].logits.device)
         cl = None
         if outs[0].cl_loss is not None:

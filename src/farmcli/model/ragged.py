@@ -53,8 +53,13 @@ class LengthGroups:
         perm = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=mask.device)
         return cls(length, perm, tuple(sizes), tuple(keep))
 
-    def apply(self, fn: Callable[..., Tensor], sequences: Sequence[Tensor], rows: Sequence[Tensor] = (),
-              sequence_output: bool = True) -> Tensor:
+    def apply(
+        self,
+        fn: Callable[..., Tensor],
+        sequences: Sequence[Tensor],
+        rows: Sequence[Tensor] = (),
+        sequence_output: bool = True,
+    ) -> Tensor:
         """``fn(*trimmed sequences, *row tensors)`` per group, results put back in batch order.
 
         ``sequences`` are [B, L, ...] (trimmed to each group's trailing positions), ``rows`` are [B, ...] (only
@@ -69,7 +74,7 @@ class LengthGroups:
         split_rows = [r[self.perm].split(self.sizes) for r in rows]
         outputs = []
         for i, keep in enumerate(self.keep):
-            out = fn(*(s[i][:, self.length - keep:] for s in split_sequences), *(r[i] for r in split_rows))
+            out = fn(*(s[i][:, self.length - keep :] for s in split_sequences), *(r[i] for r in split_rows))
             if sequence_output and keep < self.length:
                 out = F.pad(out, (0, 0, self.length - keep, 0))
             outputs.append(out)

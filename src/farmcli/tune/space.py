@@ -78,8 +78,10 @@ def grid_size(space: Sequence[Dimension]) -> int:
 
 def as_overrides(params: dict[str, Any]) -> list[str]:
     """``{"model.cl_weight": 0.3}`` -> ``["model.cl_weight=0.3"]`` in farm train's KEY=VALUE form."""
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in params.items()]
+    return [
+        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k, v in params.items()
+    ]
 
 
 def label(params: dict[str, Any]) -> str:

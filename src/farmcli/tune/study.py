@@ -24,7 +24,7 @@ import yaml
 from farmcli.config import merge, parse_overrides, resolve
 from farmcli.errors import UserError
 from farmcli.io import write_json, write_text
-from farmcli.tune.space import Dimension, as_overrides, grid, grid_size, label
+from farmcli.tune.space import Dimension, as_overrides, grid, label
 
 STUDY = "farm-tune"
 SAMPLERS = ("grid", "tpe")
@@ -78,8 +78,9 @@ def require_optuna() -> None:
     try:
         import optuna  # noqa: F401
     except ImportError:
-        raise UserError("farm tune needs Optuna, an optional extra: pip install -e '.[tune]' "
-                        "(or pip install optuna).") from None
+        raise UserError(
+            "farm tune needs Optuna, an optional extra: pip install -e '.[tune]' (or pip install optuna)."
+        ) from None
 
 
 def check(settings: TuneSettings) -> list[dict[str, Any]]:
@@ -116,9 +117,11 @@ def check(settings: TuneSettings) -> list[dict[str, Any]]:
 
 
 def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int):
-    return resolve(settings.config_files, variant=settings.variant,
-                   overrides=[*settings.overrides, *as_overrides(params), f"data.source={settings.data}",
-                              f"seed={seed}"])
+    return resolve(
+        settings.config_files,
+        variant=settings.variant,
+        overrides=[*settings.overrides, *as_overrides(params), f"data.source={settings.data}", f"seed={seed}"],
+    )
 
 
 def _prepare_out(out: Path, settings: TuneSettings) -> None:
@@ -129,13 +132,21 @@ def _prepare_out(out: Path, settings: TuneSettings) -> None:
         except ValueError:
             earlier = None
         if earlier != json.loads(json.dumps(settings.to_dict())):
-            raise UserError(f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
-                            f"command, or choose another --out.")
+            raise UserError(
+                f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
+                f"command, or choose another --out."
+            )
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not a farm tune directory; choose another --out.")
-    write_json(marker, {"format": "farm-tune/1", "settings": settings.to_dict(),
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_json(
+        marker,
+        {
+            "format": "farm-tune/1",
+            "settings": settings.to_dict(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def _study(out: Path, settings: TuneSettings):
@@ -146,10 +157,14 @@ def _study(out: Path, settings: TuneSettings):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
     sampler = optuna.samplers.TPESampler(seed=settings.seeds[0]) if settings.sampler == "tpe" else None
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if settings.prune
-              else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=STUDY, storage=storage, direction="maximize", sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if settings.prune
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.create_study(
+        study_name=STUDY, storage=storage, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+    )
 
 
 def _choices(dim: Dimension) -> list[str]:
@@ -169,8 +184,9 @@ def _encode(settings: TuneSettings, params: dict[str, Any]) -> dict[str, str]:
     return {d.key: _choices(d)[[repr(v) for v in d.values].index(repr(params[d.key]))] for d in settings.space}
 
 
-def run_tune(settings: TuneSettings, out: str | Path, *, on_event: Event | None = None,
-             show_bar: bool = True, progress=None) -> TuneResult:
+def run_tune(
+    settings: TuneSettings, out: str | Path, *, on_event: Event | None = None, show_bar: bool = True, progress=None
+) -> TuneResult:
     """Run (or resume) the study in ``out``; returns every trial and the best; writes the tables and best.yaml."""
     import optuna
     from optuna.trial import TrialState
@@ -183,8 +199,10 @@ def run_tune(settings: TuneSettings, out: str | Path, *, on_event: Event | None 
     first = trial_config(settings, combos[0], settings.seeds[0])
     store = sample_store(first.data, progress)  # built once, shared by every trial
     if store.n("valid") == 0:
-        raise UserError(f"{settings.data}: the validation split is empty; farm tune scores on it only. "
-                        f"Check the manifest's train_end / valid_end.")
+        raise UserError(
+            f"{settings.data}: the validation split is empty; farm tune scores on it only. "
+            f"Check the manifest's train_end / valid_end."
+        )
     _prepare_out(out, settings)
     study = _study(out, settings)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -192,8 +210,10 @@ def run_tune(settings: TuneSettings, out: str | Path, *, on_event: Event | None 
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     if settings.sampler == "grid":
-        seen = {json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)  # WAITING: fixed
-                for t in study.get_trials(deepcopy=False, states=(*finished, TrialState.WAITING))}
+        seen = {
+            json.dumps(t.params or t.system_attrs.get("fixed_params", {}), sort_keys=True)  # WAITING: fixed
+            for t in study.get_trials(deepcopy=False, states=(*finished, TrialState.WAITING))
+        }
         for params in combos:
             encoded = _encode(settings, params)
             if json.dumps(encoded, sort_keys=True) not in seen:
@@ -221,24 +241,40 @@ def run_tune(settings: TuneSettings, out: str | Path, *, on_event: Event | None 
                 return trial.should_prune()
 
             r = run_trial(cfg, store, on_epoch=report, show_bar=show_bar)
-            per_seed.append({"seed": seed, "score": round(100 * r.score, 4), "best_epoch": r.best_epoch,
-                             "epochs": r.epochs, "history": [round(100 * h, 4) for h in r.history],
-                             "tasks": {k: round(100 * v, 3) for k, v in r.tasks.items()},
-                             "seconds": r.fit_seconds})
+            per_seed.append(
+                {
+                    "seed": seed,
+                    "score": round(100 * r.score, 4),
+                    "best_epoch": r.best_epoch,
+                    "epochs": r.epochs,
+                    "history": [round(100 * h, 4) for h in r.history],
+                    "tasks": {k: round(100 * v, 3) for k, v in r.tasks.items()},
+                    "seconds": r.fit_seconds,
+                }
+            )
             trial.set_user_attr("seeds", per_seed)
             if r.pruned:
                 raise optuna.TrialPruned()
         score = sum(p["score"] for p in per_seed) / len(per_seed)
         if not math.isfinite(score):
-            raise UserError(f"trial {trial.number} ({label(params)}): the validation metric is undefined "
-                            f"(a task with one class only in the validation split?).")
+            raise UserError(
+                f"trial {trial.number} ({label(params)}): the validation metric is undefined "
+                f"(a task with one class only in the validation split?)."
+            )
         return score / 100
 
     def after(study_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if on_event:
             rows = _rows(settings, study_)
-            on_event("end", {"row": _row(settings, frozen), "best": _best(rows), "index": len(
-                [r for r in rows if r.state in ("COMPLETE", "PRUNED")]), "total": total})
+            on_event(
+                "end",
+                {
+                    "row": _row(settings, frozen),
+                    "best": _best(rows),
+                    "index": len([r for r in rows if r.state in ("COMPLETE", "PRUNED")]),
+                    "total": total,
+                },
+            )
 
     if todo:
         study.optimize(objective, n_trials=todo, callbacks=[after], catch=())
@@ -280,38 +316,64 @@ def _write_results(out: Path, settings: TuneSettings, rows: list[TrialRow], best
     keys = [d.key for d in settings.space]
     ordered = sorted(rows, key=lambda r: (r.score is None, -(r.score or 0.0), r.number))
     files = []
-    payload = {"format": "farm-tune/1", "settings": settings.to_dict(), "split": "valid",
-               "metric": "mean over tasks of the validation AUC at the best epoch, percent (mean over seeds)",
-               "best": asdict(best) if best else None, "trials": [asdict(r) for r in ordered]}
+    payload = {
+        "format": "farm-tune/1",
+        "settings": settings.to_dict(),
+        "split": "valid",
+        "metric": "mean over tasks of the validation AUC at the best epoch, percent (mean over seeds)",
+        "best": asdict(best) if best else None,
+        "trials": [asdict(r) for r in ordered],
+    }
     write_json(out / "trials.json", payload)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["trial", "state", *keys, "val_auc_mean", "best_epoch", "epochs", "seconds"])
     for r in ordered:
-        w.writerow([r.number, r.state, *(json.dumps(r.params.get(k)) for k in keys),
-                    "" if r.score is None else f"{r.score:.4f}", _first(r, "best_epoch"), _first(r, "epochs"),
-                    r.seconds])
+        w.writerow(
+            [
+                r.number,
+                r.state,
+                *(json.dumps(r.params.get(k)) for k in keys),
+                "" if r.score is None else f"{r.score:.4f}",
+                _first(r, "best_epoch"),
+                _first(r, "epochs"),
+                r.seconds,
+            ]
+        )
     write_text(out / "trials.csv", buf.getvalue())
-    lines = [f"# farm tune: {settings.variant} on {settings.data}",
-             "",
-             f"Score: mean over the six tasks of the validation AUC at the best epoch (percent), mean over seeds "
-             f"{', '.join(map(str, settings.seeds))}. The test split is not read. Sampler: {settings.sampler}.",
-             "",
-             "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | val mean AUC | best epoch | seconds |",
-             "|---:|---|" + "---|" * len(keys) + "---:|---:|---:|"]
+    lines = [
+        f"# farm tune: {settings.variant} on {settings.data}",
+        "",
+        f"Score: mean over the six tasks of the validation AUC at the best epoch (percent), mean over seeds "
+        f"{', '.join(map(str, settings.seeds))}. The test split is not read. Sampler: {settings.sampler}.",
+        "",
+        "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | val mean AUC | best epoch | seconds |",
+        "|---:|---|" + "---|" * len(keys) + "---:|---:|---:|",
+    ]
     for r in ordered:
-        cells = [str(r.number), r.state.lower(), *(f"`{json.dumps(r.params.get(k))}`" for k in keys),
-                 "-" if r.score is None else f"{r.score:.2f}", str(_first(r, "best_epoch")), f"{r.seconds:.0f}"]
+        cells = [
+            str(r.number),
+            r.state.lower(),
+            *(f"`{json.dumps(r.params.get(k))}`" for k in keys),
+            "-" if r.score is None else f"{r.score:.2f}",
+            str(_first(r, "best_epoch")),
+            f"{r.seconds:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     files += [out / "trials.json", out / "trials.csv"]
     if best is not None:
         cfg = best_config(settings, best)
-        header = (f"# farm tune: best of {len([r for r in rows if r.state == 'COMPLETE'])} complete trials on the "
-                  f"validation split of {settings.data} (val mean AUC {best.score:.2f}, trial {best.number}).\n"
-                  f"# Use: farm train --config {out / 'best.yaml'}\n")
+        header = (
+            f"# farm tune: best of {len([r for r in rows if r.state == 'COMPLETE'])} complete trials on the "
+            f"validation split of {settings.data} (val mean AUC {best.score:.2f}, trial {best.number}).\n"
+            f"# Use: farm train --config {out / 'best.yaml'}\n"
+        )
         write_text(out / "best.yaml", header + yaml.safe_dump(cfg, sort_keys=False))
-        lines += ["", f"Best: trial {best.number} ({label(best.params)}), val mean AUC {best.score:.2f}; "
-                      f"`farm train --config {out / 'best.yaml'}` trains with it."]
+        lines += [
+            "",
+            f"Best: trial {best.number} ({label(best.params)}), val mean AUC {best.score:.2f}; "
+            f"`farm train --config {out / 'best.yaml'}` trains with it.",
+        ]
         files.append(out / "best.yaml")
     write_text(out / "trials.md", "\n".join(lines) + "\n")
     files.insert(0, out / "trials.md")

@@ -56,12 +56,19 @@ def _recorder(on_epoch: EpochHook | None, monitor: str):
     return ValidationRecorder()
 
 
-def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_bar: bool = False,
-              extra_callbacks: Sequence[Any] = ()) -> TrialResult:
+def run_trial(
+    cfg: RunConfig,
+    store,
+    *,
+    on_epoch: EpochHook | None = None,
+    show_bar: bool = False,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrialResult:
     """Fit ``cfg`` on ``store`` with its early stopping and return the validation result (no test split)."""
     import time
 
     import lightning as L
+
     from farmcli.data.module import FarmDataModule
     from farmcli.logs import quiet_lightning
 
@@ -74,8 +81,14 @@ def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_
     recorder = _recorder(on_epoch, cfg.fit.monitor)
     callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg)]
     kwargs = {**dict(cfg.trainer), "enable_model_summary": False}
-    trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=show_bar, use_distributed_sampler=False)
+    trainer = L.Trainer(
+        **kwargs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=show_bar,
+        use_distributed_sampler=False,
+    )
     t0 = time.time()
     trainer.fit(module, datamodule=dm)
     if trainer.interrupted:
@@ -84,7 +97,13 @@ def run_trial(cfg: RunConfig, store, *, on_epoch: EpochHook | None = None, show_
     finite = [(v, i) for i, v in enumerate(history) if math.isfinite(v)]
     score, best = max(finite) if finite else (float("nan"), 0)
     at_best = recorder.epochs[best] if recorder.epochs else {}
-    return TrialResult(score=score, best_epoch=best, epochs=len(history), history=history,
-                       tasks={t: at_best.get(f"val/auc_{t}", float("nan")) for t in TASKS},
-                       cl=[e["val/cl"] for e in recorder.epochs if "val/cl" in e],
-                       fit_seconds=round(time.time() - t0, 1), pruned=recorder.pruned)
+    return TrialResult(
+        score=score,
+        best_epoch=best,
+        epochs=len(history),
+        history=history,
+        tasks={t: at_best.get(f"val/auc_{t}", float("nan")) for t in TASKS},
+        cl=[e["val/cl"] for e in recorder.epochs if "val/cl" in e],
+        fit_seconds=round(time.time() - t0, 1),
+        pruned=recorder.pruned,
+    )

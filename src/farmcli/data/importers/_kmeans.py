@@ -13,9 +13,9 @@ def _assign(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     c2 = (c * c).sum(axis=1)
     out = np.empty(len(x), dtype=np.int64)
     for lo in range(0, len(x), _CHUNK):
-        xs = x[lo:lo + _CHUNK].astype(np.float64)
+        xs = x[lo : lo + _CHUNK].astype(np.float64)
         d = c2[None, :] - 2.0 * xs @ c.T
-        out[lo:lo + _CHUNK] = d.argmin(axis=1)
+        out[lo : lo + _CHUNK] = d.argmin(axis=1)
     return out
 
 

@@ -58,8 +58,7 @@ class RawTable:
 
     def scan(self) -> pl.LazyFrame:
         if self.fmt == "csv":
-            return pl.scan_csv(self.files[0], infer_schema=False, with_column_names=_clean_names,
-                               raise_if_empty=False)
+            return pl.scan_csv(self.files[0], infer_schema=False, with_column_names=_clean_names, raise_if_empty=False)
         return pl.scan_parquet(self.files)
 
     def sample(self, cols: list[str]) -> pl.DataFrame:
@@ -116,6 +115,7 @@ def _is_text(dtype: pl.DataType) -> bool:
 
 # --- integers, flags and strings --------------------------------------------------------------------------
 
+
 def _string_number_kind(sample: pl.Series) -> str:
     s = sample.cast(pl.String).str.strip_chars().drop_nulls()
     s = s.filter(s != "")
@@ -149,8 +149,12 @@ def int_expr(name: str, dtype: pl.DataType, sample: pl.Series | None = None) -> 
         kind = _string_number_kind(sample) if sample is not None else "mixed"
         as_float = s.cast(pl.Float64, strict=False)
         as_float = pl.when(as_float.is_finite()).then(as_float.round()).otherwise(None).cast(pl.Int64, strict=False)
-        as_bool = (pl.when(s.str.to_lowercase() == "true").then(pl.lit(1, pl.Int64))
-                   .when(s.str.to_lowercase() == "false").then(pl.lit(0, pl.Int64)))
+        as_bool = (
+            pl.when(s.str.to_lowercase() == "true")
+            .then(pl.lit(1, pl.Int64))
+            .when(s.str.to_lowercase() == "false")
+            .then(pl.lit(0, pl.Int64))
+        )
         if kind == "int":
             return s.cast(pl.Int64, strict=False)
         if kind == "float":
@@ -172,13 +176,19 @@ def str_expr(name: str, dtype: pl.DataType) -> pl.Expr:
 
 # --- timestamps -------------------------------------------------------------------------------------------
 
+
 def epoch_number_to_ms(x: pl.Expr) -> pl.Expr:
     """An Int64 epoch number of unknown unit to milliseconds, by magnitude (see the module docstring)."""
     a = x.abs()
-    return (pl.when(a >= 10**17).then(x // 1_000_000)
-            .when(a >= 10**14).then(x // 1_000)
-            .when(a >= 10**11).then(x)
-            .otherwise(x * 1_000))
+    return (
+        pl.when(a >= 10**17)
+        .then(x // 1_000_000)
+        .when(a >= 10**14)
+        .then(x // 1_000)
+        .when(a >= 10**11)
+        .then(x)
+        .otherwise(x * 1_000)
+    )
 
 
 def _datetime_to_ms(e: pl.Expr, dtype: pl.DataType, naive_tz: str) -> pl.Expr:
@@ -233,15 +243,19 @@ def ts_expr(table: RawTable, name: str, naive_tz: str = "UTC") -> pl.Expr:
         layout = _text_layout(sample, naive_tz)
         if layout is None:
             example = next((v for v in sample.cast(pl.String).drop_nulls().to_list() if v.strip()), "")
-            raise UserError(f"{table.path}: column '{name}' holds values like '{example}' that are neither "
-                            "date-times (e.g. 2025-05-05 08:00:00.123) nor epoch seconds/milliseconds. "
-                            "Fix the export, or convert the column to epoch milliseconds.")
+            raise UserError(
+                f"{table.path}: column '{name}' holds values like '{example}' that are neither "
+                "date-times (e.g. 2025-05-05 08:00:00.123) nor epoch seconds/milliseconds. "
+                "Fix the export, or convert the column to epoch milliseconds."
+            )
         s = c.cast(pl.String).str.strip_chars()
         if layout[0] == "number":
             return epoch_number_to_ms(int_expr(name, pl.String, sample))
         return _parse_text_ts(s, layout[0], layout[1], naive_tz)
-    raise UserError(f"{table.path}: column '{name}' has type {dtype}; expected a timestamp, a date-time string "
-                    "or epoch milliseconds.")
+    raise UserError(
+        f"{table.path}: column '{name}' has type {dtype}; expected a timestamp, a date-time string "
+        "or epoch milliseconds."
+    )
 
 
 def local_date(ts_ms: pl.Expr, tz: str) -> pl.Expr:
@@ -250,6 +264,7 @@ def local_date(ts_ms: pl.Expr, tz: str) -> pl.Expr:
 
 
 # --- embeddings -------------------------------------------------------------------------------------------
+
 
 def embedding_components(table: RawTable, name: str) -> list[pl.Expr]:
     """The components of a list/array float column as separate Float32 expressions ``e0..e{d-1}``.

@@ -59,11 +59,12 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -92,11 +93,30 @@ SOURCE = "kuailive-m3"
 DOWNLOAD = "https://huggingface.co/datasets/imgkkk2004/KuaiLive-M3"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
-    "live_interaction": ("user_id", "author_id", "live_id", "live_play_start_timestamp", "live_source_category",
-                         "play_duration", "like_cnt", "comment_cnt", "send_gift_cnt"),
+    "live_interaction": (
+        "user_id",
+        "author_id",
+        "live_id",
+        "live_play_start_timestamp",
+        "live_source_category",
+        "play_duration",
+        "like_cnt",
+        "comment_cnt",
+        "send_gift_cnt",
+    ),
     "live_show": ("user_id", "author_id", "live_id", "show_timestamp"),
-    "photo_play": ("user_id", "photo_id", "author_id", "enter_timestamp", "leave_timestamp", "enter_play_type",
-                   "is_complete_play", "like_status_type", "is_follow_before_play", "is_follow_after_play"),
+    "photo_play": (
+        "user_id",
+        "photo_id",
+        "author_id",
+        "enter_timestamp",
+        "leave_timestamp",
+        "enter_play_type",
+        "is_complete_play",
+        "like_status_type",
+        "is_follow_before_play",
+        "is_follow_after_play",
+    ),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "photo_tag": ("photo_id", "first_level_category_name"),
@@ -104,8 +124,15 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "live_room_meta": ("live_id", "author_id"),
     "live_emb_64": ("live_id", "embedding"),
 }
-PUBLISHED_AS = {"live_interaction": "csv", "live_show": "parquet", "photo_play": "parquet", "photo_tag": "csv",
-                "photo_meta": "parquet", "live_room_meta": "parquet", "live_emb_64": "parquet"}
+PUBLISHED_AS = {
+    "live_interaction": "csv",
+    "live_show": "parquet",
+    "photo_play": "parquet",
+    "photo_tag": "csv",
+    "photo_meta": "parquet",
+    "live_room_meta": "parquet",
+    "live_emb_64": "parquet",
+}
 
 DROP_ID, DROP_TS = 1, 2
 FIX_NEGATIVE, FIX_MISSING = 1, 2
@@ -145,8 +172,10 @@ class KLM3Options:
             if getattr(self, key) < 0:
                 problems.append(f"{key} must be >= 0, got {getattr(self, key)}.")
         if self.long_view_ms < self.effective_view_ms:
-            problems.append(f"long_view_ms ({self.long_view_ms}) must be >= effective_view_ms "
-                            f"({self.effective_view_ms}): a long view is also an effective view.")
+            problems.append(
+                f"long_view_ms ({self.long_view_ms}) must be >= effective_view_ms "
+                f"({self.effective_view_ms}): a long view is also an effective view."
+            )
         if self.test_days < 1:
             problems.append(f"test_days must be >= 1, got {self.test_days}.")
         if self.clusters < 1:
@@ -162,8 +191,9 @@ class KLM3Options:
             try:
                 ZoneInfo(getattr(self, key))
             except (ZoneInfoNotFoundError, ValueError):
-                problems.append(f"{key}: unknown time zone '{getattr(self, key)}' (use an IANA name such as "
-                                "Asia/Shanghai or UTC).")
+                problems.append(
+                    f"{key}: unknown time zone '{getattr(self, key)}' (use an IANA name such as Asia/Shanghai or UTC)."
+                )
         if problems:
             raise UserError("invalid import options: " + " ".join(problems))
 
@@ -196,14 +226,17 @@ class ImportReport:
 
 # --- finding and checking the raw files -------------------------------------------------------------------
 
+
 def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
     """The raw tables present (required and optional) and the names of the optional ones that are not.
 
     Every missing required file and every missing column is reported at once, as one UserError.
     """
     if not raw_dir.is_dir():
-        raise UserError(f"{raw_dir}: no such directory. Download KuaiLive-M3 from {DOWNLOAD} and pass the folder "
-                        "that holds live_interaction.csv, live_show.parquet and photo_play.parquet.")
+        raise UserError(
+            f"{raw_dir}: no such directory. Download KuaiLive-M3 from {DOWNLOAD} and pass the folder "
+            "that holds live_interaction.csv, live_show.parquet and photo_play.parquet."
+        )
     tables: dict[str, RawTable] = {}
     problems: list[str] = []
     missing_optional: list[str] = []
@@ -212,15 +245,18 @@ def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
         if t is None:
             if name in REQUIRED:
                 other = "parquet" if PUBLISHED_AS[name] == "csv" else "csv"
-                problems.append(f"{raw_dir}: required file {name}.{PUBLISHED_AS[name]} (or {name}.{other}) is "
-                                f"missing. Download it from {DOWNLOAD}.")
+                problems.append(
+                    f"{raw_dir}: required file {name}.{PUBLISHED_AS[name]} (or {name}.{other}) is "
+                    f"missing. Download it from {DOWNLOAD}."
+                )
             else:
                 missing_optional.append(name)
             continue
         read_schema(t)
         for col in missing_columns(t, cols):
-            problems.append(f"{t.path}: required column '{col}' is missing (columns found: "
-                            f"{', '.join(t.schema) or 'none'}).")
+            problems.append(
+                f"{t.path}: required column '{col}' is missing (columns found: {', '.join(t.schema) or 'none'})."
+            )
         tables[name] = t
     if problems:
         raise UserError("\n".join(problems))
@@ -228,6 +264,7 @@ def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
 
 
 # --- small helpers ----------------------------------------------------------------------------------------
+
 
 def _int(t: RawTable, col: str) -> pl.Expr:
     dtype = t.schema[col]
@@ -241,14 +278,28 @@ def _flag(e: pl.Expr) -> pl.Expr:
 
 def _drop_reason(*ids: str) -> pl.Expr:
     bad = pl.any_horizontal([pl.col(c).is_null() | (pl.col(c) < 0) for c in ids])
-    return (pl.when(bad).then(pl.lit(DROP_ID)).when(pl.col("ts").is_null()).then(pl.lit(DROP_TS))
-            .otherwise(None).cast(pl.Int8).alias("drop"))
+    return (
+        pl.when(bad)
+        .then(pl.lit(DROP_ID))
+        .when(pl.col("ts").is_null())
+        .then(pl.lit(DROP_TS))
+        .otherwise(None)
+        .cast(pl.Int8)
+        .alias("drop")
+    )
 
 
 def _play_fix(raw: str) -> pl.Expr:
     r = pl.col(raw)
-    return (pl.when(r.is_null()).then(pl.lit(FIX_MISSING)).when(r < 0).then(pl.lit(FIX_NEGATIVE))
-            .otherwise(pl.lit(0)).cast(pl.Int8).alias("play_fix"))
+    return (
+        pl.when(r.is_null())
+        .then(pl.lit(FIX_MISSING))
+        .when(r < 0)
+        .then(pl.lit(FIX_NEGATIVE))
+        .otherwise(pl.lit(0))
+        .cast(pl.Int8)
+        .alias("play_fix")
+    )
 
 
 def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
@@ -277,9 +328,16 @@ def _iso(ms: int, tz: ZoneInfo) -> str:
 
 # --- the import -------------------------------------------------------------------------------------------
 
+
 class _Import:
-    def __init__(self, tables: dict[str, RawTable], opt: KLM3Options, tmp: Path, report: ImportReport,
-                 on_progress: ProgressFn | None):
+    def __init__(
+        self,
+        tables: dict[str, RawTable],
+        opt: KLM3Options,
+        tmp: Path,
+        report: ImportReport,
+        on_progress: ProgressFn | None,
+    ):
         self.t = tables
         self.opt = opt
         self.tmp = tmp
@@ -302,13 +360,14 @@ class _Import:
         t = self.t.get("photo_tag")
         if t is None:
             return None, []
-        pairs = t.scan().select(photo_id=_int(t, "photo_id"),
-                                name=str_expr("first_level_category_name", t.schema["first_level_category_name"]))
+        pairs = t.scan().select(
+            photo_id=_int(t, "photo_id"),
+            name=str_expr("first_level_category_name", t.schema["first_level_category_name"]),
+        )
         pairs = _collect(pairs.filter(pl.col("photo_id").is_not_null() & pl.col("name").is_not_null()))
         names = sorted(pairs["name"].unique().to_list())
         vocab = pl.DataFrame({"name": names, "tag": pl.Series(range(1, len(names) + 1), dtype=pl.Int32)})
-        per_photo = (pairs.join(vocab, on="name").group_by("photo_id").agg(pl.col("tag").min())
-                     .sort("photo_id"))
+        per_photo = pairs.join(vocab, on="name").group_by("photo_id").agg(pl.col("tag").min()).sort("photo_id")
         return per_photo, names
 
     def user_breaks(self, n_buckets: int) -> list[int]:
@@ -316,8 +375,14 @@ class _Import:
             return []
         t = self.t["live_interaction"]
         ids = t.scan().select(user_id=_int(t, "user_id")).filter(pl.col("user_id").is_not_null())
-        qs = _collect(ids.select([pl.col("user_id").quantile(i / n_buckets, interpolation="lower").alias(f"q{i}")
-                                  for i in range(1, n_buckets)]))
+        qs = _collect(
+            ids.select(
+                [
+                    pl.col("user_id").quantile(i / n_buckets, interpolation="lower").alias(f"q{i}")
+                    for i in range(1, n_buckets)
+                ]
+            )
+        )
         return sorted({int(v) for v in qs.row(0) if v is not None})
 
     # -- pass 1: raw -> staged buckets
@@ -325,48 +390,82 @@ class _Import:
     def stage_sessions(self, breaks: list[int], n: int) -> dict:
         t, opt = self.t["live_interaction"], self.opt
         cols = dict(
-            user_id=_int(t, "user_id"), author_id=_int(t, "author_id"), live_id=_int(t, "live_id"),
+            user_id=_int(t, "user_id"),
+            author_id=_int(t, "author_id"),
+            live_id=_int(t, "live_id"),
             ts=ts_expr(t, "live_play_start_timestamp", opt.naive_tz),
             page_name=str_expr("live_source_category", t.schema["live_source_category"]),
             play_raw=_int(t, "play_duration"),
-            like=_flag(_int(t, "like_cnt")), comment=_flag(_int(t, "comment_cnt")),
+            like=_flag(_int(t, "like_cnt")),
+            comment=_flag(_int(t, "comment_cnt")),
             gift=_flag(_int(t, "send_gift_cnt")),
         )
         if "p_date" in t.schema:
             pd_type = t.schema["p_date"]
-            cols["p_date"] = (pl.col("p_date") if pd_type == pl.Date else
-                              str_expr("p_date", pd_type).str.slice(0, 8).str.to_date("%Y%m%d", strict=False))
+            cols["p_date"] = (
+                pl.col("p_date")
+                if pd_type == pl.Date
+                else str_expr("p_date", pd_type).str.slice(0, 8).str.to_date("%Y%m%d", strict=False)
+            )
         else:
             cols["p_date"] = pl.lit(None, dtype=pl.Date)
-        lf = t.scan().select(**cols).with_columns(
-            _drop_reason("user_id", "author_id"), _play_fix("play_raw"),
-            play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0),
-            pdate_ok=(pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null()).then(None)
-                      .otherwise(local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date")).cast(pl.Int8)),
-        ).with_columns(_stage.bucket_expr(breaks)).drop("play_raw", "p_date")
+        lf = (
+            t.scan()
+            .select(**cols)
+            .with_columns(
+                _drop_reason("user_id", "author_id"),
+                _play_fix("play_raw"),
+                play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0),
+                pdate_ok=(
+                    pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null())
+                    .then(None)
+                    .otherwise(local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date"))
+                    .cast(pl.Int8)
+                ),
+            )
+            .with_columns(_stage.bucket_expr(breaks))
+            .drop("play_raw", "p_date")
+        )
         return _stage.sink_buckets(lf, self.stage / "sessions", n)
 
     def stage_impressions(self, breaks: list[int], n: int) -> dict:
         t = self.t["live_show"]
-        lf = t.scan().select(
-            user_id=_int(t, "user_id"), author_id=_int(t, "author_id"), live_id=_int(t, "live_id"),
-            ts=ts_expr(t, "show_timestamp", self.opt.naive_tz),
-        ).with_columns(_drop_reason("user_id", "author_id")).with_columns(_stage.bucket_expr(breaks))
+        lf = (
+            t.scan()
+            .select(
+                user_id=_int(t, "user_id"),
+                author_id=_int(t, "author_id"),
+                live_id=_int(t, "live_id"),
+                ts=ts_expr(t, "show_timestamp", self.opt.naive_tz),
+            )
+            .with_columns(_drop_reason("user_id", "author_id"))
+            .with_columns(_stage.bucket_expr(breaks))
+        )
         return _stage.sink_buckets(lf, self.stage / "impressions", n)
 
     def stage_plays(self, breaks: list[int], n: int, photo_tags: pl.DataFrame | None) -> dict:
         t, tz = self.t["photo_play"], self.opt.naive_tz
-        lf = t.scan().select(
-            user_id=_int(t, "user_id"), author_id=_int(t, "author_id"), photo_id=_int(t, "photo_id"),
-            ts=ts_expr(t, "enter_timestamp", tz), leave=ts_expr(t, "leave_timestamp", tz),
-            page_name=str_expr("enter_play_type", t.schema["enter_play_type"]),
-            long_view=_flag(_int(t, "is_complete_play")),
-            like_code=_int(t, "like_status_type"),
-            follow=((_int(t, "is_follow_after_play").fill_null(0) > 0)
-                    & (_int(t, "is_follow_before_play").fill_null(0) <= 0)).cast(pl.Int8),
-        ).with_columns(play_raw=pl.col("leave") - pl.col("ts"))
+        lf = (
+            t.scan()
+            .select(
+                user_id=_int(t, "user_id"),
+                author_id=_int(t, "author_id"),
+                photo_id=_int(t, "photo_id"),
+                ts=ts_expr(t, "enter_timestamp", tz),
+                leave=ts_expr(t, "leave_timestamp", tz),
+                page_name=str_expr("enter_play_type", t.schema["enter_play_type"]),
+                long_view=_flag(_int(t, "is_complete_play")),
+                like_code=_int(t, "like_status_type"),
+                follow=(
+                    (_int(t, "is_follow_after_play").fill_null(0) > 0)
+                    & (_int(t, "is_follow_before_play").fill_null(0) <= 0)
+                ).cast(pl.Int8),
+            )
+            .with_columns(play_raw=pl.col("leave") - pl.col("ts"))
+        )
         lf = lf.with_columns(
-            _drop_reason("user_id", "author_id"), _play_fix("play_raw"),
+            _drop_reason("user_id", "author_id"),
+            _play_fix("play_raw"),
             play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0),
         ).drop("leave", "play_raw")
         if photo_tags is not None:
@@ -387,12 +486,15 @@ class _Import:
             owners = meta.scan().select(photo_id=_int(meta, "photo_id"), author_id=_int(meta, "author_id"))
         else:
             owners = _stage.scan_all(self.stage / "plays", plays_schema).select("photo_id", "author_id")
-        owners = (owners.filter(pl.col("photo_id").is_not_null() & pl.col("author_id").is_not_null()
-                                & (pl.col("author_id") >= 0))
-                  .group_by("photo_id").agg(pl.col("author_id").min()))
-        counts = (owners.join(photo_tags.lazy(), on="photo_id").group_by("author_id", "tag").agg(n=pl.len()))
-        best = counts.group_by("author_id").agg(
-            pl.col("tag").sort_by(["n", "tag"], descending=[True, False]).first())
+        owners = (
+            owners.filter(
+                pl.col("photo_id").is_not_null() & pl.col("author_id").is_not_null() & (pl.col("author_id") >= 0)
+            )
+            .group_by("photo_id")
+            .agg(pl.col("author_id").min())
+        )
+        counts = owners.join(photo_tags.lazy(), on="photo_id").group_by("author_id", "tag").agg(n=pl.len())
+        best = counts.group_by("author_id").agg(pl.col("tag").sort_by(["n", "tag"], descending=[True, False]).first())
         return _collect(best).sort("author_id").select("author_id", pl.col("tag").cast(pl.Int32))
 
     def author_clusters(self, sess_schema: dict, imp_schema: dict) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -404,23 +506,35 @@ class _Import:
         if meta is not None:
             rooms = meta.scan().select(live_id=_int(meta, "live_id"), author_id=_int(meta, "author_id"))
         else:
-            rooms = pl.concat([
-                _stage.scan_all(self.stage / "sessions", sess_schema).filter(pl.col("drop").is_null()),
-                _stage.scan_all(self.stage / "impressions", imp_schema).filter(pl.col("drop").is_null()),
-            ], how="diagonal").select("live_id", "author_id")
-        rooms = (rooms.filter(pl.col("live_id").is_not_null() & pl.col("author_id").is_not_null()
-                              & (pl.col("author_id") >= 0))
-                 .group_by("live_id").agg(pl.col("author_id").min()))
+            rooms = pl.concat(
+                [
+                    _stage.scan_all(self.stage / "sessions", sess_schema).filter(pl.col("drop").is_null()),
+                    _stage.scan_all(self.stage / "impressions", imp_schema).filter(pl.col("drop").is_null()),
+                ],
+                how="diagonal",
+            ).select("live_id", "author_id")
+        rooms = (
+            rooms.filter(
+                pl.col("live_id").is_not_null() & pl.col("author_id").is_not_null() & (pl.col("author_id") >= 0)
+            )
+            .group_by("live_id")
+            .agg(pl.col("author_id").min())
+        )
         comps = embedding_components(emb, "embedding")
         if not comps:
             return empty, {"authors": 0, "dim": 0}
         names = [f"e{i}" for i in range(len(comps))]
         vec = emb.scan().select(_int(emb, "live_id").alias("live_id"), *comps).drop_nulls()
         norm = pl.sum_horizontal([pl.col(c) ** 2 for c in names]).sqrt()
-        vec = (vec.with_columns(_norm=norm).filter(pl.col("_norm").is_finite() & (pl.col("_norm") > 0))
-               .with_columns([pl.col(c) / pl.col("_norm") for c in names]).drop("_norm"))
-        per_author = _collect(vec.join(rooms, on="live_id").group_by("author_id")
-                              .agg([pl.col(c).mean() for c in names])).sort("author_id")
+        vec = (
+            vec.with_columns(_norm=norm)
+            .filter(pl.col("_norm").is_finite() & (pl.col("_norm") > 0))
+            .with_columns([pl.col(c) / pl.col("_norm") for c in names])
+            .drop("_norm")
+        )
+        per_author = _collect(
+            vec.join(rooms, on="live_id").group_by("author_id").agg([pl.col(c).mean() for c in names])
+        ).sort("author_id")
         if per_author.height == 0:
             return empty, {"authors": 0, "dim": len(names)}
         x = per_author.select(names).to_numpy().astype(np.float32)
@@ -432,27 +546,50 @@ class _Import:
 
     # -- pass 2: one bucket at a time -> sorted parts
 
-    def live_part(self, b: int, sess_schema: dict, imp_schema: dict, pages: pl.DataFrame,
-                  authors: pl.DataFrame, path: Path) -> None:
+    def live_part(
+        self, b: int, sess_schema: dict, imp_schema: dict, pages: pl.DataFrame, authors: pl.DataFrame, path: Path
+    ) -> None:
         opt = self.opt
         sess = _stage.scan_bucket(self.stage / "sessions", b, sess_schema)
         imp = _stage.scan_bucket(self.stage / "impressions", b, imp_schema)
-        keys = (sess.filter(pl.col("user_id").is_not_null() & pl.col("live_id").is_not_null())
-                .select("user_id", "live_id").unique())
+        keys = (
+            sess.filter(pl.col("user_id").is_not_null() & pl.col("live_id").is_not_null())
+            .select("user_id", "live_id")
+            .unique()
+        )
         neg = imp.filter(pl.col("drop").is_null()).join(keys, on=["user_id", "live_id"], how="anti")
         zero = pl.lit(0, dtype=pl.Int8)
         pos = sess.filter(pl.col("drop").is_null()).select(
-            "user_id", "author_id", "ts", "page_name", "play_ms", click=pl.lit(1, dtype=pl.Int8),
+            "user_id",
+            "author_id",
+            "ts",
+            "page_name",
+            "play_ms",
+            click=pl.lit(1, dtype=pl.Int8),
             effective_view=(pl.col("play_ms") >= opt.effective_view_ms).cast(pl.Int8),
             long_view=(pl.col("play_ms") >= opt.long_view_ms).cast(pl.Int8),
-            like="like", comment="comment", gift="gift")
-        neg = neg.select("user_id", "author_id", "ts", page_name=pl.lit(None, dtype=pl.String),
-                         play_ms=pl.lit(0, dtype=pl.Int64), click=zero, effective_view=zero, long_view=zero,
-                         like=zero, comment=zero, gift=zero)
+            like="like",
+            comment="comment",
+            gift="gift",
+        )
+        neg = neg.select(
+            "user_id",
+            "author_id",
+            "ts",
+            page_name=pl.lit(None, dtype=pl.String),
+            play_ms=pl.lit(0, dtype=pl.Int64),
+            click=zero,
+            effective_view=zero,
+            long_view=zero,
+            like=zero,
+            comment=zero,
+            gift=zero,
+        )
         live = pl.concat([pos, neg], how="vertical_relaxed")
         live_pages = pages.filter(pl.col("domain") == "live").select("name", "page")
-        live = (live.join(live_pages.lazy(), left_on="page_name", right_on="name", how="left")
-                .join(authors.lazy(), on="author_id", how="left"))
+        live = live.join(live_pages.lazy(), left_on="page_name", right_on="name", how="left").join(
+            authors.lazy(), on="author_id", how="left"
+        )
         sch = S.schema_of(S.LIVE_COLUMNS)
         live = live.select([pl.col(c).fill_null(0).cast(d) for c, d in sch.items()])
         _write(live.sort(_sort_keys(sch)), path)
@@ -461,9 +598,11 @@ class _Import:
         plays = _stage.scan_bucket(self.stage / "plays", b, plays_schema).filter(pl.col("drop").is_null())
         video_pages = pages.filter(pl.col("domain") == "video").select("name", "page")
         codes = list(self.opt.like_codes)
-        v = (plays.join(video_pages.lazy(), left_on="page_name", right_on="name", how="left")
-             .with_columns(like=pl.col("like_code").is_in(codes).fill_null(False).cast(pl.Int8),
-                           comment=pl.lit(0, dtype=pl.Int8), share=pl.lit(0, dtype=pl.Int8)))
+        v = plays.join(video_pages.lazy(), left_on="page_name", right_on="name", how="left").with_columns(
+            like=pl.col("like_code").is_in(codes).fill_null(False).cast(pl.Int8),
+            comment=pl.lit(0, dtype=pl.Int8),
+            share=pl.lit(0, dtype=pl.Int8),
+        )
         sch = S.schema_of(S.VIDEO_COLUMNS)
         v = v.select([pl.col(c).fill_null(0).cast(d) for c, d in sch.items()])
         _write(v.sort(_sort_keys(sch)), path)
@@ -492,8 +631,11 @@ class _Import:
         a_tags = self.author_tags(photo_tags, plays_schema)
         self.step("author clusters")
         a_clusters, cluster_info = self.author_clusters(sess_schema, imp_schema)
-        authors = (a_tags.join(a_clusters, on="author_id", how="full", coalesce=True)
-                   .with_columns(pl.col("tag").fill_null(0), pl.col("cluster").fill_null(0)).sort("author_id"))
+        authors = (
+            a_tags.join(a_clusters, on="author_id", how="full", coalesce=True)
+            .with_columns(pl.col("tag").fill_null(0), pl.col("cluster").fill_null(0))
+            .sort("author_id")
+        )
 
         sessions = _stage.scan_all(self.stage / "sessions", sess_schema)
         impressions = _stage.scan_all(self.stage / "impressions", imp_schema)
@@ -536,75 +678,112 @@ class _Import:
     def _staged_stats(self, sessions: pl.LazyFrame, impressions: pl.LazyFrame, plays: pl.LazyFrame) -> None:
         rep = self.report
         reasons = {
-            "live_interaction": {DROP_ID: "missing or negative user_id / author_id",
-                                 DROP_TS: "missing or unreadable live_play_start_timestamp"},
-            "live_show": {DROP_ID: "missing or negative user_id / author_id",
-                          DROP_TS: "missing or unreadable show_timestamp"},
-            "photo_play": {DROP_ID: "missing or negative user_id / author_id",
-                           DROP_TS: "missing or unreadable enter_timestamp"},
+            "live_interaction": {
+                DROP_ID: "missing or negative user_id / author_id",
+                DROP_TS: "missing or unreadable live_play_start_timestamp",
+            },
+            "live_show": {
+                DROP_ID: "missing or negative user_id / author_id",
+                DROP_TS: "missing or unreadable show_timestamp",
+            },
+            "photo_play": {
+                DROP_ID: "missing or negative user_id / author_id",
+                DROP_TS: "missing or unreadable enter_timestamp",
+            },
         }
         for name, lf in (("live_interaction", sessions), ("live_show", impressions), ("photo_play", plays)):
             by = _collect(lf.group_by("drop").agg(pl.len().alias("n")))
             counts = {r: int(k) for r, k in by.iter_rows()}
             rep.rows_read[name] = sum(counts.values())
             rep.rows_dropped[name] = {reasons[name][code]: counts.get(code, 0) for code in (DROP_ID, DROP_TS)}
-        for name, lf, what in (("live_interaction", sessions, "play_duration"),
-                               ("photo_play", plays, "leave_timestamp - enter_timestamp")):
+        for name, lf, what in (
+            ("live_interaction", sessions, "play_duration"),
+            ("photo_play", plays, "leave_timestamp - enter_timestamp"),
+        ):
             fx = _collect(lf.filter(pl.col("drop").is_null()).group_by("play_fix").agg(pl.len().alias("n")))
             fx = {int(k): int(v) for k, v in fx.iter_rows()}
             missing = "missing play_duration" if name == "live_interaction" else "missing leave_timestamp"
-            rep.adjusted[name] = {f"play_ms set to 0: negative {what}": fx.get(FIX_NEGATIVE, 0),
-                                  f"play_ms set to 0: {missing}": fx.get(FIX_MISSING, 0)}
-        pd_ok = _collect(sessions.filter(pl.col("drop").is_null()).select(
-            checked=pl.col("pdate_ok").is_not_null().sum(), agree=pl.col("pdate_ok").sum())).row(0, named=True)
+            rep.adjusted[name] = {
+                f"play_ms set to 0: negative {what}": fx.get(FIX_NEGATIVE, 0),
+                f"play_ms set to 0: {missing}": fx.get(FIX_MISSING, 0),
+            }
+        pd_ok = _collect(
+            sessions.filter(pl.col("drop").is_null()).select(
+                checked=pl.col("pdate_ok").is_not_null().sum(), agree=pl.col("pdate_ok").sum()
+            )
+        ).row(0, named=True)
         checked, agree = int(pd_ok["checked"] or 0), int(pd_ok["agree"] or 0)
         rep.splits["p_date_agreement"] = (agree / checked) if checked else None
         if checked and agree / checked < 0.9:
             rep.warnings.append(
                 f"p_date agrees with the {self.opt.day_tz} date of live_play_start_timestamp for only "
                 f"{100 * agree / checked:.1f}% of sessions: the timestamps are probably in another zone. If the "
-                f"raw date-times are local time, re-run with --naive-tz {self.opt.day_tz}.")
-        like = _collect(plays.filter(pl.col("drop").is_null()).group_by("like_code").agg(pl.len().alias("n"))
-                        .sort("like_code", nulls_last=True))
+                f"raw date-times are local time, re-run with --naive-tz {self.opt.day_tz}."
+            )
+        like = _collect(
+            plays.filter(pl.col("drop").is_null())
+            .group_by("like_code")
+            .agg(pl.len().alias("n"))
+            .sort("like_code", nulls_last=True)
+        )
         rep.value_counts["photo_play.like_status_type"] = {
-            ("null" if k is None else str(k)): int(v) for k, v in like.iter_rows()}
+            ("null" if k is None else str(k)): int(v) for k, v in like.iter_rows()
+        }
         if not any(k in self.opt.like_codes for k in like["like_code"].drop_nulls().to_list()):
-            rep.warnings.append(f"no play has like_status_type in {list(self.opt.like_codes)}, so video.like is 0 "
-                                "everywhere: check --like-codes against the value counts in this report.")
+            rep.warnings.append(
+                f"no play has like_status_type in {list(self.opt.like_codes)}, so video.like is 0 "
+                "everywhere: check --like-codes against the value counts in this report."
+            )
 
     def _pages(self, sessions: pl.LazyFrame, plays: pl.LazyFrame) -> pl.DataFrame:
         def counts(lf: pl.LazyFrame, domain: str, field_name: str) -> pl.DataFrame:
-            c = _collect(lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
-                         .group_by("page_name").agg(pl.len().alias("rows")))
-            return c.select(domain=pl.lit(domain), field=pl.lit(field_name), name="page_name",
-                            rows=pl.col("rows").cast(pl.Int64))
+            c = _collect(
+                lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
+                .group_by("page_name")
+                .agg(pl.len().alias("rows"))
+            )
+            return c.select(
+                domain=pl.lit(domain), field=pl.lit(field_name), name="page_name", rows=pl.col("rows").cast(pl.Int64)
+            )
+
         frames = [counts(plays, "video", "photo_play.enter_play_type")]
         live = counts(sessions, "live", "live_interaction.live_source_category")
         self.report.value_counts["live_interaction.live_source_category"] = {
-            n: int(r) for n, r in live.sort("name").select("name", "rows").iter_rows()}
+            n: int(r) for n, r in live.sort("name").select("name", "rows").iter_rows()
+        }
         if self.opt.live_page == "source":
             frames.insert(0, live)
         pages = pl.concat(frames).sort("domain", "name")
         self.report.value_counts["photo_play.enter_play_type"] = {
-            n: int(r) for n, r in frames[-1].sort("name").select("name", "rows").iter_rows()}
+            n: int(r) for n, r in frames[-1].sort("name").select("name", "rows").iter_rows()
+        }
         return pages.with_columns(page=pl.int_range(1, pages.height + 1, dtype=pl.Int32))
 
     def _splits(self, sessions: pl.LazyFrame, impressions: pl.LazyFrame) -> dict[str, int]:
         opt, tz = self.opt, self.tz
-        rng = _collect(pl.concat([sessions.filter(pl.col("drop").is_null()).select("ts"),
-                                  impressions.filter(pl.col("drop").is_null()).select("ts")])
-                       .select(lo=pl.col("ts").min(), hi=pl.col("ts").max())).row(0, named=True)
+        rng = _collect(
+            pl.concat(
+                [
+                    sessions.filter(pl.col("drop").is_null()).select("ts"),
+                    impressions.filter(pl.col("drop").is_null()).select("ts"),
+                ]
+            ).select(lo=pl.col("ts").min(), hi=pl.col("ts").max())
+        ).row(0, named=True)
         if rng["lo"] is None:
-            raise UserError(f"{self.t['live_interaction'].path} and {self.t['live_show'].path}: no live row with a "
-                            "user, an author and a readable timestamp; nothing to import.")
+            raise UserError(
+                f"{self.t['live_interaction'].path} and {self.t['live_show'].path}: no live row with a "
+                "user, an author and a readable timestamp; nothing to import."
+            )
         d0 = datetime.fromtimestamp(rng["lo"] / 1000, tz).date()
         d1 = datetime.fromtimestamp(rng["hi"] / 1000, tz).date()
         days = (d1 - d0).days + 1
         n_train = days - opt.test_days - opt.valid_days - opt.warmup_days
         if n_train < 1:
-            raise UserError(f"the live logs span {days} day(s) ({d0} to {d1}, {opt.day_tz}); {opt.warmup_days} "
-                            f"warm-up + {opt.valid_days} validation + {opt.test_days} test day(s) leave no training "
-                            "day. Lower --warmup-days, --valid-days or --test-days.")
+            raise UserError(
+                f"the live logs span {days} day(s) ({d0} to {d1}, {opt.day_tz}); {opt.warmup_days} "
+                f"warm-up + {opt.valid_days} validation + {opt.test_days} test day(s) leave no training "
+                "day. Lower --warmup-days, --valid-days or --test-days."
+            )
         first_train = d0 + timedelta(days=opt.warmup_days)
         bounds = {
             "train_start": _day_start_ms(first_train, tz),
@@ -612,21 +791,36 @@ class _Import:
             "valid_end": _day_start_ms(d1 + timedelta(days=1 - opt.test_days), tz),
             "test_end": _day_start_ms(d1 + timedelta(days=1), tz),
         }
-        self.report.splits.update({
-            "day_tz": opt.day_tz, "first_day": str(d0), "last_day": str(d1), "days": days,
-            "warmup_days": opt.warmup_days, "train_days": n_train, "valid_days": opt.valid_days,
-            "test_days": opt.test_days, **bounds, **{f"{k}_iso": _iso(v, tz) for k, v in bounds.items()},
-        })
+        self.report.splits.update(
+            {
+                "day_tz": opt.day_tz,
+                "first_day": str(d0),
+                "last_day": str(d1),
+                "days": days,
+                "warmup_days": opt.warmup_days,
+                "train_days": n_train,
+                "valid_days": opt.valid_days,
+                "test_days": opt.test_days,
+                **bounds,
+                **{f"{k}_iso": _iso(v, tz) for k, v in bounds.items()},
+            }
+        )
         return bounds
 
     def _write_manifest(self, bounds: dict[str, int]) -> None:
         opt, sp = self.opt, self.report.splits
         manifest = {
-            "format": S.FORMAT, "name": opt.name, "source": SOURCE, "time_unit": "ms", **bounds,
-            "description": (f"KuaiLive-M3 ({DOWNLOAD}) imported by farmcli: days {sp['first_day']} to "
-                            f"{sp['last_day']} ({opt.day_tz}); {sp['warmup_days']} warm-up, {sp['train_days']} "
-                            f"train, {sp['valid_days']} validation, {sp['test_days']} test day(s). Derived "
-                            "fields: see import_report.json and docs/IMPORT_KUAILIVE_M3.md."),
+            "format": S.FORMAT,
+            "name": opt.name,
+            "source": SOURCE,
+            "time_unit": "ms",
+            **bounds,
+            "description": (
+                f"KuaiLive-M3 ({DOWNLOAD}) imported by farmcli: days {sp['first_day']} to "
+                f"{sp['last_day']} ({opt.day_tz}); {sp['warmup_days']} warm-up, {sp['train_days']} "
+                f"train, {sp['valid_days']} validation, {sp['test_days']} test day(s). Derived "
+                "fields: see import_report.json and docs/IMPORT_KUAILIVE_M3.md."
+            ),
             "importer": {"name": SOURCE, "options": _options_dict(opt)},
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -634,22 +828,35 @@ class _Import:
     def _write_maps(self, pages: pl.DataFrame, tag_names: list[str]) -> None:
         page_doc = {
             "missing": 0,
-            "note": ("One page id space for both tables, ids by (domain, name) in sorted order; 0 = missing "
-                     "(live impressions without a session have no entry page)."),
-            "pages": [{"id": int(r["page"]), "domain": r["domain"], "field": r["field"], "name": r["name"],
-                       "rows": int(r["rows"])} for r in pages.iter_rows(named=True)],
+            "note": (
+                "One page id space for both tables, ids by (domain, name) in sorted order; 0 = missing "
+                "(live impressions without a session have no entry page)."
+            ),
+            "pages": [
+                {
+                    "id": int(r["page"]),
+                    "domain": r["domain"],
+                    "field": r["field"],
+                    "name": r["name"],
+                    "rows": int(r["rows"]),
+                }
+                for r in pages.iter_rows(named=True)
+            ],
         }
         tag_doc = {
             "unknown": 0,
-            "note": ("First-level categories of photo_tag, ids by sorted name; 0 = unknown. Video rows: the "
-                     "photo's category. Live rows: the author's most frequent category over the videos they post."),
+            "note": (
+                "First-level categories of photo_tag, ids by sorted name; 0 = unknown. Video rows: the "
+                "photo's category. Live rows: the author's most frequent category over the videos they post."
+            ),
             "tags": [{"id": i, "name": n} for i, n in enumerate(tag_names, start=1)],
         }
         (self.tmp / "pages.json").write_text(json.dumps(page_doc, indent=2, ensure_ascii=False) + "\n")
         (self.tmp / "tags.json").write_text(json.dumps(tag_doc, indent=2, ensure_ascii=False) + "\n")
 
-    def _final_stats(self, bounds: dict[str, int], users: pl.DataFrame, authors: pl.DataFrame,
-                     cluster_info: dict, have_tags: bool) -> None:
+    def _final_stats(
+        self, bounds: dict[str, int], users: pl.DataFrame, authors: pl.DataFrame, cluster_info: dict, have_tags: bool
+    ) -> None:
         rep, opt = self.report, self.opt
         live = pl.scan_parquet(self.tmp / "live.parquet")
         video = pl.scan_parquet(self.tmp / "video.parquet")
@@ -662,26 +869,35 @@ class _Import:
             "after_test_end": ts >= bounds["test_end"],
         }
         click = pl.col("click") == 1
-        lv = _collect(live.select(
-            rows=pl.len(), clicks=click.sum(),
-            **{f"all_{t}": pl.col(t).sum() for t in S.TASKS},
-            **{f"clk_{t}": (click & (pl.col(t) == 1)).sum() for t in S.LIVE_FLAGS},
-            **{f"win_{k}": e.sum() for k, e in windows.items()},
-            tag_known=(pl.col("tag") > 0).sum(), cluster_known=(pl.col("cluster") > 0).sum(),
-            clicked_page_known=(click & (pl.col("page") > 0)).sum(),
-        )).row(0, named=True)
-        vd = _collect(video.select(
-            rows=pl.len(), **{f"all_{f}": pl.col(f).sum() for f in S.VIDEO_FLAGS},
-            **{f"win_{k}": e.sum() for k, e in windows.items()},
-            tag_known=(pl.col("tag") > 0).sum(), page_known=(pl.col("page") > 0).sum(),
-        )).row(0, named=True)
+        lv = _collect(
+            live.select(
+                rows=pl.len(),
+                clicks=click.sum(),
+                **{f"all_{t}": pl.col(t).sum() for t in S.TASKS},
+                **{f"clk_{t}": (click & (pl.col(t) == 1)).sum() for t in S.LIVE_FLAGS},
+                **{f"win_{k}": e.sum() for k, e in windows.items()},
+                tag_known=(pl.col("tag") > 0).sum(),
+                cluster_known=(pl.col("cluster") > 0).sum(),
+                clicked_page_known=(click & (pl.col("page") > 0)).sum(),
+            )
+        ).row(0, named=True)
+        vd = _collect(
+            video.select(
+                rows=pl.len(),
+                **{f"all_{f}": pl.col(f).sum() for f in S.VIDEO_FLAGS},
+                **{f"win_{k}": e.sum() for k, e in windows.items()},
+                tag_known=(pl.col("tag") > 0).sum(),
+                page_known=(pl.col("page") > 0).sum(),
+            )
+        ).row(0, named=True)
         div = lambda a, b: (a / b) if b else None  # noqa: E731
         rep.rows_written = {"live": lv["rows"], "video": vd["rows"], "users": users.height}
         n_sessions = rep.rows_read["live_interaction"] - sum(rep.rows_dropped["live_interaction"].values())
         kept_imp = rep.rows_read["live_show"] - sum(rep.rows_dropped["live_show"].values())
         matched = kept_imp - (lv["rows"] - n_sessions)
-        rep.rows_dropped["live_show"]["has a session of the same user and live room (that session is the click)"] \
-            = matched
+        rep.rows_dropped["live_show"]["has a session of the same user and live room (that session is the click)"] = (
+            matched
+        )
         rep.label_rates = {
             "live_of_impressions": {t: div(lv[f"all_{t}"], lv["rows"]) for t in S.TASKS},
             "live_of_clicks": {t: div(lv[f"clk_{t}"], lv["clicks"]) for t in S.LIVE_FLAGS},
@@ -712,7 +928,8 @@ class _Import:
             rep.warnings.append(
                 f"live.page is 0 on every click = 0 row but on only {100 * clicks_page0:.1f}% of clicks, so the page "
                 "of a live candidate gives its click label away. For click models that must not see this "
-                "shortcut, import with --live-page none (page 0 on every live row).")
+                "shortcut, import with --live-page none (page 0 on every live row)."
+            )
         else:
             rep.not_available.append("live.page = 0 on every row (--live-page none).")
         if not have_tags:
@@ -720,11 +937,15 @@ class _Import:
         if "live_emb_64" in rep.missing_optional:
             rep.not_available.append("live.cluster = 0 on every row: live_emb_64 was not found.")
         if "photo_meta" in rep.missing_optional and have_tags:
-            rep.warnings.append("photo_meta was not found: live tags use the photo -> author pairs seen in "
-                                "photo_play instead (only videos somebody played).")
+            rep.warnings.append(
+                "photo_meta was not found: live tags use the photo -> author pairs seen in "
+                "photo_play instead (only videos somebody played)."
+            )
         if "live_room_meta" in rep.missing_optional and "live_emb_64" not in rep.missing_optional:
-            rep.warnings.append("live_room_meta was not found: rooms -> authors for clusters come from the "
-                                "sessions and impressions instead.")
+            rep.warnings.append(
+                "live_room_meta was not found: rooms -> authors for clusters come from the "
+                "sessions and impressions instead."
+            )
 
     def _days(self, live: pl.LazyFrame, video: pl.LazyFrame, bounds: dict[str, int]) -> list[dict[str, Any]]:
         day = local_date(pl.col("ts"), self.opt.day_tz).alias("day")
@@ -735,13 +956,28 @@ class _Import:
         out = []
         for r in days.iter_rows(named=True):
             start = _day_start_ms(r["day"], self.tz)
-            split = ("history" if r["day"] < first_day else
-                     "warmup" if start < bounds["train_start"] else
-                     "train" if start < bounds["train_end"] else
-                     "valid" if start < bounds["valid_end"] else
-                     "test" if start < bounds["test_end"] else "after")
-            out.append({"day": str(r["day"]), "split": split, "live_rows": int(r["live_rows"]),
-                        "live_clicks": int(r["live_clicks"]), "video_rows": int(r["video_rows"])})
+            split = (
+                "history"
+                if r["day"] < first_day
+                else "warmup"
+                if start < bounds["train_start"]
+                else "train"
+                if start < bounds["train_end"]
+                else "valid"
+                if start < bounds["valid_end"]
+                else "test"
+                if start < bounds["test_end"]
+                else "after"
+            )
+            out.append(
+                {
+                    "day": str(r["day"]),
+                    "split": split,
+                    "live_rows": int(r["live_rows"]),
+                    "live_clicks": int(r["live_clicks"]),
+                    "video_rows": int(r["video_rows"]),
+                }
+            )
         return out
 
 
@@ -752,8 +988,14 @@ def _options_dict(opt: KLM3Options) -> dict[str, Any]:
     return d
 
 
-def import_kuailive_m3(raw_dir: str | Path, out: str | Path, *, options: KLM3Options | None = None,
-                       overwrite: bool = False, on_progress: ProgressFn | None = None) -> ImportReport:
+def import_kuailive_m3(
+    raw_dir: str | Path,
+    out: str | Path,
+    *,
+    options: KLM3Options | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> ImportReport:
     """Turn a downloaded KuaiLive-M3 folder into a farm-events/1 dataset at ``out``; return the import report.
 
     The output is built in a temporary folder beside ``out`` and renamed into place at the end, so a failed
@@ -764,22 +1006,31 @@ def import_kuailive_m3(raw_dir: str | Path, out: str | Path, *, options: KLM3Opt
     opt = options or KLM3Options()
     opt.check()
     raw_dir = Path(raw_dir)
-    if raw_dir.exists() and (Path(out).resolve() == raw_dir.resolve() or Path(out).resolve() in raw_dir.resolve().parents):
+    if raw_dir.exists() and (
+        Path(out).resolve() == raw_dir.resolve() or Path(out).resolve() in raw_dir.resolve().parents
+    ):
         raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
     out = output_dir(out, overwrite)
     t0 = time.perf_counter()
     if raw_dir.exists() and (out.resolve() == raw_dir.resolve() or out.resolve() in raw_dir.resolve().parents):
         raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
     tables, missing_optional = find_tables(raw_dir)
-    report = ImportReport(out=str(out), raw_dir=str(raw_dir), options=_options_dict(opt),
-                          files={k: str(v.path) for k, v in tables.items()}, missing_optional=missing_optional)
+    report = ImportReport(
+        out=str(out),
+        raw_dir=str(raw_dir),
+        options=_options_dict(opt),
+        files={k: str(v.path) for k, v in tables.items()},
+        missing_optional=missing_optional,
+    )
     with atomic_dir(out, overwrite=overwrite) as tmp:
         job = _Import(tables, opt, tmp, report, on_progress)
         try:
             job.run()
         except pl.exceptions.ComputeError as e:
-            raise UserError(f"{raw_dir}: reading the raw tables failed ({e}). Check that the files are complete "
-                            "and in the published format.") from None
+            raise UserError(
+                f"{raw_dir}: reading the raw tables failed ({e}). Check that the files are complete "
+                "and in the published format."
+            ) from None
         shutil.rmtree(job.stage, ignore_errors=True)
         report.seconds = round(time.perf_counter() - t0, 3)
         (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")

@@ -12,8 +12,15 @@ from farmcli.registry import register
 
 @register("head", "mmoe")
 class MMoE(nn.Module):
-    def __init__(self, in_dim: int, n_tasks: int, experts: int = 4, expert_dims: Sequence[int] = (128, 64),
-                 tower_dims: Sequence[int] = (64,), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        n_tasks: int,
+        experts: int = 4,
+        expert_dims: Sequence[int] = (128, 64),
+        tower_dims: Sequence[int] = (64,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.experts = expert_pool(in_dim, experts, expert_dims, dropout)
         self.gates = nn.ModuleList(nn.Linear(in_dim, experts) for _ in range(n_tasks))
@@ -25,4 +32,3 @@ class MMoE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         outputs = [e(x) for e in self.experts]
         return self.towers([mix(gate(x), outputs) for gate in self.gates])
-

@@ -20,8 +20,16 @@ class ExtractionLevel(nn.Module):
     Every level but the last also mixes all experts into the shared input of the next level.
     """
 
-    def __init__(self, in_dim: int, n_tasks: int, task_experts: int, shared_experts: int,
-                 expert_dims: Sequence[int], dropout: float, last: bool):
+    def __init__(
+        self,
+        in_dim: int,
+        n_tasks: int,
+        task_experts: int,
+        shared_experts: int,
+        expert_dims: Sequence[int],
+        dropout: float,
+        last: bool,
+    ):
         super().__init__()
         self.task_experts = nn.ModuleList(
             expert_pool(in_dim, task_experts, expert_dims, dropout) for _ in range(n_tasks)
@@ -46,8 +54,17 @@ class ExtractionLevel(nn.Module):
 class PLE(nn.Module):
     """``levels`` extraction levels of ``task_experts`` per task and ``shared_experts`` shared, then towers."""
 
-    def __init__(self, in_dim: int, n_tasks: int, levels: int = 2, shared_experts: int = 2, task_experts: int = 1,
-                 expert_dims: Sequence[int] = (128, 64), tower_dims: Sequence[int] = (64,), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        n_tasks: int,
+        levels: int = 2,
+        shared_experts: int = 2,
+        task_experts: int = 1,
+        expert_dims: Sequence[int] = (128, 64),
+        tower_dims: Sequence[int] = (64,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         widths = [in_dim] + [expert_dims[-1]] * (levels - 1)
         self.levels = nn.ModuleList(

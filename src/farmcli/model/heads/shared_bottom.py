@@ -13,8 +13,14 @@ from farmcli.registry import register
 
 @register("head", "shared_bottom")
 class SharedBottom(nn.Module):
-    def __init__(self, in_dim: int, n_tasks: int, bottom_dims: Sequence[int] = (128, 64),
-                 tower_dims: Sequence[int] = (64,), dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        n_tasks: int,
+        bottom_dims: Sequence[int] = (128, 64),
+        tower_dims: Sequence[int] = (64,),
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.bottom = mlp(in_dim, bottom_dims, dropout, last_activation=True)
         self.towers = Towers(bottom_dims[-1], n_tasks, tower_dims, dropout)
