@@ -184,7 +184,8 @@ def _require_onnx() -> None:
         import onnxscript  # noqa: F401
     except ImportError:
         raise UserError(
-            "ONNX export needs the onnx packages: pip install 'farmcli[export]' (onnx, onnxscript, onnxruntime)."
+            "ONNX export needs the onnx packages (onnx, onnxscript, onnxruntime): pip install 'farmcli[export]', "
+            "or pip install -e '.[export]' in a checkout."
         ) from None
 
 
