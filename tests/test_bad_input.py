@@ -273,8 +273,13 @@ CASES = [
         words='"warnings"',
         setup=tiny_dataset(lambda f: __import__("polars").concat([f, f])),
     ),
-    case("data", "validate", "d", words=("live.parquet/part-00000.parquet:gift", "Int8"),
-         setup=tiny_dataset(lambda f: f.with_columns(f["gift"].cast(__import__("polars").String)))),
+    case(
+        "data",
+        "validate",
+        "d",
+        words=("live.parquet/part-00000.parquet:gift", "Int8"),
+        setup=tiny_dataset(lambda f: f.with_columns(f["gift"].cast(__import__("polars").String))),
+    ),
     # data that cannot train (row 9)
     case(
         "train",
