@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import polars as pl
 
+    from farmcli.data.build import build_samples
     from farmcli.data.dataset import Dataset
-    from farmcli.data.samples import build_samples, store_summary
+    from farmcli.data.store import store_summary
 
     ds = Dataset(data)
     rows = {t: int(ds.scan(t).select(pl.len()).collect().item()) for t in ("live", "video")}

@@ -14,13 +14,13 @@ from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, restricted_number_type
 
 from farmcli.errors import UserError
+from farmcli.io import load_yaml
 from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
@@ -124,21 +124,6 @@ def _parser():
 
 def defaults() -> dict[str, Any]:
     return _parser().get_defaults().as_dict()
-
-
-def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what} file.") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid YAML ({e}).") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: a {what} file holds a mapping (key: value), not a {type(raw).__name__}.")
-    return raw
 
 
 def _slot(value: Any) -> Any:

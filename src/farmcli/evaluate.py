@@ -13,7 +13,7 @@ import torch
 
 from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
-from farmcli.io import atomic_path, write_json, write_text
+from farmcli.io import atomic_path, read_json, write_json, write_text
 
 KINDS = ("auc", "uauc", "gauc")
 
@@ -54,17 +54,27 @@ def device_for(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def batches(
+    store, split: str, idx: np.ndarray | None = None, batch_size: int = 8192, device: torch.device | None = None
+) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
+    """(rows, model batch on ``device``) over a split in order (every sample, or the rows ``idx``): the one
+    batching loop of farm eval, farm predict and farm report."""
+    device = device or torch.device("cpu")
+    n = store.n(split) if idx is None else len(idx)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(n, start + batch_size)) if idx is None else idx[start : start + batch_size]
+        yield rows, {k: v.to(device, non_blocking=True) for k, v in store.batch(split, rows).items()}
+
+
 def logit_chunks(
     module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
 ) -> Iterator[tuple[slice, np.ndarray]]:
-    """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval,
-    farm predict and farm report. No L_cl is computed; bf16 autocast on request (GPU)."""
+    """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval and
+    farm predict. No L_cl is computed; bf16 autocast on request (GPU)."""
     device = device or torch.device("cpu")
     module = module.to(device).eval()
-    n = store.n(split)
-    for start in range(0, n, batch_size):
-        rows = slice(start, min(n, start + batch_size))
-        batch = {k: v.to(device, non_blocking=True) for k, v in store.batch(split, rows).items()}
+    for rows, batch in batches(store, split, None, batch_size, device):
+        assert isinstance(rows, slice)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = module(batch, with_cl=False)
         yield rows, out.logits.float().cpu().numpy()
@@ -199,11 +209,10 @@ def load_module(ckpt: Path):
 
 def run_store(run: Path, cfg):
     """The sample store the run was trained on; a changed dataset (other vocabularies) is refused."""
-    from farmcli.data.samples import SampleStore
+    from farmcli.data.store import SampleStore
     from farmcli.sources import sample_store
-    from farmcli.train import _read_json
 
-    info = _read_json(run / "run.json")
+    info = read_json(run / "run.json")
     path, key = info.get("store"), info.get("store_key")
     if path and Path(path).is_dir():
         try:

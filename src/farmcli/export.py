@@ -86,7 +86,7 @@ def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed
 
 
 def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Path, variant: str) -> dict:
-    from farmcli.data.samples import LAG_THRESHOLDS, PLAY_THRESHOLDS
+    from farmcli.data.encoding import LAG_THRESHOLDS, PLAY_THRESHOLDS
 
     def shape(name: str) -> list:
         return ["batch"] if name in CANDIDATE else ["batch", history_len]
@@ -107,16 +107,16 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
         "ids": "vocabulary index = line number (0-based) + 2; 0 padding, 1 out-of-vocabulary",
         "play_bucket": {
             "thresholds_ms": [int(t) for t in PLAY_THRESHOLDS],
-            "rule": "1 + number of thresholds <= play_ms (farmcli.data.samples.play_bucket)",
+            "rule": "1 + number of thresholds <= play_ms (farmcli.data.encoding.play_bucket)",
         },
         "lag_bucket": {
             "thresholds_ms": [int(t) for t in LAG_THRESHOLDS],
-            "rule": "1 + number of thresholds <= sample ts - event ts (farmcli.data.samples.lag_bucket)",
+            "rule": "1 + number of thresholds <= sample ts - event ts (farmcli.data.encoding.lag_bucket)",
         },
         "label_id": {
             "video_flags": list(VIDEO_FLAGS),
             "live_flags": list(LIVE_FLAGS),
-            "rule": "1 + sum of 2**i over the flags i that are set (farmcli.data.samples.label_id)",
+            "rule": "1 + sum of 2**i over the flags i that are set (farmcli.data.encoding.label_id)",
         },
         "sizes": vocab,
     }

@@ -1,4 +1,5 @@
-"""Atomic writes: a reader (or a killed run) never sees a half-written file or directory."""
+"""Files the project reads and writes: atomic writes (a reader, or a killed run, never sees a half-written file
+or directory), JSON and YAML readers with user-facing errors, and what --overwrite may replace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from farmcli.errors import UserError
 
 
 @contextlib.contextmanager
@@ -70,6 +75,30 @@ def _umask() -> int:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object the project wrote (run.json, eval-*.json), or {} when it is missing or unreadable."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what} file.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML ({e}).") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a {what} file holds a mapping (key: value), not a {type(raw).__name__}.")
+    return raw
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -67,7 +67,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None):
     """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies."""
-    from farmcli.data.samples import build_samples
+    from farmcli.data.build import build_samples
     from farmcli.evaluate import run_store
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir

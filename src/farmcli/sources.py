@@ -46,7 +46,7 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None) -> Path:
 
 def sample_store(data: DataConfig, progress: Progress | None = None):
     """The sample store of ``data`` (reused when its inputs and settings are unchanged)."""
-    from farmcli.data.samples import build_samples
+    from farmcli.data.build import build_samples
 
     root = dataset_dir(data, progress)
     done = (lambda step, d, t: progress(f"building samples: {step}", d, t)) if progress else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
-from farmcli.io import write_json, write_text
+from farmcli.io import read_json, write_json, write_text
 
 RUN_DIR_ENV = "FARM_RUN_DIR"
 """Set by rank 0 so the other DDP ranks (re-launched copies of the command) share its run directory."""
@@ -36,15 +36,6 @@ def _new_run_dir(cfg: RunConfig) -> Path:
             f"`farm train --resume {run}`."
         )
     return run
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _log_version(run: Path) -> str:
@@ -148,7 +139,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
         run.mkdir(parents=True, exist_ok=True)
         os.environ[RUN_DIR_ENV] = str(run.resolve())  # inherited by DDP ranks launched inside fit()
         write_text(run / "config.yaml", cfg.to_yaml())
-        info = _read_json(run / "run.json") if resume else {}
+        info = read_json(run / "run.json") if resume else {}
         info.update(
             {
                 "status": "running",
@@ -247,7 +238,7 @@ def _item(x):
 
 
 def _finish(run: Path, **fields) -> None:
-    info = _read_json(run / "run.json")
+    info = read_json(run / "run.json")
     info.update(fields, ended=time.time())
     write_json(run / "run.json", info)
 

@@ -27,7 +27,7 @@ def builtin_names() -> list[str]:
 
 def load_variant(name_or_path: str) -> Variant:
     """By name (``no-cpa``) from the built-in folder, or a path to a YAML file of the same shape."""
-    from farmcli.config import load_yaml
+    from farmcli.io import load_yaml
 
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") or path.exists()):

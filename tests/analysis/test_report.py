@@ -106,7 +106,7 @@ def test_cosines_one_per_user_in_range(report, store):
 
 
 def test_user_cap_is_a_seeded_sample(store):
-    from farmcli.analysis.report import alignment_users
+    from farmcli.analysis.report.users import alignment_users
 
     users, idx, eligible = alignment_users(store, "test", max_users=10)
     again, _, _ = alignment_users(store, "test", max_users=10)
@@ -117,7 +117,9 @@ def test_user_cap_is_a_seeded_sample(store):
 def test_trained_h_matches_the_forward_pass_and_untrained_h_is_seeded(runs, store):
     import torch.nn.functional as F
 
-    from farmcli.analysis.report import alignment_users, load_run, preference_cosines
+    from farmcli.analysis.report.alignment import preference_cosines
+    from farmcli.analysis.report.runs import load_run
+    from farmcli.analysis.report.users import alignment_users
 
     _, idx, _ = alignment_users(store, "test", max_users=40)
     farm = load_run(runs["farm"])
@@ -153,7 +155,7 @@ def test_gate_table_per_group_in_unit_interval(report, store):
 
 
 def test_default_user_is_the_low_active_one_with_the_longest_live_history(report, store):
-    from farmcli.analysis.report import history_lengths, last_sample_per_user
+    from farmcli.analysis.report.users import history_lengths, last_sample_per_user
 
     fig4 = json.loads((report / "report.json").read_text())["figure4"]
     users, idx = last_sample_per_user(store)
@@ -167,7 +169,7 @@ def test_default_user_is_the_low_active_one_with_the_longest_live_history(report
 def test_report_for_a_chosen_user(runs, store, tmp_path):
     pytest.importorskip("matplotlib")
     from farmcli.analysis import build_report
-    from farmcli.analysis.report import history_lengths, last_sample_per_user
+    from farmcli.analysis.report.users import history_lengths, last_sample_per_user
 
     users, idx = last_sample_per_user(store)
     nv, nl = history_lengths(store, "test", idx)
@@ -203,7 +205,7 @@ def test_not_a_run_directory_exits_2(tmp_path, what):
 
 
 def test_training_logs_concatenate_resumed_legs(tmp_path):
-    from farmcli.analysis.report import curve_inputs, training_logs
+    from farmcli.analysis.report.curves import curve_inputs, training_logs
 
     logs = tmp_path / "logs"
     (logs / "resume1").mkdir(parents=True)

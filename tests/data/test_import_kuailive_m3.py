@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from farmcli.cli import app
+from farmcli.data.build import build_samples
 from farmcli.data.importers import KLM3Options, import_kuailive_m3
 from farmcli.data.importers._kmeans import kmeans_labels
 from farmcli.data.importers._readers import RawTable, read_schema, ts_expr
-from farmcli.data.samples import build_samples
 from farmcli.data.schema import LIVE_COLUMNS, USERS_COLUMNS, VIDEO_COLUMNS, schema_of
 from farmcli.data.validate import validate
 from farmcli.errors import UserError

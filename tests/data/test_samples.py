@@ -1,4 +1,4 @@
-"""Sample building and the cached sample store (farmcli.data.samples), checked against a slow reference."""
+"""Sample building and the cached sample store (farmcli.data.encoding / build / store), checked against a slow reference."""
 
 from __future__ import annotations
 
@@ -13,18 +13,8 @@ import polars as pl
 import pytest
 import torch
 
-from farmcli.data.samples import (
-    Encoder,
-    SampleStore,
-    build_samples,
-    lag_bucket,
-    lex_searchsorted,
-    partition_of,
-    play_bucket,
-    sample_store_path,
-    store_summary,
-    tie_order,
-)
+from farmcli.data.build import build_samples, sample_store_path
+from farmcli.data.encoding import Encoder, lag_bucket, lex_searchsorted, partition_of, play_bucket, tie_order
 from farmcli.data.schema import (
     ACTIVITY_LEVELS,
     LIVE_COLUMNS,
@@ -36,6 +26,7 @@ from farmcli.data.schema import (
     VIDEO_FLAGS,
     schema_of,
 )
+from farmcli.data.store import SampleStore, store_summary
 from farmcli.errors import UserError
 
 T0 = 1_700_000_000_000
@@ -521,7 +512,7 @@ def test_buckets_numpy_and_torch():
     assert play_bucket(0) == 1 and play_bucket(1000) == 3 and play_bucket(10**12) == 31
     assert lag_bucket(1) == 1 and lag_bucket(1000) == 2 and lag_bucket(10**15) == 23
     # every bucket edge, and one ms either side, agrees with the float formula
-    from farmcli.data.samples import LAG_THRESHOLDS, PLAY_THRESHOLDS
+    from farmcli.data.encoding import LAG_THRESHOLDS, PLAY_THRESHOLDS
 
     edges = np.unique(np.concatenate([t + d for t in (PLAY_THRESHOLDS, LAG_THRESHOLDS) for d in (-1, 0, 1)]))
     assert play_bucket(edges).tolist() == [ref_play(int(x)) for x in edges]
@@ -662,11 +653,10 @@ def test_leftover_temp_and_partial_store(tmp_path):
     cache = tmp_path / "cache"
     final = sample_store_path(ds, cache, history_len=5)
     cache.mkdir()
-    # a killed builder's temp dir (even with a manifest that claims completeness) and a dead owner
-    junk = cache / f".{final.name}.abc123.tmp"
+    # a killed builder's temp dir (even with a manifest that claims completeness): its writer pid is gone
+    junk = cache / f".{final.name}.{2**22 + 12345}.abc123.tmp"
     junk.mkdir()
     (junk / "manifest.json").write_text(json.dumps({"format": "farm-samples/1", "complete": True}))
-    (junk / ".owner").write_text(json.dumps({"host": os.uname().nodename, "pid": 2**22 + 12345}))
     # a directory at the final path that is not a complete store
     final.mkdir()
     (final / "manifest.json").write_text(json.dumps({"format": "farm-samples/1", "complete": False}))

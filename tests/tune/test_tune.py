@@ -62,7 +62,7 @@ def test_bad_key_or_value_stops_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_tune_reads_only_the_validation_split(tmp_path, monkeypatch):
-    from farmcli.data.samples import SampleStore
+    from farmcli.data.store import SampleStore
 
     seen = []
     for name in ("batch", "split", "histories"):

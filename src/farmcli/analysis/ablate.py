@@ -7,7 +7,6 @@ and the tables are written atomically at the end from whatever evaluations exist
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from farmcli.analysis import tables
 from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
-from farmcli.io import write_json, write_text
+from farmcli.io import read_json, write_json, write_text
 
 PAPER_VARIANTS = ("base", "farm", "no-vfa", "no-lfa", "no-cpa", "no-cpf")
 
@@ -44,13 +43,6 @@ class AblationResult:
         return [r for r in self.runs if r.state == "failed"]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def run_config(
     variant: str, seed: int, data: str, runs_dir: Path, config_files: Sequence[Path] = (), overrides: Sequence[str] = ()
 ) -> RunConfig:
@@ -68,7 +60,7 @@ def run_config(
 
 
 def _finished(run: Path) -> bool:
-    return _read_json(run / "run.json").get("status") == "finished" and (run / "eval-test.json").is_file()
+    return read_json(run / "run.json").get("status") == "finished" and (run / "eval-test.json").is_file()
 
 
 def _same_config(run: Path, cfg: RunConfig) -> bool:
@@ -148,7 +140,7 @@ def run_ablation(
 def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
     """A finished run whose test table lacks a group (a later `farm eval --groups ...` rewrote it) is
     evaluated again, so Table 4 never quietly loses a seed."""
-    table = _read_json(run / "eval-test.json").get("model") or {}
+    table = read_json(run / "eval-test.json").get("model") or {}
     if all(g in table for g in ("full", *groups)):
         return
     from farmcli.evaluate import evaluate_run
@@ -163,7 +155,7 @@ def collect(runs_dir: Path, variants: Sequence[str]) -> dict[str, dict[int, dict
         for run in sorted(runs_dir.glob(f"{v}-s*")):
             seed = run.name[len(v) + 2 :]
             if seed.isdigit() and _finished(run):
-                evals.setdefault(v, {})[int(seed)] = _read_json(run / "eval-test.json")
+                evals.setdefault(v, {})[int(seed)] = read_json(run / "eval-test.json")
     return evals
 
 

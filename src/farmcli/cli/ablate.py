@@ -9,8 +9,8 @@ import typer
 from rich.rule import Rule
 
 from farmcli import render
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides
 from farmcli.cli.app import app, console, user_errors
-from farmcli.cli.train import EXTRA, _config_path, _overrides
 from farmcli.errors import UserError
 
 
@@ -69,8 +69,8 @@ def ablate_cmd(
         data,
         group_list,
         out,
-        [_config_path(c) for c in config],
-        _overrides(ctx, set_),
+        [config_path(c) for c in config],
+        dotted_overrides(ctx, set_),
         on_run=on_run,
     )
     if result.table1:

@@ -9,52 +9,11 @@ from typing import Optional
 import typer
 import yaml
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from farmcli import render
+from farmcli.cli._common import announce_store, parse_sets, progress_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.errors import UserError
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
-
-
-def step_progress(bar: Progress):
-    """A library progress callback ``(what, done, total)`` drawing one bar per step (the text before ':')."""
-    tasks: dict[str, int] = {}
-
-    def progress(what: str, done: int, total: int | None) -> None:
-        key = what.split(":")[0]
-        if key not in tasks:
-            tasks[key] = bar.add_task(what, total=total)
-        bar.update(tasks[key], description=what, completed=done, total=total)
-
-    return progress
-
-
-def announce_store(store) -> None:
-    """One line saying whether the sample store was reused or built, and where it is."""
-    verb = "reusing" if getattr(store, "reused", False) else "built"
-    err_console.print(f"{verb} the sample store {store.path}", markup=False, soft_wrap=True, highlight=False)
-
-
-def parse_sets(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got '{item}'. Example: --set n_live_authors=500")
-        out[key.strip()] = value.strip()
-    return out
 
 
 @data_app.command("synth")
@@ -78,9 +37,8 @@ def synth(
 
     Example: farm data synth --preset small --seed 1 --out data/small
     """
-    from farmcli.config import load_yaml
     from farmcli.data.simulator import sim_config, synthesize
-    from farmcli.io import output_dir
+    from farmcli.io import load_yaml, output_dir
 
     settings = load_yaml(config, what="simulator config") if config else {}
     settings.update({k: yaml.safe_load(v) for k, v in parse_sets(set_).items()})
@@ -203,7 +161,8 @@ def build(
 
     Example: farm data build data/small --history-len 50
     """
-    from farmcli.data.samples import build_samples, store_summary
+    from farmcli.data.build import build_samples
+    from farmcli.data.store import store_summary
     from farmcli.paths import sample_cache
 
     _require_valid(dataset)

@@ -12,8 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from farmcli import render
+from farmcli.cli._common import progress_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
-from farmcli.cli.data import progress_bar
 from farmcli.errors import UserError
 
 import_app = typer.Typer(help="Import a public dataset into the farm-events/1 format.", no_args_is_help=True)

@@ -36,7 +36,7 @@ def report_cmd(
     Example: farm report farm-runs/farm-small-s0-RUN --compare farm-runs/no-cpa-small-s0-RUN
     """
     from farmcli.analysis.report import build_report
-    from farmcli.cli.data import progress_bar
+    from farmcli.cli._common import progress_bar
     from farmcli.errors import UserError
     from farmcli.evaluate import device_for
 

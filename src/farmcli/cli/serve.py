@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
+from farmcli.cli._common import progress_bar, step_progress
 from farmcli.cli.app import app, console, user_errors
-from farmcli.cli.data import progress_bar, step_progress
 
 
 @app.command("predict")

@@ -8,42 +8,9 @@ from typing import Optional
 import typer
 
 from farmcli import render
+from farmcli.cli._common import EXTRA, announce_store, config_path, dotted_overrides, progress_bar, step_progress
 from farmcli.cli.app import app, console, err_console, user_errors
-from farmcli.cli.data import announce_store, parse_sets, progress_bar, step_progress
 from farmcli.errors import UserError
-
-EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def _overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
-    for i, tok in enumerate(ctx.args):
-        is_value = i > 0 and ctx.args[i - 1].startswith("--") and "=" not in ctx.args[i - 1]
-        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and not (is_value and _is_number(tok)):
-            raise UserError(
-                f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
-                f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."
-            )
-    return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
-
-
-def _is_number(tok: str) -> bool:
-    """A negative value such as -1 after --model.cl_weight is a value, not an option."""
-    try:
-        float(tok)
-    except ValueError:
-        return False
-    return True
-
-
-def _config_path(name: str) -> Path:
-    """A config file path, or the name of a built-in one (cpu, gpu, ddp)."""
-    p = Path(name)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
-    if builtin.is_file():
-        return builtin
-    raise UserError(f"--config {name}: no such file, and not a built-in config (cpu, gpu, ddp).")
 
 
 @app.command("train", context_settings=EXTRA)
@@ -78,7 +45,7 @@ def train_cmd(
     from farmcli import config as cfgmod
     from farmcli.train import resume_config, train
 
-    overrides = _overrides(ctx, set_)
+    overrides = dotted_overrides(ctx, set_)
     if data is not None:
         overrides += [f"data.source={data}"]
     if seed is not None:
@@ -88,7 +55,7 @@ def train_cmd(
             raise UserError("--resume continues a run with its own config; --variant and --config cannot change it.")
         cfg = resume_config(resume, overrides)
     else:
-        cfg = cfgmod.resolve([_config_path(c) for c in config], variant=variant, overrides=overrides)
+        cfg = cfgmod.resolve([config_path(c) for c in config], variant=variant, overrides=overrides)
     if print_config:
         print(cfg.to_yaml(), end="")
         return

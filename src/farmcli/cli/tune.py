@@ -8,9 +8,8 @@ from typing import Optional
 import typer
 from rich.rule import Rule
 
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides, progress_bar, step_progress
 from farmcli.cli.app import app, console, user_errors
-from farmcli.cli.data import progress_bar, step_progress
-from farmcli.cli.train import EXTRA, _config_path, _overrides
 from farmcli.errors import UserError
 
 
@@ -56,8 +55,8 @@ def tune_cmd(
         variant=variant,
         data=data,
         space=parse_space(space),
-        config_files=[str(_config_path(c)) for c in config],
-        overrides=_overrides(ctx, set_),
+        config_files=[str(config_path(c)) for c in config],
+        overrides=dotted_overrides(ctx, set_),
         seeds=list(range(seeds)),
         sampler=sampler,
         trials=trials,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from farmcli.data.samples import SampleStore
+from farmcli.data.store import SampleStore
 
 
 class SplitBatches(Dataset):

@@ -1,0 +1,129 @@
+"""The runs a report reads: a run directory loaded for analysis, and the helpers every section shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from farmcli.errors import UserError
+from farmcli.io import read_json
+
+SPLIT = "test"
+"""Every figure and table of the report is computed on this split of each run's own sample store."""
+
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class LoadedRun:
+    """A run directory with its config, checkpoint, model (eval mode, on ``device``) and sample store."""
+
+    run: Path
+    ckpt: Path
+    cfg: Any
+    module: Any
+    store: Any
+    device: torch.device
+    label: str
+    """The variant's label (e.g. "FARM", "w/o C-PA"), or the variant name."""
+
+    @property
+    def farm(self) -> Any:
+        return self.module.farm
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    def slot(self, slot: str) -> str:
+        """The component name in one of the run's model slots."""
+        return getattr(self.cfg.model, slot).name
+
+    def batches(self, idx: np.ndarray | None, batch_size: int, progress: Progress | None = None, what: str = ""):
+        """Model batches of the test split (every sample, or ``idx``) on the run's device, reporting progress."""
+        from farmcli.evaluate import batches
+
+        n = self.store.n(SPLIT) if idx is None else len(idx)
+        done = 0
+        for _, batch in batches(self.store, SPLIT, idx, batch_size, self.device):
+            yield batch
+            done += len(batch["labels"])
+            if progress:
+                progress(what, done, n)
+
+
+def load_run(target: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """A run directory (best checkpoint) or a .ckpt inside one; anything else is a UserError."""
+    from farmcli.config import resolve
+    from farmcli.evaluate import locate, run_store
+    from farmcli.model.module import FarmModule
+
+    target = Path(target)
+    if target.is_dir() and not (target / "config.yaml").is_file():
+        raise UserError(f"{target}: not a run directory (no config.yaml). Runs are made by `farm train`.")
+    run, ckpt = locate(target)
+    cfg = resolve([run / "config.yaml"])
+    store = run_store(run, cfg)
+    device = torch.device(device)
+    try:
+        module = FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
+    except (RuntimeError, KeyError, OSError, EOFError) as e:
+        raise UserError(f"{ckpt}: cannot load the checkpoint ({str(e).splitlines()[0][:200]}).") from None
+    module = module.to(device).eval()
+    return LoadedRun(run, ckpt, cfg, module, store, device, variant_label(cfg.variant))
+
+
+def variant_label(variant: str) -> str:
+    """The label a built-in variant gives itself ("FARM", "w/o C-PA", ...); otherwise the variant name."""
+    from farmcli.variants import VARIANTS_DIR, load_variant
+
+    path = VARIANTS_DIR / f"{variant}.yaml"
+    if path.is_file():
+        try:
+            return load_variant(str(path)).label
+        except UserError:
+            pass
+    return variant
+
+
+def named(progress: Progress | None, what: str) -> Progress | None:
+    """The progress callback with its step renamed."""
+    return None if progress is None else (lambda _what, done, total: progress(what, done, total))
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def run_lines(runs: list[LoadedRun]) -> list[str]:
+    """The report's header: which runs, checkpoints, data and slots."""
+    lines = []
+    for i, r in enumerate(runs):
+        slots = ", ".join(f"{s}={r.slot(s)}" for s in ("video_frequency", "live_frequency", "align", "fuse", "head"))
+        role = "Run" if i == 0 else "Compared with"
+        info = read_json(r.run / "run.json")
+        best = (
+            f" ({info['monitor']} {info['best_score']:.4f} in run.json)"
+            if isinstance(info.get("best_score"), (int, float)) and info.get("monitor")
+            else ""
+        )
+        lines.append(
+            f"- **{role}:** `{r.run}` — variant `{r.cfg.variant}` ({r.label}); checkpoint "
+            f"`{r.ckpt.name}`{best}; data `{r.cfg.data.source}`; seed {r.cfg.seed}; {slots}."
+        )
+    lines.append(f"- Everything below is computed on the **{SPLIT}** split of each run's own sample store.")
+    return lines
+
+
+@dataclass
+class Section:
+    """One part of the report: its entry in report.json, the files it wrote ({key: name}) and its Markdown."""
+
+    summary: Any
+    files: dict[str, str]
+    lines: list[str]

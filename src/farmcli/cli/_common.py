@@ -1,0 +1,85 @@
+"""Helpers shared by the command modules: progress bars, dotted overrides, --set, config names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from farmcli.cli.app import err_console
+from farmcli.errors import UserError
+
+EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
+    for i, tok in enumerate(ctx.args):
+        is_value = i > 0 and ctx.args[i - 1].startswith("--") and "=" not in ctx.args[i - 1]
+        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and not (is_value and _is_number(tok)):
+            raise UserError(
+                f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
+                f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."
+            )
+    return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
+
+
+def _is_number(tok: str) -> bool:
+    """A negative value such as -1 after --model.cl_weight is a value, not an option."""
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def config_path(name: str) -> Path:
+    """A config file path, or the name of a built-in one (cpu, gpu, ddp)."""
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    builtin = Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise UserError(f"--config {name}: no such file, and not a built-in config (cpu, gpu, ddp).")
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def step_progress(bar: Progress):
+    """A library progress callback ``(what, done, total)`` drawing one bar per step (the text before ':')."""
+    tasks: dict[str, int] = {}
+
+    def progress(what: str, done: int, total: int | None) -> None:
+        key = what.split(":")[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(what, total=total)
+        bar.update(tasks[key], description=what, completed=done, total=total)
+
+    return progress
+
+
+def announce_store(store) -> None:
+    """One line saying whether the sample store was reused or built, and where it is."""
+    verb = "reusing" if getattr(store, "reused", False) else "built"
+    err_console.print(f"{verb} the sample store {store.path}", markup=False, soft_wrap=True, highlight=False)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'. Example: --set n_live_authors=500")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,290 @@
+"""The sample store on disk, opened: memory-mapped arrays and the vectorised gathering of a batch's histories.
+
+The store never materialises [N, L] history arrays (that is O(samples x L) on disk). It keeps, per domain,
+the history events sorted by user and time as encoded columns, and per sample the offsets of its history
+inside them. A batch's histories are gathered on the fly, fully vectorised:
+
+    end   = first event of the user with ts >= sample ts      (strictly earlier events only, ties excluded)
+    start = the user's first event
+    pos   = end - L + arange(L)          valid = pos >= start  (oldest .. newest, padding first)
+
+Layout of a store directory (``cache_dir/samples-<key16>``)::
+
+    manifest.json                 format farm-samples/1, settings, sizes, {array name: dtype, shape}
+    vocab.<author|page|tag|cluster|user>.bin    sorted raw ids; raw id vocab[i] has index i + 2
+    video.<user_id|ts|author|page|tag|play|label>.bin            video history events
+    live.<user_id|ts|author|page|tag|cluster|play|label>.bin     live history events (click = 1 only)
+    <split>.<user_id|author_id|user|author|page|tag|cluster|ts|labels|p|activity|v_start|v_end|l_start|l_end>.bin
+
+All arrays are raw little-endian binaries opened with ``np.memmap`` (read-only). How a store is built (and
+what goes into it) is :mod:`farmcli.data.build`; the encodings are :mod:`farmcli.data.encoding`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from farmcli.data.encoding import is_torch, lag_bucket
+from farmcli.data.schema import SPLITS
+from farmcli.errors import UserError
+
+FORMAT = "farm-samples/1"
+STORE_VERSION = "farm-samples/1.0"
+"""Part of every store key: bump it whenever the store's content for the same inputs would change."""
+
+HISTORY_FIELDS = {
+    "video": ("author", "page", "tag", "play", "lag", "label"),
+    "live": ("author", "page", "tag", "cluster", "play", "lag", "label"),
+}
+PREFIX = {"video": "v", "live": "l"}
+SAMPLE_IDS = ("user", "author", "page", "tag", "cluster")
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """The per-sample arrays of one split (read-only memmaps, or empty arrays for an empty split)."""
+
+    n: int
+    user_id: np.ndarray
+    author_id: np.ndarray
+    user: np.ndarray
+    author: np.ndarray
+    page: np.ndarray
+    tag: np.ndarray
+    cluster: np.ndarray
+    ts: np.ndarray
+    labels: np.ndarray
+    p: np.ndarray | None
+    activity: np.ndarray
+    v_start: np.ndarray
+    v_end: np.ndarray
+    l_start: np.ndarray
+    l_end: np.ndarray
+
+
+SAMPLE_COLUMNS = (
+    "user_id",
+    "author_id",
+    "user",
+    "author",
+    "page",
+    "tag",
+    "cluster",
+    "ts",
+    "labels",
+    "p",
+    "activity",
+    "v_start",
+    "v_end",
+    "l_start",
+    "l_end",
+)
+
+
+class SampleStore:
+    """An opened sample store: memory-mapped arrays plus its manifest (see the module docstring)."""
+
+    def __init__(self, path: Path, manifest: dict, reused: bool = False):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.reused = reused
+        """True when :func:`build_samples` found this store complete and did not rebuild it."""
+        self._arrays: dict[str, np.ndarray] = {}
+        self._splits: dict[str, SplitArrays] = {}
+
+    def __getstate__(self) -> dict:
+        # pickled for DataLoader workers / DDP ranks: send the path, never the memory-mapped data
+        return {"path": self.path, "manifest": self.manifest, "reused": self.reused}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["manifest"], state["reused"])
+
+    # -- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> SampleStore:
+        """Open a complete store; anything else (missing, partial, other format, truncated array) is a UserError."""
+        path = Path(path)
+        mpath = path / "manifest.json"
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a sample store ({e}). Build one with `farm data build`.") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise UserError(f"{mpath}: format is not '{FORMAT}'. Rebuild the store with `farm data build`.")
+        if manifest.get("complete") is not True:
+            raise UserError(f"{path}: the store is incomplete (an interrupted build). Delete it and rebuild.")
+        for name, meta in manifest.get("arrays", {}).items():
+            f = path / f"{name}.bin"
+            want = int(np.prod(meta["shape"])) * np.dtype(meta["dtype"]).itemsize
+            if not f.is_file() or f.stat().st_size != want:
+                raise UserError(f"{f}: missing or truncated (want {want} bytes). Delete {path} and rebuild.")
+        return cls(path, manifest)
+
+    # -- metadata
+    @property
+    def history_len(self) -> int:
+        return int(self.manifest["history_len"])
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        return dict(self.manifest["vocab_sizes"])
+
+    @property
+    def has_truth(self) -> bool:
+        return bool(self.manifest["has_truth"])
+
+    def n(self, split: str) -> int:
+        self._check_split(split)
+        return int(self.manifest["splits"][split])
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}.")
+
+    # -- arrays
+    def array(self, name: str) -> np.ndarray:
+        """One stored array by name (e.g. ``train.user``, ``video.ts``, ``vocab.author``), memory-mapped."""
+        if name not in self._arrays:
+            meta = self.manifest["arrays"][name]
+            shape, dtype = tuple(meta["shape"]), np.dtype(meta["dtype"]).newbyteorder("<")
+            if int(np.prod(shape)) == 0:
+                a = np.empty(shape, dtype=dtype)
+            else:
+                a = np.memmap(self.path / f"{name}.bin", dtype=dtype, mode="r", shape=shape)
+            self._arrays[name] = a
+        return self._arrays[name]
+
+    def vocab(self, name: str) -> np.ndarray:
+        """Sorted raw ids of a vocabulary: raw id ``vocab[i]`` has index ``i + 2``."""
+        return self.array(f"vocab.{name}")
+
+    def split(self, name: str) -> SplitArrays:
+        self._check_split(name)
+        if name not in self._splits:
+            cols = {
+                c: (self.array(f"{name}.{c}") if f"{name}.{c}" in self.manifest["arrays"] else None)
+                for c in SAMPLE_COLUMNS
+            }
+            self._splits[name] = SplitArrays(n=self.n(name), **cols)
+        return self._splits[name]
+
+    # -- gathering
+    def _rows(self, split: str, idx: Any) -> dict[str, np.ndarray]:
+        """Per-sample columns for ``idx`` in the caller's order, read from the memmaps in increasing order."""
+        s = self.split(split)
+        cols = [c for c in SAMPLE_COLUMNS if getattr(s, c) is not None]
+        if isinstance(idx, slice):
+            return {c: np.array(getattr(s, c)[idx]) for c in cols}
+        if is_torch(idx):
+            idx = idx.cpu().numpy()
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < -s.n or idx.max() >= s.n):
+            raise IndexError(f"sample index out of range for split '{split}' with {s.n} samples")
+        idx = np.where(idx < 0, idx + s.n, idx)
+        if len(idx) < 2 or bool(np.all(idx[1:] >= idx[:-1])):
+            return {c: np.asarray(getattr(s, c)[idx]) for c in cols}
+        order = np.argsort(idx, kind="stable")
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        sidx = idx[order]
+        return {c: np.asarray(getattr(s, c)[sidx])[inverse] for c in cols}
+
+    def _histories(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        L = self.history_len
+        ts = rows["ts"]
+        out: dict[str, np.ndarray] = {}
+        for dom, fields in HISTORY_FIELDS.items():
+            p = PREFIX[dom]
+            start, end = rows[f"{p}_start"], rows[f"{p}_end"]
+            pos = end[:, None] - L + np.arange(L, dtype=np.int64)
+            valid = pos >= start[:, None]
+            n_events = self.manifest["arrays"][f"{dom}.ts"]["shape"][0]
+            if n_events == 0 or not valid.any():
+                for f in fields:
+                    dtype = np.int64 if f == "lag" else self.manifest["arrays"][f"{dom}.{f}"]["dtype"]
+                    out[f"{p}_{f}"] = np.zeros(pos.shape, dtype=dtype)
+                out[f"{p}_mask"] = valid
+                continue
+            pos = np.where(valid, pos, 0)
+            pad = ~valid
+            for f in fields:
+                if f == "lag":
+                    lag = ts[:, None] - np.take(self.array(f"{dom}.ts"), pos)
+                    a = lag_bucket(lag)
+                else:
+                    a = np.take(self.array(f"{dom}.{f}"), pos)
+                a[pad] = 0
+                out[f"{p}_{f}"] = a
+            out[f"{p}_mask"] = valid
+        return out
+
+    def histories(self, split: str, idx: Any) -> dict[str, np.ndarray]:
+        """Histories of samples ``idx`` of ``split``: each field [len(idx), L], oldest to newest, padding first.
+
+        Keys: v_author, v_page, v_tag, v_play, v_lag, v_label, v_mask and l_author, l_page, l_tag, l_cluster,
+        l_play, l_lag, l_label, l_mask. Masks are bool (True = a real event); every field is 0 at padding.
+        """
+        return self._histories(self._rows(split, idx))
+
+    def batch(self, split: str, idx: Any) -> dict[str, Any]:
+        """A model batch as torch tensors (same gathering as :meth:`histories`).
+
+        "user", "author", "page", "tag", "cluster", "user_id", "activity": [B] int64; history fields [B, L]
+        int64 and masks [B, L] bool; "labels" [B, 6] float32 (TASKS order); "p" [B, 6] float32 when the
+        dataset carries the true probabilities.
+        """
+        import torch
+
+        rows = self._rows(split, idx)
+        out: dict[str, Any] = {}
+        for c in (*SAMPLE_IDS, "user_id", "activity"):
+            out[c] = torch.from_numpy(rows[c].astype(np.int64))
+        out["labels"] = torch.from_numpy(rows["labels"].astype(np.float32))
+        if "p" in rows:
+            out["p"] = torch.from_numpy(np.ascontiguousarray(rows["p"], dtype=np.float32))
+        for k, v in self._histories(rows).items():
+            out[k] = torch.from_numpy(v if v.dtype == np.bool_ else v.astype(np.int64))
+        return out
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={self.n(s)}" for s in SPLITS)
+        return f"SampleStore({self.path}, {sizes}, L={self.history_len})"
+
+
+def store_summary(store: SampleStore) -> dict:
+    """Rows per split, vocabulary sizes and history-length percentiles per domain (for `farm data build`)."""
+    L = store.history_len
+    out: dict[str, Any] = {
+        "path": str(store.path),
+        "history_len": L,
+        "rows": {s: store.n(s) for s in SPLITS},
+        "events": dict(store.manifest.get("events", {})),
+        "vocab_sizes": store.vocab_sizes,
+        "has_truth": store.has_truth,
+        "history_length": {},
+    }
+    for dom, p in PREFIX.items():
+        lens = []
+        for s in SPLITS:
+            a = store.split(s)
+            lens.append(np.minimum(np.asarray(getattr(a, f"{p}_end")) - np.asarray(getattr(a, f"{p}_start")), L))
+        x = np.concatenate(lens) if lens else np.zeros(0)
+        if len(x) == 0:
+            out["history_length"][dom] = {"mean": 0.0, "p10": 0, "p50": 0, "p90": 0, "p99": 0, "empty": 0.0}
+            continue
+        q = np.percentile(x, [10, 50, 90, 99], method="lower")
+        out["history_length"][dom] = {
+            "mean": round(float(x.mean()), 3),
+            "p10": int(q[0]),
+            "p50": int(q[1]),
+            "p90": int(q[2]),
+            "p99": int(q[3]),
+            "empty": round(float((x == 0).mean()), 4),
+        }
+    return out
