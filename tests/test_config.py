@@ -77,6 +77,18 @@ def test_every_variant_resolves_and_builds_a_model():
     assert resolve(variant="base").model.align.name == "none"
 
 
+def test_the_ablation_set_is_read_from_the_variant_files(tmp_path):
+    from farmcli.variants import ablation_variants, load_variant
+
+    # Table 1's rows, in the order of the ablation_order keys of variants/*.yaml
+    assert ablation_variants() == ["base", "farm", "no-vfa", "no-lfa", "no-cpa", "no-cpf"]
+    assert load_variant("mmoe").ablation_order is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ablation_order: first\nmodel: {align: none}\n")
+    with pytest.raises(UserError, match="ablation_order = 'first': expected an integer"):
+        load_variant(str(bad))
+
+
 def test_variant_from_a_file(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("description: mine\nmodel:\n  head: shared_bottom\n")

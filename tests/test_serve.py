@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from farmcli.cli import app
 from farmcli.data.schema import TASKS
 from farmcli.export import INPUTS, InferenceGraph, _to_onnx, _to_torchscript, example_inputs
-from farmcli.model.config import PAPER_VARIANTS
 from farmcli.model.farm import FARM
+from farmcli.variants import ablation_variants
 from tests.model.helpers import VOCAB, tiny_config
 
 runner = CliRunner()
@@ -100,7 +100,7 @@ def test_predict_bad_input_exits_2(run, tmp_path, args, words):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", list(PAPER_VARIANTS))
+@pytest.mark.parametrize("variant", ablation_variants())
 def test_onnx_and_torchscript_match_pytorch(variant, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)

@@ -22,6 +22,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, r
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
 from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
+from farmcli.slots import SLOTS
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
@@ -249,16 +250,6 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
     )
 
 
-MODEL_SET = {
-    "video_frequency": {"dim"},
-    "live_frequency": {"dim"},
-    "align": {"video_dim", "live_dim"},
-    "fuse": {"video_dim", "live_dim", "cand_dim"},
-    "head": {"in_dim", "n_tasks"},
-}
-"""Component arguments FARM passes itself (widths, see farmcli.model.farm); the rest are hyperparameters."""
-
-
 def with_component_defaults(model: ModelConfig) -> ModelConfig:
     """Spell out every slot component's default parameters, so config.yaml shows (and pins) all of them."""
     import inspect
@@ -273,7 +264,7 @@ def with_component_defaults(model: ModelConfig) -> ModelConfig:
         defaults = {
             k: _plain(p.default)
             for k, p in inspect.signature(factory).parameters.items()
-            if k not in MODEL_SET[slot]
+            if k not in SLOTS[slot].injected
             and p.default is not inspect.Parameter.empty
             and p.kind is p.POSITIONAL_OR_KEYWORD
         }
@@ -293,9 +284,9 @@ def _component_parser(slot: str, name: str, factory: Any):
     p = ArgumentParser(exit_on_error=False)
     try:
         if inspect.isclass(factory):
-            p.add_class_arguments(factory, skip=set(MODEL_SET[slot]), fail_untyped=False)
+            p.add_class_arguments(factory, skip=set(SLOTS[slot].injected), fail_untyped=False)
         else:
-            p.add_function_arguments(factory, skip=set(MODEL_SET[slot]), fail_untyped=False)
+            p.add_function_arguments(factory, skip=set(SLOTS[slot].injected), fail_untyped=False)
     except (ValueError, TypeError):  # a signature jsonargparse cannot read: FARM's build still checks names
         return None
     return p

@@ -6,22 +6,8 @@ packages add components through the entry-point group ``farmcli.plugins`` (each 
 imported for its ``@register`` side effects, or a callable, called once with no arguments). Both are
 loaded lazily, once, on the first ``get`` or ``list``, so importing this module stays cheap.
 
-What a component is, per slot (the keyword arguments FARM passes; the slot config's ``params`` go after):
-
-==================  ========================================  =====================================================
-slot                built as                                  forward
-==================  ========================================  =====================================================
-video_frequency,    ``cls(dim=D)``                            ``(V, mask) -> (F, gates)``; gates = (low, high) or None
-live_frequency
-align               ``cls(video_dim=D1, live_dim=D2)``        ``(video, live, video_mask, live_mask, user_id)``
-                                                              ``-> (L_cl or None, aux)``
-fuse                ``cls(video_dim=D1, live_dim=D2,``        ``(video, live, video_mask, live_mask, x_cand)``
-                    ``cand_dim=Dc)``; attribute ``out_dim``   ``-> (F_cross or None, aux)``
-head                ``cls(in_dim=..., n_tasks=6)``            ``(x) -> logits [B, n_tasks]``
-==================  ========================================  =====================================================
-
-``align`` and ``fuse`` components set ``uses_preference = True`` to receive the self-attended histories
-of eq. 12 (built only when one of them asks); otherwise they receive the raw V.
+What a component of each slot must provide (the arguments FARM passes, its forward, its attributes) is
+:mod:`farmcli.slots`, as Protocols that FARM checks when it builds a component.
 """
 
 from __future__ import annotations
@@ -34,8 +20,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from farmcli.errors import UserError
+from farmcli.slots import SLOT_NAMES as SLOTS
 
-SLOTS = ("video_frequency", "live_frequency", "align", "fuse", "head")
 ENTRY_POINT_GROUP = "farmcli.plugins"
 _BUILTIN_MODULES = (
     "farmcli.model.frequency",

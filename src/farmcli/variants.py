@@ -19,6 +19,8 @@ class Variant:
     label: str
     layer: dict[str, Any]
     path: Path
+    ablation_order: int | None = None
+    """Position in `farm ablate`'s default set (the paper's Table 1 rows); None: not in it."""
 
 
 def builtin_names() -> list[str]:
@@ -40,6 +42,9 @@ def load_variant(name_or_path: str) -> Variant:
     layer = load_yaml(path, what="variant")
     description = str(layer.pop("description", ""))
     label = str(layer.pop("label", path.stem))
+    order = layer.pop("ablation_order", None)
+    if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+        raise UserError(f"{path}: ablation_order = {order!r}: expected an integer (or leave it out).")
     layer.pop("variant", None)
     if not layer:
         raise UserError(
@@ -47,8 +52,23 @@ def load_variant(name_or_path: str) -> Variant:
             f"the default model under another name. A variant looks like: "
             f"model: {{align: none}} (see `farm variants`)."
         )
-    return Variant(path.stem, description, label, layer, path)
+    return Variant(path.stem, description, label, layer, path, order)
 
 
 def all_variants() -> list[Variant]:
     return [load_variant(n) for n in builtin_names()]
+
+
+def ablation_variants() -> list[str]:
+    """The built-in variants of `farm ablate` (those with an ``ablation_order``), in that order."""
+    chosen = [v for v in all_variants() if v.ablation_order is not None]
+    return [v.name for v in sorted(chosen, key=lambda v: v.ablation_order or 0)]
+
+
+def slot_names(variant: str) -> dict[str, str]:
+    """The component name a variant puts in each slot it sets (its ``model:`` section)."""
+    from farmcli.model.config import SlotConfig
+    from farmcli.slots import SLOT_NAMES
+
+    model = load_variant(variant).layer.get("model") or {}
+    return {s: SlotConfig.parse(model[s]).name for s in SLOT_NAMES if s in model}

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
-from farmcli.model.config import PAPER_VARIANTS, SLOT_FIELDS, EmbedConfig, ModelConfig, SlotConfig
+from farmcli.model.config import SLOT_FIELDS, EmbedConfig, ModelConfig, SlotConfig
+from farmcli.variants import slot_names
 
 VOCAB = {
     "author": 40,
@@ -53,8 +54,8 @@ TINY_EMBED = EmbedConfig(
 
 
 def tiny_config(variant: str = "farm", **slots: str) -> ModelConfig:
-    """A paper variant (``PAPER_VARIANTS``) with tiny widths; keyword arguments swap further slots."""
-    names = {**FARM_SLOTS, **PAPER_VARIANTS[variant], **slots}
+    """A built-in variant (its YAML's slot choices) with tiny widths; keyword arguments swap further slots."""
+    names = {**FARM_SLOTS, **slot_names(variant), **slots}
     return ModelConfig(
         embed=TINY_EMBED,
         target_heads=2,

@@ -4,10 +4,11 @@ import torch
 from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
 from farmcli.model import FARM, ModelConfig, SlotConfig
-from farmcli.model.config import N_TASKS, PAPER_VARIANTS
+from farmcli.model.config import N_TASKS
+from farmcli.variants import ablation_variants
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
-VARIANTS = [*PAPER_VARIANTS, "mmoe", "shared_bottom"]
+VARIANTS = [*ablation_variants(), "mmoe", "shared_bottom"]
 
 
 def _config(variant: str) -> ModelConfig:

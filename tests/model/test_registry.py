@@ -108,3 +108,41 @@ def test_a_broken_plugin_warns_and_leaves_the_builtins(monkeypatch, clean_regist
     registry._loaded = False
     with pytest.warns(UserWarning, match="broken"):
         assert registry.get("head", "ple").__name__ == "PLE"
+
+
+def test_one_slot_list_and_every_builtin_meets_its_contract():
+    from farmcli import slots
+    from farmcli.model.config import SLOT_FIELDS, ModelConfig, SlotConfig
+    from farmcli.model.farm import build
+    from tests.model.helpers import TINY_PARAMS
+
+    assert (
+        registry.SLOTS
+        == SLOT_FIELDS
+        == slots.SLOT_NAMES
+        == tuple(f for f in ModelConfig().to_dict() if f in slots.SLOTS)
+    )
+    widths = {"dim": 8, "video_dim": 8, "live_dim": 8, "cand_dim": 8, "in_dim": 8, "n_tasks": 6}
+    for slot, spec in slots.SLOTS.items():
+        for name in registry.list(slot):
+            params = {k: v for k, v in TINY_PARAMS.get(name, {}).items() if k not in widths}
+            component = build(slot, SlotConfig(name, params), **{k: widths[k] for k in spec.injected})
+            assert isinstance(component, spec.protocol), (slot, name)
+
+
+def test_a_component_missing_a_contract_attribute_is_refused(clean_registry):
+    from torch import nn
+
+    from farmcli.model.config import SlotConfig
+    from farmcli.model.farm import build
+
+    @registry.register("fuse", "no_width")
+    class NoWidth(nn.Module):  # forgets out_dim (and uses_preference)
+        def __init__(self, video_dim: int, live_dim: int, cand_dim: int):
+            super().__init__()
+
+        def forward(self, video, live, video_mask, live_mask, x_cand):
+            return None, {}
+
+    with pytest.raises(UserError, match=r"fuse 'no_width' \(.*NoWidth\) lacks uses_preference, out_dim.*slots\.Fuse"):
+        build("fuse", SlotConfig("no_width"), video_dim=4, live_dim=4, cand_dim=4)

@@ -18,8 +18,6 @@ from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
 from farmcli.io import read_json, write_json, write_text
 
-PAPER_VARIANTS = ("base", "farm", "no-vfa", "no-lfa", "no-cpa", "no-cpf")
-
 
 @dataclass
 class RunState:
@@ -71,7 +69,7 @@ def _same_config(run: Path, cfg: RunConfig) -> bool:
 
 
 def run_ablation(
-    variants: Sequence[str] = PAPER_VARIANTS,
+    variants: Sequence[str] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     data: str = "default",
     groups: Sequence[str] = ("low", "mid", "high"),
@@ -81,9 +79,15 @@ def run_ablation(
     on_run: Callable[[int, int, RunState, str], None] | None = None,
     show_bar: bool = True,
 ) -> AblationResult:
-    """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON)."""
+    """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON).
+
+    ``variants``: names or YAML files; None = the built-in variants with an ``ablation_order`` (Table 1's rows).
+    """
     from farmcli.sources import dataset_dir
     from farmcli.train import train
+    from farmcli.variants import ablation_variants
+
+    variants = ablation_variants() if variants is None else list(variants)
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -18,8 +18,10 @@ from farmcli.errors import UserError
 @user_errors
 def ablate_cmd(
     ctx: typer.Context,
-    variants: str = typer.Option(
-        "base,farm,no-vfa,no-lfa,no-cpa,no-cpf", help="Comma-separated variants (names or YAML files)."
+    variants: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated variants (names or YAML files). Default: the built-in variants with an "
+        "ablation_order: the paper's Table 1 rows (see `farm variants`).",
     ),
     seeds: int = typer.Option(3, help="Number of seeds per variant (seeds 0..N-1)."),
     data: str = typer.Option("default", "--data", "-d", help="Dataset directory or simulator preset."),
@@ -36,8 +38,9 @@ def ablate_cmd(
     every run (e.g. --trainer.max_epochs 5). Example: farm ablate --data small --seeds 3
     """
     from farmcli.analysis.ablate import run_ablation
+    from farmcli.variants import ablation_variants
 
-    variant_list = [v.strip() for v in variants.split(",") if v.strip()]
+    variant_list = ablation_variants() if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
     group_list = [g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full"]
     bad = [g for g in group_list if g not in ("low", "mid", "high")]
     if bad or not variant_list or seeds < 1:

@@ -5,7 +5,7 @@ use, so the registry and the plain ``nn.Module`` stay light.
 """
 
 from farmcli.model import align, frequency, fuse, heads  # noqa: F401  (registration side effects)
-from farmcli.model.config import PAPER_VARIANTS, EmbedConfig, ModelConfig, OptimConfig, SlotConfig, VocabSizes
+from farmcli.model.config import EmbedConfig, ModelConfig, OptimConfig, SlotConfig, VocabSizes
 from farmcli.model.farm import FARM, FarmOutput
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "OptimConfig",
     "SlotConfig",
     "VocabSizes",
-    "PAPER_VARIANTS",
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
 from farmcli.errors import UserError
+from farmcli.slots import SLOT_NAMES as SLOT_FIELDS
 
 N_TASKS = 6  # len(farmcli.data.schema.TASKS), checked by a test; the model need not import polars
 
@@ -158,9 +159,6 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
-SLOT_FIELDS = ("video_frequency", "live_frequency", "align", "fuse", "head")
-
-
 @dataclass
 class OptimConfig:
     """Adam (the paper's optimiser)."""
@@ -183,14 +181,3 @@ def _from_mapping(cls: type, value: Mapping[str, Any], where: str) -> Any:
         keys = ", ".join(f"{where}.{k}" for k in unknown)
         raise UserError(f"Unknown key(s) {keys}. Known: {', '.join(sorted(known))}.")
     return cls(**dict(value))
-
-
-# The paper's Table 1 rows as slot choices (variants/*.yaml are the user-facing copies of these).
-PAPER_VARIANTS: dict[str, dict[str, str]] = {
-    "farm": {},
-    "base": {"video_frequency": "none", "live_frequency": "none", "align": "none", "fuse": "none"},
-    "no-vfa": {"video_frequency": "none"},
-    "no-lfa": {"live_frequency": "none"},
-    "no-cpa": {"align": "none"},
-    "no-cpf": {"fuse": "none"},
-}

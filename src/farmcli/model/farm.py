@@ -23,6 +23,7 @@ from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
 from farmcli.model.ragged import BUCKETS, LengthGroups
+from farmcli.slots import OPTIONAL_FLAGS, SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
 
 
 @dataclass
@@ -67,8 +68,9 @@ def scale_grad(x: Tensor, scale: float) -> Tensor:
     return x.detach() + scale * (x - x.detach())
 
 
-def build(slot: str, spec: SlotConfig, **dims: Any) -> nn.Module:
-    """Instantiate the registered component of a slot with FARM's dimensions plus the config's params."""
+def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
+    """Instantiate the registered component of a slot with FARM's widths plus the config's params, and check it
+    against the slot's Protocol (farmcli.slots). The params' names and types were checked with the config."""
     factory = registry.get(slot, spec.name)
     clash = set(spec.params) & set(dims)
     if clash:
@@ -84,7 +86,14 @@ def build(slot: str, spec: SlotConfig, **dims: Any) -> nn.Module:
             raise UserError(
                 f"{slot} '{spec.name}' has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(accepted)}."
             )
-    return factory(**dims, **spec.params)
+    component = factory(**dims, **spec.params)
+    missing = missing_members(slot, component)
+    if missing:
+        raise UserError(
+            f"{slot} '{spec.name}' ({type(component).__qualname__}) lacks {', '.join(missing)}, which every "
+            f"{slot} component provides (see farmcli.slots.{SLOTS[slot].protocol.__name__})."
+        )
+    return component
 
 
 class FARM(nn.Module):
@@ -95,16 +104,15 @@ class FARM(nn.Module):
         self.cfg = cfg = ModelConfig.parse(cfg)
         d1, d2, dc = cfg.embed.d1, cfg.embed.d2, cfg.embed.cand_dim
         self.embed = EmbeddingLayer(cfg.embed, VocabSizes.parse(vocab))
-        self.video_frequency = build("video_frequency", cfg.video_frequency, dim=d1)
-        self.live_frequency = build("live_frequency", cfg.live_frequency, dim=d2)
+        self.video_frequency: FrequencyModule = build("video_frequency", cfg.video_frequency, dim=d1)
+        self.live_frequency: FrequencyModule = build("live_frequency", cfg.live_frequency, dim=d2)
         self.video_target = TargetAttention(dc, d1, cfg.target_heads)
         self.live_target = TargetAttention(dc, d2, cfg.target_heads)
-        self.align = build("align", cfg.align, video_dim=d1, live_dim=d2)
-        self.fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
-        uses_preference = getattr(self.align, "uses_preference", False) or getattr(self.fuse, "uses_preference", False)
+        self.align: Align = build("align", cfg.align, video_dim=d1, live_dim=d2)
+        self.fuse: Fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
+        uses_preference = self.align.uses_preference or self.fuse.uses_preference
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
-        self.fuse_out_dim = getattr(self.fuse, "out_dim", 0)
-        self.head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse_out_dim + dc, n_tasks=N_TASKS)
+        self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
         self.length_buckets: tuple[int, ...] | None = BUCKETS
         """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
 
@@ -154,7 +162,7 @@ class FARM(nn.Module):
             cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
 
         # (16-17) cross-domain preference fuse: F^_cross
-        if live_groups is None or not getattr(self.fuse, "length_invariant", False):
+        if live_groups is None or not getattr(self.fuse, "length_invariant", OPTIONAL_FLAGS["length_invariant"]):
             f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
         else:  # each live event queries the video history: work in proportion to the live length
             f_hat_cross = live_groups.apply(
