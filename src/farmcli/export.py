@@ -15,6 +15,7 @@ import json
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import Tensor, nn
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
 from farmcli.io import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:
+    from farmcli.model.farm import FARM
 
 FORMATS = ("onnx", "torchscript")
 FORMAT = "farm-export/1"
@@ -41,7 +45,7 @@ class InferenceGraph(nn.Module):
     size) and no L_cl is computed.
     """
 
-    def __init__(self, farm: nn.Module):
+    def __init__(self, farm: FARM):
         super().__init__()
         self.farm = farm
         self.farm.length_buckets = None
@@ -202,6 +206,7 @@ def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
             dynamic_shapes=(shapes,),
             verbose=False,
         )
+        assert program is not None  # dynamo=True always returns a program
         program.save(str(path))
 
 

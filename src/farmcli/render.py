@@ -20,7 +20,7 @@ SHORT = {
 """Task names short enough for 18 numeric columns."""
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
 
 

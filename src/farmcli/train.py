@@ -78,7 +78,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks = [ckpt]
+    callbacks: list[L.Callback] = [ckpt]
     if has_valid:
         callbacks += early_stopping(cfg)
     if progress:

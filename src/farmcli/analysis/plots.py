@@ -71,7 +71,7 @@ def cosine_histogram(
         mean = float(v.mean()) if v.size else float("nan")
         ax.hist(
             v,
-            bins=edges,
+            bins=list(edges),
             color=color,
             alpha=0.45,
             edgecolor=color,
@@ -238,7 +238,7 @@ def training_curves(
     if not task_losses:
         ax.text(0.5, 0.5, "no train/bce_* logged", ha="center", va="center", transform=ax.transAxes)
     k = 1
-    if "cl" in panels:
+    if cl is not None and "cl" in panels:
         ax = axes[k]
         k += 1
         smoothed = _curve(ax, cl[0], cl[1], "black", "L_cl")

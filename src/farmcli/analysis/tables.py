@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ KINDS = ("auc", "uauc", "gauc")
 MARK = "*"
 
 
-def _stats(values: Sequence[float]) -> dict:
+def _stats(values: Iterable[float | None]) -> dict:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
     n = len(v)
     return {
@@ -30,10 +31,10 @@ def _stats(values: Sequence[float]) -> dict:
     }
 
 
-def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict:
+def _paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> dict:
     """a - b over the seeds both have, with the standard error of the mean difference and the 2-SE mark."""
     seeds = sorted(s for s in a if s in b and a[s] is not None and b[s] is not None)
-    d = np.asarray([a[s] - b[s] for s in seeds], dtype=float)
+    d = np.asarray([float(a[s] or 0.0) - float(b[s] or 0.0) for s in seeds], dtype=float)
     out = _stats(d)
     se = out["std"] / math.sqrt(len(d)) if out["std"] is not None else None
     out["se"] = se
@@ -51,10 +52,10 @@ def _metric(ev: dict, group: str, task: str, kind: str) -> float | None:
 def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], group: str = "full") -> dict:
     """Rows: base, farm, Improve (farm - base), other variants (marked where they differ from farm), oracle."""
     order = [v for v in ("base", "farm") if v in evals] + [v for v in evals if v not in ("base", "farm")]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant in order:
         runs = evals[variant]
-        cells = {}
+        cells: dict[str, dict] = {}
         for task in TASKS:
             for kind in KINDS:
                 per_seed = {s: _metric(ev, group, task, kind) for s, ev in runs.items()}
@@ -67,7 +68,7 @@ def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], g
                 cells[f"{task}/{kind}"] = cell
         rows.append({"row": labels.get(variant, variant), "variant": variant, "seeds": sorted(runs), "cells": cells})
         if variant == "farm" and "base" in evals:
-            improve = {}
+            improve: dict[str, dict] = {}
             for task in TASKS:
                 for kind in KINDS:
                     farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
@@ -84,10 +85,13 @@ def _oracle(evals: Mapping[str, Mapping[int, dict]], group: str) -> dict | None:
     for runs in evals.values():
         for ev in runs.values():
             if ev.get("oracle"):
-                return {
-                    f"{t}/{k}": {"mean": ev["oracle"][group][t][k], "std": None, "n": 1} for t in TASKS for k in KINDS
-                }
+                return {f"{t}/{k}": _single(ev["oracle"][group][t][k]) for t in TASKS for k in KINDS}
     return None
+
+
+def _single(mean: float) -> dict:
+    """A cell with one value and no spread (the oracle is the same for every seed)."""
+    return {"mean": mean, "std": None, "n": 1}
 
 
 def table4(evals: Mapping[str, Mapping[int, dict]], groups: Sequence[str]) -> dict | None:

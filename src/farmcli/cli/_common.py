@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from farmcli.cli.app import err_console
 from farmcli.errors import UserError
@@ -58,7 +66,7 @@ def progress_bar() -> Progress:
 
 def step_progress(bar: Progress):
     """A library progress callback ``(what, done, total)`` drawing one bar per step (the text before ':')."""
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def progress(what: str, done: int, total: int | None) -> None:
         key = what.split(":")[0]

@@ -35,6 +35,8 @@ def report_cmd(
 
     Example: farm report farm-runs/farm-small-s0-RUN --compare farm-runs/no-cpa-small-s0-RUN
     """
+    from rich.progress import TaskID
+
     from farmcli.analysis.report import build_report
     from farmcli.cli._common import progress_bar
     from farmcli.errors import UserError
@@ -46,7 +48,7 @@ def report_cmd(
         raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
     device = device_for(accelerator)
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(what: str, done: int, total: int | None) -> None:
             if what not in tasks:

@@ -36,10 +36,13 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 from farmcli.data.activity import DEFAULT_CUTS, activity_code, user_activity
 from farmcli.data.dataset import Dataset
@@ -199,14 +202,15 @@ def _build_vocabs(ds: Dataset, train_end: int, min_count: int) -> dict[str, np.n
 
 def _user_activity(ds: Dataset, cuts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """(sorted user ids, activity code 0/1/2) by the rule of :func:`farmcli.data.activity.user_activity`."""
-    df = user_activity(ds, tuple(cuts)).with_columns(activity_code()).sort("user_id")
+    low, mid = cuts
+    df = user_activity(ds, (low, mid)).with_columns(activity_code()).sort("user_id")
     return df["user_id"].to_numpy().astype(np.int64), df["activity"].to_numpy().astype(np.int8)
 
 
 def _scan(
     ds: Dataset,
     table: str,
-    columns: dict[str, pl.DataType],
+    columns: dict[str, PolarsDataType],
     test_end: int,
     part: int,
     n_parts: int,
@@ -226,15 +230,15 @@ def _scan(
     # sort by (user_id, ts) as a permutation, then gather column by column into numpy, dropping each source
     # column as we go (peak about twice the partition's columns; the partition count bounds it)
     perm = df.select(pl.arg_sort_by(list(sort[:2]))).to_series().to_numpy()
-    cols = {}
+    cols: dict[str, np.ndarray] = {}
     for c in list(df.columns):
         cols[c] = df.get_column(c).to_numpy()[perm]
         df = df.drop(c)
     del df, perm
-    perm = tie_order([cols[c] for c in sort])
-    if perm is not None:
+    ties = tie_order([cols[c] for c in sort])
+    if ties is not None:
         for c in cols:
-            cols[c] = cols[c][perm]
+            cols[c] = cols[c][ties]
     return cols
 
 

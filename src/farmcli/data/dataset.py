@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def manifest_problems(path: str | Path) -> list[str]:
 class Dataset:
     """A farm-events/1 dataset directory."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError(

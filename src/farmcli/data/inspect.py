@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import polars as pl
 
@@ -17,7 +18,7 @@ HISTORY_USERS = 20_000
 def split_expr(ds: Dataset) -> pl.Expr:
     m = ds.manifest
     ts = pl.col("ts")
-    e = pl.when(ts >= m.test_end).then(pl.lit("ignored"))
+    e: Any = pl.when(ts >= m.test_end).then(pl.lit("ignored"))  # a Then, then a ChainedThen
     e = e.when(ts >= m.valid_end).then(pl.lit("test")).when(ts >= m.train_end).then(pl.lit("valid"))
     if m.train_start is not None:
         e = e.when(ts < m.train_start).then(pl.lit("warmup"))
@@ -62,6 +63,11 @@ def _video_rates(ds: Dataset) -> dict[str, float]:
     return {f: float(v) if v is not None else math.nan for f, v in row.items()}
 
 
+def _number(x: Any) -> float:
+    """A polars aggregate (typed as any scalar) as a float; NaN for null."""
+    return math.nan if x is None else float(x)
+
+
 def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dict:
     """Point-in-time history length (events strictly before the sample, capped at L) per level and domain."""
     n_users = levels.height
@@ -69,8 +75,8 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
     keep = (pl.col("user_id").hash(seed=0) % k) == 0
     m = ds.manifest
     live = ds.scan("live").filter(keep)
-    samples = live.filter((pl.col("ts") < m.test_end) & (pl.col("ts") >= (m.train_start or -(2**62))))
-    samples = samples.select("user_id", (pl.col("ts") - 1).alias("before")).sort("before").collect()
+    in_windows = live.filter((pl.col("ts") < m.test_end) & (pl.col("ts") >= (m.train_start or -(2**62))))
+    samples = in_windows.select("user_id", (pl.col("ts") - 1).alias("before")).sort("before").collect()
     out: dict = {}
     for domain, events in (("video", ds.scan("video").filter(keep)), ("live", live.filter(pl.col("click") == 1))):
         ev = (
@@ -92,11 +98,11 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
             n = part["n"]
             out.setdefault(level, {})[domain] = {
                 "samples": part.height,
-                "mean": float(n.mean()),
-                "p10": float(n.quantile(0.1, "lower")),
-                "p50": float(n.quantile(0.5, "lower")),
-                "p90": float(n.quantile(0.9, "lower")),
-                "empty": float((n == 0).mean()),
+                "mean": _number(n.mean()),
+                "p10": _number(n.quantile(0.1, "lower")),
+                "p50": _number(n.quantile(0.5, "lower")),
+                "p90": _number(n.quantile(0.9, "lower")),
+                "empty": _number((n == 0).mean()),
             }
     return {"history_len": history_len, "users_sampled": (n_users + k - 1) // k, "levels": out}
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 FORMAT = "farm-events/1"
 
@@ -25,11 +29,11 @@ TRUTH_COLUMNS = tuple(f"p_{t}" for t in TASKS)
 @dataclass(frozen=True)
 class Column:
     name: str
-    dtype: pl.DataType
+    dtype: PolarsDataType
     rule: str  # "id" (>= 0), "nonneg", "flag" (0/1), "prob" ([0,1]), "any", "activity"
 
 
-def _cols(*spec: tuple[str, pl.DataType, str]) -> tuple[Column, ...]:
+def _cols(*spec: tuple[str, PolarsDataType, str]) -> tuple[Column, ...]:
     return tuple(Column(n, d, r) for n, d, r in spec)
 
 
@@ -64,5 +68,5 @@ MANIFEST_REQUIRED = ("format", "time_unit", "train_end", "valid_end", "test_end"
 MANIFEST_OPTIONAL = ("name", "source", "train_start", "description")
 
 
-def schema_of(columns: tuple[Column, ...]) -> dict[str, pl.DataType]:
+def schema_of(columns: tuple[Column, ...]) -> dict[str, PolarsDataType]:
     return {c.name: c.dtype for c in columns}

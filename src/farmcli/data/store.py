@@ -103,7 +103,7 @@ class SampleStore:
         return {"path": self.path, "manifest": self.manifest, "reused": self.reused}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["manifest"], state["reused"])
+        SampleStore.__init__(self, state["path"], state["manifest"], state["reused"])
 
     # -- opening
     @classmethod
@@ -167,7 +167,7 @@ class SampleStore:
     def split(self, name: str) -> SplitArrays:
         self._check_split(name)
         if name not in self._splits:
-            cols = {
+            cols: dict[str, Any] = {
                 c: (self.array(f"{name}.{c}") if f"{name}.{c}" in self.manifest["arrays"] else None)
                 for c in SAMPLE_COLUMNS
             }

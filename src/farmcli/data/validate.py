@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 from farmcli.data.dataset import manifest_problems, table_files, table_path
 from farmcli.data.schema import (
@@ -54,7 +58,7 @@ class Report:
 _INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)."
 
 
-def _fix(actual: pl.DataType, col: Column) -> str:
+def _fix(actual: PolarsDataType, col: Column) -> str:
     if isinstance(actual, (pl.Datetime, pl.Date)) and col.name == "ts":
         return (
             "write Unix epoch milliseconds as Int64: polars `pl.col('ts').dt.epoch('ms')` (a plain cast would "
@@ -63,7 +67,7 @@ def _fix(actual: pl.DataType, col: Column) -> str:
     return _INT_FIX.format(dtype=col.dtype, col=col.name)
 
 
-def _type_ok(actual: pl.DataType, col: Column) -> tuple[bool, bool]:
+def _type_ok(actual: PolarsDataType, col: Column) -> tuple[bool, bool]:
     """(acceptable, exact): another integer width is readable (a warning); another kind is an error."""
     if actual == col.dtype:
         return True, True
@@ -245,8 +249,8 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
     for name, _, message, fix in checks:
         k = stats[name]
         if k:
-            col = name.split(":")[0]
-            report.errors.append(Problem(f"{path}:{col}", message.format(k=f"{k:,}"), fix))
+            column = name.split(":")[0]
+            report.errors.append(Problem(f"{path}:{column}", message.format(k=f"{k:,}"), fix))
     for name, _ in funnel:
         k = stats[f"funnel:{name}"]
         if k:

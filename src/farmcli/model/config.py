@@ -144,7 +144,10 @@ class ModelConfig:
         unknown = set(names) - set(SLOT_FIELDS)
         if unknown:
             raise UserError(f"Unknown slot(s) {', '.join(sorted(unknown))}. Known slots: {', '.join(SLOT_FIELDS)}.")
-        return dataclasses.replace(self, **{k: SlotConfig.parse(v) for k, v in names.items()})
+        copy = dataclasses.replace(self)
+        for k, v in names.items():
+            setattr(copy, k, SlotConfig.parse(v))
+        return copy
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> ModelConfig:
@@ -153,7 +156,9 @@ class ModelConfig:
     @classmethod
     def parse(cls, value: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
         """None means the defaults (the paper's FARM); a mapping is read as YAML would give it."""
-        return cls() if value is None else cls.from_dict(value)
+        if value is None:
+            return cls()
+        return value if isinstance(value, ModelConfig) else cls.from_dict(value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,7 +173,9 @@ class OptimConfig:
 
     @classmethod
     def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:
-        return cls() if value is None else _from_mapping(cls, value, "optim")
+        if value is None:
+            return cls()
+        return value if isinstance(value, OptimConfig) else _from_mapping(cls, value, "optim")
 
 
 def _from_mapping(cls: type, value: Mapping[str, Any], where: str) -> Any:

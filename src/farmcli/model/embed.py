@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +33,14 @@ class EmbeddingLayer(nn.Module):
         sizes = {"play": vocab.n_play_buckets, "lag": vocab.n_lag_buckets, "label": vocab.n_label_ids}
         self.video = nn.ModuleDict({f: nn.Embedding(n, getattr(cfg, f"video_{f}")) for f, n in sizes.items()})
         self.live = nn.ModuleDict({f: nn.Embedding(n, getattr(cfg, f"live_{f}")) for f, n in sizes.items()})
-        for table in [*self.ids.values(), *self.video.values(), *self.live.values()]:
+        for module in [*self.ids.values(), *self.video.values(), *self.live.values()]:
+            table = cast(nn.Embedding, module)
             nn.init.normal_(table.weight, std=cfg.init_std)
             if table.padding_idx is not None:
                 nn.init.zeros_(table.weight[table.padding_idx])
 
     def _table(self, domain: nn.ModuleDict, field: str) -> nn.Embedding:
-        return domain[field] if field in domain else self.ids[field]
+        return cast(nn.Embedding, domain[field] if field in domain else self.ids[field])
 
     def _sequence(
         self, batch: Mapping[str, Tensor], prefix: str, domain: nn.ModuleDict, fields: tuple[str, ...]

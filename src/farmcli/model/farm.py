@@ -96,6 +96,12 @@ def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
     return component
 
 
+def _required(x: Tensor | None) -> Tensor:
+    """A length-invariant fuse returns F^_cross (only ``none`` returns None, and it is not length-invariant)."""
+    assert x is not None
+    return x
+
+
 class FARM(nn.Module):
     """Batch of ids -> FarmOutput (six logits, L_cl, and for analysis the aux tensors); see the module docstring."""
 
@@ -157,7 +163,8 @@ class FARM(nn.Module):
             v_hat_video, v_hat_live = v_video, v_live
 
         # (13-14) cross-domain preference align: L_cl
-        cl_loss, align_aux = None, {}
+        cl_loss: Tensor | None = None
+        align_aux: dict[str, Tensor] = {}
         if with_cl:
             cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
 
@@ -166,7 +173,7 @@ class FARM(nn.Module):
             f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
         else:  # each live event queries the video history: work in proportion to the live length
             f_hat_cross = live_groups.apply(
-                lambda live, l_mask, video, v_mask, cand: self.fuse(video, live, v_mask, l_mask, cand)[0],
+                lambda live, l_mask, video, v_mask, cand: _required(self.fuse(video, live, v_mask, l_mask, cand)[0]),
                 sequences=(v_hat_live, live_mask),
                 rows=(v_hat_video, video_mask, x_cand),
                 sequence_output=False,

@@ -99,8 +99,9 @@ class MultiHeadAttention(nn.Module):
         self.v = nn.Linear(key_dim, dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query [B, Lq, Dq], keys [B, Lk, Dk] -> output [B, Lq, dim], weights [B, heads, Lq, Lk]."""
+    def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """query [B, Lq, Dq], keys [B, Lk, Dk] -> output [B, Lq, dim], weights [B, heads, Lq, Lk] (under
+        ``attention_weights()``, else None)."""
         q, k, v = self._split(self.q(query)), self._split(self.k(keys)), self._split(self.v(keys))
         out, weights = attention(q, k, v, key_mask)
         b, h, lq, d = out.shape

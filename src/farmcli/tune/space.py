@@ -21,7 +21,9 @@ class Dimension:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas outside brackets, so a list value (``[128,64],[256,128,64]``) stays whole."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[{":
             depth += 1

@@ -230,7 +230,7 @@ def run_tune(
         done = len(study.get_trials(deepcopy=False, states=finished))
         if on_event:
             on_event("start", {"number": trial.number, "index": done, "total": total, "params": params})
-        per_seed = []
+        per_seed: list[dict[str, Any]] = []
         for i, seed in enumerate(settings.seeds):
             cfg = trial_config(settings, params, seed)
 
@@ -255,7 +255,7 @@ def run_tune(
             trial.set_user_attr("seeds", per_seed)
             if r.pruned:
                 raise optuna.TrialPruned()
-        score = sum(p["score"] for p in per_seed) / len(per_seed)
+        score = sum(float(p["score"]) for p in per_seed) / len(per_seed)
         if not math.isfinite(score):
             raise UserError(
                 f"trial {trial.number} ({label(params)}): the validation metric is undefined "
@@ -297,7 +297,7 @@ def _rows(settings: TuneSettings, study) -> list[TrialRow]:
 
 def _best(rows: Sequence[TrialRow]) -> TrialRow | None:
     done = [r for r in rows if r.state == "COMPLETE" and r.score is not None]
-    return max(done, key=lambda r: r.score) if done else None
+    return max(done, key=lambda r: r.score or 0.0) if done else None
 
 
 def best_config(settings: TuneSettings, best: TrialRow) -> dict[str, Any]:

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 from farmcli.errors import UserError
 
@@ -53,7 +57,7 @@ class RawTable:
     path: Path
     fmt: str  # "csv" | "parquet"
     files: list[Path]
-    schema: dict[str, pl.DataType] = field(default_factory=dict)
+    schema: dict[str, PolarsDataType] = field(default_factory=dict)
     _sample: pl.DataFrame | None = None
 
     def scan(self) -> pl.LazyFrame:
@@ -70,6 +74,7 @@ class RawTable:
                 self._sample = self.scan().select(want).head(SAMPLE_ROWS).collect()
             except pl.exceptions.PolarsError as e:
                 raise UserError(f"{self.path}: cannot be read ({type(e).__name__}: {e}).") from None
+        assert self._sample is not None
         return self._sample
 
     def rows_estimate(self) -> int:
@@ -97,7 +102,7 @@ def locate(raw_dir: Path, name: str) -> RawTable | None:
     return None
 
 
-def read_schema(table: RawTable) -> dict[str, pl.DataType]:
+def read_schema(table: RawTable) -> dict[str, PolarsDataType]:
     try:
         table.schema = dict(table.scan().collect_schema())
     except (pl.exceptions.PolarsError, OSError) as e:
@@ -109,7 +114,7 @@ def missing_columns(table: RawTable, required: tuple[str, ...]) -> list[str]:
     return [c for c in required if c not in table.schema]
 
 
-def _is_text(dtype: pl.DataType) -> bool:
+def _is_text(dtype: PolarsDataType) -> bool:
     return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
 
 
@@ -130,7 +135,7 @@ def _string_number_kind(sample: pl.Series) -> str:
     return "mixed"
 
 
-def int_expr(name: str, dtype: pl.DataType, sample: pl.Series | None = None) -> pl.Expr:
+def int_expr(name: str, dtype: PolarsDataType, sample: pl.Series | None = None) -> pl.Expr:
     """Column ``name`` as Int64: integers as they are, floats rounded, booleans 0/1, numeric text parsed.
 
     Values that cannot be read (text that is no number, NaN) become null.
@@ -165,7 +170,7 @@ def int_expr(name: str, dtype: pl.DataType, sample: pl.Series | None = None) -> 
     return c.cast(pl.Int64, strict=False)
 
 
-def str_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+def str_expr(name: str, dtype: PolarsDataType) -> pl.Expr:
     """Column ``name`` as a stripped string; empty text is null."""
     c = pl.col(name)
     if dtype == pl.Null:
@@ -191,7 +196,7 @@ def epoch_number_to_ms(x: pl.Expr) -> pl.Expr:
     )
 
 
-def _datetime_to_ms(e: pl.Expr, dtype: pl.DataType, naive_tz: str) -> pl.Expr:
+def _datetime_to_ms(e: pl.Expr, dtype: PolarsDataType, naive_tz: str) -> pl.Expr:
     if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
         return e.dt.epoch("ms")
     if naive_tz in ("UTC", "Etc/UTC"):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 KEY = "bucket"
 
@@ -21,9 +25,9 @@ def bucket_expr(breaks: list[int]) -> pl.Expr:
     return pl.sum_horizontal([(pl.col("user_id") >= b).cast(pl.Int32) for b in breaks]).cast(pl.Int32).alias(KEY)
 
 
-def sink_buckets(lf: pl.LazyFrame, base: Path, n_buckets: int) -> dict[str, pl.DataType]:
+def sink_buckets(lf: pl.LazyFrame, base: Path, n_buckets: int) -> dict[str, PolarsDataType]:
     """Stream ``lf`` (which has a ``bucket`` column) into ``base/bucket=<b>/*.parquet``; return the row schema."""
-    schema = {k: v for k, v in lf.collect_schema().items() if k != KEY}
+    schema: dict[str, PolarsDataType] = {k: v for k, v in lf.collect_schema().items() if k != KEY}
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
@@ -53,15 +57,15 @@ def all_files(base: Path) -> list[Path]:
     return sorted(base.glob(f"{KEY}=*/*.parquet"))
 
 
-def _scan(files: list[Path], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+def _scan(files: list[Path], schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
     if not files:
         return pl.LazyFrame(schema=schema)
     return pl.scan_parquet(files, hive_partitioning=False)
 
 
-def scan_bucket(base: Path, b: int, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+def scan_bucket(base: Path, b: int, schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
     return _scan(bucket_files(base, b), schema)
 
 
-def scan_all(base: Path, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
+def scan_all(base: Path, schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
     return _scan(all_files(base), schema)

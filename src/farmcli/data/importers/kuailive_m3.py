@@ -59,7 +59,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -313,7 +313,7 @@ def _write(df_or_lf: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
         df_or_lf.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
 
 
-def _sort_keys(schema: dict[str, pl.DataType]) -> list[str]:
+def _sort_keys(schema: Mapping[str, Any]) -> list[str]:
     """(user_id, ts), then every other column: a total order, so the output never depends on input order."""
     return ["user_id", "ts"] + [c for c in schema if c not in ("user_id", "ts")]
 
@@ -360,11 +360,11 @@ class _Import:
         t = self.t.get("photo_tag")
         if t is None:
             return None, []
-        pairs = t.scan().select(
+        named = t.scan().select(
             photo_id=_int(t, "photo_id"),
             name=str_expr("first_level_category_name", t.schema["first_level_category_name"]),
         )
-        pairs = _collect(pairs.filter(pl.col("photo_id").is_not_null() & pl.col("name").is_not_null()))
+        pairs = _collect(named.filter(pl.col("photo_id").is_not_null() & pl.col("name").is_not_null()))
         names = sorted(pairs["name"].unique().to_list())
         vocab = pl.DataFrame({"name": names, "tag": pl.Series(range(1, len(names) + 1), dtype=pl.Int32)})
         per_photo = pairs.join(vocab, on="name").group_by("photo_id").agg(pl.col("tag").min()).sort("photo_id")
@@ -700,8 +700,8 @@ class _Import:
             ("live_interaction", sessions, "play_duration"),
             ("photo_play", plays, "leave_timestamp - enter_timestamp"),
         ):
-            fx = _collect(lf.filter(pl.col("drop").is_null()).group_by("play_fix").agg(pl.len().alias("n")))
-            fx = {int(k): int(v) for k, v in fx.iter_rows()}
+            by_fix = _collect(lf.filter(pl.col("drop").is_null()).group_by("play_fix").agg(pl.len().alias("n")))
+            fx = {int(k): int(v) for k, v in by_fix.iter_rows()}
             missing = "missing play_duration" if name == "live_interaction" else "missing leave_timestamp"
             rep.adjusted[name] = {
                 f"play_ms set to 0: negative {what}": fx.get(FIX_NEGATIVE, 0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,8 @@ class Towers(nn.Module):
         """Start each task's logit at ``logits[i]`` (e.g. the log-odds of its label rate)."""
         with torch.no_grad():
             for tower, value in zip(self.towers, logits, strict=True):
-                tower[-1].bias.fill_(float(value))
+                last = cast(nn.Sequential, tower)[-1]
+                cast(nn.Linear, last).bias.fill_(float(value))
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x

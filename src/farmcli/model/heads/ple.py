@@ -7,6 +7,7 @@ while shared experts still carry what the tasks have in common.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -40,9 +41,10 @@ class ExtractionLevel(nn.Module):
 
     def forward(self, task_inputs: Sequence[Tensor], shared_input: Tensor) -> tuple[list[Tensor], Tensor | None]:
         shared = [e(shared_input) for e in self.shared_experts]
-        task_outputs, every_task_expert = [], []
+        task_outputs: list[Tensor] = []
+        every_task_expert: list[Tensor] = []
         for x, own_experts, gate in zip(task_inputs, self.task_experts, self.task_gates, strict=True):
-            own = [e(x) for e in own_experts]
+            own = [e(x) for e in cast(nn.ModuleList, own_experts)]
             every_task_expert += own
             task_outputs.append(mix(gate(x), own + shared))
         if self.shared_gate is None:
