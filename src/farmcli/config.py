@@ -21,8 +21,8 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, r
 
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
+from farmcli.model import params as component_params
 from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
-from farmcli.slots import SLOTS
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
@@ -230,7 +230,7 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
         ns = p.parse_object(dict(d))
     except ArgumentError as e:
         raise UserError(
-            f"Bad setting: {_explain(e, d)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
+            f"Bad setting: {component_params.explain(e, d)}\nSettings are data.*, model.*, optim.*, fit.*, trainer.*, "
             f"seed and variant; `farm train --print-config` shows them all."
         ) from None
     raw = _plain_numbers(ns.as_dict())
@@ -251,59 +251,19 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
 
 
 def with_component_defaults(model: ModelConfig) -> ModelConfig:
-    """Spell out every slot component's default parameters, so config.yaml shows (and pins) all of them."""
-    import inspect
-
+    """Spell out every slot component's default parameters, so config.yaml shows (and pins) all of them; check
+    every parameter (name and type) against the component's signature."""
     import farmcli.model  # noqa: F401  (registers the built-in components)
     from farmcli import registry
 
-    slots = {}
+    filled = dataclasses.replace(model)
     for slot in SLOT_FIELDS:
         spec = getattr(model, slot)
         factory = registry.get(slot, spec.name)
-        defaults = {
-            k: _plain(p.default)
-            for k, p in inspect.signature(factory).parameters.items()
-            if k not in SLOTS[slot].injected
-            and p.default is not inspect.Parameter.empty
-            and p.kind is p.POSITIONAL_OR_KEYWORD
-        }
-        params = {**defaults, **spec.params}
-        _check_params(slot, spec.name, factory, params)
-        slots[slot] = dataclasses.replace(spec, params=params)
-    return dataclasses.replace(model, **slots)
-
-
-@lru_cache(maxsize=64)
-def _component_parser(slot: str, name: str, factory: Any):
-    """A jsonargparse parser of a component's own signature, the widths FARM injects skipped."""
-    import inspect
-
-    from jsonargparse import ArgumentParser
-
-    p = ArgumentParser(exit_on_error=False)
-    try:
-        if inspect.isclass(factory):
-            p.add_class_arguments(factory, skip=set(SLOTS[slot].injected), fail_untyped=False)
-        else:
-            p.add_function_arguments(factory, skip=set(SLOTS[slot].injected), fail_untyped=False)
-    except (ValueError, TypeError):  # a signature jsonargparse cannot read: FARM's build still checks names
-        return None
-    return p
-
-
-def _check_params(slot: str, name: str, factory: Any, params: Mapping[str, Any]) -> None:
-    """Type-check a component's params against its signature: a wrong type names model.SLOT.KEY."""
-    parser = _component_parser(slot, name, factory)
-    if parser is None:
-        return
-    known = {a.dest for a in parser._actions}
-    try:
-        parser.parse_object({k: v for k, v in params.items() if k in known})
-    except ArgumentError as e:
-        raise UserError(
-            f"Bad setting: model.{slot}.{_explain(e, params)} (a parameter of the {slot} component '{name}')"
-        ) from None
+        params = {**component_params.defaults(slot, factory), **spec.params}
+        component_params.check(slot, spec.name, factory, params)
+        setattr(filled, slot, dataclasses.replace(spec, params=params))
+    return filled
 
 
 def check_model(model: ModelConfig) -> None:
@@ -325,51 +285,3 @@ def _plain_numbers(x: Any) -> Any:
     if isinstance(x, float):
         return float(x)
     return x
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
-
-_TYPE_NAMES = {"NoneType": "null", "str": "a string", "int": "an integer", "float": "a number", "bool": "true/false"}
-
-
-def _explain(e: Exception, d: Mapping[str, Any]) -> str:
-    """jsonargparse's message as 'KEY = VALUE: expected TYPE' (naming the key, the type and the choices)."""
-    import re
-
-    text = str(e)
-    key_match = re.search(r'Parser key "([^"]+)"', text)
-    if not key_match:
-        return _short(e)
-    key = key_match.group(1)
-    node: Any = d
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    shown = f"{key} = {node!r}"
-    restriction = re.search(r"does not conform to restriction (.+)$", text, re.M)
-    if restriction:
-        bounds = re.findall(r"v\s*(>=|<=|>|<)\s*([-+\w.]+)", restriction.group(1))
-        return f"{shown}: must be " + " and ".join(f"{op} {bound}" for op, bound in bounds) + "."
-    subtypes = re.search(r"Subtypes: \[(.*)\] Errors", text, re.S) or re.search(r"Subtypes: \[(.*)\]", text, re.S)
-    if subtypes:
-        body = subtypes.group(1)
-        names = [_TYPE_NAMES.get(n, n) for n in re.findall(r"<class '(?:[\w.]*\.)?(\w+)'>", body)]
-        choices = [c for group in re.findall(r"Literal\[(.*?)\]", body) for c in group.split(", ")]
-        if choices:
-            names.append("one of " + ", ".join(dict.fromkeys(choices)))
-        if names:
-            return f"{shown}: expected {' or '.join(dict.fromkeys(names))}."
-    literal = re.search(r"Literal\[(.*?)\]", text)
-    if literal:
-        return f"{shown}: choose one of {literal.group(1)}."
-    expected = re.search(r"Expected a <class '(?:[\w.]*\.)?(\w+)'>", text)
-    if expected:
-        return f"{shown}: expected {_TYPE_NAMES.get(expected.group(1), expected.group(1))}."
-    return _short(e)
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return " ".join(ln.strip() for ln in lines[:6])

@@ -122,7 +122,9 @@ def test_config_from_yaml_shaped_dict_and_clear_errors():
     with pytest.raises(UserError, match="Unknown slot"):
         cfg.with_slots(decoder="none")
     bad_param = tiny_config("farm").with_slots(fuse=SlotConfig("cross_attention", {"head": 2}))
-    with pytest.raises(UserError, match="no parameter head; it takes: dim, heads"):
+    with pytest.raises(
+        UserError, match=r"model.fuse.head: .*no parameter 'head'. Did you mean 'heads'\? It takes: dim, heads"
+    ):
         FARM(bad_param, VOCAB)
     with pytest.raises(UserError, match="Unknown head component 'xgb'"):
         FARM(tiny_config("farm", head="xgb"), VOCAB)

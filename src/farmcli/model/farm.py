@@ -9,7 +9,6 @@ module they attend over the raw V instead of F.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 
 from farmcli import registry
 from farmcli.errors import UserError
+from farmcli.model import params
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
@@ -69,23 +69,10 @@ def scale_grad(x: Tensor, scale: float) -> Tensor:
 
 
 def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
-    """Instantiate the registered component of a slot with FARM's widths plus the config's params, and check it
-    against the slot's Protocol (farmcli.slots). The params' names and types were checked with the config."""
+    """Instantiate the registered component of a slot with FARM's widths plus the config's params (checked
+    against its signature), and check the result against the slot's Protocol (farmcli.slots)."""
     factory = registry.get(slot, spec.name)
-    clash = set(spec.params) & set(dims)
-    if clash:
-        raise UserError(f"{slot} '{spec.name}': {', '.join(sorted(clash))} are set by the model, not by params.")
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: let the call itself complain
-        parameters = None
-    if parameters is not None and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        unknown = set(spec.params) - set(parameters)
-        if unknown:
-            accepted = sorted(set(parameters) - set(dims)) or ["(none)"]
-            raise UserError(
-                f"{slot} '{spec.name}' has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(accepted)}."
-            )
+    params.check(slot, spec.name, factory, spec.params)
     component = factory(**dims, **spec.params)
     missing = missing_members(slot, component)
     if missing:
