@@ -30,11 +30,30 @@ def runs(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
 
+BUILDS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def tiny_run(runs):
-    r = train(runs, "r1", "--trainer.max_epochs", "2")
+    import farmcli.data.build
+
+    real = farmcli.data.build.build_samples
+
+    def counted(*args, **kwargs):
+        store = real(*args, **kwargs)
+        BUILDS.append(str(store.path))
+        return store
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(farmcli.data.build, "build_samples", counted)
+        r = train(runs, "r1", "--trainer.max_epochs", "2")
     assert r.exit_code == 0, r.output
     return runs / "r1"
+
+
+def test_train_opens_the_sample_store_once(tiny_run):
+    info = json.loads((tiny_run / "run.json").read_text())
+    assert BUILDS == [info["store"]]  # not once in the command and again in the training
 
 
 def test_run_directory_contents(tiny_run):
@@ -77,8 +96,17 @@ def test_eval_groups_split_and_predictions(tiny_run, tmp_path):
 
 
 def test_eval_of_a_checkpoint_matches_the_run(tiny_run):
+    info = json.loads((tiny_run / "run.json").read_text())
+    assert Path(info["best_checkpoint"]).name == "best.ckpt"
+    at_training = json.loads((tiny_run / "eval-test.json").read_text())
     r = runner.invoke(app, ["eval", str(tiny_run / "checkpoints" / "best.ckpt")])
     assert r.exit_code == 0, r.output
+    again = json.loads((tiny_run / "eval-test.json").read_text())
+    assert again["samples"] == at_training["samples"]
+    for group, tasks in at_training["model"].items():
+        for task, kinds in tasks.items():
+            for kind, value in kinds.items():
+                assert again["model"][group][task][kind] == pytest.approx(value, abs=1e-6), (group, task, kind)
 
 
 @pytest.mark.parametrize(

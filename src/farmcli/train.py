@@ -110,8 +110,13 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     return trainer, ckpt
 
 
-def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True) -> Path:
-    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint; returns the run dir."""
+def train(
+    cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True, store=None
+) -> Path:
+    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint; returns the run dir.
+
+    ``store``: the sample store of ``cfg.data`` when the caller has opened it already (built once per command).
+    """
     import lightning as L
 
     from farmcli.data.module import FarmDataModule
@@ -125,7 +130,7 @@ def train(cfg: RunConfig, *, resume: str | Path | None = None, progress=None, sh
             f"epoch ended). Start it again with `farm train --config {run}/config.yaml`."
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    store = sample_store(cfg.data, progress)
+    store = store if store is not None else sample_store(cfg.data, progress)
     has_valid = store.n("valid") > 0
     if store.n("train") == 0:
         raise UserError(

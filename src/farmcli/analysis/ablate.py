@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from farmcli.analysis import tables
 from farmcli.config import RunConfig, resolve
@@ -83,7 +84,7 @@ def run_ablation(
 
     ``variants``: names or YAML files; None = the built-in variants with an ``ablation_order`` (Table 1's rows).
     """
-    from farmcli.sources import dataset_dir
+    from farmcli.sources import dataset_dir, sample_store
     from farmcli.train import train
     from farmcli.variants import ablation_variants
 
@@ -117,6 +118,7 @@ def run_ablation(
             "overrides": list(overrides),
         },
     )
+    stores: dict[str, Any] = {}
     for i, (v, s) in enumerate(plan):
         run = runs_dir / f"{v}-s{s}"
         cfg = configs[(v, s)]
@@ -131,7 +133,10 @@ def run_ablation(
             if on_run:
                 on_run(i, len(plan), state, "start")
             try:
-                train(cfg, resume=run if resume else None, show_bar=show_bar)
+                key = repr(cfg.data)  # every run of an ablation shares the data settings: one store, opened once
+                if key not in stores:
+                    stores[key] = sample_store(cfg.data)
+                train(cfg, resume=run if resume else None, show_bar=show_bar, store=stores[key])
             except UserError as e:
                 state.state, state.error = "failed", str(e)
         result.runs.append(state)

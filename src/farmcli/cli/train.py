@@ -64,7 +64,7 @@ def train_cmd(
 
         store = sample_store(cfg.data, step_progress(bar))
     announce_store(store)
-    run = train(cfg, resume=resume)
+    run = train(cfg, resume=resume, store=store)
     if run is None or not (run / "eval-test.json").exists():
         return
     import json
