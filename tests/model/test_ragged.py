@@ -59,3 +59,13 @@ def test_groups_keep_every_real_event_whatever_the_mask():
     torch.testing.assert_close(out, values)
     rows_out = groups.apply(lambda x, m: x.sum(1), sequences=(values, mask), sequence_output=False)
     torch.testing.assert_close(rows_out, values.sum(1))
+
+
+def test_permute_rows_gradient_is_the_inverse_gather():
+    from farmcli.model.ragged import permute_rows
+
+    perm = torch.tensor([2, 0, 3, 1])
+    inverse = torch.argsort(perm)
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(permute_rows(x, perm, inverse), x[perm])
+    assert torch.autograd.gradcheck(lambda t: permute_rows(t, perm, inverse), (x,))
