@@ -120,19 +120,16 @@ def variants_cmd() -> None:
     """
     from rich.table import Table
 
-    from farmcli.variants import all_variants
+    from farmcli.variants import all_variants, slot_names
 
     t = Table(title="variants (farm train --variant NAME)")
-    for c in ("name", "Table 1 row", "slots", "description"):
-        t.add_column(c, overflow="fold")
+    for c in ("name", "label", "farm ablate", "slots", "description"):
+        t.add_column(c, overflow="fold" if c == "description" else "ellipsis")
     for v in all_variants():
-        slots = v.layer.get("model", {})
-        t.add_row(v.name, v.label, ", ".join(f"{k}={_slot_name(x)}" for k, x in slots.items()), v.description)
+        slots = ", ".join(f"{k}={x}" for k, x in slot_names(v.name).items())
+        order = f"row {v.ablation_order}" if v.ablation_order is not None else ""
+        t.add_row(v.name, v.label, order, slots, v.description)
     console.print(t)
-
-
-def _slot_name(x) -> str:
-    return x if isinstance(x, str) else str(x.get("name"))
 
 
 __all__ = ["train_cmd", "eval_cmd", "variants_cmd", "err_console"]
