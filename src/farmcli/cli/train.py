@@ -124,9 +124,9 @@ def variants_cmd() -> None:
 
     t = Table(title="variants (farm train --variant NAME)")
     for c in ("name", "label", "farm ablate", "slots", "description"):
-        t.add_column(c, overflow="fold" if c == "description" else "ellipsis")
+        t.add_column(c, overflow="fold", min_width=len("video_frequency=none") if c == "slots" else None)
     for v in all_variants():
-        slots = ", ".join(f"{k}={x}" for k, x in slot_names(v.name).items())
+        slots = "\n".join(f"{k}={x}" for k, x in slot_names(v.name).items())
         order = f"row {v.ablation_order}" if v.ablation_order is not None else ""
         t.add_row(v.name, v.label, order, slots, v.description)
     console.print(t)
