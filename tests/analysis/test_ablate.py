@@ -90,6 +90,12 @@ def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     info = json.loads((victim / "run.json").read_text())
     (victim / "run.json").write_text(json.dumps({**info, "status": "interrupted"}))
     (victim / "eval-test.json").unlink()
+    # --tables-only: the tables of the finished runs, nothing trained
+    r = runner.invoke(app, [*args, "--tables-only"])
+    assert r.exit_code == 0, r.output
+    assert "1 of 4 runs not finished" in r.output and not (victim / "eval-test.json").exists()
+    t1 = json.loads((out / "table1.json").read_text())
+    assert [row["cells"]["click/auc"]["n"] for row in t1["rows"][:2]] == [2, 1]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert r.output.count("skipped") == 3 and "farm, seed 1 (continuing)" in r.output

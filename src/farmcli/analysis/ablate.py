@@ -25,7 +25,7 @@ class RunState:
     variant: str
     seed: int
     path: Path
-    state: str  # "done" (skipped), "trained", "resumed", "failed"
+    state: str  # "done" (skipped), "trained", "resumed", "failed", "pending" (not finished, not trained here)
     error: str = ""
 
 
@@ -40,6 +40,10 @@ class AblationResult:
     @property
     def failed(self) -> list[RunState]:
         return [r for r in self.runs if r.state == "failed"]
+
+    @property
+    def pending(self) -> list[RunState]:
+        return [r for r in self.runs if r.state == "pending"]
 
 
 def run_config(
@@ -79,10 +83,13 @@ def run_ablation(
     overrides: Sequence[str] = (),
     on_run: Callable[[int, int, RunState, str], None] | None = None,
     show_bar: bool = True,
+    tables_only: bool = False,
 ) -> AblationResult:
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON).
 
     ``variants``: names or YAML files; None = the built-in variants with an ``ablation_order`` (Table 1's rows).
+    ``tables_only``: train nothing, write the tables of the runs finished so far (a long ablation's interim
+    result, also while another process is training it).
     """
     from farmcli.sources import dataset_dir, sample_store
     from farmcli.train import train
@@ -96,7 +103,7 @@ def run_ablation(
     runs_dir = out / "runs"
     plan = [(v, s) for v in variants for s in seeds]
     configs = {(v, s): run_config(v, s, data, runs_dir, config_files, overrides) for v, s in plan}
-    if plan:
+    if plan and not tables_only:
         dataset_dir(configs[plan[0]].data)  # a missing or invalid dataset stops here, before anything is written
     for (v, s), cfg in configs.items():  # refuse before training anything, never after an hour
         run = runs_dir / f"{v}-s{s}"
@@ -106,6 +113,13 @@ def run_ablation(
                 f"(or delete that run) so no result is overwritten."
             )
     result = AblationResult(out)
+    if tables_only:
+        result.runs = [
+            RunState(v, s, runs_dir / f"{v}-s{s}", "done" if _finished(runs_dir / f"{v}-s{s}") else "pending")
+            for v, s in plan
+        ]
+        write_tables(result, variants, groups, data)
+        return result
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / "ablation.json",

@@ -31,6 +31,12 @@ def ablate_cmd(
     ),
     config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every run (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting for every run, KEY=VALUE (repeatable)."),
+    tables_only: bool = typer.Option(
+        False,
+        "--tables-only",
+        help="Train nothing: write the tables of the runs finished so far (also while another farm ablate "
+        "trains the same --out).",
+    ),
 ) -> None:
     """Train every variant x seed on one shared sample store; write Table 1 and Table 4 (Markdown, CSV, JSON).
 
@@ -75,6 +81,7 @@ def ablate_cmd(
         [config_path(c) for c in config],
         dotted_overrides(ctx, set_),
         on_run=on_run,
+        tables_only=tables_only,
     )
     if result.table1:
         console.print(render.ablation_table(result.table1, width=console.width))
@@ -82,6 +89,13 @@ def ablate_cmd(
         console.print(render.gain_table(result.table4))
     for f in result.files:
         console.print(f"wrote {f}", soft_wrap=True, markup=False)
+    if result.pending:
+        console.print(
+            f"{len(result.pending)} of {len(result.runs)} runs not finished: the tables cover the finished ones. "
+            f"Run the same command without --tables-only to train the rest.",
+            soft_wrap=True,
+            markup=False,
+        )
     if result.failed:
         raise UserError(
             f"{len(result.failed)} run(s) failed: "
