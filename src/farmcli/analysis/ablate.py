@@ -8,7 +8,7 @@ and the tables are written atomically at the end from whatever evaluations exist
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,17 +191,30 @@ def write_tables(result: AblationResult, variants: Sequence[str], groups: Sequen
     if not evals:
         return
     labels = {v: load_variant(v).label for v in evals}
-    seeds = sorted({s for runs in evals.values() for s in runs})
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = f"Data: `{data}`; seeds {', '.join(map(str, seeds))}; test split. farmcli {__version__}, {stamp}."
+
+    def header(seeds: str) -> str:
+        return f"Data: `{data}`; {seeds}; test split. farmcli {__version__}, {stamp}."
+
+    def seed_list(seeds: Iterable[int]) -> str:
+        return ", ".join(map(str, sorted(seeds)))
+
+    per_variant = {v: seed_list(runs) for v, runs in evals.items()}
+    if len(set(per_variant.values())) == 1:
+        seeds_text = f"seeds {next(iter(per_variant.values()))}"
+    else:  # an unfinished ablation (--tables-only): say which seeds each row has
+        seeds_text = "seeds per row: " + "; ".join(f"{labels[v]} {s}" for v, s in per_variant.items())
     result.table1 = tables.table1(evals, labels)
     result.table4 = tables.table4(evals, groups)
     write_json(out / "table1.json", result.table1)
     write_text(out / "table1.csv", tables.table1_csv(result.table1))
-    write_text(out / "table1.md", tables.table1_markdown(result.table1, f"## Table 1 shape\n\n{header}"))
+    write_text(out / "table1.md", tables.table1_markdown(result.table1, f"## Table 1 shape\n\n{header(seeds_text)}"))
     result.files += [out / "table1.md", out / "table1.csv", out / "table1.json"]
     if result.table4:
+        paired = seed_list(set(evals["farm"]) & set(evals["base"]))
         write_json(out / "table4.json", result.table4)
         write_text(out / "table4.csv", tables.table4_csv(result.table4))
-        write_text(out / "table4.md", tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header}"))
+        write_text(
+            out / "table4.md", tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header(f'seeds {paired}')}")
+        )
         result.files += [out / "table4.md", out / "table4.csv", out / "table4.json"]
