@@ -119,3 +119,22 @@ def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     # Other settings on the same output directory would mix incomparable runs: refused before training.
     r = runner.invoke(app, [*args[:-1], "2"])
     assert r.exit_code == 2 and "other settings" in r.output
+
+
+def test_ablate_jobs_trains_runs_side_by_side_with_the_sequential_result(tmp_path):
+    common = ["--data", "tiny", "--seeds", "1", "--config", TINY, "--trainer.max_epochs", "1"]
+    r = runner.invoke(app, ["ablate", "--variants", "base", "--out", str(tmp_path / "seq"), *common])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["ablate", "--variants", "base,farm", "--jobs", "2", "--out", str(tmp_path / "par"), *common]
+    )
+    assert r.exit_code == 0, r.output
+    assert "base, seed 0: finished" in r.output and "farm, seed 0: finished" in r.output
+    t1 = json.loads((tmp_path / "par" / "table1.json").read_text())
+    assert [row["cells"]["click/auc"]["n"] for row in t1["rows"][:2]] == [1, 1]
+    # The same seed gives the same model, whichever process and thread count trained it (to float rounding).
+    seq, par = (json.loads((tmp_path / d / "runs" / "base-s0" / "eval-test.json").read_text()) for d in ("seq", "par"))
+    for task in TASKS:
+        assert par["model"]["full"][task]["auc"] == pytest.approx(seq["model"]["full"][task]["auc"], abs=0.05)
+    r = runner.invoke(app, ["ablate", "--variants", "base", "--jobs", "0", "--out", str(tmp_path / "x"), *common])
+    assert r.exit_code == 2 and "--jobs must be >= 1" in r.output

@@ -137,3 +137,22 @@ def test_validation_cl_is_computed_at_the_training_batch_size():
     assert not torch.isclose(sliced.cl_loss, whole.cl_loss)  # fewer negatives: a smaller loss
     with torch.no_grad():
         torch.testing.assert_close(module._forward_for(batch, "train").cl_loss, whole.cl_loss)
+
+
+def test_fused_adam_takes_the_same_steps_as_the_reference_adam():
+    """The fused kernel is a speed choice only: ten steps end at the for-loop Adam's weights to float rounding."""
+    batch = random_batch(32, 10, seed=2)
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        module = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(lr=3e-3, weight_decay=1e-4))
+        opt = module.configure_optimizers()
+        assert opt.defaults["fused"] is True  # CPU parameters: the fused kernel is chosen
+        if not fused:
+            opt = torch.optim.Adam(module.parameters(), lr=3e-3, weight_decay=1e-4)
+        for _ in range(10):
+            opt.zero_grad(set_to_none=True)
+            module.compute_loss(module(batch), batch["labels"])[0].backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)

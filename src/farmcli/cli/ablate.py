@@ -37,6 +37,13 @@ def ablate_cmd(
         help="Train nothing: write the tables of the runs finished so far (also while another farm ablate "
         "trains the same --out).",
     ),
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        "-j",
+        help="Runs trained at once, each in its own process with an equal share of the CPU threads. Several "
+        "small runs side by side use many cores better than one (2 cores, --jobs 2: +15% samples/s for FARM).",
+    ),
 ) -> None:
     """Train every variant x seed on one shared sample store; write Table 1 and Table 4 (Markdown, CSV, JSON).
 
@@ -49,13 +56,15 @@ def ablate_cmd(
     variant_list = ablation_variants() if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
     group_list = [g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full"]
     bad = [g for g in group_list if g not in ("low", "mid", "high")]
-    if bad or not variant_list or seeds < 1:
+    if bad or not variant_list or seeds < 1 or jobs < 1:
         raise UserError(
             f"--groups takes low, mid, high (got {', '.join(bad)})"
             if bad
             else "--variants needs at least one variant"
             if not variant_list
             else "--seeds must be >= 1"
+            if seeds < 1
+            else f"--jobs must be >= 1 (got {jobs})"
         )
     out = out or Path("farm-ablations") / (Path(data).name if Path(data).is_dir() else data)
 
@@ -69,6 +78,10 @@ def ablate_cmd(
             )
         elif state.state == "done":
             console.print(f"run {i + 1}/{total}: {state.variant}, seed {state.seed}: finished earlier, skipped")
+        elif state.state in ("trained", "resumed"):
+            console.print(
+                f"run {i + 1}/{total}: {state.variant}, seed {state.seed}: finished ({state.path})", markup=False
+            )
         elif state.state == "failed":
             console.print(f"[red]run {i + 1}/{total}: {state.variant}, seed {state.seed} failed:[/] {state.error}")
 
@@ -82,6 +95,7 @@ def ablate_cmd(
         dotted_overrides(ctx, set_),
         on_run=on_run,
         tables_only=tables_only,
+        jobs=jobs,
     )
     if result.table1:
         console.print(render.ablation_table(result.table1, width=console.width))

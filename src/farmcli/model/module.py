@@ -40,6 +40,9 @@ class EvalBatch(TypedDict, total=False):
     p: Tensor  # [B, 6] true probabilities, only for simulated data
 
 
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 class FarmModule(L.LightningModule):
     def __init__(
         self,
@@ -157,4 +160,8 @@ class FarmModule(L.LightningModule):
         self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay)
+        """Adam; its fused kernel where the parameters live on a device that has one (same update to float
+        rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU, benchmarks/profile_train.py)."""
+        params = list(self.parameters())
+        fused = all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point for p in params) or None
+        return torch.optim.Adam(params, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay, fused=fused)
