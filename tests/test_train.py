@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -169,6 +170,25 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(runs, mon
     assert "nan" in r.output.lower() and "last good checkpoint" in r.output
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_exits_130(runs, monkeypatch):
+    """Lightning answers a KeyboardInterrupt in fit with sys.exit(1); farm still reports an interrupt."""
+    from farmcli.model.module import FarmModule
+
+    def interrupt(self, out, labels):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FarmModule, "compute_loss", interrupt)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        r = train(runs, "r-ctrl-c", "--trainer.max_epochs", "1")
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert r.exit_code == 130, r.output
+    assert "interrupted" in r.output
+    info = json.loads((runs / "r-ctrl-c" / "run.json").read_text())
+    assert info["status"] == "interrupted" and "error" not in info
 
 
 @pytest.mark.slow

@@ -160,13 +160,19 @@ def train(
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     except BaseException as e:
         os.environ.pop(RUN_DIR_ENV, None)
+        # Lightning answers Ctrl-C by stopping cleanly and then calling sys.exit(1): still an interrupt
+        interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and trainer.interrupted)
         if trainer.is_global_zero:
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            _finish(run, status=status, error=str(e)[:500])
+            if interrupted:
+                _finish(run, status="interrupted")
+            else:
+                _finish(run, status="failed", error=str(e)[:500])
             if isinstance(e, UserError) and last.is_file():
                 raise UserError(
                     f"{e}\nThe last good checkpoint is kept: {last} (`farm train --resume {run}` continues from it)."
                 ) from None
+        if interrupted:
+            raise KeyboardInterrupt from None
         raise
     os.environ.pop(RUN_DIR_ENV, None)
     if trainer.interrupted:

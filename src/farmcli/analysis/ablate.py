@@ -176,37 +176,35 @@ def _train_in_parallel(
     settings: tuple[str, Path, Sequence[Path], Sequence[str]],
     on_run: Callable[[int, int, RunState, str], None] | None,
 ) -> None:
-    """Up to ``jobs`` runs at once, each in its own process with an equal share of torch's threads.
-
-    Small models use many threads poorly (short kernels, synchronisation), so on a machine with more cores
-    than one run can use, several runs side by side train more samples per second in all (2 cores, 2 jobs
-    of 1 thread: +15% for FARM on `default`). Each run is seeded as in a sequential ablation; float rounding
-    may differ with the thread count.
-    """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-
+    """Up to ``jobs`` runs at once, each in its own process with an equal share of torch's threads
+    (analysis/workers.py). Each run is seeded as in a sequential ablation; float rounding may differ with the
+    thread count."""
     import torch
 
-    threads = max(1, torch.get_num_threads() // jobs)
-    queue = list(todo)
-    running: dict[Future[str], tuple[int, RunState]] = {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        while queue or running:
-            while queue and len(running) < jobs:
-                i, state = queue.pop(0)
-                if on_run:
-                    on_run(i, total, state, "start")
-                future = pool.submit(_train_one, state.variant, state.seed, *settings, _resume(state), threads)
-                running[future] = (i, state)
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i, state = running.pop(future)
-                error = future.result()  # a bug in a run (not a user error) stops the ablation with its traceback
-                if error:
-                    state.state, state.error = "failed", error
-                if on_run:
-                    on_run(i, total, state, "end")
+    from farmcli.analysis.workers import Job, run_jobs
+
+    def start(job: Job) -> None:
+        if on_run:
+            on_run(job.key[0], total, job.key[1], "start")
+
+    def end(job: Job, error: str) -> None:
+        i, state = job.key
+        if error:
+            state.state, state.error = "failed", error
+        if on_run:
+            on_run(i, total, state, "end")
+
+    run_jobs(
+        _train_one,
+        [
+            Job(f"{state.variant}-s{state.seed}", (state.variant, state.seed, *settings, _resume(state)), (i, state))
+            for i, state in todo
+        ],
+        parallel=jobs,
+        threads=max(1, torch.get_num_threads() // jobs),
+        on_start=start,
+        on_end=end,
+    )
 
 
 def _train_one(
@@ -217,19 +215,11 @@ def _train_one(
     config_files: Sequence[Path],
     overrides: Sequence[str],
     resume: Path | None,
-    threads: int,
-) -> str:
-    """One run of a parallel ablation, in a worker process: '' when it finished, else the user error's message."""
-    import torch
-
+) -> None:
+    """One run of a parallel ablation, in a worker process."""
     from farmcli.train import train
 
-    torch.set_num_threads(threads)
-    try:
-        train(run_config(variant, seed, data, runs_dir, config_files, overrides), resume=resume, show_bar=False)
-    except UserError as e:
-        return str(e)
-    return ""
+    train(run_config(variant, seed, data, runs_dir, config_files, overrides), resume=resume, show_bar=False)
 
 
 def _ensure_groups(run: Path, groups: Sequence[str]) -> None:

@@ -1,0 +1,114 @@
+"""Training runs side by side, each in its own process (``farm ablate --jobs``).
+
+Small models use many threads poorly (short kernels, synchronisation), so on a machine with more cores than
+one run can use, several runs with a share of the threads each train more samples per second in all. The
+processes are started with ``spawn`` (no forked torch state) and watched here, not by a pool, so that an
+interrupt can reach every one of them: Ctrl-C or SIGTERM sends each worker SIGINT, Lightning stops it at a
+clean point, and its run keeps its last checkpoint to continue from.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from farmcli.errors import UserError
+
+STOP_SECONDS = 120
+"""How long an interrupted worker may take to write its checkpoint state and exit before it is terminated."""
+
+
+class WorkerCrashed(RuntimeError):
+    """A worker failed with something other than a user error: a bug, reported with the worker's traceback."""
+
+
+@dataclass
+class Job:
+    name: str
+    """For messages and the process title."""
+    args: tuple[Any, ...]
+    key: Any = None
+    """Handed back to the callbacks (the caller's own record of the job)."""
+
+
+def run_jobs(
+    fn: Callable[..., Any],
+    jobs: Sequence[Job],
+    parallel: int,
+    threads: int,
+    on_start: Callable[[Job], None],
+    on_end: Callable[[Job, str], None],
+) -> None:
+    """``fn(*job.args)`` for every job, ``parallel`` at a time, each process with ``threads`` torch threads.
+
+    ``fn`` must be importable (a module-level function). ``on_end(job, error)``: error is '' when fn returned,
+    the message of a ``UserError`` otherwise. Any other exception in a worker stops the rest and raises
+    ``WorkerCrashed``; an interrupt stops the rest and raises ``KeyboardInterrupt``.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(jobs)
+    running: dict[Any, tuple[Job, Any, Any]] = {}  # sentinel -> (job, process, connection)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                job = queue.pop(0)
+                reader, writer = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_worker, args=(fn, job.args, threads, writer), name=f"farm {job.name}")
+                process.start()
+                writer.close()
+                running[process.sentinel] = (job, process, reader)
+                on_start(job)
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                job, process, reader = running.pop(sentinel)
+                process.join()
+                kind, text = reader.recv() if reader.poll() else ("crash", f"exit code {process.exitcode}")
+                reader.close()
+                if kind == "interrupted":
+                    raise KeyboardInterrupt
+                if kind == "crash":
+                    raise WorkerCrashed(f"{job.name} failed in its worker process:\n{text}")
+                on_end(job, text)
+    finally:
+        _stop([process for _, process, _ in running.values()])
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    """SIGINT to each live worker (a Ctrl-C in a terminal has sent it already: a second one is ignored), then
+    wait; whatever is still alive after STOP_SECONDS is terminated."""
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGINT)
+    for process in processes:
+        process.join(STOP_SECONDS)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer: Any) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        fn(*args)
+        result = ("ok", "")
+    except UserError as e:
+        result = ("user", str(e))
+    except KeyboardInterrupt:
+        result = ("interrupted", "")
+    except BaseException:
+        result = ("crash", traceback.format_exc())
+    writer.send(result)
+    writer.close()
