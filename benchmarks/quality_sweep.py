@@ -66,13 +66,15 @@ def main() -> None:
                 "best_epoch": r.best_epoch,
                 "history": [round(100 * h, 3) for h in r.history],
                 "tasks": {k: round(100 * v, 2) for k, v in r.tasks.items()},
+                "uauc": {k: round(100 * v, 2) for k, v in r.uauc.items()},
                 "val_cl": [round(c, 3) for c in r.cl],
                 "seconds": round(time.time() - t0),
             }
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(
-                f"{exp:60s} s{seed} val mean AUC {row['val_auc_mean']:.3f} (epoch {r.best_epoch}) "
+                f"{exp:60s} s{seed} val mean AUC {row['val_auc_mean']:.3f} UAUC {row['uauc']['mean']:.2f} "
+                f"(epoch {r.best_epoch}) "
                 f"{row['history']} cl {row['val_cl']} {row['seconds']}s",
                 flush=True,
             )

@@ -179,3 +179,16 @@ def test_missing_optuna_is_a_clear_exit_2(tmp_path, monkeypatch):
     r = runner.invoke(app, ["tune", "--data", "tiny", "--space", "optim.lr=0.1,0.2", "--out", str(tmp_path / "t")])
     assert r.exit_code == 2 and "pip install" in r.output and "tune" in r.output
     assert not (tmp_path / "t").exists()
+
+
+def test_a_trial_reports_the_validation_uauc_of_its_best_epoch():
+    from farmcli.data.schema import TASKS
+    from farmcli.sources import sample_store
+    from farmcli.tune.trial import run_trial
+
+    cfg = resolve([TINY], overrides=["data.source=tiny", "trainer.max_epochs=2", "data.batch_size=2048"])
+    result = run_trial(cfg, sample_store(cfg.data))
+    assert set(result.uauc) == {*TASKS, "mean"}
+    per_task = [result.uauc[t] for t in TASKS]
+    assert all(0.0 <= v <= 1.0 for v in per_task)
+    assert result.uauc["mean"] == pytest.approx(sum(per_task) / len(per_task), abs=1e-6)

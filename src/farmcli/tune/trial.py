@@ -28,6 +28,8 @@ class TrialResult:
     """val/auc_mean after each epoch."""
     tasks: dict[str, float] = field(default_factory=dict)
     """Per-task validation AUC at the best epoch."""
+    uauc: dict[str, float] = field(default_factory=dict)
+    """Per-task validation UAUC (within-user ranking) at the best epoch, and its mean over tasks as ``mean``."""
     cl: list[float] = field(default_factory=list)
     """val/cl (the contrastive loss) after each epoch, where the variant has one."""
     fit_seconds: float = 0.0
@@ -103,6 +105,7 @@ def run_trial(
         epochs=len(history),
         history=history,
         tasks={t: at_best.get(f"val/auc_{t}", float("nan")) for t in TASKS},
+        uauc={t: at_best.get(f"val/uauc_{t}", float("nan")) for t in (*TASKS, "mean")},
         cl=[e["val/cl"] for e in recorder.epochs if "val/cl" in e],
         fit_seconds=round(time.time() - t0, 1),
         pruned=recorder.pruned,
