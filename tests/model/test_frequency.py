@@ -93,39 +93,3 @@ def test_split_equals_the_fft_form(length, c):
     torch.testing.assert_close(low + high, v)
     low32, _ = frequency_split(v.float(), c)
     torch.testing.assert_close(low32, want.float(), rtol=0, atol=1e-5)
-
-
-def test_own_length_split_is_the_split_of_the_history_alone():
-    """Row by row, the own-length split of a left-padded history equals the plain split of its events."""
-    torch.manual_seed(0)
-    L, D, c = 12, 3, 3
-    lengths = [0, 1, 3, 5, 6, 12]
-    v = torch.randn(len(lengths), L, D, dtype=torch.float64)
-    mask = torch.zeros(len(lengths), L, dtype=torch.bool)
-    for i, n in enumerate(lengths):
-        mask[i, L - n :] = True
-    v = v * mask.unsqueeze(-1)
-    spans = mask.sum(1)
-    low, high = frequency_split(v, c, spans)
-    for i, n in enumerate(lengths):
-        if n == 0:
-            assert not low[i].any()
-            continue
-        own_low, _ = frequency_split(v[i : i + 1, L - n :], c)
-        torch.testing.assert_close(low[i, L - n :], own_low[0])
-        assert not low[i, : L - n].any()  # nothing leaks into the padding
-    # a history of at most 2c - 1 events is all low: 3 bins hold 5 events
-    torch.testing.assert_close(low[3], v[3])
-    torch.testing.assert_close(high, v - low)
-
-
-def test_own_length_gates_keep_short_histories_whole():
-    torch.manual_seed(0)
-    module = DFTFrequency(4, cutoff=3, own_length=True, gate_dims=[8])
-    v = torch.randn(2, 10, 4)
-    mask = torch.zeros(2, 10, dtype=torch.bool)
-    mask[0, 7:] = True  # 3 events: all low
-    mask[1, :] = True
-    v = v * mask.unsqueeze(-1)
-    f, (g_low, _) = module(v, mask)
-    torch.testing.assert_close(f[0], g_low[0] * v[0])

@@ -53,34 +53,16 @@ def _basis(length: int, c: int) -> np.ndarray:
     return basis
 
 
-def frequency_split(v: Tensor, c: int, spans: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def frequency_split(v: Tensor, c: int) -> tuple[Tensor, Tensor]:
     """Low[V] keeps the c lowest DFT bins along the sequence axis (eq. 3-5); High[V] = V - Low[V].
 
     Computed as the projection U U^T V on the real basis of those bins (``low_pass_basis``), which equals the
     unitary FFT form to float rounding. Callers zero padded positions first: Low mixes every position into
-    every other. With ``spans`` [B] (the trailing positions each left-padded row spans), each row is split
-    over its own events, not over the padded window: a 3-event history is then all "low" (3 bins hold it).
+    every other.
     """
-    if spans is None:
-        u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
-        low = u @ (u.transpose(0, 1) @ v)
-    else:
-        u = torch.tensor(_trailing_bases(v.shape[1], c), dtype=v.dtype, device=v.device)[spans]  # [B, L, r]
-        low = u @ (u.transpose(1, 2) @ v)
+    u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
+    low = u @ (u.transpose(0, 1) @ v)
     return low, v - low
-
-
-@functools.lru_cache(maxsize=64)
-def _trailing_bases(length: int, c: int) -> np.ndarray:
-    """[L + 1, L, r]: entry n is the basis of a length-n sequence in the last n of L positions (zero elsewhere,
-    unused columns zero), r = the most columns any length has."""
-    r = _basis(length, c).shape[1]
-    out = np.zeros((length + 1, length, r))
-    for n in range(1, length + 1):
-        b = _basis(n, c)
-        out[n, length - n :, : b.shape[1]] = b
-    out.setflags(write=False)
-    return out
 
 
 @register("video_frequency", "dft")
@@ -92,29 +74,16 @@ class DFTFrequency(nn.Module):
     as Table 3 reports them, or one per channel with ``per_channel=True``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        cutoff: int = 3,
-        per_channel: bool = False,
-        gate_dims: Sequence[int] = (64,),
-        own_length: bool = False,
-    ):
+    def __init__(self, dim: int, cutoff: int = 3, per_channel: bool = False, gate_dims: Sequence[int] = (64,)):
         super().__init__()
         if cutoff < 1:
             raise UserError(f"The frequency cut-off c must be >= 1 (paper: 1, 3, 5, 7 or 9); got {cutoff}.")
         self.cutoff = cutoff
         self.per_channel = per_channel
-        self.own_length = own_length
-        """Split each history over its own events rather than the padded window of L (``frequency_split``)."""
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
 
     def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        spans = None
-        if self.own_length:  # from the first real position on, so a mask with holes keeps every event
-            first = mask.to(torch.uint8).argmax(1)
-            spans = torch.where(mask.any(1), mask.shape[1] - first, torch.zeros_like(first))
-        low, high = frequency_split(v, self.cutoff, spans)
+        low, high = frequency_split(v, self.cutoff)
         g_low, g_high = torch.sigmoid(self.gate(masked_mean(v, mask))).chunk(2, dim=-1)  # [B, 1] or [B, D]
         f = g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high
         f = f * mask.unsqueeze(-1).to(f.dtype)  # Low spreads into the padding; cut it off again
