@@ -11,7 +11,8 @@ machine's measured matmul peak in the precision used (float32, or bfloat16 with 
 
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
 machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
-default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast).
+default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
+tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ COMPARE = {
     "buckets": ("full-length", "buckets"),
     "compile": ("eager", "compiled"),
     "bf16": ("fp32", "bf16"),
+    "embedding": ("dense-backward", "index-add"),
 }
 
 
@@ -115,6 +117,8 @@ class Run:
         self.bf16 = setting == "bf16"
         if setting == "full-length":
             self.module.farm.length_buckets = None
+        if setting == "dense-backward":
+            self.module.farm.embed.row_gather = False
         self.loss = torch.compile(self._loss) if setting == "compiled" else self._loss
         self.rng = np.random.default_rng(0)
         self.n = store.n("train")
