@@ -12,7 +12,8 @@ machine's measured matmul peak in the precision used (float32, or bfloat16 with 
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
 machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
-tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py).
+tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py),
+``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COMPARE = {
     "compile": ("eager", "compiled"),
     "bf16": ("fp32", "bf16"),
     "embedding": ("dense-backward", "index-add"),
+    "video-rows": ("all-rows", "live-rows"),
 }
 
 
@@ -117,6 +119,8 @@ class Run:
         self.bf16 = setting == "bf16"
         if setting == "full-length":
             self.module.farm.length_buckets = None
+        if setting == "all-rows":
+            self.module.farm.live_rows_only = False
         if setting == "dense-backward":
             self.module.farm.embed.row_gather = False
         self.loss = torch.compile(self._loss) if setting == "compiled" else self._loss

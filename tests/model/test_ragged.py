@@ -1,17 +1,22 @@
-"""Live rows run on their own length (model/ragged.py): same outputs and gradients as at full length."""
+"""Live rows run on their own length, the video self-attention only on rows with a live event (model/ragged.py):
+same outputs and gradients as computing every row at full length."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
 
 from farmcli.model.farm import FARM
-from farmcli.model.ragged import LengthGroups
+from farmcli.model.fuse import CrossAttentionFuse
+from farmcli.model.ragged import LengthGroups, on_rows
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 
-def _run(model: FARM, batch: dict[str, torch.Tensor], buckets: tuple[int, ...] | None):
+def _run(model: FARM, batch: dict[str, torch.Tensor], buckets: tuple[int, ...] | None, live_rows_only: bool = False):
     model.length_buckets = buckets
+    model.live_rows_only = live_rows_only
     model.zero_grad(set_to_none=True)
     out = model(batch)
     loss = out.logits.sum() + (out.cl_loss if out.cl_loss is not None else 0)
@@ -35,6 +40,44 @@ def test_length_groups_give_the_full_length_result(variant, buckets):
         if name.endswith("attn.k.bias"):  # softmax ignores a bias added to every key: its gradient is rounding noise
             continue
         torch.testing.assert_close(grouped[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _assert_same(got, want):
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    if want[1] is not None:
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+    assert got[2].keys() == want[2].keys()
+    for name, grad in want[2].items():
+        if name.endswith("attn.k.bias"):  # rounding noise, as above
+            continue
+        torch.testing.assert_close(got[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["farm", "no-cpa", "no-cpf", "no-lfa"])
+@pytest.mark.parametrize("preference_grad", [0.0, 1.0])
+def test_video_preference_on_live_rows_only_gives_the_full_result(variant, preference_grad):
+    torch.manual_seed(0)
+    model = FARM(dataclasses.replace(tiny_config(variant), preference_grad=preference_grad), VOCAB)
+    assert model.live_rows_only  # both consumers of V^_video declare it
+    batch = random_batch(64, 12, seed=4, empty_rows=[0, 5], empty_live_rows=[1, 2, 9, 30, 31])
+    _assert_same(_run(model, batch, (2, 4), live_rows_only=True), _run(model, batch, None))
+
+
+def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
+    monkeypatch.setattr(CrossAttentionFuse, "live_rows_only", False)
+    assert not FARM(tiny_config("farm"), VOCAB).live_rows_only
+    assert FARM(tiny_config("no-cpf"), VOCAB).live_rows_only  # no fuse: the align alone decides
+
+
+def test_on_rows_computes_the_selected_rows_and_zeros_the_rest():
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([3, 0])
+    out = on_rows(lambda t: 2 * t, rows, x)
+    want = torch.zeros(5, 3, dtype=torch.float64)
+    want[rows] = 2 * x.detach()[rows]
+    assert torch.equal(out, want)
+    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, rows, t), (x,))
+    assert on_rows(lambda t: t + 1, torch.arange(5), x).equal(x + 1)  # every row: no regrouping
 
 
 def test_groups_keep_every_real_event_whatever_the_mask():

@@ -22,7 +22,7 @@ from farmcli.model import params
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
-from farmcli.model.ragged import BUCKETS, LengthGroups
+from farmcli.model.ragged import BUCKETS, LengthGroups, on_rows
 from farmcli.slots import OPTIONAL_FLAGS, SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
 
 
@@ -52,8 +52,12 @@ class PreferenceEncoder(nn.Module):
         video_mask: Tensor,
         live_mask: Tensor,
         live_groups: LengthGroups | None = None,
+        video_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        v_hat_video = self.video(v_video, video_mask)[0]
+        if video_rows is None:
+            v_hat_video = self.video(v_video, video_mask)[0]
+        else:  # rows nobody reads stay zero
+            v_hat_video = on_rows(lambda x, mask: self.video(x, mask)[0], video_rows, v_video, video_mask)
         if live_groups is None:
             return v_hat_video, self.live(v_live, live_mask)[0]
         return v_hat_video, live_groups.apply(lambda x, mask: self.live(x, mask)[0], sequences=(v_live, live_mask))
@@ -105,6 +109,11 @@ class FARM(nn.Module):
         self.fuse: Fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
         uses_preference = self.align.uses_preference or self.fuse.uses_preference
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
+        self.live_rows_only = all(
+            getattr(c, "live_rows_only", OPTIONAL_FLAGS["live_rows_only"]) or not c.uses_preference
+            for c in (self.align, self.fuse)
+        )
+        """V^_video is read only for rows with a live event (both consumers say so): eq. 12 skips the others."""
         self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
         self.length_buckets: tuple[int, ...] | None = BUCKETS
         """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
@@ -119,6 +128,12 @@ class FARM(nn.Module):
         if self.preference is None or self.length_buckets is None or return_aux:
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
+
+    def _video_rows(self, live_mask: Tensor, return_aux: bool) -> Tensor | None:
+        """Rows whose V^_video is read (those with a live event); None: all of them (aux shows every row)."""
+        if self.preference is None or return_aux or not self.live_rows_only:
+            return None
+        return live_mask.any(1).nonzero().squeeze(1)
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
         """``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then."""
@@ -139,12 +154,18 @@ class FARM(nn.Module):
         f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
         f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
 
-        # (12) preference encoder, shared by align and fuse; live rows run on their own length (model/ragged.py)
+        # (12) preference encoder, shared by align and fuse; live rows run on their own length and the video
+        # self-attention only on rows with a live event, the only ones align and fuse read (model/ragged.py)
         live_groups = self._live_groups(live_mask, return_aux)
         if self.preference is not None:
             scale = self.cfg.preference_grad
             v_hat_video, v_hat_live = self.preference(
-                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask, live_groups
+                scale_grad(v_video, scale),
+                scale_grad(v_live, scale),
+                video_mask,
+                live_mask,
+                live_groups,
+                self._video_rows(live_mask, return_aux),
             )
         else:
             v_hat_video, v_hat_live = v_video, v_live

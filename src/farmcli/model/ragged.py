@@ -99,6 +99,24 @@ class _PermuteRows(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
+def on_rows(fn: Callable[..., Tensor], rows: Tensor, *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)`` computed for the batch rows ``rows`` (indices) only, zeros for the others.
+
+    For work whose output some rows never use: FARM's video preference (eq. 12) of a row without a live event
+    (model/farm.py). One gather per input, one back; all rows selected: just ``fn(*inputs)``.
+    """
+    batch = inputs[0].shape[0]
+    if rows.numel() == batch:
+        return fn(*inputs)
+    others = torch.ones(batch, dtype=torch.bool, device=rows.device)
+    others[rows] = False
+    perm = torch.cat([rows, others.nonzero().squeeze(1)])
+    inverse = torch.argsort(perm)
+    selected = fn(*(permute_rows(x, perm, inverse)[: rows.numel()] for x in inputs))
+    padded = torch.cat([selected, selected.new_zeros((batch - rows.numel(), *selected.shape[1:]))])
+    return permute_rows(padded, inverse, perm)
+
+
 def permute_rows(x: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:
     """``x[perm]`` along the first axis, where ``perm`` is a permutation and ``inverse`` its inverse."""
     if not x.requires_grad:
