@@ -41,14 +41,15 @@ VOCABS = ("author", "page", "tag", "cluster", "user")
 class InferenceGraph(nn.Module):
     """Positional inputs in ``INPUTS`` order -> probabilities [batch, 6] in ``TASKS`` order.
 
-    Rows run at full history length (no data-dependent grouping, so the graph is static but for the batch
-    size) and no L_cl is computed.
+    Rows run at full history length and the video self-attention on every row (no data-dependent grouping
+    or row selection, so the graph is static but for the batch size), and no L_cl is computed.
     """
 
     def __init__(self, farm: FARM):
         super().__init__()
         self.farm = farm
         self.farm.length_buckets = None
+        self.farm.live_rows_only = False
 
     def forward(self, *inputs: Tensor) -> Tensor:
         batch = dict(zip(INPUTS, inputs, strict=True))
