@@ -61,6 +61,8 @@ def test_video_preference_on_live_rows_only_gives_the_full_result(variant, prefe
     assert model.live_rows_only  # both consumers of V^_video declare it
     batch = random_batch(64, 12, seed=4, empty_rows=[0, 5], empty_live_rows=[1, 2, 9, 30, 31])
     _assert_same(_run(model, batch, (2, 4), live_rows_only=True), _run(model, batch, None))
+    no_live = random_batch(16, 12, seed=5, empty_live_rows=range(16))  # no row to compute at all
+    _assert_same(_run(model, no_live, (2, 4), live_rows_only=True), _run(model, no_live, None))
 
 
 def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
@@ -71,13 +73,13 @@ def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
 
 def test_on_rows_computes_the_selected_rows_and_zeros_the_rest():
     x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    rows = torch.tensor([3, 0])
-    out = on_rows(lambda t: 2 * t, rows, x)
+    keep = torch.tensor([True, False, False, True, False])
+    out = on_rows(lambda t: 2 * t, keep, x)
     want = torch.zeros(5, 3, dtype=torch.float64)
-    want[rows] = 2 * x.detach()[rows]
+    want[keep] = 2 * x.detach()[keep]
     assert torch.equal(out, want)
-    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, rows, t), (x,))
-    assert on_rows(lambda t: t + 1, torch.arange(5), x).equal(x + 1)  # every row: no regrouping
+    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, keep, t), (x,))
+    assert on_rows(lambda t: t + 1, torch.ones(5, dtype=torch.bool), x).equal(x + 1)  # every row: no regrouping
 
 
 def test_groups_keep_every_real_event_whatever_the_mask():

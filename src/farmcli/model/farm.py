@@ -54,9 +54,10 @@ class PreferenceEncoder(nn.Module):
         live_groups: LengthGroups | None = None,
         video_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """``video_rows`` [B] bool: the rows whose V^_video is read (None: all); the others are left zero."""
         if video_rows is None:
             v_hat_video = self.video(v_video, video_mask)[0]
-        else:  # rows nobody reads stay zero
+        else:
             v_hat_video = on_rows(lambda x, mask: self.video(x, mask)[0], video_rows, v_video, video_mask)
         if live_groups is None:
             return v_hat_video, self.live(v_live, live_mask)[0]
@@ -133,7 +134,7 @@ class FARM(nn.Module):
         """Rows whose V^_video is read (those with a live event); None: all of them (aux shows every row)."""
         if self.preference is None or return_aux or not self.live_rows_only:
             return None
-        return live_mask.any(1).nonzero().squeeze(1)
+        return live_mask.any(1)
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
         """``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then."""

@@ -99,21 +99,19 @@ class _PermuteRows(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
-def on_rows(fn: Callable[..., Tensor], rows: Tensor, *inputs: Tensor) -> Tensor:
-    """``fn(*inputs)`` computed for the batch rows ``rows`` (indices) only, zeros for the others.
+def on_rows(fn: Callable[..., Tensor], keep: Tensor, *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)`` computed for the batch rows where ``keep`` [B] is True only, zeros for the others.
 
     For work whose output some rows never use: FARM's video preference (eq. 12) of a row without a live event
-    (model/farm.py). One gather per input, one back; all rows selected: just ``fn(*inputs)``.
+    (model/farm.py). One gather per input, one back; every row kept: just ``fn(*inputs)``.
     """
-    batch = inputs[0].shape[0]
-    if rows.numel() == batch:
+    kept = int(keep.sum())
+    if kept == keep.numel():
         return fn(*inputs)
-    others = torch.ones(batch, dtype=torch.bool, device=rows.device)
-    others[rows] = False
-    perm = torch.cat([rows, others.nonzero().squeeze(1)])
+    perm = torch.argsort(~keep, stable=True)  # kept rows first, each part in batch order
     inverse = torch.argsort(perm)
-    selected = fn(*(permute_rows(x, perm, inverse)[: rows.numel()] for x in inputs))
-    padded = torch.cat([selected, selected.new_zeros((batch - rows.numel(), *selected.shape[1:]))])
+    selected = fn(*(permute_rows(x, perm, inverse)[:kept] for x in inputs))
+    padded = torch.cat([selected, selected.new_zeros((keep.numel() - kept, *selected.shape[1:]))])
     return permute_rows(padded, inverse, perm)
 
 
