@@ -13,7 +13,9 @@ machine's measured matmul peak in the precision used (float32, or bfloat16 with 
 machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
 tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py),
-``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default).
+``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default),
+``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
+queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ COMPARE = {
     "bf16": ("fp32", "bf16"),
     "embedding": ("dense-backward", "index-add"),
     "video-rows": ("all-rows", "live-rows"),
+    "fold-keys": ("projected-keys", "folded-keys"),
 }
 
 
@@ -109,6 +112,7 @@ class Run:
 
     def __init__(self, variant: str, setting: str, store, device: torch.device, args: argparse.Namespace):
         from farmcli.config import resolve
+        from farmcli.model.layers import MultiHeadAttention
         from farmcli.model.module import FarmModule
 
         torch.manual_seed(0)
@@ -123,6 +127,10 @@ class Run:
             self.module.farm.live_rows_only = False
         if setting == "dense-backward":
             self.module.farm.embed.row_gather = False
+        if setting == "projected-keys":
+            for m in self.module.modules():
+                if isinstance(m, MultiHeadAttention):
+                    m.fold_keys = False
         self.loss = torch.compile(self._loss) if setting == "compiled" else self._loss
         self.rng = np.random.default_rng(0)
         self.n = store.n("train")

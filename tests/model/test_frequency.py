@@ -61,6 +61,36 @@ def test_per_channel_gates():
     assert g_low.shape == (2, 6) and g_high.shape == (2, 6)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_output_and_gradients_equal_eq_9_as_written(per_channel):
+    """The module computes g_high V + (g_low - g_high) Low with the mask folded in (fewer passes); values and
+    gradients must equal eq. 9 written out: (g_low Low[V] + g_high High[V]) * mask, gates from the mean of V."""
+    torch.manual_seed(1)
+    module = DFTFrequency(dim=6, cutoff=3, per_channel=per_channel)
+    mask = _mask([3, 10, 0, 7, 1], 10)
+    v0 = torch.randn(5, 10, 6) * mask.unsqueeze(-1)
+    weight = torch.randn(5, 10, 6)
+
+    def written(v):
+        keep = mask.unsqueeze(-1).float()
+        mean = (v * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        g_low, g_high = torch.sigmoid(module.gate(mean)).chunk(2, dim=-1)
+        low, high = frequency_split(v, 3)
+        return (g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high) * keep
+
+    outputs, grads = [], []
+    for fn in (lambda v: module(v, mask)[0], written):
+        v = v0.clone().requires_grad_()
+        module.zero_grad()
+        out = fn(v)
+        (out * weight).sum().backward()
+        outputs.append(out)
+        grads.append([v.grad, *(p.grad.clone() for p in module.parameters())])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-6)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_none_passes_v_through_with_no_parameters():
     v, mask = torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)
     module = NoFrequency(dim=4)

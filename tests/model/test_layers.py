@@ -88,6 +88,7 @@ def test_target_attention_equals_multi_head_attention_with_one_query():
 
     torch.manual_seed(0)
     target, reference = TargetAttention(6, 8, 2).double(), MultiHeadAttention(6, 8, 8, 2).double()
+    reference.fold_keys = False  # the textbook form: keys and values projected
     with torch.no_grad():
         for name in ("q", "k", "v", "out"):
             getattr(reference, name).weight.copy_(getattr(target, name).weight)
@@ -111,3 +112,37 @@ def test_fused_and_explicit_attention_agree_including_empty_rows():
     assert none is None and weights is not None
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
     assert torch.equal(fused[0], torch.zeros_like(fused[0]))
+
+
+@pytest.mark.parametrize("n_queries", [1, 3])
+def test_folded_keys_equal_projected_keys_with_gradients(n_queries):
+    """Few queries per row take the query-side form (W_k, W_v folded into each head); outputs, weights and
+    gradients must equal the projected form, empty key rows included (zero output, finite gradients)."""
+    from farmcli.model.layers import MultiHeadAttention
+
+    torch.manual_seed(2)
+    block = MultiHeadAttention(query_dim=5, key_dim=12, dim=8, heads=2)
+    with torch.no_grad():
+        block.k.bias.normal_()  # a key bias is one score added to every key of a query: no effect
+    assert block._folding_is_cheaper(n_queries, 50, 12) and not block._folding_is_cheaper(50, 50, 12)
+    query0, keys0, key_mask = torch.randn(4, n_queries, 5), torch.randn(4, 50, 12), _mask([0, 3, 50, 1], 50)
+    results = []
+    for fold in (False, True):
+        block.fold_keys = fold
+        block.zero_grad()
+        query, keys = query0.clone().requires_grad_(), keys0.clone().requires_grad_()
+        with attention_weights():
+            out, weights = block(query, keys, key_mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads = [query.grad, keys.grad]
+        grads += [
+            torch.zeros_like(p) if p.grad is None else p.grad for n, p in block.named_parameters() if n != "k.bias"
+        ]
+        results.append((out, weights, grads))
+    (out_p, w_p, g_p), (out_f, w_f, g_f) = results
+    torch.testing.assert_close(out_f, out_p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w_f, w_p, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out_f[0], torch.zeros_like(out_f[0]))
+    for got, want in zip(g_f, g_p, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -60,9 +60,14 @@ def frequency_split(v: Tensor, c: int) -> tuple[Tensor, Tensor]:
     unitary FFT form to float rounding. Callers zero padded positions first: Low mixes every position into
     every other.
     """
-    u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
-    low = u @ (u.transpose(0, 1) @ v)
+    low = low_pass(v, c)
     return low, v - low
+
+
+def low_pass(v: Tensor, c: int) -> Tensor:
+    """Low[V] alone (eq. 3-5): the projection U U^T V of ``frequency_split``."""
+    u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
+    return u @ (u.transpose(0, 1) @ v)
 
 
 @register("video_frequency", "dft")
@@ -83,10 +88,12 @@ class DFTFrequency(nn.Module):
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
 
     def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        low, high = frequency_split(v, self.cutoff)
         g_low, g_high = torch.sigmoid(self.gate(masked_mean(v, mask))).chunk(2, dim=-1)  # [B, 1] or [B, D]
-        f = g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high
-        f = f * mask.unsqueeze(-1).to(f.dtype)  # Low spreads into the padding; cut it off again
+        # g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, with the mask folded into the
+        # coefficients (Low spreads into the padding): two passes over [B, L, D], not five.
+        keep = mask.unsqueeze(-1).to(v.dtype)
+        low = low_pass(v, self.cutoff)
+        f = torch.addcmul(v * (g_high.unsqueeze(1) * keep), low, (g_low - g_high).unsqueeze(1) * keep)
         if not self.per_channel:
             g_low, g_high = g_low.squeeze(-1), g_high.squeeze(-1)
         return f, (g_low, g_high)

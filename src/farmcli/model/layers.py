@@ -20,9 +20,12 @@ from farmcli.errors import UserError
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real positions of x [B, L, D] -> [B, D]; an all-padding row gives zeros."""
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    """Mean over real positions of x [B, L, D] -> [B, D]; an all-padding row gives zeros.
+
+    One batched product of the mask with x: it reads x once and writes no [B, L, D] temporary.
+    """
+    weights = mask.to(x.dtype)
+    return torch.bmm(weights.unsqueeze(1), x).squeeze(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
 
 
 def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
@@ -88,7 +91,13 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate query / key widths projected to ``dim``.
 
     The value and output projections have no bias, so a query that sees no real key returns exactly zero.
+    With few queries per row (a short live history asking the video history, eq. 16) projecting every key
+    and value costs more than the attention itself; then the projections move to the query side, as in
+    ``TargetAttention`` (``fold_keys``; the same scores, to float rounding).
     """
+
+    fold_keys: bool = True
+    """Take the query-side form where it needs fewer FLOPs (False: always project the keys; for benchmarks)."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int):
         super().__init__()
@@ -102,6 +111,8 @@ class MultiHeadAttention(nn.Module):
     def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
         """query [B, Lq, Dq], keys [B, Lk, Dk] -> output [B, Lq, dim], weights [B, heads, Lq, Lk] (under
         ``attention_weights()``, else None)."""
+        if self.fold_keys and self._folding_is_cheaper(query.shape[1], *keys.shape[1:]):
+            return self._folded(query, keys, key_mask)
         q, k, v = self._split(self.q(query)), self._split(self.k(keys)), self._split(self.v(keys))
         out, weights = attention(q, k, v, key_mask)
         b, h, lq, d = out.shape
@@ -110,6 +121,30 @@ class MultiHeadAttention(nn.Module):
     def _split(self, x: Tensor) -> Tensor:
         b, length, dim = x.shape
         return x.view(b, length, self.heads, dim // self.heads).transpose(1, 2)
+
+    def _folding_is_cheaper(self, n_queries: int, n_keys: int, key_dim: int) -> bool:
+        """Multiply-adds per row: projecting keys and values against folding W_k, W_v into each head's query."""
+        dim = self.k.out_features
+        projected = 2 * n_keys * key_dim * dim + 2 * n_queries * n_keys * dim
+        folded = 2 * n_queries * dim * key_dim + 2 * n_queries * self.heads * n_keys * key_dim
+        return folded < projected
+
+    def _folded(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l = W_v^h sum_l w_l x_l, per head."""
+        b, n_queries, _ = query.shape
+        n_keys, key_dim = keys.shape[1:]
+        h, dim = self.heads, self.k.out_features
+        d = dim // h
+        q = self.q(query).view(b, n_queries, h, d)
+        q_keys = torch.einsum("bqhd,hde->bhqe", q, self.k.weight.view(h, d, key_dim))
+        scores = q_keys.reshape(b, h * n_queries, key_dim) @ keys.transpose(1, 2)
+        # q_h . b_k^h is the same for every key (softmax ignores it), added so the key bias keeps its gradient
+        scores = (scores + torch.einsum("bqhd,hd->bhq", q, self.k.bias.view(h, d)).reshape(b, -1, 1)) / math.sqrt(d)
+        weights = masked_softmax(scores, key_mask[:, None, :])  # [B, h * Lq, Lk]
+        pooled = (weights @ keys).view(b, h, n_queries, key_dim)
+        heads_out = torch.einsum("bhqe,hde->bqhd", pooled, self.v.weight.view(h, d, key_dim))
+        out = self.out(heads_out.reshape(b, n_queries, dim))
+        return out, weights.view(b, h, n_queries, n_keys) if _return_weights.get() else None
 
 
 class TargetAttention(nn.Module):
