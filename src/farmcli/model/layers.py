@@ -130,21 +130,32 @@ class MultiHeadAttention(nn.Module):
         return folded < projected
 
     def _folded(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        """q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l = W_v^h sum_l w_l x_l, per head."""
         b, n_queries, _ = query.shape
-        n_keys, key_dim = keys.shape[1:]
-        h, dim = self.heads, self.k.out_features
-        d = dim // h
-        q = self.q(query).view(b, n_queries, h, d)
-        q_keys = torch.einsum("bqhd,hde->bhqe", q, self.k.weight.view(h, d, key_dim))
-        scores = q_keys.reshape(b, h * n_queries, key_dim) @ keys.transpose(1, 2)
-        # q_h . b_k^h is the same for every key (softmax ignores it), added so the key bias keeps its gradient
-        scores = (scores + torch.einsum("bqhd,hd->bhq", q, self.k.bias.view(h, d)).reshape(b, -1, 1)) / math.sqrt(d)
-        weights = masked_softmax(scores, key_mask[:, None, :])  # [B, h * Lq, Lk]
-        pooled = (weights @ keys).view(b, h, n_queries, key_dim)
-        heads_out = torch.einsum("bhqe,hde->bqhd", pooled, self.v.weight.view(h, d, key_dim))
-        out = self.out(heads_out.reshape(b, n_queries, dim))
-        return out, weights.view(b, h, n_queries, n_keys) if _return_weights.get() else None
+        q = self.q(query).view(b, n_queries, self.heads, -1)
+        heads_out, weights = query_side_attention(q, keys, key_mask, self.k.weight, self.k.bias, self.v.weight)
+        return self.out(heads_out), weights if _return_weights.get() else None
+
+
+def query_side_attention(
+    q: Tensor, keys: Tensor, key_mask: Tensor, w_k: Tensor, b_k: Tensor | None, w_v: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Attention of per-head queries q [B, Lq, h, d] over unprojected keys [B, Lk, Dk] -> heads' outputs
+    [B, Lq, h * d] (before the output projection), weights [B, h, Lq, Lk].
+
+    q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l = W_v^h sum_l w_l x_l: the work per key is
+    O(Dk) per query instead of projecting each key and value, O(Dk d h). A key bias adds q_h . b_k^h to every
+    key of a query (softmax ignores it); it is added anyway, so the bias keeps its gradient.
+    """
+    b, n_queries, h, d = q.shape
+    n_keys, key_dim = keys.shape[1:]
+    q_keys = torch.einsum("bqhd,hde->bhqe", q, w_k.view(h, d, key_dim))
+    scores = q_keys.reshape(b, h * n_queries, key_dim) @ keys.transpose(1, 2)
+    if b_k is not None:
+        scores = scores + torch.einsum("bqhd,hd->bhq", q, b_k.view(h, d)).reshape(b, -1, 1)
+    weights = masked_softmax(scores / math.sqrt(d), key_mask[:, None, :])  # [B, h * Lq, Lk]
+    pooled = (weights @ keys).view(b, h, n_queries, key_dim)
+    heads_out = torch.einsum("bhqe,hde->bqhd", pooled, w_v.view(h, d, key_dim))
+    return heads_out.reshape(b, n_queries, h * d), weights.view(b, h, n_queries, n_keys)
 
 
 class TargetAttention(nn.Module):
@@ -154,9 +165,9 @@ class TargetAttention(nn.Module):
     An all-padding history gives a zero vector.
 
     Same parameters and result as ``MultiHeadAttention`` with one query, computed without projecting the L keys
-    and values: with a single query, q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l =
-    W_v^h (sum_l w_l x_l), so the work per position is O(D) instead of O(D^2) (a third of FARM's CPU time).
-    A key bias would add the same score to every position, which softmax ignores, so the keys have none.
+    and values (``query_side_attention``): the work per position is O(D) instead of O(D^2) (a third of FARM's
+    CPU time). A key bias would add the same score to every position, which softmax ignores, so the keys have
+    none.
     """
 
     def __init__(self, cand_dim: int, dim: int, heads: int):
@@ -170,15 +181,9 @@ class TargetAttention(nn.Module):
 
     def forward(self, x_cand: Tensor, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x_cand [B, Dc], seq [B, L, D] -> [B, D], weights [B, heads, L]."""
-        b, _, dim = seq.shape
-        h, d = self.heads, dim // self.heads
-        q = self.q(x_cand).view(b, h, d)
-        q_in_seq_space = torch.einsum("bhd,hde->bhe", q, self.k.weight.view(h, d, dim))
-        scores = torch.einsum("bhe,ble->bhl", q_in_seq_space, seq) / math.sqrt(d)
-        weights = masked_softmax(scores, mask[:, None, :])
-        pooled = torch.einsum("bhl,ble->bhe", weights, seq)
-        heads_out = torch.einsum("bhe,hde->bhd", pooled, self.v.weight.view(h, d, dim))
-        return self.out(heads_out.reshape(b, dim)), weights
+        q = self.q(x_cand).view(len(x_cand), 1, self.heads, -1)
+        heads_out, weights = query_side_attention(q, seq, mask, self.k.weight, None, self.v.weight)
+        return self.out(heads_out.squeeze(1)), weights.squeeze(2)
 
 
 class SelfAttention(nn.Module):
