@@ -181,7 +181,7 @@ class TargetAttention(nn.Module):
 
     def forward(self, x_cand: Tensor, seq: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x_cand [B, Dc], seq [B, L, D] -> [B, D], weights [B, heads, L]."""
-        q = self.q(x_cand).view(len(x_cand), 1, self.heads, -1)
+        q = self.q(x_cand).unflatten(-1, (self.heads, -1)).unsqueeze(1)  # [B, 1, h, d]
         heads_out, weights = query_side_attention(q, seq, mask, self.k.weight, None, self.v.weight)
         return self.out(heads_out.squeeze(1)), weights.squeeze(2)
 
