@@ -14,6 +14,8 @@ machine state, and prints the ratio: ``buckets`` (live rows at full length vs on
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
 tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py),
 ``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default),
+``sort-rows`` (each live length group gathered from the batch and back vs the batch put in live-span order
+once, on its ids, so that groups are slices, the default; model/ragged.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
 queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
@@ -37,6 +39,7 @@ COMPARE = {
     "embedding": ("dense-backward", "index-add"),
     "video-rows": ("all-rows", "live-rows"),
     "fold-keys": ("projected-keys", "folded-keys"),
+    "sort-rows": ("gathered-groups", "sorted-rows"),
 }
 
 
@@ -125,6 +128,8 @@ class Run:
             self.module.farm.length_buckets = None
         if setting == "all-rows":
             self.module.farm.live_rows_only = False
+        if setting == "gathered-groups":
+            self.module.farm.sort_rows = False
         if setting == "dense-backward":
             self.module.farm.embed.row_gather = False
         if setting == "projected-keys":

@@ -22,7 +22,7 @@ from farmcli.model import params
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
-from farmcli.model.ragged import BUCKETS, LengthGroups, on_rows
+from farmcli.model.ragged import BUCKETS, LengthGroups, on_rows, permute_rows, span_order, take_rows
 from farmcli.slots import OPTIONAL_FLAGS, SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
 
 
@@ -118,15 +118,21 @@ class FARM(nn.Module):
         self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
         self.length_buckets: tuple[int, ...] | None = BUCKETS
         """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
+        self.sort_rows = True
+        """Put the batch in live-span order before the embedding (False: gather each group; for benchmarks)."""
 
     def set_output_bias(self, logits: list[float]) -> None:
         """Start the six task logits at ``logits`` (heads without towers keep their own init)."""
         if hasattr(self.head, "set_output_bias"):
             self.head.set_output_bias(logits)
 
+    def _live_groups_off(self, return_aux: bool) -> bool:
+        """Nothing runs on live length groups: no eq. 12, groups switched off, or full-size aux asked for."""
+        return self.preference is None or self.length_buckets is None or return_aux
+
     def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
         """Live rows grouped by length for eq. 12 and 16-17; None where nothing uses them, or for full-size aux."""
-        if self.preference is None or self.length_buckets is None or return_aux:
+        if self._live_groups_off(return_aux) or self.length_buckets is None:
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
 
@@ -142,6 +148,11 @@ class FARM(nn.Module):
             return self._forward(batch, return_aux, with_cl)
 
     def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
+        # rows sorted by live length once, on the ids, where eq. 12 and 16-17 run in length groups: each group
+        # is then a slice of the batch, not a gather of [B, L, D] activations (model/ragged.py)
+        order = None if self._live_groups_off(return_aux) or not self.sort_rows else span_order(batch["l_mask"])
+        if order is not None:
+            batch = take_rows(batch, order)
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
 
         # (8) embedding layer
@@ -192,6 +203,8 @@ class FARM(nn.Module):
         # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
         features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]
         logits = self.head(torch.cat(features, dim=-1))
+        if order is not None:  # back to the batch's order
+            logits = permute_rows(logits, torch.argsort(order), order)
 
         aux: dict[str, Tensor] = {}
         if return_aux:

@@ -10,7 +10,7 @@ positions are masked out of every attention and zeroed on the way out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,27 +32,32 @@ class LengthGroups:
     sizes: tuple[int, ...]
     keep: tuple[int, ...]
 
+    in_order: bool = False
+    """``perm`` is the identity (the rows were sorted by span first, ``span_order``): groups are slices."""
+
     @classmethod
     def of(cls, mask: Tensor, bounds: Sequence[int] = BUCKETS) -> LengthGroups:
         """Group rows of ``mask`` [B, L] (True = real event) by span: L minus the first real position.
 
         With left padding the span is the history's length; with any other mask it is still long enough to keep
-        every real event, so the result never depends on how the mask looks. Empty rows go to the first group.
+        every real event, so the result never depends on how the mask looks. Rows are ordered by span (empty
+        rows first), so each group is a run of ``perm``.
         """
         length = mask.shape[1]
-        first = mask.to(torch.uint8).argmax(1)
-        span = torch.where(mask.any(1), length - first, torch.zeros_like(first))
-        rows, sizes, keep = [], [], []
-        lower = -1
-        for upper in [*(b for b in sorted(bounds) if b < length), length]:
-            group = ((span > lower) & (span <= upper)).nonzero().squeeze(1)
-            if group.numel():
-                rows.append(group)
-                sizes.append(group.numel())
-                keep.append(max(1, int(span[group].max())))
-            lower = upper
-        perm = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long, device=mask.device)
-        return cls(length, perm, tuple(sizes), tuple(keep))
+        spans = span(mask)
+        perm = torch.argsort(spans, stable=True)
+        ordered = spans[perm]
+        uppers = [*(b for b in sorted(bounds) if b < length), length]
+        ends = torch.searchsorted(ordered, torch.tensor(uppers, device=mask.device), right=True).tolist()
+        sizes, keep = [], []
+        start = 0
+        for end in ends:
+            if end > start:
+                sizes.append(end - start)
+                keep.append(max(1, int(ordered[end - 1])))
+            start = end
+        in_order = bool((spans[1:] >= spans[:-1]).all())
+        return cls(length, perm, tuple(sizes), tuple(keep), in_order)
 
     def apply(
         self,
@@ -69,18 +74,46 @@ class LengthGroups:
         """
         if len(self.sizes) == 1 and self.keep[0] == self.length:  # nothing to trim
             return fn(*sequences, *rows)
-        # One gather per input, then contiguous splits: their backward is a concatenation, not a zero-filled
-        # full-size gradient per group.
+        # One gather per input (none when the rows are in order), then contiguous splits: their backward is a
+        # concatenation, not a zero-filled full-size gradient per group.
         inverse = torch.argsort(self.perm)
-        split_sequences = [permute_rows(s, self.perm, inverse).split(self.sizes) for s in sequences]
-        split_rows = [permute_rows(r, self.perm, inverse).split(self.sizes) for r in rows]
+        split_sequences = [self._grouped(s, inverse).split(self.sizes) for s in sequences]
+        split_rows = [self._grouped(r, inverse).split(self.sizes) for r in rows]
         outputs = []
         for i, keep in enumerate(self.keep):
             out = fn(*(s[i][:, self.length - keep :] for s in split_sequences), *(r[i] for r in split_rows))
             if sequence_output and keep < self.length:
                 out = F.pad(out, (0, 0, self.length - keep, 0))
             outputs.append(out)
-        return permute_rows(torch.cat(outputs), inverse, self.perm)
+        return torch.cat(outputs) if self.in_order else permute_rows(torch.cat(outputs), inverse, self.perm)
+
+    def _grouped(self, x: Tensor, inverse: Tensor) -> Tensor:
+        return x if self.in_order else permute_rows(x, self.perm, inverse)
+
+
+def span(mask: Tensor) -> Tensor:
+    """[B] positions from a row's first real event to the end of ``mask`` [B, L]; 0 for an empty row."""
+    length = mask.shape[1]
+    first = mask.to(torch.uint8).argmax(1)
+    return torch.where(mask.any(1), length - first, torch.zeros_like(first))
+
+
+def span_order(mask: Tensor) -> Tensor | None:
+    """The row order that sorts ``mask`` [B, L] by span (stable; empty rows first), None if it already is.
+
+    Putting a batch in this order once, on its integer ids, makes every later length group a slice of the
+    batch and the rows without an event its first rows: no [B, L, D] activation is gathered into groups and
+    back, forward or backward (model/farm.py).
+    """
+    spans = span(mask)
+    if bool((spans[1:] >= spans[:-1]).all()):
+        return None
+    return torch.argsort(spans, stable=True)
+
+
+def take_rows(batch: Mapping[str, Any], order: Tensor) -> dict[str, Any]:
+    """``batch`` with the rows of each tensor (all [B, ...]) in ``order``; other values as they are."""
+    return {k: v.index_select(0, order) if isinstance(v, Tensor) and v.ndim else v for k, v in batch.items()}
 
 
 class _PermuteRows(torch.autograd.Function):
@@ -106,8 +139,12 @@ def on_rows(fn: Callable[..., Tensor], keep: Tensor, *inputs: Tensor) -> Tensor:
     (model/farm.py). One gather per input, one back; every row kept: just ``fn(*inputs)``.
     """
     kept = int(keep.sum())
-    if kept == keep.numel():
+    n = keep.numel()
+    if kept == n:
         return fn(*inputs)
+    if not keep[: n - kept].any():  # the kept rows are the last ones (a batch in ``span_order``): slices
+        selected = fn(*(x[n - kept :] for x in inputs))
+        return torch.cat([selected.new_zeros((n - kept, *selected.shape[1:])), selected])
     perm = torch.argsort(~keep, stable=True)  # kept rows first, each part in batch order
     inverse = torch.argsort(perm)
     selected = fn(*(permute_rows(x, perm, inverse)[:kept] for x in inputs))
