@@ -14,9 +14,16 @@ from farmcli.model.ragged import LengthGroups, on_rows
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 
-def _run(model: FARM, batch: dict[str, torch.Tensor], buckets: tuple[int, ...] | None, live_rows_only: bool = False):
+def _run(
+    model: FARM,
+    batch: dict[str, torch.Tensor],
+    buckets: tuple[int, ...] | None,
+    live_rows_only: bool = False,
+    sort_rows: bool = True,
+):
     model.length_buckets = buckets
     model.live_rows_only = live_rows_only
+    model.sort_rows = sort_rows
     model.zero_grad(set_to_none=True)
     out = model(batch)
     loss = out.logits.sum() + (out.cl_loss if out.cl_loss is not None else 0)
@@ -27,11 +34,12 @@ def _run(model: FARM, batch: dict[str, torch.Tensor], buckets: tuple[int, ...] |
 
 @pytest.mark.parametrize("variant", ["farm", "no-cpa", "no-cpf", "no-lfa"])
 @pytest.mark.parametrize("buckets", [(2, 4), (1,), ()])
-def test_length_groups_give_the_full_length_result(variant, buckets):
+@pytest.mark.parametrize("sort_rows", [True, False])
+def test_length_groups_give_the_full_length_result(variant, buckets, sort_rows):
     torch.manual_seed(0)
     model = FARM(tiny_config(variant), VOCAB)
     batch = random_batch(64, 12, seed=3, empty_rows=[0, 5], empty_live_rows=[1, 2, 9])
-    full, grouped = _run(model, batch, None), _run(model, batch, buckets)
+    full, grouped = _run(model, batch, None), _run(model, batch, buckets, sort_rows=sort_rows)
     torch.testing.assert_close(grouped[0], full[0], rtol=1e-5, atol=1e-6)
     if full[1] is not None:
         torch.testing.assert_close(grouped[1], full[1], rtol=1e-5, atol=1e-6)
@@ -55,14 +63,15 @@ def _assert_same(got, want):
 
 @pytest.mark.parametrize("variant", ["farm", "no-cpa", "no-cpf", "no-lfa"])
 @pytest.mark.parametrize("preference_grad", [0.0, 1.0])
-def test_video_preference_on_live_rows_only_gives_the_full_result(variant, preference_grad):
+@pytest.mark.parametrize("sort_rows", [True, False])
+def test_video_preference_on_live_rows_only_gives_the_full_result(variant, preference_grad, sort_rows):
     torch.manual_seed(0)
     model = FARM(dataclasses.replace(tiny_config(variant), preference_grad=preference_grad), VOCAB)
     assert model.live_rows_only  # both consumers of V^_video declare it
     batch = random_batch(64, 12, seed=4, empty_rows=[0, 5], empty_live_rows=[1, 2, 9, 30, 31])
-    _assert_same(_run(model, batch, (2, 4), live_rows_only=True), _run(model, batch, None))
+    _assert_same(_run(model, batch, (2, 4), True, sort_rows), _run(model, batch, None))
     no_live = random_batch(16, 12, seed=5, empty_live_rows=range(16))  # no row to compute at all
-    _assert_same(_run(model, no_live, (2, 4), live_rows_only=True), _run(model, no_live, None))
+    _assert_same(_run(model, no_live, (2, 4), True, sort_rows), _run(model, no_live, None))
 
 
 def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
@@ -80,6 +89,24 @@ def test_on_rows_computes_the_selected_rows_and_zeros_the_rest():
     assert torch.equal(out, want)
     assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, keep, t), (x,))
     assert on_rows(lambda t: t + 1, torch.ones(5, dtype=torch.bool), x).equal(x + 1)  # every row: no regrouping
+    suffix = torch.tensor([False, False, True, True, True])  # a batch in span order: slices, no gather
+    assert on_rows(lambda t: 2 * t, suffix, x).equal(torch.cat([torch.zeros(2, 3, dtype=x.dtype), 2 * x[2:]]))
+    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, suffix, t), (x,))
+
+
+def test_span_order_sorts_rows_by_span_and_groups_are_then_slices():
+    from farmcli.model.ragged import span, span_order, take_rows
+
+    mask = torch.tensor([[0, 1, 1], [0, 0, 0], [1, 1, 1], [0, 0, 1]], dtype=torch.bool)
+    order = span_order(mask)
+    assert order is not None and order.tolist() == [1, 3, 0, 2]
+    batch = take_rows({"l_mask": mask, "ids": torch.arange(4), "scalar": torch.tensor(7)}, order)
+    assert batch["ids"].tolist() == [1, 3, 0, 2] and batch["scalar"].item() == 7
+    assert span(batch["l_mask"]).tolist() == [0, 1, 2, 3]
+    assert span_order(batch["l_mask"]) is None  # already in order
+    groups = LengthGroups.of(batch["l_mask"], bounds=(1,))
+    assert groups.in_order and groups.sizes == (2, 2) and groups.keep == (1, 3)
+    assert not LengthGroups.of(mask, bounds=(1,)).in_order
 
 
 def test_groups_keep_every_real_event_whatever_the_mask():
