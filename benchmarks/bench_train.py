@@ -16,6 +16,8 @@ tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_`
 ``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default),
 ``sort-rows`` (each live length group gathered from the batch and back vs the batch put in live-span order
 once, on its ids, so that groups are slices, the default; model/ragged.py),
+``stacked-head`` (the PLE head one expert, gate and tower at a time vs stacked into a few large products, the
+default; model/heads/stacked.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
 queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
@@ -40,6 +42,7 @@ COMPARE = {
     "video-rows": ("all-rows", "live-rows"),
     "fold-keys": ("projected-keys", "folded-keys"),
     "sort-rows": ("gathered-groups", "sorted-rows"),
+    "stacked-head": ("module-head", "stacked-head"),
 }
 
 
@@ -128,6 +131,8 @@ class Run:
             self.module.farm.length_buckets = None
         if setting == "all-rows":
             self.module.farm.live_rows_only = False
+        if setting == "module-head":
+            self.module.farm.head.stacked = False
         if setting == "gathered-groups":
             self.module.farm.sort_rows = False
         if setting == "dense-backward":

@@ -44,3 +44,34 @@ def test_the_model_trains_the_same_with_either_embedding_backward():
             opt.step()
         losses.append(loss.item())
     assert abs(losses[0] - losses[1]) < 1e-5
+
+
+def test_padded_positions_are_zero_whatever_ids_they_hold_with_the_gradients_of_masking():
+    from farmcli.model.embed import LIVE_FIELDS, VIDEO_FIELDS
+
+    batch = random_batch(48, 10, seed=7, empty_rows=[3])
+    generator = torch.Generator().manual_seed(1)
+    for key, value in list(batch.items()):  # padding holding ids of real rows, bucket 0 included
+        if key[:2] in ("v_", "l_") and not key.endswith("mask"):
+            batch[key] = torch.where(
+                batch[key[:2] + "mask"], value, torch.randint(0, 3, value.shape, generator=generator)
+            )
+    torch.manual_seed(0)
+    layer = EmbeddingLayer(EmbedConfig(), VocabSizes.parse(VOCAB))
+    got = layer(batch)[:2]
+    want = [
+        torch.cat([layer._table(domain, f)(batch[f"{p}_{f}"]) for f in fields], -1) * batch[f"{p}_mask"].unsqueeze(-1)
+        for p, domain, fields in (("v", layer.video, VIDEO_FIELDS), ("l", layer.live, LIVE_FIELDS))
+    ]
+    for g, w, p in zip(got, want, "vl", strict=True):
+        assert not g[~batch[f"{p}_mask"]].any()
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(i)) for i, t in enumerate(got)]
+    grads = []
+    for outputs in (got, want):
+        layer.zero_grad()
+        sum((t * w).sum() for t, w in zip(outputs, weights, strict=True)).backward(retain_graph=True)
+        grads.append({n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "video.play.weight" in grads[0]
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], grad, rtol=1e-6, atol=1e-7, msg=name)

@@ -46,20 +46,38 @@ class _RowGather(torch.autograd.Function):
         return table_grad, None, None
 
 
-def lookup(table: nn.Embedding, ids: Tensor, row_gather: bool = True) -> Tensor:
-    """``table(ids)``, with the faster CPU backward of ``_RowGather`` when a gradient is being recorded."""
-    weight = table.weight
+def lookup(table: nn.Embedding, ids: Tensor, row_gather: bool = True, weight: Tensor | None = None) -> Tensor:
+    """``table(ids)``, with the faster CPU backward of ``_RowGather`` when a gradient is being recorded.
+
+    ``weight``: look up in this tensor instead of ``table.weight`` (one made from it, e.g. with a row appended).
+    """
+    if weight is None:
+        weight = table.weight
     if not row_gather or weight.device.type != "cpu" or not (weight.requires_grad and torch.is_grad_enabled()):
-        return table(ids)
+        return F.embedding(ids, weight, table.padding_idx)
     padding_idx = -1 if table.padding_idx is None else table.padding_idx
     return _RowGather.apply(weight, ids, padding_idx)
+
+
+def masked_lookup(table: nn.Embedding, ids: Tensor, mask: Tensor, row_gather: bool = True) -> Tensor:
+    """``table(ids)`` with zero rows where ``mask`` is False, with no pass over the output to zero them.
+
+    A masked position looks up a zero row instead: the table's padding row (zero at init, and it never gets a
+    gradient, so it stays zero), or for a table without one (a bucket 0 that is a real value) a zero row
+    appended to a copy of the table for this lookup; these tables are small. Values and gradients are those
+    of ``table(ids) * mask``.
+    """
+    if table.padding_idx is not None:
+        return lookup(table, ids.masked_fill(~mask, table.padding_idx), row_gather)
+    weight = torch.cat([table.weight, table.weight.new_zeros(1, table.embedding_dim)])
+    return lookup(table, ids.masked_fill(~mask, table.num_embeddings), row_gather, weight)
 
 
 class EmbeddingLayer(nn.Module):
     """Concat of per-field embeddings; padded history positions are zero whatever ids they hold.
 
-    Zeroing by the mask (not only ``padding_idx``) matters: bucket 0 of play/lag/label may be a real value,
-    and the frequency split needs padding at exactly zero before the FFT.
+    Zeroing by the mask (not only by the ids) matters: bucket 0 of play/lag/label may be a real value, and the
+    frequency split needs padding at exactly zero before the FFT (``masked_lookup``).
     """
 
     def __init__(self, cfg: EmbedConfig, vocab: VocabSizes):
@@ -85,8 +103,11 @@ class EmbeddingLayer(nn.Module):
     def _sequence(
         self, batch: Mapping[str, Tensor], prefix: str, domain: nn.ModuleDict, fields: tuple[str, ...]
     ) -> Tensor:
-        v = torch.cat([lookup(self._table(domain, f), batch[f"{prefix}_{f}"], self.row_gather) for f in fields], dim=-1)
-        return v * batch[f"{prefix}_mask"].unsqueeze(-1).to(v.dtype)
+        mask = batch[f"{prefix}_mask"].bool()
+        return torch.cat(
+            [masked_lookup(self._table(domain, f), batch[f"{prefix}_{f}"], mask, self.row_gather) for f in fields],
+            dim=-1,
+        )
 
     def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         v_video = self._sequence(batch, "v", self.video, VIDEO_FIELDS)
