@@ -32,7 +32,7 @@ class Towers(nn.Module):
 
     def stacked(self, x: Tensor) -> Tensor:
         """``forward`` of the task inputs stacked as x [n_tasks, B, D], one batched product per layer."""
-        return run_layers(self.towers, x).squeeze(-1).transpose(0, 1)
+        return run_layers(list(self.towers), x).squeeze(-1).transpose(0, 1)
 
 
 def expert_pool(in_dim: int, n: int, dims: Sequence[int], dropout: float) -> nn.ModuleList:
