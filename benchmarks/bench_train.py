@@ -18,6 +18,8 @@ tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_`
 once, on its ids, so that groups are slices, the default; model/ragged.py),
 ``stacked-head`` (the PLE head one expert, gate and tower at a time vs stacked into a few large products, the
 default; model/heads/stacked.py),
+``key-backward`` (the target attention's keys' gradient as autograd writes it, two products and a sum, vs one
+product, the default; ``_KeyAttention`` in model/layers.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
 queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
@@ -43,6 +45,7 @@ COMPARE = {
     "fold-keys": ("projected-keys", "folded-keys"),
     "sort-rows": ("gathered-groups", "sorted-rows"),
     "stacked-head": ("module-head", "stacked-head"),
+    "key-backward": ("autograd-keys", "one-product-keys"),
 }
 
 
@@ -131,6 +134,7 @@ class Run:
             self.module.farm.length_buckets = None
         if setting == "all-rows":
             self.module.farm.live_rows_only = False
+        self.plain_keys = setting == "autograd-keys"  # a class switch: set before each of this run's steps
         if setting == "module-head":
             self.module.farm.head.stacked = False
         if setting == "gathered-groups":
@@ -155,6 +159,9 @@ class Run:
         return {k: v.to(self.device, non_blocking=True) for k, v in self.store.batch("train", idx).items()}
 
     def _train(self, batch) -> None:
+        from farmcli.model.layers import _KeyAttention
+
+        _KeyAttention.enabled = not self.plain_keys
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.loss(batch)
         loss.backward()

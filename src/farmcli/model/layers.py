@@ -148,14 +148,51 @@ def query_side_attention(
     """
     b, n_queries, h, d = q.shape
     n_keys, key_dim = keys.shape[1:]
-    q_keys = torch.einsum("bqhd,hde->bhqe", q, w_k.view(h, d, key_dim))
-    scores = q_keys.reshape(b, h * n_queries, key_dim) @ keys.transpose(1, 2)
-    if b_k is not None:
-        scores = scores + torch.einsum("bqhd,hd->bhq", q, b_k.view(h, d)).reshape(b, -1, 1)
-    weights = masked_softmax(scores / math.sqrt(d), key_mask[:, None, :])  # [B, h * Lq, Lk]
-    pooled = (weights @ keys).view(b, h, n_queries, key_dim)
-    heads_out = torch.einsum("bhqe,hde->bqhd", pooled, w_v.view(h, d, key_dim))
+    scale = 1 / math.sqrt(d)
+    q_keys = torch.einsum("bqhd,hde->bhqe", q * scale, w_k.view(h, d, key_dim)).reshape(b, h * n_queries, key_dim)
+    offset = None if b_k is None else torch.einsum("bqhd,hd->bhq", q * scale, b_k.view(h, d)).reshape(b, -1, 1)
+    keep = key_mask[:, None, :]
+    if _return_weights.get() or not torch.is_grad_enabled() or not _KeyAttention.enabled:
+        scores = q_keys @ keys.transpose(1, 2)
+        weights = masked_softmax(scores if offset is None else scores + offset, keep)  # [B, h * Lq, Lk]
+        pooled = weights @ keys
+    else:
+        pooled, weights = _KeyAttention.apply(q_keys, offset, keys, keep)
+    heads_out = torch.einsum("bhqe,hde->bqhd", pooled.view(b, h, n_queries, key_dim), w_v.view(h, d, key_dim))
     return heads_out.reshape(b, n_queries, h * d), weights.view(b, h, n_queries, n_keys)
+
+
+class _KeyAttention(torch.autograd.Function):
+    """pooled = softmax(q_keys keys^T + offset, masked by keep) keys, for training.
+
+    The keys [B, Lk, Dk] are read by the scores and by the pooling, so autograd would write their gradient twice
+    and add the two ([B, Lk, Dk] each: the size of a whole history); here both terms are one batched product,
+    [grad_scores; weights]^T [q_keys; grad_pooled]. Same values and gradients as the plain ops
+    (tests/model/test_layers.py).
+    """
+
+    enabled = True
+    """False: the plain ops and autograd's backward (for benchmarks)."""
+
+    @staticmethod
+    def forward(ctx, q_keys: Tensor, offset: Tensor | None, keys: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        scores = torch.bmm(q_keys, keys.transpose(1, 2))
+        weights = masked_softmax(scores if offset is None else scores + offset, keep)
+        ctx.save_for_backward(q_keys, keys, weights)
+        ctx.has_offset = offset is not None
+        return torch.bmm(weights, keys), weights
+
+    @staticmethod
+    def backward(ctx, grad_pooled: Tensor, grad_weights_out: Tensor) -> tuple[Tensor, Tensor | None, Tensor, None]:  # type: ignore[override]
+        q_keys, keys, weights = ctx.saved_tensors
+        grad_weights = torch.baddbmm(
+            grad_weights_out, grad_pooled, keys.transpose(1, 2)
+        )  # the weights: zeros unless read
+        # softmax backward; masked keys have weight 0, so their score gradient is 0 (as masked_fill's would be)
+        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(-1, keepdim=True))
+        grad_keys = torch.bmm(torch.cat([grad_scores, weights], 1).transpose(1, 2), torch.cat([q_keys, grad_pooled], 1))
+        grad_offset = grad_scores.sum(-1, keepdim=True) if ctx.has_offset else None
+        return torch.bmm(grad_scores, keys), grad_offset, grad_keys, None
 
 
 class TargetAttention(nn.Module):
