@@ -123,3 +123,20 @@ def test_split_equals_the_fft_form(length, c):
     torch.testing.assert_close(low + high, v)
     low32, _ = frequency_split(v.float(), c)
     torch.testing.assert_close(low32, want.float(), rtol=0, atol=1e-5)
+
+
+def test_the_gated_split_backward_is_the_gradient_of_its_forward():
+    from farmcli.model.frequency import _GatedSplit, low_pass_basis
+
+    torch.manual_seed(2)
+    mask = _mask([3, 8, 0, 5], 8)
+    keep = mask.double()
+    v = (torch.randn(4, 8, 3, dtype=torch.float64) * keep.unsqueeze(-1)).requires_grad_()
+    g_high = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    g_mix = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    u = low_pass_basis(8, 3, torch.float64)
+    out = _GatedSplit.apply(v, keep, g_high, g_mix, u)
+    low = frequency_split(v, 3)[0]
+    want = (g_high[:, None, None] * v + g_mix[:, None, None] * low) * keep.unsqueeze(-1)
+    torch.testing.assert_close(out, want)
+    assert torch.autograd.gradcheck(lambda *t: _GatedSplit.apply(t[0], keep, t[1], t[2], u), (v, g_high, g_mix))
