@@ -24,6 +24,8 @@ def test_masked_mean_ignores_padding_and_gives_zero_for_empty_rows():
     torch.testing.assert_close(out[0], x[0, 3:].mean(0))
     torch.testing.assert_close(out[1], x[1].mean(0))
     assert torch.equal(out[2], torch.zeros(4))
+    x64 = x.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: masked_mean(t, mask), (x64,))  # the hand-written backward
 
 
 def test_target_attention_empty_history_is_zero_with_finite_gradients():

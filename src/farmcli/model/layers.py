@@ -25,7 +25,25 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     One batched product of the mask with x: it reads x once and writes no [B, L, D] temporary.
     """
     weights = mask.to(x.dtype)
-    return torch.bmm(weights.unsqueeze(1), x).squeeze(1) / weights.sum(1, keepdim=True).clamp(min=1.0)
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1.0)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _WeightedSum.apply(weights, x)
+    return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """sum_l w[b, l] x[b, l] by one batched product; its x-gradient w ⊗ grad as a broadcast product, which on
+    a CPU is about twice as fast as the [B, L, 1] x [B, 1, D] batched product autograd would use."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weights)
+        return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        (weights,) = ctx.saved_tensors
+        return None, weights.unsqueeze(-1) * grad.unsqueeze(1)
 
 
 def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
