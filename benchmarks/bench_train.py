@@ -14,8 +14,9 @@ machine state, and prints the ratio: ``buckets`` (live rows at full length vs on
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
 tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py),
 ``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default),
-``sort-rows`` (each live length group gathered from the batch and back vs the batch put in live-span order
-once, on its ids, so that groups are slices, the default; model/ragged.py),
+``sort-rows`` (each live length group gathered from the batch and back, eq. 12 on every row, vs the batch put
+in live-span order once, on its ids, so that groups are slices and the rows without a live event a prefix that
+eq. 12-17 skip, the default; model/farm.py, model/ragged.py),
 ``stacked-head`` (the PLE head one expert, gate and tower at a time vs stacked into a few large products, the
 default; model/heads/stacked.py),
 ``key-backward`` (the target attention's keys' gradient as autograd writes it, two products and a sum, vs one

@@ -68,8 +68,9 @@ class Head(Protocol):
 OPTIONAL_FLAGS = {"length_invariant": False, "live_rows_only": False}
 """Attributes a component may set (read with these defaults). ``length_invariant`` (fuse): each live row's
 output depends only on its own real events, so FARM may run live rows grouped by length (model/ragged.py).
-``live_rows_only`` (align, fuse): neither the output nor the loss reads V^_video of a row without a live
-event, so FARM may skip eq. 12's video self-attention for such rows (a fifth of the rows on ``default``)."""
+``live_rows_only`` (align, fuse): a row without a live event changes neither the loss nor any other row's
+output, and its own output is zero (InfoNCE leaves it out of L_cl and of everyone's negatives; the fuse has no
+query for it), so FARM runs eq. 12-17 without such rows (a fifth of the rows on ``default``)."""
 
 
 @dataclass(frozen=True)

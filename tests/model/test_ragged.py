@@ -10,7 +10,7 @@ import torch
 
 from farmcli.model.farm import FARM
 from farmcli.model.fuse import CrossAttentionFuse
-from farmcli.model.ragged import LengthGroups, on_rows
+from farmcli.model.ragged import LengthGroups
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 
@@ -78,20 +78,6 @@ def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
     monkeypatch.setattr(CrossAttentionFuse, "live_rows_only", False)
     assert not FARM(tiny_config("farm"), VOCAB).live_rows_only
     assert FARM(tiny_config("no-cpf"), VOCAB).live_rows_only  # no fuse: the align alone decides
-
-
-def test_on_rows_computes_the_selected_rows_and_zeros_the_rest():
-    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    keep = torch.tensor([True, False, False, True, False])
-    out = on_rows(lambda t: 2 * t, keep, x)
-    want = torch.zeros(5, 3, dtype=torch.float64)
-    want[keep] = 2 * x.detach()[keep]
-    assert torch.equal(out, want)
-    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, keep, t), (x,))
-    assert on_rows(lambda t: t + 1, torch.ones(5, dtype=torch.bool), x).equal(x + 1)  # every row: no regrouping
-    suffix = torch.tensor([False, False, True, True, True])  # a batch in span order: slices, no gather
-    assert on_rows(lambda t: 2 * t, suffix, x).equal(torch.cat([torch.zeros(2, 3, dtype=x.dtype), 2 * x[2:]]))
-    assert torch.autograd.gradcheck(lambda t: on_rows(torch.tanh, suffix, t), (x,))
 
 
 def test_span_order_sorts_rows_by_span_and_groups_are_then_slices():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from farmcli import registry
@@ -22,7 +23,7 @@ from farmcli.model import params
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
-from farmcli.model.ragged import BUCKETS, LengthGroups, on_rows, permute_rows, span_order, take_rows
+from farmcli.model.ragged import BUCKETS, LengthGroups, permute_rows, span_order, take_rows
 from farmcli.slots import OPTIONAL_FLAGS, SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
 
 
@@ -52,13 +53,8 @@ class PreferenceEncoder(nn.Module):
         video_mask: Tensor,
         live_mask: Tensor,
         live_groups: LengthGroups | None = None,
-        video_rows: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``video_rows`` [B] bool: the rows whose V^_video is read (None: all); the others are left zero."""
-        if video_rows is None:
-            v_hat_video = self.video(v_video, video_mask)[0]
-        else:
-            v_hat_video = on_rows(lambda x, mask: self.video(x, mask)[0], video_rows, v_video, video_mask)
+        v_hat_video = self.video(v_video, video_mask)[0]
         if live_groups is None:
             return v_hat_video, self.live(v_live, live_mask)[0]
         return v_hat_video, live_groups.apply(lambda x, mask: self.live(x, mask)[0], sequences=(v_live, live_mask))
@@ -114,33 +110,35 @@ class FARM(nn.Module):
             getattr(c, "live_rows_only", OPTIONAL_FLAGS["live_rows_only"]) or not c.uses_preference
             for c in (self.align, self.fuse)
         )
-        """V^_video is read only for rows with a live event (both consumers say so): eq. 12 skips the others."""
+        """Align and fuse read nothing of a row without a live event (both say so): eq. 12-17 skip such rows."""
         self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
         self.length_buckets: tuple[int, ...] | None = BUCKETS
         """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
         self.sort_rows = True
-        """Put the batch in live-span order before the embedding (False: gather each group; for benchmarks)."""
+        """Put the batch in live-span order before the embedding (False: gather each group and compute every row
+        in eq. 12-17; for benchmarks)."""
 
     def set_output_bias(self, logits: list[float]) -> None:
         """Start the six task logits at ``logits`` (heads without towers keep their own init)."""
         if hasattr(self.head, "set_output_bias"):
             self.head.set_output_bias(logits)
 
-    def _live_groups_off(self, return_aux: bool) -> bool:
-        """Nothing runs on live length groups: no eq. 12, groups switched off, or full-size aux asked for."""
-        return self.preference is None or self.length_buckets is None or return_aux
+    def _sorts_rows(self, return_aux: bool) -> bool:
+        """Eq. 12 and 16-17 run on live length groups, on a batch first put in live-span order (model/ragged.py);
+        not without eq. 12, with groups switched off, or for full-size aux."""
+        return self.preference is not None and self.length_buckets is not None and self.sort_rows and not return_aux
 
     def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
         """Live rows grouped by length for eq. 12 and 16-17; None where nothing uses them, or for full-size aux."""
-        if self._live_groups_off(return_aux) or self.length_buckets is None:
+        if self.preference is None or self.length_buckets is None or return_aux:
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
 
-    def _video_rows(self, live_mask: Tensor, return_aux: bool) -> Tensor | None:
-        """Rows whose V^_video is read (those with a live event); None: all of them (aux shows every row)."""
-        if self.preference is None or return_aux or not self.live_rows_only:
-            return None
-        return live_mask.any(1)
+    def _rows_read(self, live_mask: Tensor, sorted_rows: bool) -> slice:
+        """The rows eq. 12-17 run on: in a span-sorted batch whose align and fuse read only rows with a live
+        event (``live_rows_only``), the rows after those without one (a fifth on ``default``); else all."""
+        skipped = int((~live_mask.any(1)).sum()) if sorted_rows and self.live_rows_only else 0
+        return slice(skipped, None) if skipped < live_mask.shape[0] else slice(None)  # no live event at all: all
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
         """``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then."""
@@ -150,7 +148,8 @@ class FARM(nn.Module):
     def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
         # rows sorted by live length once, on the ids, where eq. 12 and 16-17 run in length groups: each group
         # is then a slice of the batch, not a gather of [B, L, D] activations (model/ragged.py)
-        order = None if self._live_groups_off(return_aux) or not self.sort_rows else span_order(batch["l_mask"])
+        sorted_rows = self._sorts_rows(return_aux)
+        order = span_order(batch["l_mask"]) if sorted_rows else None
         if order is not None:
             batch = take_rows(batch, order)
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
@@ -166,18 +165,20 @@ class FARM(nn.Module):
         f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
         f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
 
-        # (12) preference encoder, shared by align and fuse; live rows run on their own length and the video
-        # self-attention only on rows with a live event, the only ones align and fuse read (model/ragged.py)
-        live_groups = self._live_groups(live_mask, return_aux)
+        # (12) preference encoder, shared by align and fuse. Where both read only rows with a live event, eq. 12-17
+        # run on those rows alone (a slice of the sorted batch; the others get F^_cross = 0), live rows on their
+        # own length (model/ragged.py)
+        rows = self._rows_read(live_mask, sorted_rows)
+        video_mask_read, live_mask_read = video_mask[rows], live_mask[rows]
+        live_groups = self._live_groups(live_mask_read, return_aux)
         if self.preference is not None:
             scale = self.cfg.preference_grad
             v_hat_video, v_hat_live = self.preference(
-                scale_grad(v_video, scale),
-                scale_grad(v_live, scale),
-                video_mask,
-                live_mask,
+                scale_grad(v_video[rows], scale),
+                scale_grad(v_live[rows], scale),
+                video_mask_read,
+                live_mask_read,
                 live_groups,
-                self._video_rows(live_mask, return_aux),
             )
         else:
             v_hat_video, v_hat_live = v_video, v_live
@@ -186,19 +187,23 @@ class FARM(nn.Module):
         cl_loss: Tensor | None = None
         align_aux: dict[str, Tensor] = {}
         if with_cl:
-            cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
+            cl_loss, align_aux = self.align(
+                v_hat_video, v_hat_live, video_mask_read, live_mask_read, batch["user_id"][rows]
+            )
 
         # (16-17) cross-domain preference fuse: F^_cross
         if live_groups is None or not getattr(self.fuse, "length_invariant", OPTIONAL_FLAGS["length_invariant"]):
-            f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
+            f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask_read, live_mask_read, x_cand[rows])
         else:  # each live event queries the video history: work in proportion to the live length
             f_hat_cross = live_groups.apply(
                 lambda live, l_mask, video, v_mask, cand: _required(self.fuse(video, live, v_mask, l_mask, cand)[0]),
-                sequences=(v_hat_live, live_mask),
-                rows=(v_hat_video, video_mask, x_cand),
+                sequences=(v_hat_live, live_mask_read),
+                rows=(v_hat_video, video_mask_read, x_cand[rows]),
                 sequence_output=False,
             )
             fuse_aux = {}
+        if f_hat_cross is not None and rows.start:  # rows without a live event: no query, F^_cross = 0
+            f_hat_cross = F.pad(f_hat_cross, (0, 0, rows.start, 0))
 
         # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
         features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]

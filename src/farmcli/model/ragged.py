@@ -132,26 +132,6 @@ class _PermuteRows(torch.autograd.Function):
         return grad.index_select(0, inverse), None, None
 
 
-def on_rows(fn: Callable[..., Tensor], keep: Tensor, *inputs: Tensor) -> Tensor:
-    """``fn(*inputs)`` computed for the batch rows where ``keep`` [B] is True only, zeros for the others.
-
-    For work whose output some rows never use: FARM's video preference (eq. 12) of a row without a live event
-    (model/farm.py). One gather per input, one back; every row kept: just ``fn(*inputs)``.
-    """
-    kept = int(keep.sum())
-    n = keep.numel()
-    if kept == n:
-        return fn(*inputs)
-    if not keep[: n - kept].any():  # the kept rows are the last ones (a batch in ``span_order``): slices
-        selected = fn(*(x[n - kept :] for x in inputs))
-        return torch.cat([selected.new_zeros((n - kept, *selected.shape[1:])), selected])
-    perm = torch.argsort(~keep, stable=True)  # kept rows first, each part in batch order
-    inverse = torch.argsort(perm)
-    selected = fn(*(permute_rows(x, perm, inverse)[:kept] for x in inputs))
-    padded = torch.cat([selected, selected.new_zeros((keep.numel() - kept, *selected.shape[1:]))])
-    return permute_rows(padded, inverse, perm)
-
-
 def permute_rows(x: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:
     """``x[perm]`` along the first axis, where ``perm`` is a permutation and ``inverse`` its inverse."""
     if not x.requires_grad:
