@@ -117,6 +117,10 @@ def test_groups_keep_every_real_event_whatever_the_mask():
     torch.testing.assert_close(out, values)
     rows_out = groups.apply(lambda x, m: x.sum(1), sequences=(values, mask), sequence_output=False)
     torch.testing.assert_close(rows_out, values.sum(1))
+    # an output of apply read again: its trimmed pieces are reused, with the same result as splitting it anew
+    assert groups._trimmed(out, torch.argsort(groups.perm)) is groups._pieces[0][1]
+    again = groups.apply(lambda x, m: x.sum(1), sequences=(out, mask), sequence_output=False)
+    torch.testing.assert_close(again, values.sum(1))
 
 
 def test_permute_rows_gradient_is_the_inverse_gather():

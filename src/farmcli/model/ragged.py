@@ -11,7 +11,7 @@ positions are masked out of every attention and zeroed on the way out.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,10 @@ class LengthGroups:
 
     in_order: bool = False
     """``perm`` is the identity (the rows were sorted by span first, ``span_order``): groups are slices."""
+    _pieces: list[tuple[Tensor, list[Tensor]]] = field(default_factory=list, compare=False, repr=False)
+    """Sequence outputs of ``apply`` with their per-group trimmed pieces: a later ``apply`` that reads one reads
+    the pieces, instead of splitting and trimming it again (whose backward writes zero-filled full-size
+    gradients and concatenates them)."""
 
     @classmethod
     def of(cls, mask: Tensor, bounds: Sequence[int] = BUCKETS) -> LengthGroups:
@@ -77,15 +81,26 @@ class LengthGroups:
         # One gather per input (none when the rows are in order), then contiguous splits: their backward is a
         # concatenation, not a zero-filled full-size gradient per group.
         inverse = torch.argsort(self.perm)
-        split_sequences = [self._grouped(s, inverse).split(self.sizes) for s in sequences]
+        split_sequences = [self._trimmed(s, inverse) for s in sequences]
         split_rows = [self._grouped(r, inverse).split(self.sizes) for r in rows]
-        outputs = []
-        for i, keep in enumerate(self.keep):
-            out = fn(*(s[i][:, self.length - keep :] for s in split_sequences), *(r[i] for r in split_rows))
-            if sequence_output and keep < self.length:
-                out = F.pad(out, (0, 0, self.length - keep, 0))
-            outputs.append(out)
-        return torch.cat(outputs) if self.in_order else permute_rows(torch.cat(outputs), inverse, self.perm)
+        pieces = [fn(*(s[i] for s in split_sequences), *(r[i] for r in split_rows)) for i in range(len(self.sizes))]
+        if sequence_output:
+            padded = [F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)]
+            pieces, out = list(pieces), torch.cat(padded)
+        else:
+            out = torch.cat(pieces)
+        out = out if self.in_order else permute_rows(out, inverse, self.perm)
+        if sequence_output:
+            self._pieces.append((out, pieces))
+        return out
+
+    def _trimmed(self, x: Tensor, inverse: Tensor) -> list[Tensor]:
+        """Each group's rows of x [B, L, ...] on its trailing ``keep`` positions."""
+        for output, pieces in self._pieces:
+            if output is x:
+                return pieces
+        groups = self._grouped(x, inverse).split(self.sizes)
+        return [g[:, self.length - keep :] for g, keep in zip(groups, self.keep, strict=True)]
 
     def _grouped(self, x: Tensor, inverse: Tensor) -> Tensor:
         return x if self.in_order else permute_rows(x, self.perm, inverse)
