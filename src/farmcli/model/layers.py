@@ -198,14 +198,19 @@ class _KeyAttention(torch.autograd.Function):
         weights = masked_softmax(scores if offset is None else scores + offset, keep)
         ctx.save_for_backward(q_keys, keys, weights)
         ctx.has_offset = offset is not None
+        ctx.set_materialize_grads(False)  # the weights are rarely read: no zero gradient made for them
         return torch.bmm(weights, keys), weights
 
     @staticmethod
-    def backward(ctx, grad_pooled: Tensor, grad_weights_out: Tensor) -> tuple[Tensor, Tensor | None, Tensor, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx, grad_pooled: Tensor | None, grad_weights_out: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor, None]:
         q_keys, keys, weights = ctx.saved_tensors
-        grad_weights = torch.baddbmm(
-            grad_weights_out, grad_pooled, keys.transpose(1, 2)
-        )  # the weights: zeros unless read
+        if grad_pooled is None:
+            grad_pooled = torch.zeros_like(q_keys)
+        grad_weights = torch.bmm(grad_pooled, keys.transpose(1, 2))
+        if grad_weights_out is not None:  # the weights were read too (analysis)
+            grad_weights = grad_weights + grad_weights_out
         # softmax backward; masked keys have weight 0, so their score gradient is 0 (as masked_fill's would be)
         grad_scores = weights * (grad_weights - (weights * grad_weights).sum(-1, keepdim=True))
         grad_keys = torch.bmm(torch.cat([grad_scores, weights], 1).transpose(1, 2), torch.cat([q_keys, grad_pooled], 1))
