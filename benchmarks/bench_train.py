@@ -9,6 +9,12 @@ reported), FLOPs per sample of one training step counted by torch.utils.flop_cou
 machine's measured matmul peak in the precision used (float32, or bfloat16 with --bf16) that training reaches
 (MFU). Peak RSS is the process's (resource.getrusage), which includes the sample store's touched pages.
 
+``--rounds R`` (default 3) splits the steps into R rounds: before each, the matmul peak is measured again and
+every variant and setting then takes its share of the round's steps in turn, so each round's samples/s and
+its peak see the same machine. Samples/s per peak GFLOP/s and MFU are the median over rounds of the round's
+figure: on a shared host whose speed moves by a third within minutes, one peak measured before all the steps
+does not describe the steps that follow it.
+
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
 machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
@@ -31,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import time
 
 import numpy as np
@@ -66,7 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="default", help="dataset directory or simulator preset")
     ap.add_argument("--variants", default="base,farm")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per variant and setting, over all rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="peak measured again before each round (see above)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,33 +92,44 @@ def main() -> None:
     store = sample_store(resolve(overrides={"data": {"source": args.data}}).data)
     n = store.n("train")
     settings = COMPARE[args.compare] if args.compare else ("bf16" if args.bf16 else "default",)
-    peaks = {}
-    if device.type == "cpu":
-        peaks["fp32"] = matmul_peak()
-        if "bf16" in settings:  # CPUs without native bf16 run it 30x slower: measure only when used
-            peaks["bf16"] = matmul_peak(1024, 3, torch.bfloat16)
+    precisions = ["fp32", *(["bf16"] if "bf16" in settings else [])]
     print(
         f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}"
     )
-    if peaks:
-        print("measured matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
+    runs = {
+        (variant, name): Run(variant, name, store, device, args)
+        for variant in args.variants.split(",")
+        for name in settings
+    }
+    for run in runs.values():
+        run.warm_up(args.warmup)
+    rounds = max(1, min(args.rounds, args.steps))
+    peaks: dict[str, list[float]] = {p: [] for p in precisions} if device.type == "cpu" else {}
+    for i in range(rounds):
+        for precision in peaks:  # CPUs without native bf16 run it 30x slower: measured only when used
+            peaks[precision].append(matmul_peak() if precision == "fp32" else matmul_peak(1024, 3, torch.bfloat16))
+        steps = args.steps // rounds + (i < args.steps % rounds)
+        for variant in args.variants.split(","):
+            for _ in range(steps):  # alternate, so a change in machine state hits both settings alike
+                for name in settings:
+                    runs[variant, name].step()
+        for run in runs.values():
+            run.end_round(peaks.get("bf16" if run.bf16 else "fp32", [None])[-1])
+    for precision, values in peaks.items():
+        print(
+            f"measured matmul peak, {precision}: {statistics.median(values) / 1e9:.1f} GFLOP/s "
+            f"(median of {len(values)} rounds; {min(values) / 1e9:.1f} to {max(values) / 1e9:.1f})"
+        )
     results: dict[str, dict] = {}
     for variant in args.variants.split(","):
-        runs = {name: Run(variant, name, store, device, args) for name in settings}
-        for run in runs.values():
-            run.warm_up(args.warmup)
-        for _ in range(args.steps):  # alternate, so a change in machine state hits both settings alike
-            for run in runs.values():
-                run.step()
-        for name, run in runs.items():
-            r = run.report(peaks.get("bf16" if run.bf16 else "fp32"))
-            results[variant if len(runs) == 1 else f"{variant}/{name}"] = r
-            label = variant if len(runs) == 1 else f"{variant}/{name}"
+        for name in settings:
+            label = variant if len(settings) == 1 else f"{variant}/{name}"
+            r = results[label] = runs[variant, name].report()
             print(
                 f"{label:>18}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in r.items())
             )
-        if len(runs) == 2:
+        if len(settings) == 2:
             a, b = (results[f"{variant}/{name}"]["samples_per_s"] for name in settings)
             print(f"{variant:>18}: {settings[1]} / {settings[0]} = {b / a:.2f}x samples/s")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
@@ -150,6 +169,9 @@ class Run:
         self.rng = np.random.default_rng(0)
         self.n = store.n("train")
         self.steps, self.seconds, self.gather_seconds = 0, 0.0, 0.0
+        self.round_start = (0, 0.0)
+        self.per_round: list[tuple[float, float | None]] = []
+        """(samples/s, the peak measured just before) of each round."""
 
     def _loss(self, batch):
         out = self.module(batch)
@@ -193,7 +215,13 @@ class Run:
         self.seconds += time.perf_counter() - t
         self.steps += 1
 
-    def report(self, peak: float | None) -> dict:
+    def end_round(self, peak: float | None) -> None:
+        steps, seconds = self.steps - self.round_start[0], self.seconds - self.round_start[1]
+        if steps:
+            self.per_round.append((steps * self.batch_size / seconds, peak))
+        self.round_start = (self.steps, self.seconds)
+
+    def report(self) -> dict:
         sps = self.steps * self.batch_size / self.seconds
         r = {
             "samples_per_s": round(sps),
@@ -203,9 +231,11 @@ class Run:
             "train_mflops_per_sample": round(self.flops_per_sample / 1e6, 2),
             "achieved_gflops": round(sps * self.flops_per_sample / 1e9, 2),
         }
-        if peak:
-            r["mfu"] = round(sps * self.flops_per_sample / peak, 3)
-            r["samples_per_s_per_peak_gflops"] = round(sps / (peak / 1e9), 1)
+        ratios = [rate / peak for rate, peak in self.per_round if peak]
+        if ratios:
+            r["mfu"] = round(statistics.median(ratios) * self.flops_per_sample, 3)
+            r["samples_per_s_per_peak_gflops"] = round(statistics.median(ratios) * 1e9, 1)
+            r["per_peak_gflops_by_round"] = [round(x * 1e9, 1) for x in ratios]
         if self.device.type == "cuda":
             r["peak_gpu_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
         return r
