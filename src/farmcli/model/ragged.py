@@ -84,14 +84,12 @@ class LengthGroups:
         split_sequences = [self._trimmed(s, inverse) for s in sequences]
         split_rows = [self._grouped(r, inverse).split(self.sizes) for r in rows]
         pieces = [fn(*(s[i] for s in split_sequences), *(r[i] for r in split_rows)) for i in range(len(self.sizes))]
-        if sequence_output:
-            padded = [F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)]
-            pieces, out = list(pieces), torch.cat(padded)
-        else:
+        if not sequence_output:
             out = torch.cat(pieces)
+            return out if self.in_order else permute_rows(out, inverse, self.perm)
+        out = torch.cat([F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)])
         out = out if self.in_order else permute_rows(out, inverse, self.perm)
-        if sequence_output:
-            self._pieces.append((out, pieces))
+        self._pieces.append((out, pieces))
         return out
 
     def _trimmed(self, x: Tensor, inverse: Tensor) -> list[Tensor]:
