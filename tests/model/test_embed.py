@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from farmcli.model import FARM
@@ -46,8 +47,12 @@ def test_the_model_trains_the_same_with_either_embedding_backward():
     assert abs(losses[0] - losses[1]) < 1e-5
 
 
-def test_padded_positions_are_zero_whatever_ids_they_hold_with_the_gradients_of_masking():
+@pytest.mark.parametrize("sparse_fill", [0.0, 1.01])  # every history by its padded lookups / real positions only
+def test_padded_positions_are_zero_whatever_ids_they_hold_with_the_gradients_of_masking(sparse_fill, monkeypatch):
+    from farmcli.model import embed
     from farmcli.model.embed import LIVE_FIELDS, VIDEO_FIELDS
+
+    monkeypatch.setattr(embed, "SPARSE_FILL", sparse_fill)
 
     batch = random_batch(48, 10, seed=7, empty_rows=[3])
     generator = torch.Generator().manual_seed(1)
