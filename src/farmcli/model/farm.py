@@ -123,14 +123,18 @@ class FARM(nn.Module):
         if hasattr(self.head, "set_output_bias"):
             self.head.set_output_bias(logits)
 
+    def _groups_on(self, return_aux: bool) -> bool:
+        """Eq. 12 and 16-17 run on live length groups: not without eq. 12, with groups switched off, or for
+        full-size aux."""
+        return self.preference is not None and self.length_buckets is not None and not return_aux
+
     def _sorts_rows(self, return_aux: bool) -> bool:
-        """Eq. 12 and 16-17 run on live length groups, on a batch first put in live-span order (model/ragged.py);
-        not without eq. 12, with groups switched off, or for full-size aux."""
-        return self.preference is not None and self.length_buckets is not None and self.sort_rows and not return_aux
+        """The batch is first put in live-span order, so that the groups are slices (model/ragged.py)."""
+        return self.sort_rows and self._groups_on(return_aux)
 
     def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
         """Live rows grouped by length for eq. 12 and 16-17; None where nothing uses them, or for full-size aux."""
-        if self.preference is None or self.length_buckets is None or return_aux:
+        if not self._groups_on(return_aux) or self.length_buckets is None:
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
 

@@ -171,17 +171,22 @@ def query_side_attention(
     offset = None if b_k is None else torch.einsum("bqhd,hd->bhq", q * scale, b_k.view(h, d)).reshape(b, -1, 1)
     keep = key_mask[:, None, :]
     if _return_weights.get() or not torch.is_grad_enabled() or not _KeyAttention.enabled:
-        scores = q_keys @ keys.transpose(1, 2)
-        weights = masked_softmax(scores if offset is None else scores + offset, keep)  # [B, h * Lq, Lk]
-        pooled = weights @ keys
+        pooled, weights = _pool_keys(q_keys, offset, keys, keep)  # weights [B, h * Lq, Lk]
     else:
         pooled, weights = _KeyAttention.apply(q_keys, offset, keys, keep)
     heads_out = torch.einsum("bhqe,hde->bqhd", pooled.view(b, h, n_queries, key_dim), w_v.view(h, d, key_dim))
     return heads_out.reshape(b, n_queries, h * d), weights.view(b, h, n_queries, n_keys)
 
 
+def _pool_keys(q_keys: Tensor, offset: Tensor | None, keys: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """softmax(q_keys keys^T + offset, masked by keep) keys, and the weights."""
+    scores = torch.bmm(q_keys, keys.transpose(1, 2))
+    weights = masked_softmax(scores if offset is None else scores + offset, keep)
+    return torch.bmm(weights, keys), weights
+
+
 class _KeyAttention(torch.autograd.Function):
-    """pooled = softmax(q_keys keys^T + offset, masked by keep) keys, for training.
+    """``_pool_keys`` for training.
 
     The keys [B, Lk, Dk] are read by the scores and by the pooling, so autograd would write their gradient twice
     and add the two ([B, Lk, Dk] each: the size of a whole history); here both terms are one batched product,
@@ -194,12 +199,11 @@ class _KeyAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q_keys: Tensor, offset: Tensor | None, keys: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        scores = torch.bmm(q_keys, keys.transpose(1, 2))
-        weights = masked_softmax(scores if offset is None else scores + offset, keep)
+        pooled, weights = _pool_keys(q_keys, offset, keys, keep)
         ctx.save_for_backward(q_keys, keys, weights)
         ctx.has_offset = offset is not None
         ctx.set_materialize_grads(False)  # the weights are rarely read: no zero gradient made for them
-        return torch.bmm(weights, keys), weights
+        return pooled, weights
 
     @staticmethod
     def backward(  # type: ignore[override]
