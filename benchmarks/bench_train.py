@@ -27,6 +27,8 @@ eq. 12-17 skip, the default; model/farm.py, model/ragged.py),
 default; model/heads/stacked.py),
 ``key-backward`` (the target attention's keys' gradient as autograd writes it, two products and a sum, vs one
 product, the default; ``_KeyAttention`` in model/layers.py),
+``trim-live`` (V_live embedded and eq. 9-11 run at full length L vs on each live length group's trailing
+positions, the default; model/farm.py, model/ragged.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
 queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
@@ -54,6 +56,7 @@ COMPARE = {
     "sort-rows": ("gathered-groups", "sorted-rows"),
     "stacked-head": ("module-head", "stacked-head"),
     "key-backward": ("autograd-keys", "one-product-keys"),
+    "trim-live": ("full-live", "trimmed-live"),
 }
 
 
@@ -157,6 +160,8 @@ class Run:
         self.plain_keys = setting == "autograd-keys"  # a class switch: set before each of this run's steps
         if setting == "module-head":
             self.module.farm.head.stacked = False
+        if setting == "full-live":
+            self.module.farm.trim_live = False
         if setting == "gathered-groups":
             self.module.farm.sort_rows = False
         if setting == "dense-backward":

@@ -22,9 +22,18 @@ class FrequencyModule(Protocol):
     """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``.
 
     ``gates`` is (low, high), each broadcastable to F, or None for a component without gates (``none``).
+    A component with ``trailing_positions`` (see OPTIONAL_FLAGS) is also called as ``(V, mask, length=L)``.
     """
 
     def __call__(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
+
+
+class TrailingFrequencyModule(Protocol):
+    """A ``FrequencyModule`` with ``trailing_positions``: V may be the last l positions of windows of ``length``."""
+
+    def __call__(
+        self, v: Tensor, mask: Tensor, length: int | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
 
 
 @runtime_checkable
@@ -65,12 +74,15 @@ class Head(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
-OPTIONAL_FLAGS = {"length_invariant": False, "live_rows_only": False}
+OPTIONAL_FLAGS = {"length_invariant": False, "live_rows_only": False, "trailing_positions": False}
 """Attributes a component may set (read with these defaults). ``length_invariant`` (fuse): each live row's
 output depends only on its own real events, so FARM may run live rows grouped by length (model/ragged.py).
 ``live_rows_only`` (align, fuse): a row without a live event changes neither the loss nor any other row's
 output, and its own output is zero (InfoNCE leaves it out of L_cl and of everyone's negatives; the fuse has no
-query for it), so FARM runs eq. 12-17 without such rows (a fifth of the rows on ``default``)."""
+query for it), so FARM runs eq. 12-17 without such rows (a fifth of the rows on ``default``).
+``trailing_positions`` (frequency): called as ``(V, mask, length=L)`` with V [B, l, D] the last l positions of
+windows of L whose first L - l are padding, it returns F at those l positions as at full length; FARM then runs
+the live frequency module on each live length group's trailing positions (model/ragged.py)."""
 
 
 @dataclass(frozen=True)
@@ -103,4 +115,14 @@ def missing_members(slot: str, component: object) -> list[str]:
     return [m for m in members if not hasattr(component, m)]
 
 
-__all__ = ["SLOTS", "SLOT_NAMES", "Slot", "FrequencyModule", "Align", "Fuse", "Head", "missing_members"]
+__all__ = [
+    "SLOTS",
+    "SLOT_NAMES",
+    "Slot",
+    "FrequencyModule",
+    "TrailingFrequencyModule",
+    "Align",
+    "Fuse",
+    "Head",
+    "missing_members",
+]

@@ -91,6 +91,29 @@ def test_output_and_gradients_equal_eq_9_as_written(per_channel):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_trailing_positions_give_the_full_length_result(per_channel):
+    """A history cut to its last l positions with ``length`` = L (the rest padding): F there as at full length,
+    and the same gradients."""
+    torch.manual_seed(2)
+    module = DFTFrequency(dim=6, cutoff=3, per_channel=per_channel)
+    mask = _mask([3, 4, 0, 1], 10)
+    v0 = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
+    weight = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
+    outputs, grads = [], []
+    for keep in (10, 4):
+        v = v0.clone().requires_grad_()
+        module.zero_grad()
+        out = module(v[:, -keep:], mask[:, -keep:], length=10)[0]
+        (out * weight[:, -keep:]).sum().backward()
+        outputs.append(out[:, -4:])
+        # at padding V's gradient differs (at full length U^T V reads the zeros there); nothing upstream reads it
+        grads.append([v.grad * mask.unsqueeze(-1), *(p.grad.clone() for p in module.parameters())])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-6)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
 def test_none_passes_v_through_with_no_parameters():
     v, mask = torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)
     module = NoFrequency(dim=4)

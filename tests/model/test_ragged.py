@@ -10,7 +10,7 @@ import torch
 
 from farmcli.model.farm import FARM
 from farmcli.model.fuse import CrossAttentionFuse
-from farmcli.model.ragged import LengthGroups
+from farmcli.model.ragged import LengthGroups, Trimmed
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 
@@ -32,7 +32,7 @@ def _run(
     return out.logits.detach(), None if out.cl_loss is None else out.cl_loss.detach(), grads
 
 
-@pytest.mark.parametrize("variant", ["farm", "no-cpa", "no-cpf", "no-lfa"])
+@pytest.mark.parametrize("variant", ["farm", "no-cpa", "no-cpf", "no-lfa", "base"])
 @pytest.mark.parametrize("buckets", [(2, 4), (1,), ()])
 @pytest.mark.parametrize("sort_rows", [True, False])
 def test_length_groups_give_the_full_length_result(variant, buckets, sort_rows):
@@ -72,6 +72,23 @@ def test_video_preference_on_live_rows_only_gives_the_full_result(variant, prefe
     _assert_same(_run(model, batch, (2, 4), True, sort_rows), _run(model, batch, None))
     no_live = random_batch(16, 12, seed=5, empty_live_rows=range(16))  # no row to compute at all
     _assert_same(_run(model, no_live, (2, 4), True, sort_rows), _run(model, no_live, None))
+
+
+def test_a_live_frequency_module_without_trailing_positions_gets_the_whole_history(monkeypatch):
+    torch.manual_seed(0)
+    model = FARM(tiny_config("farm"), VOCAB)
+    seen: list[int] = []
+
+    def whole_only(v, mask):  # no ``length``: a module that does not take trailing positions
+        seen.append(v.shape[1])
+        return type(model.live_frequency).forward(model.live_frequency, v, mask)
+
+    monkeypatch.setattr(model, "live_trailing", False)
+    monkeypatch.setattr(model.live_frequency, "forward", whole_only)
+    batch = random_batch(32, 12, seed=6, empty_live_rows=[1, 2])
+    grouped = _run(model, batch, (2, 4))
+    assert seen == [12]
+    _assert_same(grouped, _run(model, batch, None))
 
 
 def test_a_component_without_the_flag_gets_every_video_row(monkeypatch):
@@ -115,12 +132,35 @@ def test_groups_keep_every_real_event_whatever_the_mask():
     values = torch.arange(24.0).view(4, 6, 1) * mask.unsqueeze(-1)
     out = groups.apply(lambda x, m: x * m.unsqueeze(-1), sequences=(values, mask))
     torch.testing.assert_close(out, values)
-    rows_out = groups.apply(lambda x, m: x.sum(1), sequences=(values, mask), sequence_output=False)
+    rows_out = groups.apply(lambda x, m: x.sum(1), sequences=(values, mask), output="rows")
     torch.testing.assert_close(rows_out, values.sum(1))
     # an output of apply read again: its trimmed pieces are reused, with the same result as splitting it anew
     assert groups._trimmed(out, torch.argsort(groups.perm)) is groups._pieces[0][1]
-    again = groups.apply(lambda x, m: x.sum(1), sequences=(out, mask), sequence_output=False)
+    again = groups.apply(lambda x, m: x.sum(1), sequences=(out, mask), output="rows")
     torch.testing.assert_close(again, values.sum(1))
+    # a history held trimmed (the embedding's live output) gives the same as the whole one, and pads back to it
+    index = groups.trailing_index()
+    trimmed = Trimmed.of_rows(groups, values.reshape(-1, 1)[index])
+    torch.testing.assert_close(trimmed.padded(), values)
+    torch.testing.assert_close(
+        groups.apply(lambda x, m: x.sum(1), sequences=(trimmed, mask), output="rows"), values.sum(1)
+    )
+    doubled = groups.apply(lambda x, m: 2 * x, sequences=(trimmed, mask), output="trimmed")
+    assert isinstance(doubled, Trimmed)
+    torch.testing.assert_close(doubled.padded(), 2 * values)
+
+
+def test_rows_from_drops_the_leading_rows_of_a_sorted_batch():
+    mask = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=torch.bool)
+    groups = LengthGroups.of(mask, bounds=(1, 2))
+    assert groups.in_order and groups.sizes == (3, 1, 1) and groups.keep == (1, 2, 3)
+    values = torch.arange(15.0).view(5, 3, 1) * mask.unsqueeze(-1)
+    trimmed = Trimmed.of_rows(groups, values.reshape(-1, 1)[groups.trailing_index()])
+    for start in range(5):
+        tail = trimmed.rows_from(start)
+        assert sum(tail.groups.sizes) == 5 - start and [p.shape[0] for p in tail.pieces] == list(tail.groups.sizes)
+        torch.testing.assert_close(tail.padded(), values[start:])
+    assert trimmed.rows_from(3).groups.keep == (2, 3)  # the first group is gone
 
 
 def test_permute_rows_gradient_is_the_inverse_gather():

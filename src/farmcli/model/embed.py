@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from farmcli.model.config import EmbedConfig, VocabSizes
+from farmcli.model.ragged import LengthGroups, Trimmed
 
 ID_FIELDS = ("author", "page", "tag", "cluster", "user")
 """Vocabularies with one table each, shared by the candidate and both histories (index 0 = padding)."""
@@ -117,9 +118,36 @@ class EmbeddingLayer(nn.Module):
             return rows.new_zeros(mask.numel(), rows.shape[1]).index_copy(0, real, rows).view(*mask.shape, -1)
         return torch.cat([masked_lookup(t, i, mask, self.row_gather) for t, i in zip(tables, ids)], dim=-1)
 
-    def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _trimmed(
+        self,
+        batch: Mapping[str, Tensor],
+        prefix: str,
+        domain: nn.ModuleDict,
+        fields: tuple[str, ...],
+        groups: LengthGroups,
+    ) -> Trimmed:
+        """The history at its length groups' trailing positions only: one lookup per field on their flat index."""
+        index = groups.trailing_index().to(batch[f"{prefix}_mask"].device)
+        mask = batch[f"{prefix}_mask"].bool().reshape(-1)[index]
+        rows = torch.cat(
+            [
+                masked_lookup(self._table(domain, f), batch[f"{prefix}_{f}"].reshape(-1)[index], mask, self.row_gather)
+                for f in fields
+            ],
+            dim=-1,
+        )
+        return Trimmed.of_rows(groups, rows)
+
+    def forward(
+        self, batch: Mapping[str, Tensor], live_groups: LengthGroups | None = None
+    ) -> tuple[Tensor, Tensor | Trimmed, Tensor]:
+        """With ``live_groups``, V_live comes as each group's trailing positions (the rest would be padding)."""
         v_video = self._sequence(batch, "v", self.video, VIDEO_FIELDS)
-        v_live = self._sequence(batch, "l", self.live, LIVE_FIELDS)
+        v_live: Tensor | Trimmed
+        if live_groups is None:
+            v_live = self._sequence(batch, "l", self.live, LIVE_FIELDS)
+        else:
+            v_live = self._trimmed(batch, "l", self.live, LIVE_FIELDS, live_groups)
         x_cand = torch.cat(
             [lookup(cast(nn.Embedding, self.ids[f]), batch[f], self.row_gather) for f in CAND_FIELDS], dim=-1
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,17 @@ from farmcli.model import params
 from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights
-from farmcli.model.ragged import BUCKETS, LengthGroups, permute_rows, span_order, take_rows
-from farmcli.slots import OPTIONAL_FLAGS, SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
+from farmcli.model.ragged import BUCKETS, LengthGroups, Trimmed, permute_rows, span_order, take_rows
+from farmcli.slots import (
+    OPTIONAL_FLAGS,
+    SLOTS,
+    Align,
+    FrequencyModule,
+    Fuse,
+    Head,
+    TrailingFrequencyModule,
+    missing_members,
+)
 
 
 @dataclass
@@ -49,15 +58,23 @@ class PreferenceEncoder(nn.Module):
     def forward(
         self,
         v_video: Tensor,
-        v_live: Tensor,
+        v_live: Tensor | Trimmed,
         video_mask: Tensor,
         live_mask: Tensor,
         live_groups: LengthGroups | None = None,
     ) -> tuple[Tensor, Tensor]:
         v_hat_video = self.video(v_video, video_mask)[0]
         if live_groups is None:
+            assert isinstance(v_live, Tensor)
             return v_hat_video, self.live(v_live, live_mask)[0]
         return v_hat_video, live_groups.apply(lambda x, mask: self.live(x, mask)[0], sequences=(v_live, live_mask))
+
+
+def _live_rows(x: Tensor | Trimmed, rows: slice, scale: float) -> Tensor | Trimmed:
+    """``scale_grad(x[rows], scale)`` for V_live held whole or trimmed (``rows``: a tail of the batch)."""
+    if isinstance(x, Trimmed):
+        return x.rows_from(rows.start or 0).map(lambda piece: scale_grad(piece, scale))
+    return scale_grad(x[rows], scale)
 
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:
@@ -106,6 +123,8 @@ class FARM(nn.Module):
         self.fuse: Fuse = build("fuse", cfg.fuse, video_dim=d1, live_dim=d2, cand_dim=dc)
         uses_preference = self.align.uses_preference or self.fuse.uses_preference
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
+        self.live_trailing = getattr(self.live_frequency, "trailing_positions", OPTIONAL_FLAGS["trailing_positions"])
+        """The live frequency module may run on the live length groups' trailing positions (slots.py)."""
         self.live_rows_only = all(
             getattr(c, "live_rows_only", OPTIONAL_FLAGS["live_rows_only"]) or not c.uses_preference
             for c in (self.align, self.fuse)
@@ -113,7 +132,10 @@ class FARM(nn.Module):
         """Align and fuse read nothing of a row without a live event (both say so): eq. 12-17 skip such rows."""
         self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
         self.length_buckets: tuple[int, ...] | None = BUCKETS
-        """Span groups of the live rows in eq. 12 and 16-17 (None: every row at full length, as with aux)."""
+        """Span groups of the live rows in eq. 8-12 and 16-17 (None: every row at full length, as with aux)."""
+        self.trim_live = True
+        """V_live and eq. 9-11 on the live length groups' trailing positions (False: at full length; for
+        benchmarks)."""
         self.sort_rows = True
         """Put the batch in live-span order before the embedding (False: gather each group and compute every row
         in eq. 12-17; for benchmarks)."""
@@ -124,16 +146,15 @@ class FARM(nn.Module):
             self.head.set_output_bias(logits)
 
     def _groups_on(self, return_aux: bool) -> bool:
-        """Eq. 12 and 16-17 run on live length groups: not without eq. 12, with groups switched off, or for
-        full-size aux."""
-        return self.preference is not None and self.length_buckets is not None and not return_aux
+        """The live history runs on its length groups: not with groups switched off, or for full-size aux."""
+        return self.length_buckets is not None and not return_aux
 
     def _sorts_rows(self, return_aux: bool) -> bool:
         """The batch is first put in live-span order, so that the groups are slices (model/ragged.py)."""
         return self.sort_rows and self._groups_on(return_aux)
 
     def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
-        """Live rows grouped by length for eq. 12 and 16-17; None where nothing uses them, or for full-size aux."""
+        """Live rows grouped by length for eq. 8-12 and 16-17; None when switched off, or for full-size aux."""
         if not self._groups_on(return_aux) or self.length_buckets is None:
             return None
         return LengthGroups.of(live_mask, self.length_buckets)
@@ -149,43 +170,59 @@ class FARM(nn.Module):
         with attention_weights(return_aux):
             return self._forward(batch, return_aux, with_cl)
 
+    def _live_frequency(
+        self, v_live: Tensor | Trimmed, live_mask: Tensor, groups: LengthGroups | None
+    ) -> tuple[Tensor | Trimmed, tuple[Tensor, Tensor] | None]:
+        """Eq. 9-10 on the live history, on each length group's trailing positions where the module allows it."""
+        if groups is None or not self.live_trailing:
+            v_live = v_live.padded() if isinstance(v_live, Trimmed) else v_live
+            return self.live_frequency(v_live, live_mask)
+        frequency, length = cast(TrailingFrequencyModule, self.live_frequency), live_mask.shape[1]
+        f_live = groups.apply(
+            lambda v, mask: frequency(v, mask, length=length)[0], sequences=(v_live, live_mask), output="trimmed"
+        )
+        return f_live, None
+
     def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
-        # rows sorted by live length once, on the ids, where eq. 12 and 16-17 run in length groups: each group
+        # rows sorted by live length once, on the ids, where the live history runs in length groups: each group
         # is then a slice of the batch, not a gather of [B, L, D] activations (model/ragged.py)
         sorted_rows = self._sorts_rows(return_aux)
         order = span_order(batch["l_mask"]) if sorted_rows else None
         if order is not None:
             batch = take_rows(batch, order)
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
+        live_groups = self._live_groups(live_mask, return_aux)
+        trimmed = live_groups if self.trim_live else None  # the groups that eq. 8-11 run on
 
-        # (8) embedding layer
-        v_video, v_live, x_cand = self.embed(batch)
+        # (8) embedding layer; in length groups, V_live only at each group's trailing positions
+        v_video, v_live, x_cand = self.embed(batch, trimmed)
 
         # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
         f_video, video_gates = self.video_frequency(v_video, video_mask)
-        f_live, live_gates = self.live_frequency(v_live, live_mask)
+        f_live, live_gates = self._live_frequency(v_live, live_mask, trimmed)
 
         # (11) target attention of the candidate over each domain's history
         f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
-        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
+        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask, trimmed)
 
         # (12) preference encoder, shared by align and fuse. Where both read only rows with a live event, eq. 12-17
-        # run on those rows alone (a slice of the sorted batch; the others get F^_cross = 0), live rows on their
+        # run on those rows alone (a tail of the sorted batch; the others get F^_cross = 0), live rows on their
         # own length (model/ragged.py)
         rows = self._rows_read(live_mask, sorted_rows)
         video_mask_read, live_mask_read = video_mask[rows], live_mask[rows]
-        live_groups = self._live_groups(live_mask_read, return_aux)
+        read_groups = None if live_groups is None else live_groups.rows_from(rows.start or 0)
         if self.preference is not None:
             scale = self.cfg.preference_grad
             v_hat_video, v_hat_live = self.preference(
                 scale_grad(v_video[rows], scale),
-                scale_grad(v_live[rows], scale),
+                _live_rows(v_live, rows, scale),
                 video_mask_read,
                 live_mask_read,
-                live_groups,
+                read_groups,
             )
-        else:
-            v_hat_video, v_hat_live = v_video, v_live
+        else:  # align and fuse (if any) read V itself
+            v_hat_video = v_video[rows]
+            v_hat_live = (v_live.padded() if isinstance(v_live, Trimmed) else v_live)[rows]
 
         # (13-14) cross-domain preference align: L_cl
         cl_loss: Tensor | None = None
@@ -196,14 +233,14 @@ class FARM(nn.Module):
             )
 
         # (16-17) cross-domain preference fuse: F^_cross
-        if live_groups is None or not getattr(self.fuse, "length_invariant", OPTIONAL_FLAGS["length_invariant"]):
+        if read_groups is None or not getattr(self.fuse, "length_invariant", OPTIONAL_FLAGS["length_invariant"]):
             f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask_read, live_mask_read, x_cand[rows])
         else:  # each live event queries the video history: work in proportion to the live length
-            f_hat_cross = live_groups.apply(
+            f_hat_cross = read_groups.apply(
                 lambda live, l_mask, video, v_mask, cand: _required(self.fuse(video, live, v_mask, l_mask, cand)[0]),
                 sequences=(v_hat_live, live_mask_read),
                 rows=(v_hat_video, video_mask_read, x_cand[rows]),
-                sequence_output=False,
+                output="rows",
             )
             fuse_aux = {}
         if f_hat_cross is not None and rows.start:  # rows without a live event: no query, F^_cross = 0

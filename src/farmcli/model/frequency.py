@@ -64,20 +64,28 @@ def frequency_split(v: Tensor, c: int) -> tuple[Tensor, Tensor]:
     return low, v - low
 
 
-def low_pass(v: Tensor, c: int) -> Tensor:
-    """Low[V] alone (eq. 3-5): the projection U U^T V of ``frequency_split``."""
-    u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
+def low_pass(v: Tensor, c: int, length: int | None = None) -> Tensor:
+    """Low[V] alone (eq. 3-5): the projection U U^T V of ``frequency_split``; ``length``: see ``trailing_basis``."""
+    u = trailing_basis(v, c, length)
     return u @ (u.transpose(0, 1) @ v)
 
 
-def gated_split(v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, c: int) -> Tensor:
+def trailing_basis(v: Tensor, c: int, length: int | None) -> Tensor:
+    """The basis rows of v's positions: v [B, l, D] holds the last l positions of a window of ``length`` (None:
+    l) whose earlier positions are padding. U^T V then needs only those rows of U, and Low[V] at them is the
+    same as at full length (V is zero at padding)."""
+    n = v.shape[1]
+    return low_pass_basis(length or n, c, v.dtype, v.device)[(length or n) - n :]
+
+
+def gated_split(v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, c: int, length: int | None = None) -> Tensor:
     """keep * (g_high V + g_mix Low[V]) for per-sample gates g_high, g_mix [B] and keep [B, L] (eq. 9 with
     g_mix = g_low - g_high); V zero at padding (Low mixes every position into every other).
 
     Low[V] = U (U^T V) is never written out: the mask and g_mix go into the small [B, L, r] left factor, so the
     whole sum is one scaled copy of V plus one batched product added in place.
     """
-    u = low_pass_basis(v.shape[1], c, v.dtype, v.device)
+    u = trailing_basis(v, c, length)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (v, g_high, g_mix)):
         return _GatedSplit.apply(v, keep, g_high, g_mix, u)
     return _gated_split(v * keep.unsqueeze(-1), keep, g_high, g_mix, u, u.transpose(0, 1) @ v)
@@ -126,6 +134,9 @@ class DFTFrequency(nn.Module):
     as Table 3 reports them, or one per channel with ``per_channel=True``.
     """
 
+    trailing_positions = True
+    """Takes a history cut to its trailing positions, with ``length`` the full window (``trailing_basis``)."""
+
     def __init__(self, dim: int, cutoff: int = 3, per_channel: bool = False, gate_dims: Sequence[int] = (64,)):
         super().__init__()
         if cutoff < 1:
@@ -134,18 +145,18 @@ class DFTFrequency(nn.Module):
         self.per_channel = per_channel
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
 
-    def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, v: Tensor, mask: Tensor, length: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         g_low, g_high = torch.sigmoid(self.gate(masked_mean(v, mask))).chunk(2, dim=-1)  # [B, 1] or [B, D]
         # g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, with the mask folded into the
         # coefficients (Low spreads into the padding): two passes over [B, L, D], not five.
         keep = mask.to(v.dtype)
         if self.per_channel:
-            low = low_pass(v, self.cutoff)
+            low = low_pass(v, self.cutoff, length)
             keep3 = keep.unsqueeze(-1)
             f = torch.addcmul(v * (g_high.unsqueeze(1) * keep3), low, (g_low - g_high).unsqueeze(1) * keep3)
             return f, (g_low, g_high)
         g_low, g_high = g_low.squeeze(-1), g_high.squeeze(-1)
-        return gated_split(v, keep, g_high, g_low - g_high, self.cutoff), (g_low, g_high)
+        return gated_split(v, keep, g_high, g_low - g_high, self.cutoff, length), (g_low, g_high)
 
 
 @register("video_frequency", "none")
@@ -153,8 +164,10 @@ class DFTFrequency(nn.Module):
 class NoFrequency(nn.Module):
     """w/o V-FA / L-FA: V passes through unchanged, so target attention sees the raw history."""
 
+    trailing_positions = True
+
     def __init__(self, dim: int):
         super().__init__()
 
-    def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, None]:
+    def forward(self, v: Tensor, mask: Tensor, length: int | None = None) -> tuple[Tensor, None]:
         return v, None

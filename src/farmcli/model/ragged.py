@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,34 +66,68 @@ class LengthGroups:
     def apply(
         self,
         fn: Callable[..., Tensor],
-        sequences: Sequence[Tensor],
+        sequences: Sequence[Tensor | Trimmed],
         rows: Sequence[Tensor] = (),
-        sequence_output: bool = True,
-    ) -> Tensor:
+        output: Literal["padded", "rows", "trimmed"] = "padded",
+    ) -> Any:
         """``fn(*trimmed sequences, *row tensors)`` per group, results put back in batch order.
 
-        ``sequences`` are [B, L, ...] (trimmed to each group's trailing positions), ``rows`` are [B, ...] (only
-        regrouped). With ``sequence_output`` fn returns [b, keep, D], left-padded back to [B, L, D] with zeros;
-        otherwise it returns one row [b, D] per sample.
+        ``sequences`` are [B, L, ...] (trimmed to each group's trailing positions) or already ``Trimmed`` by
+        these groups; ``rows`` are [B, ...] (only regrouped). fn returns [b, keep, D] per group, which
+        ``output="padded"`` left-pads back to [B, L, D] with zeros and ``"trimmed"`` keeps as a ``Trimmed``;
+        with ``"rows"`` it returns one row [b, D] per sample.
         """
-        if len(self.sizes) == 1 and self.keep[0] == self.length:  # nothing to trim
-            return fn(*sequences, *rows)
+        if len(self.sizes) == 1 and self.keep[0] == self.length and self.in_order:  # nothing to trim or move
+            out = fn(*(s.pieces[0] if isinstance(s, Trimmed) else s for s in sequences), *rows)
+            return Trimmed(self, (out,)) if output == "trimmed" else out
         # One gather per input (none when the rows are in order), then contiguous splits: their backward is a
         # concatenation, not a zero-filled full-size gradient per group.
         inverse = torch.argsort(self.perm)
         split_sequences = [self._trimmed(s, inverse) for s in sequences]
         split_rows = [self._grouped(r, inverse).split(self.sizes) for r in rows]
         pieces = [fn(*(s[i] for s in split_sequences), *(r[i] for r in split_rows)) for i in range(len(self.sizes))]
-        if not sequence_output:
+        if output == "trimmed":
+            return Trimmed(self, tuple(pieces))
+        if output == "rows":
             out = torch.cat(pieces)
             return out if self.in_order else permute_rows(out, inverse, self.perm)
-        out = torch.cat([F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)])
-        out = out if self.in_order else permute_rows(out, inverse, self.perm)
+        out = self._padded(pieces, inverse)
         self._pieces.append((out, pieces))
         return out
 
-    def _trimmed(self, x: Tensor, inverse: Tensor) -> list[Tensor]:
+    def rows_from(self, start: int) -> LengthGroups:
+        """These groups without the batch's first ``start`` rows (rows in span order: the rows without an event)."""
+        if not start:
+            return self
+        assert self.in_order, "only a span-sorted batch drops leading rows"
+        sizes, keep, left = [], [], start
+        for size, k in zip(self.sizes, self.keep, strict=True):
+            dropped = min(size, left)
+            left -= dropped
+            if size > dropped:
+                sizes.append(size - dropped)
+                keep.append(k)
+        return LengthGroups(self.length, self.perm[start:] - start, tuple(sizes), tuple(keep), True)
+
+    def trailing_index(self) -> Tensor:
+        """Flat positions in a [B, L] batch of every group's trailing ``keep`` positions, group by group."""
+        starts = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
+        return torch.cat(
+            [
+                (self.perm[a:b, None] * self.length + torch.arange(self.length - k, self.length)).reshape(-1)
+                for a, b, k in zip(starts, starts[1:], self.keep, strict=False)
+            ]
+        )
+
+    def _padded(self, pieces: Sequence[Tensor], inverse: Tensor) -> Tensor:
+        out = torch.cat([F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)])
+        return out if self.in_order else permute_rows(out, inverse, self.perm)
+
+    def _trimmed(self, x: Tensor | Trimmed, inverse: Tensor) -> Sequence[Tensor]:
         """Each group's rows of x [B, L, ...] on its trailing ``keep`` positions."""
+        if isinstance(x, Trimmed):
+            assert x.groups.sizes == self.sizes and x.groups.keep == self.keep, "trimmed by other groups"
+            return x.pieces
         for output, pieces in self._pieces:
             if output is x:
                 return pieces
@@ -104,9 +138,50 @@ class LengthGroups:
         return x if self.in_order else permute_rows(x, self.perm, inverse)
 
 
+@dataclass(frozen=True)
+class Trimmed:
+    """A [B, L, D] sequence batch held as its length groups' trailing positions: ``pieces[i]`` is
+    [groups.sizes[i], groups.keep[i], D], the rows of group i. What is left out is zero (padding)."""
+
+    groups: LengthGroups
+    pieces: tuple[Tensor, ...]
+
+    @classmethod
+    def of_rows(cls, groups: LengthGroups, rows: Tensor) -> Trimmed:
+        """The pieces of ``rows`` [N, D], the positions of ``groups.trailing_index()`` in its order."""
+        counts = [size * keep for size, keep in zip(groups.sizes, groups.keep, strict=True)]
+        pieces = rows.split(counts)
+        return cls(groups, tuple(p.view(s, k, -1) for p, s, k in zip(pieces, groups.sizes, groups.keep, strict=True)))
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Trimmed:
+        return Trimmed(self.groups, tuple(fn(p) for p in self.pieces))
+
+    def rows_from(self, start: int) -> Trimmed:
+        """Without the batch's first ``start`` rows (``LengthGroups.rows_from``)."""
+        if not start:
+            return self
+        pieces, left = [], start
+        for piece in self.pieces:
+            dropped = min(piece.shape[0], left)
+            left -= dropped
+            if piece.shape[0] > dropped:
+                pieces.append(piece[dropped:])
+        return Trimmed(self.groups.rows_from(start), tuple(pieces))
+
+    def padded(self) -> Tensor:
+        """[B, L, D] in batch order, zeros where the pieces leave positions out."""
+        groups, first = self.groups, self.pieces[0]
+        out = first.new_zeros(sum(groups.sizes), groups.length, *first.shape[2:])
+        start = 0
+        for piece, keep in zip(self.pieces, groups.keep, strict=True):
+            out[start : start + piece.shape[0], groups.length - keep :] = piece
+            start += piece.shape[0]
+        return out if groups.in_order else permute_rows(out, torch.argsort(groups.perm), groups.perm)
+
+
 def span(mask: Tensor) -> Tensor:
     """[B] positions from a row's first real event to the end of ``mask`` [B, L]; 0 for an empty row."""
-    length = mask.shape[1]
+    length, mask = mask.shape[1], mask.bool()
     first = mask.to(torch.uint8).argmax(1)
     return torch.where(mask.any(1), length - first, torch.zeros_like(first))
 
