@@ -29,6 +29,8 @@ default; model/heads/stacked.py),
 product, the default; ``_KeyAttention`` in model/layers.py),
 ``trim-live`` (V_live embedded and eq. 9-11 run at full length L vs on each live length group's trailing
 positions, the default; model/farm.py, model/ragged.py),
+``product-tables`` (one lookup per history field vs adjacent small fields as one product table, the default;
+model/embed.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
 queries, W_k and W_v folded into the queries, the default; model/layers.py).
 """
@@ -57,6 +59,7 @@ COMPARE = {
     "stacked-head": ("module-head", "stacked-head"),
     "key-backward": ("autograd-keys", "one-product-keys"),
     "trim-live": ("full-live", "trimmed-live"),
+    "product-tables": ("field-tables", "product-tables"),
 }
 
 
@@ -160,6 +163,8 @@ class Run:
         self.plain_keys = setting == "autograd-keys"  # a class switch: set before each of this run's steps
         if setting == "module-head":
             self.module.farm.head.stacked = False
+        if setting == "field-tables":
+            self.module.farm.embed.product_tables = False
         if setting == "full-live":
             self.module.farm.trim_live = False
         if setting == "gathered-groups":
