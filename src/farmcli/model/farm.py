@@ -125,6 +125,8 @@ class FARM(nn.Module):
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
         self.live_trailing = getattr(self.live_frequency, "trailing_positions", OPTIONAL_FLAGS["trailing_positions"])
         """The live frequency module may run on the live length groups' trailing positions (slots.py)."""
+        self.cross_domain = self.preference is not None or not (cfg.align.name == cfg.fuse.name == "none")
+        """Eq. 12-17 exist: not with both align and fuse ``none`` (the base model), which read nothing."""
         self.live_rows_only = all(
             getattr(c, "live_rows_only", OPTIONAL_FLAGS["live_rows_only"]) or not c.uses_preference
             for c in (self.align, self.fuse)
@@ -150,8 +152,10 @@ class FARM(nn.Module):
         return self.length_buckets is not None and not return_aux
 
     def _sorts_rows(self, return_aux: bool) -> bool:
-        """The batch is first put in live-span order, so that the groups are slices (model/ragged.py)."""
-        return self.sort_rows and self._groups_on(return_aux)
+        """The batch is first put in live-span order, so that the groups are slices (model/ragged.py), where eq.
+        12-17 run in them: without those (the base model) regrouping the few [B, D] rows that eq. 11 reads and
+        writes costs less than sorting the batch's two dozen id tensors."""
+        return self.sort_rows and self._groups_on(return_aux) and self.cross_domain
 
     def _live_groups(self, live_mask: Tensor, return_aux: bool) -> LengthGroups | None:
         """Live rows grouped by length for eq. 8-12 and 16-17; None when switched off, or for full-size aux."""
@@ -183,28 +187,19 @@ class FARM(nn.Module):
         )
         return f_live, None
 
-    def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
-        # rows sorted by live length once, on the ids, where the live history runs in length groups: each group
-        # is then a slice of the batch, not a gather of [B, L, D] activations (model/ragged.py)
-        sorted_rows = self._sorts_rows(return_aux)
-        order = span_order(batch["l_mask"]) if sorted_rows else None
-        if order is not None:
-            batch = take_rows(batch, order)
-        video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
-        live_groups = self._live_groups(live_mask, return_aux)
-        trimmed = live_groups if self.trim_live else None  # the groups that eq. 8-11 run on
-
-        # (8) embedding layer; in length groups, V_live only at each group's trailing positions
-        v_video, v_live, x_cand = self.embed(batch, trimmed)
-
-        # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
-        f_video, video_gates = self.video_frequency(v_video, video_mask)
-        f_live, live_gates = self._live_frequency(v_live, live_mask, trimmed)
-
-        # (11) target attention of the candidate over each domain's history
-        f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
-        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask, trimmed)
-
+    def _cross_domain(
+        self,
+        batch: Mapping[str, Tensor],
+        v_video: Tensor,
+        v_live: Tensor | Trimmed,
+        x_cand: Tensor,
+        video_mask: Tensor,
+        live_mask: Tensor,
+        live_groups: LengthGroups | None,
+        sorted_rows: bool,
+        with_cl: bool,
+    ) -> tuple[Tensor | None, Tensor | None, dict[str, Tensor]]:
+        """Eq. 12-17 -> F^_cross (None without a fuse), L_cl (None without an align or ``with_cl``), aux."""
         # (12) preference encoder, shared by align and fuse. Where both read only rows with a live event, eq. 12-17
         # run on those rows alone (a tail of the sorted batch; the others get F^_cross = 0), live rows on their
         # own length (model/ragged.py)
@@ -245,6 +240,36 @@ class FARM(nn.Module):
             fuse_aux = {}
         if f_hat_cross is not None and rows.start:  # rows without a live event: no query, F^_cross = 0
             f_hat_cross = F.pad(f_hat_cross, (0, 0, rows.start, 0))
+        return f_hat_cross, cl_loss, {**align_aux, **fuse_aux}
+
+    def _forward(self, batch: Mapping[str, Tensor], return_aux: bool, with_cl: bool = True) -> FarmOutput:
+        # rows sorted by live length once, on the ids, where the live history runs in length groups: each group
+        # is then a slice of the batch, not a gather of [B, L, D] activations (model/ragged.py)
+        sorted_rows = self._sorts_rows(return_aux)
+        order = span_order(batch["l_mask"]) if sorted_rows else None
+        if order is not None:
+            batch = take_rows(batch, order)
+        video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()  # a uint8 mask would break ~mask
+        live_groups = self._live_groups(live_mask, return_aux)
+        trimmed = live_groups if self.trim_live else None  # the groups that eq. 8-11 run on
+
+        # (8) embedding layer; in length groups, V_live only at each group's trailing positions
+        v_video, v_live, x_cand = self.embed(batch, trimmed)
+
+        # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
+        f_video, video_gates = self.video_frequency(v_video, video_mask)
+        f_live, live_gates = self._live_frequency(v_live, live_mask, trimmed)
+
+        # (11) target attention of the candidate over each domain's history
+        f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
+        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask, trimmed)
+
+        # (12-17) cross-domain preference: encoder, align (L_cl) and fuse (F^_cross); the base model has none
+        f_hat_cross, cl_loss, cross_aux = None, None, dict[str, Tensor]()
+        if self.cross_domain:
+            f_hat_cross, cl_loss, cross_aux = self._cross_domain(
+                batch, v_video, v_live, x_cand, video_mask, live_mask, live_groups, sorted_rows, with_cl
+            )
 
         # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
         features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]
@@ -254,9 +279,7 @@ class FARM(nn.Module):
 
         aux: dict[str, Tensor] = {}
         if return_aux:
-            aux = {"video_target_attention": video_weights, "live_target_attention": live_weights}
-            aux.update(align_aux)
-            aux.update(fuse_aux)
+            aux = {"video_target_attention": video_weights, "live_target_attention": live_weights, **cross_aux}
             if video_gates is not None:
                 aux["alpha"], aux["beta"] = video_gates
             if live_gates is not None:
