@@ -91,7 +91,7 @@ class LengthGroups:
         if output == "rows":
             out = torch.cat(pieces)
             return out if self.in_order else permute_rows(out, inverse, self.perm)
-        out = self._padded(pieces, inverse)
+        out = Trimmed(self, tuple(pieces)).padded()
         self._pieces.append((out, pieces))
         return out
 
@@ -118,10 +118,6 @@ class LengthGroups:
                 for a, b, k in zip(starts, starts[1:], self.keep, strict=False)
             ]
         )
-
-    def _padded(self, pieces: Sequence[Tensor], inverse: Tensor) -> Tensor:
-        out = torch.cat([F.pad(p, (0, 0, self.length - keep, 0)) for p, keep in zip(pieces, self.keep, strict=True)])
-        return out if self.in_order else permute_rows(out, inverse, self.perm)
 
     def _trimmed(self, x: Tensor | Trimmed, inverse: Tensor) -> Sequence[Tensor]:
         """Each group's rows of x [B, L, ...] on its trailing ``keep`` positions."""
@@ -169,13 +165,12 @@ class Trimmed:
         return Trimmed(self.groups.rows_from(start), tuple(pieces))
 
     def padded(self) -> Tensor:
-        """[B, L, D] in batch order, zeros where the pieces leave positions out."""
-        groups, first = self.groups, self.pieces[0]
-        out = first.new_zeros(sum(groups.sizes), groups.length, *first.shape[2:])
-        start = 0
-        for piece, keep in zip(self.pieces, groups.keep, strict=True):
-            out[start : start + piece.shape[0], groups.length - keep :] = piece
-            start += piece.shape[0]
+        """[B, L, D] in batch order, zeros where the pieces leave positions out.
+
+        Padded piece by piece and concatenated: the backward is then views of the gradient, where copying the
+        pieces into one zero tensor would clone the whole gradient once per piece."""
+        groups = self.groups
+        out = torch.cat([F.pad(p, (0, 0, groups.length - k, 0)) for p, k in zip(self.pieces, groups.keep, strict=True)])
         return out if groups.in_order else permute_rows(out, torch.argsort(groups.perm), groups.perm)
 
 
