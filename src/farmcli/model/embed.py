@@ -19,6 +19,8 @@ ID_FIELDS = ("author", "page", "tag", "cluster", "user")
 VIDEO_FIELDS = ("author", "page", "tag", "play", "lag", "label")
 LIVE_FIELDS = ("author", "page", "tag", "cluster", "play", "lag", "label")
 CAND_FIELDS = ("user", "author", "page", "tag", "cluster")
+HISTORY_FIELDS = {"v": VIDEO_FIELDS, "l": LIVE_FIELDS}
+"""A history's fields by its batch key prefix."""
 
 
 NARROW_ROWS = 8
@@ -198,7 +200,7 @@ class EmbeddingLayer(nn.Module):
     def _fields(self, prefix: str, ids: Sequence[Tensor], mask: Tensor | None) -> Tensor:
         """The concatenated field embeddings of a history's ``ids`` (one tensor per field, any shape), zero where
         ``mask`` is False (None: every position is real); adjacent small fields as one product table."""
-        domain, fields = (self.video, VIDEO_FIELDS) if prefix == "v" else (self.live, LIVE_FIELDS)
+        domain, fields = self.video if prefix == "v" else self.live, HISTORY_FIELDS[prefix]
         tables = [self._table(domain, f) for f in fields]
         runs = field_runs([t.num_embeddings for t in tables], PRODUCT_ROWS if self.product_tables else 0)
         parts: list[Part] = []
@@ -214,7 +216,7 @@ class EmbeddingLayer(nn.Module):
 
     def _sequence(self, batch: Mapping[str, Tensor], prefix: str) -> Tensor:
         mask = batch[f"{prefix}_mask"].bool()
-        ids = [batch[f"{prefix}_{f}"] for f in (VIDEO_FIELDS if prefix == "v" else LIVE_FIELDS)]
+        ids = [batch[f"{prefix}_{f}"] for f in HISTORY_FIELDS[prefix]]
         if mask.device.type == "cpu" and not torch.compiler.is_compiling() and mask.float().mean() < SPARSE_FILL:
             # a mostly empty history (live: a median of 3 of 50 events): look up the real positions only and
             # put them into zeros; the backward sums a tenth of the rows
@@ -227,7 +229,7 @@ class EmbeddingLayer(nn.Module):
         """The history at its length groups' trailing positions only: the lookups on their flat index."""
         index = groups.trailing_index().to(batch[f"{prefix}_mask"].device)
         mask = batch[f"{prefix}_mask"].bool().reshape(-1)[index]
-        ids = [batch[f"{prefix}_{f}"].reshape(-1)[index] for f in (VIDEO_FIELDS if prefix == "v" else LIVE_FIELDS)]
+        ids = [batch[f"{prefix}_{f}"].reshape(-1)[index] for f in HISTORY_FIELDS[prefix]]
         return Trimmed.of_rows(groups, self._fields(prefix, ids, mask))
 
     def forward(
