@@ -87,7 +87,16 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast; MFU against the bf16 matmul peak")
     ap.add_argument("--compare", choices=sorted(COMPARE), help="run two settings side by side (see above)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
+    )
     args = ap.parse_args()
+    if not args.malloc_defaults:  # as `farm train` does
+        from farmcli.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
 

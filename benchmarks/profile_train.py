@@ -25,8 +25,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int)
+    ap.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
+    )
     ap.add_argument("--ops", action="store_true", help="also print the top operators (torch.profiler)")
     args = ap.parse_args()
+    if not args.malloc_defaults:  # as `farm train` does
+        from farmcli.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
 

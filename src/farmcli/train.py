@@ -201,8 +201,14 @@ def train(
 
 
 def build_module(cfg: RunConfig, store):
-    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store."""
+    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store.
+
+    Training is about to start: glibc is told to keep freed memory for the next step (farmcli/allocator.py).
+    """
+    from farmcli.allocator import keep_freed_memory
     from farmcli.model.module import FarmModule
+
+    keep_freed_memory()
 
     labels = store.split("train").labels
     rates = labels.mean(axis=0).tolist() if len(labels) else None

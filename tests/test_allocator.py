@@ -1,0 +1,26 @@
+import platform
+
+import pytest
+
+from farmcli import allocator
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the settings exist only in glibc"
+)
+def test_glibc_accepts_every_setting():
+    # mallopt answers 0 to a value out of its range (an mmap threshold above glibc's ceiling, say)
+    allocator.keep_freed_memory.cache_clear()
+    assert allocator.keep_freed_memory() is True
+
+
+def test_training_applies_it(monkeypatch):
+    from farmcli.config import resolve
+    from farmcli.sources import sample_store
+    from farmcli.train import build_module
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    cfg = resolve(overrides={"data": {"source": "tiny"}})
+    build_module(cfg, sample_store(cfg.data))
+    assert calls == [1]
