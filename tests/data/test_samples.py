@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import torch
 
+from farmcli.data import store as store_module
 from farmcli.data.build import build_samples, sample_store_path
 from farmcli.data.encoding import Encoder, lag_bucket, lex_searchsorted, partition_of, play_bucket, tie_order
 from farmcli.data.schema import (
@@ -370,9 +371,15 @@ def rich_store(rich, tmp_path_factory) -> SampleStore:
 
 
 @pytest.mark.parametrize("L", [6, 50])
-def test_matches_reference_rich(rich, tmp_path, L):
+@pytest.mark.parametrize("sparse_fill", [0.0, 0.5, 1.1], ids=["read-all", "by-fill", "read-real"])
+def test_matches_reference_rich(rich, tmp_path, L, sparse_fill, monkeypatch):
+    # every history read at all positions and zeroed, or only at its real positions, or by its batch's fill
+    monkeypatch.setattr(store_module, "SPARSE_FILL", sparse_fill)
     store = build_samples(rich, tmp_path, history_len=L, partitions=1)
     assert_matches_reference(store, reference(rich, L))
+    idx = np.random.default_rng(0).permutation(store.n("train"))[:64]
+    for k, v in store.batch("train", idx).items():  # the model's dtypes by the same paths
+        assert v.dtype == (torch.bool if k.endswith("mask") else torch.float32 if k in ("labels", "p") else torch.int64)
 
 
 def test_matches_reference_plain_min_count(plain, tmp_path):

@@ -38,6 +38,9 @@ FORMAT = "farm-samples/1"
 STORE_VERSION = "farm-samples/1.0"
 """Part of every store key: bump it whenever the store's content for the same inputs would change."""
 
+SPARSE_FILL = 0.5
+"""A domain's history batch with fewer real positions than this share is read at its real positions only."""
+
 HISTORY_FIELDS = {
     "video": ("author", "page", "tag", "play", "lag", "label"),
     "live": ("author", "page", "tag", "cluster", "play", "lag", "label"),
@@ -195,9 +198,10 @@ class SampleStore:
         sidx = idx[order]
         return {c: np.asarray(getattr(s, c)[sidx])[inverse] for c in cols}
 
-    def _histories(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _histories(self, rows: dict[str, np.ndarray], dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
+        """``dtype``: every field in it (the model's int64), cast by the pass that zeroes the padding; None: each
+        field in its stored type."""
         L = self.history_len
-        ts = rows["ts"]
         out: dict[str, np.ndarray] = {}
         for dom, fields in HISTORY_FIELDS.items():
             p = PREFIX[dom]
@@ -205,23 +209,33 @@ class SampleStore:
             pos = end[:, None] - L + np.arange(L, dtype=np.int64)
             valid = pos >= start[:, None]
             n_events = self.manifest["arrays"][f"{dom}.ts"]["shape"][0]
-            if n_events == 0 or not valid.any():
-                for f in fields:
-                    dtype = np.int64 if f == "lag" else self.manifest["arrays"][f"{dom}.{f}"]["dtype"]
-                    out[f"{p}_{f}"] = np.zeros(pos.shape, dtype=dtype)
-                out[f"{p}_mask"] = valid
-                continue
-            pos = np.where(valid, pos, 0)
+            empty = n_events == 0 or not valid.any()
+            # a mostly empty history (live: a tenth of the positions): read the real positions only and put them
+            # into zeros (2-3x faster than reading and zeroing every position)
+            real = np.flatnonzero(valid) if not empty and valid.mean() < SPARSE_FILL else None
+            if real is not None:
+                at, at_ts = pos.reshape(-1)[real], rows["ts"][real // L]
+            else:
+                at, at_ts = np.where(valid, pos, 0), rows["ts"][:, None]
             for f in fields:
-                if f == "lag":
-                    lag = ts[:, None] - np.take(self.array(f"{dom}.ts"), pos)
-                    a = lag_bucket(lag)
+                stored = np.dtype(np.int64 if f == "lag" else self.manifest["arrays"][f"{dom}.{f}"]["dtype"])
+                if empty:
+                    out[f"{p}_{f}"] = np.zeros(pos.shape, dtype=dtype or stored)
+                elif real is not None:
+                    a = np.zeros(pos.size, dtype=dtype or stored)
+                    a[real] = self._field(dom, f, at, at_ts)
+                    out[f"{p}_{f}"] = a.reshape(pos.shape)
                 else:
-                    a = np.take(self.array(f"{dom}.{f}"), pos)
-                np.multiply(a, valid, out=a)  # 0 at padding (a quarter of the time of a[~valid] = 0)
-                out[f"{p}_{f}"] = a
+                    # 0 at padding (a quarter of the time of a[~valid] = 0), cast in the same pass
+                    out[f"{p}_{f}"] = np.multiply(self._field(dom, f, at, at_ts), valid, dtype=dtype or stored)
             out[f"{p}_mask"] = valid
         return out
+
+    def _field(self, dom: str, field: str, pos: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """One history field of ``dom`` at event positions ``pos``; the lag bucket against sample times ``ts``."""
+        if field == "lag":
+            return lag_bucket(ts - np.take(self.array(f"{dom}.ts"), pos))
+        return np.take(self.array(f"{dom}.{field}"), pos)
 
     def histories(self, split: str, idx: Any) -> dict[str, np.ndarray]:
         """Histories of samples ``idx`` of ``split``: each field [len(idx), L], oldest to newest, padding first.
@@ -243,12 +257,12 @@ class SampleStore:
         rows = self._rows(split, idx)
         out: dict[str, Any] = {}
         for c in (*SAMPLE_IDS, "user_id", "activity"):
-            out[c] = torch.from_numpy(rows[c].astype(np.int64))
+            out[c] = torch.from_numpy(rows[c].astype(np.int64, copy=False))
         out["labels"] = torch.from_numpy(rows["labels"].astype(np.float32))
         if "p" in rows:
             out["p"] = torch.from_numpy(np.ascontiguousarray(rows["p"], dtype=np.float32))
-        for k, v in self._histories(rows).items():
-            out[k] = torch.from_numpy(v if v.dtype == np.bool_ else v.astype(np.int64))
+        for k, v in self._histories(rows, np.dtype(np.int64)).items():
+            out[k] = torch.from_numpy(v)
         return out
 
     def __repr__(self) -> str:
