@@ -201,34 +201,37 @@ class SampleStore:
     def _histories(self, rows: dict[str, np.ndarray], dtype: np.dtype | None = None) -> dict[str, np.ndarray]:
         """``dtype``: every field in it (the model's int64), cast by the pass that zeroes the padding; None: each
         field in its stored type."""
-        L = self.history_len
         out: dict[str, np.ndarray] = {}
-        for dom, fields in HISTORY_FIELDS.items():
-            p = PREFIX[dom]
-            start, end = rows[f"{p}_start"], rows[f"{p}_end"]
-            pos = end[:, None] - L + np.arange(L, dtype=np.int64)
-            valid = pos >= start[:, None]
-            n_events = self.manifest["arrays"][f"{dom}.ts"]["shape"][0]
-            empty = n_events == 0 or not valid.any()
-            # a mostly empty history (live: a tenth of the positions): read the real positions only and put them
-            # into zeros (2-3x faster than reading and zeroing every position)
-            real = np.flatnonzero(valid) if not empty and valid.mean() < SPARSE_FILL else None
-            if real is not None:
-                at, at_ts = pos.reshape(-1)[real], rows["ts"][real // L]
+        for dom in HISTORY_FIELDS:
+            out.update(self._domain_history(rows, dom, dtype))
+        return out
+
+    def _domain_history(self, rows: dict[str, np.ndarray], dom: str, dtype: np.dtype | None) -> dict[str, np.ndarray]:
+        """One domain's history fields and mask (``_histories``)."""
+        L, p, out = self.history_len, PREFIX[dom], {}
+        start, end = rows[f"{p}_start"], rows[f"{p}_end"]
+        pos = end[:, None] - L + np.arange(L, dtype=np.int64)
+        valid = pos >= start[:, None]
+        empty = self.manifest["arrays"][f"{dom}.ts"]["shape"][0] == 0 or not valid.any()
+        # a mostly empty history (live: a tenth of the positions): read the real positions only and put them into
+        # zeros (2-3x faster than reading and zeroing every position)
+        real = np.flatnonzero(valid) if not empty and valid.mean() < SPARSE_FILL else None
+        if real is not None:
+            at, at_ts = pos.reshape(-1)[real], rows["ts"][real // L]
+        else:
+            at, at_ts = np.where(valid, pos, 0), rows["ts"][:, None]
+        for f in HISTORY_FIELDS[dom]:
+            stored = np.dtype(np.int64 if f == "lag" else self.manifest["arrays"][f"{dom}.{f}"]["dtype"])
+            if empty:
+                out[f"{p}_{f}"] = np.zeros(pos.shape, dtype=dtype or stored)
+            elif real is not None:
+                a = np.zeros(pos.size, dtype=dtype or stored)
+                a[real] = self._field(dom, f, at, at_ts)
+                out[f"{p}_{f}"] = a.reshape(pos.shape)
             else:
-                at, at_ts = np.where(valid, pos, 0), rows["ts"][:, None]
-            for f in fields:
-                stored = np.dtype(np.int64 if f == "lag" else self.manifest["arrays"][f"{dom}.{f}"]["dtype"])
-                if empty:
-                    out[f"{p}_{f}"] = np.zeros(pos.shape, dtype=dtype or stored)
-                elif real is not None:
-                    a = np.zeros(pos.size, dtype=dtype or stored)
-                    a[real] = self._field(dom, f, at, at_ts)
-                    out[f"{p}_{f}"] = a.reshape(pos.shape)
-                else:
-                    # 0 at padding (a quarter of the time of a[~valid] = 0), cast in the same pass
-                    out[f"{p}_{f}"] = np.multiply(self._field(dom, f, at, at_ts), valid, dtype=dtype or stored)
-            out[f"{p}_mask"] = valid
+                # 0 at padding (a quarter of the time of a[~valid] = 0), cast in the same pass
+                out[f"{p}_{f}"] = np.multiply(self._field(dom, f, at, at_ts), valid, dtype=dtype or stored)
+        out[f"{p}_mask"] = valid
         return out
 
     def _field(self, dom: str, field: str, pos: np.ndarray, ts: np.ndarray) -> np.ndarray:
