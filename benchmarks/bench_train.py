@@ -15,6 +15,10 @@ its peak see the same machine. Samples/s per peak GFLOP/s and MFU are the median
 figure: on a shared host whose speed moves by a third within minutes, one peak measured before all the steps
 does not describe the steps that follow it.
 
+As ``farm train`` does, glibc's malloc is told to keep freed memory for the next step (farmcli/allocator.py);
+``--malloc-defaults`` leaves it as it is. That setting is per process, so it has no ``--compare``: measure it
+by alternating runs with and without the flag.
+
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
 machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
 default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
@@ -93,10 +97,15 @@ def main() -> None:
         help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
     )
     args = ap.parse_args()
-    if not args.malloc_defaults:  # as `farm train` does
-        from farmcli.allocator import keep_freed_memory
+    from farmcli.allocator import keep_freed_memory
 
-        keep_freed_memory()
+    malloc = (
+        "glibc defaults"
+        if args.malloc_defaults
+        else "keeps freed memory"
+        if keep_freed_memory()
+        else "unchanged (not glibc)"
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -110,7 +119,7 @@ def main() -> None:
     precisions = ["fp32", *(["bf16"] if "bf16" in settings else [])]
     print(
         f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}"
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}; malloc {malloc}"
     )
     runs = {
         (variant, name): Run(variant, name, store, device, args)
