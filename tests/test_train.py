@@ -241,3 +241,19 @@ def test_lightning_boilerplate_is_hidden_unless_verbose(runs):
     assert "GPU available" not in quiet.output and "litlogger" not in quiet.output
     assert "Total params" not in quiet.output  # the model summary
     assert "test split" in quiet.output  # farm's own table still prints
+
+
+def test_training_values_logged_on_the_steps_lightning_writes(runs, monkeypatch):
+    # self.log costs ~1.2 ms a call, so training steps hand Lightning their values only on the steps it writes
+    from farmcli.model.module import FarmModule
+
+    calls = []
+    log = FarmModule.log
+    monkeypatch.setattr(FarmModule, "log", lambda self, name, *a, **k: calls.append(name) or log(self, name, *a, **k))
+    r = train(runs, "every2", "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "2")
+    assert r.exit_code == 0, r.output
+    with open(runs / "every2" / "logs" / "metrics.csv") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert steps and all((s + 1) % 2 == 0 for s in steps)  # Lightning's own choice of steps
+    assert steps == list(range(1, 2 * len(steps), 2))  # none of them missing
+    assert calls.count("train/loss") == len(steps)  # and no other step paid for a call
