@@ -97,15 +97,9 @@ def main() -> None:
         help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
     )
     args = ap.parse_args()
-    from farmcli.allocator import keep_freed_memory
+    from farmcli.allocator import for_benchmark
 
-    malloc = (
-        "glibc defaults"
-        if args.malloc_defaults
-        else "keeps freed memory"
-        if keep_freed_memory()
-        else "unchanged (not glibc)"
-    )
+    malloc = for_benchmark(args.malloc_defaults)  # as `farm train` does, unless --malloc-defaults
     if args.threads:
         torch.set_num_threads(args.threads)
 

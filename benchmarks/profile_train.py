@@ -32,10 +32,9 @@ def main() -> None:
     )
     ap.add_argument("--ops", action="store_true", help="also print the top operators (torch.profiler)")
     args = ap.parse_args()
-    if not args.malloc_defaults:  # as `farm train` does
-        from farmcli.allocator import keep_freed_memory
+    from farmcli.allocator import for_benchmark
 
-        keep_freed_memory()
+    malloc = for_benchmark(args.malloc_defaults)  # as `farm train` does, unless --malloc-defaults
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -98,7 +97,7 @@ def main() -> None:
         h.remove()
     total = seconds.pop("step")
     print(
-        f"{args.variant} on {args.data}: batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"{args.variant} on {args.data}: batch {args.batch_size}, {torch.get_num_threads()} threads, malloc {malloc}, "
         f"{args.steps} steps: {1000 * total / args.steps:.0f} ms per step, "
         f"{args.steps * args.batch_size / total:,.0f} samples/s"
     )

@@ -24,3 +24,8 @@ def test_training_applies_it(monkeypatch):
     cfg = resolve(overrides={"data": {"source": "tiny"}})
     build_module(cfg, sample_store(cfg.data))
     assert calls == [1]
+
+
+def test_benchmarks_can_leave_malloc_alone():
+    assert allocator.for_benchmark(True) == "glibc defaults"
+    assert allocator.for_benchmark(False) in ("keeps freed memory", "unchanged (not glibc)")
