@@ -96,13 +96,17 @@ def attention(
 
     Training uses torch's fused kernel (several times faster on CPU than the explicit softmax). A row with no
     real key would be NaN there, so such rows attend to one stand-in key and are then zeroed: the result is
-    the same zero output as ``masked_softmax`` gives. Weights are computed only under ``attention_weights()``.
+    the same zero output as ``masked_softmax`` gives. On a CPU a batch in which every row has a key (eq. 12
+    on ``default``: all of them) skips that pass over the output and its gradient; on a GPU, asking would
+    wait for the device. Weights are computed only under ``attention_weights()``.
     """
     scale = 1 / math.sqrt(head_dim or q.shape[-1])
     if _return_weights.get():
         weights = masked_softmax(q @ k.transpose(-1, -2) * scale, key_mask[:, None, None, :])
         return weights @ v, weights
     has_key = key_mask.any(-1)
+    if key_mask.device.type == "cpu" and bool(has_key.all()):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale), None
     keep = key_mask.clone()
     keep[:, -1] |= ~has_key
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], scale=scale)
