@@ -36,7 +36,11 @@ positions, the default; model/farm.py, model/ragged.py),
 ``product-tables`` (one lookup per history field vs adjacent small fields as one product table, the default;
 model/embed.py),
 ``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
-queries, W_k and W_v folded into the queries, the default; model/layers.py).
+queries, W_k and W_v folded into the queries, the default; model/layers.py),
+``lanes`` (products as the model's widths make them vs padded with zeros to whole vector lanes, the default:
+attention heads of 23 as 24, the PLE head's 1,050 first-layer outputs as 1,056; ``layers.lane_padding``).
+
+FLOPs are counted unpadded (``lane_padding(False)``): MFLOP per sample and MFU are the model's, not the zeros'.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ COMPARE = {
     "key-backward": ("autograd-keys", "one-product-keys"),
     "trim-live": ("full-live", "trimmed-live"),
     "product-tables": ("field-tables", "product-tables"),
+    "lanes": ("unpadded", "lanes"),
 }
 
 
@@ -173,6 +178,7 @@ class Run:
         if setting == "all-rows":
             self.module.farm.live_rows_only = False
         self.plain_keys = setting == "autograd-keys"  # a class switch: set before each of this run's steps
+        self.pad_lanes = setting != "unpadded"
         if setting == "module-head":
             self.module.farm.head.stacked = False
         if setting == "field-tables":
@@ -203,11 +209,14 @@ class Run:
         idx = self.rng.choice(self.n, size=self.batch_size, replace=False)
         return {k: v.to(self.device, non_blocking=True) for k, v in self.store.batch("train", idx).items()}
 
-    def _train(self, batch) -> None:
-        from farmcli.model.layers import _KeyAttention
+    def _train(self, batch, count_flops: bool = False) -> None:
+        from farmcli.model.layers import _KeyAttention, lane_padding
 
         _KeyAttention.enabled = not self.plain_keys
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with (
+            lane_padding(self.pad_lanes and not count_flops),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+        ):
             loss = self.loss(batch)
         loss.backward()
         self.opt.step()
@@ -220,7 +229,7 @@ class Run:
     def warm_up(self, steps: int) -> None:
         batch = self._batch()
         with FlopCounterMode(display=False) as fc:
-            self._train(batch)
+            self._train(batch, count_flops=True)
         self.flops_per_sample = fc.get_total_flops() / self.batch_size
         for _ in range(steps):
             self._train(self._batch())

@@ -164,7 +164,7 @@ def test_heads_padded_to_whole_lanes_change_nothing(weights_kept):
     weights and every gradient as unpadded, empty key rows included."""
     from contextlib import nullcontext
 
-    from farmcli.model.layers import MultiHeadAttention
+    from farmcli.model.layers import MultiHeadAttention, lane_padding
 
     torch.manual_seed(3)
     block = MultiHeadAttention(query_dim=92, key_dim=92, dim=92, heads=4)
@@ -173,10 +173,9 @@ def test_heads_padded_to_whole_lanes_change_nothing(weights_kept):
     x0, key_mask = torch.randn(3, 50, 92), _mask([0, 7, 50], 50)
     results = []
     for pad in (False, True):
-        block.pad_heads = pad
         block.zero_grad()
         x = x0.clone().requires_grad_()
-        with attention_weights() if weights_kept else nullcontext():
+        with lane_padding(pad), attention_weights() if weights_kept else nullcontext():
             out, weights = block(x, x, key_mask)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         results.append((out, weights, [x.grad, *(p.grad for p in block.parameters())]))

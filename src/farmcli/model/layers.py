@@ -77,6 +77,24 @@ LANES = 8
 1.3-1.5x faster than one a few columns off (multi-head attention's ``head_pad``, the stacked heads' first
 layers in heads/stacked.py)."""
 
+_pad_lanes: ContextVar[bool] = ContextVar("farm_pad_to_lanes", default=True)
+
+
+@contextmanager
+def lane_padding(enabled: bool = True) -> Iterator[None]:
+    """Inside this block products are (the default) or are not padded with zeros to whole vector lanes. The
+    results are the same either way; benchmarks compare the two, and count FLOPs unpadded (the model's)."""
+    token = _pad_lanes.set(enabled)
+    try:
+        yield
+    finally:
+        _pad_lanes.reset(token)
+
+
+def lane_pad(width: int) -> int:
+    """Zero columns that bring ``width`` to whole vector lanes; 0 under ``lane_padding(False)``."""
+    return -width % LANES if _pad_lanes.get() else 0
+
 
 @contextmanager
 def attention_weights(enabled: bool = True) -> Iterator[None]:
@@ -97,15 +115,16 @@ def attention(
     Training uses torch's fused kernel (several times faster on CPU than the explicit softmax). A row with no
     real key would be NaN there, so such rows attend to one stand-in key and are then zeroed: the result is
     the same zero output as ``masked_softmax`` gives. On a CPU a batch in which every row has a key (eq. 12
-    on ``default``: all of them) skips that pass over the output and its gradient; on a GPU, asking would
-    wait for the device. Weights are computed only under ``attention_weights()``.
+    on ``default``: all of them) skips that pass over the output and its gradient; on a GPU asking would wait
+    for the device, and a traced graph (export, compile) keeps one path for every batch. Weights are computed
+    only under ``attention_weights()``.
     """
     scale = 1 / math.sqrt(head_dim or q.shape[-1])
     if _return_weights.get():
         weights = masked_softmax(q @ k.transpose(-1, -2) * scale, key_mask[:, None, None, :])
         return weights @ v, weights
     has_key = key_mask.any(-1)
-    if key_mask.device.type == "cpu" and bool(has_key.all()):
+    if key_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(has_key.all()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale), None
     keep = key_mask.clone()
     keep[:, -1] |= ~has_key
@@ -130,8 +149,6 @@ class MultiHeadAttention(nn.Module):
 
     fold_keys: bool = True
     """Take the query-side form where it needs fewer FLOPs (False: always project the keys; for benchmarks)."""
-    pad_heads: bool = True
-    """Pad each head with zero channels up to a width of whole vector lanes (False: as is; for benchmarks)."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int):
         super().__init__()
@@ -151,7 +168,7 @@ class MultiHeadAttention(nn.Module):
         ``attention_weights()``, else None)."""
         if self.fold_keys and self._folding_is_cheaper(query.shape[1], *keys.shape[1:]):
             return self._folded(query, keys, key_mask)
-        pad = self.head_pad if self.pad_heads else 0
+        pad = self.head_pad if _pad_lanes.get() else 0
         q, k, v = (self._project(lin, x, pad) for lin, x in ((self.q, query), (self.k, keys), (self.v, keys)))
         out, weights = attention(q, k, v, key_mask, head_dim=self.q.out_features // self.heads)
         b, h, lq, d = out.shape

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from farmcli.model.layers import LANES
+from farmcli.model.layers import lane_pad
 
 
 def _layers(mlp: nn.Module) -> list[nn.Module]:
@@ -53,7 +53,7 @@ def first_layers(mlps: Sequence[nn.Module], linears: Sequence[nn.Linear], x: Ten
     firsts = [cast(nn.Linear, _layers(m)[0]) for m in mlps]
     every = [*firsts, *linears]
     width, total = firsts[0].out_features, sum(lin.out_features for lin in every)
-    pad = -total % LANES  # zero rows to a whole number of vector lanes: N = 1050 -> 1056, 83 -> 121 GFLOP/s
+    pad = lane_pad(total)  # zero rows to a whole number of vector lanes: N = 1050 -> 1056, 83 -> 121 GFLOP/s
     weight = torch.cat([*(lin.weight for lin in every), x.new_zeros(pad, x.shape[1])])
     out = F.linear(x, weight, torch.cat([*(cast(Tensor, lin.bias) for lin in every), x.new_zeros(pad)]))
     hidden, rest = out[:, : len(firsts) * width], out[:, len(firsts) * width : total]
