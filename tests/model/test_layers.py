@@ -203,3 +203,15 @@ def test_the_key_attention_backward_is_the_gradient_of_its_forward():
     assert not pooled[1].any()  # no real key: zeros, not NaN
     assert torch.autograd.gradcheck(lambda a, b, c: _KeyAttention.apply(a, b, c, keep), (q_keys, offset, keys))
     assert torch.autograd.gradcheck(lambda a, c: _KeyAttention.apply(a, None, c, keep), (q_keys, keys))
+
+
+def test_a_traced_attention_keeps_zeroing_key_less_rows():
+    """Traced on a batch in which every row has a key, the graph must still give a key-less row zeros, not NaN
+    (the CPU's shortcut for such batches is a branch on the data, which a trace would fix; torch 2.13's fused
+    CPU kernel happens to return zeros for a fully masked row; other versions and devices give NaN)."""
+    torch.manual_seed(4)
+    q, k, v = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 5, 8), torch.randn(3, 2, 5, 8)
+    traced = torch.jit.trace(lambda q, k, v, m: attention(q, k, v, m)[0], (q, k, v, _mask([1, 5, 2], 5)))
+    out = traced(q, k, v, _mask([0, 5, 2], 5))
+    assert torch.isfinite(out).all() and torch.equal(out[0], torch.zeros_like(out[0]))
+    torch.testing.assert_close(out[1:], attention(q, k, v, _mask([0, 5, 2], 5))[0][1:])

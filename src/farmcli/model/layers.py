@@ -124,12 +124,17 @@ def attention(
         weights = masked_softmax(q @ k.transpose(-1, -2) * scale, key_mask[:, None, None, :])
         return weights @ v, weights
     has_key = key_mask.any(-1)
-    if key_mask.device.type == "cpu" and not torch.compiler.is_compiling() and bool(has_key.all()):
+    if key_mask.device.type == "cpu" and not _tracing() and bool(has_key.all()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale), None
     keep = key_mask.clone()
     keep[:, -1] |= ~has_key
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], scale=scale)
     return out * has_key[:, None, None, None].to(out.dtype), None
+
+
+def _tracing() -> bool:
+    """A graph is being recorded (export, compile, TorchScript trace): a branch on the data would be fixed in it."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def _check_heads(dim: int, heads: int) -> None:
@@ -159,7 +164,7 @@ class MultiHeadAttention(nn.Module):
         self.v = nn.Linear(key_dim, dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
         pad = next(p for p in range(LANES) if heads * (dim // heads + p) % LANES == 0)
-        self.head_pad = pad if heads * pad * 8 <= dim else 0
+        self.head_pad = pad if 8 * heads * pad <= dim else 0  # at most an eighth wider
         """Zero channels per head that make the heads a whole number of lanes wide (1 for FARM's 4 heads of 23),
         where that widens them by at most an eighth."""
 
