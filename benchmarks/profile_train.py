@@ -5,7 +5,10 @@
 Forward time per top-level part of FARM (embedding layer, the two frequency modules, the two target
 attentions, the preference encoder of eq. 12, the align, the fuse, the head) is measured with forward hooks
 (wall clock; CPU kernels are synchronous). Backward is one figure: autograd interleaves the parts. With
-``--ops`` the top torch.profiler operators follow.
+``--ops`` the top torch.profiler operators follow. With ``--parts`` each part's forward + backward follows,
+timed alone on the inputs it got in one training forward (detached copies, a fixed random output gradient;
+the median of seven runs): the backward split by part, which the step's own timing cannot give. A part that
+returns its input (a ``none`` component) shows only the cost of storing that input's gradient.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
         help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
     )
     ap.add_argument("--ops", action="store_true", help="also print the top operators (torch.profiler)")
+    ap.add_argument("--parts", action="store_true", help="also time each part's forward + backward alone")
     args = ap.parse_args()
     from farmcli.allocator import for_benchmark
 
@@ -120,6 +124,63 @@ def main() -> None:
             for _ in range(3):
                 step(False)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    if args.parts:
+        batch = store.batch("train", rng.choice(n, size=args.batch_size, replace=False))
+        print("| part | forward + backward, ms |\n|---|---:|")
+        for name, ms in part_times(module, batch):
+            print(f"| {name} | {ms:.1f} |")
+
+
+def part_times(module, batch) -> list[tuple[str, float]]:
+    """Forward + backward of each of FARM's parts alone, on the inputs it got in one training forward."""
+    from farmcli.model.ragged import Trimmed
+
+    calls: dict[str, list] = defaultdict(list)
+    hooks = [
+        child.register_forward_pre_hook(
+            lambda mod, a, kw, name=name: calls[name].append((a, kw)) and None, with_kwargs=True
+        )
+        for name, child in module.farm.named_children()
+    ]
+    module(batch)
+    for h in hooks:
+        h.remove()
+
+    def fresh(x):  # a leaf copy of every float tensor, so each run has a graph of its own
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return x.detach().clone().requires_grad_(x.requires_grad)
+        if isinstance(x, Trimmed):
+            return x.map(fresh)
+        return type(x)(fresh(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+    def outputs(x) -> list[torch.Tensor]:
+        if isinstance(x, torch.Tensor):
+            return [x] if x.requires_grad else []
+        if isinstance(x, Trimmed):
+            return outputs(list(x.pieces))
+        if isinstance(x, dict):
+            x = list(x.values())
+        return [t for v in x for t in outputs(v)] if isinstance(x, (list, tuple)) else []
+
+    def run(part, part_calls, grads: dict) -> None:
+        for i, (a, kw) in enumerate(part_calls):
+            outs = outputs(part(*fresh(a), **{k: fresh(v) for k, v in kw.items()}))
+            if outs:
+                if i not in grads:  # drawn once, outside the timed runs
+                    grads[i] = [torch.randn_like(t) for t in outs]
+                torch.autograd.backward(outs, grads[i])
+
+    times = []
+    for name, part_calls in calls.items():
+        part, grads = getattr(module.farm, name), {}
+        run(part, part_calls, grads)
+        seconds = []
+        for _ in range(7):
+            t = time.perf_counter()
+            run(part, part_calls, grads)
+            seconds.append(time.perf_counter() - t)
+        times.append((name, 1000 * float(np.median(seconds))))
+    return sorted(times, key=lambda nt: -nt[1])
 
 
 if __name__ == "__main__":
