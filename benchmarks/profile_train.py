@@ -136,12 +136,14 @@ def part_times(module, batch) -> list[tuple[str, float]]:
     from farmcli.model.ragged import Trimmed
 
     calls: dict[str, list] = defaultdict(list)
-    hooks = [
-        child.register_forward_pre_hook(
-            lambda mod, a, kw, name=name: calls[name].append((a, kw)) and None, with_kwargs=True
-        )
-        for name, child in module.farm.named_children()
-    ]
+
+    def keep(name):
+        def hook(mod, args, kwargs) -> None:
+            calls[name].append((args, kwargs))
+
+        return hook
+
+    hooks = [child.register_forward_pre_hook(keep(n), with_kwargs=True) for n, child in module.farm.named_children()]
     module(batch)
     for h in hooks:
         h.remove()
@@ -162,23 +164,25 @@ def part_times(module, batch) -> list[tuple[str, float]]:
             x = list(x.values())
         return [t for v in x for t in outputs(v)] if isinstance(x, (list, tuple)) else []
 
-    def run(part, part_calls, grads: dict) -> None:
+    def run(part, part_calls, grads: dict) -> float:
+        """Seconds of the part's forward + backward, its inputs copied before the clock starts."""
+        seconds = 0.0
         for i, (a, kw) in enumerate(part_calls):
-            outs = outputs(part(*fresh(a), **{k: fresh(v) for k, v in kw.items()}))
+            a, kw = fresh(a), {k: fresh(v) for k, v in kw.items()}
+            t = time.perf_counter()
+            outs = outputs(part(*a, **kw))
             if outs:
-                if i not in grads:  # drawn once, outside the timed runs
+                if i not in grads:  # drawn once; the first run is not timed
                     grads[i] = [torch.randn_like(t) for t in outs]
                 torch.autograd.backward(outs, grads[i])
+            seconds += time.perf_counter() - t
+        return seconds
 
     times = []
     for name, part_calls in calls.items():
         part, grads = getattr(module.farm, name), {}
         run(part, part_calls, grads)
-        seconds = []
-        for _ in range(7):
-            t = time.perf_counter()
-            run(part, part_calls, grads)
-            seconds.append(time.perf_counter() - t)
+        seconds = [run(part, part_calls, grads) for _ in range(7)]
         times.append((name, 1000 * float(np.median(seconds))))
     return sorted(times, key=lambda nt: -nt[1])
 

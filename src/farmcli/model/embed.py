@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from farmcli.model.config import EmbedConfig, VocabSizes
+from farmcli.model.layers import tracing
 from farmcli.model.ragged import LengthGroups, Trimmed
 
 ID_FIELDS = ("author", "page", "tag", "cluster", "user")
@@ -217,7 +218,7 @@ class EmbeddingLayer(nn.Module):
     def _sequence(self, batch: Mapping[str, Tensor], prefix: str) -> Tensor:
         mask = batch[f"{prefix}_mask"].bool()
         ids = [batch[f"{prefix}_{f}"] for f in HISTORY_FIELDS[prefix]]
-        if mask.device.type == "cpu" and not torch.compiler.is_compiling() and mask.float().mean() < SPARSE_FILL:
+        if mask.device.type == "cpu" and not tracing() and mask.float().mean() < SPARSE_FILL:
             # a mostly empty history (live: a median of 3 of 50 events): look up the real positions only and
             # put them into zeros; the backward sums a tenth of the rows
             real = mask.reshape(-1).nonzero().squeeze(1)

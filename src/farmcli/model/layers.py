@@ -124,7 +124,7 @@ def attention(
         weights = masked_softmax(q @ k.transpose(-1, -2) * scale, key_mask[:, None, None, :])
         return weights @ v, weights
     has_key = key_mask.any(-1)
-    if key_mask.device.type == "cpu" and not _tracing() and bool(has_key.all()):
+    if key_mask.device.type == "cpu" and not tracing() and bool(has_key.all()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale), None
     keep = key_mask.clone()
     keep[:, -1] |= ~has_key
@@ -132,7 +132,7 @@ def attention(
     return out * has_key[:, None, None, None].to(out.dtype), None
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
     """A graph is being recorded (export, compile, TorchScript trace): a branch on the data would be fixed in it."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
