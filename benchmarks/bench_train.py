@@ -9,6 +9,12 @@ reported), FLOPs per sample of one training step counted by torch.utils.flop_cou
 machine's measured matmul peak in the precision used (float32, or bfloat16 with --bf16) that training reaches
 (MFU). Peak RSS is the process's (resource.getrusage), which includes the sample store's touched pages.
 
+Where the batch is gathered: ``--device-store`` (the default with a CUDA device) holds the training split's
+arrays on the device and gathers each batch there by index (farmcli/data/device_store.py), as ``farm train``
+does on a GPU where the store fits; ``--no-device-store`` gathers on the CPU and copies the batch over. The
+sample indices are drawn on the host either way, so both read the same samples; the gather share is the time
+from drawing them to the batch being ready on the device.
+
 ``--rounds R`` (default 3) splits the steps into R rounds: before each, the matmul peak is measured again and
 every variant and setting then takes its share of the round's steps in turn, so each round's samples/s and
 its peak see the same machine. Samples/s per peak GFLOP/s and MFU are the median over rounds of the round's
@@ -20,27 +26,20 @@ As ``farm train`` does, glibc's malloc is told to keep freed memory for the next
 by alternating runs with and without the flag.
 
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
-machine state, and prints the ratio: ``buckets`` (live rows at full length vs on their own length, the
-default; model/ragged.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16 autocast), ``embedding`` (the embedding
-tables' CPU backward by torch's ``embedding_dense_backward`` vs by ``index_add_``, the default; model/embed.py),
-``video-rows`` (eq. 12's video self-attention on every row vs only on rows with a live event, the default),
-``sort-rows`` (each live length group gathered from the batch and back, eq. 12 on every row, vs the batch put
-in live-span order once, on its ids, so that groups are slices and the rows without a live event a prefix that
-eq. 12-17 skip, the default; model/farm.py, model/ragged.py),
-``stacked-head`` (the PLE head one expert, gate and tower at a time vs stacked into a few large products, the
-default; model/heads/stacked.py),
-``key-backward`` (the target attention's keys' gradient as autograd writes it, two products and a sum, vs one
-product, the default; ``_KeyAttention`` in model/layers.py),
-``trim-live`` (V_live embedded and eq. 9-11 run at full length L vs on each live length group's trailing
-positions, the default; model/farm.py, model/ragged.py),
-``product-tables`` (one lookup per history field vs adjacent small fields as one product table, the default;
-model/embed.py),
-``fold-keys`` (the cross-attention of eq. 16 with its keys and values projected vs, for rows with few live
-queries, W_k and W_v folded into the queries, the default; model/layers.py),
-``lanes`` (products as the model's widths make them vs padded with zeros to whole vector lanes, the default:
-attention heads of 23 as 24, the PLE head's 1,050 first-layer outputs as 1,056; ``layers.lane_padding``).
+machine state, and prints the ratio: ``backend`` (the reference model vs ``model.backend: auto``, which is the
+CPU backend on a CPU; model/backends.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16
+autocast), and each switch of the CPU backend (model/cpu/options.py) off vs on, the default:
+``buckets`` (live rows at full length vs on their own length; model/cpu/ragged.py), ``sort-rows`` (each live
+length group gathered from the batch and back vs the batch put in live-span order once, on its ids),
+``trim-live`` (V_live embedded and eq. 9-11 run at full length vs on each group's trailing positions),
+``video-rows`` (eq. 12-17 on every row vs only on rows with a live event), ``embedding`` (the tables' backward
+by ``embedding_dense_backward`` vs ``index_add_``), ``product-tables`` (one lookup per history field vs adjacent
+small fields as one product table), ``stacked-head`` (the PLE one module at a time vs a few large products),
+``fold-keys`` (keys and values projected vs W_k, W_v folded into few queries), ``key-backward`` (the folded
+attention's keys' gradient as autograd writes it vs one product), ``lanes`` (products as the model's widths make
+them vs padded with zeros to whole vector lanes).
 
-FLOPs are counted unpadded (``lane_padding(False)``): MFLOP per sample and MFU are the model's, not the zeros'.
+FLOPs are counted on the reference model: MFLOP per sample and MFU are the model's, not the backend's padding.
 """
 
 from __future__ import annotations
@@ -56,19 +55,24 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+SWITCHES = {
+    "buckets": "buckets",
+    "sort-rows": "sort_rows",
+    "trim-live": "trim_live",
+    "video-rows": "live_rows_only",
+    "embedding": "row_gather",
+    "product-tables": "product_tables",
+    "stacked-head": "stacked_head",
+    "fold-keys": "fold_keys",
+    "key-backward": "key_backward",
+    "lanes": "lanes",
+}
+"""``--compare`` names of the CPU backend's switches (model/cpu/options.py)."""
 COMPARE = {
-    "buckets": ("full-length", "buckets"),
+    "backend": ("reference", "auto"),
     "compile": ("eager", "compiled"),
     "bf16": ("fp32", "bf16"),
-    "embedding": ("dense-backward", "index-add"),
-    "video-rows": ("all-rows", "live-rows"),
-    "fold-keys": ("projected-keys", "folded-keys"),
-    "sort-rows": ("gathered-groups", "sorted-rows"),
-    "stacked-head": ("module-head", "stacked-head"),
-    "key-backward": ("autograd-keys", "one-product-keys"),
-    "trim-live": ("full-live", "trimmed-live"),
-    "product-tables": ("field-tables", "product-tables"),
-    "lanes": ("unpadded", "lanes"),
+    **{name: (f"no-{name}", name) for name in SWITCHES},
 }
 
 
@@ -94,6 +98,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast; MFU against the bf16 matmul peak")
+    ap.add_argument(
+        "--device-store",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gather each batch on the device from the store's arrays held there (farmcli/data/device_store.py), "
+        "as `farm train` does on a GPU where they fit; --no-device-store: from the CPU store, then copied "
+        "(default: on with a CUDA device, off otherwise)",
+    )
     ap.add_argument("--compare", choices=sorted(COMPARE), help="run two settings side by side (see above)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument(
@@ -116,9 +128,15 @@ def main() -> None:
     n = store.n("train")
     settings = COMPARE[args.compare] if args.compare else ("bf16" if args.bf16 else "default",)
     precisions = ["fp32", *(["bf16"] if "bf16" in settings else [])]
+    on_device = args.device_store if args.device_store is not None else device.type == "cuda"
+    if on_device:
+        from farmcli.data.device_store import DeviceStore
+
+        Run.device_store = DeviceStore(store, device, splits=("train",))  # one copy, shared by every run
     print(
         f"data {args.data}: {n:,} training samples; device {device}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}; malloc {malloc}"
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; batch {args.batch_size}; malloc {malloc}; "
+        f"gather {'on the device (DeviceStore)' if on_device else 'from the CPU store, then copied'}"
     )
     runs = {
         (variant, name): Run(variant, name, store, device, args)
@@ -162,37 +180,23 @@ def main() -> None:
 class Run:
     """One variant under one setting: its own model, optimizer and batch stream, timed step by step."""
 
+    device_store = None
+    """A DeviceStore of the training split (``--device-store``): batches are gathered from it on the device."""
+
     def __init__(self, variant: str, setting: str, store, device: torch.device, args: argparse.Namespace):
         from farmcli.config import resolve
-        from farmcli.model.layers import MultiHeadAttention
         from farmcli.model.module import FarmModule
 
         torch.manual_seed(0)
-        cfg = resolve(variant=variant)
-        self.module = FarmModule(vocab=store.vocab_sizes, model=cfg.model, optim=cfg.optim).to(device)
+        backend = "reference" if setting == "reference" else "auto"
+        cfg = resolve(variant=variant, overrides={"model": {"backend": backend}})
+        self.module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim).to(device)
         self.opt = self.module.configure_optimizers()
         self.store, self.device, self.batch_size = store, device, args.batch_size
         self.bf16 = setting == "bf16"
-        if setting == "full-length":
-            self.module.farm.length_buckets = None
-        if setting == "all-rows":
-            self.module.farm.live_rows_only = False
-        self.plain_keys = setting == "autograd-keys"  # a class switch: set before each of this run's steps
-        self.pad_lanes = setting != "unpadded"
-        if setting == "module-head":
-            self.module.farm.head.stacked = False
-        if setting == "field-tables":
-            self.module.farm.embed.product_tables = False
-        if setting == "full-live":
-            self.module.farm.trim_live = False
-        if setting == "gathered-groups":
-            self.module.farm.sort_rows = False
-        if setting == "dense-backward":
-            self.module.farm.embed.row_gather = False
-        if setting == "projected-keys":
-            for m in self.module.modules():
-                if isinstance(m, MultiHeadAttention):
-                    m.fold_keys = False
+        switch = SWITCHES.get(setting.removeprefix("no-")) if setting.startswith("no-") else None
+        self.cpu_options = {switch: False} if switch else {}
+        """The CPU backend's switches this run turns off (a setting of the process: set around each step)."""
         self.loss = torch.compile(self._loss) if setting == "compiled" else self._loss
         self.rng = np.random.default_rng(0)
         self.n = store.n("train")
@@ -205,19 +209,25 @@ class Run:
         out = self.module(batch)
         return self.module.compute_loss(out, batch["labels"])[0]
 
+    def _loss_reference(self, batch):
+        """The loss by the reference model: FLOPs counted as the model's, whatever the backend adds or saves."""
+        out = self.module.farm(batch, backend="reference")
+        return self.module.compute_loss(out, batch["labels"])[0]
+
     def _batch(self):
-        idx = self.rng.choice(self.n, size=self.batch_size, replace=False)
+        idx = self.rng.choice(self.n, size=self.batch_size, replace=False)  # the same samples either way
+        if self.device_store is not None:
+            return self.device_store.batch("train", torch.from_numpy(idx).to(self.device, non_blocking=True))
         return {k: v.to(self.device, non_blocking=True) for k, v in self.store.batch("train", idx).items()}
 
     def _train(self, batch, count_flops: bool = False) -> None:
-        from farmcli.model.layers import _KeyAttention, lane_padding
+        from farmcli.model.cpu.options import options
 
-        _KeyAttention.enabled = not self.plain_keys
         with (
-            lane_padding(self.pad_lanes and not count_flops),
+            options(**self.cpu_options),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
         ):
-            loss = self.loss(batch)
+            loss = self._loss_reference(batch) if count_flops else self.loss(batch)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -258,6 +268,7 @@ class Run:
             "samples_per_s": round(sps),
             "step_ms": round(1000 * self.seconds / self.steps, 1),
             "gather_share": round(self.gather_seconds / self.seconds, 3),
+            "gather": "device" if self.device_store is not None else "cpu",
             "params": sum(p.numel() for p in self.module.parameters()),
             "train_mflops_per_sample": round(self.flops_per_sample / 1e6, 2),
             "achieved_gflops": round(sps * self.flops_per_sample / 1e9, 2),

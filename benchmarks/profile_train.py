@@ -4,7 +4,8 @@
 
 Forward time per top-level part of FARM (embedding layer, the two frequency modules, the two target
 attentions, the preference encoder of eq. 12, the align, the fuse, the head) is measured with forward hooks
-(wall clock; CPU kernels are synchronous). Backward is one figure: autograd interleaves the parts. With
+(wall clock; CPU kernels are synchronous); the CPU backend (``--backend auto`` on a CPU) runs most parts' pieces
+as functions, which no hook sees: ``--backend reference`` times every part. Backward is one figure: autograd interleaves the parts. With
 ``--ops`` the top torch.profiler operators follow. With ``--parts`` each part's forward + backward follows,
 timed alone on the inputs it got in one training forward (detached copies, a fixed random output gradient;
 the median of seven runs): the backward split by part, which the step's own timing cannot give. A part that
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--backend", default="auto", choices=["auto", "reference", "cpu"], help="model.backend")
     ap.add_argument(
         "--malloc-defaults",
         action="store_true",
@@ -47,9 +49,9 @@ def main() -> None:
     from farmcli.sources import sample_store
 
     store = sample_store(resolve(overrides={"data": {"source": args.data}}).data)
-    cfg = resolve(variant=args.variant)
+    cfg = resolve(variant=args.variant, overrides={"model": {"backend": args.backend}})
     torch.manual_seed(0)
-    module = FarmModule(vocab=store.vocab_sizes, model=cfg.model, optim=cfg.optim)
+    module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim)
     opt = module.configure_optimizers()
     rng = np.random.default_rng(0)
     n = store.n("train")
@@ -132,9 +134,8 @@ def main() -> None:
 
 
 def part_times(module, batch) -> list[tuple[str, float]]:
-    """Forward + backward of each of FARM's parts alone, on the inputs it got in one training forward."""
-    from farmcli.model.ragged import Trimmed
-
+    """Forward + backward of each of FARM's parts alone, on the inputs it got in one training forward of the
+    reference model (the CPU backend calls its parts' pieces, not the parts)."""
     calls: dict[str, list] = defaultdict(list)
 
     def keep(name):
@@ -144,22 +145,18 @@ def part_times(module, batch) -> list[tuple[str, float]]:
         return hook
 
     hooks = [child.register_forward_pre_hook(keep(n), with_kwargs=True) for n, child in module.farm.named_children()]
-    module(batch)
+    module.farm(batch, backend="reference")
     for h in hooks:
         h.remove()
 
     def fresh(x):  # a leaf copy of every float tensor, so each run has a graph of its own
         if isinstance(x, torch.Tensor) and x.is_floating_point():
             return x.detach().clone().requires_grad_(x.requires_grad)
-        if isinstance(x, Trimmed):
-            return x.map(fresh)
         return type(x)(fresh(v) for v in x) if isinstance(x, (list, tuple)) else x
 
     def outputs(x) -> list[torch.Tensor]:
         if isinstance(x, torch.Tensor):
             return [x] if x.requires_grad else []
-        if isinstance(x, Trimmed):
-            return outputs(list(x.pieces))
         if isinstance(x, dict):
             x = list(x.values())
         return [t for v in x for t in outputs(v)] if isinstance(x, (list, tuple)) else []

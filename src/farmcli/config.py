@@ -14,10 +14,16 @@ from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt, restricted_number_type
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    restricted_number_type,
+)
 
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
@@ -45,6 +51,14 @@ class DataConfig:
     """1024 suits a CPU; the paper trains with 5000 on a GPU."""
     eval_batch_size: PositiveInt = 8192
     num_workers: NonNegativeInt = 0
+    """DataLoader worker processes gathering batches on the CPU (none while ``device_store`` is on)."""
+    device_store: Literal["auto", "always", "never"] = "auto"
+    """Where batches are gathered. ``auto``: on a CUDA device whose free memory holds the store's arrays (see
+    ``device_store_share``) they are copied there once and each batch is gathered there by index, with no worker
+    processes; ``always``: so on any device (the CPU too); ``never``: on the CPU, into pinned memory when
+    training on CUDA, copied without blocking."""
+    device_store_share: ClosedUnitInterval = 0.5
+    """The share of the device's free memory the store's arrays may take under ``device_store: auto``."""
     cache_dir: Optional[str] = None
     """Sample-store cache (default: $FARM_HOME/samples)."""
 

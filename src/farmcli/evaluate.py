@@ -61,16 +61,31 @@ def batches(
     batching loop of farm eval, farm predict and farm report."""
     device = device or torch.device("cpu")
     n = store.n(split) if idx is None else len(idx)
+    on_device = _device_store(store, split, device)
     for start in range(0, n, batch_size):
         rows = slice(start, min(n, start + batch_size)) if idx is None else idx[start : start + batch_size]
-        yield rows, {k: v.to(device, non_blocking=True) for k, v in store.batch(split, rows).items()}
+        if on_device is None:
+            yield rows, {k: v.to(device, non_blocking=True) for k, v in store.batch(split, rows).items()}
+        else:
+            where = torch.arange(rows.start, rows.stop) if isinstance(rows, slice) else torch.as_tensor(rows)
+            yield rows, on_device.batch(split, where.to(device, non_blocking=True))
+
+
+def _device_store(store, split: str, device: torch.device):
+    """The split's arrays on a CUDA ``device`` where they fit (farmcli/data/device_store.py), else None: batches
+    are then gathered there by index, as in training."""
+    if device.type != "cuda":
+        return None
+    from farmcli.data.device_store import DeviceStore
+
+    return DeviceStore(store, device, (split,)) if DeviceStore.fits(store, device, (split,)) else None
 
 
 def logit_chunks(
     module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval and
-    farm predict. No L_cl is computed; bf16 autocast on request (GPU)."""
+    farm predict. No L_cl is computed; bf16 autocast on request."""
     device = device or torch.device("cpu")
     module = module.to(device).eval()
     for rows, batch in batches(store, split, None, batch_size, device):

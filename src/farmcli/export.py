@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from farmcli.batch import CANDIDATE_FIELDS, ID_FIELDS, history_keys
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
 from farmcli.io import atomic_path, write_json, write_text
@@ -30,30 +31,26 @@ if TYPE_CHECKING:
 
 FORMATS = ("onnx", "torchscript")
 FORMAT = "farm-export/1"
-CANDIDATE = ("user", "author", "page", "tag", "cluster")
-VIDEO = ("v_author", "v_page", "v_tag", "v_play", "v_lag", "v_label", "v_mask")
-LIVE = ("l_author", "l_page", "l_tag", "l_cluster", "l_play", "l_lag", "l_label", "l_mask")
-INPUTS = (*CANDIDATE, *VIDEO, *LIVE)
+CANDIDATE = CANDIDATE_FIELDS
+INPUTS = (*CANDIDATE, *history_keys("v"), *history_keys("l"))
 """Input names in graph order: candidate ids [batch], then each history field [batch, L] (masks bool)."""
-VOCABS = ("author", "page", "tag", "cluster", "user")
+VOCABS = ID_FIELDS
 
 
 class InferenceGraph(nn.Module):
     """Positional inputs in ``INPUTS`` order -> probabilities [batch, 6] in ``TASKS`` order.
 
-    Rows run at full history length and the video self-attention on every row (no data-dependent grouping
-    or row selection, so the graph is static but for the batch size), and no L_cl is computed.
+    The reference model (no data-dependent grouping or row selection, so the graph is static but for the batch
+    size), and no L_cl is computed.
     """
 
     def __init__(self, farm: FARM):
         super().__init__()
         self.farm = farm
-        self.farm.length_buckets = None
-        self.farm.live_rows_only = False
 
     def forward(self, *inputs: Tensor) -> Tensor:
         batch = dict(zip(INPUTS, inputs, strict=True))
-        return torch.sigmoid(self.farm(batch, with_cl=False).logits)
+        return torch.sigmoid(self.farm(batch, with_cl=False, backend="reference").logits)
 
 
 def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed: int = 0) -> tuple[Tensor, ...]:

@@ -21,19 +21,11 @@ if TYPE_CHECKING:
 class FrequencyModule(Protocol):
     """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``.
 
-    ``gates`` is (low, high), each broadcastable to F, or None for a component without gates (``none``).
-    A component with ``trailing_positions`` (see OPTIONAL_FLAGS) is also called as ``(V, mask, length=L)``.
+    ``gates`` is (low, high), each [B] (one per sample) or [B, D], or None for a component without gates
+    (``none``). Built with the sequence width ``dim`` and the history length ``length`` (L).
     """
 
     def __call__(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
-
-
-class TrailingFrequencyModule(Protocol):
-    """A ``FrequencyModule`` with ``trailing_positions``: V may be the last l positions of windows of ``length``."""
-
-    def __call__(
-        self, v: Tensor, mask: Tensor, length: int | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
 
 
 @runtime_checkable
@@ -74,17 +66,6 @@ class Head(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
-OPTIONAL_FLAGS = {"length_invariant": False, "live_rows_only": False, "trailing_positions": False}
-"""Attributes a component may set (read with these defaults). ``length_invariant`` (fuse): each live row's
-output depends only on its own real events, so FARM may run live rows grouped by length (model/ragged.py).
-``live_rows_only`` (align, fuse): a row without a live event changes neither the loss nor any other row's
-output, and its own output is zero (InfoNCE leaves it out of L_cl and of everyone's negatives; the fuse has no
-query for it), so FARM runs eq. 12-17 without such rows (a fifth of the rows on ``default``).
-``trailing_positions`` (frequency): called as ``(V, mask, length=L)`` with V [B, l, D] the last l positions of
-windows of L whose first L - l are padding, it returns F at those l positions as at full length; FARM then runs
-the live frequency module on each live length group's trailing positions (model/ragged.py)."""
-
-
 @dataclass(frozen=True)
 class Slot:
     """One slot: the Protocol its components satisfy and the keyword arguments FARM passes them."""
@@ -95,8 +76,8 @@ class Slot:
 
 
 SLOTS: dict[str, Slot] = {
-    "video_frequency": Slot(FrequencyModule, ("dim",)),
-    "live_frequency": Slot(FrequencyModule, ("dim",)),
+    "video_frequency": Slot(FrequencyModule, ("dim", "length")),
+    "live_frequency": Slot(FrequencyModule, ("dim", "length")),
     "align": Slot(Align, ("video_dim", "live_dim")),
     "fuse": Slot(Fuse, ("video_dim", "live_dim", "cand_dim")),
     "head": Slot(Head, ("in_dim", "n_tasks")),
@@ -120,7 +101,6 @@ __all__ = [
     "SLOT_NAMES",
     "Slot",
     "FrequencyModule",
-    "TrailingFrequencyModule",
     "Align",
     "Fuse",
     "Head",

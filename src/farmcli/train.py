@@ -119,7 +119,6 @@ def train(
     """
     import lightning as L
 
-    from farmcli.data.module import FarmDataModule
     from farmcli.sources import sample_store
 
     run = Path(resume) if resume else _new_run_dir(cfg)
@@ -138,7 +137,7 @@ def train(
             f"train_start / train_end."
         )
     module = build_module(cfg, store)
-    dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
+    dm = data_module(cfg, store)
     trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar)
     if trainer.is_global_zero:
         run.mkdir(parents=True, exist_ok=True)
@@ -200,21 +199,31 @@ def train(
     return run
 
 
+def data_module(cfg: RunConfig, store):
+    """The LightningDataModule of ``cfg``'s data settings over ``store``."""
+    from farmcli.data.module import FarmDataModule
+
+    d = cfg.data
+    return FarmDataModule(
+        store,
+        d.batch_size,
+        d.eval_batch_size,
+        d.num_workers,
+        cfg.seed,
+        device_store=d.device_store,
+        device_store_share=d.device_store_share,
+    )
+
+
 def build_module(cfg: RunConfig, store):
-    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store.
-
-    Training is about to start: glibc is told to keep freed memory for the next step (farmcli/allocator.py).
-    """
-    from farmcli.allocator import keep_freed_memory
+    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store."""
     from farmcli.model.module import FarmModule
-
-    keep_freed_memory()
 
     labels = store.split("train").labels
     rates = labels.mean(axis=0).tolist() if len(labels) else None
     check_labels(rates, cfg.data.source)
     return FarmModule(
-        vocab={**store.vocab_sizes, **bucket_sizes(store)},
+        vocab=store.model_shapes,
         model=cfg.model,
         optim=cfg.optim,
         label_rates=rates,
@@ -243,11 +252,6 @@ def check_labels(rates: list[float] | None, source: str) -> None:
             ", ".join(empty),
             "its" if len(empty) == 1 else "their",
         )
-
-
-def bucket_sizes(store) -> dict[str, int]:
-    m = store.manifest
-    return {k: m[k] for k in ("n_play_buckets", "n_lag_buckets", "n_label_ids") if k in m}
 
 
 def _item(x):

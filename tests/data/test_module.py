@@ -57,3 +57,106 @@ def test_the_left_out_samples_change_from_epoch_to_epoch():
 def test_drop_last_counts_whole_batches_only():
     s = BatchIndexSampler(23, 4, shuffle=True, world=2, drop_last=True)
     assert len(s) == 11 // 4 and all(len(b) == 4 for b in s)
+
+
+# ------------------------------------------------------------------------------------------------
+# device_store: batches gathered on the device by index equal those gathered on the CPU
+# ------------------------------------------------------------------------------------------------
+def _gathered(dm, loader, epoch: int = 0):
+    loader.sampler.set_epoch(epoch)
+    return [dm.on_after_batch_transfer(b, 0) for b in loader]
+
+
+def test_device_store_always_yields_indices_and_gathers_the_same_batches(tiny_store):
+    import torch
+
+    from farmcli.data.module import FarmDataModule, IndexBatch, SplitBatches, SplitIndices
+
+    never = FarmDataModule(tiny_store, 700, 1000, num_workers=0, seed=3, device_store="never")
+    always = FarmDataModule(tiny_store, 700, 1000, num_workers=2, seed=3, device_store="always")
+    assert never.device_store() is None and always.device_store() is not None
+    for split, make in (("train", "train_dataloader"), ("valid", "val_dataloader"), ("test", "test_dataloader")):
+        a, b = getattr(never, make)(), getattr(always, make)()
+        assert isinstance(a.dataset, SplitBatches) and isinstance(b.dataset, SplitIndices)
+        assert b.num_workers == 0  # indices only: no worker processes
+        assert isinstance(next(iter(b)), IndexBatch)
+        for epoch in (0, 1):  # the same seeded permutation either way, epoch after epoch
+            want, got = _gathered(never, a, epoch), _gathered(always, b, epoch)
+            assert len(want) == len(got) == len(a)
+            for w, g in zip(want, got):
+                assert list(g) == list(w)
+                for k in w:
+                    assert g[k].dtype == w[k].dtype and torch.equal(g[k], w[k]), (split, epoch, k)
+
+
+def test_device_store_auto_is_off_on_the_cpu_and_modes_are_checked(tiny_store):
+    from farmcli.data.module import FarmDataModule, SplitBatches
+    from farmcli.errors import UserError
+
+    dm = FarmDataModule(tiny_store, 64)
+    assert dm.device_store_mode == "auto" and dm.device_store() is None
+    assert isinstance(dm.train_dataloader().dataset, SplitBatches)
+    batch = {"x": np.arange(3)}
+    assert dm.on_after_batch_transfer(batch, 0) is batch  # a gathered batch passes through
+    with pytest.raises(UserError, match="device_store"):
+        FarmDataModule(tiny_store, device_store="sometimes")
+    with pytest.raises(UserError, match="share"):
+        FarmDataModule(tiny_store, device_store_share=0)
+
+
+def _fit_batches(store, mode: str) -> dict[str, list]:
+    """The batches a Lightning fit hands to training_step and validation_step (2 epochs, a few steps each)."""
+    import lightning as L
+    import torch
+
+    from farmcli.data.module import FarmDataModule
+
+    seen: dict[str, list] = {"train": [], "valid": []}
+
+    class Recorder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen["train"].append({k: v.clone() for k, v in batch.items()})
+            return (self.w * batch["labels"].sum()).sum()
+
+        def validation_step(self, batch, batch_idx):
+            seen["valid"].append({k: v.clone() for k, v in batch.items()})
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    dm = FarmDataModule(store, 500, 400, seed=11, device_store=mode)
+    trainer.fit(Recorder(), datamodule=dm)
+    return seen
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers.*", "ignore:.*LeafSpec.*")
+def test_a_fit_sees_the_same_batches_with_the_store_on_the_device(tiny_store):
+    import torch
+
+    want, got = _fit_batches(tiny_store, "never"), _fit_batches(tiny_store, "always")
+    assert [len(want[s]) for s in ("train", "valid")] == [6, 4]
+    for stage in ("train", "valid"):
+        assert len(got[stage]) == len(want[stage])
+        for w, g in zip(want[stage], got[stage]):
+            assert list(g) == list(w)
+            for k in w:
+                assert g[k].dtype == w[k].dtype and torch.equal(g[k], w[k]), (stage, k)
+    # the two epochs read different permutations
+    assert not torch.equal(want["train"][0]["user_id"], want["train"][3]["user_id"])

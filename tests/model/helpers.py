@@ -18,7 +18,10 @@ VOCAB = {
     "n_play_buckets": 32,
     "n_lag_buckets": 24,
     "n_label_ids": 33,
+    "history_len": 12,
 }
+"""Vocabulary sizes and L of the sample store; the frequency module's basis is made for L = 12 (most tests' L):
+a batch of another L makes its own."""
 
 FARM_SLOTS = {
     "video_frequency": "dft",

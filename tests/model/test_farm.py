@@ -9,6 +9,7 @@ from farmcli.variants import ablation_variants
 from tests.model.helpers import VOCAB, random_batch, tiny_config
 
 VARIANTS = [*ablation_variants(), "mmoe", "shared_bottom"]
+BACKENDS = ["reference", "cpu"]
 
 
 def _config(variant: str) -> ModelConfig:
@@ -30,21 +31,23 @@ def test_defaults_are_the_papers():
     assert out.logits.shape == (3, 6) and torch.isfinite(out.logits).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_variant_builds_runs_and_backpropagates(variant):
+def test_every_variant_builds_runs_and_backpropagates(variant, backend):
     torch.manual_seed(0)
     model = FARM(_config(variant), VOCAB)
-    out = model(random_batch(8, 12, seed=1, empty_rows=[0], empty_live_rows=[3]))
+    out = model(random_batch(8, 12, seed=1, empty_rows=[0], empty_live_rows=[3]), backend=backend)
     assert out.logits.shape == (8, 6) and torch.isfinite(out.logits).all()
     assert (out.cl_loss is None) == (variant in ("base", "no-cpa"))
     loss = out.logits.sum() + (out.cl_loss if out.cl_loss is not None else 0)
     loss.backward()
 
 
-def test_every_parameter_of_farm_gets_a_finite_gradient():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_parameter_of_farm_gets_a_finite_gradient(backend):
     torch.manual_seed(0)
     model = FARM(tiny_config("farm"), VOCAB)
-    out = model(random_batch(8, 12, seed=2, empty_rows=[1]))
+    out = model(random_batch(8, 12, seed=2, empty_rows=[1]), backend=backend)
     (out.logits.sum() + out.cl_loss).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -63,22 +66,25 @@ def test_padding_never_leaks_into_the_output(variant):
             pad = ~batch[f"{key[0]}_mask"]
             noisy[key] = torch.where(pad, torch.randint(1, 5, value.shape, generator=g), value)
     assert not torch.equal(noisy["v_author"], batch["v_author"])
-    clean_out, noisy_out = model(batch, return_aux=True), model(noisy, return_aux=True)
+    clean_out, noisy_out = model(batch, return_aux=True), model(noisy, return_aux=True)  # the reference
     torch.testing.assert_close(clean_out.logits, noisy_out.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(noisy, backend="cpu").logits, clean_out.logits, rtol=0, atol=1e-5)
     if variant == "farm":
         torch.testing.assert_close(clean_out.cl_loss, noisy_out.cl_loss, rtol=0, atol=1e-6)
         torch.testing.assert_close(clean_out.aux["beta"], noisy_out.aux["beta"], rtol=0, atol=1e-6)
 
 
-def test_all_padding_histories_give_finite_outputs_and_gradients():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_all_padding_histories_give_finite_outputs_and_gradients(backend):
     torch.manual_seed(0)
     model = FARM(tiny_config("farm"), VOCAB)
     batch = random_batch(4, 10, seed=4, empty_rows=range(4))
-    out = model(batch, return_aux=True)
+    out = model(batch, backend=backend)
     assert torch.isfinite(out.logits).all() and float(out.cl_loss) == 0.0
     (out.logits.sum() + out.cl_loss).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert torch.equal(out.aux["cross_attention"], torch.zeros_like(out.aux["cross_attention"]))
+    aux = model(batch, return_aux=True).aux  # the reference's
+    assert torch.equal(aux["cross_attention"], torch.zeros_like(aux["cross_attention"]))
 
 
 def test_a_none_slot_adds_no_parameters():
@@ -132,8 +138,9 @@ def test_config_from_yaml_shaped_dict_and_clear_errors():
         FARM(tiny_config("farm"), {k: v for k, v in VOCAB.items() if k != "user"})
 
 
-def test_integer_masks_work_like_bool_masks():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_masks_work_like_bool_masks(backend):
     model = FARM(tiny_config("farm"), VOCAB).eval()
     batch = random_batch(4, 8, seed=11)
     as_uint8 = {**batch, "v_mask": batch["v_mask"].to(torch.uint8), "l_mask": batch["l_mask"].to(torch.uint8)}
-    torch.testing.assert_close(model(as_uint8).logits, model(batch).logits)
+    torch.testing.assert_close(model(as_uint8, backend=backend).logits, model(batch, backend=backend).logits)

@@ -122,7 +122,7 @@ def test_one_slot_list_and_every_builtin_meets_its_contract():
         == slots.SLOT_NAMES
         == tuple(f for f in ModelConfig().to_dict() if f in slots.SLOTS)
     )
-    widths = {"dim": 8, "video_dim": 8, "live_dim": 8, "cand_dim": 8, "in_dim": 8, "n_tasks": 6}
+    widths = {"dim": 8, "length": 10, "video_dim": 8, "live_dim": 8, "cand_dim": 8, "in_dim": 8, "n_tasks": 6}
     for slot, spec in slots.SLOTS.items():
         for name in registry.list(slot):
             params = {k: v for k, v in TINY_PARAMS.get(name, {}).items() if k not in widths}
@@ -146,3 +146,30 @@ def test_a_component_missing_a_contract_attribute_is_refused(clean_registry):
 
     with pytest.raises(UserError, match=r"fuse 'no_width' \(.*NoWidth\) lacks uses_preference, out_dim.*slots\.Fuse"):
         build("fuse", SlotConfig("no_width"), video_dim=4, live_dim=4, cand_dim=4)
+
+
+def test_a_frequency_plugin_is_built_with_the_width_and_the_history_length(clean_registry):
+    import torch
+    from torch import nn
+
+    from farmcli.model.farm import FARM
+    from tests.model.helpers import VOCAB, random_batch, tiny_config
+
+    built: list[tuple[int, int, float]] = []
+
+    @registry.register("live_frequency", "scaled")
+    class Scaled(nn.Module):
+        def __init__(self, dim: int, length: int, scale: float = 1.0):
+            super().__init__()
+            built.append((dim, length, scale))
+            self.scale = nn.Parameter(torch.tensor(scale))
+
+        def forward(self, v, mask):
+            return v * self.scale, None
+
+    cfg = tiny_config("farm").with_slots(live_frequency={"name": "scaled", "params": {"scale": 2.0}})
+    model = FARM(cfg, VOCAB)
+    assert built == [(cfg.embed.d2, VOCAB["history_len"], 2.0)]
+    out = model(random_batch(6, 9, seed=1, empty_live_rows=[2]))  # any backend calls it as (V, mask)
+    out.logits.sum().backward()
+    assert model.live_frequency.scale.grad is not None

@@ -100,7 +100,10 @@ def _stop(processes: Sequence[Any]) -> None:
 def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer: Any) -> None:
     import torch
 
+    from farmcli.allocator import keep_freed_memory
+
     torch.set_num_threads(threads)
+    keep_freed_memory()  # each worker is a training process of its own (farmcli/allocator.py)
     try:
         fn(*args)
         result = ("ok", "")

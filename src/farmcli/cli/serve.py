@@ -24,7 +24,9 @@ def predict_cmd(
         None, help="Rows per scoring batch (default: the run's training batch size, so memory stays below training's)."
     ),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
-    bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
+    bf16: bool = typer.Option(
+        False, help="bf16 autocast for scoring (the reference model; fast on a GPU, slow on a CPU without native bf16)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an earlier predictions file of farm at --out."),
 ) -> None:
     """Score every live impression of a split with a trained run: user_id, author_id, ts, split, p_click ... p_gift.

@@ -43,6 +43,7 @@ def train_cmd(
     Examples: farm train --variant no-cpa --data small;  farm train --config gpu;  farm train --resume farm-runs/RUN
     """
     from farmcli import config as cfgmod
+    from farmcli.allocator import keep_freed_memory
     from farmcli.train import resume_config, train
 
     overrides = dotted_overrides(ctx, set_)
@@ -59,6 +60,7 @@ def train_cmd(
     if print_config:
         print(cfg.to_yaml(), end="")
         return
+    keep_freed_memory()  # a training process: glibc keeps freed memory for the next step (farmcli/allocator.py)
     with progress_bar() as bar:
         from farmcli.sources import sample_store
 
@@ -88,7 +90,9 @@ def eval_cmd(
         None, help="Write user_id, the six labels and the six scores as parquet."
     ),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
-    bf16: bool = typer.Option(False, help="bf16 autocast for scoring (GPU)."),
+    bf16: bool = typer.Option(
+        False, help="bf16 autocast for scoring (the reference model; fast on a GPU, slow on a CPU without native bf16)."
+    ),
 ) -> None:
     """Evaluate a run: AUC / UAUC / GAUC per task and activity group, plus the oracle row on simulated data.
 

@@ -78,6 +78,9 @@ def tune_cmd(
     from farmcli.tune.study import check, trial_config
 
     combos = check(settings)  # every trial's config, before any data work
+    from farmcli.allocator import keep_freed_memory
+
+    keep_freed_memory()  # trials train in this process (farmcli/allocator.py)
     with progress_bar() as bar:
         sample_store(trial_config(settings, combos[0], 0).data, step_progress(bar))
     result = run_tune(settings, out, on_event=on_event)

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from farmcli.batch import ACTIVITY_LEVELS as ACTIVITY_LEVELS  # re-exported: the batch contract states them
+from farmcli.batch import TASKS as TASKS
+
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
 FORMAT = "farm-events/1"
 
-TASKS = ("click", "effective_view", "long_view", "like", "comment", "gift")
-"""The six live labels, in the paper's order (CTR, ETR, LVTR, LTR, CMTR, GTR)."""
 
 VIDEO_FLAGS = ("long_view", "like", "comment", "follow", "share")
 """Video behaviour flags, in the bit order of a video history item's label id."""
@@ -21,7 +22,6 @@ VIDEO_FLAGS = ("long_view", "like", "comment", "follow", "share")
 LIVE_FLAGS = ("effective_view", "long_view", "like", "comment", "gift")
 """Live behaviour flags, in the bit order of a live history item's label id."""
 
-ACTIVITY_LEVELS = ("low", "mid", "high")
 SPLITS = ("train", "valid", "test")
 TRUTH_COLUMNS = tuple(f"p_{t}" for t in TASKS)
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from farmcli.batch import CANDIDATE_FIELDS, DOMAINS
+from farmcli.batch import HISTORY_FIELDS as BATCH_HISTORY_FIELDS
 from farmcli.data.encoding import is_torch, lag_bucket
 from farmcli.data.schema import SPLITS
 from farmcli.errors import UserError
@@ -41,12 +43,10 @@ STORE_VERSION = "farm-samples/1.0"
 SPARSE_FILL = 0.5
 """A domain's history batch with fewer real positions than this share is read at its real positions only."""
 
-HISTORY_FIELDS = {
-    "video": ("author", "page", "tag", "play", "lag", "label"),
-    "live": ("author", "page", "tag", "cluster", "play", "lag", "label"),
-}
-PREFIX = {"video": "v", "live": "l"}
-SAMPLE_IDS = ("user", "author", "page", "tag", "cluster")
+PREFIX = DOMAINS
+HISTORY_FIELDS = {dom: BATCH_HISTORY_FIELDS[p] for dom, p in DOMAINS.items()}
+"""A domain's history fields by domain name (the batch contract, farmcli/batch.py, states them by prefix)."""
+SAMPLE_IDS = CANDIDATE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,14 @@ class SampleStore:
     @property
     def vocab_sizes(self) -> dict[str, int]:
         return dict(self.manifest["vocab_sizes"])
+
+    @property
+    def model_shapes(self) -> dict[str, int]:
+        """What the model is built for (``farmcli.model.VocabSizes``): vocabulary and bucket sizes, and L."""
+        buckets = {
+            k: self.manifest[k] for k in ("n_play_buckets", "n_lag_buckets", "n_label_ids") if k in self.manifest
+        }
+        return {**self.vocab_sizes, **buckets, "history_len": self.history_len}
 
     @property
     def has_truth(self) -> bool:

@@ -46,8 +46,6 @@ class InfoNCEAlign(nn.Module):
     """
 
     uses_preference = True
-    live_rows_only = True
-    """A row without a live event is left out of L_cl (``valid``): its V^_video is never read."""
 
     def __init__(
         self, video_dim: int, live_dim: int, dims: Sequence[int] = (128, 64), tau: float = 0.07, normalize: bool = True

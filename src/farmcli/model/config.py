@@ -14,10 +14,14 @@ from typing import Any, Literal
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
+from farmcli.batch import TASKS
 from farmcli.errors import UserError
 from farmcli.slots import SLOT_NAMES as SLOT_FIELDS
 
-N_TASKS = 6  # len(farmcli.data.schema.TASKS), checked by a test; the model need not import polars
+N_TASKS = len(TASKS)
+
+Backend = Literal["auto", "reference", "cpu"]
+"""Which implementation runs the forward pass (model/backends.py)."""
 
 
 @dataclass
@@ -84,7 +88,8 @@ class EmbedConfig:
 
 @dataclass
 class VocabSizes:
-    """Embedding-table sizes from the sample store (indices are < these; 0 = padding, 1 = out-of-vocabulary)."""
+    """The shapes the sample store gives the model: embedding-table sizes (indices are < these; 0 = padding,
+    1 = out-of-vocabulary) and the history length."""
 
     author: int
     page: int
@@ -94,6 +99,8 @@ class VocabSizes:
     n_play_buckets: int = 32
     n_lag_buckets: int = 24
     n_label_ids: int = 33
+    history_len: int = 50
+    """L, the length of every history (the frequency module's DFT basis is made for it)."""
 
     @classmethod
     def parse(cls, value: VocabSizes | Mapping[str, int]) -> VocabSizes:
@@ -128,6 +135,10 @@ class ModelConfig:
     output_bias: Literal["zero", "prior"] = "prior"
     """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
     task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
+    backend: Backend = "auto"
+    """``reference``: the paper's equations in plain PyTorch, on every device and dtype. ``cpu``: the same model
+    with a CPU's speed-ups (model/cpu/; equal to float rounding). ``auto``: ``cpu`` on a CPU in fp32, where it
+    is faster (benchmarks/bench_train.py --compare backend), else ``reference``."""
     preference_grad: NonNegativeFloat = 0.0
     """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
     tables. 0 stops it: the id tables then learn from the prediction paths (eq. 11, x_cand) only, and the

@@ -21,10 +21,6 @@ class CrossAttentionFuse(nn.Module):
     """
 
     uses_preference = True
-    length_invariant = True
-    """Live padding is masked everywhere, so FARM may run rows on their own live length (model/ragged.py)."""
-    live_rows_only = True
-    """Without a live event there is no query (eq. 16): F^_cross is zero, whatever V^_video holds."""
 
     def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: int = 64, heads: int = 4):
         super().__init__()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
+from farmcli.batch import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
 from farmcli.metrics import GroupedAUC
 from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
@@ -65,6 +65,8 @@ class FarmModule(L.LightningModule):
         grows with the number of negatives, so val/cl is comparable with train/cl only at the same batch size."""
         if model.output_bias == "prior" and label_rates is not None:
             self.farm.set_output_bias([math.log(max(r, 1e-6) / max(1 - r, 1e-6)) for r in label_rates])
+        self._non_finite = torch.zeros((), dtype=torch.int32)
+        """Non-finite training losses not yet reported (on an accelerator; see ``_step``)."""
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         self.last_val_metrics: dict | None = None
 
@@ -97,9 +99,14 @@ class FarmModule(L.LightningModule):
     def _step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> tuple[Tensor, FarmOutput]:
         out = self._forward_for(batch, stage)
         loss, parts = self.compute_loss(out, batch["labels"])
-        if not torch.isfinite(loss):
-            self._raise_non_finite(loss, parts, batch_idx, stage)
         training = stage == "train"
+        if not training or loss.device.type == "cpu":
+            if not torch.isfinite(loss):
+                self._raise_non_finite(loss, parts, batch_idx, stage)
+        else:  # asking every step would make the host wait for the device: counted there, read when logging
+            self._non_finite = self._non_finite.to(loss.device) + (~torch.isfinite(loss)).to(torch.int32)
+            if self._logs_this_step():
+                self._check_non_finite()
         if not training or self._logs_this_step():
             size = batch["labels"].shape[0]
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=not training)
@@ -115,6 +122,18 @@ class FarmModule(L.LightningModule):
         if trainer is None or getattr(trainer, "fast_dev_run", False):  # fast_dev_run writes every step
             return True
         return bool(getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True))
+
+    def _check_non_finite(self) -> None:
+        """Raise if a training loss on an accelerator was non-finite since the last check (``_step``)."""
+        if int(self._non_finite):
+            raise NonFiniteLossError(
+                f"The training loss was NaN or infinite on {int(self._non_finite)} step(s) up to step "
+                f"{self.global_step}. Check that labels are 0/1 and ids are within the vocabulary, or lower the "
+                f"learning rate (optim.lr = {self.optim_cfg.lr})."
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self._check_non_finite()
 
     def _raise_non_finite(self, loss: Tensor, parts: dict[str, Tensor], batch_idx: int, stage: str) -> None:
         bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["total"]
@@ -153,6 +172,7 @@ class FarmModule(L.LightningModule):
             self.val_auc.update(outputs["logits"].float(), outputs["labels"], outputs["user_id"], outputs["activity"])
 
     def on_validation_epoch_start(self) -> None:
+        self._check_non_finite()  # before a checkpoint of this epoch can be written
         self.val_auc.reset()
 
     def on_validation_epoch_end(self) -> None:

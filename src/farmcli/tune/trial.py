@@ -71,15 +71,14 @@ def run_trial(
 
     import lightning as L
 
-    from farmcli.data.module import FarmDataModule
     from farmcli.logs import quiet_lightning
 
     quiet_lightning()
-    from farmcli.train import build_module, early_stopping
+    from farmcli.train import build_module, data_module, early_stopping
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, store)
-    dm = FarmDataModule(store, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, cfg.seed)
+    dm = data_module(cfg, store)
     recorder = _recorder(on_epoch, cfg.fit.monitor)
     callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg)]
     kwargs = {**dict(cfg.trainer), "enable_model_summary": False}

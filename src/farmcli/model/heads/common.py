@@ -8,7 +8,6 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from farmcli.model.heads.stacked import run_layers
 from farmcli.model.layers import mlp
 
 
@@ -29,10 +28,6 @@ class Towers(nn.Module):
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x
         return torch.cat([tower(h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
-
-    def stacked(self, x: Tensor) -> Tensor:
-        """``forward`` of the task inputs stacked as x [n_tasks, B, D], one batched product per layer."""
-        return run_layers(list(self.towers), x).squeeze(-1).transpose(0, 1)
 
 
 def expert_pool(in_dim: int, n: int, dims: Sequence[int], dropout: float) -> nn.ModuleList:

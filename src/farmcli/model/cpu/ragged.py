@@ -1,4 +1,5 @@
-"""Row-wise sequence work on length buckets, so short histories do not pay for 50 positions of padding.
+"""The CPU backend's length groups: row-wise sequence work on length buckets, so short histories do not pay for
+50 positions of padding.
 
 Live histories are short (on the `default` preset: median 3 of L = 50 events, 90% at most 13), yet the live
 self-attention (eq. 12) and the cross-attention whose queries are live events (eq. 16-17) cost in proportion
@@ -114,7 +115,10 @@ class LengthGroups:
         starts = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
         return torch.cat(
             [
-                (self.perm[a:b, None] * self.length + torch.arange(self.length - k, self.length)).reshape(-1)
+                (
+                    self.perm[a:b, None] * self.length
+                    + torch.arange(self.length - k, self.length, device=self.perm.device)
+                ).reshape(-1)
                 for a, b, k in zip(starts, starts[1:], self.keep, strict=False)
             ]
         )
@@ -186,7 +190,7 @@ def span_order(mask: Tensor) -> Tensor | None:
 
     Putting a batch in this order once, on its integer ids, makes every later length group a slice of the
     batch and the rows without an event its first rows: no [B, L, D] activation is gathered into groups and
-    back, forward or backward (model/farm.py).
+    back, forward or backward (model/cpu/farm.py).
     """
     spans = span(mask)
     if bool((spans[1:] >= spans[:-1]).all()):
