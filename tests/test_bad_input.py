@@ -254,8 +254,7 @@ CASES = [
         "data",
         "validate",
         "d",
-        code=0,
-        words=("no live impression in the train window", "never used"),
+        words=("every live row", "at or after test_end"),
         setup=tiny_dataset(lambda f: f.with_columns(f["ts"] + 10**12)),
     ),
     case(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from farmcli.errors import UserError
-from farmcli.io import atomic_dir, atomic_path, output_dir, remove_stale_temps
+from farmcli.io import atomic_dir, atomic_path, output_dir, remove_stale_temps, seal_dataset
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
@@ -60,8 +60,12 @@ def test_output_dir_replaces_only_farms_own_datasets(tmp_path):
     ours.mkdir()
     (ours / "manifest.json").write_text(json.dumps({"format": "farm-events/1"}))
     (ours / "live.parquet").mkdir()
+    (ours / "live.parquet" / "part-00000.parquet").write_bytes(b"rows")
+    with pytest.raises(UserError, match="written_by"):
+        output_dir(ours, overwrite=True)
+    seal_dataset(ours, "test")
     assert output_dir(ours, overwrite=True) == ours.resolve()
-    (ours / "my-notes.txt").write_text("keep")
+    (ours / "live.parquet" / "my-notes.txt").write_text("keep")
     with pytest.raises(UserError, match="not a dataset written by farm"):
         output_dir(ours, overwrite=True)
     with pytest.raises(UserError, match="--overwrite"):

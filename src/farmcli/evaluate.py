@@ -16,6 +16,10 @@ from farmcli.errors import UserError
 from farmcli.io import atomic_path, read_json, write_json, write_text
 
 KINDS = ("auc", "uauc", "gauc")
+PREDICTIONS_FORMAT = "farm-eval-predictions/1"
+"""Written into the key-value metadata of --save-predictions files; --overwrite replaces only farm's files."""
+PREDICT_FORMAT = "farm-predictions/1"
+"""The same mark in `farm predict`'s files (farmcli/predict.py)."""
 
 
 @dataclass
@@ -38,7 +42,48 @@ class Predictions:
         probs = 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
         cols.update({f"score_{t}": probs[:, i].astype(np.float32) for i, t in enumerate(TASKS)})
         with atomic_path(path) as tmp:
-            pl.DataFrame(cols).write_parquet(tmp)
+            pl.DataFrame(cols).write_parquet(tmp, metadata={"farmcli": PREDICTIONS_FORMAT})
+
+
+def output_path(value: str | Path | None, option: str, example: str) -> Path | None:
+    """The path an output option names; an empty one is an error (Path("") would silently mean ".")."""
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise UserError(f"{option} is empty: give a path, e.g. {option} {example}.")
+    return Path(value)
+
+
+def written_by_farm(path: Path, formats: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a parquet file farm wrote in one of ``formats`` (its key-value metadata says so)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
+        return False
+    return meta.get(b"farmcli", b"").decode(errors="replace") in formats
+
+
+def check_output_file(path: Path, option: str, overwrite: bool, formats: tuple[str, ...]) -> None:
+    """Before any work: ``path`` can be written, and an existing file there is replaced only with --overwrite and
+    only when farm wrote it."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give a file name, e.g. {path}/predictions.parquet.")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(
+            f"{option} {path}: {blocker} is a file, so a file is in the way where a directory is needed. "
+            f"Choose another path."
+        )
+    if path.exists():
+        if not overwrite:
+            raise UserError(f"{option} {path} exists; pass --overwrite to replace it, or choose another name.")
+        if not written_by_farm(path, formats):
+            raise UserError(
+                f"{option} {path} exists and is not a predictions file written by farm; it is left alone. "
+                f"Choose another name."
+            )
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
@@ -121,12 +166,7 @@ def metric_tables(
     from farmcli.metrics import grouped_auc_multi
 
     device = device or torch.device("cpu")
-    unknown = [g for g in groups if g not in ACTIVITY_LEVELS]
-    if unknown:
-        raise UserError(
-            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ACTIVITY_LEVELS)} "
-            f"(full is always reported)."
-        )
+    check_groups(groups)
     users = torch.from_numpy(pred.user_id).to(device)
     act = torch.from_numpy(pred.activity.astype(np.int64)).to(device)
     masks = {"full": None, **{g: act == ACTIVITY_LEVELS.index(g) for g in groups}}
@@ -141,6 +181,15 @@ def metric_tables(
         "oracle": table(pred.p) if pred.p is not None else None,
         "samples": int(len(pred.user_id)),
     }
+
+
+def check_groups(groups: tuple[str, ...]) -> None:
+    unknown = [g for g in groups if g not in ACTIVITY_LEVELS]
+    if unknown:
+        raise UserError(
+            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ACTIVITY_LEVELS)} "
+            f"(full is always reported)."
+        )
 
 
 def rows(tables: dict) -> list[tuple[str, str, dict]]:
@@ -189,8 +238,13 @@ def locate(target: str | Path) -> tuple[Path, Path]:
     """(run directory, checkpoint) from a run directory (its best checkpoint) or a checkpoint inside one."""
     target = Path(target)
     if target.is_dir():
+        from farmcli.runs import recorded_path
+
         run = target
+        best = read_json(run / "run.json").get("best_checkpoint")
         ckpts = [run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"]
+        if isinstance(best, str) and best and recorded_path(run, best).resolve().is_relative_to(run.resolve()):
+            ckpts.insert(0, recorded_path(run, best))
         ckpt = next((c for c in ckpts if c.is_file()), None)
         if ckpt is None:
             raise UserError(f"{run}: no checkpoints/best.ckpt or last.ckpt. Is this a run directory of `farm train`?")
@@ -206,20 +260,71 @@ def locate(target: str | Path) -> tuple[Path, Path]:
     return run, ckpt
 
 
-def load_module(ckpt: Path):
-    """The trained FarmModule of a checkpoint on the CPU; a truncated or foreign file is a user error."""
+def read_checkpoint(ckpt: Path, advice: str | None = None) -> dict:
+    """A checkpoint's contents, its tensors memory-mapped (cheap to read before the work); a truncated or
+    foreign file is a user error (``advice``: what to do instead, by default another checkpoint of its run)."""
+    import pickle
+    import zipfile
+
+    try:
+        obj = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as e:
+        raise UserError(_unreadable(ckpt, e, advice)) from None
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise UserError(f"{ckpt}: not a readable checkpoint of `farm train` (no model weights in it). Train again.")
+    return obj
+
+
+def _unreadable(ckpt: Path, e: Exception, advice: str | None = None) -> str:
+    other = "last.ckpt" if ckpt.name == "best.ckpt" else "best.ckpt"
+    advice = advice or f"Use the run's other checkpoint ({ckpt.parent / other}) if it is whole, or train again."
+    return f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {_first_sentence(e)}). {advice}"
+
+
+def _first_sentence(e: Exception) -> str:
+    lines = str(e).strip().splitlines() or [""]
+    return lines[0].split(". ")[0].rstrip(".")[:200]
+
+
+def check_trained_on(ckpt: Path, contents: dict, store) -> None:
+    """The checkpoint was trained on ``store``'s samples (or ``store`` is encoded with their vocabularies):
+    the sample-store key it names, or for older checkpoints its vocabulary sizes, must match."""
+    from farmcli.runs import CKPT_STORE_KEY
+
+    settings = store.manifest.get("settings") or {}
+    key = settings.get("vocab_from") or store.manifest.get("key")
+    trained = contents.get(CKPT_STORE_KEY)
+    sizes = (contents.get("hyper_parameters") or {}).get("vocab") or {}
+    differs = [k for k, v in sizes.items() if store.model_shapes.get(k, v) != v]
+    if (trained and key and trained != key) or differs:
+        what = (
+            f"sizes {', '.join(f'{k} {sizes[k]} vs {store.model_shapes[k]}' for k in differs)}"
+            if differs
+            else f"sample store {str(trained)[:16]}, the data gives {str(key)[:16]}"
+        )
+        raise UserError(
+            f"{ckpt} was trained on other data than {store.manifest.get('dataset', store.path)} ({what}), so "
+            f"its scores there would be meaningless (AUC near 50). Use the checkpoint inside the run that trained "
+            f"on this data, or train a run on it (farm train --data DIR)."
+        )
+
+
+def load_module(ckpt: Path, store=None):
+    """The trained FarmModule of a checkpoint on the CPU; a truncated or foreign file is a user error, and so is
+    a checkpoint trained on other data than ``store``'s."""
     import pickle
     import zipfile
 
     from farmcli.model.module import FarmModule
 
+    contents = read_checkpoint(ckpt)
+    if store is not None:
+        check_trained_on(ckpt, contents, store)
+    del contents
     try:
         return FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError) as e:
-        raise UserError(
-            f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {e}). "
-            f"Use the run's checkpoints/best.ckpt, or train again."
-        ) from None
+        raise UserError(_unreadable(ckpt, e)) from None
 
 
 def run_store(run: Path, cfg):
@@ -252,20 +357,31 @@ def evaluate_run(
     save_predictions: str | Path | None = None,
     accelerator: str = "auto",
     bf16: bool = False,
+    overwrite: bool = False,
 ) -> tuple[dict, Path, Path]:
-    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt)."""
+    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt).
+
+    Every input (split, groups, the predictions path, the data the checkpoint was trained on) is checked
+    before the split is scored; ``save_predictions`` replaces only a predictions file farm wrote, with
+    ``overwrite``.
+    """
     from farmcli.config import resolve
+    from farmcli.runs import stored_path
 
     if split not in ("test", "valid"):
         raise UserError(f"unknown split '{split}'; choose test or valid.")
+    check_groups(groups)
+    out = output_path(save_predictions, "--save-predictions", "predictions.parquet")
+    if out is not None:
+        check_output_file(out, "--save-predictions", overwrite, (PREDICTIONS_FORMAT, PREDICT_FORMAT))
     device = device_for(accelerator)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
-    module = load_module(ckpt)
+    module = load_module(ckpt, store)
     pred = predict(module, store, split, cfg.data.eval_batch_size, device, bf16=bf16)
     tables = metric_tables(pred, groups, device)
-    write_tables(tables, run, split, extra={"checkpoint": str(ckpt), "variant": cfg.variant})
-    if save_predictions:
-        pred.write_parquet(save_predictions)
+    write_tables(tables, run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant})
+    if out is not None:
+        pred.write_parquet(out)
     return tables, run, ckpt

@@ -127,11 +127,13 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
 def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite: bool = False) -> dict:
     """Write the inference graph to ``out`` with OUT.json and OUT.vocab/ beside it; returns the JSON spec."""
     from farmcli.config import resolve
-    from farmcli.evaluate import load_module, locate, run_store
+    from farmcli.evaluate import load_module, locate, output_path, run_store
 
     if fmt not in FORMATS:
         raise UserError(f"--format '{fmt}': choose onnx or torchscript.")
-    out = Path(out)
+    out = output_path(out, "--out", "farm.onnx") or Path()
+    if out.is_dir() or not out.name:
+        raise UserError(f"--out {out} is a directory; give the graph's file name, e.g. --out {out / 'farm.onnx'}.")
     spec_path, vocab_dir = out.with_suffix(out.suffix + ".json"), out.with_suffix(out.suffix + ".vocab")
     _check_out([out, spec_path, vocab_dir], overwrite)
     if fmt == "onnx":
@@ -139,7 +141,7 @@ def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
-    module = load_module(ckpt)
+    module = load_module(ckpt, store)  # vocabularies written below must be the ones the weights were trained on
     graph = InferenceGraph(module.farm).eval()
     vocab = dict(module.hparams["vocab"])
     inputs = example_inputs(vocab, store.history_len)

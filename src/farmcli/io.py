@@ -92,6 +92,8 @@ def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what} file.") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read this {what} file ({e.strerror or e}).") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid YAML ({e}).") from None
     if raw is None:
@@ -133,40 +135,72 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-DATASET_ENTRIES = frozenset(
-    {
-        "manifest.json",
-        "live.parquet",
-        "video.parquet",
-        "users.parquet",
-        "import_report.json",
-        "pages.json",
-        "tags.json",
-        "author_attrs.parquet",
+WRITTEN_BY = "written_by"
+"""The manifest key where farm lists what it wrote into a dataset (readers of DATA_FORMAT.md ignore it)."""
+
+
+def seal_dataset(root: Path, command: str) -> None:
+    """Record in ``root``/manifest.json every file farm wrote there (relative path -> size in bytes).
+
+    Call it last, when every other file is in place. ``--overwrite`` later replaces the dataset only while its
+    files are exactly these: a dataset made by hand, or a file added or rewritten by the user, stays untouched.
+    """
+    from farmcli import __version__
+
+    manifest_path = root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    files = {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p != manifest_path
     }
-)
-"""What `farm data synth` and the importers write into a dataset directory."""
+    manifest[WRITTEN_BY] = {"program": f"farmcli {__version__}", "command": command, "files": files}
+    manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def foreign_content(path: Path) -> str | None:
+    """Why ``path`` is not a dataset farm wrote (None when it is): what --overwrite must leave alone."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "it has no readable manifest.json"
+    if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("farm-events/"):
+        return "its manifest.json is not a farm-events manifest"
+    mark = manifest.get(WRITTEN_BY)
+    files = mark.get("files") if isinstance(mark, dict) else None
+    if not isinstance(files, dict):
+        return (
+            f"its manifest.json has no '{WRITTEN_BY}' mark: made outside farm, or by an older farm that did not "
+            f"mark its datasets"
+        )
+    folders = {p for name in files for p in Path(name).parents}
+    for dirpath, dirnames, filenames in os.walk(path):
+        here = Path(dirpath)
+        for name in dirnames:
+            rel = (here / name).relative_to(path)
+            if (here / name).is_symlink() or rel not in folders:
+                return f"{rel.as_posix()} is not a folder farm wrote"
+        for name in filenames:
+            file = (here / name).relative_to(path).as_posix()
+            if file == "manifest.json":
+                continue
+            if (here / name).is_symlink() or file not in files:
+                return f"{file} is not a file farm wrote"
+            if (here / name).stat().st_size != files[file]:
+                return f"{file} changed since farm wrote it"
+    return None
 
 
 def is_farm_dataset(path: Path) -> bool:
-    """A directory farm wrote as a dataset: a farm-events manifest and nothing but the entries farm writes."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        names = {p.name for p in path.iterdir()}
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(manifest, dict)
-        and str(manifest.get("format", "")).startswith("farm-events/")
-        and names <= DATASET_ENTRIES
-    )
+    """A directory farm wrote as a dataset, every file in it as farm wrote it (see :func:`seal_dataset`)."""
+    return foreign_content(path) is None
 
 
 def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
     """The absolute path a command may write its output directory to, or a UserError saying why not.
 
-    ``--overwrite`` replaces only an empty directory or a dataset farm wrote; a directory holding anything
-    else is the user's and is left alone.
+    ``--overwrite`` replaces only an empty directory or a dataset farm wrote (every file in it as farm wrote
+    it); a directory holding anything else is the user's and is left alone.
     """
     from farmcli.errors import UserError
 
@@ -186,10 +220,10 @@ def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -
         )
     if not path.is_dir():
         raise UserError(f"{out} is a file, not a {what} directory; it is left alone. Choose another --out.")
-    if any(path.iterdir()) and not is_farm_dataset(path):
+    why = foreign_content(path) if any(path.iterdir()) else None
+    if why:
         raise UserError(
-            f"{out} holds files that are not a {what} written by farm (no farm-events manifest, or "
-            f"other files beside it); --overwrite leaves them alone. Choose another --out, or empty "
-            f"the directory yourself."
+            f"{out} holds files that are not a {what} written by farm ({why}); --overwrite leaves them "
+            f"alone. Choose another --out, or empty the directory yourself."
         )
     return path

@@ -5,9 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from farmcli.errors import UserError
+
 
 def farm_home() -> Path:
-    return Path(os.environ.get("FARM_HOME") or Path.home() / ".cache" / "farmcli")
+    value = os.environ.get("FARM_HOME")
+    if value is None:
+        return Path.home() / ".cache" / "farmcli"
+    if not value.strip():
+        raise UserError(
+            "FARM_HOME is set but empty. Unset it (`unset FARM_HOME`) to use the default ~/.cache/farmcli, or set "
+            "it to the directory where farm keeps simulated data and sample stores."
+        )
+    return Path(value)
 
 
 def sample_cache() -> Path:

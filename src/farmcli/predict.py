@@ -16,10 +16,11 @@ import numpy as np
 
 from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
+from farmcli.evaluate import PREDICT_FORMAT
 from farmcli.io import atomic_path
 
 SPLIT_CHOICES = ("test", "valid", "train", "all")
-FORMAT = "farm-predictions/1"
+FORMAT = PREDICT_FORMAT
 """Written into the parquet's key-value metadata; ``--overwrite`` replaces only files that carry it."""
 
 Progress = Callable[[str, int, int | None], None]
@@ -41,41 +42,32 @@ def splits_of(split: str) -> tuple[str, ...]:
 
 def ours(path: Path) -> bool:
     """Whether ``path`` is a predictions file that farm wrote (so --overwrite may replace it)."""
-    import pyarrow.parquet as pq
+    from farmcli.evaluate import PREDICTIONS_FORMAT, written_by_farm
 
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
-        return False
-    return meta.get(b"farmcli") == FORMAT.encode()
+    return written_by_farm(path, (FORMAT, PREDICTIONS_FORMAT))
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    if out.suffix != ".parquet":
+    from farmcli.evaluate import PREDICTIONS_FORMAT, check_output_file
+
+    if out.suffix != ".parquet" and not out.is_dir():
         raise UserError(f"--out {out}: give a .parquet file name.")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a .parquet file name.")
-    if out.exists():
-        if not overwrite:
-            raise UserError(f"--out {out} exists; pass --overwrite to replace it, or choose another name.")
-        if not ours(out):
-            raise UserError(
-                f"--out {out} exists and is not a predictions file written by farm; it is left alone. "
-                f"Choose another name."
-            )
+    check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
 
 
-def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None):
-    """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies."""
+def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None, trained=None):
+    """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies.
+
+    ``trained``: the run's own store, when the caller has opened it already."""
     from farmcli.data.build import build_samples
     from farmcli.evaluate import run_store
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
 
-    trained = run_store(run, cfg)
+    trained = trained if trained is not None else run_store(run, cfg)
     if data is None:
         return trained
-    root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress)
+    root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress, training=False)
     if Path(trained.manifest.get("dataset", "")).resolve() == root.resolve():
         return trained
     done = (
@@ -115,9 +107,18 @@ def predict_run(
     import pyarrow.parquet as pq
 
     from farmcli.config import resolve
-    from farmcli.evaluate import device_for, load_module, locate, logit_chunks
+    from farmcli.evaluate import (
+        check_trained_on,
+        device_for,
+        load_module,
+        locate,
+        logit_chunks,
+        output_path,
+        read_checkpoint,
+        run_store,
+    )
 
-    out = Path(out)
+    out = output_path(out, "--out", "scores.parquet") or Path()
     splits = splits_of(split)
     device = device_for(accelerator)
     check_out(out, overwrite)
@@ -125,10 +126,10 @@ def predict_run(
     cfg = resolve([run / "config.yaml"])
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
-    store = scoring_store(run, cfg, data, progress)
-    module = load_module(ckpt)
-    if module.farm.embed.ids["author"].num_embeddings != store.vocab_sizes["author"]:
-        raise UserError(f"{store.path}: its vocabularies do not match the checkpoint {ckpt}; rebuild with the run's.")
+    trained = run_store(run, cfg)
+    check_trained_on(ckpt, read_checkpoint(ckpt), trained)  # before any other data is encoded
+    store = scoring_store(run, cfg, data, progress, trained=trained)
+    module = load_module(ckpt, store)
     schema = pa.schema(
         [
             ("user_id", pa.int64()),

@@ -12,15 +12,19 @@ from farmcli.paths import preset_data, sample_cache
 Progress = Callable[[str, int, int | None], None]
 
 
-def dataset_dir(data: DataConfig, progress: Progress | None = None) -> Path:
-    """A preset name means simulated data under $FARM_HOME (synthesised once); anything else is a directory."""
+def dataset_dir(data: DataConfig, progress: Progress | None = None, *, training: bool = True) -> Path:
+    """A preset name means simulated data under $FARM_HOME (synthesised once); anything else is a directory.
+
+    A directory must pass `farm data validate`; with ``training=False`` (scoring with a trained run) the
+    errors that only stop training (no training rows, nothing to learn) are let through.
+    """
     src = Path(data.source).expanduser()
     if src.is_dir():
         from farmcli.data.validate import validate
 
-        report = validate(src)
-        if not report.ok:
-            lines = "\n".join(f"  {e}" for e in report.errors)
+        errors = validate(src).blocking(training)
+        if errors:
+            lines = "\n".join(f"  {e}" for e in errors)
             hint = ""
             if data.source in PRESETS and not Path(data.source).is_absolute():
                 hint = (

@@ -46,6 +46,7 @@ def load_variant(name_or_path: str) -> Variant:
     if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
         raise UserError(f"{path}: ablation_order = {order!r}: expected an integer (or leave it out).")
     layer.pop("variant", None)
+    _check_sections(path, layer)
     if not layer:
         raise UserError(
             f"{path}: the variant sets nothing (no model: slots or other settings), so it would train "
@@ -53,6 +54,33 @@ def load_variant(name_or_path: str) -> Variant:
             f"model: {{align: none}} (see `farm variants`)."
         )
     return Variant(path.stem, description, label, layer, path, order)
+
+
+SECTIONS = ("seed", "data", "model", "optim", "fit", "trainer")
+"""The run config's sections a variant may set (farmcli.config.RunConfig's fields but ``variant``)."""
+
+
+def _check_sections(path: Path, layer: dict[str, Any]) -> None:
+    """A variant's settings go under the run config's sections; a slot at the top level names the file."""
+    from dataclasses import fields
+
+    from farmcli.model.config import ModelConfig
+
+    model_keys = {f.name for f in fields(ModelConfig)}
+    for key in layer:
+        if key in SECTIONS:
+            continue
+        if key in model_keys:
+            raise UserError(
+                f"{path}: '{key}' is a model setting, so it goes under model:, e.g. model: {{{key}: ...}} "
+                f"(a variant sets model: and, where it needs to, data:, optim:, fit:, trainer: or seed; "
+                f"see `farm variants`)."
+            )
+        raise UserError(
+            f"{path}: '{key}' is not a setting a variant can hold. A variant sets model: (slots such as "
+            f"model: {{align: none}}) and, where it needs to, data:, optim:, fit:, trainer: or seed; plus "
+            f"description:, label: and ablation_order:."
+        )
 
 
 def all_variants() -> list[Variant]:

@@ -2,7 +2,8 @@
 
 Resumable by construction: each run lives in OUT/runs/VARIANT-sSEED; a finished run (its run.json says
 finished and its test evaluation exists) is skipped, an interrupted one continues from its last checkpoint,
-and the tables are written atomically at the end from whatever evaluations exist.
+and the tables are written atomically at the end from whatever evaluations exist. OUT is marked by its
+ablation.json: farm ablate continues such a directory and leaves any other non-empty one alone.
 """
 
 from __future__ import annotations
@@ -14,9 +15,81 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from farmcli.analysis import tables
-from farmcli.config import RunConfig, resolve
+from farmcli.config import RunConfig, merge, parse_overrides, resolve
 from farmcli.errors import UserError
 from farmcli.io import read_json, write_json, write_text
+
+ABLATION_FORMAT = "farm-ablation/1"
+"""The ``format`` of OUT/ablation.json, the mark of a directory farm ablate wrote."""
+
+
+@dataclass(frozen=True)
+class AblationVariant:
+    name: str
+    """Its runs' name (OUT/runs/NAME-sSEED) and key in the tables: a built-in name, or a variant file's stem."""
+    source: str
+    """What ``resolve`` reads: the built-in name, or the file's absolute path (workers and reruns need not share
+    the cwd)."""
+    label: str
+    """Its row in Table 1."""
+
+
+def plan_variants(specs: Sequence[str]) -> list[AblationVariant]:
+    """Read every variant of ``--variants`` once, before any data is built or any run trained.
+
+    A run directory is named after its variant, so two entries naming the same variant (``farm,farm``, or two
+    files with one stem) would share runs: refused, as are unknown names and unreadable files.
+    """
+    from farmcli.variants import VARIANTS_DIR, load_variant
+
+    chosen: dict[str, tuple[str, Path, AblationVariant]] = {}
+    for spec in specs:
+        try:
+            v = load_variant(spec)
+        except OSError as e:  # a directory named x.yaml, a file without read permission
+            raise UserError(
+                f"--variants {spec}: cannot read the variant file ({e.strerror or e}). Give a built-in variant "
+                f"name (see `farm variants`) or the path of a readable variant YAML file."
+            ) from None
+        source = spec if v.path == VARIANTS_DIR / f"{spec}.yaml" else str(v.path.resolve())
+        if v.name in chosen:
+            earlier, earlier_file, _ = chosen[v.name]
+            both = "" if earlier == spec else f" ({earlier} and {spec})"
+            fix = (
+                "give it once"
+                if earlier_file == v.path.resolve()
+                else "rename one of the files (a variant file's runs and row take the file's name)"
+            )
+            raise UserError(
+                f"--variants names the variant '{v.name}' twice{both}: both would train into "
+                f"OUT/runs/{v.name}-sSEED. Nothing was trained; {fix}."
+            )
+        chosen[v.name] = (spec, v.path.resolve(), AblationVariant(v.name, source, v.label))
+    variants = [v for _, _, v in chosen.values()]
+    labels = [v.label for v in variants]
+    return [  # two files copied from one built-in keep its label: tell their rows apart
+        AblationVariant(v.name, v.source, f"{v.label} ({v.name})" if labels.count(v.label) > 1 else v.label)
+        for v in variants
+    ]
+
+
+def is_ablation_dir(path: Path) -> bool:
+    """A directory farm ablate wrote: its ablation.json (older versions wrote one without a ``format``)."""
+    marker = read_json(path / "ablation.json")
+    return marker.get("format") == ABLATION_FORMAT or ("format" not in marker and {"variants", "seeds"} <= set(marker))
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that farm ablate must not write into, before any work: a file, or a non-empty directory
+    that is not an ablation farm wrote (an earlier ablation is continued)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
+    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out):
+        raise UserError(
+            f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
+            f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
+            f"farm ablate to continue it."
+        )
 
 
 @dataclass
@@ -46,19 +119,20 @@ class AblationResult:
 
 
 def run_config(
-    variant: str, seed: int, data: str, runs_dir: Path, config_files: Sequence[Path] = (), overrides: Sequence[str] = ()
+    variant: AblationVariant,
+    seed: int,
+    data: str,
+    runs_dir: Path,
+    config_files: Sequence[Path] = (),
+    overrides: Sequence[str] = (),
 ) -> RunConfig:
-    return resolve(
-        config_files,
-        variant=variant,
-        overrides=[
-            *overrides,
-            f"data.source={data}",
-            f"seed={seed}",
-            f"fit.runs_dir={runs_dir}",
-            f"fit.name={variant}-s{seed}",
-        ],
+    """The run's settings; the ablation's own (data, seed, where the run goes) are set as values, not parsed from
+    KEY=VALUE text, so a file stem or a path that reads as YAML (``a: b``, ``#1``) stays what it is."""
+    layer = merge(
+        parse_overrides(overrides),
+        {"data": {"source": data}, "seed": seed, "fit": {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"}},
     )
+    return resolve(config_files, variant=variant.source, overrides=layer)
 
 
 def _finished(run: Path) -> bool:
@@ -66,8 +140,15 @@ def _finished(run: Path) -> bool:
 
 
 def _same_config(run: Path, cfg: RunConfig) -> bool:
+    """The run's settings are these, wherever OUT is reached from (fit.runs_dir is the path of OUT/runs as given)."""
+
+    def settings(c: RunConfig) -> dict:
+        d = c.to_dict()
+        d["fit"].pop("runs_dir")
+        return d
+
     try:
-        return resolve([run / "config.yaml"]).to_dict() == cfg.to_dict()
+        return settings(resolve([run / "config.yaml"])) == settings(cfg)
     except UserError:
         return False
 
@@ -87,27 +168,25 @@ def run_ablation(
 ) -> AblationResult:
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON).
 
-    ``variants``: names or YAML files; None = the built-in variants with an ``ablation_order`` (Table 1's rows).
-    ``tables_only``: train nothing, write the tables of the runs finished so far (a long ablation's interim
-    result, also while another process is training it). ``jobs``: runs trained at once, each in its own
-    process (``_train_in_parallel``).
+    ``variants``: names or YAML files (a file's runs and row take its stem); None = the built-in variants with
+    an ``ablation_order`` (Table 1's rows). ``tables_only``: train nothing, write the tables of the runs finished
+    so far (a long ablation's interim result, also while another process is training it). ``jobs``: runs
+    trained at once, each in its own process (``_train_in_parallel``).
     """
     from farmcli.sources import dataset_dir, sample_store
     from farmcli.train import train
     from farmcli.variants import ablation_variants
 
-    variants = ablation_variants() if variants is None else list(variants)
-
+    chosen = plan_variants(ablation_variants() if variants is None else variants)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
+    check_out(out)
     runs_dir = out / "runs"
-    plan = [(v, s) for v in variants for s in seeds]
-    configs = {(v, s): run_config(v, s, data, runs_dir, config_files, overrides) for v, s in plan}
+    plan = [(v, s) for v in chosen for s in seeds]
+    configs = {(v.name, s): run_config(v, s, data, runs_dir, config_files, overrides) for v, s in plan}
     if plan and not tables_only:
-        dataset_dir(configs[plan[0]].data)  # a missing or invalid dataset stops here, before anything is written
-    for (v, s), cfg in configs.items():  # refuse before training anything, never after an hour
-        run = runs_dir / f"{v}-s{s}"
+        dataset_dir(next(iter(configs.values())).data)  # a missing or invalid dataset stops here, before any write
+    for (name, s), cfg in configs.items():  # refuse before training anything, never after an hour
+        run = runs_dir / f"{name}-s{s}"
         if (run / "config.yaml").is_file() and not _same_config(run, cfg):
             raise UserError(
                 f"{run} was trained with other settings than this ablation asks for. Use another --out "
@@ -116,16 +195,18 @@ def run_ablation(
     result = AblationResult(out)
     if tables_only:
         result.runs = [
-            RunState(v, s, runs_dir / f"{v}-s{s}", "done" if _finished(runs_dir / f"{v}-s{s}") else "pending")
+            RunState(v.name, s, run, "done" if _finished(run) else "pending")
             for v, s in plan
+            for run in [runs_dir / f"{v.name}-s{s}"]
         ]
-        write_tables(result, variants, groups, data)
+        write_tables(result, chosen, groups, data)
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / "ablation.json",
         {
-            "variants": list(variants),
+            "format": ABLATION_FORMAT,
+            "variants": [v.source for v in chosen],
             "seeds": list(seeds),
             "data": data,
             "groups": list(groups),
@@ -135,20 +216,20 @@ def run_ablation(
     )
     todo: list[tuple[int, RunState]] = []
     for i, (v, s) in enumerate(plan):
-        run = runs_dir / f"{v}-s{s}"
+        run = runs_dir / f"{v.name}-s{s}"
         if _finished(run):
             _ensure_groups(run, groups)
-            result.runs.append(RunState(v, s, run, "done"))
+            result.runs.append(RunState(v.name, s, run, "done"))
             if on_run:
                 on_run(i, len(plan), result.runs[-1], "end")
             continue
         resume = (run / "checkpoints" / "last.ckpt").is_file()
         if run.exists() and not resume:
             shutil.rmtree(run)  # started but never reached a checkpoint: nothing to keep
-        result.runs.append(RunState(v, s, run, "resumed" if resume else "trained"))
+        result.runs.append(RunState(v.name, s, run, "resumed" if resume else "trained"))
         todo.append((i, result.runs[-1]))
     # every run shares the data settings: one store, built (or opened) once, here, before any worker starts
-    store = sample_store(configs[plan[0]].data) if todo else None
+    store = sample_store(next(iter(configs.values())).data) if todo else None
     if jobs <= 1:
         for i, state in todo:
             if on_run:
@@ -160,8 +241,9 @@ def run_ablation(
             if on_run:
                 on_run(i, len(plan), state, "end")
     else:
-        _train_in_parallel(todo, len(plan), jobs, (data, runs_dir, config_files, overrides), on_run)
-    write_tables(result, variants, groups, data)
+        by_name = {v.name: v for v in chosen}
+        _train_in_parallel(todo, len(plan), jobs, by_name, (data, runs_dir, config_files, overrides), on_run)
+    write_tables(result, chosen, groups, data)
     return result
 
 
@@ -173,6 +255,7 @@ def _train_in_parallel(
     todo: Sequence[tuple[int, RunState]],
     total: int,
     jobs: int,
+    variants: dict[str, AblationVariant],
     settings: tuple[str, Path, Sequence[Path], Sequence[str]],
     on_run: Callable[[int, int, RunState, str], None] | None,
 ) -> None:
@@ -197,7 +280,11 @@ def _train_in_parallel(
     run_jobs(
         _train_one,
         [
-            Job(f"{state.variant}-s{state.seed}", (state.variant, state.seed, *settings, _resume(state)), (i, state))
+            Job(
+                f"{state.variant}-s{state.seed}",
+                (variants[state.variant], state.seed, *settings, _resume(state)),
+                (i, state),
+            )
             for i, state in todo
         ],
         parallel=jobs,
@@ -208,7 +295,7 @@ def _train_in_parallel(
 
 
 def _train_one(
-    variant: str,
+    variant: AblationVariant,
     seed: int,
     data: str,
     runs_dir: Path,
@@ -233,26 +320,27 @@ def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
     evaluate_run(run, split="test", groups=tuple(groups))
 
 
-def collect(runs_dir: Path, variants: Sequence[str]) -> dict[str, dict[int, dict]]:
-    """{variant: {seed: eval-test.json}} of the finished runs."""
+def collect(runs_dir: Path, names: Sequence[str]) -> dict[str, dict[int, dict]]:
+    """{variant name: {seed: eval-test.json}} of the finished runs (NAME-sSEED; a name is matched as text, not as
+    a glob pattern)."""
+    found = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
     evals: dict[str, dict[int, dict]] = {}
-    for v in variants:
-        for run in sorted(runs_dir.glob(f"{v}-s*")):
-            seed = run.name[len(v) + 2 :]
-            if seed.isdigit() and _finished(run):
-                evals.setdefault(v, {})[int(seed)] = read_json(run / "eval-test.json")
+    for name in names:
+        for run in found:
+            seed = run.name.removeprefix(f"{name}-s")
+            if seed != run.name and seed.isdigit() and _finished(run):
+                evals.setdefault(name, {})[int(seed)] = read_json(run / "eval-test.json")
     return evals
 
 
-def write_tables(result: AblationResult, variants: Sequence[str], groups: Sequence[str], data: str) -> None:
+def write_tables(result: AblationResult, variants: Sequence[AblationVariant], groups: Sequence[str], data: str) -> None:
     from farmcli import __version__
-    from farmcli.variants import load_variant
 
     out = result.out
-    evals = collect(out / "runs", variants)
+    evals = collect(out / "runs", [v.name for v in variants])
     if not evals:
         return
-    labels = {v: load_variant(v).label for v in evals}
+    labels = {v.name: v.label for v in variants}
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     def header(seeds: str) -> str:

@@ -22,14 +22,35 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
-    for i, tok in enumerate(ctx.args):
-        is_value = i > 0 and ctx.args[i - 1].startswith("--") and "=" not in ctx.args[i - 1]
-        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and not (is_value and _is_number(tok)):
+    """The command's dotted options (``--trainer.max_epochs 3``) and its ``--set KEY=VALUE`` items, checked: an
+    option that is not a dotted key is refused, and so is a dotted key left without its value."""
+    args = list(ctx.args)
+    for i, tok in enumerate(args):
+        is_value = i > 0 and _takes_value(args[i - 1]) and (not tok.startswith("-") or _is_number(tok))
+        if is_value:
+            continue
+        if tok.startswith("-") and "." not in tok.split("=", 1)[0]:
             raise UserError(
                 f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
                 f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."
             )
-    return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets).items())]
+        if _takes_value(tok):
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is None or (following.startswith("-") and not _is_number(following)):
+                raise UserError(needs_value(tok))
+    return [*args, *(f"{k}={v}" for k, v in parse_sets(sets, example="model.cl_weight=0.3").items())]
+
+
+def _takes_value(tok: str) -> bool:
+    """``--trainer.max_epochs`` (its value is the next argument), not ``--trainer.max_epochs=3``."""
+    return tok.startswith("--") and "=" not in tok
+
+
+def needs_value(option: str) -> str:
+    return (
+        f"{option} needs a value: {option} VALUE or {option}=VALUE, e.g. --trainer.max_epochs 3. "
+        f"`farm train --print-config` shows every setting with its current value."
+    )
 
 
 def _is_number(tok: str) -> bool:
@@ -83,11 +104,12 @@ def announce_store(store) -> None:
     err_console.print(f"{verb} the sample store {store.path}", markup=False, soft_wrap=True, highlight=False)
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
+def parse_sets(items: list[str], example: str = "n_live_authors=500") -> dict[str, str]:
+    """``--set KEY=VALUE`` items as {KEY: VALUE}; ``example`` is a KEY=VALUE of the command at hand."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got '{item}'. Example: --set n_live_authors=500")
+        if not sep or not key.strip():
+            raise UserError(f"--set needs KEY=VALUE, got '{item}'. Example: --set {example}")
         out[key.strip()] = value.strip()
     return out

@@ -20,14 +20,17 @@ def ablate_cmd(
     ctx: typer.Context,
     variants: Optional[str] = typer.Option(
         None,
-        help="Comma-separated variants (names or YAML files). Default: the built-in variants with an "
-        "ablation_order: the paper's Table 1 rows (see `farm variants`).",
+        help="Comma-separated variants: built-in names or variant YAML files (a file's runs and Table 1 row take "
+        "its name, e.g. vars/my.yaml -> my). Default: the built-in variants with an ablation_order: the paper's "
+        "Table 1 rows (see `farm variants`).",
     ),
     seeds: int = typer.Option(3, help="Number of seeds per variant (seeds 0..N-1)."),
     data: str = typer.Option("default", "--data", "-d", help="Dataset directory or simulator preset."),
     groups: str = typer.Option("low,mid,high", help="Activity groups for Table 4 (beside full)."),
     out: Optional[Path] = typer.Option(
-        None, help="Output directory (default: farm-ablations/DATA). Re-running resumes it."
+        None,
+        help="Output directory (default: farm-ablations/DATA): new, empty, or an earlier farm ablate's, which "
+        "re-running resumes.",
     ),
     config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every run (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Override one setting for every run, KEY=VALUE (repeatable)."),

@@ -31,7 +31,9 @@ def synth(
         None, "--config", help="YAML file of simulator settings (any SimConfig field)."
     ),
     set_: list[str] = typer.Option([], "--set", help="Override one simulator setting, KEY=VALUE (repeatable)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset at --out."),
+    overwrite: bool = typer.Option(
+        False, help="Replace a dataset farm wrote at --out (never a folder holding files farm did not write)."
+    ),
 ) -> None:
     """Simulate a dataset with the built-in simulator (SIMULATOR.md).
 
@@ -48,7 +50,9 @@ def synth(
     cfg = sim_config(preset, **settings)
     target = output_dir(out, overwrite)  # checked before the progress bar starts
     _check_space(target, cfg.n_users)
-    with progress_bar() as bar:
+    from farmcli.interrupts import interruptible
+
+    with interruptible(), progress_bar() as bar:  # SIGTERM stops it as Ctrl-C does: exit 130, nothing half-written
         task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
         summary = synthesize(
             cfg, out, overwrite=overwrite, on_progress=lambda done, total: bar.update(task, completed=done, total=total)
@@ -122,7 +126,8 @@ def inspect(
     """
     from farmcli.data.inspect import inspect_dataset
 
-    _require_valid(dataset)
+    _check_history_len(history_len)
+    _require_valid(dataset, training=False)  # inspect shows why a dataset cannot train (rows per split)
     info = inspect_dataset(dataset, history_len=history_len)
     if as_json:
         print(json.dumps(info, indent=2, default=_json_default))
@@ -134,12 +139,20 @@ def _json_default(x):
     return None if x != x else str(x)
 
 
-def _require_valid(dataset: Path) -> None:
+def _check_history_len(history_len: int) -> None:
+    from farmcli.data.build import MAX_HISTORY_LEN
+
+    if history_len > MAX_HISTORY_LEN:
+        raise UserError(f"--history-len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")
+
+
+def _require_valid(dataset: Path, training: bool = True) -> None:
+    """Refuse what `farm data validate` calls an error (without ``training``: its format errors only)."""
     from farmcli.data.validate import validate as run_validate
 
-    report = run_validate(dataset)
-    if not report.ok:
-        lines = "\n".join(f"  {e}" for e in report.errors)
+    errors = run_validate(dataset).blocking(training)
+    if errors:
+        lines = "\n".join(f"  {e}" for e in errors)
         raise UserError(
             f"{dataset} is not a valid farm-events/1 dataset:\n{lines}\n"
             f"Run `farm data validate {dataset}` for the full report."
@@ -165,6 +178,7 @@ def build(
     from farmcli.data.store import store_summary
     from farmcli.paths import sample_cache
 
+    _check_history_len(history_len)
     _require_valid(dataset)
     with progress_bar() as bar:
         task = bar.add_task("building samples", total=None)

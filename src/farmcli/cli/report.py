@@ -22,7 +22,10 @@ def report_cmd(
         "--user",
         help="Raw user_id for the Figure 4 heatmap (default: the low-active user with the longest live history).",
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/report)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/report)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace an earlier report of farm in --out (RUN/report, the default, is replaced anyway)."
+    ),
     max_users: int = typer.Option(
         10_000, "--max-users", help="At most this many test users in Figure 3 (a seeded sample)."
     ),
@@ -41,13 +44,14 @@ def report_cmd(
     from farmcli.cli._common import progress_bar
     from farmcli.errors import UserError
     from farmcli.evaluate import device_for
+    from farmcli.interrupts import interruptible
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
     device = device_for(accelerator)
-    with progress_bar() as bar:
+    with interruptible(), progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
 
         def progress(what: str, done: int, total: int | None) -> None:
@@ -60,6 +64,7 @@ def report_cmd(
             compare=compare,
             user=user,
             out=out,
+            overwrite=overwrite,
             max_users=max_users,
             batch_size=batch_size,
             device=device,

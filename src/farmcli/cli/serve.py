@@ -15,7 +15,7 @@ from farmcli.cli.app import app, console, user_errors
 @user_errors
 def predict_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
-    out: Path = typer.Option(..., "--out", "-o", help="Parquet file to write."),
+    out: str = typer.Option(..., "--out", "-o", help="Parquet file to write."),
     data: Optional[str] = typer.Option(
         None, "--data", "-d", help="A farm-events/1 directory or preset to score (default: the run's own data)."
     ),
@@ -36,9 +36,10 @@ def predict_cmd(
 
     Example: farm predict farm-runs/RUN --data tiny --split test --out scores.parquet
     """
+    from farmcli.interrupts import interruptible
     from farmcli.predict import predict_run
 
-    with progress_bar() as bar:
+    with interruptible(), progress_bar() as bar:  # SIGTERM stops it as Ctrl-C does: exit 130, nothing half-written
         result = predict_run(
             target,
             out,
@@ -58,8 +59,8 @@ def predict_cmd(
 @user_errors
 def export_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
-    out: Path = typer.Option(..., "--out", "-o", help="Graph file to write, e.g. farm.onnx."),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx (needs farmcli[export]) or torchscript."),
+    out: str = typer.Option(..., "--out", "-o", help="Graph file to write, e.g. farm.onnx."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx (needs farmcli\\[export]) or torchscript."),
     overwrite: bool = typer.Option(False, help="Replace an earlier export of farm at --out."),
 ) -> None:
     """Export the inference graph: six probabilities from candidate ids and the two padded histories.
@@ -69,9 +70,12 @@ def export_cmd(
 
     Example: farm export farm-runs/RUN --format onnx --out farm.onnx
     """
-    from farmcli.export import export_run
+    from rich.markup import escape
 
-    with console.status(f"exporting {format} ..."):
+    from farmcli.export import export_run
+    from farmcli.interrupts import interruptible
+
+    with interruptible(), console.status(f"exporting {escape(format)} ..."):
         spec = export_run(target, out, fmt=format, overwrite=overwrite)
     console.print(
         f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), {out}.json and {out}.vocab/",

@@ -44,7 +44,7 @@ def train_cmd(
     """
     from farmcli import config as cfgmod
     from farmcli.allocator import keep_freed_memory
-    from farmcli.train import resume_config, train
+    from farmcli.train import check_monitor, check_resume, new_run_dir, resume_config, train
 
     overrides = dotted_overrides(ctx, set_)
     if data is not None:
@@ -60,6 +60,11 @@ def train_cmd(
     if print_config:
         print(cfg.to_yaml(), end="")
         return
+    check_monitor(cfg)  # before anything is built: Lightning would say so only after a whole epoch
+    if resume:
+        check_resume(resume, cfg)  # the run is not touched unless it can be resumed with this data
+    else:
+        new_run_dir(cfg)
     keep_freed_memory()  # a training process: glibc keeps freed memory for the next step (farmcli/allocator.py)
     with progress_bar() as bar:
         from farmcli.sources import sample_store
@@ -77,7 +82,30 @@ def train_cmd(
             tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)", width=console.width
         )
     )
+    _note_empty_split(tables, store, "test")
     console.print(f"run directory: {run}", soft_wrap=True, markup=False)
+
+
+def _note_empty_split(tables: dict, store, split: str) -> None:
+    """A split with no samples prints a table of dashes: say why beside it."""
+    if tables.get("samples"):
+        return
+    from datetime import datetime, timezone
+
+    start, end = (store.manifest.get("windows") or {}).get(split, (None, None))
+
+    def day(ms) -> str:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ms is not None else "?"
+
+    bounds = "valid_end .. test_end" if split == "test" else "train_end .. valid_end"
+    err_console.print(
+        f"note: no {split} samples, so every metric is '-': the {split} window [{day(start)}, {day(end)}) UTC "
+        f"of {store.manifest.get('dataset', store.path)} holds no live impressions. Check its manifest.json "
+        f"({bounds}) and the live table's ts.",
+        markup=False,
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command("eval")
@@ -86,9 +114,10 @@ def eval_cmd(
     target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     groups: str = typer.Option("low,mid,high", help="Comma-separated activity groups to report beside full."),
     split: str = typer.Option("test", help="test or valid."),
-    save_predictions: Optional[Path] = typer.Option(
+    save_predictions: Optional[str] = typer.Option(
         None, help="Write user_id, the six labels and the six scores as parquet."
     ),
+    overwrite: bool = typer.Option(False, help="Replace an earlier predictions file of farm at --save-predictions."),
     accelerator: str = typer.Option("auto", help="auto, cpu or gpu."),
     bf16: bool = typer.Option(
         False, help="bf16 autocast for scoring (the reference model; fast on a GPU, slow on a CPU without native bf16)."
@@ -99,14 +128,31 @@ def eval_cmd(
     Writes RUN/eval-SPLIT.json and .csv. Example: farm eval farm-runs/RUN --groups low,mid,high --split test
     """
     from farmcli.evaluate import as_percent, evaluate_run
+    from farmcli.interrupts import interruptible
+    from farmcli.runs import status_note
 
     group_list = tuple(g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full")
-    tables, run, ckpt = evaluate_run(
-        target, split=split, groups=group_list, save_predictions=save_predictions, accelerator=accelerator, bf16=bf16
-    )
+    with interruptible():
+        tables, run, ckpt = evaluate_run(
+            target,
+            split=split,
+            groups=group_list,
+            save_predictions=save_predictions,
+            accelerator=accelerator,
+            bf16=bf16,
+            overwrite=overwrite,
+        )
     console.print(
         render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)", width=console.width)
     )
+    if not tables.get("samples"):
+        from farmcli.config import resolve
+        from farmcli.evaluate import run_store
+
+        _note_empty_split(tables, run_store(run, resolve([run / "config.yaml"])), split)
+    note = status_note(run)
+    if note:
+        err_console.print(f"note: {note}", markup=False, soft_wrap=True, highlight=False)
     console.print(
         f"wrote {run / f'eval-{split}.json'} and .csv"
         + (f"; predictions in {save_predictions}" if save_predictions else ""),

@@ -77,7 +77,7 @@ def tune_cmd(
     from farmcli.sources import sample_store
     from farmcli.tune.study import check, trial_config
 
-    combos = check(settings)  # every trial's config, before any data work
+    combos = check(settings, out)  # every trial's config and the output directory, before any data work
     from farmcli.allocator import keep_freed_memory
 
     keep_freed_memory()  # trials train in this process (farmcli/allocator.py)

@@ -76,6 +76,9 @@ from farmcli.io import atomic_dir, write_json
 ROWS_PER_PARTITION = 20_000_000
 """Automatic partitioning: about one partition per this many event rows (live + video)."""
 
+MAX_HISTORY_LEN = 10_000
+"""Longest history L: a batch holds [batch, L] positions per field and domain (the paper uses L = 50)."""
+
 VOCABS = ("author", "page", "tag", "cluster", "user")
 
 VIDEO_SORT = ("user_id", "ts", "author_id", "page", "tag", "play_ms", *VIDEO_FLAGS)
@@ -104,8 +107,8 @@ def _settings(history_len: int, min_count: int, activity_cuts: Sequence[float], 
 
 
 def _check_settings(history_len: int, min_count: int, activity_cuts: Sequence[float], partitions: int | None) -> None:
-    if int(history_len) < 1:
-        raise UserError(f"history_len must be >= 1, got {history_len}.")
+    if not 1 <= int(history_len) <= MAX_HISTORY_LEN:
+        raise UserError(f"history_len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")
     if int(min_count) < 1:
         raise UserError(f"min_count must be >= 1, got {min_count}.")
     cuts = tuple(activity_cuts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from farmcli.data.schema import FORMAT, MANIFEST_REQUIRED
+from farmcli.data.schema import FORMAT, LIVE_TRUTH_COLUMNS, MANIFEST_REQUIRED, TABLES, schema_of
 from farmcli.errors import UserError
 
 
@@ -24,11 +24,27 @@ def table_files(path: Path) -> list[Path]:
     return [path] if path.is_file() else []
 
 
-def scan_table(path: Path) -> pl.LazyFrame:
+def scan_table(path: Path, table: str | None = None) -> pl.LazyFrame:
+    """A lazy scan of a table; with ``table``, every column the format names is cast to the format's type.
+
+    Validation accepts another integer width (e.g. an Int32 user_id) with a warning, so readers cast here,
+    once, rather than each join and concat meeting two widths of one id.
+    """
     files = table_files(path)
     if not files:
         raise UserError(f"{path}: no parquet data found (expected a .parquet file or a folder of *.parquet shards).")
-    return pl.scan_parquet(files)
+    lf = pl.scan_parquet(files)
+    if table is None:
+        return lf
+    want = format_schema(table)
+    have = lf.collect_schema()
+    casts = [pl.col(n).cast(t) for n, t in want.items() if n in have and have[n] != t]
+    return lf.with_columns(casts) if casts else lf
+
+
+def format_schema(table: str) -> dict:
+    """Column -> type of a table as DATA_FORMAT.md states it (live with its optional p_* columns)."""
+    return schema_of(TABLES[table] + (LIVE_TRUTH_COLUMNS if table == "live" else ()))
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class Manifest:
 def manifest_problems(path: str | Path) -> list[str]:
     """Every problem with a manifest.json, each as one line naming the file, the key and the fix."""
     path = Path(path)
+    if path.is_dir():
+        return [f"{path}: is a directory, not a file. Replace it with a manifest.json file (see DATA_FORMAT.md)."]
     if not path.is_file():
         return [f"{path}: missing. Every dataset needs a manifest.json (see DATA_FORMAT.md, 'manifest.json')."]
     try:
@@ -115,7 +133,7 @@ class Dataset:
         return bool(table_files(self.path(table)))
 
     def scan(self, table: str) -> pl.LazyFrame:
-        return scan_table(self.path(table))
+        return scan_table(self.path(table), table)
 
     def files(self, table: str) -> list[Path]:
         return table_files(self.path(table))

@@ -34,7 +34,7 @@ from farmcli.data.schema import (
 from farmcli.data.sim_block import DAY_MS, simulate_block
 from farmcli.data.sim_entities import make_entities
 from farmcli.errors import UserError
-from farmcli.io import atomic_dir, output_dir
+from farmcli.io import atomic_dir, output_dir, seal_dataset
 
 # Fewer sessions at night, most in the evening (SIMULATOR.md: "more in the evening").
 _HOUR_WEIGHTS = (
@@ -198,67 +198,101 @@ def _fail(name: str, msg: str) -> UserError:
     return UserError(f"simulator setting '{name}': {msg}")
 
 
+MAX_EPOCH_MS = 253_402_300_799_999
+"""9999-12-31 23:59:59.999 UTC: the last epoch millisecond a date can show (start_ms + every day must fit)."""
+
+_LIMITS: dict[str, tuple[float, float, str]] = {
+    # name: (low, high, brackets): "[]" closed, "()" open, "(]" / "[)" half-open. Upper bounds keep a block's
+    # arrays (and every timestamp, as int64 epoch ms) finite; they sit far above any sensible setting.
+    "seed": (0, math.inf, "[)"),
+    "k": (1, 1024, "[]"),
+    "n_tags": (1, 100_000, "[]"),
+    "n_tag_groups": (1, 100_000, "[]"),
+    "gift_tag_groups": (0, 100_000, "[]"),
+    "n_live_authors": (1, 10**8, "[]"),
+    "n_video_authors": (1, 10**8, "[]"),
+    "n_clusters": (1, 100_000, "[]"),
+    "n_users": (1, 2**53, "[]"),  # the disk check (farm data synth) refuses far fewer
+    "block_users": (1, 10**7, "[]"),
+    "days_warmup": (0, 3650, "[]"),
+    "days_train": (1, 3650, "[]"),
+    "days_valid": (0, 3650, "[]"),
+    "days_test": (1, 3650, "[]"),
+    "start_ms": (0, MAX_EPOCH_MS, "[]"),
+    "session_extra_mean": (0, 10_000, "[]"),
+    "sessions_per_day": (0, 1_000, "[]"),
+    "hour_weights": (0, math.inf, "[)"),
+    "activity_shares": (0, math.inf, "[)"),
+    "gap_s": (0, 86_400, "(]"),
+    "half_life_days": (0, math.inf, "()"),
+    "m_avid_window_days": (0, math.inf, "[)"),
+    "memory_refresh_minutes": (0, 60, "(]"),  # SIMULATOR.md: chunks of at most one hour
+    "tag_temperature": (0, math.inf, "()"),
+    "rho": (-1, 1, "[]"),
+    "share_live_authors_posting_video": (0, 1, "[]"),
+    "gifter_share": (0, 1, "[]"),
+    "p_live": (0, 1, "()"),  # 0 writes no live row, 1 no video row: either table would be empty
+    "p_reexpose": (0, 1, "[]"),
+    "p_recommended": (0, 1, "[]"),
+    "p_page_flip": (0, 1, "[]"),
+    **{
+        name: (0, math.inf, "[)")
+        for name in (
+            "tag_noise",
+            "author_noise",
+            "quality_sd",
+            "gift_appeal_sd",
+            "pi_like_sd",
+            "pi_comment_sd",
+            "pi_gift_sd",
+            "play_log_sd",
+        )
+    },
+    **{
+        name: (0, DAY_MS, "(]")
+        for name in (
+            "live_play_ms_short",
+            "live_play_ms_effective",
+            "live_play_ms_long",
+            "video_play_ms_short",
+            "video_play_ms_long",
+        )
+    },
+}
+"""The range of every bounded setting (each value of a list setting), checked before anything is written."""
+
+
+def _inside(v: float, lo: float, hi: float, brackets: str) -> bool:
+    return (lo < v if brackets[0] == "(" else lo <= v) and (v < hi if brackets[1] == ")" else v <= hi)
+
+
+def _interval(lo: float, hi: float, brackets: str) -> str:
+    show = lambda x: "inf" if x == math.inf else f"{x:,}"  # noqa: E731
+    return f"{brackets[0]}{show(lo)}, {show(hi)}{brackets[1]}"
+
+
 def _check_values(c: SimConfig) -> None:
-    """Range checks, so a bad setting fails up front with its name rather than deep inside numpy."""
-    positive = (
-        "k",
-        "n_tags",
-        "n_tag_groups",
-        "n_live_authors",
-        "n_video_authors",
-        "n_clusters",
-        "n_users",
-        "days_train",
-        "block_users",
-        "half_life_days",
-        "tag_temperature",
-        "memory_refresh_minutes",
-    )
-    for name in positive:
-        if not getattr(c, name) > 0:
-            raise _fail(name, f"must be > 0, got {getattr(c, name)!r}")
-    for name in (
-        "days_warmup",
-        "days_valid",
-        "days_test",
-        "session_extra_mean",
-        "m_avid_window_days",
-        "gift_tag_groups",
-        "tag_noise",
-        "author_noise",
-        "quality_sd",
-        "gift_appeal_sd",
-        "pi_like_sd",
-        "pi_comment_sd",
-        "pi_gift_sd",
-        "play_log_sd",
-        "seed",
-    ):
-        if getattr(c, name) < 0:
-            raise _fail(name, f"must be >= 0, got {getattr(c, name)!r}")
-    for name in (
-        "share_live_authors_posting_video",
-        "gifter_share",
-        "p_live",
-        "p_reexpose",
-        "p_recommended",
-        "p_page_flip",
-    ):
-        if not 0.0 <= getattr(c, name) <= 1.0:
-            raise _fail(name, f"must be a probability in [0, 1], got {getattr(c, name)!r}")
-    if not -1.0 <= c.rho <= 1.0:
-        raise _fail("rho", f"must be in [-1, 1], got {c.rho!r}")
-    if c.days_test < 1:
-        raise _fail("days_test", "must be >= 1 (the test split needs a day)")
+    """Range checks, so a bad setting fails up front with its name and range rather than deep inside numpy."""
+    for name, (lo, hi, brackets) in _LIMITS.items():
+        v = getattr(c, name)
+        if not all(_inside(x, lo, hi, brackets) for x in (v if isinstance(v, tuple) else (v,))):
+            what = "every value must be" if isinstance(v, tuple) else "must be"
+            shown = list(v) if isinstance(v, tuple) else v
+            raise _fail(name, f"{what} in {_interval(lo, hi, brackets)}, got {shown!r}")
+    last = c.start_ms + c.days * DAY_MS
+    if last > MAX_EPOCH_MS:
+        raise _fail(
+            "start_ms",
+            f"start_ms + {c.days} days ends at {last:,} ms, past {MAX_EPOCH_MS:,} (year 9999); "
+            f"start_ms must be in [0, {MAX_EPOCH_MS - c.days * DAY_MS:,}] with these days",
+        )
     if c.n_tag_groups > c.n_tags:
         raise _fail("n_tag_groups", f"must be <= n_tags ({c.n_tags})")
-    if c.memory_refresh_minutes > 60:
-        raise _fail("memory_refresh_minutes", "must be <= 60 (SIMULATOR.md: chunks of at most one hour)")
     if round(c.share_live_authors_posting_video * c.n_live_authors) > c.n_video_authors:
         raise _fail("n_video_authors", "must be >= share_live_authors_posting_video x n_live_authors")
     for name in ("activity_shares", "sessions_per_day", "hour_weights"):
         v = getattr(c, name)
-        if min(v) < 0 or sum(v) <= 0:
+        if sum(v) <= 0:
             raise _fail(name, f"must be non-negative with a positive sum, got {list(v)}")
     if len(c.hour_weights) != 24:
         raise _fail("hour_weights", f"needs 24 values (one per hour), got {len(c.hour_weights)}")
@@ -275,12 +309,24 @@ def _check_values(c: SimConfig) -> None:
             raise _fail(name, f"must be [lo, hi] with 0 < lo < hi, got {[lo, hi]}")
 
 
+def _number(text: str) -> Any:
+    """``text`` as an int or float where it spells one, else unchanged."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _coerce(name: str, default: Any, value: Any) -> Any:
     """Check an override's type against the field's default; ints are accepted where floats are."""
     if name == "preset":
         if value is None or isinstance(value, str):
             return value
         raise _fail(name, f"must be a string, got {type(value).__name__}")
+    if isinstance(value, str):  # YAML reads 1e17 (no dot) as a string: take it as the number it spells
+        value = _number(value)
     if isinstance(default, bool) or isinstance(value, bool):
         raise _fail(name, f"must be a number, got {value!r}")
     if isinstance(default, int):
@@ -290,9 +336,14 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
             return int(value)
         raise _fail(name, f"must be an integer, got {value!r}")
     if isinstance(default, float):
-        if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value):
-            return float(value)
-        raise _fail(name, f"must be a number, got {value!r}")
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float's range
+                number = math.inf
+            if math.isfinite(number):
+                return number
+        raise _fail(name, f"must be a finite number, got {value!r}")
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)):
             raise _fail(name, f"must be a list of {len(default)} numbers, got {value!r}")
@@ -323,6 +374,20 @@ def _frame(cols: dict[str, np.ndarray], columns) -> pl.DataFrame:
 def _write(df: pl.DataFrame, path: Path) -> None:
     # Fixed codec, level and row-group size: the bytes depend only on the data.
     df.write_parquet(path, compression="zstd", compression_level=3, statistics=True, row_group_size=1 << 20)
+
+
+def _check_output(tmp: Path) -> None:
+    """Settings in range can still make data nothing can train on (e.g. no click at all): refuse to write it."""
+    from farmcli.data.validate import validate
+
+    errors = validate(tmp).errors
+    if errors:
+        lines = "\n".join(f"  {Path(e.where).name}: {e.message}" for e in errors)
+        raise UserError(
+            f"These simulator settings make a dataset that `farm data validate` rejects, so none was written:\n"
+            f"{lines}\nChange the settings named in --set / --config (e.g. more users, or intercepts nearer "
+            f"their defaults)."
+        )
 
 
 def synthesize(
@@ -378,6 +443,8 @@ def synthesize(
             "simulator": config.to_dict(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _check_output(tmp)
+        seal_dataset(tmp, "farm data synth")
     return {
         "out": str(out),
         "name": manifest["name"],

@@ -19,6 +19,7 @@ from farmcli.data.schema import (
     LIVE_TRUTH_COLUMNS,
     REQUIRED_TABLES,
     TABLES,
+    TASKS,
     Column,
 )
 
@@ -28,6 +29,9 @@ class Problem:
     where: str  # file or file:column
     message: str
     fix: str
+    training_only: bool = False
+    """An error that stops training and sample building (no training rows, nothing to learn) but not reading
+    or scoring the dataset with a trained run."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message} Fix: {self.fix}"
@@ -44,6 +48,10 @@ class Report:
     def ok(self) -> bool:
         return not self.errors
 
+    def blocking(self, training: bool = True) -> list[Problem]:
+        """The errors that stop a use: every error for training, the format errors only for reading or scoring."""
+        return [e for e in self.errors if training or not e.training_only]
+
     def to_dict(self) -> dict:
         as_dicts = lambda ps: [{"where": p.where, "message": p.message, "fix": p.fix} for p in ps]  # noqa: E731
         return {
@@ -54,6 +62,13 @@ class Report:
             "warnings": as_dicts(self.warnings),
         }
 
+
+_INT_RANGE: dict[PolarsDataType, tuple[int, int]] = {
+    pl.Int8: (-(2**7), 2**7 - 1),
+    pl.Int32: (-(2**31), 2**31 - 1),
+    pl.Int64: (-(2**63), 2**63 - 1),
+}
+"""Values each integer type of the format holds: a wider column is read with a cast that must not overflow."""
 
 _INT_FIX = "write it as {dtype} (e.g. polars `pl.col('{col}').cast(pl.{dtype})`)."
 
@@ -80,11 +95,21 @@ def _type_ok(actual: PolarsDataType, col: Column) -> tuple[bool, bool]:
     return False, False
 
 
-def _checks(col: Column) -> list[tuple[str, pl.Expr, str, str]]:
+def _checks(col: Column, actual: PolarsDataType) -> list[tuple[str, pl.Expr, str, str]]:
     """Value rules of one column as (name, count-of-bad-rows expression, message, fix)."""
     c = pl.col(col.name)
     n = col.name
     out = [(f"{n}:null", c.is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.")]
+    if col.dtype.is_integer() and actual != col.dtype and col.rule != "flag":
+        lo, hi = _INT_RANGE[col.dtype]
+        out.append(
+            (
+                f"{n}:range",
+                ((c > hi) | (c < lo) if actual.is_signed_integer() else c > hi).sum(),
+                f"{{k}} value(s) outside the range of {col.dtype} ({lo:,} to {hi:,}), the type it is read as.",
+                f"remap them into that range and write the column as {col.dtype}.",
+            )
+        )
     if col.rule == "id":
         out.append(
             (f"{n}:neg", (c < 0).sum(), "{k} negative id(s); ids must be >= 0.", "remap ids to non-negative integers.")
@@ -229,7 +254,8 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
             report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
         return
     lf = lf.select([c.name for c in usable])
-    checks = [chk for col in usable for chk in _checks(col)]
+    first = next(iter(schemas.values()))
+    checks = [chk for col in usable for chk in _checks(col, first[col.name])]
     exprs = [pl.len().alias("__rows")] + [expr.alias(name) for name, expr, _, _ in checks]
     funnel = (
         _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
@@ -299,42 +325,183 @@ def validate(root: str | Path) -> Report:
     return report
 
 
-def _check_windows(root: Path, report: Report) -> None:
-    """A split window without live impressions makes a valid file but an unusable dataset: say so."""
-    import json
+DAY_MS = 86_400_000
+UNIT_PROBE_MS = 366 * DAY_MS
+"""Timestamps are checked for a wrong unit against [train_end - this, test_end): a year before the windows."""
 
-    m = json.loads((root / "manifest.json").read_text())
-    lf = pl.scan_parquet(table_files(table_path(root, "live")))
+
+def _when(ms: int) -> str:
+    """Epoch ms as a UTC date for messages (the number itself where no date has it)."""
+    from datetime import datetime, timezone
+
+    try:
+        return f"{ms} ({datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC)"
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+
+
+def _windows(m: dict) -> dict[str, tuple[int | None, int]]:
     start = m.get("train_start")
-    bounds = {
+    return {
         "train": (start, m["train_end"]),
         "valid": (m["train_end"], m["valid_end"]),
         "test": (m["valid_end"], m["test_end"]),
     }
-    exprs = []
-    for split, (lo, hi) in bounds.items():
-        cond = pl.col("ts") < hi
-        if lo is not None:
-            cond &= pl.col("ts") >= lo
-        exprs.append(cond.sum().alias(split))
-    exprs.append((pl.col("ts") >= m["test_end"]).sum().alias("after"))
-    counts = lf.select(exprs).collect(engine="streaming").row(0, named=True)
-    live = str(table_path(root, "live"))
-    for split in bounds:
-        if not counts[split]:
-            lo, hi = bounds[split]
-            report.warnings.append(
+
+
+def _time_stats(files: list[Path], m: dict, labels: bool) -> dict:
+    """One streaming pass: rows, ts range, rows per window, rows past test_end, rows that a unit change
+    (x1000, /1000) would bring near the windows and, with ``labels``, positives per task per window."""
+    ts = pl.col("ts")
+    exprs = [pl.len().alias("rows"), ts.min().alias("ts_min"), ts.max().alias("ts_max")]
+    conds = {}
+    for split, (lo, hi) in _windows(m).items():
+        conds[split] = (ts < hi) if lo is None else (ts >= lo) & (ts < hi)
+        exprs.append(conds[split].sum().alias(split))
+    exprs.append((ts >= m["test_end"]).sum().alias("after"))
+    lo, hi = m["train_end"] - UNIT_PROBE_MS, m["test_end"]
+    t = ts.cast(pl.Float64)
+    for name, scaled in (("raw", t), ("seconds", t * 1000), ("microseconds", t / 1000)):
+        exprs.append(((scaled >= lo) & (scaled < hi)).sum().alias(f"unit:{name}"))
+    if labels:
+        exprs += [
+            (conds[split] & (pl.col(task) == 1)).sum().alias(f"{split}:{task}")
+            for split in ("train", "test")
+            for task in TASKS
+        ]
+    return pl.scan_parquet(files).select(exprs).collect(engine="streaming").row(0, named=True)
+
+
+def _check_units(where: str, stats: dict, m: dict, report: Report) -> bool:
+    """Timestamps in seconds (or microseconds) where the manifest says ms: an error; True when found."""
+    if stats["unit:raw"]:
+        return False
+    for unit, fix in (("seconds", "pl.col('ts') * 1000"), ("microseconds", "pl.col('ts') // 1000")):
+        if stats[f"unit:{unit}"]:
+            report.errors.append(
                 Problem(
-                    live,
-                    f"no live impression in the {split} window [{lo if lo is not None else '-inf'}, {hi}) ms.",
-                    "check the manifest's boundaries against the ts column (Unix ms).",
+                    f"{where}:ts",
+                    f"the timestamps look like {unit}, not milliseconds: they run from {_when(stats['ts_min'])} "
+                    f"to {_when(stats['ts_max'])} read as ms, while the manifest's windows end at test_end "
+                    f"{_when(m['test_end'])}; read as {unit}, they fall inside them.",
+                    f"write epoch milliseconds, as the manifest's time_unit 'ms' says (polars: `{fix}`).",
                 )
             )
-    if counts["after"]:
+            return True
+    return False
+
+
+def _check_windows(root: Path, report: Report) -> None:
+    """Files can be valid yet unusable: timestamps in another unit, no row in a window, nothing to learn.
+
+    Errors where nothing can be trained (or nothing read at all), warnings where a part is missing.
+    """
+    import json
+
+    m = json.loads((root / "manifest.json").read_text())
+    live_path, video_path = str(table_path(root, "live")), str(table_path(root, "video"))
+    live = _time_stats(table_files(table_path(root, "live")), m, labels=True)
+    video = _time_stats(table_files(table_path(root, "video")), m, labels=False)
+    if _check_units(live_path, live, m, report) | _check_units(video_path, video, m, report):
+        return
+    span = f"the ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}"
+    if live["after"] == live["rows"]:
+        report.errors.append(
+            Problem(
+                live_path,
+                f"every live row ({live['rows']:,}) is at or after test_end {_when(m['test_end'])}, so none is a "
+                f"sample: nothing can be trained, evaluated or scored ({span}).",
+                "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
+            )
+        )
+        return
+    for split, (lo, hi) in _windows(m).items():
+        if live[split] or (split == "valid" and lo == hi):
+            continue
+        where = f"no live impression in the {split} window [{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
+        if split == "train":
+            report.errors.append(
+                Problem(
+                    live_path,
+                    f"{where}, so there is nothing to train on ({span}).",
+                    "move the manifest's train_start / train_end to cover the ts column (Unix ms), or add rows.",
+                    training_only=True,
+                )
+            )
+        else:
+            report.warnings.append(
+                Problem(live_path, f"{where}.", "check the manifest's boundaries against the ts column (Unix ms).")
+            )
+    if live["after"]:
         report.warnings.append(
             Problem(
-                live,
-                f"{counts['after']:,} live row(s) at or after test_end ({m['test_end']}); they are never used.",
+                live_path,
+                f"{live['after']:,} live row(s) at or after test_end ({m['test_end']}); they are never used.",
                 "move test_end, or drop those rows, if that is not intended.",
             )
         )
+    if video["after"] == video["rows"]:
+        report.warnings.append(
+            Problem(
+                video_path,
+                f"every video row ({video['rows']:,}) is at or after test_end {_when(m['test_end'])}: none is "
+                f"ever used, so every video history is empty.",
+                "check video.parquet's ts column against the manifest's boundaries (Unix ms).",
+            )
+        )
+    _check_labels(live_path, live, report)
+
+
+def _one_class(stats: dict, split: str) -> dict[str, int]:
+    """Tasks whose label has one value in every row of ``split`` -> that value."""
+    n = stats[split]
+    return {t: int(stats[f"{split}:{t}"] == n) for t in TASKS if stats[f"{split}:{t}"] in (0, n)}
+
+
+def _check_labels(where: str, live: dict, report: Report) -> None:
+    """Nothing to learn in the training window is an error; a task with one class only, a warning."""
+    fix = "check live.parquet's label columns (0/1 per impression) and the manifest's train window."
+    if live["train"]:
+        single = _one_class(live, "train")
+        listed = ", ".join(f"{t} all {v}" for t, v in single.items())
+        if len(single) == len(TASKS):
+            report.errors.append(
+                Problem(
+                    where,
+                    f"every label is one class in the training window ({live['train']:,} rows: {listed}), so "
+                    f"there is nothing to learn.",
+                    fix,
+                    training_only=True,
+                )
+            )
+        elif single.get("click") == 0:
+            report.errors.append(
+                Problem(
+                    where,
+                    f"no click in the training window ({live['train']:,} impressions): click, the label every "
+                    f"other one builds on, has nothing to learn from.",
+                    fix,
+                    training_only=True,
+                )
+            )
+        elif single:
+            report.warnings.append(
+                Problem(
+                    where,
+                    f"one class only in the training window for {listed}: the model learns nothing for "
+                    f"{'it' if len(single) == 1 else 'them'}.",
+                    fix,
+                )
+            )
+    if live["test"]:
+        single = _one_class(live, "test")
+        if single:
+            listed = ", ".join(f"{t} all {v}" for t, v in single.items())
+            report.warnings.append(
+                Problem(
+                    where,
+                    f"one class only in the test window for {listed}: {'its' if len(single) == 1 else 'their'} "
+                    f"test AUC is undefined ('-').",
+                    "check the label columns and the manifest's valid_end / test_end.",
+                )
+            )

@@ -1,12 +1,17 @@
 """The FARM model: layers, the slot components (frequency, align, fuse, heads), assembly, LightningModule.
 
-Importing this package registers the built-in components. ``FarmModule`` (Lightning) is imported on first
-use, so the registry and the plain ``nn.Module`` stay light.
+The registry imports the built-in components on first use (farmcli.registry). ``FARM``, ``FarmOutput`` and
+``FarmModule`` are imported on first use too, so that the config (which reads only ``config``) answers before
+torch is imported.
 """
 
-from farmcli.model import align, frequency, fuse, heads  # noqa: F401  (registration side effects)
+from typing import TYPE_CHECKING
+
 from farmcli.model.config import EmbedConfig, ModelConfig, OptimConfig, SlotConfig, VocabSizes
-from farmcli.model.farm import FARM, FarmOutput
+
+if TYPE_CHECKING:
+    from farmcli.model.farm import FARM, FarmOutput
+    from farmcli.model.module import FarmModule
 
 __all__ = [
     "FARM",
@@ -21,6 +26,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name in ("FARM", "FarmOutput"):
+        from farmcli.model import farm
+
+        return getattr(farm, name)
     if name == "FarmModule":
         from farmcli.model.module import FarmModule
 

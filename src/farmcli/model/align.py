@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
@@ -48,9 +49,19 @@ class InfoNCEAlign(nn.Module):
     uses_preference = True
 
     def __init__(
-        self, video_dim: int, live_dim: int, dims: Sequence[int] = (128, 64), tau: float = 0.07, normalize: bool = True
+        self,
+        video_dim: int,
+        live_dim: int,
+        dims: Sequence[PositiveInt] = (128, 64),
+        tau: float = 0.07,
+        normalize: bool = True,
     ):
         super().__init__()
+        if len(dims) == 0:
+            raise UserError(
+                "Bad setting: model.align.dims = []: give at least one layer width (the last one is the width of "
+                "the video and live preferences that InfoNCE compares), e.g. [128, 64]."
+            )
         if not tau > 0:
             raise UserError(f"align 'infonce': the temperature tau must be > 0 (the paper uses 0.07), got {tau}.")
         self.tau = tau

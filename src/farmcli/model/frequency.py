@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
@@ -76,7 +77,12 @@ class DFTFrequency(nn.Module):
     """U [L, r] of ``low_pass_basis``: made with the module, moved with it, not saved."""
 
     def __init__(
-        self, dim: int, length: int, cutoff: int = 3, per_channel: bool = False, gate_dims: Sequence[int] = (64,)
+        self,
+        dim: int,
+        length: int,
+        cutoff: int = 3,
+        per_channel: bool = False,
+        gate_dims: Sequence[PositiveInt] = (64,),
     ):
         super().__init__()
         if cutoff < 1:

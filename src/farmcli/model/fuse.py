@@ -7,6 +7,7 @@ the third input of the multi-task head (eq. 18).
 
 from __future__ import annotations
 
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.model.layers import CrossAttention, TargetAttention
@@ -22,7 +23,7 @@ class CrossAttentionFuse(nn.Module):
 
     uses_preference = True
 
-    def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: int = 64, heads: int = 4):
+    def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: PositiveInt = 64, heads: PositiveInt = 4):
         super().__init__()
         self.out_dim = dim
         self.cross = CrossAttention(live_dim, video_dim, dim, heads)

@@ -8,8 +8,10 @@ FARM itself, so a model built from Python gets the same messages as one built fr
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
+import math
 import re
 from argparse import ArgumentError
 from collections.abc import Mapping
@@ -85,9 +87,32 @@ def check(slot: str, name: str, factory: Any, params: Mapping[str, Any]) -> None
         return
     known = {a.dest for a in parser._actions}
     try:
-        parser.parse_object({k: v for k, v in params.items() if k in known})
+        given = copy.deepcopy({k: v for k, v in params.items() if k in known})  # parsing converts lists in place
+        parsed = parser.parse_object(given).as_dict()
     except ArgumentError as e:
         raise UserError(f"Bad setting: model.{slot}.{explain(e, params)} {where}") from None
+    bad = non_finite(parsed)
+    if bad is not None:
+        key, value = bad
+        raise UserError(f"Bad setting: model.{slot}.{key} = {value}: must be a finite number. {where}")
+
+
+def non_finite(x: Any, path: str = "") -> tuple[str, float] | None:
+    """The first inf or nan in a nested mapping (as (dotted key, value)): no setting means either, and one in a
+    weight or a width surfaces only later as a NaN loss."""
+    if isinstance(x, Mapping):
+        for k, v in x.items():
+            found = non_finite(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(x, (list, tuple)):
+        for i, v in enumerate(x):
+            found = non_finite(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(x, float) and not math.isfinite(x):
+        return path, x
+    return None
 
 
 _TYPE_NAMES = {"NoneType": "null", "str": "a string", "int": "an integer", "float": "a number", "bool": "true/false"}
@@ -104,10 +129,24 @@ def explain(e: Exception, d: Mapping[str, Any]) -> str:
     for part in key.split("."):
         node = node.get(part) if isinstance(node, Mapping) else None
     shown = f"{key} = {node!r}"
+    numeric = re.search(r"<class '(float|int)'>|Not of type", text)
+    if (
+        isinstance(node, float)
+        and not math.isfinite(node)
+        or isinstance(node, str)
+        and _is_non_finite(node)
+        and numeric
+    ):
+        return f"{key} = {node}: must be a finite number."
+    each = "each entry " if isinstance(node, (list, tuple)) else ""
     restriction = re.search(r"does not conform to restriction (.+)$", text, re.M)
     if restriction:
         bounds = re.findall(r"v\s*(>=|<=|>|<)\s*([-+\w.]+)", restriction.group(1))
-        return f"{shown}: must be " + " and ".join(f"{op} {bound}" for op, bound in bounds) + "."
+        return f"{shown}: {each}must be " + " and ".join(f"{op} {bound}" for op, bound in bounds) + "."
+    if re.search(r"Not of type \w+: .*(not an integer|invalid literal for int)", text):
+        return f"{shown}: expected {'integers' if each else 'an integer'}."
+    if re.search(r"Not of type \w+: .*could not convert string to float", text):
+        return f"{shown}: expected {'numbers' if each else 'a number'}."
     subtypes = re.search(r"Subtypes: \[(.*)\] Errors", text, re.S) or re.search(r"Subtypes: \[(.*)\]", text, re.S)
     if subtypes:
         body = subtypes.group(1)
@@ -124,6 +163,13 @@ def explain(e: Exception, d: Mapping[str, Any]) -> str:
     if expected:
         return f"{shown}: expected {_TYPE_NAMES.get(expected.group(1), expected.group(1))}."
     return _short(e)
+
+
+def _is_non_finite(text: str) -> bool:
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _short(e: Exception) -> str:

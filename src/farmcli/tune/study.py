@@ -23,7 +23,7 @@ import yaml
 
 from farmcli.config import merge, parse_overrides, resolve
 from farmcli.errors import UserError
-from farmcli.io import write_json, write_text
+from farmcli.io import read_json, write_json, write_text
 from farmcli.tune.space import Dimension, as_overrides, grid, label
 
 STUDY = "farm-tune"
@@ -83,8 +83,9 @@ def require_optuna() -> None:
         ) from None
 
 
-def check(settings: TuneSettings) -> list[dict[str, Any]]:
-    """Resolve the config of every trial the search can make, so a bad key or value stops before any training."""
+def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any]]:
+    """Resolve the config of every trial the search can make and check ``out``, so a bad key, value or output
+    directory stops before any data is built or any trial trained."""
     require_optuna()
     if not settings.space:
         raise UserError("farm tune needs at least one --space KEY=V1,V2,...; e.g. --space model.cl_weight=0.1,0.3,0.5")
@@ -110,7 +111,13 @@ def check(settings: TuneSettings) -> list[dict[str, Any]]:
         try:
             trial_config(settings, params, settings.seeds[0])
         except UserError as e:
+            try:  # the space's value, or --variant / --config / --set, wrong whatever the space says?
+                trial_config(settings, {}, settings.seeds[0])
+            except UserError as fixed:
+                raise fixed from None
             raise UserError(f"--space {label(params)}: {e}") from None
+    if out is not None:
+        check_out(out, settings)
     if settings.sampler == "grid" and settings.trials is not None:
         combos = combos[: settings.trials]
     return combos
@@ -124,21 +131,31 @@ def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int):
     )
 
 
-def _prepare_out(out: Path, settings: TuneSettings) -> None:
+def check_out(out: Path, settings: TuneSettings) -> None:
+    """``out`` is new, empty, or the study of these same settings (continued); anything else is left alone."""
     marker = out / "tune.json"
     if marker.is_file():
-        try:
-            earlier = json.loads(marker.read_text()).get("settings")
-        except ValueError:
-            earlier = None
-        if earlier != json.loads(json.dumps(settings.to_dict())):
+        earlier = read_json(marker)
+        if earlier.get("settings") != json.loads(json.dumps(settings.to_dict())):
             raise UserError(
                 f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
                 f"command, or choose another --out."
             )
         return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} exists and is not a farm tune directory; choose another --out.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the study (its trials and best.yaml).")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(
+            f"--out {out} holds files that farm tune did not write (no tune.json); they are left alone. Choose a "
+            f"new or empty directory for --out, or the directory of an earlier farm tune to continue it."
+        )
+
+
+def _prepare_out(out: Path, settings: TuneSettings) -> None:
+    check_out(out, settings)
+    marker = out / "tune.json"
+    if marker.is_file():
+        return
     write_json(
         marker,
         {
@@ -147,6 +164,13 @@ def _prepare_out(out: Path, settings: TuneSettings) -> None:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
+
+
+def _mode(settings: TuneSettings) -> str:
+    """ "min" when the trials' monitor is a loss, "max" for an AUC (``farmcli.train.monitor_mode``)."""
+    from farmcli.train import monitor_mode
+
+    return monitor_mode(trial_config(settings, {}, settings.seeds[0]).fit.monitor)
 
 
 def _study(out: Path, settings: TuneSettings):
@@ -163,7 +187,12 @@ def _study(out: Path, settings: TuneSettings):
         else optuna.pruners.NopPruner()
     )
     return optuna.create_study(
-        study_name=STUDY, storage=storage, direction="maximize", sampler=sampler, pruner=pruner, load_if_exists=True
+        study_name=STUDY,
+        storage=storage,
+        direction="minimize" if _mode(settings) == "min" else "maximize",
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
     )
 
 
@@ -194,8 +223,8 @@ def run_tune(
     from farmcli.sources import sample_store
     from farmcli.tune.trial import run_trial
 
-    combos = check(settings)
     out = Path(out)
+    combos = check(settings, out)
     first = trial_config(settings, combos[0], settings.seeds[0])
     store = sample_store(first.data, progress)  # built once, shared by every trial
     if store.n("valid") == 0:
@@ -270,7 +299,7 @@ def run_tune(
                 "end",
                 {
                     "row": _row(settings, frozen),
-                    "best": _best(rows),
+                    "best": _best(settings, rows),
                     "index": len([r for r in rows if r.state in ("COMPLETE", "PRUNED")]),
                     "total": total,
                 },
@@ -279,7 +308,7 @@ def run_tune(
     if todo:
         study.optimize(objective, n_trials=todo, callbacks=[after], catch=())
     rows = _rows(settings, study)
-    best = _best(rows)
+    best = _best(settings, rows)
     files = _write_results(out, settings, rows, best)
     return TuneResult(out, rows, best, files)
 
@@ -295,9 +324,10 @@ def _rows(settings: TuneSettings, study) -> list[TrialRow]:
     return [_row(settings, t) for t in study.get_trials(deepcopy=False)]
 
 
-def _best(rows: Sequence[TrialRow]) -> TrialRow | None:
+def _best(settings: TuneSettings, rows: Sequence[TrialRow]) -> TrialRow | None:
     done = [r for r in rows if r.state == "COMPLETE" and r.score is not None]
-    return max(done, key=lambda r: r.score or 0.0) if done else None
+    pick = min if done and _mode(settings) == "min" else max
+    return pick(done, key=lambda r: r.score or 0.0) if done else None
 
 
 def best_config(settings: TuneSettings, best: TrialRow) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def run_trial(
     from farmcli.logs import quiet_lightning
 
     quiet_lightning()
-    from farmcli.train import build_module, data_module, early_stopping
+    from farmcli.train import build_module, data_module, early_stopping, monitor_mode
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, store)
@@ -96,7 +96,8 @@ def run_trial(
         raise KeyboardInterrupt
     history = [e.get(cfg.fit.monitor, float("nan")) for e in recorder.epochs]
     finite = [(v, i) for i, v in enumerate(history) if math.isfinite(v)]
-    score, best = max(finite) if finite else (float("nan"), 0)
+    pick = min if monitor_mode(cfg.fit.monitor) == "min" else max
+    score, best = pick(finite) if finite else (float("nan"), 0)
     at_best = recorder.epochs[best] if recorder.epochs else {}
     return TrialResult(
         score=score,

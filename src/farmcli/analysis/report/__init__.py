@@ -24,7 +24,10 @@ from farmcli.analysis.report import alignment, attention, curves, gates
 from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, load_run, run_lines
 from farmcli.analysis.report.users import choose_user
 from farmcli.errors import UserError
-from farmcli.io import write_json, write_text
+from farmcli.io import read_json, write_json, write_text
+
+FORMAT = "farm-report/1"
+"""report.json says so: a directory holding it (and the files it lists) is a report farm wrote."""
 
 FILES = {
     **alignment.FILES,
@@ -43,22 +46,34 @@ def build_report(
     out: str | Path | None = None,
     max_users: int = 10_000,
     *,
+    overwrite: bool = False,
     batch_size: int = 4096,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Path:
     """Write the report of ``run`` (and ``compare`` overlaid in Figure 3) to ``out`` (default RUN/report/).
 
-    Returns the path of report.md. Bad input (not a run directory, unknown ``user``) raises UserError before any
-    model pass.
+    Returns the path of report.md. Bad input (not a run directory, unknown ``user``, an ``out`` holding files
+    farm did not write, or an earlier report there without ``overwrite``) raises UserError before any model
+    pass. The default ``out`` (RUN/report) is the run's own: an earlier report there is replaced.
     """
+    from farmcli.evaluate import output_path
+
     if max_users is not None and int(max_users) < 1:
         raise UserError(f"--max-users must be at least 1, got {max_users}.")
+    given = output_path(out, "--out", "report")
+    if given is not None:
+        check_out(given, overwrite)
     main = load_run(run, device)
+    if given is None:
+        check_out(main.run / "report", overwrite=True)
     other = load_run(compare, device) if compare is not None else None
+    if other is not None:
+        warn_other_data(main, other)
     chosen = choose_user(main.store, user) if (attention.applies(main) or user is not None) else None
 
-    out = Path(out) if out is not None else main.run / "report"
+    out = given if given is not None else main.run / "report"
+    earlier = set(_written(out))
     out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
     title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
@@ -69,6 +84,7 @@ def build_report(
         "curves": curves.section(runs, out),
     }
     summary: dict[str, Any] = {
+        "format": FORMAT,
         "run": str(main.run),
         "checkpoint": str(main.ckpt),
         "variant": main.cfg.variant,
@@ -82,10 +98,54 @@ def build_report(
         summary["files"].update(s.files)
         lines += [*s.lines, ""]
     summary["files"].update(md=FILES["md"], json=FILES["json"])
-    for key, name in FILES.items():  # files of an earlier report in this directory that this one did not write
-        if key not in summary["files"] and (out / name).is_file():
-            (out / name).unlink()
+    for name in earlier - set(summary["files"].values()):  # an earlier report's files that this one did not write
+        (out / name).unlink(missing_ok=True)
     write_json(out / FILES["json"], summary)
     md = out / FILES["md"]
     write_text(md, "\n".join(lines).rstrip() + "\n")
     return md
+
+
+def _written(out: Path) -> list[str]:
+    """The files an earlier report of farm in ``out`` wrote (its report.json lists them), else []."""
+    info = read_json(out / FILES["json"])
+    files = info.get("files")
+    if not isinstance(files, dict) or "run" not in info or info.get("format", FORMAT) != FORMAT:
+        return []
+    return [FILES["json"], *(n for n in files.values() if n in FILES.values() and n != FILES["json"])]
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Before any work: the report may be written to ``out``. Files there that farm did not write are left
+    alone (a refusal); an earlier report of farm is replaced only with ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the report (its page, figures and tables).")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"--out {out}: {blocker} is a file, so a file is in the way where a directory is needed.")
+    theirs = [n for n in FILES.values() if (out / n).exists() and n not in _written(out)]
+    if theirs:
+        raise UserError(
+            f"--out {out} holds {', '.join(theirs)}, not written by farm report; farm leaves such files alone. "
+            f"Choose another --out."
+        )
+    if _written(out) and not overwrite:
+        raise UserError(
+            f"--out {out} holds an earlier report; pass --overwrite to replace it, or choose another --out."
+        )
+
+
+def warn_other_data(main: LoadedRun, other: LoadedRun) -> None:
+    """Figure 3 overlays the two runs' users: on other data they are other users, and the overlay says little."""
+    import logging
+
+    a, b = main.store.manifest.get("key"), other.store.manifest.get("key")
+    if a and b and a != b:
+        logging.getLogger("farmcli").warning(
+            "--compare %s was trained on other data than %s (%s vs %s): Figure 3 overlays different users, "
+            "so the two curves are not comparable. Compare runs trained on the same data.",
+            other.run,
+            main.run,
+            other.cfg.data.source,
+            main.cfg.data.source,
+        )

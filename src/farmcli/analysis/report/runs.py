@@ -60,8 +60,7 @@ class LoadedRun:
 def load_run(target: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """A run directory (best checkpoint) or a .ckpt inside one; anything else is a UserError."""
     from farmcli.config import resolve
-    from farmcli.evaluate import locate, run_store
-    from farmcli.model.module import FarmModule
+    from farmcli.evaluate import load_module, locate, run_store
 
     target = Path(target)
     if target.is_dir() and not (target / "config.yaml").is_file():
@@ -70,11 +69,7 @@ def load_run(target: str | Path, device: torch.device | str = "cpu") -> LoadedRu
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
     device = torch.device(device)
-    try:
-        module = FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
-    except (RuntimeError, KeyError, OSError, EOFError) as e:
-        raise UserError(f"{ckpt}: cannot load the checkpoint ({str(e).splitlines()[0][:200]}).") from None
-    module = module.to(device).eval()
+    module = load_module(ckpt, store).to(device).eval()  # a checkpoint trained on other data is refused
     return LoadedRun(run, ckpt, cfg, module, store, device, variant_label(cfg.variant))
 
 
@@ -101,7 +96,10 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def run_lines(runs: list[LoadedRun]) -> list[str]:
-    """The report's header: which runs, checkpoints, data and slots."""
+    """The report's header: which runs, checkpoints, data and slots; a run that did not finish normally, and
+    runs trained on different data, are said so."""
+    from farmcli.runs import status_note
+
     lines = []
     for i, r in enumerate(runs):
         slots = ", ".join(f"{s}={r.slot(s)}" for s in ("video_frequency", "live_frequency", "align", "fuse", "head"))
@@ -115,6 +113,14 @@ def run_lines(runs: list[LoadedRun]) -> list[str]:
         lines.append(
             f"- **{role}:** `{r.run}` — variant `{r.cfg.variant}` ({r.label}); checkpoint "
             f"`{r.ckpt.name}`{best}; data `{r.cfg.data.source}`; seed {r.cfg.seed}; {slots}."
+        )
+        note = status_note(r.run)
+        if note:
+            lines.append(f"- **Note:** {note}")
+    if len({r.store.manifest.get("key") for r in runs}) > 1:
+        lines.append(
+            "- **Warning:** the runs were trained on different data, so Figure 3 overlays different users and "
+            "the curves are not comparable."
         )
     lines.append(f"- Everything below is computed on the **{SPLIT}** split of each run's own sample store.")
     return lines

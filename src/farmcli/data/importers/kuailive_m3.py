@@ -87,7 +87,7 @@ from farmcli.data.importers._readers import (
     ts_expr,
 )
 from farmcli.errors import UserError
-from farmcli.io import atomic_dir, output_dir
+from farmcli.io import atomic_dir, output_dir, seal_dataset
 
 SOURCE = "kuailive-m3"
 DOWNLOAD = "https://huggingface.co/datasets/imgkkk2004/KuaiLive-M3"
@@ -1034,6 +1034,7 @@ def import_kuailive_m3(
         shutil.rmtree(job.stage, ignore_errors=True)
         report.seconds = round(time.perf_counter() - t0, 3)
         (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        seal_dataset(tmp, "farm data import kuailive-m3")
         if on_progress is not None:
             on_progress("done", job.total, job.total)
     return report

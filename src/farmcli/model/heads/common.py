@@ -6,9 +6,23 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+from jsonargparse.typing import restricted_number_type
 from torch import Tensor, nn
 
+from farmcli.errors import UserError
 from farmcli.model.layers import mlp
+
+Dropout = restricted_number_type("Dropout", float, [(">=", 0), ("<", 1)])
+"""A dropout probability: 0 (none) up to, not including, 1 (which would zero every activation)."""
+
+
+def require_widths(key: str, dims: Sequence[int]) -> None:
+    """An expert or bottom MLP needs at least one layer: its last width is what the towers read."""
+    if len(dims) == 0:
+        raise UserError(
+            f"Bad setting: model.head.{key} = []: give at least one layer width (the last one is the width the "
+            f"towers read), e.g. [128, 64]."
+        )
 
 
 class Towers(nn.Module):

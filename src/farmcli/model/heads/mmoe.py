@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
-from farmcli.model.heads.common import Towers, expert_pool, mix
+from farmcli.model.heads.common import Dropout, Towers, expert_pool, mix, require_widths
 from farmcli.registry import register
 
 
@@ -16,12 +17,13 @@ class MMoE(nn.Module):
         self,
         in_dim: int,
         n_tasks: int,
-        experts: int = 4,
-        expert_dims: Sequence[int] = (128, 64),
-        tower_dims: Sequence[int] = (64,),
-        dropout: float = 0.0,
+        experts: PositiveInt = 4,
+        expert_dims: Sequence[PositiveInt] = (128, 64),
+        tower_dims: Sequence[PositiveInt] = (64,),
+        dropout: Dropout = 0.0,
     ):
         super().__init__()
+        require_widths("expert_dims", expert_dims)
         self.experts = expert_pool(in_dim, experts, expert_dims, dropout)
         self.gates = nn.ModuleList(nn.Linear(in_dim, experts) for _ in range(n_tasks))
         self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 
-from farmcli.model.heads.common import Towers, expert_pool, mix
+from farmcli.errors import UserError
+from farmcli.model.heads.common import Dropout, Towers, expert_pool, mix, require_widths
 from farmcli.registry import register
 
 
@@ -60,14 +62,20 @@ class PLE(nn.Module):
         self,
         in_dim: int,
         n_tasks: int,
-        levels: int = 2,
-        shared_experts: int = 2,
-        task_experts: int = 1,
-        expert_dims: Sequence[int] = (128, 64),
-        tower_dims: Sequence[int] = (64,),
-        dropout: float = 0.0,
+        levels: PositiveInt = 2,
+        shared_experts: NonNegativeInt = 2,
+        task_experts: NonNegativeInt = 1,
+        expert_dims: Sequence[PositiveInt] = (128, 64),
+        tower_dims: Sequence[PositiveInt] = (64,),
+        dropout: Dropout = 0.0,
     ):
         super().__init__()
+        require_widths("expert_dims", expert_dims)
+        if task_experts + shared_experts < 1:
+            raise UserError(
+                "Bad setting: model.head.task_experts and model.head.shared_experts are both 0: each task's gate "
+                "needs at least one expert to mix (the paper's PLE: task_experts 1, shared_experts 2)."
+            )
         widths = [in_dim] + [expert_dims[-1]] * (levels - 1)
         self.levels = nn.ModuleList(
             ExtractionLevel(w, n_tasks, task_experts, shared_experts, expert_dims, dropout, last=i == levels - 1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
-from farmcli.model.heads.common import Towers
+from farmcli.model.heads.common import Dropout, Towers, require_widths
 from farmcli.model.layers import mlp
 from farmcli.registry import register
 
@@ -17,11 +18,12 @@ class SharedBottom(nn.Module):
         self,
         in_dim: int,
         n_tasks: int,
-        bottom_dims: Sequence[int] = (128, 64),
-        tower_dims: Sequence[int] = (64,),
-        dropout: float = 0.0,
+        bottom_dims: Sequence[PositiveInt] = (128, 64),
+        tower_dims: Sequence[PositiveInt] = (64,),
+        dropout: Dropout = 0.0,
     ):
         super().__init__()
+        require_widths("bottom_dims", bottom_dims)
         self.bottom = mlp(in_dim, bottom_dims, dropout, last_activation=True)
         self.towers = Towers(bottom_dims[-1], n_tasks, tower_dims, dropout)
 
