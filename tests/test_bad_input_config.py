@@ -203,6 +203,10 @@ def test_trainer_settings_match_the_installed_lightning():
     from farmcli import trainer_settings
     from farmcli.config import TRAINER_SKIP, _annotation_source
 
+    if L.__version__ != trainer_settings.LIGHTNING_VERSION:  # the config then reads Lightning's own signature
+        pytest.skip(
+            f"trainer_settings was made from Lightning {trainer_settings.LIGHTNING_VERSION}, not {L.__version__}"
+        )
     cached = inspect.signature(trainer_settings.trainer).parameters
     real = {
         k: p
@@ -232,3 +236,18 @@ def test_a_config_error_is_answered_before_the_heavy_imports(tmp_path):
     assert "model.cl_weight = -1" in r.stderr, r.stderr
     assert "exit 2 heavy []" in r.stdout, r.stdout + r.stderr
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_another_lightning_reads_its_own_trainer_signature(monkeypatch):
+    """The cached signature is used only with the Lightning it was made from; another one is read itself."""
+    from farmcli import config, trainer_settings
+    from farmcli.errors import UserError
+
+    monkeypatch.setattr(trainer_settings, "LIGHTNING_VERSION", "0.0.0")
+    config._parser.cache_clear()
+    try:
+        with pytest.raises(UserError, match="trainer.max_epochs"):
+            config.resolve(overrides={"trainer": {"max_epochs": "many"}})
+        assert config.resolve(overrides={"trainer": {"max_epochs": 3}}).trainer["max_epochs"] == 3
+    finally:
+        config._parser.cache_clear()

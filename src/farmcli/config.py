@@ -128,8 +128,6 @@ def _parser():
     so checking a config imports neither Lightning nor torch (a config error answers in well under a second)."""
     from jsonargparse import ArgumentParser
 
-    from farmcli.trainer_settings import trainer
-
     p = ArgumentParser(exit_on_error=False, prog="farm train")
     p.add_argument("--seed", type=Seed, default=0)
     p.add_argument("--variant", type=str, default="farm")
@@ -137,17 +135,36 @@ def _parser():
     p.add_class_arguments(ModelConfig, "model")
     p.add_class_arguments(OptimConfig, "optim")
     p.add_class_arguments(FitConfig, "fit")
-    p.add_function_arguments(trainer, "trainer")
+    trainer = _cached_trainer_settings()
+    if trainer is not None:
+        p.add_function_arguments(trainer, "trainer")
+    else:  # another Lightning than the cache was made from: its own signature (imports torch)
+        import lightning as L
+
+        p.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP)
     p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
     return p
+
+
+def _cached_trainer_settings() -> Any:
+    """farmcli.trainer_settings' signature where it was made from the installed Lightning, else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from farmcli import trainer_settings
+
+    try:
+        installed = version("lightning")
+    except PackageNotFoundError:
+        return None
+    return trainer_settings.trainer if installed == trainer_settings.LIGHTNING_VERSION else None
 
 
 def trainer_settings_source() -> str:
     """The text of farmcli/trainer_settings.py, made from the installed Lightning's ``Trainer`` signature.
 
     A Lightning class in an annotation (an Accelerator, a Strategy, a Profiler) becomes ``str``: farm hands
-    ``trainer.*`` to ``Trainer`` as given, so a config names these by string. tests/test_bad_input_config.py
-    checks that the file is current; after a Lightning upgrade rewrite it with
+    ``trainer.*`` to ``Trainer`` as given, so a config names these by string. Used only with the Lightning it was
+    made from (``LIGHTNING_VERSION``; another reads Lightning's own signature, slower); after an upgrade rewrite it with
     ``python -c "import farmcli.config as c; c.write_trainer_settings()"`` (then ``ruff format`` it).
     """
     import inspect
@@ -171,6 +188,9 @@ def trainer_settings_source() -> str:
             "",
             "from datetime import timedelta",
             "from typing import Literal, Optional, Union",
+            "",
+            f'LIGHTNING_VERSION = "{L.__version__}"',
+            '"""The Lightning this was made from; with another, the config reads Lightning\'s own signature."""',
             "",
             "",
             "def trainer(",

@@ -9,6 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal, Optional, Union
 
+LIGHTNING_VERSION = "2.6.6"
+"""The Lightning this was made from; with another, the config reads Lightning's own signature."""
+
 
 def trainer(
     accelerator: str = "auto",
