@@ -9,17 +9,13 @@ vectorised over all users of the block. Features from video events (m_tag, m_avi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from farmcli.data.sim_config import DAY_MS, SimConfig
 from farmcli.data.sim_entities import Domain, Entities
 from farmcli.data.sim_memory import DecayedCount, LastEventAge, LiveMemory, check_packable, pack, time_bits
 
-if TYPE_CHECKING:
-    from farmcli.data.simulator import SimConfig
-
-DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 DOT_CHUNK = 1 << 19
 PAGE_RECOMMENDED, PAGE_POPULAR, PAGE_REEXPOSED = 0, 1, 2

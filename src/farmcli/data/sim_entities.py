@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from farmcli.data.simulator import SimConfig
+    from farmcli.data.sim_config import SimConfig
 
 
 @dataclass(frozen=True)
