@@ -16,7 +16,7 @@ from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from jsonargparse.typing import (
@@ -106,6 +106,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
+    lr_scheduler: Optional[dict[str, Any]] = None
+    """A torch learning-rate scheduler, ``{class_path, init_args}`` (farmcli/components.py); None: a constant lr."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,7 @@ class RunConfig:
             "optim": dataclasses.asdict(self.optim),
             "fit": dataclasses.asdict(self.fit),
             "trainer": dict(self.trainer),
+            "lr_scheduler": self.lr_scheduler,
         }
 
     def to_yaml(self) -> str:
@@ -142,6 +145,10 @@ def _parser():
         import lightning as L
 
         p.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP)
+    spec = Optional[Union[bool, str, dict, list]]  # checked by farmcli.components, which may import Lightning
+    p.add_argument("--trainer.logger", type=spec, default=None)
+    p.add_argument("--trainer.callbacks", type=spec, default=None)
+    p.add_argument("--lr_scheduler", type=Optional[Union[str, dict]], default=None)
     p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
     return p
 
@@ -243,10 +250,30 @@ def _slot(value: Any) -> Any:
     return {"name": value, "params": {}} if isinstance(value, str) else value
 
 
+SPEC_SETTINGS = ("trainer.logger", "trainer.callbacks", "lr_scheduler")
+"""Settings that name a class (farmcli/components.py): a name alone is ``{class_path: NAME, init_args: {}}``."""
+
+
+def _spec(value: Any) -> Any:
+    return {"class_path": value, "init_args": {}} if isinstance(value, str) else value
+
+
 def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dict[str, Any]:
-    """Deep-merge ``layer`` onto ``base`` in place; a slot whose component changes starts from empty params."""
+    """Deep-merge ``layer`` onto ``base`` in place; a slot (or a class setting: a logger, a scheduler) whose
+    component changes starts from empty params."""
     for key, value in layer.items():
         where = f"{path}.{key}" if path else str(key)
+        if where in SPEC_SETTINGS:
+            value, cur = _spec(value), _spec(base.get(key))
+            if (
+                isinstance(value, Mapping)
+                and isinstance(cur, Mapping)
+                and value.get("class_path") in (None, cur.get("class_path"))
+            ):
+                base[key] = {**cur, "init_args": {**(cur.get("init_args") or {}), **(value.get("init_args") or {})}}
+            else:
+                base[key] = copy.deepcopy(value)
+            continue
         if path == "model" and key in SLOT_FIELDS:
             value = _slot(value)
             cur = base.get(key) or {}
@@ -298,16 +325,25 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
         parts = key.split(".")
         if len(parts) >= 3 and parts[0] == "model" and parts[1] in SLOT_FIELDS and parts[2] not in ("name", "params"):
             parts = [*parts[:2], "params", *parts[2:]]
+        for setting in SPEC_SETTINGS:  # --lr_scheduler.T_max 2 is its init_args.T_max
+            n = setting.count(".") + 1
+            if ".".join(parts[:n]) == setting and len(parts) > n and parts[n] not in ("class_path", "init_args"):
+                parts = [*parts[:n], "init_args", *parts[n:]]
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = out
-        for p in parts[:-1]:
+        for depth, p in enumerate(parts[:-1]):
+            if ".".join(parts[: depth + 1]) in SPEC_SETTINGS and isinstance(node.get(p), str):
+                node[p] = _spec(node[p])  # --lr_scheduler NAME, then --lr_scheduler.ARG VALUE
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UserError(f"The setting '{key}' conflicts with another override of '{p}'.")
-        node[parts[-1]] = value
+        if ".".join(parts) in SPEC_SETTINGS and isinstance(node.get(parts[-1]), dict) and isinstance(value, str):
+            node[parts[-1]]["class_path"] = value  # its arguments given first
+        else:
+            node[parts[-1]] = value
     return out
 
 
@@ -365,6 +401,7 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
         ) from None
     raw = _plain_numbers(ns.as_dict())
     check_settings(raw)
+    check_components(raw)
     model = ModelConfig.from_dict(raw["model"])
     check_cutoffs(model, raw["data"]["history_len"])  # the ones given, before the components are imported
     model = with_component_defaults(model)
@@ -378,7 +415,22 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
         optim=OptimConfig(**raw["optim"]),
         fit=FitConfig(**raw["fit"]),
         trainer=raw["trainer"],
+        lr_scheduler=raw.get("lr_scheduler"),
     )
+
+
+def check_components(raw: dict[str, Any]) -> None:
+    """Loggers, callbacks and the scheduler: each class found and its arguments named right (farmcli/components.py),
+    written back as ``{class_path, init_args}`` (a list for loggers and callbacks)."""
+    from farmcli import components
+
+    for where in SPEC_SETTINGS:
+        group, _, key = where.rpartition(".")
+        node = raw[group] if group else raw
+        if node.get(key) in (None, False, []):
+            continue
+        specs = components.check(where, node[key])
+        node[key] = specs[0] if where == "lr_scheduler" else specs
 
 
 def check_settings(raw: Mapping[str, Any]) -> None:

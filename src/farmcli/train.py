@@ -266,6 +266,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from farmcli import components
     from farmcli.logs import quiet_lightning, verbose
 
     quiet_lightning()
@@ -285,6 +286,13 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     if progress:
         callbacks.append(_epoch_bar())
     kwargs = dict(cfg.trainer)
+    callbacks += [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
+    # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each
+    # writing under the run directory unless its save_dir is set
+    loggers = [CSVLogger(run, name="logs", version=_log_version(run))]
+    loggers += [
+        components.instantiate("trainer.logger", lg, save_dir=str(run)) for lg in kwargs.pop("logger", None) or []
+    ]
     if kwargs.get("enable_model_summary") is None:
         kwargs["enable_model_summary"] = verbose()
     if not has_valid:
@@ -297,7 +305,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
             callbacks=callbacks,
             default_root_dir=run,
             use_distributed_sampler=False,
-            logger=CSVLogger(run, name="logs", version=_log_version(run)),
+            logger=loggers,
             enable_progress_bar=progress,
         )
     except MisconfigurationException as e:
@@ -486,6 +494,8 @@ def build_module(cfg: RunConfig, store):
         optim=cfg.optim,
         label_rates=rates,
         cl_batch_size=cfg.data.batch_size,
+        lr_scheduler=cfg.lr_scheduler,
+        monitor=cfg.fit.monitor,
     )
 
 

@@ -20,6 +20,9 @@ from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
+UNDOTTED = ("--lr_scheduler",)
+"""Top-level settings that are options without a dot (``--lr_scheduler CosineAnnealingLR``, as in LightningCLI)."""
+
 
 def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
     """The command's dotted options (``--trainer.max_epochs 3``) and its ``--set KEY=VALUE`` items, checked: an
@@ -29,7 +32,7 @@ def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
         is_value = i > 0 and _takes_value(args[i - 1]) and (not tok.startswith("-") or _is_number(tok))
         if is_value:
             continue
-        if tok.startswith("-") and "." not in tok.split("=", 1)[0]:
+        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and tok.split("=", 1)[0] not in UNDOTTED:
             raise UserError(
                 f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
                 f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."

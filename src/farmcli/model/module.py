@@ -51,6 +51,8 @@ class FarmModule(L.LightningModule):
         optim: OptimConfig | Mapping[str, Any] | None = None,
         label_rates: Sequence[float] | None = None,
         cl_batch_size: int | None = None,
+        lr_scheduler: Mapping[str, Any] | None = None,
+        monitor: str = "val/auc_mean",
     ):
         super().__init__()
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
@@ -59,6 +61,10 @@ class FarmModule(L.LightningModule):
             {"vocab": dataclasses.asdict(vocab), "model": model.to_dict(), "optim": dataclasses.asdict(optim)}
         )
         self.model_cfg, self.optim_cfg = model, optim
+        self.lr_scheduler = None if lr_scheduler is None else dict(lr_scheduler)
+        """A torch scheduler as ``{class_path, init_args}`` (farmcli/components.py), or None."""
+        self.monitor = monitor
+        """The validation metric a scheduler that watches one (ReduceLROnPlateau) reads."""
         self.farm = FARM(model, vocab)
         self.cl_batch_size = cl_batch_size
         """Evaluation computes L_cl over slices of this many rows (the training batch size): InfoNCE's value
@@ -194,9 +200,21 @@ class FarmModule(L.LightningModule):
         self.log("val/n_samples", float(full[TASKS[0]]["n_samples"]), sync_dist=False)
         self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         """Adam; its fused kernel where the parameters live on a device that has one (same update to float
-        rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU, benchmarks/profile_train.py)."""
+        rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU, benchmarks/profile_train.py).
+        With ``lr_scheduler`` (``--lr_scheduler NAME``), that torch scheduler steps once an epoch."""
         params = list(self.parameters())
         fused = all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point for p in params) or None
-        return torch.optim.Adam(params, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay, fused=fused)
+        optimizer = torch.optim.Adam(
+            params, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay, fused=fused
+        )
+        if self.lr_scheduler is None:
+            return optimizer
+        from farmcli import components
+
+        scheduler = components.instantiate("lr_scheduler", self.lr_scheduler, optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},
+        }

@@ -80,8 +80,12 @@ def run_trial(
     module = build_module(cfg, store)
     dm = data_module(cfg, store)
     recorder = _recorder(on_epoch, cfg.fit.monitor)
-    callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg)]
+    from farmcli import components
+
     kwargs = {**dict(cfg.trainer), "enable_model_summary": False}
+    kwargs.pop("logger", None)  # a trial logs nothing; its scores go to the study
+    user_callbacks = [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
+    callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg), *user_callbacks]
     trainer = L.Trainer(
         **kwargs,
         callbacks=callbacks,

@@ -1,0 +1,121 @@
+"""Lightning loggers and callbacks and torch learning-rate schedulers named in a run config, as LightningCLI
+names them: a class name (``TensorBoardLogger``), a dotted ``class_path``, or ``{class_path, init_args}``.
+
+``--trainer.logger TensorBoardLogger``, ``--trainer.callbacks LearningRateMonitor``, ``--lr_scheduler
+CosineAnnealingLR --lr_scheduler.T_max 2``; several loggers or callbacks as a list. The config check resolves
+each class and its argument names before any work (importing Lightning or torch only when one is set); the
+trainer and the module build them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from farmcli.errors import UserError
+
+KINDS = {
+    "trainer.logger": ("lightning.pytorch.loggers", "Logger"),
+    "trainer.callbacks": ("lightning.pytorch.callbacks", "Callback"),
+    "lr_scheduler": ("torch.optim.lr_scheduler", "LRScheduler"),
+}
+"""Where a short class name is looked up, and the base class a class must derive from."""
+
+INJECTED = {"lr_scheduler": ("optimizer",)}
+"""Arguments farm passes itself (the optimizer of the run)."""
+
+SPEC_KEYS = ("class_path", "init_args")
+
+
+def as_spec(value: Any, where: str) -> dict[str, Any]:
+    """A class name or ``{class_path, init_args}`` as ``{class_path, init_args}``."""
+    if isinstance(value, str) and value:
+        return {"class_path": value, "init_args": {}}
+    if isinstance(value, Mapping) and isinstance(value.get("class_path"), str) and set(value) <= set(SPEC_KEYS):
+        return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
+    raise UserError(
+        f"Bad setting: {where} = {value!r}: give a class name (e.g. {_example(where)}) or "
+        f"{{class_path: NAME, init_args: {{...}}}}."
+    )
+
+
+def as_specs(value: Any, where: str) -> list[dict[str, Any]]:
+    """None, false, one spec or a list of specs -> a list of ``{class_path, init_args}``."""
+    if value is None or value is False or value == []:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [as_spec(v, where) for v in items]
+
+
+def _example(where: str) -> str:
+    return {"trainer.logger": "TensorBoardLogger", "trainer.callbacks": "LearningRateMonitor"}.get(
+        where, "CosineAnnealingLR"
+    )
+
+
+def resolve_class(where: str, class_path: str) -> type:
+    """The class a spec names: a short name in the kind's module, or a dotted path; it must derive from the
+    kind's base class."""
+    module_name, base_name = KINDS[where]
+    module = importlib.import_module(module_name)
+    base = getattr(module, base_name)
+    if "." in class_path:
+        mod, _, name = class_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(mod), name)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"Bad setting: {where} = {class_path!r}: cannot import it ({e}).") from None
+    else:
+        cls = getattr(module, class_path, None)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        known = sorted(
+            n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and c is not base
+        )
+        near = difflib.get_close_matches(class_path, known, n=1)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise UserError(
+            f"Bad setting: {where} = {class_path!r} is not a {base_name} of {module_name}.{hint} "
+            f"Known: {', '.join(known)}; or give a dotted class_path."
+        )
+    return cls
+
+
+def check(where: str, value: Any) -> list[dict[str, Any]]:
+    """The specs of ``value``, each class resolved and its argument names checked (a UserError otherwise)."""
+    specs = as_specs(value, where) if where != "lr_scheduler" else ([] if value is None else [as_spec(value, where)])
+    for spec in specs:
+        cls = resolve_class(where, spec["class_path"])
+        accepted = _arguments(cls)
+        if accepted is None:
+            continue
+        for key in spec["init_args"]:
+            if key not in accepted or key in INJECTED.get(where, ()):
+                near = difflib.get_close_matches(key, accepted, n=1)
+                hint = f" Did you mean '{near[0]}'?" if near else ""
+                raise UserError(
+                    f"Bad setting: {where}.init_args.{key}: {cls.__name__} takes no argument '{key}'.{hint} "
+                    f"It takes: {', '.join(a for a in accepted if a not in INJECTED.get(where, ()))}."
+                )
+    return specs
+
+
+def _arguments(cls: type) -> list[str] | None:
+    """The keyword arguments ``cls`` takes; None where it takes any (``**kwargs``)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
+
+
+def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:
+    """Build one spec's object with farm's own arguments (``injected``) under the user's ``init_args``."""
+    cls = resolve_class(where, spec["class_path"])
+    accepted = _arguments(cls)
+    given = {k: v for k, v in injected.items() if accepted is None or k in accepted}
+    try:
+        return cls(**{**given, **spec["init_args"]})
+    except (TypeError, ValueError, ModuleNotFoundError, ImportError) as e:
+        raise UserError(f"Bad setting: {where} = {spec['class_path']}: {e}") from None
