@@ -38,7 +38,10 @@ def train_cmd(
     """Train a FARM variant; writes a run directory (config, checkpoints, metrics, logs).
 
     Any setting can be overridden with a dotted option: --trainer.max_epochs 3, --model.fuse.name none,
-    --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed.
+    --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed, --model.backend
+    reference. Loggers, callbacks and a learning-rate scheduler as in LightningCLI: --trainer.logger
+    TensorBoardLogger, --trainer.callbacks LearningRateMonitor, --lr_scheduler CosineAnnealingLR
+    --lr_scheduler.T_max 10.
 
     Examples: farm train --variant no-cpa --data small;  farm train --config gpu;  farm train --resume farm-runs/RUN
     """
