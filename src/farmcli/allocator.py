@@ -3,7 +3,7 @@
 A CPU training step allocates and frees the same large activations every step ([B, L, D] float32 is 19 MB on
 ``default``). glibc hands large freed blocks back to the kernel (its mmap threshold adapts, but a block freed
 from the heap's top is still trimmed above M_TRIM_THRESHOLD), so the next step takes them again page by page:
-23,000-27,000 page faults per FARM step on ``default``, 63-77 ms of kernel time (README, "What was tried").
+23,000-27,000 page faults per FARM step on ``default``, 63-77 ms of kernel time (docs/PERFORMANCE.md, "What was tried").
 Fixing the mmap threshold at its 32 MiB ceiling and trimming only above 1 GiB keeps those blocks in the
 process; the cost is that the process keeps its peak heap until it exits, which a training process does anyway.
 
