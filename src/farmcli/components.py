@@ -74,10 +74,8 @@ def resolve_class(where: str, class_path: str) -> type:
         known = sorted(
             n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and c is not base
         )
-        near = difflib.get_close_matches(class_path, known, n=1)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
         raise UserError(
-            f"Bad setting: {where} = {class_path!r} is not a {base_name} of {module_name}.{hint} "
+            f"Bad setting: {where} = {class_path!r} is not a {base_name} of {module_name}.{_near(class_path, known)} "
             f"Known: {', '.join(known)}; or give a dotted class_path."
         )
     return cls
@@ -93,13 +91,17 @@ def check(where: str, value: Any) -> list[dict[str, Any]]:
             continue
         for key in spec["init_args"]:
             if key not in accepted or key in INJECTED.get(where, ()):
-                near = difflib.get_close_matches(key, accepted, n=1)
-                hint = f" Did you mean '{near[0]}'?" if near else ""
                 raise UserError(
-                    f"Bad setting: {where}.init_args.{key}: {cls.__name__} takes no argument '{key}'.{hint} "
+                    f"Bad setting: {where}.init_args.{key}: {cls.__name__} takes no argument '{key}'."
+                    f"{_near(key, accepted)} "
                     f"It takes: {', '.join(a for a in accepted if a not in INJECTED.get(where, ()))}."
                 )
     return specs
+
+
+def _near(name: str, names: list[str]) -> str:
+    near = difflib.get_close_matches(name, names, n=1)
+    return f" Did you mean '{near[0]}'?" if near else ""
 
 
 def _arguments(cls: type) -> list[str] | None:
