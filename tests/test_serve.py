@@ -43,7 +43,7 @@ def test_predict_equals_eval_save_predictions(run, tmp_path):
     assert a.height == b.height > 0 and (a["split"] == "test").all()
     assert (a["user_id"] == b["user_id"]).all() and (a["ts"] == b["ts"]).all()
     for t in TASKS:
-        np.testing.assert_allclose(a[f"p_{t}"].to_numpy(), b[f"score_{t}"].to_numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a[f"p_{t}"].to_numpy(), b[f"p_{t}"].to_numpy(), rtol=0, atol=1e-6)
 
 
 def test_predict_scores_other_data_with_the_runs_vocabularies(run, tmp_path):

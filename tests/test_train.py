@@ -91,9 +91,9 @@ def test_eval_groups_split_and_predictions(tiny_run, tmp_path):
     table = json.loads((tiny_run / "eval-valid.json").read_text())
     assert set(table["model"]) == {"full", "low"}
     pred = pl.read_parquet(out)
-    assert {"user_id", *TASKS, *(f"score_{t}" for t in TASKS)} <= set(pred.columns)
+    assert {"user_id", *TASKS, *(f"p_{t}" for t in TASKS)} <= set(pred.columns)
     assert pred.height == table["samples"]
-    assert pred["score_click"].is_between(0, 1).all()
+    assert pred["p_click"].is_between(0, 1).all()
 
 
 def test_eval_of_a_checkpoint_matches_the_run(tiny_run):

@@ -40,7 +40,7 @@ class Predictions:
         cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
         cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
         probs = 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
-        cols.update({f"score_{t}": probs[:, i].astype(np.float32) for i, t in enumerate(TASKS)})
+        cols.update({f"p_{t}": probs[:, i].astype(np.float32) for i, t in enumerate(TASKS)})
         with atomic_path(path) as tmp:
             pl.DataFrame(cols).write_parquet(tmp, metadata={"farmcli": PREDICTIONS_FORMAT})
 
