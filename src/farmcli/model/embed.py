@@ -11,9 +11,6 @@ from torch import Tensor, nn
 from farmcli.batch import CANDIDATE_FIELDS, HISTORY_FIELDS, ID_FIELDS
 from farmcli.model.config import EmbedConfig, VocabSizes
 
-BEHAVIOUR_FIELDS = ("play", "lag", "label")
-"""History fields whose meaning differs per domain: each domain has its own table for them."""
-
 
 class EmbeddingLayer(nn.Module):
     """Concat of per-field embeddings; padded history positions are zero whatever ids they hold.

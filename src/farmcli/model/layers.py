@@ -61,10 +61,6 @@ def attention_weights(enabled: bool = True) -> Iterator[None]:
         _return_weights.reset(token)
 
 
-def returns_weights() -> bool:
-    return _return_weights.get()
-
-
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention over [B, H, L, d] with a key padding mask [B, Lk] -> [B, H, Lq, d].
 
