@@ -480,17 +480,16 @@ def test_no_test_rows_says_why(tmp_path, monkeypatch):
 
 
 def test_predict_on_sigterm_exits_130_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    import farmcli.evaluate
+    from farmcli.scoring import ParquetPredictions
 
-    real = farmcli.evaluate.logit_chunks
+    real = ParquetPredictions.write_on_batch_end
 
-    def killed_midway(*args, **kwargs):
-        for i, chunk in enumerate(real(*args, **kwargs)):
-            if i == 1:  # what the CLI's SIGTERM handler does (farmcli/cli/app.py)
-                raise SystemExit(128 + signal.SIGTERM)
-            yield chunk
+    def killed_midway(self, trainer, module, prediction, indices, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 1:  # what the CLI's SIGTERM handler does (farmcli/cli/app.py)
+            raise SystemExit(128 + signal.SIGTERM)
+        real(self, trainer, module, prediction, indices, batch, batch_idx, dataloader_idx)
 
-    monkeypatch.setattr(farmcli.evaluate, "logit_chunks", killed_midway)
+    monkeypatch.setattr(ParquetPredictions, "write_on_batch_end", killed_midway)
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["predict", str(tiny_run), "--out", "p.parquet", "--batch-size", "64"])
     assert r.exit_code == 130, r.output

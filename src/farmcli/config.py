@@ -246,8 +246,18 @@ def defaults() -> dict[str, Any]:
 
 
 def _slot(value: Any) -> Any:
-    """A slot given by name alone means that component with its default parameters."""
-    return {"name": value, "params": {}} if isinstance(value, str) else value
+    """A slot given by name alone means that component with its default parameters; LightningCLI's spelling
+    ``{class_path: NAME, init_args: {...}}`` is read as ``{name: NAME, params: {...}}``."""
+    if isinstance(value, str):
+        return {"name": value, "params": {}}
+    if isinstance(value, Mapping) and ("class_path" in value or "init_args" in value):
+        rest = {k: v for k, v in value.items() if k not in ("class_path", "init_args")}
+        if "class_path" in value:
+            rest["name"] = value["class_path"]
+        if "init_args" in value:
+            rest["params"] = value["init_args"]
+        return rest
+    return value
 
 
 SPEC_SETTINGS = ("trainer.logger", "trainer.callbacks", "lr_scheduler")
@@ -323,7 +333,10 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
                 f"--set KEY=VALUE, e.g. --trainer.max_epochs 3."
             )
         parts = key.split(".")
-        if len(parts) >= 3 and parts[0] == "model" and parts[1] in SLOT_FIELDS and parts[2] not in ("name", "params"):
+        slot = len(parts) >= 2 and parts[0] == "model" and parts[1] in SLOT_FIELDS
+        if slot and len(parts) >= 3:  # model.head.class_path / init_args.X, as LightningCLI writes them
+            parts[2] = {"class_path": "name", "init_args": "params"}.get(parts[2], parts[2])
+        if slot and len(parts) >= 3 and parts[2] not in ("name", "params"):
             parts = [*parts[:2], "params", *parts[2:]]
         for setting in SPEC_SETTINGS:  # --lr_scheduler.T_max 2 is its init_args.T_max
             n = setting.count(".") + 1
@@ -337,11 +350,15 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
         for depth, p in enumerate(parts[:-1]):
             if ".".join(parts[: depth + 1]) in SPEC_SETTINGS and isinstance(node.get(p), str):
                 node[p] = _spec(node[p])  # --lr_scheduler NAME, then --lr_scheduler.ARG VALUE
+            elif slot and depth == 1 and isinstance(node.get(p), str):
+                node[p] = _slot(node[p])  # --model.head mmoe, then --model.head.experts 3
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise UserError(f"The setting '{key}' conflicts with another override of '{p}'.")
         if ".".join(parts) in SPEC_SETTINGS and isinstance(node.get(parts[-1]), dict) and isinstance(value, str):
             node[parts[-1]]["class_path"] = value  # its arguments given first
+        elif slot and len(parts) == 2 and isinstance(node.get(parts[-1]), dict) and isinstance(value, str):
+            node[parts[-1]]["name"] = value
         else:
             node[parts[-1]] = value
     return out
@@ -390,7 +407,7 @@ def resolve(
 def validate(d: Mapping[str, Any]) -> RunConfig:
     """Check a merged config and make it a RunConfig: the names, types and ranges of the settings first (neither
     torch nor Lightning is imported for that, so a config error answers at once), then each slot component's
-    parameters against its signature, then a build of the model on a toy vocabulary."""
+    parameters against its signature (no model is built to check a config)."""
     p = _parser()
     try:
         ns = p.parse_object(dict(d))
@@ -406,7 +423,7 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
     check_cutoffs(model, raw["data"]["history_len"])  # the ones given, before the components are imported
     model = with_component_defaults(model)
     check_cutoffs(model, raw["data"]["history_len"])  # the defaults too
-    check_model(model)
+    check_attention_heads(model)
     return RunConfig(
         seed=raw["seed"],
         variant=raw["variant"],
@@ -483,12 +500,26 @@ def check_cutoffs(model: ModelConfig, history_len: int) -> None:
     for slot in ("video_frequency", "live_frequency"):
         spec = getattr(model, slot)
         cutoff = spec.params.get("cutoff")
+        if spec.name == "dft" and isinstance(cutoff, int) and cutoff < 1:
+            raise UserError(
+                f"Bad setting: model.{slot}.cutoff = {cutoff}: the frequency cut-off c must be >= 1 (the paper "
+                f"tries 1, 3, 5, 7 and 9)."
+            )
         if spec.name == "dft" and isinstance(cutoff, int) and cutoff > bins:
             raise UserError(
                 f"Bad setting: model.{slot}.cutoff = {cutoff} with data.history_len = {history_len}: a history "
                 f"of length L has L // 2 + 1 = {bins} frequency bins, so the cut-off must be <= {bins}. Lower "
                 f"model.{slot}.cutoff or raise data.history_len."
             )
+
+
+def check_attention_heads(model: ModelConfig) -> None:
+    """The target attentions (eq. 11) and the preference encoder (eq. 12) split each history's width into heads."""
+    from farmcli.model.layers import check_heads
+
+    for key in ("target_heads", "preference_heads"):
+        for width in ("d1", "d2"):
+            check_heads(getattr(model.embed, width), getattr(model, key), f"model.{key}", f"model.embed.{width}")
 
 
 def with_component_defaults(model: ModelConfig) -> ModelConfig:
@@ -505,13 +536,6 @@ def with_component_defaults(model: ModelConfig) -> ModelConfig:
         component_params.check(slot, spec.name, factory, params)
         setattr(filled, slot, dataclasses.replace(spec, params=params))
     return filled
-
-
-def check_model(model: ModelConfig) -> None:
-    """Build the model once on a toy vocabulary, so a bad component parameter stops before any data work."""
-    from farmcli.model import FARM
-
-    FARM(model, {"author": 4, "page": 4, "tag": 4, "cluster": 4, "user": 4})
 
 
 def _plain_numbers(x: Any) -> Any:

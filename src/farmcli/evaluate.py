@@ -39,8 +39,10 @@ class Predictions:
 
         cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
         cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
-        probs = 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
-        cols.update({f"p_{t}": probs[:, i].astype(np.float32) for i, t in enumerate(TASKS)})
+        from farmcli.scoring import probabilities
+
+        probs = probabilities(self.logits)
+        cols.update({f"p_{t}": probs[:, i] for i, t in enumerate(TASKS)})
         with atomic_path(path) as tmp:
             pl.DataFrame(cols).write_parquet(tmp, metadata={"farmcli": PREDICTIONS_FORMAT})
 
@@ -86,19 +88,6 @@ def check_output_file(path: Path, option: str, overwrite: bool, formats: tuple[s
             )
 
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-
-
-def device_for(accelerator: str = "auto") -> torch.device:
-    if accelerator not in ACCELERATORS:
-        raise UserError(f"--accelerator '{accelerator}': choose auto, cpu or gpu.")
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("accelerator 'gpu' was asked for but torch sees no CUDA device.")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def batches(
     store, split: str, idx: np.ndarray | None = None, batch_size: int = 8192, device: torch.device | None = None
 ) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
@@ -126,27 +115,21 @@ def _device_store(store, split: str, device: torch.device):
     return DeviceStore(store, device, (split,)) if DeviceStore.fits(store, device, (split,)) else None
 
 
-def logit_chunks(
-    module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """(rows, logits [n, 6]) over a split in order, in contiguous slices: the one scoring loop of farm eval and
-    farm predict. No L_cl is computed; bf16 autocast on request."""
-    device = device or torch.device("cpu")
-    module = module.to(device).eval()
-    for rows, batch in batches(store, split, None, batch_size, device):
-        assert isinstance(rows, slice)
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = module(batch, with_cl=False)
-        yield rows, out.logits.float().cpu().numpy()
-
-
 def predict(
     module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
 ) -> Predictions:
-    """Logits of a whole split in memory, beside its labels, users and groups (for the metrics)."""
-    logits = np.empty((store.n(split), len(TASKS)), np.float32)
-    for rows, chunk in logit_chunks(module, store, split, batch_size, device, bf16):
-        logits[rows] = chunk
+    """Logits of a whole split in memory, beside its labels, users and groups, from the test loop."""
+    from farmcli.data.module import FarmDataModule
+    from farmcli.scoring import CollectLogits, score_split, scoring_trainer
+
+    collect = CollectLogits()
+    accelerator = "gpu" if device is not None and device.type == "cuda" else "cpu"
+    data = FarmDataModule(store, eval_batch_size=batch_size, test_split=split)
+    score_split(scoring_trainer(accelerator, bf16, [collect]), module, data)
+    return split_predictions(store, split, collect.logits())
+
+
+def split_predictions(store, split: str, logits: np.ndarray) -> Predictions:
     s = store.split(split)
     return Predictions(
         logits=logits,
@@ -159,28 +142,14 @@ def predict(
     )
 
 
-def metric_tables(
-    pred: Predictions, groups: tuple[str, ...] = ACTIVITY_LEVELS, device: torch.device | None = None
-) -> dict:
-    """{"model": {group: {task: {auc, uauc, gauc, n_users, n_skipped, n_samples}}}, "oracle": ... | None}."""
-    from farmcli.metrics import grouped_auc_multi
-
-    device = device or torch.device("cpu")
+def only_groups(tables: dict, groups: tuple[str, ...]) -> dict:
+    """The test loop's tables (every activity group) cut to the full population and ``groups``, in that order."""
     check_groups(groups)
-    users = torch.from_numpy(pred.user_id).to(device)
-    act = torch.from_numpy(pred.activity.astype(np.int64)).to(device)
-    masks = {"full": None, **{g: act == ACTIVITY_LEVELS.index(g) for g in groups}}
-    labels = torch.from_numpy(pred.labels.astype(np.float32)).to(device)
 
-    def table(scores: np.ndarray) -> dict:
-        raw = grouped_auc_multi(torch.from_numpy(scores).to(device), labels, users, masks)
-        return {g: {TASKS[i]: r for i, r in per_task.items()} for g, per_task in raw.items()}
+    def cut(per_group: dict | None) -> dict | None:
+        return None if per_group is None else {g: per_group[g] for g in ("full", *groups)}
 
-    return {
-        "model": table(pred.logits),
-        "oracle": table(pred.p) if pred.p is not None else None,
-        "samples": int(len(pred.user_id)),
-    }
+    return {"model": cut(tables["model"]), "oracle": cut(tables.get("oracle")), "samples": tables["samples"]}
 
 
 def check_groups(groups: tuple[str, ...]) -> None:
@@ -374,14 +343,28 @@ def evaluate_run(
     out = output_path(save_predictions, "--save-predictions", "predictions.parquet")
     if out is not None:
         check_output_file(out, "--save-predictions", overwrite, (PREDICTIONS_FORMAT, PREDICT_FORMAT))
-    device = device_for(accelerator)
+    from farmcli.scoring import device_for
+
+    device_for(accelerator)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
     module = load_module(ckpt, store)
-    pred = predict(module, store, split, cfg.data.eval_batch_size, device, bf16=bf16)
-    tables = metric_tables(pred, groups, device)
-    write_tables(tables, run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant})
-    if out is not None:
-        pred.write_parquet(out)
-    return tables, run, ckpt
+    tables = score(module, store, cfg, split, accelerator, bf16, out)
+    write_tables(
+        only_groups(tables, groups), run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant}
+    )
+    return only_groups(tables, groups), run, ckpt
+
+
+def score(module, store, cfg, split: str, accelerator: str, bf16: bool, save_predictions: Path | None) -> dict:
+    """The test loop over ``split`` on a one-device scoring Trainer; with ``save_predictions``, its scores too."""
+    from farmcli.data.module import data_module
+    from farmcli.scoring import CollectLogits, score_split, scoring_trainer
+
+    collect = CollectLogits()
+    trainer = scoring_trainer(accelerator, bf16, [collect] if save_predictions else [])
+    tables = score_split(trainer, module, data_module(cfg, store, test_split=split))
+    if save_predictions is not None:
+        split_predictions(store, split, collect.logits()).write_parquet(save_predictions)
+    return tables

@@ -28,5 +28,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
+    # farm predict's writer counts its rows itself; Lightning's batch-index tracking is not needed
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices")
     # a resumed run writes into its own checkpoint folder on purpose
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -12,9 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
 from farmcli.evaluate import PREDICT_FORMAT
 from farmcli.io import atomic_path
@@ -102,25 +99,23 @@ def predict_run(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> PredictResult:
-    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression,
+    streamed from the predict loop one batch at a time."""
     from farmcli.config import resolve
+    from farmcli.data.module import data_module
     from farmcli.evaluate import (
         check_trained_on,
-        device_for,
         load_module,
         locate,
-        logit_chunks,
         output_path,
         read_checkpoint,
         run_store,
     )
+    from farmcli.scoring import ParquetPredictions, device_for, interrupts_as_keyboard, scoring_trainer
 
     out = output_path(out, "--out", "scores.parquet") or Path()
     splits = splits_of(split)
-    device = device_for(accelerator)
+    device_for(accelerator)
     check_out(out, overwrite)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
@@ -130,37 +125,17 @@ def predict_run(
     check_trained_on(ckpt, read_checkpoint(ckpt), trained)  # before any other data is encoded
     store = scoring_store(run, cfg, data, progress, trained=trained)
     module = load_module(ckpt, store)
-    schema = pa.schema(
-        [
-            ("user_id", pa.int64()),
-            ("author_id", pa.int64()),
-            ("ts", pa.int64()),
-            ("split", pa.string()),
-            *((f"p_{t}", pa.float32()) for t in TASKS),
-        ],
-        metadata={"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)},
-    )
-    total = sum(store.n(s) for s in splits)
-    done = 0
-    rows: dict[str, int] = {}
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        if progress:
-            progress("scoring", 0, total)
-        for s in splits:
-            arrays = store.split(s)
-            rows[s] = store.n(s)
-            for sl, logits in logit_chunks(module, store, s, batch_size or cfg.data.batch_size, device, bf16):
-                probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-                n = sl.stop - sl.start
-                cols = [
-                    pa.array(np.asarray(arrays.user_id[sl], dtype=np.int64)),
-                    pa.array(np.asarray(arrays.author_id[sl], dtype=np.int64)),
-                    pa.array(np.asarray(arrays.ts[sl], dtype=np.int64)),
-                    pa.array([s] * n, type=pa.string()),
-                    *(pa.array(probs[:, i].astype(np.float32)) for i in range(len(TASKS))),
-                ]
-                writer.write_table(pa.Table.from_arrays(cols, schema=schema))
-                done += n
-                if progress:
-                    progress("scoring", done, total)
-    return PredictResult(out, rows, store.path, ckpt)
+    data_mod = data_module(cfg, store, eval_batch_size=batch_size or cfg.data.batch_size, predict_splits=splits)
+    with atomic_path(out) as tmp:
+        writer = ParquetPredictions(
+            tmp, store, splits, {"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)}, progress
+        )
+        try:
+            if progress:
+                progress("scoring", 0, writer.total)
+            trainer = scoring_trainer(accelerator, bf16, [writer])
+            with interrupts_as_keyboard(trainer):
+                trainer.predict(module, datamodule=data_mod, return_predictions=False)
+        finally:
+            writer.close()
+    return PredictResult(out, {s: store.n(s) for s in splits}, store.path, ckpt)

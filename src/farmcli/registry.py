@@ -86,11 +86,26 @@ def get(slot: str, name: str) -> Callable[..., Any]:
     """The component ``name`` of ``slot``; an unknown slot or name is a UserError naming the known ones."""
     _check_slot(slot)
     load_plugins()
-    try:
+    if name in _components[slot]:
         return _components[slot][name]
-    except KeyError:
-        known = ", ".join(sorted(_components[slot])) or "(none)"
-        raise UserError(f"Unknown {slot} component '{name}'. Known: {known}.") from None
+    if "." in name.strip("."):  # a class_path, as LightningCLI takes one: my_pkg.fuse.MeanFuse
+        return _import(slot, name)
+    known = ", ".join(sorted(_components[slot])) or "(none)"
+    raise UserError(
+        f"Unknown {slot} component '{name}'. Known: {known}; or give a class path (package.module.Class)."
+    ) from None
+
+
+def _import(slot: str, path: str) -> Callable[..., Any]:
+    """A component by its import path (FARM checks it against the slot's Protocol when it builds it)."""
+    module, _, attr = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"{slot} component '{path}': cannot import it ({type(e).__name__}: {e}).") from None
+    if not callable(obj):
+        raise UserError(f"{slot} component '{path}' is not a class or function.")
+    return obj
 
 
 def list_components(slot: str | None = None) -> builtins.list[str] | dict[str, builtins.list[str]]:

@@ -245,25 +245,9 @@ def relocated(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
     return state
 
 
-def _epoch_bar():
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    class EpochBar(RichProgressBar):
-        """Lightning counts epochs from 0 ("Epoch 0/0" for one epoch); a user counts from 1 ("Epoch 1/1")."""
-
-        def _get_train_description(self, current_epoch: int) -> str:
-            text = f"Epoch {current_epoch + 1}"
-            if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-                text += f"/{self.trainer.max_epochs}"
-            pad = len(self.validation_description)
-            return f"{text:{pad}}" if pad > len(text) else text
-
-    return EpochBar(leave=True)
-
-
 def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True, extra: Sequence = ()):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     from farmcli import components
@@ -284,7 +268,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     if has_valid:
         callbacks += early_stopping(cfg)
     if progress:
-        callbacks.append(_epoch_bar())
+        callbacks.append(RichProgressBar(leave=True))  # Lightning's own epoch count: "Epoch 0/3" is the first of 4
     kwargs = dict(cfg.trainer)
     callbacks += [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
     # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each
@@ -384,6 +368,7 @@ def train(
     """
     import lightning as L
 
+    from farmcli.data.module import data_module
     from farmcli.sources import sample_store
 
     check_monitor(cfg)
@@ -435,26 +420,46 @@ def train(
         if trainer.is_global_zero and record.done:
             _finish(run, status="interrupted")
         raise KeyboardInterrupt
-    if not trainer.is_global_zero:
-        return run
-    record.write()  # a resumed run with no epoch left to train
+    if trainer.is_global_zero:
+        record.write()  # a resumed run with no epoch left to train
     best = _best_checkpoint(run, ckpt.best_model_path, last)
-    _finish(
-        run,
-        status="evaluating",
-        best_checkpoint=stored_path(run, best),
-        best_score=_item(ckpt.best_model_score),
-        monitor=cfg.fit.monitor if has_valid else None,
-        epochs=trainer.current_epoch,
-        fit_seconds=round(time.time() - t0, 1),
-    )
-    from farmcli.evaluate import evaluate_run
-
-    accel = "gpu" if trainer.strategy.root_device.type == "cuda" else "cpu"
-    for split in ("valid", "test") if has_valid else ("test",):
-        evaluate_run(best, split=split, accelerator=accel)
-    _finish(run, status="finished")
+    if trainer.is_global_zero:
+        _finish(
+            run,
+            status="evaluating",
+            best_checkpoint=stored_path(run, best),
+            best_score=_item(ckpt.best_model_score),
+            monitor=cfg.fit.monitor if has_valid else None,
+            epochs=trainer.current_epoch,
+            fit_seconds=round(time.time() - t0, 1),
+        )
+    _test(trainer, module, cfg, store, run, best, ("valid", "test") if has_valid else ("test",))
+    if trainer.is_global_zero:
+        _finish(run, status="finished")
     return run
+
+
+def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits: Sequence[str]) -> None:
+    """The best checkpoint scored by the fit's own Trainer (its device, precision and strategy; every rank
+    takes part): RUN/eval-SPLIT.{json,csv} for each split, the tables `farm eval` writes."""
+    from farmcli.data.module import data_module
+    from farmcli.evaluate import write_tables
+    from farmcli.scoring import score_split
+
+    try:
+        for split in splits:
+            tables = score_split(trainer, module, data_module(cfg, store, test_split=split), ckpt_path=str(best))
+            if trainer.is_global_zero:
+                write_tables(tables, run, split, extra={"checkpoint": stored_path(run, best), "variant": cfg.variant})
+    except BaseException as e:
+        if trainer.is_global_zero:
+            interrupted = stopped_by_signal(e)
+            _finish(
+                run,
+                status="interrupted" if interrupted else "failed",
+                **({} if interrupted else {"error": str(e)[:500]}),
+            )
+        raise
 
 
 def _best_checkpoint(run: Path, best_model_path: str, last: Path) -> Path:
@@ -463,22 +468,6 @@ def _best_checkpoint(run: Path, best_model_path: str, last: Path) -> Path:
     if not best.resolve().is_relative_to(run.resolve()) or not best.is_file():
         best = run / "checkpoints" / "best.ckpt"
     return best if best.is_file() else last
-
-
-def data_module(cfg: RunConfig, store):
-    """The LightningDataModule of ``cfg``'s data settings over ``store``."""
-    from farmcli.data.module import FarmDataModule
-
-    d = cfg.data
-    return FarmDataModule(
-        store,
-        d.batch_size,
-        d.eval_batch_size,
-        d.num_workers,
-        cfg.seed,
-        device_store=d.device_store,
-        device_store_share=d.device_store_share,
-    )
 
 
 def build_module(cfg: RunConfig, store):

@@ -43,8 +43,8 @@ def report_cmd(
     from farmcli.analysis.report import build_report
     from farmcli.cli._common import progress_bar
     from farmcli.errors import UserError
-    from farmcli.evaluate import device_for
     from farmcli.interrupts import interruptible
+    from farmcli.scoring import device_for
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")

@@ -16,7 +16,7 @@ Either way the sampler is the same, so a run reads the same samples in the same 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -120,7 +120,11 @@ class FarmDataModule(L.LightningDataModule):
         seed: int = 0,
         device_store: str = "auto",
         device_store_share: float = DEFAULT_SHARE,
+        test_split: str = "test",
+        predict_splits: Sequence[str] = ("test",),
     ):
+        """``test_split``: the split the test loop scores (farm eval scores either); ``predict_splits``: those
+        the predict loop scores, one dataloader each, in order (farm predict --split all)."""
         super().__init__()
         if device_store not in DEVICE_STORE_MODES:
             raise UserError(f"data.device_store '{device_store}': choose one of {', '.join(DEVICE_STORE_MODES)}.")
@@ -131,6 +135,7 @@ class FarmDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.device_store_mode, self.device_store_share = device_store, device_store_share
         self._device_store: DeviceStore | None = None
+        self.test_split, self.predict_splits = test_split, tuple(predict_splits)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -200,7 +205,25 @@ class FarmDataModule(L.LightningDataModule):
         return self.loader("valid")
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader(self.test_split)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self.loader(split) for split in self.predict_splits]
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed}
+
+
+def data_module(cfg, store: SampleStore, **overrides: Any) -> FarmDataModule:
+    """The LightningDataModule of a RunConfig ``cfg``'s data settings over ``store`` (``overrides``: its other arguments,
+    e.g. the split the test loop scores)."""
+    d = cfg.data
+    settings: dict[str, Any] = dict(
+        batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size,
+        num_workers=d.num_workers,
+        seed=cfg.seed,
+        device_store=d.device_store,
+        device_store_share=d.device_store_share,
+    )
+    return FarmDataModule(store, **{**settings, **overrides})

@@ -48,6 +48,16 @@ class InfoNCEAlign(nn.Module):
 
     uses_preference = True
 
+    @staticmethod
+    def check_params(dims: Sequence[int] = (128, 64), tau: float = 0.07, **_) -> None:
+        if len(dims) == 0:
+            raise UserError(
+                "Bad setting: model.align.dims = []: give at least one layer width (the last one is the width of "
+                "the video and live preferences that InfoNCE compares), e.g. [128, 64]."
+            )
+        if not tau > 0:
+            raise UserError(f"Bad setting: model.align.tau = {tau}: the temperature must be > 0 (the paper: 0.07).")
+
     def __init__(
         self,
         video_dim: int,
@@ -57,13 +67,7 @@ class InfoNCEAlign(nn.Module):
         normalize: bool = True,
     ):
         super().__init__()
-        if len(dims) == 0:
-            raise UserError(
-                "Bad setting: model.align.dims = []: give at least one layer width (the last one is the width of "
-                "the video and live preferences that InfoNCE compares), e.g. [128, 64]."
-            )
-        if not tau > 0:
-            raise UserError(f"align 'infonce': the temperature tau must be > 0 (the paper uses 0.07), got {tau}.")
+        self.check_params(dims=dims, tau=tau)
         self.tau = tau
         self.normalize = normalize
         self.video_mlp = mlp(video_dim, dims)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
-from farmcli.model.layers import CrossAttention, TargetAttention
+from farmcli.model.layers import CrossAttention, TargetAttention, check_heads
 from farmcli.registry import register
 
 
@@ -23,8 +23,13 @@ class CrossAttentionFuse(nn.Module):
 
     uses_preference = True
 
+    @staticmethod
+    def check_params(dim: int = 64, heads: int = 4, **_) -> None:
+        check_heads(dim, heads, "model.fuse.heads", "model.fuse.dim")
+
     def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: PositiveInt = 64, heads: PositiveInt = 4):
         super().__init__()
+        self.check_params(dim=dim, heads=heads)
         self.out_dim = dim
         self.cross = CrossAttention(live_dim, video_dim, dim, heads)
         self.target = TargetAttention(cand_dim, dim, heads)

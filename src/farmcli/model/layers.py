@@ -78,10 +78,15 @@ def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> tuple[Tensor
     return out * has_key[:, None, None, None].to(out.dtype), None
 
 
-def check_heads(dim: int, heads: int) -> None:
+def check_heads(dim: int, heads: int, heads_key: str | None = None, dim_key: str | None = None) -> None:
+    """An attention of width ``dim`` splits it into ``heads`` equal heads (``*_key``: the settings, for the message)."""
     if heads < 1 or dim % heads:
         divisors = ", ".join(str(h) for h in range(1, dim + 1) if dim % h == 0)
-        raise UserError(f"Attention width {dim} cannot be split into {heads} heads; choose one of: {divisors}.")
+        what = f"Bad setting: {heads_key} = {heads}: attention" if heads_key else "Attention"
+        raise UserError(
+            f"{what} width {dim}{f' ({dim_key})' if dim_key else ''} cannot be split into {heads} heads; "
+            f"choose one of: {divisors}."
+        )
 
 
 class MultiHeadAttention(nn.Module):

@@ -1,13 +1,15 @@
 """FarmModule: FARM under Lightning; loss of eq. 15 (six BCEs + lambda * L_cl), Adam, per-task logging.
 
 Evaluation steps hand (logits, labels, user_id, activity) to ``on_eval_batch``: the place where grouped
-AUC metrics (AUC / UAUC / GAUC per activity group) are updated.
+AUC metrics (AUC / UAUC / GAUC per activity group) are updated. The test loop is farm's one scoring loop (the
+evaluation after ``fit``, ``farm eval``; farmcli/scoring.py): its tables are ``test_tables`` once it ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -75,6 +77,11 @@ class FarmModule(L.LightningModule):
         """Non-finite training losses not yet reported (on an accelerator; see ``_step``)."""
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         self.last_val_metrics: dict | None = None
+        self.test_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
+        self.test_oracle = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
+        """The same tables for the true probabilities, where the data has them (simulated data)."""
+        self.test_tables: dict | None = None
+        """``{"model": {group: {task: {...}}}, "oracle": ... | None, "samples": N}`` of the last test loop."""
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
         return self.farm(batch, return_aux=return_aux, with_cl=with_cl)
@@ -160,7 +167,17 @@ class FarmModule(L.LightningModule):
         return self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> EvalBatch:
-        return self._eval_step(batch, batch_idx, "test")
+        """Scores only (no loss, no L_cl): the test loop is the scoring loop of every split farm evaluates."""
+        outputs = EvalBatch(
+            logits=self(batch, with_cl=False).logits.detach(),
+            labels=batch["labels"],
+            user_id=batch["user_id"],
+            activity=batch["activity"],
+        )
+        if "p" in batch:
+            outputs["p"] = batch["p"]
+        self.on_eval_batch(outputs, "test")
+        return outputs
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Logits [B, 6] in TASKS order (sigmoid gives the XTRs)."""
@@ -180,6 +197,24 @@ class FarmModule(L.LightningModule):
         """Validation batches feed the grouped AUC that early stopping watches (synced across ranks)."""
         if stage == "val":
             self.val_auc.update(outputs["logits"].float(), outputs["labels"], outputs["user_id"], outputs["activity"])
+        elif stage == "test":
+            groups = outputs["user_id"], outputs["activity"]
+            self.test_auc.update(outputs["logits"].float(), outputs["labels"], *groups)
+            if "p" in outputs:
+                self.test_oracle.update(outputs["p"].float(), outputs["labels"], *groups)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_auc.reset()
+        self.test_oracle.reset()
+        self.test_tables = None
+
+    def on_test_epoch_end(self) -> None:
+        """The grouped tables of the split just scored (synced across ranks: every sample counted once)."""
+        with warnings.catch_warnings():  # an empty split (no batch on this rank) is a table of NaN, not a warning
+            warnings.filterwarnings("ignore", message=".*was called before the ``update``")
+            model = self.test_auc.compute()
+        oracle = self.test_oracle.compute() if self.test_oracle.update_count else None
+        self.test_tables = {"model": model, "oracle": oracle, "samples": int(model["full"][TASKS[0]]["n_samples"])}
 
     def on_validation_epoch_start(self) -> None:
         self._check_non_finite()  # before a checkpoint of this epoch can be written

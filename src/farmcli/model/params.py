@@ -2,7 +2,8 @@
 
 The component's signature is the schema (a third-party component needs no change here): the widths FARM
 injects (farmcli.slots) are skipped, every other typed argument is checked, an unknown name is refused
-with the names it takes. Used by the run config (which also spells out the defaults into config.yaml) and by
+with the names it takes. A rule between parameters that no type can state (a PLE gate needs an expert, heads
+divide a width) is the component's optional static ``check_params(**params)``, which its constructor calls too. Used by the run config (which also spells out the defaults into config.yaml) and by
 FARM itself, so a model built from Python gets the same messages as one built from a YAML file.
 """
 
@@ -95,6 +96,9 @@ def check(slot: str, name: str, factory: Any, params: Mapping[str, Any]) -> None
     if bad is not None:
         key, value = bad
         raise UserError(f"Bad setting: model.{slot}.{key} = {value}: must be a finite number. {where}")
+    rules = getattr(factory, "check_params", None)
+    if callable(rules):  # the rules between its parameters, without building it
+        rules(**{k: v for k, v in params.items() if k in known})
 
 
 def non_finite(x: Any, path: str = "") -> tuple[str, float] | None:

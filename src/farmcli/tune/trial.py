@@ -74,7 +74,8 @@ def run_trial(
     from farmcli.logs import quiet_lightning
 
     quiet_lightning()
-    from farmcli.train import build_module, data_module, early_stopping, monitor_mode
+    from farmcli.data.module import data_module
+    from farmcli.train import build_module, early_stopping, monitor_mode
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, store)

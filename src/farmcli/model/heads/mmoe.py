@@ -13,6 +13,10 @@ from farmcli.registry import register
 
 @register("head", "mmoe")
 class MMoE(nn.Module):
+    @staticmethod
+    def check_params(expert_dims: Sequence[int] = (128, 64), **_) -> None:
+        require_widths("expert_dims", expert_dims)
+
     def __init__(
         self,
         in_dim: int,
@@ -23,7 +27,7 @@ class MMoE(nn.Module):
         dropout: Dropout = 0.0,
     ):
         super().__init__()
-        require_widths("expert_dims", expert_dims)
+        self.check_params(expert_dims=expert_dims)
         self.experts = expert_pool(in_dim, experts, expert_dims, dropout)
         self.gates = nn.ModuleList(nn.Linear(in_dim, experts) for _ in range(n_tasks))
         self.towers = Towers(expert_dims[-1], n_tasks, tower_dims, dropout)

@@ -58,6 +58,18 @@ class ExtractionLevel(nn.Module):
 class PLE(nn.Module):
     """``levels`` extraction levels of ``task_experts`` per task and ``shared_experts`` shared, then towers."""
 
+    @staticmethod
+    def check_params(
+        expert_dims: Sequence[int] = (128, 64), task_experts: int = 1, shared_experts: int = 2, **_
+    ) -> None:
+        """The rules between parameters (the config check calls it without building the head)."""
+        require_widths("expert_dims", expert_dims)
+        if task_experts + shared_experts < 1:
+            raise UserError(
+                "Bad setting: model.head.task_experts and model.head.shared_experts are both 0: each task's gate "
+                "needs at least one expert to mix (the paper's PLE: task_experts 1, shared_experts 2)."
+            )
+
     def __init__(
         self,
         in_dim: int,
@@ -70,12 +82,7 @@ class PLE(nn.Module):
         dropout: Dropout = 0.0,
     ):
         super().__init__()
-        require_widths("expert_dims", expert_dims)
-        if task_experts + shared_experts < 1:
-            raise UserError(
-                "Bad setting: model.head.task_experts and model.head.shared_experts are both 0: each task's gate "
-                "needs at least one expert to mix (the paper's PLE: task_experts 1, shared_experts 2)."
-            )
+        self.check_params(expert_dims=expert_dims, task_experts=task_experts, shared_experts=shared_experts)
         widths = [in_dim] + [expert_dims[-1]] * (levels - 1)
         self.levels = nn.ModuleList(
             ExtractionLevel(w, n_tasks, task_experts, shared_experts, expert_dims, dropout, last=i == levels - 1)

@@ -14,6 +14,10 @@ from farmcli.registry import register
 
 @register("head", "shared_bottom")
 class SharedBottom(nn.Module):
+    @staticmethod
+    def check_params(bottom_dims: Sequence[int] = (128, 64), **_) -> None:
+        require_widths("bottom_dims", bottom_dims)
+
     def __init__(
         self,
         in_dim: int,
@@ -23,7 +27,7 @@ class SharedBottom(nn.Module):
         dropout: Dropout = 0.0,
     ):
         super().__init__()
-        require_widths("bottom_dims", bottom_dims)
+        self.check_params(bottom_dims=bottom_dims)
         self.bottom = mlp(in_dim, bottom_dims, dropout, last_activation=True)
         self.towers = Towers(bottom_dims[-1], n_tasks, tower_dims, dropout)
 
