@@ -25,6 +25,7 @@ from farmcli.slots import SLOT_NAMES as SLOTS
 ENTRY_POINT_GROUP = "farmcli.plugins"
 _BUILTIN_MODULES = (
     "farmcli.model.frequency",
+    "farmcli.model.frequency_identity",
     "farmcli.model.align",
     "farmcli.model.fuse",
     "farmcli.model.heads",

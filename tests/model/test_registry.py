@@ -22,8 +22,8 @@ def clean_registry(monkeypatch):
 
 
 def test_builtins_are_listed():
-    assert registry.list("video_frequency") == ["dft", "none"]
-    assert registry.list("live_frequency") == ["dft", "none"]
+    assert registry.list("video_frequency") == ["dft", "dft_identity", "none"]
+    assert registry.list("live_frequency") == ["dft", "dft_identity", "none"]
     assert registry.list("align") == ["infonce", "none"]
     assert registry.list("fuse") == ["cross_attention", "none"]
     assert set(registry.list("head")) >= {"ple", "mmoe", "shared_bottom"}
