@@ -156,3 +156,15 @@ def test_fused_adam_takes_the_same_steps_as_the_reference_adam():
             opt.step()
         weights.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+
+
+def test_id_weight_decay_shrinks_the_id_tables_alone():
+    """optim.id_weight_decay: L2 on the id embedding tables only; every other parameter keeps weight_decay."""
+    module = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(lr=1e-3, weight_decay=0.0, id_weight_decay=0.5))
+    opt = module.configure_optimizers()
+    ids = {id(p) for p in module.farm.embed.ids.parameters()}
+    decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert len(decays) == len(list(module.parameters()))  # every parameter in exactly one group
+    assert all(d == (0.5 if k in ids else 0.0) for k, d in decays.items()) and ids
+    default = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(weight_decay=1e-4)).configure_optimizers()
+    assert len(default.param_groups) == 1 and default.param_groups[0]["weight_decay"] == 1e-4

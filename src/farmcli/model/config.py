@@ -181,6 +181,11 @@ class OptimConfig:
 
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
+    """Adam's L2 on every parameter but the id tables (those take ``id_weight_decay`` when it is set)."""
+    id_weight_decay: NonNegativeFloat | None = None
+    """L2 on the id embedding tables alone (author, page, tag, cluster, user: the long tail a model memorises);
+    None: ``weight_decay``. A global decay also shrinks the small frequency gates and attention projections to
+    zero (docs/QUALITY.md, issue 27); this one leaves them alone."""
 
     @classmethod
     def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:

@@ -241,9 +241,15 @@ class FarmModule(L.LightningModule):
         With ``lr_scheduler`` (``--lr_scheduler NAME``), that torch scheduler steps once an epoch."""
         params = list(self.parameters())
         fused = all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point for p in params) or None
-        optimizer = torch.optim.Adam(
-            params, lr=self.optim_cfg.lr, weight_decay=self.optim_cfg.weight_decay, fused=fused
-        )
+        optim = self.optim_cfg
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if optim.id_weight_decay is not None:  # the id tables in a group of their own
+            ids = {id(p) for p in self.farm.embed.ids.parameters()}
+            groups = [
+                {"params": [p for p in params if id(p) not in ids]},
+                {"params": [p for p in params if id(p) in ids], "weight_decay": optim.id_weight_decay},
+            ]
+        optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused)
         if self.lr_scheduler is None:
             return optimizer
         from farmcli import components
