@@ -120,13 +120,25 @@ def predict(
 ) -> Predictions:
     """Logits of a whole split in memory, beside its labels, users and groups, from the test loop."""
     from farmcli.data.module import FarmDataModule
+
+    accelerator = "gpu" if device is not None and device.type == "cuda" else "cpu"
+    data = FarmDataModule(store, eval_batch_size=batch_size, test_split=split)
+    pred = score(module, store, data, accelerator, bf16, keep_predictions=True)[1]
+    assert pred is not None
+    return pred
+
+
+def score(
+    module, store, data, accelerator: str, bf16: bool, keep_predictions: bool = False
+) -> tuple[dict, Predictions | None]:
+    """The test loop over ``data.test_split`` on a one-device scoring Trainer: the grouped tables, and with
+    ``keep_predictions`` the split's scores beside its labels."""
     from farmcli.scoring import CollectLogits, score_split, scoring_trainer
 
     collect = CollectLogits()
-    accelerator = "gpu" if device is not None and device.type == "cuda" else "cpu"
-    data = FarmDataModule(store, eval_batch_size=batch_size, test_split=split)
-    score_split(scoring_trainer(accelerator, bf16, [collect]), module, data)
-    return split_predictions(store, split, collect.logits())
+    tables = score_split(scoring_trainer(accelerator, bf16, [collect] if keep_predictions else []), module, data)
+    pred = split_predictions(store, data.test_split, collect.logits()) if keep_predictions else None
+    return tables, pred
 
 
 def split_predictions(store, split: str, logits: np.ndarray) -> Predictions:
@@ -335,7 +347,9 @@ def evaluate_run(
     ``overwrite``.
     """
     from farmcli.config import resolve
+    from farmcli.data.module import data_module
     from farmcli.runs import stored_path
+    from farmcli.scoring import device_for
 
     if split not in ("test", "valid"):
         raise UserError(f"unknown split '{split}'; choose test or valid.")
@@ -343,28 +357,15 @@ def evaluate_run(
     out = output_path(save_predictions, "--save-predictions", "predictions.parquet")
     if out is not None:
         check_output_file(out, "--save-predictions", overwrite, (PREDICTIONS_FORMAT, PREDICT_FORMAT))
-    from farmcli.scoring import device_for
-
     device_for(accelerator)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     store = run_store(run, cfg)
     module = load_module(ckpt, store)
-    tables = score(module, store, cfg, split, accelerator, bf16, out)
-    write_tables(
-        only_groups(tables, groups), run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant}
-    )
-    return only_groups(tables, groups), run, ckpt
-
-
-def score(module, store, cfg, split: str, accelerator: str, bf16: bool, save_predictions: Path | None) -> dict:
-    """The test loop over ``split`` on a one-device scoring Trainer; with ``save_predictions``, its scores too."""
-    from farmcli.data.module import data_module
-    from farmcli.scoring import CollectLogits, score_split, scoring_trainer
-
-    collect = CollectLogits()
-    trainer = scoring_trainer(accelerator, bf16, [collect] if save_predictions else [])
-    tables = score_split(trainer, module, data_module(cfg, store, test_split=split))
-    if save_predictions is not None:
-        split_predictions(store, split, collect.logits()).write_parquet(save_predictions)
-    return tables
+    data = data_module(cfg, store, test_split=split)
+    all_groups, pred = score(module, store, data, accelerator, bf16, keep_predictions=out is not None)
+    tables = only_groups(all_groups, groups)
+    write_tables(tables, run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant})
+    if pred is not None and out is not None:
+        pred.write_parquet(out)
+    return tables, run, ckpt

@@ -18,10 +18,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from farmcli.batch import TASKS
 from farmcli.errors import UserError
 
+if TYPE_CHECKING:
+    from farmcli.model.module import FarmModule
+
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 
 
 def device_for(accelerator: str = "auto") -> torch.device:
+    """The device an --accelerator option names; asking for a GPU that torch does not see is a user error."""
     if accelerator not in ACCELERATORS:
         raise UserError(f"--accelerator '{accelerator}': choose auto, cpu or gpu.")
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
@@ -29,10 +33,6 @@ def device_for(accelerator: str = "auto") -> torch.device:
             raise UserError("accelerator 'gpu' was asked for but torch sees no CUDA device.")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-if TYPE_CHECKING:
-    from farmcli.model.module import FarmModule
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
