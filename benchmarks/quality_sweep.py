@@ -81,6 +81,7 @@ def main() -> None:
                 "gauc": at_best.get("gauc", {}),
                 "groups": at_best.get("groups", {}),
                 "readings": at_best.get("readings", {}),
+                "by_live": at_best.get("by_live", {}),
                 "val_cl": [round(c, 3) for c in r.cl],
                 "seconds": round(time.time() - t0),
             }
@@ -133,9 +134,59 @@ def _probe(store, n: int = 2048):
                 aucs["n_samples"] = int(tables[g]["click"]["n_samples"])
                 row["groups"][g] = aucs
             row["readings"] = _readings(pl_module, batch)
+            row["by_live"] = _by_live_history(pl_module, store)
             self.epochs.append(row)
 
     return Probe()
+
+
+def _by_live_history(pl_module, store, batch_size: int = 4096) -> dict:
+    """AUC per task over the validation split, by the length of the live history (0, 1-3, 4+ events) and, for
+    low-active users, with and without any live event: FARM's cross-domain modules (eq. 13-17) take their
+    queries from the live history, so a user without one gets nothing from them."""
+    import numpy as np
+    import torch
+    from torchmetrics.functional.classification import binary_auroc
+
+    from farmcli.batch import ACTIVITY_LEVELS
+    from farmcli.data.schema import TASKS
+
+    n = store.n("valid")
+    logits, labels, live_len, activity = [], [], [], []
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                b = store.batch("valid", np.arange(start, min(n, start + batch_size)))
+                b = {k: v.to(pl_module.device) for k, v in b.items()}
+                logits.append(pl_module.farm(b, with_cl=False).logits.float().cpu())
+                labels.append(b["labels"].cpu())
+                live_len.append(b["l_mask"].sum(1).cpu())
+                activity.append(b["activity"].cpu())
+    finally:
+        pl_module.train(was_training)
+    scores, y, length, act = (torch.cat(x) for x in (logits, labels, live_len, activity))
+    low = act == ACTIVITY_LEVELS.index("low")
+    subsets = {
+        "live 0": length == 0,
+        "live 1-3": (length >= 1) & (length <= 3),
+        "live 4+": length >= 4,
+        "low, live 0": low & (length == 0),
+        "low, live 1+": low & (length >= 1),
+    }
+    out: dict = {}
+    for name, rows in subsets.items():
+        aucs = {}
+        for t, task in enumerate(TASKS):
+            target = y[rows, t].long()
+            if 0 < int(target.sum()) < len(target):
+                aucs[task] = round(100 * float(binary_auroc(scores[rows, t], target)), 2)
+        aucs["mean"] = round(sum(aucs.values()) / len(aucs), 2) if aucs else float("nan")
+        aucs["mean_of"] = len(aucs) - 1
+        aucs["n_samples"] = int(rows.sum())
+        out[name] = aucs
+    return out
 
 
 def _readings(pl_module, batch) -> dict:
@@ -160,6 +211,11 @@ def _readings(pl_module, batch) -> dict:
             g = g.mean(-1) if g.dim() > 1 else g  # per-channel gates: their mean
             rows = has_live if name in ("gamma", "delta") else b["v_mask"].bool().any(1)
             out[name] = round(float(g[rows].mean()), 3)
+            if name in ("gamma", "delta"):  # short and long live histories apart (the window-mean gate's point)
+                length = live.sum(1)
+                for label, part in (("1-3", (length >= 1) & (length <= 3)), ("4+", length >= 4)):
+                    if bool(part.any()):
+                        out[f"{name} {label}"] = round(float(g[part].mean()), 3)
     w = aux.get("live_target_attention")
     if w is not None:
         w = w.float().mean(1)  # [B, L], heads averaged

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
-from farmcli.model.layers import masked_mean, mlp
+from farmcli.model.layers import masked_mean, mlp, window_mean
 from farmcli.registry import register
 
 
@@ -71,6 +72,11 @@ class DFTFrequency(nn.Module):
 
     The gates are (alpha, beta) on the video side and (gamma, delta) on the live side: one scalar per sample
     [B], as Table 3 reports them, or one per channel [B, D] with ``per_channel=True``.
+
+    ``gate_mean``: the Mean(V) of eq. 10 over the history's events (``events``) or over the whole window of L
+    positions with padding as zeros (``window``). Low[V] is taken over the window, so for a history of a few
+    events it is nearly zero and F is nearly g_high V; only the window mean lets the gates see that
+    (docs/QUALITY.md, issue 27).
     """
 
     basis: Tensor
@@ -83,17 +89,22 @@ class DFTFrequency(nn.Module):
         cutoff: int = 3,
         per_channel: bool = False,
         gate_dims: Sequence[PositiveInt] = (64,),
+        gate_mean: Literal["events", "window"] = "events",
     ):
         super().__init__()
+        if gate_mean not in ("events", "window"):
+            raise UserError(f"Bad setting: gate_mean = {gate_mean!r}: 'events' or 'window'.")
         if cutoff < 1:
             raise UserError(f"The frequency cut-off c must be >= 1 (paper: 1, 3, 5, 7 or 9); got {cutoff}.")
         self.cutoff = cutoff
         self.per_channel = per_channel
+        self.gate_mean = gate_mean
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
         self.register_buffer("basis", low_pass_basis(length, cutoff), persistent=False)
 
     def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        g_low, g_high = torch.sigmoid(self.gate(masked_mean(v, mask))).chunk(2, dim=-1)  # (10) [B, 1] or [B, D]
+        mean = masked_mean(v, mask) if self.gate_mean == "events" else window_mean(v, mask)
+        g_low, g_high = torch.sigmoid(self.gate(mean)).chunk(2, dim=-1)  # (10) [B, 1] or [B, D]
         basis = self.basis if v.shape[1] == self.basis.shape[0] else None  # another L: made for it
         low, high = frequency_split(v, self.cutoff, basis)  # (3-5)
         f = (g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high) * mask.unsqueeze(-1).to(low.dtype)  # (9)

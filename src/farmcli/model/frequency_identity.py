@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jsonargparse.typing import PositiveInt
@@ -50,13 +51,14 @@ class IdentityDFTFrequency(nn.Module):
         cutoff: int = 3,
         per_channel: bool = False,
         gate_dims: Sequence[PositiveInt] = (64,),
+        gate_mean: Literal["events", "window"] = "events",
         identity: float = 1.0,
         gate_init: float | None = None,
     ):
         super().__init__()
         self.check_params(gate_init=gate_init)
         self.identity = float(identity)
-        self.dft = DFTFrequency(dim, length, cutoff, per_channel, gate_dims)
+        self.dft = DFTFrequency(dim, length, cutoff, per_channel, gate_dims, gate_mean)
         if gate_init is not None:
             last = self.dft.gate[-1]
             assert isinstance(last, nn.Linear)

@@ -25,6 +25,11 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
+def window_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over all L positions of x [B, L, D], padding counted as zeros: its size tells how full the window is."""
+    return (x * mask.to(x.dtype).unsqueeze(-1)).sum(1) / x.shape[1]
+
+
 def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
     """Linear layers of widths ``dims`` with ReLU (and dropout) between them; the last is linear unless asked."""
     layers: list[nn.Module] = []

@@ -110,6 +110,18 @@ def test_one_row_and_no_cl():
     assert_same_run(without_cl, run(model, batch(), "reference", with_cl=False))
 
 
+@pytest.mark.parametrize("trim_live", [True, False])
+def test_gates_from_the_window_mean_are_the_same(trim_live):
+    """``gate_mean='window'`` divides by the whole window, also where the backend cut the live history short."""
+    from farmcli.model.config import SlotConfig
+
+    torch.manual_seed(0)
+    window = SlotConfig("dft", {"gate_mean": "window"})
+    model = FARM(config("farm", video_frequency=window, live_frequency=window), VOCAB)
+    with options(trim_live=trim_live):
+        assert_same_run(run(model, batch(5), "cpu"), run(model, batch(5), "reference"))
+
+
 def test_another_history_length_than_the_basis_was_made_for():
     model, _ = _model_and_reference("farm")
     assert model.live_frequency.basis.shape[0] == L

@@ -19,11 +19,12 @@ def test_the_built_in_modules_run_on_trailing_positions():
     assert set(TRAILING) == {DFTFrequency, NoFrequency}
 
 
+@pytest.mark.parametrize("gate_mean", ["events", "window"])
 @pytest.mark.parametrize("L", [10, 7], ids=["the-basis-length", "another-length"])
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_frequency_equals_the_module_with_gradients(per_channel, L):
+def test_frequency_equals_the_module_with_gradients(per_channel, L, gate_mean):
     torch.manual_seed(1)
-    module = DFTFrequency(dim=6, length=10, cutoff=3, per_channel=per_channel, gate_dims=(8,))
+    module = DFTFrequency(dim=6, length=10, cutoff=3, per_channel=per_channel, gate_dims=(8,), gate_mean=gate_mean)
     mask = _mask([3, L, 0, 5, 1], L)
     v = torch.randn(5, L, 6) * mask.unsqueeze(-1)  # as the embedding gives it: zero at padding
     want = outputs_and_grads(lambda t: module(t, mask)[0], [v], module)
@@ -41,12 +42,13 @@ def test_no_frequency_passes_v_through():
     assert frequency(module, tail, mask[:, -2:], length=5) is tail
 
 
+@pytest.mark.parametrize("gate_mean", ["events", "window"])
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_trailing_positions_give_the_full_length_result(per_channel):
+def test_trailing_positions_give_the_full_length_result(per_channel, gate_mean):
     """A history cut to its last l positions with ``length`` = L (the rest padding): F there as the module's at
-    full length, and the same gradients."""
+    full length, and the same gradients (the window mean divides by L, not by l)."""
     torch.manual_seed(2)
-    module = DFTFrequency(dim=6, length=10, cutoff=3, per_channel=per_channel)
+    module = DFTFrequency(dim=6, length=10, cutoff=3, per_channel=per_channel, gate_mean=gate_mean)
     mask = _mask([3, 4, 0, 1], 10)
     v = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
     want_out, want_grads = outputs_and_grads(lambda t: module(t, mask)[0][:, -4:], [v], module)

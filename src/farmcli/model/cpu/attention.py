@@ -36,7 +36,16 @@ def lane_pad(width: int) -> int:
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """``layers.masked_mean`` as one batched product of the mask with x (reads x once, no [B, L, D] temporary)."""
     weights = mask.to(x.dtype)
-    weights = weights / weights.sum(1, keepdim=True).clamp(min=1.0)
+    return weighted_sum(weights / weights.sum(1, keepdim=True).clamp(min=1.0), x)
+
+
+def window_mean(x: Tensor, mask: Tensor, length: int) -> Tensor:
+    """``layers.window_mean`` of x [B, l, D], the last l positions of a window of ``length`` (the rest padding)."""
+    return weighted_sum(mask.to(x.dtype) / length, x)
+
+
+def weighted_sum(weights: Tensor, x: Tensor) -> Tensor:
+    """sum_l weights[b, l] x[b, l] -> [B, D]."""
     if torch.is_grad_enabled() and x.requires_grad:
         return _WeightedSum.apply(weights, x)
     return torch.bmm(weights.unsqueeze(1), x).squeeze(1)

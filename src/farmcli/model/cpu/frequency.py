@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from farmcli.model.cpu.attention import masked_mean
+from farmcli.model.cpu.attention import masked_mean, window_mean
 from farmcli.model.frequency import DFTFrequency, NoFrequency, low_pass_basis
 
 TRAILING = (DFTFrequency, NoFrequency)
@@ -26,7 +26,8 @@ def frequency(m: Any, v: Tensor, mask: Tensor, length: int | None = None) -> Ten
     if isinstance(m, NoFrequency):
         return v
     assert isinstance(m, DFTFrequency)
-    g_low, g_high = torch.sigmoid(m.gate(masked_mean(v, mask))).chunk(2, dim=-1)  # [B, 1] or [B, D]
+    mean = masked_mean(v, mask) if m.gate_mean == "events" else window_mean(v, mask, length or v.shape[1])
+    g_low, g_high = torch.sigmoid(m.gate(mean)).chunk(2, dim=-1)  # [B, 1] or [B, D]
     keep = mask.to(v.dtype)
     u = trailing_basis(m, v, length)
     if m.per_channel:
