@@ -134,13 +134,13 @@ def _probe(store, n: int = 2048):
                 aucs["n_samples"] = int(tables[g]["click"]["n_samples"])
                 row["groups"][g] = aucs
             row["readings"] = _readings(pl_module, batch)
-            row["by_live"] = _by_live_history(pl_module, store)
+            row["by_live"] = by_live_history(pl_module, store)
             self.epochs.append(row)
 
     return Probe()
 
 
-def _by_live_history(pl_module, store, batch_size: int = 4096) -> dict:
+def by_live_history(pl_module, store, batch_size: int = 4096) -> dict:
     """AUC per task over the validation split, by the length of the live history (0, 1-3, 4+ events) and, for
     low-active users, with and without any live event: FARM's cross-domain modules (eq. 13-17) take their
     queries from the live history, so a user without one gets nothing from them."""

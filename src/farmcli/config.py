@@ -495,17 +495,17 @@ def _devices_ok(devices: Any) -> bool:
 
 
 def check_cutoffs(model: ModelConfig, history_len: int) -> None:
-    """The dft frequency module keeps the ``cutoff`` lowest of the L // 2 + 1 DFT bins of a length-L history."""
+    """The dft and dft_identity modules keep the ``cutoff`` lowest of the L // 2 + 1 DFT bins of a length-L history."""
     bins = history_len // 2 + 1
     for slot in ("video_frequency", "live_frequency"):
         spec = getattr(model, slot)
         cutoff = spec.params.get("cutoff")
-        if spec.name == "dft" and isinstance(cutoff, int) and cutoff < 1:
+        if spec.name in ("dft", "dft_identity") and isinstance(cutoff, int) and cutoff < 1:
             raise UserError(
                 f"Bad setting: model.{slot}.cutoff = {cutoff}: the frequency cut-off c must be >= 1 (the paper "
                 f"tries 1, 3, 5, 7 and 9)."
             )
-        if spec.name == "dft" and isinstance(cutoff, int) and cutoff > bins:
+        if spec.name in ("dft", "dft_identity") and isinstance(cutoff, int) and cutoff > bins:
             raise UserError(
                 f"Bad setting: model.{slot}.cutoff = {cutoff} with data.history_len = {history_len}: a history "
                 f"of length L has L // 2 + 1 = {bins} frequency bins, so the cut-off must be <= {bins}. Lower "

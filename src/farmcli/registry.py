@@ -28,6 +28,7 @@ _BUILTIN_MODULES = (
     "farmcli.model.frequency_identity",
     "farmcli.model.align",
     "farmcli.model.fuse",
+    "farmcli.model.fuse_null",
     "farmcli.model.heads",
 )
 

@@ -34,8 +34,10 @@ FARM_SLOTS = {
 TINY_PARAMS = {
     "none": {},
     "dft": {"gate_dims": [8]},
+    "dft_identity": {"gate_dims": [8]},
     "infonce": {"dims": [16, 8]},
     "cross_attention": {"dim": 8, "heads": 2},
+    "cross_attention_null": {"dim": 8, "heads": 2},
     "ple": {"expert_dims": [16], "tower_dims": [8]},
     "mmoe": {"experts": 3, "expert_dims": [16], "tower_dims": [8]},
     "shared_bottom": {"bottom_dims": [16], "tower_dims": [8]},

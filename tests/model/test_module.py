@@ -166,5 +166,6 @@ def test_id_weight_decay_shrinks_the_id_tables_alone():
     decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     assert len(decays) == len(list(module.parameters()))  # every parameter in exactly one group
     assert all(d == (0.5 if k in ids else 0.0) for k, d in decays.items()) and ids
-    default = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(weight_decay=1e-4)).configure_optimizers()
+    default = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(weight_decay=1e-4, id_weight_decay=None))
+    default = default.configure_optimizers()
     assert len(default.param_groups) == 1 and default.param_groups[0]["weight_decay"] == 1e-4

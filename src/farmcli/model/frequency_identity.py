@@ -12,8 +12,7 @@ position was, and the gates re-weight the bands on top of it (F = (1 + g_high) V
 0.5: the last gate layer's bias is set to its log-odds. ``identity = 0`` and ``gate_init = None`` give
 ``dft`` exactly (the same gate MLP, split and mask), through the reference path.
 
-The CPU backend (model/cpu/) runs this component as it runs any component it does not know: on the padded
-history, then its own target attention; nothing there depends on it.
+The CPU backend (model/cpu/frequency.py) runs it on a live history cut to its trailing positions, as ``dft``.
 """
 
 from __future__ import annotations

@@ -111,6 +111,16 @@ def test_one_row_and_no_cl():
 
 
 @pytest.mark.parametrize("trim_live", [True, False])
+def test_dft_identity_on_the_live_side_is_the_same(trim_live):
+    from farmcli.model.config import SlotConfig
+
+    torch.manual_seed(0)
+    model = FARM(config("farm", live_frequency=SlotConfig("dft_identity")), VOCAB)
+    with options(trim_live=trim_live):
+        assert_same_run(run(model, batch(6), "cpu"), run(model, batch(6), "reference"))
+
+
+@pytest.mark.parametrize("trim_live", [True, False])
 def test_gates_from_the_window_mean_are_the_same(trim_live):
     """``gate_mean='window'`` divides by the whole window, also where the backend cut the live history short."""
     from farmcli.model.config import SlotConfig

@@ -8,6 +8,7 @@ import torch
 
 from farmcli.model.cpu.frequency import TRAILING, _gated_split, _GatedSplit, frequency, trailing_basis
 from farmcli.model.frequency import DFTFrequency, NoFrequency, frequency_split, low_pass_basis
+from farmcli.model.frequency_identity import IdentityDFTFrequency
 from tests.model.cpu.helpers import assert_same_outputs_and_grads, outputs_and_grads
 
 
@@ -16,7 +17,19 @@ def _mask(lengths, L):
 
 
 def test_the_built_in_modules_run_on_trailing_positions():
-    assert set(TRAILING) == {DFTFrequency, NoFrequency}
+    assert set(TRAILING) == {DFTFrequency, IdentityDFTFrequency, NoFrequency}
+
+
+@pytest.mark.parametrize("identity", [1.0, 0.0])
+def test_dft_identity_on_trailing_positions_equals_the_module(identity):
+    torch.manual_seed(3)
+    module = IdentityDFTFrequency(dim=6, length=10, identity=identity, gate_init=0.8)
+    mask = _mask([3, 4, 0, 1], 10)
+    v = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
+    want_out, want_grads = outputs_and_grads(lambda t: module(t, mask)[0][:, -4:], [v], module)
+    got_out, got_grads = outputs_and_grads(lambda t: frequency(module, t[:, -4:], mask[:, -4:], length=10), [v], module)
+    want_grads[0], got_grads[0] = want_grads[0] * mask.unsqueeze(-1), got_grads[0] * mask.unsqueeze(-1)
+    assert_same_outputs_and_grads((got_out, got_grads), (want_out, want_grads))
 
 
 @pytest.mark.parametrize("gate_mean", ["events", "window"])

@@ -1,5 +1,6 @@
 """Figure 4: the cross-attention weights (eq. 16) of one user's last test sample, live history (queries) x video
-history (keys), averaged over heads, real positions only; runs with fuse ``cross_attention`` only."""
+history (keys), averaged over heads, real positions only; runs with fuse ``cross_attention`` (or its ``_null``
+form) only."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ FILES = {"fig4": "fig4-cross-attention.png"}
 
 
 def applies(run: LoadedRun) -> bool:
-    return run.slot("fuse") == "cross_attention"
+    return run.slot("fuse") in ("cross_attention", "cross_attention_null")
 
 
 def _item_labels(store, ids_author: np.ndarray, ids_tag: np.ndarray) -> list[str]:

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from farmcli.model.cpu.attention import masked_mean, window_mean
 from farmcli.model.frequency import DFTFrequency, NoFrequency, low_pass_basis
+from farmcli.model.frequency_identity import IdentityDFTFrequency
 
-TRAILING = (DFTFrequency, NoFrequency)
+TRAILING = (DFTFrequency, IdentityDFTFrequency, NoFrequency)
 """Frequency modules this file runs on trailing positions; any other gets the padded history (reference)."""
 
 
@@ -25,6 +26,9 @@ def frequency(m: Any, v: Tensor, mask: Tensor, length: int | None = None) -> Ten
     ``length - l`` positions are padding. ``m`` is one of ``TRAILING``."""
     if isinstance(m, NoFrequency):
         return v
+    if isinstance(m, IdentityDFTFrequency):
+        f = frequency(m.dft, v, mask, length)
+        return f + m.identity * v * mask.unsqueeze(-1).to(v.dtype) if m.identity else f
     assert isinstance(m, DFTFrequency)
     mean = masked_mean(v, mask) if m.gate_mean == "events" else window_mean(v, mask, length or v.shape[1])
     g_low, g_high = torch.sigmoid(m.gate(mean)).chunk(2, dim=-1)  # [B, 1] or [B, D]

@@ -1,0 +1,50 @@
+"""``cross_attention_null``: the fuse of eq. 16-17 with one learned "null" live event beside the user's own.
+
+Eq. 16 takes its queries from the live history, so a user without a live event (on the simulated `default`,
+half of the low-active users' samples) gets F^_cross = 0: the cross-domain transfer the paper motivates with
+the low-active users reaches none of those who need it most. A learned event in V^_live's space, present in
+every row, queries the video history too; for a user without live events F^_cross is what it read there, for
+the others it is one more position of eq. 17's target attention (docs/QUALITY.md, issue 27).
+
+The CPU backend runs it on the padded history, as any fuse it does not know (model/cpu/farm.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from jsonargparse.typing import PositiveInt
+from torch import Tensor, nn
+
+from farmcli.model.fuse import CrossAttentionFuse
+from farmcli.registry import register
+
+
+@register("fuse", "cross_attention_null")
+class NullEventCrossAttentionFuse(nn.Module):
+    """``cross_attention`` over [null event; V^_live]: the null event is a learned [D2] vector. The analysis
+    outputs keep the paper's shape: ``cross_attention`` [B, heads, L_live, L_video] for the user's own events,
+    ``null_attention`` [B, heads, L_video] for the null event's reading of the video history."""
+
+    uses_preference = True
+    check_params = staticmethod(CrossAttentionFuse.check_params)
+
+    def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: PositiveInt = 64, heads: PositiveInt = 4):
+        super().__init__()
+        self.fuse = CrossAttentionFuse(video_dim, live_dim, cand_dim, dim, heads)
+        self.out_dim = dim
+        self.null = nn.Parameter(torch.randn(live_dim) * 0.1)
+
+    def forward(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        null = self.null.to(live.dtype).expand(live.shape[0], 1, -1)
+        present = torch.ones_like(live_mask[:, :1])
+        f_cross, aux = self.fuse(
+            video, torch.cat([null, live], 1), video_mask, torch.cat([present, live_mask], 1), x_cand
+        )
+        if (
+            aux.get("cross_attention") is not None
+        ):  # Fig. 4 reads the user's own live events; the null event's row apart
+            weights = aux.pop("cross_attention")
+            aux.update(cross_attention=weights[:, :, 1:], null_attention=weights[:, :, 0])
+        return f_cross, aux

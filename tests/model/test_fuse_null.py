@@ -1,0 +1,63 @@
+"""``cross_attention_null`` (model/fuse_null.py): eq. 16-17 with a learned null live event in every row."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from farmcli import registry
+from farmcli.model.config import SlotConfig
+from farmcli.model.farm import FARM
+from farmcli.model.fuse import CrossAttentionFuse
+from farmcli.model.fuse_null import NullEventCrossAttentionFuse
+from tests.model.cpu.helpers import assert_same_run, run
+from tests.model.helpers import VOCAB, random_batch, tiny_config
+
+
+def _inputs(b=4, lv=6, ll=5, d1=8, d2=6, dc=10):
+    torch.manual_seed(0)
+    video, live, cand = torch.randn(b, lv, d1), torch.randn(b, ll, d2), torch.randn(b, dc)
+    video_mask = torch.ones(b, lv, dtype=torch.bool)
+    live_mask = torch.ones(b, ll, dtype=torch.bool)
+    live_mask[0] = False  # a user without a live event
+    return video, live * live_mask.unsqueeze(-1), video_mask, live_mask, cand
+
+
+def test_a_user_without_live_events_reads_the_video_history():
+    video, live, video_mask, live_mask, cand = _inputs()
+    torch.manual_seed(1)
+    plain = CrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    null = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    assert torch.equal(plain(video, live, video_mask, live_mask, cand)[0][0], torch.zeros(8))  # eq. 16 as written
+    f0 = null(video, live, video_mask, live_mask, cand)[0][0]
+    assert f0.abs().sum() > 0
+    other_video = video.clone()
+    other_video[0] = torch.randn(6, 8)
+    assert not torch.allclose(null(other_video, live, video_mask, live_mask, cand)[0][0], f0)
+
+
+def test_the_null_event_is_learned():
+    video, live, video_mask, live_mask, cand = _inputs()
+    null = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    null(video, live, video_mask, live_mask, cand)[0].sum().backward()
+    assert null.null.grad is not None and null.null.grad.abs().sum() > 0
+
+
+def test_registered_and_the_cpu_backend_gives_the_reference_result():
+    assert registry.get("fuse", "cross_attention_null") is NullEventCrossAttentionFuse
+    torch.manual_seed(0)
+    model = FARM(dataclasses.replace(tiny_config("farm"), fuse=SlotConfig("cross_attention_null")), VOCAB)
+    batch = random_batch(16, 12, seed=2, empty_rows=[0], empty_live_rows=[1, 2, 7])
+    assert_same_run(run(model, batch, "cpu"), run(model, batch, "reference"))
+
+
+def test_the_analysis_weights_keep_the_papers_shape():
+    from farmcli.model.layers import attention_weights
+
+    video, live, video_mask, live_mask, cand = _inputs()
+    null = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    with attention_weights(True):
+        aux = null(video, live, video_mask, live_mask, cand)[1]
+    assert aux["cross_attention"].shape == (4, 2, 5, 6) and aux["null_attention"].shape == (4, 2, 6)
+    torch.testing.assert_close(aux["null_attention"].sum(-1), torch.ones(4, 2))
