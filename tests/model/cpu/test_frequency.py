@@ -20,18 +20,6 @@ def test_the_built_in_modules_run_on_trailing_positions():
     assert set(TRAILING) == {DFTFrequency, IdentityDFTFrequency, NoFrequency}
 
 
-@pytest.mark.parametrize("identity", [1.0, 0.0])
-def test_dft_identity_on_trailing_positions_equals_the_module(identity):
-    torch.manual_seed(3)
-    module = IdentityDFTFrequency(dim=6, length=10, identity=identity, gate_init=0.8)
-    mask = _mask([3, 4, 0, 1], 10)
-    v = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
-    want_out, want_grads = outputs_and_grads(lambda t: module(t, mask)[0][:, -4:], [v], module)
-    got_out, got_grads = outputs_and_grads(lambda t: frequency(module, t[:, -4:], mask[:, -4:], length=10), [v], module)
-    want_grads[0], got_grads[0] = want_grads[0] * mask.unsqueeze(-1), got_grads[0] * mask.unsqueeze(-1)
-    assert_same_outputs_and_grads((got_out, got_grads), (want_out, want_grads))
-
-
 @pytest.mark.parametrize("gate_mean", ["events", "window"])
 @pytest.mark.parametrize("L", [10, 7], ids=["the-basis-length", "another-length"])
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -55,13 +43,22 @@ def test_no_frequency_passes_v_through():
     assert frequency(module, tail, mask[:, -2:], length=5) is tail
 
 
-@pytest.mark.parametrize("gate_mean", ["events", "window"])
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_trailing_positions_give_the_full_length_result(per_channel, gate_mean):
+TRAILING_MODULES = {
+    "dft": lambda: DFTFrequency(dim=6, length=10, cutoff=3),
+    "dft-per-channel": lambda: DFTFrequency(dim=6, length=10, cutoff=3, per_channel=True),
+    "dft-window-mean": lambda: DFTFrequency(dim=6, length=10, cutoff=3, gate_mean="window"),
+    "dft-per-channel-window-mean": lambda: DFTFrequency(dim=6, length=10, per_channel=True, gate_mean="window"),
+    "dft_identity": lambda: IdentityDFTFrequency(dim=6, length=10, gate_init=0.8),
+    "dft_identity-0": lambda: IdentityDFTFrequency(dim=6, length=10, identity=0.0),
+}
+
+
+@pytest.mark.parametrize("make", TRAILING_MODULES.values(), ids=TRAILING_MODULES.keys())
+def test_trailing_positions_give_the_full_length_result(make):
     """A history cut to its last l positions with ``length`` = L (the rest padding): F there as the module's at
     full length, and the same gradients (the window mean divides by L, not by l)."""
     torch.manual_seed(2)
-    module = DFTFrequency(dim=6, length=10, cutoff=3, per_channel=per_channel, gate_mean=gate_mean)
+    module = make()
     mask = _mask([3, 4, 0, 1], 10)
     v = torch.randn(4, 10, 6) * mask.unsqueeze(-1)
     want_out, want_grads = outputs_and_grads(lambda t: module(t, mask)[0][:, -4:], [v], module)
