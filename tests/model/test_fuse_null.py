@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from farmcli import registry
@@ -41,13 +42,29 @@ def test_the_null_event_is_learned():
     video, live, video_mask, live_mask, cand = _inputs()
     null = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2)
     null(video, live, video_mask, live_mask, cand)[0].sum().backward()
+    assert isinstance(null.null, torch.nn.Parameter)
     assert null.null.grad is not None and null.null.grad.abs().sum() > 0
 
 
-def test_registered_and_the_cpu_backend_gives_the_reference_result():
+def test_a_candidate_null_event_reads_the_video_history_per_candidate():
+    """``null='candidate'``: for a user without live events, two candidates get two F^_cross."""
+    video, live, video_mask, live_mask, cand = _inputs()
+    null = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="candidate")
+    same_user = [t[[0, 0]] for t in (video, live, video_mask, live_mask)]
+    two_candidates = torch.randn(2, 10)
+    f = null(*same_user, two_candidates)[0]
+    assert not torch.allclose(f[0], f[1])
+    learned = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    f = learned(*same_user, two_candidates)[0]
+    torch.testing.assert_close(f[0], f[1])  # one fused position: the target attention's weight is 1 on it
+
+
+@pytest.mark.parametrize("null", ["learned", "candidate"])
+def test_registered_and_the_cpu_backend_gives_the_reference_result(null):
     assert registry.get("fuse", "cross_attention_null") is NullEventCrossAttentionFuse
     torch.manual_seed(0)
-    model = FARM(dataclasses.replace(tiny_config("farm"), fuse=SlotConfig("cross_attention_null")), VOCAB)
+    fuse = SlotConfig("cross_attention_null", {"dim": 8, "heads": 2, "null": null})
+    model = FARM(dataclasses.replace(tiny_config("farm"), fuse=fuse), VOCAB)
     batch = random_batch(16, 12, seed=2, empty_rows=[0], empty_live_rows=[1, 2, 7])
     assert_same_run(run(model, batch, "cpu"), run(model, batch, "reference"))
 

@@ -11,6 +11,8 @@ The CPU backend runs it on the padded history, as any fuse it does not know (mod
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
@@ -21,30 +23,43 @@ from farmcli.registry import register
 
 @register("fuse", "cross_attention_null")
 class NullEventCrossAttentionFuse(nn.Module):
-    """``cross_attention`` over [null event; V^_live]: the null event is a learned [D2] vector. The analysis
-    outputs keep the paper's shape: ``cross_attention`` [B, heads, L_live, L_video] for the user's own events,
+    """``cross_attention`` over [null event; V^_live]. ``null = "learned"``: the null event is a learned [D2]
+    vector, the same for every row; ``"candidate"``: a linear map of x_cand, so the candidate itself reads the
+    video history (a per-candidate F^_cross also for a user without live events). The analysis outputs keep the
+    paper's shape: ``cross_attention`` [B, heads, L_live, L_video] for the user's own events,
     ``null_attention`` [B, heads, L_video] for the null event's reading of the video history."""
 
     uses_preference = True
     check_params = staticmethod(CrossAttentionFuse.check_params)
 
-    def __init__(self, video_dim: int, live_dim: int, cand_dim: int, dim: PositiveInt = 64, heads: PositiveInt = 4):
+    def __init__(
+        self,
+        video_dim: int,
+        live_dim: int,
+        cand_dim: int,
+        dim: PositiveInt = 64,
+        heads: PositiveInt = 4,
+        null: Literal["learned", "candidate"] = "learned",
+    ):
         super().__init__()
         self.fuse = CrossAttentionFuse(video_dim, live_dim, cand_dim, dim, heads)
         self.out_dim = dim
-        self.null = nn.Parameter(torch.randn(live_dim) * 0.1)
+        self.null: nn.Parameter | nn.Linear = (
+            nn.Parameter(torch.randn(live_dim) * 0.1) if null == "learned" else nn.Linear(cand_dim, live_dim)
+        )
 
     def forward(
         self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        null = self.null.to(live.dtype).expand(live.shape[0], 1, -1)
+        if isinstance(self.null, nn.Linear):
+            null = self.null(x_cand).to(live.dtype).unsqueeze(1)
+        else:
+            null = self.null.to(live.dtype).expand(live.shape[0], 1, -1)
         present = torch.ones_like(live_mask[:, :1])
         f_cross, aux = self.fuse(
             video, torch.cat([null, live], 1), video_mask, torch.cat([present, live_mask], 1), x_cand
         )
-        if (
-            aux.get("cross_attention") is not None
-        ):  # Fig. 4 reads the user's own live events; the null event's row apart
+        if aux.get("cross_attention") is not None:  # Fig. 4 shows the user's own live events, the null row apart
             weights = aux.pop("cross_attention")
             aux.update(cross_attention=weights[:, :, 1:], null_attention=weights[:, :, 0])
         return f_cross, aux
