@@ -75,8 +75,8 @@ class DFTFrequency(nn.Module):
 
     ``gate_mean``: the Mean(V) of eq. 10 over the history's events (``events``) or over the whole window of L
     positions with padding as zeros (``window``). Low[V] is taken over the window, so for a history of a few
-    events it is nearly zero and F is nearly g_high V; only the window mean lets the gates see that
-    (docs/QUALITY.md, issue 27).
+    events it is nearly zero and F is nearly g_high V; only the window mean lets the gates see that. (On the
+    simulated `default` the trained gates did not use it: docs/QUALITY.md, issue 27.)
     """
 
     basis: Tensor
