@@ -10,17 +10,16 @@ from farmcli.variants import all_variants, builtin_names
 runner = CliRunner()
 
 
-def test_defaults_are_the_paper_farm():
+def test_defaults_are_farm_with_its_recipe_and_the_paper_variant_is_one_word_away():
     cfg = resolve()
     assert cfg.variant == "farm" and cfg.data.history_len == 50
     assert (cfg.model.embed.d1, cfg.model.embed.d2) == (92, 64)
-    assert [getattr(cfg.model, s).name for s in ("video_frequency", "live_frequency", "align", "fuse", "head")] == [
-        "dft",
-        "dft",
-        "infonce",
-        "cross_attention",
-        "ple",
-    ]
+    slots = ("video_frequency", "live_frequency", "align", "fuse", "head")
+    assert [getattr(cfg.model, s).name for s in slots] == ["dft", "dft_identity", "infonce", "cross_attention", "ple"]
+    assert (cfg.model.preference_grad, cfg.optim.id_weight_decay) == (0.1, 1e-5)  # DESIGN.md "Where we depart"
+    paper = resolve(variant="paper")
+    assert [getattr(paper.model, s).name for s in slots] == ["dft", "dft", "infonce", "cross_attention", "ple"]
+    assert (paper.model.preference_grad, paper.optim.id_weight_decay) == (1.0, 0.0)
 
 
 def test_layer_order_defaults_config_variant_overrides(tmp_path):

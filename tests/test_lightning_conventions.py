@@ -55,7 +55,9 @@ def test_the_scheduler_and_the_callback_take_effect_and_are_in_config_yaml(logge
     assert cfg["trainer"]["callbacks"] == [{"class_path": "LearningRateMonitor", "init_args": {}}]
     assert cfg["trainer"]["logger"] == [{"class_path": "TensorBoardLogger", "init_args": {}}]
     with open(logged_run / "logs" / "metrics.csv") as f:
-        lrs = [float(row["lr-Adam"]) for row in csv.DictReader(f) if row.get("lr-Adam")]
+        rows = list(csv.DictReader(f))
+    assert {"lr-Adam/model", "lr-Adam/id_tables"} <= set(rows[0])  # the id tables have a group (and decay) of their own
+    lrs = [float(row["lr-Adam/model"]) for row in rows if row.get("lr-Adam/model")]
     assert lrs and lrs[0] == pytest.approx(1e-3) and min(lrs) < 1e-3  # LearningRateMonitor saw the cosine decay
 
 

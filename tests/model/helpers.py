@@ -25,7 +25,7 @@ a batch of another L makes its own."""
 
 FARM_SLOTS = {
     "video_frequency": "dft",
-    "live_frequency": "dft",
+    "live_frequency": "dft_identity",
     "align": "infonce",
     "fuse": "cross_attention",
     "head": "ple",

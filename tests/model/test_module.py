@@ -145,7 +145,7 @@ def test_fused_adam_takes_the_same_steps_as_the_reference_adam():
     weights = []
     for fused in (True, False):
         torch.manual_seed(0)
-        module = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(lr=3e-3, weight_decay=1e-4))
+        module = FarmModule(VOCAB, tiny_config("farm"), OptimConfig(lr=3e-3, weight_decay=1e-4, id_weight_decay=None))
         opt = module.configure_optimizers()
         assert opt.defaults["fused"] is True  # CPU parameters: the fused kernel is chosen
         if not fused:

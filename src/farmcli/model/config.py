@@ -126,7 +126,9 @@ class ModelConfig:
     preference_heads: PositiveInt = 4
     """Heads of the self-attention preference encoder (eq. 12), built only when align or fuse uses it."""
     video_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
-    live_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft"))
+    live_frequency: SlotConfig = field(default_factory=lambda: SlotConfig("dft_identity"))
+    """``dft_identity``: eq. 9 plus each event's own embedding (docs/DESIGN.md, "Where we depart from the paper");
+    ``dft`` is eq. 9 as the paper writes it."""
     align: SlotConfig = field(default_factory=lambda: SlotConfig("infonce"))
     fuse: SlotConfig = field(default_factory=lambda: SlotConfig("cross_attention"))
     head: SlotConfig = field(default_factory=lambda: SlotConfig("ple"))
@@ -139,10 +141,11 @@ class ModelConfig:
     """``reference``: the paper's equations in plain PyTorch, on every device and dtype. ``cpu``: the same model
     with a CPU's speed-ups (model/cpu/; equal to float rounding). ``auto``: ``cpu`` on a CPU in fp32, where it
     is faster (benchmarks/bench_train.py --compare backend), else ``reference``."""
-    preference_grad: NonNegativeFloat = 0.0
+    preference_grad: NonNegativeFloat = 0.1
     """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
-    tables. 0 stops it: the id tables then learn from the prediction paths (eq. 11, x_cand) only, and the
-    InfoNCE loss shapes the preference encoder and the align MLPs, not the ids that the candidate shares."""
+    tables; 1 is the paper's (unstated) full gradient. 0 stops it: the id tables then learn from the
+    prediction paths (eq. 11, x_cand) only. At 1 InfoNCE turns the ids the candidate shares into user
+    fingerprints; 0.1 lets the align teach the tables a little (docs/DESIGN.md, "Where we depart")."""
 
     def __post_init__(self) -> None:
         if isinstance(self.embed, Mapping):
@@ -182,10 +185,11 @@ class OptimConfig:
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
     """Adam's L2 on every parameter but the id tables (those take ``id_weight_decay`` when it is set)."""
-    id_weight_decay: NonNegativeFloat | None = None
+    id_weight_decay: NonNegativeFloat | None = 1e-5
     """L2 on the id embedding tables alone (author, page, tag, cluster, user: the long tail a model memorises);
-    None: ``weight_decay``. A global decay also shrinks the small frequency gates and attention projections to
-    zero (docs/QUALITY.md, issue 27); this one leaves them alone."""
+    None: ``weight_decay``; 0: none, as in the paper. 1e-5 lifts base and FARM alike on validation; a global
+    decay would also shrink the small frequency gates and attention projections to zero (docs/QUALITY.md,
+    issue 27), this one leaves them alone."""
 
     @classmethod
     def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:

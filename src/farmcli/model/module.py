@@ -245,9 +245,13 @@ class FarmModule(L.LightningModule):
         groups: list[dict[str, Any]] = [{"params": params}]
         if optim.id_weight_decay is not None:  # the id tables in a group of their own
             ids = {id(p) for p in self.farm.embed.ids.parameters()}
-            groups = [
-                {"params": [p for p in params if id(p) not in ids]},
-                {"params": [p for p in params if id(p) in ids], "weight_decay": optim.id_weight_decay},
+            groups = [  # named: LearningRateMonitor logs lr-Adam/model and lr-Adam/id_tables
+                {"name": "model", "params": [p for p in params if id(p) not in ids]},
+                {
+                    "name": "id_tables",
+                    "params": [p for p in params if id(p) in ids],
+                    "weight_decay": optim.id_weight_decay,
+                },
             ]
         optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused)
         if self.lr_scheduler is None:
