@@ -169,7 +169,8 @@ class ModelConfig:
 
     @classmethod
     def parse(cls, value: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
-        """None means the defaults (the paper's FARM); a mapping is read as YAML would give it."""
+        """None means the defaults (FARM with our recipe; the ``paper`` variant has the paper's values); a
+        mapping is read as YAML would give it."""
         if value is None:
             return cls()
         return value if isinstance(value, ModelConfig) else cls.from_dict(value)
