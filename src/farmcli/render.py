@@ -16,8 +16,9 @@ SHORT = {
     "like": "like",
     "comment": "cmt",
     "gift": "gift",
+    "mean": "mean",
 }
-"""Task names short enough for 18 numeric columns."""
+"""Task names (and the six tasks' mean) short enough for 21 numeric columns."""
 
 
 def _pct(x: float | None) -> str:
@@ -169,8 +170,7 @@ def ablation_table(t1: dict, width: int = 200):
     """Table 1 shape: one row per variant (+ Improve, Oracle); narrow terminals get one table per metric."""
     from rich import box
 
-    from farmcli.analysis.tables import fmt
-    from farmcli.data.schema import TASKS
+    from farmcli.analysis.tables import COLUMNS, fmt
 
     kinds = ("auc", "uauc", "gauc")
 
@@ -182,17 +182,17 @@ def ablation_table(t1: dict, width: int = 200):
             pad_edge=False,
         )
         t.add_column("")
-        for task in TASKS:
+        for task in COLUMNS:
             for k in metric_kinds:
                 t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
         for row in t1["rows"]:
             signed = row["row"] == "Improve"
             t.add_row(
-                row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in TASKS for k in metric_kinds)
+                row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in COLUMNS for k in metric_kinds)
             )
         return t
 
-    if width >= 260:
+    if width >= 300:
         return make(kinds)
     return Group(*(make((k,)) for k in kinds))
 
@@ -200,13 +200,12 @@ def ablation_table(t1: dict, width: int = 200):
 def gain_table(t4: dict) -> Table:
     from rich import box
 
-    from farmcli.analysis.tables import fmt
-    from farmcli.data.schema import TASKS
+    from farmcli.analysis.tables import COLUMNS, fmt
 
     t = Table(title="Table 4 shape: AUC gain of FARM over the base (points)", box=box.SIMPLE_HEAD)
     t.add_column("group")
-    for task in TASKS:
+    for task in COLUMNS:
         t.add_column(SHORT[task], justify="right")
     for row in t4["rows"]:
-        t.add_row(row["group"], *(fmt(row["cells"][task], signed=True) for task in TASKS))
+        t.add_row(row["group"], *(fmt(row["cells"].get(task), signed=True) for task in COLUMNS))
     return t

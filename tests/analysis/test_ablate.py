@@ -40,7 +40,7 @@ def test_table1_means_stds_improve_and_marks():
     md = tables.table1_markdown(t1)
     assert "| Improve | +1.00 ± 0.10 * |" in md
     csv_text = tables.table1_csv(t1)
-    assert csv_text.count("\n") == 1 + 5 * 18
+    assert csv_text.count("\n") == 1 + 5 * 21  # six tasks and their mean, x 3 metrics
 
 
 def test_table4_gain_per_group_and_missing_base():
@@ -49,6 +49,28 @@ def test_table4_gain_per_group_and_missing_base():
     assert [r["group"] for r in t4["rows"]] == ["low", "mid", "high", "full"]
     assert t4["rows"][0]["cells"]["click"]["mean"] == pytest.approx(0.6)
     assert tables.table4({"farm": evals["farm"]}, ["low"]) is None
+
+
+def test_the_mean_column_is_each_seeds_six_task_mean_paired_by_seed():
+    """The verdict columns: per seed the mean over the six tasks, then mean, spread and mark over seeds."""
+
+    def run(shift: float, click: float) -> dict:
+        ev = fake_eval(70.0 + shift)
+        for group in ev["model"].values():
+            group["click"]["auc"] = click  # one task apart: the mean moves by a sixth of it
+        return ev
+
+    evals = {"base": {0: run(0.0, 70.0), 1: run(0.0, 70.0)}, "farm": {0: run(1.0, 77.0), 1: run(0.5, 71.5)}}
+    t1 = {r["row"]: r["cells"] for r in tables.table1(evals, {"base": "Base", "farm": "FARM"})["rows"]}
+    assert t1["FARM"]["mean/auc"]["values"] == pytest.approx([(5 * 71.0 + 77.0) / 6, (5 * 70.5 + 71.5) / 6])
+    assert t1["Improve"]["mean/auc"]["values"] == pytest.approx([2.0, 4 / 6])  # paired per seed, not per task
+    assert t1["Oracle (true p)"]["mean/uauc"]["mean"] == 80.0
+    t4 = tables.table4(evals, ["low"])
+    assert t4["rows"][0]["cells"]["mean"]["mean"] == pytest.approx(4 / 3)
+    assert "| group | click |" in tables.table4_markdown(t4) and "| gift | mean |" in tables.table4_markdown(t4)
+    missing = run(0.0, 70.0)
+    del missing["model"]["low"]["gift"]
+    assert tables._metric(missing, "low", "mean", "auc") is None  # a mean of five tasks would mislead
 
 
 def test_single_seed_has_no_spread_and_no_mark():
@@ -78,11 +100,13 @@ def test_ablate_end_to_end_resumes_and_refuses_other_settings(tmp_path):
     ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    for f in ("table1.md", "table1.csv", "table1.json", "table4.md", "table4.csv", "table4.json"):
+    for f in ("table1.md", "table1.csv", "table1.json", "table4.md", "table4.csv", "table4.json", "table1-low.md"):
         assert (out / f).is_file(), f
     t1 = json.loads((out / "table1.json").read_text())
     assert [row["row"] for row in t1["rows"]] == ["PLE (Base)", "FARM", "Improve", "Oracle (true p)"]
     assert t1["rows"][0]["cells"]["click/auc"]["n"] == 2
+    low = json.loads((out / "table1-low.json").read_text())
+    assert low["group"] == "low" and low["rows"][1]["cells"]["click/auc"] != t1["rows"][1]["cells"]["click/auc"]
 
     # Interrupt one run after the fact: it is the only one trained again; the others are skipped.
     victim = out / "runs" / "farm-s1"

@@ -360,6 +360,14 @@ def write_tables(result: AblationResult, variants: Sequence[AblationVariant], gr
     write_text(out / "table1.csv", tables.table1_csv(result.table1))
     write_text(out / "table1.md", tables.table1_markdown(result.table1, f"## Table 1 shape\n\n{header(seeds_text)}"))
     result.files += [out / "table1.md", out / "table1.csv", out / "table1.json"]
+    for group in groups:  # Table 1 of one activity group: which module carries the gain for whom
+        t1 = tables.table1(evals, labels, group=group)
+        write_json(out / f"table1-{group}.json", t1)
+        write_text(
+            out / f"table1-{group}.md",
+            tables.table1_markdown(t1, f"## Table 1 shape, {group}-active users\n\n{header(seeds_text)}"),
+        )
+        result.files += [out / f"table1-{group}.md", out / f"table1-{group}.json"]
     if result.table4:
         paired = seed_list(set(evals["farm"]) & set(evals["base"]))
         write_json(out / "table4.json", result.table4)

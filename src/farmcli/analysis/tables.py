@@ -17,6 +17,8 @@ import numpy as np
 from farmcli.data.schema import TASKS
 
 KINDS = ("auc", "uauc", "gauc")
+COLUMNS = (*TASKS, "mean")
+"""The six tasks and their mean: the paper's tables are per task, a verdict needs the mean (paired by seed)."""
 MARK = "*"
 
 
@@ -42,9 +44,13 @@ def _paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> dic
     return out
 
 
-def _metric(ev: dict, group: str, task: str, kind: str) -> float | None:
+def _metric(ev: dict, group: str, task: str, kind: str, source: str = "model") -> float | None:
+    """One run's value; ``task="mean"``: the mean over the six tasks (None where one is missing)."""
+    if task == "mean":
+        values = [_metric(ev, group, t, kind, source) for t in TASKS]
+        return None if None in values else sum(v or 0.0 for v in values) / len(values)
     try:
-        return ev["model"][group][task][kind]
+        return ev[source][group][task][kind]
     except (KeyError, TypeError):
         return None
 
@@ -56,7 +62,7 @@ def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], g
     for variant in order:
         runs = evals[variant]
         cells: dict[str, dict] = {}
-        for task in TASKS:
+        for task in COLUMNS:
             for kind in KINDS:
                 per_seed = {s: _metric(ev, group, task, kind) for s, ev in runs.items()}
                 cell = _stats(list(per_seed.values()))
@@ -69,7 +75,7 @@ def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], g
         rows.append({"row": labels.get(variant, variant), "variant": variant, "seeds": sorted(runs), "cells": cells})
         if variant == "farm" and "base" in evals:
             improve: dict[str, dict] = {}
-            for task in TASKS:
+            for task in COLUMNS:
                 for kind in KINDS:
                     farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
                     base = {s: _metric(ev, group, task, kind) for s, ev in evals["base"].items()}
@@ -85,23 +91,23 @@ def _oracle(evals: Mapping[str, Mapping[int, dict]], group: str) -> dict | None:
     for runs in evals.values():
         for ev in runs.values():
             if ev.get("oracle"):
-                return {f"{t}/{k}": _single(ev["oracle"][group][t][k]) for t in TASKS for k in KINDS}
+                return {f"{t}/{k}": _single(_metric(ev, group, t, k, "oracle")) for t in COLUMNS for k in KINDS}
     return None
 
 
-def _single(mean: float) -> dict:
+def _single(mean: float | None) -> dict:
     """A cell with one value and no spread (the oracle is the same for every seed)."""
     return {"mean": mean, "std": None, "n": 1}
 
 
 def table4(evals: Mapping[str, Mapping[int, dict]], groups: Sequence[str]) -> dict | None:
-    """AUC gain of FARM over base (points, paired by seed) per activity group and task."""
+    """AUC gain of FARM over base (points, paired by seed) per activity group and task, and of the six-task mean."""
     if "farm" not in evals or "base" not in evals:
         return None
     rows = []
     for group in (*groups, "full"):
         cells = {}
-        for task in TASKS:
+        for task in COLUMNS:
             farm = {s: _metric(ev, group, task, "auc") for s, ev in evals["farm"].items()}
             base = {s: _metric(ev, group, task, "auc") for s, ev in evals["base"].items()}
             cells[task] = _paired(farm, base)
@@ -118,18 +124,19 @@ def fmt(cell: dict | None, signed: bool = False) -> str:
 
 
 def table1_markdown(t1: dict, header: str = "") -> str:
-    cols = [f"{task} {kind.upper()}" for task in TASKS for kind in KINDS]
+    cols = [f"{task} {kind.upper()}" for task in COLUMNS for kind in KINDS]
     lines = [header, "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in t1["rows"]:
         signed = row["row"] == "Improve"
         lines.append(
             f"| {row['row']} | "
-            + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed) for t in TASKS for k in KINDS)
+            + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed) for t in COLUMNS for k in KINDS)
             + " |"
         )
     lines += [
         "",
-        f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population). "
+        f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population); mean = "
+        f"the six tasks' mean. "
         f"Improve = FARM − Base in points, paired by seed. {MARK} = differs from FARM (for Improve: from "
         f"zero) by more than twice the standard error of the paired difference.",
         "",
@@ -138,13 +145,13 @@ def table1_markdown(t1: dict, header: str = "") -> str:
 
 
 def table4_markdown(t4: dict, header: str = "") -> str:
-    lines = [header, "", "| group | " + " | ".join(TASKS) + " |", "|---|" + "---:|" * len(TASKS)]
+    lines = [header, "", "| group | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for row in t4["rows"]:
-        lines.append(f"| {row['group']} | " + " | ".join(fmt(row["cells"][t], signed=True) for t in TASKS) + " |")
+        lines.append(f"| {row['group']} | " + " | ".join(fmt(row["cells"][t], signed=True) for t in COLUMNS) + " |")
     lines += [
         "",
         f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
-        f"seeds (paired); {MARK} = larger than twice its standard error.",
+        f"seeds (paired; mean = of the six tasks' mean AUC); {MARK} = larger than twice its standard error.",
         "",
     ]
     return "\n".join(lines)
@@ -155,7 +162,7 @@ def table1_csv(t1: dict) -> str:
     w = csv.writer(buf)
     w.writerow(["row", "variant", "task", "metric", "mean", "std", "n", "diff_vs_farm", "se_vs_farm", "mark"])
     for row in t1["rows"]:
-        for t in TASKS:
+        for t in COLUMNS:
             for k in KINDS:
                 c = row["cells"].get(f"{t}/{k}") or {}
                 vs = c.get("vs_farm") or {}
@@ -181,7 +188,7 @@ def table4_csv(t4: dict) -> str:
     w = csv.writer(buf)
     w.writerow(["group", "task", "auc_gain_mean", "std", "se", "n", "mark"])
     for row in t4["rows"]:
-        for t in TASKS:
+        for t in COLUMNS:
             c = row["cells"][t]
             w.writerow([row["group"], t, _num(c["mean"]), _num(c["std"]), _num(c["se"]), c["n"], int(c["mark"])])
     return buf.getvalue()

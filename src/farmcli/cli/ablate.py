@@ -48,7 +48,8 @@ def ablate_cmd(
         "small runs side by side use many cores better than one (2 cores, --jobs 2: +15% samples/s for FARM).",
     ),
 ) -> None:
-    """Train every variant x seed on one shared sample store; write Table 1 and Table 4 (Markdown, CSV, JSON).
+    """Train every variant x seed on one shared sample store; write Table 1 and Table 4 (Markdown, CSV, JSON),
+    with the six tasks' mean, and Table 1 of each activity group (table1-low.md, ...).
 
     Killed halfway and run again, it skips finished runs and continues the rest. Dotted settings apply to
     every run (e.g. --trainer.max_epochs 5). Example: farm ablate --data small --seeds 3
