@@ -59,7 +59,22 @@ def test_a_candidate_null_event_reads_the_video_history_per_candidate():
     torch.testing.assert_close(f[0], f[1])  # one fused position: the target attention's weight is 1 on it
 
 
-@pytest.mark.parametrize("null", ["learned", "candidate"])
+def test_a_null_output_changes_only_the_rows_without_a_live_event():
+    """``null='output'``: eq. 16-17 as written for a user with live events, a learned F^_cross for the others."""
+    video, live, video_mask, live_mask, cand = _inputs()
+    torch.manual_seed(1)
+    plain = CrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="output")
+    out.fuse.load_state_dict(plain.state_dict())
+    want, got = plain(video, live, video_mask, live_mask, cand)[0], out(video, live, video_mask, live_mask, cand)[0]
+    torch.testing.assert_close(got[1:], want[1:])
+    assert isinstance(out.null, torch.nn.Parameter)
+    torch.testing.assert_close(got[0], out.null.detach())
+    got[0].sum().backward()
+    assert out.null.grad is not None and out.null.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("null", ["learned", "candidate", "output"])
 def test_registered_and_the_cpu_backend_gives_the_reference_result(null):
     assert registry.get("fuse", "cross_attention_null") is NullEventCrossAttentionFuse
     torch.manual_seed(0)

@@ -4,7 +4,9 @@ Eq. 16 takes its queries from the live history, so a user without a live event (
 half of the low-active users' samples) gets F^_cross = 0: the cross-domain transfer the paper motivates with
 the low-active users reaches none of those who need it most. A learned event in V^_live's space, present in
 every row, queries the video history too; for a user without live events F^_cross is what it read there, for
-the others it is one more position of eq. 17's target attention (docs/QUALITY.md, issue 27).
+the others it is one more position of eq. 17's target attention (docs/QUALITY.md, issue 27). ``null: output``
+leaves eq. 16-17 as written and gives a user without live events a learned F^_cross instead of zero: it asks
+whether the zero rows alone are what the fuse costs them.
 
 The CPU backend runs it on the padded history, as any fuse it does not know (model/cpu/farm.py).
 """
@@ -25,9 +27,10 @@ from farmcli.registry import register
 class NullEventCrossAttentionFuse(nn.Module):
     """``cross_attention`` over [null event; V^_live]. ``null = "learned"``: the null event is a learned [D2]
     vector, the same for every row; ``"candidate"``: a linear map of x_cand, so the candidate itself reads the
-    video history (a per-candidate F^_cross also for a user without live events). The analysis outputs keep the
-    paper's shape: ``cross_attention`` [B, heads, L_live, L_video] for the user's own events,
-    ``null_attention`` [B, heads, L_video] for the null event's reading of the video history."""
+    video history (a per-candidate F^_cross also for a user without live events); ``"output"``: no null event,
+    a learned [dim] F^_cross for the rows without a live event. The analysis outputs keep the paper's shape:
+    ``cross_attention`` [B, heads, L_live, L_video] for the user's own events, ``null_attention`` [B, heads,
+    L_video] for the null event's reading of the video history."""
 
     uses_preference = True
     check_params = staticmethod(CrossAttentionFuse.check_params)
@@ -39,18 +42,24 @@ class NullEventCrossAttentionFuse(nn.Module):
         cand_dim: int,
         dim: PositiveInt = 64,
         heads: PositiveInt = 4,
-        null: Literal["learned", "candidate"] = "learned",
+        null: Literal["learned", "candidate", "output"] = "learned",
     ):
         super().__init__()
         self.fuse = CrossAttentionFuse(video_dim, live_dim, cand_dim, dim, heads)
         self.out_dim = dim
         self.null: nn.Parameter | nn.Linear = (
-            nn.Parameter(torch.randn(live_dim) * 0.1) if null == "learned" else nn.Linear(cand_dim, live_dim)
+            nn.Linear(cand_dim, live_dim)
+            if null == "candidate"
+            else nn.Parameter(torch.randn(dim if null == "output" else live_dim) * 0.1)
         )
+        self.null_output = null == "output"
 
     def forward(
         self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        if isinstance(self.null, nn.Parameter) and self.null_output:  # eq. 16-17 as written; no live event:
+            f_cross, aux = self.fuse(video, live, video_mask, live_mask, x_cand)  # the learned F^_cross
+            return torch.where(live_mask.any(1, keepdim=True), f_cross, self.null.to(f_cross.dtype)), aux
         if isinstance(self.null, nn.Linear):
             null = self.null(x_cand).to(live.dtype).unsqueeze(1)
         else:
