@@ -74,7 +74,23 @@ def test_a_null_output_changes_only_the_rows_without_a_live_event():
     assert out.null.grad is not None and out.null.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("null", ["learned", "candidate", "output"])
+def test_a_candidate_output_reads_the_video_history_per_candidate_only_without_live_events():
+    video, live, video_mask, live_mask, cand = _inputs()
+    torch.manual_seed(1)
+    plain = CrossAttentionFuse(8, 6, 10, dim=8, heads=2)
+    out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="candidate_output")
+    out.fuse.load_state_dict(plain.state_dict())
+    got = out(video, live, video_mask, live_mask, cand)[0]
+    torch.testing.assert_close(got[1:], plain(video, live, video_mask, live_mask, cand)[0][1:])
+    other = cand.clone()
+    other[0] = torch.randn(10)
+    assert not torch.allclose(out(video, live, video_mask, live_mask, other)[0][0], got[0])  # per candidate
+    other_video = video.clone()
+    other_video[0] = torch.randn(6, 8)
+    assert not torch.allclose(out(other_video, live, video_mask, live_mask, cand)[0][0], got[0])  # reads V^_video
+
+
+@pytest.mark.parametrize("null", ["learned", "candidate", "output", "candidate_output"])
 def test_registered_and_the_cpu_backend_gives_the_reference_result(null):
     assert registry.get("fuse", "cross_attention_null") is NullEventCrossAttentionFuse
     torch.manual_seed(0)

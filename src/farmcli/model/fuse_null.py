@@ -28,7 +28,8 @@ class NullEventCrossAttentionFuse(nn.Module):
     """``cross_attention`` over [null event; V^_live]. ``null = "learned"``: the null event is a learned [D2]
     vector, the same for every row; ``"candidate"``: a linear map of x_cand, so the candidate itself reads the
     video history (a per-candidate F^_cross also for a user without live events); ``"output"``: no null event,
-    a learned [dim] F^_cross for the rows without a live event. The analysis outputs keep the paper's shape:
+    a learned [dim] F^_cross for the rows without a live event; ``"candidate_output"``: no null event for a
+    user with live events, the candidate's event alone for the others. The analysis outputs keep the paper's shape:
     ``cross_attention`` [B, heads, L_live, L_video] for the user's own events, ``null_attention`` [B, heads,
     L_video] for the null event's reading of the video history."""
 
@@ -42,24 +43,29 @@ class NullEventCrossAttentionFuse(nn.Module):
         cand_dim: int,
         dim: PositiveInt = 64,
         heads: PositiveInt = 4,
-        null: Literal["learned", "candidate", "output"] = "learned",
+        null: Literal["learned", "candidate", "output", "candidate_output"] = "learned",
     ):
         super().__init__()
         self.fuse = CrossAttentionFuse(video_dim, live_dim, cand_dim, dim, heads)
         self.out_dim = dim
         self.null: nn.Parameter | nn.Linear = (
             nn.Linear(cand_dim, live_dim)
-            if null == "candidate"
+            if null.startswith("candidate")
             else nn.Parameter(torch.randn(dim if null == "output" else live_dim) * 0.1)
         )
-        self.null_output = null == "output"
+        self.only_without_live = null.endswith("output")
 
     def forward(
         self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        if isinstance(self.null, nn.Parameter) and self.null_output:  # eq. 16-17 as written; no live event:
-            f_cross, aux = self.fuse(video, live, video_mask, live_mask, x_cand)  # the learned F^_cross
-            return torch.where(live_mask.any(1, keepdim=True), f_cross, self.null.to(f_cross.dtype)), aux
+        if self.only_without_live:  # eq. 16-17 as written; a user without live events gets the null's F^_cross
+            f_cross, aux = self.fuse(video, live, video_mask, live_mask, x_cand)
+            if isinstance(self.null, nn.Parameter):
+                alone = self.null.to(f_cross.dtype).expand_as(f_cross)
+            else:  # the candidate's event reads the video history (eq. 16) and is all eq. 17 sees
+                event = self.null(x_cand).to(live.dtype).unsqueeze(1)
+                alone = self.fuse(video, event, video_mask, torch.ones_like(live_mask[:, :1]), x_cand)[0]
+            return torch.where(live_mask.any(1, keepdim=True), f_cross, alone), aux
         if isinstance(self.null, nn.Linear):
             null = self.null(x_cand).to(live.dtype).unsqueeze(1)
         else:
