@@ -59,29 +59,33 @@ def test_a_candidate_null_event_reads_the_video_history_per_candidate():
     torch.testing.assert_close(f[0], f[1])  # one fused position: the target attention's weight is 1 on it
 
 
-def test_a_null_output_changes_only_the_rows_without_a_live_event():
-    """``null='output'``: eq. 16-17 as written for a user with live events, a learned F^_cross for the others."""
+@pytest.mark.parametrize("null", ["output", "candidate_output"])
+def test_an_output_null_keeps_eq_16_17_for_the_users_with_live_events(null):
+    """The ``*output`` modes change only the rows without a live event (row 0 of ``_inputs``)."""
     video, live, video_mask, live_mask, cand = _inputs()
     torch.manual_seed(1)
     plain = CrossAttentionFuse(8, 6, 10, dim=8, heads=2)
-    out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="output")
+    out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null=null)
     out.fuse.load_state_dict(plain.state_dict())
     want, got = plain(video, live, video_mask, live_mask, cand)[0], out(video, live, video_mask, live_mask, cand)[0]
     torch.testing.assert_close(got[1:], want[1:])
+    assert got[0].abs().sum() > 0  # not eq. 16's zero
+
+
+def test_a_null_output_is_one_learned_f_cross():
+    video, live, video_mask, live_mask, cand = _inputs()
+    out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="output")
+    got = out(video, live, video_mask, live_mask, cand)[0]
     assert isinstance(out.null, torch.nn.Parameter)
     torch.testing.assert_close(got[0], out.null.detach())
     got[0].sum().backward()
     assert out.null.grad is not None and out.null.grad.abs().sum() > 0
 
 
-def test_a_candidate_output_reads_the_video_history_per_candidate_only_without_live_events():
+def test_a_candidate_output_reads_the_video_history_per_candidate():
     video, live, video_mask, live_mask, cand = _inputs()
-    torch.manual_seed(1)
-    plain = CrossAttentionFuse(8, 6, 10, dim=8, heads=2)
     out = NullEventCrossAttentionFuse(8, 6, 10, dim=8, heads=2, null="candidate_output")
-    out.fuse.load_state_dict(plain.state_dict())
     got = out(video, live, video_mask, live_mask, cand)[0]
-    torch.testing.assert_close(got[1:], plain(video, live, video_mask, live_mask, cand)[0][1:])
     other = cand.clone()
     other[0] = torch.randn(10)
     assert not torch.allclose(out(video, live, video_mask, live_mask, other)[0][0], got[0])  # per candidate
