@@ -19,16 +19,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 import quality_sweep  # noqa: E402
 from farmcli.model import farm  # noqa: E402
 
-_init = farm.FARM.__init__
+
+def switch_off_video_target(model: farm.FARM) -> None:
+    """F^_video = 0 from here on: eq. 11's video output projection zeroed and out of training (Adam skips it)."""
+    model.video_target.out.weight.data.zero_()
+    model.video_target.out.weight.requires_grad_(False)
 
 
-def _init_without_video_target(self, *args, **kwargs) -> None:
-    _init(self, *args, **kwargs)
-    self.video_target.out.weight.data.zero_()
-    self.video_target.out.weight.requires_grad_(False)
+def patch() -> None:
+    """Every FARM built after this call has eq. 11's video attention switched off."""
+    build = farm.FARM.__init__
 
+    def build_without_video_target(self, *args, **kwargs) -> None:
+        build(self, *args, **kwargs)
+        switch_off_video_target(self)
 
-farm.FARM.__init__ = _init_without_video_target  # type: ignore[method-assign]
+    farm.FARM.__init__ = build_without_video_target  # type: ignore[method-assign]
+
 
 if __name__ == "__main__":
+    patch()
     quality_sweep.main()
