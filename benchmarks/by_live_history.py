@@ -29,7 +29,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from farmcli.config import resolve
-    from farmcli.evaluate import load_module, locate, run_store
+    from farmcli.evaluation import load_module, locate, run_store
     from quality_sweep import by_live_history
 
     readings: dict[str, dict[int, dict]] = defaultdict(dict)

@@ -28,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from farmcli.config import resolve
     from farmcli.data.schema import TASKS
-    from farmcli.evaluate import load_module, locate, predict, run_store
+    from farmcli.evaluation import load_module, locate, predict, run_store
     from farmcli.metrics.grouped_auc import grouped_auc
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

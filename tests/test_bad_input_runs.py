@@ -339,7 +339,7 @@ def test_bad_input_runs(c: Case, tmp_path, monkeypatch, request):
 
 
 def test_a_loss_monitor_keeps_the_lowest_loss(tiny_run):
-    from farmcli.train import monitor_mode
+    from farmcli.training import monitor_mode
 
     assert [monitor_mode(m) for m in ("val/loss", "val/bce_click", "val/cl")] == ["min"] * 3
     assert [monitor_mode(m) for m in ("val/auc_mean", "val/uauc_click", "val/gauc_gift")] == ["max"] * 3
@@ -389,7 +389,7 @@ def test_an_old_copied_run_with_absolute_paths_reads_its_own_checkpoint(tiny_run
 
 
 def test_checkpoint_state_of_a_moved_run_is_read_as_this_runs():
-    from farmcli.train import relocated
+    from farmcli.training import relocated
 
     state = {
         "dirpath": "/old/run/checkpoints",
@@ -412,7 +412,7 @@ def test_checkpoint_state_of_a_moved_run_is_read_as_this_runs():
 
 def test_a_killed_run_reads_as_killed_and_can_be_resumed(tiny_run, tmp_path):
     from farmcli.runs import run_status
-    from farmcli.train import check_resume, resume_config
+    from farmcli.training import check_resume, resume_config
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -448,13 +448,13 @@ def test_run_json_names_the_training_process_while_it_runs(tiny_run):
 
 
 def test_eval_checks_groups_and_predictions_path_before_scoring(tiny_run, tmp_path, monkeypatch):
-    import farmcli.evaluate
+    import farmcli.evaluation
 
     def no_scoring(*args, **kwargs):
         raise AssertionError("scored before the inputs were checked")
 
-    monkeypatch.setattr(farmcli.evaluate, "predict", no_scoring)
-    monkeypatch.setattr(farmcli.evaluate, "run_store", no_scoring)
+    monkeypatch.setattr(farmcli.evaluation, "predict", no_scoring)
+    monkeypatch.setattr(farmcli.evaluation, "run_store", no_scoring)
     (tmp_path / "dir").mkdir()
     for args in (["--groups", "foo"], ["--save-predictions", str(tmp_path / "dir")]):
         r = runner.invoke(app, ["eval", str(tiny_run), *args])

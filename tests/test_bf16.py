@@ -3,6 +3,7 @@ every variant's training step, `farm eval --bf16` and `farm predict --bf16` must
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -37,12 +38,39 @@ def test_a_training_step_under_bf16_autocast_is_finite_and_near_fp32(variant):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = module(batch)
         loss, _ = module.compute_loss(out, batch["labels"])
-    assert out.logits.dtype == torch.bfloat16  # the reference ran, not the CPU backend's fp32 path
+    assert out.logits.dtype == torch.float32  # the towers' output layer runs in fp32 under autocast
     assert torch.isfinite(loss)
     assert (out.logits.float() - fp32).abs().max() < TOLERANCE
     loss.backward()
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_bf16_logits_keep_the_spread_of_fp32_after_the_prior_bias():
+    """The logit in fp32: with the prior bias (log-odds near -3 for a rare task) and the small spread of a barely
+    trained model, a bf16 logit would take one or two values per task (AUC 50); fp32 keeps them apart."""
+    torch.manual_seed(0)
+    module = FarmModule(VOCAB, tiny_config("farm"), label_rates=[0.3, 0.2, 0.1, 0.05, 0.02, 0.01])
+    batch = random_batch(256, 12, seed=5)
+    with torch.no_grad():
+        fp32 = module(batch, with_cl=False).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = module(batch, with_cl=False).logits
+    for task in range(fp32.shape[1]):
+        assert bf16[:, task].unique().numel() >= fp32[:, task].unique().numel() // 2, task
+    assert (bf16 - fp32).abs().max() < TOLERANCE
+
+
+def test_bf16_mixed_trains_with_gradient_clipping_and_accumulation(tmp_path):
+    """Lightning's mixed precision refuses clipping with a fused Adam: the module takes the plain one there."""
+    r = runner.invoke(
+        app,
+        ["train", *FAST, "--trainer.precision", "bf16-mixed", "--trainer.max_epochs", "1"]
+        + ["--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches", "2"]
+        + ["--trainer.limit_train_batches", "3", "--fit.runs_dir", str(tmp_path), "--fit.name", "clip"],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "clip" / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +108,45 @@ def test_eval_and_predict_in_bf16_match_fp32(bf16_runs, tmp_path):
     r = runner.invoke(app, ["eval", str(run), "--bf16"])
     assert r.exit_code == 0, r.output
     assert "click" in r.output
+    assert json.loads((run / "eval-test-bf16.json").read_text())["precision"] == "bf16-mixed"
+
+
+# ------------------------------------------------------------------- farm eval --bf16 beside the fp32 table
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """A one-run ablation (farm, seed 0, tiny, 1 epoch, trained in fp32) and its Table 1 as first written."""
+    out = tmp_path_factory.mktemp("bf16-ablation") / "abl"
+    args = ["ablate", *FAST, "--variants", "farm", "--seeds", "1", "--trainer.max_epochs", "1", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return out, args, (out / "table1.json").read_text()
+
+
+def test_eval_bf16_writes_its_own_table_and_records_the_precision(ablation):
+    out, _, _ = ablation
+    run = out / "runs" / "farm-s0"
+    fp32_json, fp32_csv = (run / "eval-test.json").read_bytes(), (run / "eval-test.csv").read_bytes()
+    r = runner.invoke(app, ["eval", str(run), "--bf16"])
+    assert r.exit_code == 0, r.output
+    assert "eval-test-bf16.json" in r.output and "bf16" in r.output
+    assert (run / "eval-test.json").read_bytes() == fp32_json and (run / "eval-test.csv").read_bytes() == fp32_csv
+    fp32, bf16 = json.loads(fp32_json), json.loads((run / "eval-test-bf16.json").read_text())
+    assert fp32["precision"] == "32-true" and bf16["precision"] == "bf16-mixed"
+    assert (run / "eval-test-bf16.csv").read_text().splitlines()[0].startswith("source,group,task,auc")
+    for task in ("click", "effective_view"):  # the same model: AUCs within a point of fp32's
+        assert abs(bf16["model"]["full"][task]["auc"] - fp32["model"]["full"][task]["auc"]) < 1.0, task
+
+
+def test_ablate_tables_only_keeps_reading_the_fp32_table(ablation):
+    from farmcli.analysis.ablate import collect
+
+    out, args, table1 = ablation
+    r = runner.invoke(app, ["eval", str(out / "runs" / "farm-s0"), "--bf16"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*args, "--tables-only"])
+    assert r.exit_code == 0, r.output
+    assert (out / "table1.json").read_text() == table1
+    evals = collect(out / "runs", ["farm"])
+    assert evals["farm"][0]["precision"] == "32-true"

@@ -17,7 +17,7 @@ FAST = ["--data", "tiny", "--config", str(Path(__file__).with_name("tiny-model.y
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory) -> Path:
-    pytest.importorskip("tensorboardX")
+    pytest.importorskip("tensorboard")
     runs = tmp_path_factory.mktemp("lightning-runs")
     r = runner.invoke(
         app,
@@ -69,16 +69,26 @@ def test_the_run_config_reproduces_the_settings(logged_run):
 
 
 def test_several_loggers_at_once(tmp_path):
-    pytest.importorskip("tensorboardX")
+    pytest.importorskip("tensorboard")
     r = runner.invoke(
         app,
         ["train", *FAST, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
         + ["--trainer.logger", "[TensorBoardLogger, {class_path: CSVLogger, init_args: {name: extra}}]"]
+        + ["--trainer.callbacks+={class_path: ModelCheckpoint, init_args: {filename: mine}}"]
         + ["--fit.runs_dir", str(tmp_path), "--fit.name", "two"],
     )
     assert r.exit_code == 0, r.output
     run = tmp_path / "two"
-    assert list(run.rglob("events.out.tfevents.*")) and list((run / "extra").rglob("metrics.csv"))
+    # each logger in a folder of its own under RUN/logs/, no version folders, no v_num in the bar
+    events = list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and all(b"hp_metric" not in e.read_bytes() for e in events)  # no placeholder hp_metric of -1
+    assert (run / "logs" / "extra" / "metrics.csv").is_file() and not list(run.rglob("version_*"))
+    assert "v_num" not in r.output
+    # the post-fit test reaches every logger; a user's ModelCheckpoint writes beside farm's
+    with open(run / "logs" / "extra" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(row.get("test/auc_mean") for row in rows) and any(row.get("test/uauc_like") for row in rows)
+    assert (run / "checkpoints" / "mine.ckpt").is_file()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from farmcli.cli import app
 from farmcli.data.schema import TASKS
-from farmcli.export import INPUTS, InferenceGraph, _to_onnx, _to_torchscript, example_inputs
+from farmcli.exporter import INPUTS, InferenceGraph, _to_onnx, _to_torchscript, example_inputs
 from farmcli.model.farm import FARM
 from farmcli.variants import ablation_variants
 from tests.model.helpers import VOCAB, tiny_config
@@ -58,8 +58,8 @@ def test_predict_scores_other_data_with_the_runs_vocabularies(run, tmp_path):
     assert np.isfinite(probs).all() and ((probs > 0) & (probs < 1)).all()
 
     from farmcli.config import resolve
-    from farmcli.evaluate import run_store
-    from farmcli.predict import scoring_store
+    from farmcli.evaluation import run_store
+    from farmcli.prediction import scoring_store
 
     cfg = resolve([run / "config.yaml"])
     store, trained = scoring_store(run, cfg, str(other)), run_store(run, cfg)
@@ -115,10 +115,33 @@ def test_onnx_and_torchscript_match_pytorch(variant, tmp_path):
     for inputs, want in ((x, expected), (other_batch, expected_other)):  # the batch size is dynamic
         got = session.run(None, {n: t.numpy() for n, t in zip(INPUTS, inputs)})[0]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    onnx_other = session.run(None, {n: t.numpy() for n, t in zip(INPUTS, other_batch)})[0]
     _to_torchscript(graph, x, tmp_path / "m.pt")
     scripted = torch.jit.load(str(tmp_path / "m.pt"))
     with torch.no_grad():
         np.testing.assert_allclose(scripted(*other_batch).numpy(), expected_other, rtol=0, atol=1e-5)
+        by_name = scripted(**dict(zip(INPUTS, other_batch))).numpy()  # FILE.json's names, as serving code calls it
+    np.testing.assert_allclose(by_name, expected_other, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(by_name, onnx_other, rtol=0, atol=1e-5)
+
+
+def test_torchscript_takes_the_documented_input_names_as_keywords(tmp_path):
+    """The saved module's parameters are FILE.json's input names (not input, input0, ...), in graph order; a
+    keyword call in any order equals the positional call and PyTorch, and a missing input is named."""
+    torch.manual_seed(0)
+    graph = InferenceGraph(FARM(tiny_config("farm"), VOCAB)).eval()
+    _to_torchscript(graph, example_inputs(VOCAB, 12, batch=4), tmp_path / "m.pt")
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    assert [a.name for a in scripted.forward.schema.arguments][1:] == list(INPUTS)
+    x = example_inputs(VOCAB, 12, batch=6, seed=3)
+    named = dict(reversed(list(zip(INPUTS, x))))  # keywords in another order than the graph's
+    with torch.no_grad():
+        want = graph(*x).numpy()
+        np.testing.assert_allclose(scripted(**named).numpy(), want, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(scripted(**named).numpy(), scripted(*x).numpy())
+        del named["l_cluster"]
+        with pytest.raises(RuntimeError, match="l_cluster"):
+            scripted(**named)
 
 
 def test_export_cli_writes_graph_spec_and_vocabularies(run, tmp_path):
@@ -127,6 +150,8 @@ def test_export_cli_writes_graph_spec_and_vocabularies(run, tmp_path):
     assert r.exit_code == 0, r.output
     spec = json.loads(Path(f"{out}.json").read_text())
     assert [i["name"] for i in spec["inputs"]] == list(INPUTS)
+    scripted = torch.jit.load(str(out))  # the written module takes the spec's names as keywords
+    assert [a.name for a in scripted.forward.schema.arguments][1:] == [i["name"] for i in spec["inputs"]]
     assert spec["outputs"][0]["columns"] == list(TASKS)
     authors = Path(f"{out}.vocab/author.txt").read_text().split()
     assert len(authors) + 2 == spec["sizes"]["author"]

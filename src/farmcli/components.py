@@ -21,11 +21,15 @@ KINDS = {
     "trainer.logger": ("lightning.pytorch.loggers", "Logger"),
     "trainer.callbacks": ("lightning.pytorch.callbacks", "Callback"),
     "lr_scheduler": ("torch.optim.lr_scheduler", "LRScheduler"),
+    "optimizer": ("torch.optim", "Optimizer"),
 }
 """Where a short class name is looked up, and the base class a class must derive from."""
 
-INJECTED = {"lr_scheduler": ("optimizer",)}
-"""Arguments farm passes itself (the optimizer of the run)."""
+INJECTED = {"lr_scheduler": ("optimizer",), "optimizer": ("params",)}
+"""Arguments farm passes itself (the run's optimizer; the model's parameter groups)."""
+
+OWN = {"lr_scheduler": ("monitor",)}
+"""Arguments that are farm's, not the class's: LightningCLI's ``lr_scheduler.monitor`` for ReduceLROnPlateau."""
 
 SPEC_KEYS = ("class_path", "init_args")
 
@@ -36,9 +40,10 @@ def as_spec(value: Any, where: str) -> dict[str, Any]:
         return {"class_path": value, "init_args": {}}
     if isinstance(value, Mapping) and isinstance(value.get("class_path"), str) and set(value) <= set(SPEC_KEYS):
         return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
+    default = " (farm's default Adam takes optim.lr, optim.weight_decay)" if where == "optimizer" else ""
     raise UserError(
         f"Bad setting: {where} = {value!r}: give a class name (e.g. {_example(where)}) or "
-        f"{{class_path: NAME, init_args: {{...}}}}."
+        f"{{class_path: NAME, init_args: {{...}}}}{default}."
     )
 
 
@@ -51,9 +56,11 @@ def as_specs(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _example(where: str) -> str:
-    return {"trainer.logger": "TensorBoardLogger", "trainer.callbacks": "LearningRateMonitor"}.get(
-        where, "CosineAnnealingLR"
-    )
+    return {
+        "trainer.logger": "TensorBoardLogger",
+        "trainer.callbacks": "LearningRateMonitor",
+        "optimizer": "AdamW",
+    }.get(where, "CosineAnnealingLR")
 
 
 def resolve_class(where: str, class_path: str) -> type:
@@ -83,13 +90,14 @@ def resolve_class(where: str, class_path: str) -> type:
 
 def check(where: str, value: Any) -> list[dict[str, Any]]:
     """The specs of ``value``, each class resolved and its argument names checked (a UserError otherwise)."""
-    specs = as_specs(value, where) if where != "lr_scheduler" else ([] if value is None else [as_spec(value, where)])
+    single = where in ("lr_scheduler", "optimizer")
+    specs = ([] if value is None else [as_spec(value, where)]) if single else as_specs(value, where)
     for spec in specs:
         cls = resolve_class(where, spec["class_path"])
         accepted = _arguments(cls)
         if accepted is None:
             continue
-        for key in spec["init_args"]:
+        for key in sorted(set(spec["init_args"]) - set(OWN.get(where, ()))):
             if key not in accepted or key in INJECTED.get(where, ()):
                 raise UserError(
                     f"Bad setting: {where}.init_args.{key}: {cls.__name__} takes no argument '{key}'."
@@ -115,9 +123,10 @@ def _arguments(cls: type) -> list[str] | None:
 def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:
     """Build one spec's object with farm's own arguments (``injected``) under the user's ``init_args``."""
     cls = resolve_class(where, spec["class_path"])
-    accepted = _arguments(cls)
-    given = {k: v for k, v in injected.items() if accepted is None or k in accepted}
+    named = inspect.signature(cls).parameters  # injected by name only: a **kwargs may pass them on (wandb.init)
+    given = {k: v for k, v in injected.items() if k in named and named[k].kind is not named[k].VAR_KEYWORD}
+    init_args = {k: v for k, v in spec["init_args"].items() if k not in OWN.get(where, ())}
     try:
-        return cls(**{**given, **spec["init_args"]})
+        return cls(**{**given, **init_args})
     except (TypeError, ValueError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"Bad setting: {where} = {spec['class_path']}: {e}") from None

@@ -93,8 +93,14 @@ TRAINER_SKIP = {
     "default_root_dir",
     "enable_checkpointing",
     "use_distributed_sampler",
-    "enable_progress_bar",
 }
+OURS = {
+    "default_root_dir": "farm writes each run to fit.runs_dir/fit.name (e.g. --fit.runs_dir runs --fit.name my-run)",
+    "enable_checkpointing": "every run keeps RUN/checkpoints/best.ckpt and last.ckpt (farm eval, --resume need them)",
+    "use_distributed_sampler": "farm's data module gives each rank its own slice of the sample store",
+    "plugins": "precision is --trainer.precision; the strategy --trainer.strategy",
+}
+"""Trainer arguments that farm sets itself, with what a LightningCLI user writes here instead."""
 
 
 @dataclass
@@ -107,7 +113,13 @@ class RunConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
     lr_scheduler: Optional[dict[str, Any]] = None
-    """A torch learning-rate scheduler, ``{class_path, init_args}`` (farmcli/components.py); None: a constant lr."""
+    """A torch learning-rate scheduler, ``{class_path, init_args}`` (farmcli/components.py); None: a constant lr.
+    ``init_args.monitor`` (LightningCLI's key) names the metric ReduceLROnPlateau watches (default fit.monitor)."""
+    optimizer: Optional[dict[str, Any]] = None
+    """A torch optimizer, ``{class_path, init_args}``; None: Adam with ``optim.*`` (the paper's). Either way the
+    id tables form a parameter group of their own with ``optim.id_weight_decay``."""
+    ckpt_path: Optional[str] = None
+    """LightningCLI's resume: a run's checkpoint (or the run directory). Not written to config.yaml."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +131,7 @@ class RunConfig:
             "fit": dataclasses.asdict(self.fit),
             "trainer": dict(self.trainer),
             "lr_scheduler": self.lr_scheduler,
+            "optimizer": self.optimizer,
         }
 
     def to_yaml(self) -> str:
@@ -149,6 +162,8 @@ def _parser():
     p.add_argument("--trainer.logger", type=spec, default=None)
     p.add_argument("--trainer.callbacks", type=spec, default=None)
     p.add_argument("--lr_scheduler", type=Optional[Union[str, dict]], default=None)
+    p.add_argument("--optimizer", type=Optional[Union[str, dict]], default=None)
+    p.add_argument("--ckpt_path", type=Optional[str], default=None)
     p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
     return p
 
@@ -260,19 +275,47 @@ def _slot(value: Any) -> Any:
     return value
 
 
-SPEC_SETTINGS = ("trainer.logger", "trainer.callbacks", "lr_scheduler")
+SPEC_SETTINGS = ("trainer.logger", "trainer.callbacks", "lr_scheduler", "optimizer")
 """Settings that name a class (farmcli/components.py): a name alone is ``{class_path: NAME, init_args: {}}``."""
+
+
+LIST_SETTINGS = ("trainer.logger", "trainer.callbacks")
+"""Settings that hold several classes: ``KEY+=VALUE`` appends to them."""
 
 
 def _spec(value: Any) -> Any:
     return {"class_path": value, "init_args": {}} if isinstance(value, str) else value
 
 
+def _as_list(value: Any) -> list:
+    return [] if value in (None, False) else list(value) if isinstance(value, list) else [value]
+
+
+def _seed_everything(value: Any) -> Any:
+    """LightningCLI's ``seed_everything``: a seed, or ``true`` for a random one (recorded in config.yaml)."""
+    if value is True:
+        import random
+
+        return random.SystemRandom().randrange(2**32)
+    if value is False:
+        raise UserError(
+            "Bad setting: seed_everything = false: farm seeds every run, so that config.yaml repeats it. Give a "
+            "seed (e.g. --seed_everything 3) or true for a random one."
+        )
+    return value
+
+
 def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge ``layer`` onto ``base`` in place; a slot (or a class setting: a logger, a scheduler) whose
     component changes starts from empty params."""
     for key, value in layer.items():
+        if not path and key == "seed_everything":  # LightningCLI's name of farm's seed
+            key, value = "seed", _seed_everything(value)
         where = f"{path}.{key}" if path else str(key)
+        if where.endswith("+") and where[:-1] in LIST_SETTINGS:  # --trainer.callbacks+=NAME appends, as in LightningCLI
+            key = key[:-1]
+            base[key] = [*map(_spec, _as_list(base.get(key))), *map(_spec, _as_list(value))]
+            continue
         if where in SPEC_SETTINGS:
             value, cur = _spec(value), _spec(base.get(key))
             if (
@@ -359,6 +402,8 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             node[parts[-1]]["class_path"] = value  # its arguments given first
         elif slot and len(parts) == 2 and isinstance(node.get(parts[-1]), dict) and isinstance(value, str):
             node[parts[-1]]["name"] = value
+        elif parts[-1].endswith("+") and parts[-1] in node:  # --trainer.callbacks+=A --trainer.callbacks+=B
+            node[parts[-1]] = [*_as_list(node[parts[-1]]), *_as_list(value)]
         else:
             node[parts[-1]] = value
     return out
@@ -388,7 +433,8 @@ def resolve(
     variant: str | None = None,
     overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> RunConfig:
-    """Defaults < config files (in order) < variant < overrides, validated into a RunConfig.
+    """Defaults < config files (in order) < variant < overrides (``["--trainer.max_epochs", "1"]`` or
+    ``{"trainer.max_epochs": 1}``), validated into a RunConfig.
 
     A config file's ``variant`` key is only a label (a resolved run config already holds the variant's
     choices); ``variant`` here, from ``--variant``, is applied as a layer.
@@ -400,8 +446,18 @@ def resolve(
         name, layer = variant_layer(variant)
         merge(d, layer)
         d["variant"] = name
-    merge(d, overrides if isinstance(overrides, Mapping) else parse_overrides(overrides))
+    merge(d, parse_overrides(as_tokens(overrides)))
     return validate(d)
+
+
+def as_tokens(overrides: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    """Overrides as the command line's ``KEY=VALUE`` items: a mapping may use dotted keys
+    (``{"trainer.max_epochs": 1}``) or nest them; JSON is YAML, so the values keep their types."""
+    import json
+
+    if isinstance(overrides, Mapping):
+        return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    return list(overrides)
 
 
 def validate(d: Mapping[str, Any]) -> RunConfig:
@@ -409,6 +465,8 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
     torch nor Lightning is imported for that, so a config error answers at once), then each slot component's
     parameters against its signature (no model is built to check a config)."""
     p = _parser()
+    for key in set(d.get("trainer") or {}) & set(OURS):
+        raise UserError(f"Bad setting: trainer.{key} is farm's to set: {OURS[key]}.")
     try:
         ns = p.parse_object(dict(d))
     except ArgumentError as e:
@@ -433,6 +491,8 @@ def validate(d: Mapping[str, Any]) -> RunConfig:
         fit=FitConfig(**raw["fit"]),
         trainer=raw["trainer"],
         lr_scheduler=raw.get("lr_scheduler"),
+        optimizer=raw.get("optimizer"),
+        ckpt_path=raw.get("ckpt_path"),
     )
 
 
@@ -447,7 +507,7 @@ def check_components(raw: dict[str, Any]) -> None:
         if node.get(key) in (None, False, []):
             continue
         specs = components.check(where, node[key])
-        node[key] = specs[0] if where == "lr_scheduler" else specs
+        node[key] = specs if where in LIST_SETTINGS else specs[0]
 
 
 def check_settings(raw: Mapping[str, Any]) -> None:

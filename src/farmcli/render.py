@@ -130,40 +130,52 @@ def store(summary: dict) -> Table:
 def eval_table(tables: dict, title: str = "", width: int = 200):
     """Rows = groups (model, then oracle); columns = six tasks x AUC / UAUC / GAUC; values already in percent.
 
-    On a terminal narrower than the 18-column table, one table per metric (AUC, UAUC, GAUC) instead.
+    On a terminal narrower than the 18-column table, one table per metric (AUC, UAUC, GAUC) instead. A UAUC or
+    GAUC from fewer than ``MIN_USERS`` users carries a dagger, explained in a line under the table(s).
     """
     from rich import box
+    from rich.text import Text
 
     from farmcli.data.schema import TASKS
+    from farmcli.evaluation import FEW_USERS_MARK, KINDS, MIN_USERS, few_users
 
-    short = SHORT
-    kinds = ("auc", "uauc", "gauc")
     rows = [
         (g if src == "model" else f"oracle:{g}", per_task, src)
         for src in ("model", "oracle")
         for g, per_task in (tables.get(src) or {}).items()
     ]
 
-    def cell(r: dict, k: str) -> str:
-        return "-" if r[k] is None else f"{r[k]:.2f}"
-
     def make(title: str, metric_kinds: tuple[str, ...]) -> Table:
         t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         t.add_column("group")
         for task in TASKS:
             for k in metric_kinds:
-                t.add_column(f"{short[task]}\n{k.upper()}" if len(metric_kinds) > 1 else short[task], justify="right")
+                t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
         for name, per_task, src in rows:
             t.add_row(
                 name,
-                *(cell(per_task[task], k) for task in TASKS for k in metric_kinds),
+                *(_eval_cell(per_task[task], k) for task in TASKS for k in metric_kinds),
                 style="dim" if src == "oracle" else None,
             )
         return t
 
-    if width >= 140:
-        return make(title, kinds)
-    return Group(*(make(f"{title} - {k.upper()}" if title else k.upper(), (k,)) for k in kinds))
+    parts: list = (
+        [make(title, KINDS)]
+        if width >= 140
+        else [make(f"{title} - {k.upper()}" if title else k.upper(), (k,)) for k in KINDS]
+    )
+    if any(few_users(per_task[task], k) for _, per_task, _ in rows for task in TASKS for k in KINDS):
+        parts.append(Text(f"{FEW_USERS_MARK} from fewer than {MIN_USERS} users (see n_users in the JSON and CSV)"))
+    return parts[0] if len(parts) == 1 else Group(*parts)
+
+
+def _eval_cell(r: dict, k: str) -> str:
+    """One value in percent with two decimals; '-' where undefined; a dagger where it rests on few users."""
+    from farmcli.evaluation import FEW_USERS_MARK, few_users
+
+    if r[k] is None:
+        return "-"
+    return f"{r[k]:.2f}{FEW_USERS_MARK if few_users(r, k) else ''}"
 
 
 def ablation_table(t1: dict, width: int = 200):

@@ -6,22 +6,26 @@ three and the numbers come from one place (``FarmModule.test_step`` / ``predict_
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 
 from farmcli.batch import TASKS
 from farmcli.errors import UserError
 
 if TYPE_CHECKING:
+    from farmcli.data.module import FarmDataModule
     from farmcli.model.module import FarmModule
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+
+Progress = Callable[[str, int, "int | None"], None]
+"""A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
 
 
 def device_for(accelerator: str = "auto") -> torch.device:
@@ -89,19 +93,74 @@ class CollectLogits(L.Callback):
         return torch.cat(self.chunks).cpu().numpy()
 
 
+def pass_label(split: str) -> str:
+    """The name of one scoring pass, on every bar that shows it: the post-fit test scores the valid and then the
+    test split, which Lightning would both call "Testing"."""
+    return f"scoring {split} split"
+
+
+class PassProgressBar(RichProgressBar):
+    """Lightning's rich bar whose test bar carries the pass's name (``test_label``, set by ``score_split``)
+    instead of Lightning's fixed "Testing": use it as the progress bar of a Trainer that scores several
+    splits (the fit's Trainer, which tests the best checkpoint on valid and then on test)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.test_label = "Testing"
+
+    @property
+    def test_description(self) -> str:
+        return self.test_label
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        """Without ``v_num``: a run directory has no versions (two loggers showed ``v_num: _0_1``)."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
+class ScoringProgress(L.Callback):
+    """The test loop's progress as ``progress(what, samples scored, samples in the split)``: the bar of
+    ``farm eval``, whose scoring Trainer draws none of its own (a CLI bar on stderr is quiet without a
+    terminal, and a library caller that passes no callback sees nothing)."""
+
+    def __init__(self, progress: Progress, what: str, total: int) -> None:
+        self.progress, self.what, self.total = progress, what, total
+        self.done = 0
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.done = 0
+        self.progress(self.what, 0, self.total)
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
+    ) -> None:
+        self.done += len(outputs["logits"])
+        self.progress(self.what, self.done, self.total)
+
+
+def _name_pass(trainer: L.Trainer, split: str) -> None:
+    """Give the trainer's test bar this pass's name, where the bar can carry one (``PassProgressBar``)."""
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, PassProgressBar):
+        bar.test_label = pass_label(split)
+
+
 def score_split(
-    trainer: L.Trainer, module: FarmModule, datamodule: L.LightningDataModule, ckpt_path: str | None = None
+    trainer: L.Trainer, module: FarmModule, datamodule: FarmDataModule, ckpt_path: str | None = None
 ) -> dict:
     """Score ``datamodule.test_split`` with the test loop (``ckpt_path``: weights to load first); the grouped
-    tables of ``FarmModule.test_tables``."""
+    tables of ``FarmModule.test_tables``, with the ``precision`` they were scored in (bf16 scores are not the
+    fp32 table, and the file says which it holds)."""
     module.test_tables = None
+    _name_pass(trainer, datamodule.test_split)
     with interrupts_as_keyboard(trainer):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     if module.test_tables is None:  # an empty split: Lightning skips the loop and its hooks
         module.on_test_epoch_start()
         module.on_test_epoch_end()
     assert module.test_tables is not None
-    return module.test_tables
+    return {**module.test_tables, "precision": str(trainer.precision)}
 
 
 class ParquetPredictions(BasePredictionWriter):

@@ -48,6 +48,7 @@ def trainer(
     check_val_every_n_epoch: Optional[int] = 1,
     num_sanity_val_steps: Optional[int] = None,
     log_every_n_steps: Optional[int] = None,
+    enable_progress_bar: Optional[bool] = None,
     enable_model_summary: Optional[bool] = None,
     accumulate_grad_batches: int = 1,
     gradient_clip_val: Union[int, float, None] = None,

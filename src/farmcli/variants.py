@@ -56,7 +56,7 @@ def load_variant(name_or_path: str) -> Variant:
     return Variant(path.stem, description, label, layer, path, order)
 
 
-SECTIONS = ("seed", "data", "model", "optim", "fit", "trainer", "lr_scheduler")
+SECTIONS = ("seed", "data", "model", "optim", "fit", "trainer", "lr_scheduler", "optimizer")
 """The run config's sections a variant may set (farmcli.config.RunConfig's fields but ``variant``)."""
 
 

@@ -50,7 +50,7 @@ def report(runs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(runs):
     from farmcli.config import resolve
-    from farmcli.evaluate import run_store
+    from farmcli.evaluation import run_store
 
     return run_store(runs["farm"], resolve([runs["farm"] / "config.yaml"]))
 
@@ -216,12 +216,90 @@ def test_training_logs_concatenate_resumed_legs(tmp_path):
         "epoch,step,train/bce_click,val/auc_mean,val/auc_click\n1,19,0.59,,\n1,27,,0.6,0.61\n2,29,0.5,,\n"
     )
     got = training_logs(tmp_path)
-    steps, bce = got["train/bce_click"]
+    steps, bce, epochs = got["train/bce_click"]
     assert steps.tolist() == [9, 19, 29] and bce.tolist() == [0.7, 0.59, 0.5]  # the resumed leg wins at step 19
-    assert got["val/auc_mean"][0].tolist() == [0, 1]
+    assert epochs.tolist() == [0, 1, 2]
+    assert got["val/auc_mean"].x.tolist() == [0, 1] and got["val/auc_mean"].epoch.tolist() == [0, 1]
     inputs = curve_inputs(got)
-    assert list(inputs["task_losses"]) == ["click"] and inputs["cl"][1].tolist() == [5.0, 4.8]
+    assert list(inputs["task_losses"]) == ["click"] and inputs["cl"].y.tolist() == [5.0, 4.8]
     assert list(inputs["val"]) == ["mean", "click"]
+
+
+def _series(epochs: list[int], values: list[float]):
+    from farmcli.analysis.report.curves import Series
+
+    e = np.array(epochs)
+    return Series(np.arange(len(e)), np.array(values, dtype=np.float64), e)
+
+
+def test_epoch_means_are_the_mean_and_standard_error_of_each_epochs_steps():
+    from farmcli.analysis.report.curves import epoch_means
+
+    m = epoch_means(_series([0, 0, 0, 1, 1], [1.0, 2.0, 3.0, 5.0, 7.0]))
+    assert m.epoch.tolist() == [0, 1] and m.n.tolist() == [3, 2] and m.mean.tolist() == [2.0, 6.0]
+    assert m.se.tolist() == pytest.approx([1.0 / np.sqrt(3), np.sqrt(2.0) / np.sqrt(2)])
+
+
+def test_a_trend_is_called_only_beyond_two_standard_errors():
+    from farmcli.analysis.report.curves import TREND_SE, epoch_means, trend
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.05, 40)
+    flat = trend(epoch_means(_series([0] * 20 + [1] * 20, list(0.5 + noise))))
+    falling = trend(epoch_means(_series([0] * 20 + [1] * 20, list(0.5 + noise - np.repeat([0.0, 0.2], 20)))))
+    se = noise[:20].std(ddof=1) / np.sqrt(20), noise[20:].std(ddof=1) / np.sqrt(20)
+    assert flat.noise == pytest.approx(TREND_SE * np.hypot(*se))
+    assert flat.beyond_noise is (abs(flat.change) > flat.noise) and not flat.beyond_noise
+    assert falling.beyond_noise is True and falling.change == pytest.approx(flat.change - 0.2)
+    assert trend(epoch_means(_series([0, 1], [0.9, 0.1]))).beyond_noise is None  # one step per epoch: no noise
+    one_epoch = trend(epoch_means(_series([3, 3, 3], [0.9, 0.5, 0.1])))
+    assert one_epoch.beyond_noise is None and one_epoch.first_epoch == one_epoch.last_epoch == 3
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """A tiny run of 2 epochs whose log keeps every training step (the per-epoch means need several)."""
+    root = tmp_path_factory.mktemp("curve-runs")
+    return _train(root, "two", "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1")
+
+
+def _epoch_steps(run: Path, column: str) -> dict[int, np.ndarray]:
+    """The logged training values of ``column`` per epoch, read straight from logs/metrics.csv."""
+    with open(run / "logs" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(column)]
+    return {e: np.array([float(r[column]) for r in rows if int(r["epoch"]) == e]) for e in (0, 1)}
+
+
+def test_curves_of_a_two_epoch_run_are_epoch_means_and_trends_beyond_noise(two_epoch_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    from farmcli.analysis.report import curves
+    from farmcli.data.schema import TASKS
+
+    run = SimpleNamespace(run=two_epoch_run, name="two", label="FARM")
+    sec = curves.section([run], tmp_path)
+    assert sec.files == {"curves": "training-curves.png"} and png_size(tmp_path / "training-curves.png")[0] > 300
+    stats = sec.summary["two"]
+    text = " ".join(sec.lines)
+    assert set(stats["bce"]) == set(TASKS) and "first logged step" not in text
+    for task in TASKS:
+        steps = _epoch_steps(two_epoch_run, f"train/bce_{task}")
+        assert min(len(v) for v in steps.values()) >= 2, task  # several logged steps in each epoch
+        got = stats["bce"][task]
+        assert (got["first_epoch"], got["last_epoch"]) == (0, 1)
+        assert got["first"] == pytest.approx(steps[0].mean()) and got["last"] == pytest.approx(steps[1].mean())
+        se = [v.std(ddof=1) / np.sqrt(len(v)) for v in steps.values()]
+        beyond = abs(steps[1].mean() - steps[0].mean()) > 2 * np.hypot(*se)
+        assert got["beyond_noise"] is bool(beyond), task
+        values = f"{got['first']:.3f} -> {got['last']:.3f}"
+        said = (
+            f"{task}: no trend beyond noise ({values}"
+            if not beyond
+            else f"{task}: {'falls' if got['change'] < 0 else 'rises'} {values}"
+        )
+        assert said in text, (task, text)
+    assert stats["epochs"] == 2 and "validation AUC per epoch" in text
 
 
 # ------------------------------------------------------------------------------------------- plots alone
@@ -263,6 +341,7 @@ def test_plots_on_synthetic_data(plots, tmp_path):
             cl=(np.arange(200), rng.uniform(4, 6, 200)),
             val={"mean": (np.arange(3), np.array([0.6, 0.65, 0.64]))},
         ),
+        _epoch_figure(rng, tmp_path / "epochs.png"),
     ]
     for f in files:
         w, h = png_size(f)
@@ -271,6 +350,30 @@ def test_plots_on_synthetic_data(plots, tmp_path):
     small = plots.attention_heatmap(np.ones((2, 3)) / 3, ["a1 t1", "a2 t2"], ["a", "b", "c"], tmp_path / "s.png")
     assert png_size(small)[0] < png_size(tmp_path / "att.png")[0]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _epoch_figure(rng, path: Path) -> Path:
+    """The report's epoch-level training curves on synthetic logs: 3 epochs of 50 steps, one of them a resumed
+    run's epoch with a single step (no error bar)."""
+    from farmcli.analysis.report.curves import Series, epoch_curves, epoch_means
+
+    epochs = np.repeat([0, 1, 2], [50, 50, 1])
+    steps = np.arange(len(epochs))
+
+    def logged(level: float) -> Series:
+        return Series(steps, rng.uniform(0.5, 1.5, len(steps)) * level, epochs)
+
+    def per_epoch(values) -> Series:
+        return Series(np.arange(3), np.asarray(values, dtype=np.float64), np.arange(3))
+
+    return epoch_curves(
+        {"click": epoch_means(logged(0.5)), "gift": epoch_means(logged(0.005))},
+        path,
+        cl=epoch_means(logged(5.0)),
+        val={"mean": per_epoch([0.6, 0.65, 0.64]), "click": per_epoch([0.62, 0.66, 0.65])},
+        val_losses={"click": per_epoch([0.5, 0.48, 0.49]), "gift": per_epoch([0.006, 0.005, 0.005])},
+        val_cl=per_epoch([5.1, 5.0, 4.9]),
+    )
 
 
 def test_heatmap_rejects_mismatched_labels(plots, tmp_path):

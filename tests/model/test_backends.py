@@ -67,7 +67,7 @@ def test_the_cpu_backend_under_autocast_runs_in_fp32(model):
 
 
 def test_a_traced_graph_takes_the_reference():
-    from farmcli.export import INPUTS, InferenceGraph, example_inputs
+    from farmcli.exporter import INPUTS, InferenceGraph, example_inputs
 
     model = FARM(tiny_config("farm"), {**VOCAB, "history_len": 12}).eval()  # the basis made for L = 12
     graph = InferenceGraph(model)

@@ -105,6 +105,7 @@ def test_resume_keeps_finished_trials_and_reruns_the_killed_one(tmp_path, monkey
     assert calls[:2] == [0.001, 0.002] and sorted(calls[2:]) == [0.002, 0.003]  # the killed one runs again
     states = sorted(r.state for r in result.rows)
     assert states == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    assert {r.number: r.state for r in result.rows}[2] == "FAIL"  # numbered from 1: the second trial was killed
     done = {r.params["optim.lr"] for r in result.rows if r.state == "COMPLETE"}
     assert done == {0.001, 0.002, 0.003}
     calls.clear()
@@ -137,15 +138,21 @@ def test_cli_writes_tables_and_a_best_yaml_that_train_takes(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
+    # one numbering, from 1, in the messages and the tables
+    assert "trial 1 (1 of 2)" in r.output and "trial 2 (2 of 2)" in r.output and "trial 0" not in r.output
+    assert "trial 1 complete" in r.output and "trial 2 complete" in r.output
     table = json.loads((out / "trials.json").read_text())
     assert table["split"] == "valid" and len(table["trials"]) == 2
+    assert sorted(t["number"] for t in table["trials"]) == [1, 2]
+    assert f"trial {table['best']['number']})" in (out / "best.yaml").read_text().splitlines()[0]
     scores = [t["score"] for t in table["trials"]]
     assert scores == sorted(scores, reverse=True)
     best = table["best"]
     assert best["score"] == max(scores)
     assert (out / "trials.csv").read_text().count("\n") == 3 and "| trial |" in (out / "trials.md").read_text()
     best_yaml = yaml.safe_load((out / "best.yaml").read_text())
-    assert best_yaml["variant"] == "no-cpa" and best_yaml["model"]["align"] == "none"
+    assert best_yaml["variant"] == "no-cpa" and best_yaml["model"]["align"]["name"] == "none"
+    assert best_yaml["data"]["source"] == "tiny" and best_yaml["trainer"]["max_epochs"] == 1  # a whole config
     cfg = resolve([TINY, out / "best.yaml"])
     assert cfg.model.align.name == "none"
     assert cfg.model.live_frequency.params["cutoff"] == best["params"]["model.live_frequency.cutoff"]

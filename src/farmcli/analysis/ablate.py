@@ -8,8 +8,10 @@ ablation.json: farm ablate continues such a directory and leaves any other non-e
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +23,60 @@ from farmcli.io import read_json, write_json, write_text
 
 ABLATION_FORMAT = "farm-ablation/1"
 """The ``format`` of OUT/ablation.json, the mark of a directory farm ablate wrote."""
+
+MAX_SEED = 2**32 - 1
+"""Lightning and numpy take seeds 0 .. 2**32 - 1 (``farmcli.config.Seed``)."""
+MAX_COUNT = 1000
+"""The largest count ``--seeds`` takes."""
+SEEDS_FIX = (
+    "Give a count (--seeds 3 = seeds 0, 1, 2) or a comma-separated list of distinct seeds "
+    "(--seeds 0,1,2 or --seeds 5,7; one given seed: --seeds 7,)."
+)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a count, or a list of seeds.
+
+    A count is what a first ablation wants (``3`` = seeds 0, 1, 2); a list adds seeds to an earlier one
+    (``3,4``) or repeats another ablation's (``5,7``). A lone number is a count, so one given seed is written
+    with a comma (``7,``). Refused, naming the fix: no seed, a count below 1, a negative or non-integer seed,
+    one above ``MAX_SEED``, and a seed given twice (its two runs would share OUT/runs/VARIANT-sSEED).
+    """
+    text = text.strip()
+    if "," not in text:
+        return list(range(_count(text)))
+    items = [t.strip() for t in text.split(",") if t.strip()]  # a trailing comma marks one given seed
+    bad = [t for t in items if not re.fullmatch(r"[0-9]+", t)]
+    if bad:
+        raise UserError(f"--seeds {text!r}: {bad[0]!r} is not a seed (whole numbers 0 .. {MAX_SEED}). {SEEDS_FIX}")
+    seeds = [int(t) for t in items]
+    check_seeds(seeds, text)
+    return seeds
+
+
+def _count(text: str) -> int:
+    """``--seeds N``: 1 .. ``MAX_COUNT`` (a larger count is a typo; it would plan millions of runs)."""
+    if not text:
+        raise UserError(f"--seeds is empty. {SEEDS_FIX}")
+    if not re.fullmatch(r"[0-9]+", text):
+        raise UserError(f"--seeds {text!r} is neither a count nor a list of seeds (whole numbers >= 0). {SEEDS_FIX}")
+    if not 1 <= int(text) <= MAX_COUNT:
+        raise UserError(f"--seeds {text}: a count of seeds is 1 .. {MAX_COUNT}. {SEEDS_FIX}")
+    return int(text)
+
+
+def check_seeds(seeds: Sequence[int], given: str) -> None:
+    """Every seed once, each in Lightning's range: a seed given twice would train OUT/runs/VARIANT-sSEED twice."""
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad or not seeds:
+        what = f"{bad[0]!r} is not a seed (whole numbers 0 .. {MAX_SEED})" if bad else "no seed given"
+        raise UserError(f"--seeds {given!r}: {what}. {SEEDS_FIX}")
+    twice = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if twice:
+        raise UserError(
+            f"--seeds {given!r} names seed {', '.join(map(str, twice))} twice: each seed is one run per variant. "
+            f"{SEEDS_FIX}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +164,8 @@ class AblationResult:
     table1: dict | None = None
     table4: dict | None = None
     files: list[Path] = field(default_factory=list)
+    other_seeds: list[int] = field(default_factory=list)
+    """Seeds of finished runs in OUT/runs that this ablation did not ask for: kept, and not in its tables."""
 
     @property
     def failed(self) -> list[RunState]:
@@ -168,15 +226,20 @@ def run_ablation(
 ) -> AblationResult:
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON).
 
+    ``seeds``: this ablation's seeds (``parse_seeds`` reads ``--seeds``), recorded in ablation.json; its tables
+    cover them alone, so continuing OUT with other seeds neither mixes in nor deletes the earlier ones' runs.
+
     ``variants``: names or YAML files (a file's runs and row take its stem); None = the built-in variants with
     an ``ablation_order`` (Table 1's rows). ``tables_only``: train nothing, write the tables of the runs finished
     so far (a long ablation's interim result, also while another process is training it). ``jobs``: runs
     trained at once, each in its own process (``_train_in_parallel``).
     """
     from farmcli.sources import dataset_dir, sample_store
-    from farmcli.train import train
+    from farmcli.training import train
     from farmcli.variants import ablation_variants
 
+    seeds = list(seeds)
+    check_seeds(seeds, ",".join(map(str, seeds)))
     chosen = plan_variants(ablation_variants() if variants is None else variants)
     out = Path(out)
     check_out(out)
@@ -199,7 +262,7 @@ def run_ablation(
             for v, s in plan
             for run in [runs_dir / f"{v.name}-s{s}"]
         ]
-        write_tables(result, chosen, groups, data)
+        write_tables(result, chosen, groups, data, seeds)
         return result
     out.mkdir(parents=True, exist_ok=True)
     write_json(
@@ -243,7 +306,7 @@ def run_ablation(
     else:
         by_name = {v.name: v for v in chosen}
         _train_in_parallel(todo, len(plan), jobs, by_name, (data, runs_dir, config_files, overrides), on_run)
-    write_tables(result, chosen, groups, data)
+    write_tables(result, chosen, groups, data, seeds)
     return result
 
 
@@ -304,7 +367,7 @@ def _train_one(
     resume: Path | None,
 ) -> None:
     """One run of a parallel ablation, in a worker process."""
-    from farmcli.train import train
+    from farmcli.training import train
 
     train(run_config(variant, seed, data, runs_dir, config_files, overrides), resume=resume, show_bar=False)
 
@@ -315,29 +378,55 @@ def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
     table = read_json(run / "eval-test.json").get("model") or {}
     if all(g in table for g in ("full", *groups)):
         return
-    from farmcli.evaluate import evaluate_run
+    from farmcli.evaluation import evaluate_run
 
     evaluate_run(run, split="test", groups=tuple(groups))
 
 
-def collect(runs_dir: Path, names: Sequence[str]) -> dict[str, dict[int, dict]]:
+def collect(runs_dir: Path, names: Sequence[str], seeds: Collection[int] | None = None) -> dict[str, dict[int, dict]]:
     """{variant name: {seed: eval-test.json}} of the finished runs (NAME-sSEED; a name is matched as text, not as
-    a glob pattern)."""
-    found = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    a glob pattern); ``seeds``: only those (None: every seed found)."""
     evals: dict[str, dict[int, dict]] = {}
-    for name in names:
-        for run in found:
-            seed = run.name.removeprefix(f"{name}-s")
-            if seed != run.name and seed.isdigit() and _finished(run):
-                evals.setdefault(name, {})[int(seed)] = read_json(run / "eval-test.json")
+    for name, seed, run in _finished_runs(runs_dir, names):
+        if seeds is None or seed in seeds:
+            evals.setdefault(name, {})[seed] = read_json(run / "eval-test.json")
     return evals
 
 
-def write_tables(result: AblationResult, variants: Sequence[AblationVariant], groups: Sequence[str], data: str) -> None:
+def _finished_runs(runs_dir: Path, names: Sequence[str]) -> Iterator[tuple[str, int, Path]]:
+    """(name, seed, run) of each finished NAME-sSEED in OUT/runs, by name, then seed."""
+    found = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    for name in names:
+        for run in found:
+            seed = run.name.removeprefix(f"{name}-s")
+            if seed != run.name and re.fullmatch(r"[0-9]+", seed) and _finished(run):
+                yield name, int(seed), run
+
+
+def _other_seeds(runs_dir: Path, names: Sequence[str], seeds: Collection[int]) -> list[int]:
+    """Seeds of finished runs that an earlier ablation of OUT trained and this one does not ask for."""
+    return sorted({seed for _, seed, _ in _finished_runs(runs_dir, names)} - set(seeds))
+
+
+def write_tables(
+    result: AblationResult,
+    variants: Sequence[AblationVariant],
+    groups: Sequence[str],
+    data: str,
+    seeds: Collection[int] | None = None,
+) -> None:
+    """The tables of the finished runs of ``seeds`` (None: of every seed in OUT/runs).
+
+    Only the seeds asked for: an ablation continued with other seeds (``--seeds 5,7`` after ``--seeds 3``) has
+    the tables of its own command, and the other finished runs are named in ``result.other_seeds``.
+    """
     from farmcli import __version__
 
     out = result.out
-    evals = collect(out / "runs", [v.name for v in variants])
+    names = [v.name for v in variants]
+    evals = collect(out / "runs", names, seeds)
+    if seeds is not None:
+        result.other_seeds = _other_seeds(out / "runs", names, seeds)
     if not evals:
         return
     labels = {v.name: v.label for v in variants}
@@ -363,11 +452,12 @@ def write_tables(result: AblationResult, variants: Sequence[AblationVariant], gr
     for group in groups:  # Table 1 of one activity group: which module carries the gain for whom
         t1 = tables.table1(evals, labels, group=group)
         write_json(out / f"table1-{group}.json", t1)
+        write_text(out / f"table1-{group}.csv", tables.table1_csv(t1))
         write_text(
             out / f"table1-{group}.md",
             tables.table1_markdown(t1, f"## Table 1 shape, {group}-active users\n\n{header(seeds_text)}"),
         )
-        result.files += [out / f"table1-{group}.md", out / f"table1-{group}.json"]
+        result.files += [out / f"table1-{group}.md", out / f"table1-{group}.csv", out / f"table1-{group}.json"]
     if result.table4:
         paired = seed_list(set(evals["farm"]) & set(evals["base"]))
         write_json(out / "table4.json", result.table4)

@@ -20,7 +20,7 @@ from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-UNDOTTED = ("--lr_scheduler",)
+UNDOTTED = ("--lr_scheduler", "--optimizer", "--seed_everything", "--ckpt_path")
 """Top-level settings that are options without a dot (``--lr_scheduler CosineAnnealingLR``, as in LightningCLI)."""
 
 

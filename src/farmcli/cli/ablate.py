@@ -24,7 +24,11 @@ def ablate_cmd(
         "its name, e.g. vars/my.yaml -> my). Default: the built-in variants with an ablation_order: the paper's "
         "Table 1 rows (see `farm variants`).",
     ),
-    seeds: int = typer.Option(3, help="Number of seeds per variant (seeds 0..N-1)."),
+    seeds: str = typer.Option(
+        "3",
+        help="Seeds per variant: a count (3 = seeds 0, 1, 2) or a comma-separated list (0,1,2 or 5,7; one given "
+        "seed: 7,). A list adds seeds to an earlier ablation of --out; the tables cover the seeds given.",
+    ),
     data: str = typer.Option("default", "--data", "-d", help="Dataset directory or simulator preset."),
     groups: str = typer.Option("low,mid,high", help="Activity groups for Table 4 (beside full)."),
     out: Optional[Path] = typer.Option(
@@ -53,23 +57,24 @@ def ablate_cmd(
 
     Killed halfway and run again, it skips finished runs and continues the rest. Dotted settings apply to
     every run (e.g. --trainer.max_epochs 5). Example: farm ablate --data small --seeds 3
+
+    Two more seeds later, into the same --out: --seeds 5 (tables of seeds 0-4) or --seeds 3,4 (of 3 and 4).
     """
-    from farmcli.analysis.ablate import run_ablation
+    from farmcli.analysis.ablate import parse_seeds, run_ablation
     from farmcli.variants import ablation_variants
 
     variant_list = ablation_variants() if variants is None else [v.strip() for v in variants.split(",") if v.strip()]
     group_list = [g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full"]
     bad = [g for g in group_list if g not in ("low", "mid", "high")]
-    if bad or not variant_list or seeds < 1 or jobs < 1:
+    if bad or not variant_list or jobs < 1:
         raise UserError(
             f"--groups takes low, mid, high (got {', '.join(bad)})"
             if bad
             else "--variants needs at least one variant"
             if not variant_list
-            else "--seeds must be >= 1"
-            if seeds < 1
             else f"--jobs must be >= 1 (got {jobs})"
         )
+    seed_list = parse_seeds(seeds)
     out = out or Path("farm-ablations") / (Path(data).name if Path(data).is_dir() else data)
 
     def on_run(i: int, total: int, state, phase: str) -> None:
@@ -91,7 +96,7 @@ def ablate_cmd(
 
     result = run_ablation(
         variant_list,
-        list(range(seeds)),
+        seed_list,
         data,
         group_list,
         out,
@@ -107,6 +112,13 @@ def ablate_cmd(
         console.print(render.gain_table(result.table4))
     for f in result.files:
         console.print(f"wrote {f}", soft_wrap=True, markup=False)
+    if result.other_seeds:
+        console.print(
+            f"{result.out / 'runs'} also holds finished runs of seed(s) {', '.join(map(str, result.other_seeds))} "
+            f"from an earlier farm ablate: kept, and not in these tables (add them to --seeds to include them).",
+            soft_wrap=True,
+            markup=False,
+        )
     if result.pending:
         console.print(
             f"{len(result.pending)} of {len(result.runs)} runs not finished: the tables cover the finished ones. "

@@ -37,7 +37,7 @@ def predict_cmd(
     Example: farm predict farm-runs/RUN --data tiny --split test --out scores.parquet
     """
     from farmcli.interrupts import interruptible
-    from farmcli.predict import predict_run
+    from farmcli.prediction import predict_run
 
     with interruptible(), progress_bar() as bar:  # SIGTERM stops it as Ctrl-C does: exit 130, nothing half-written
         result = predict_run(
@@ -72,7 +72,7 @@ def export_cmd(
     """
     from rich.markup import escape
 
-    from farmcli.export import export_run
+    from farmcli.exporter import export_run
     from farmcli.interrupts import interruptible
 
     with interruptible(), console.status(f"exporting {escape(format)} ..."):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -33,33 +34,40 @@ def train_cmd(
     set_: list[str] = typer.Option(
         [], "--set", help="Override one setting, KEY=VALUE (repeatable), e.g. model.cl_weight=0.3."
     ),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+    print_config: bool = typer.Option(
+        False, "--print-config", "--print_config", help="Print the resolved config as YAML and exit."
+    ),
 ) -> None:
     """Train a FARM variant; writes a run directory (config, checkpoints, metrics, logs).
 
     Any setting can be overridden with a dotted option: --trainer.max_epochs 3, --model.fuse.name none,
     --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed, --model.backend
-    reference. Loggers, callbacks and a learning-rate scheduler as in LightningCLI: --trainer.logger
-    TensorBoardLogger, --trainer.callbacks LearningRateMonitor, --lr_scheduler CosineAnnealingLR
-    --lr_scheduler.T_max 10.
+    reference. LightningCLI's keys work: --seed_everything 3, --optimizer AdamW --optimizer.lr 0.002,
+    --lr_scheduler CosineAnnealingLR --lr_scheduler.T_max 10 (ReduceLROnPlateau: --lr_scheduler.monitor),
+    --trainer.logger TensorBoardLogger, --trainer.callbacks+=LearningRateMonitor (appends), --ckpt_path
+    RUN/checkpoints/last.ckpt (resumes RUN, as --resume RUN), --print_config.
 
     Examples: farm train --variant no-cpa --data small;  farm train --config gpu;  farm train --resume farm-runs/RUN
     """
     from farmcli import config as cfgmod
     from farmcli.allocator import keep_freed_memory
-    from farmcli.train import check_monitor, check_resume, new_run_dir, resume_config, train
+    from farmcli.training import check_monitor, check_resume, new_run_dir, resume_config, run_of_checkpoint, train
 
     overrides = dotted_overrides(ctx, set_)
     if data is not None:
         overrides += [f"data.source={data}"]
     if seed is not None:
         overrides += [f"seed={seed}"]
+    files = [config_path(c) for c in config]
+    if not resume:
+        cfg = cfgmod.resolve(files, variant=variant, overrides=overrides)
+        resume = run_of_checkpoint(cfg.ckpt_path, files) if cfg.ckpt_path else None
     if resume:
-        if variant or config:
-            raise UserError("--resume continues a run with its own config; --variant and --config cannot change it.")
-        cfg = resume_config(resume, overrides)
-    else:
-        cfg = cfgmod.resolve([config_path(c) for c in config], variant=variant, overrides=overrides)
+        if variant or any(f.resolve() != (resume / "config.yaml").resolve() for f in files):
+            raise UserError(
+                "--resume (or ckpt_path) continues a run with its own config; --variant and --config cannot change it."
+            )
+        cfg = dataclasses.replace(resume_config(resume, overrides), ckpt_path=None)
     if print_config:
         print(cfg.to_yaml(), end="")
         return
@@ -128,14 +136,15 @@ def eval_cmd(
 ) -> None:
     """Evaluate a run: AUC / UAUC / GAUC per task and activity group, plus the oracle row on simulated data.
 
-    Writes RUN/eval-SPLIT.json and .csv. Example: farm eval farm-runs/RUN --groups low,mid,high --split test
+    Writes RUN/eval-SPLIT.json and .csv (with --bf16, RUN/eval-SPLIT-bf16.json and .csv beside them). A UAUC or
+    GAUC from fewer than 30 users is marked with a dagger. Example: farm eval farm-runs/RUN --groups low,mid,high
     """
-    from farmcli.evaluate import as_percent, evaluate_run
+    from farmcli.evaluation import as_percent, eval_name, evaluate_run
     from farmcli.interrupts import interruptible
     from farmcli.runs import status_note
 
     group_list = tuple(g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full")
-    with interruptible():
+    with interruptible(), progress_bar() as bar:
         tables, run, ckpt = evaluate_run(
             target,
             split=split,
@@ -144,45 +153,92 @@ def eval_cmd(
             accelerator=accelerator,
             bf16=bf16,
             overwrite=overwrite,
+            progress=step_progress(bar),
         )
-    console.print(
-        render.eval_table(as_percent(tables), title=f"{run.name}: {split} split (percent)", width=console.width)
-    )
+    title = f"{run.name}: {split} split ({'bf16, ' if bf16 else ''}percent)"
+    console.print(render.eval_table(as_percent(tables), title=title, width=console.width))
     if not tables.get("samples"):
         from farmcli.config import resolve
-        from farmcli.evaluate import run_store
+        from farmcli.evaluation import run_store
 
         _note_empty_split(tables, run_store(run, resolve([run / "config.yaml"])), split)
     note = status_note(run)
     if note:
         err_console.print(f"note: {note}", markup=False, soft_wrap=True, highlight=False)
     console.print(
-        f"wrote {run / f'eval-{split}.json'} and .csv"
+        f"wrote {run / f'{eval_name(split, bf16)}.json'} and .csv"
         + (f"; predictions in {save_predictions}" if save_predictions else ""),
         soft_wrap=True,
         markup=False,
+        highlight=False,
     )
 
 
 @app.command("variants")
 @user_errors
 def variants_cmd() -> None:
-    """List the built-in model variants and what each one changes.
+    """List the built-in model variants and what each one changes against farm.
+
+    Each entry: name, label (its name in the tables), its row in farm ablate's Table 1,
+    the settings it sets otherwise than farm, and its description. Fits 80 columns.
 
     Example: farm variants
     """
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    from farmcli.variants import all_variants, slot_names
+    from farmcli.model.config import SlotConfig
+    from farmcli.slots import SLOT_NAMES
+    from farmcli.variants import all_variants
 
-    t = Table(title="variants (farm train --variant NAME)")
-    for c in ("name", "label", "farm ablate", "slots", "description"):
-        t.add_column(c, overflow="fold", min_width=len("video_frequency=none") if c == "slots" else None)
-    for v in all_variants():
-        slots = "\n".join(f"{k}={x}" for k, x in slot_names(v.name).items())
-        order = f"row {v.ablation_order}" if v.ablation_order is not None else ""
-        t.add_row(v.name, v.label, order, slots, v.description)
-    console.print(t)
+    def flat(layer: dict, prefix: str = "") -> dict[str, str]:
+        """A variant's settings as KEY=VALUE, model ones without ``model.`` (they are most of them); a slot is its
+        component's name, its parameters SLOT.PARAM."""
+        out: dict[str, str] = {}
+        for key, value in layer.items():
+            name = f"{prefix}{key}".removeprefix("model.")
+            if prefix == "model." and key in SLOT_NAMES:
+                slot = SlotConfig.parse(value)
+                out[name] = slot.name
+                out.update(flat(slot.params, f"{name}."))
+            elif isinstance(value, dict):
+                out.update(flat(value, f"{name}."))
+            else:
+                out[name] = str(value)
+        return out
+
+    variants = all_variants()
+    farm = next((flat(v.layer) for v in variants if v.name == "farm"), {})
+
+    def changes(layer: dict) -> str:
+        """Only what differs from farm, so an entry stays short and says what the variant is about; farm's own
+        entry lists its settings (the reference of the others)."""
+        mine = flat(layer)
+        if mine == farm:
+            return "(the reference) " + ", ".join(f"{k}={x}" for k, x in mine.items())
+        return ", ".join(f"{k}={x}" for k, x in mine.items() if farm.get(k) != x) or "(farm's settings)"
+
+    label_width = max(len(v.label) for v in variants)
+
+    def entry(label: str, row: str, what: str, description: Text | None = None) -> Group | Table:
+        line = Table.grid(padding=(0, 2))
+        line.add_column(width=label_width, no_wrap=True)
+        line.add_column(width=3, justify="right", no_wrap=True)
+        line.add_column(overflow="fold")
+        line.add_row(Text(label), Text(row), Text(what))  # Text: a setting's "[1, 2]" is no markup
+        return Group(line, description) if description is not None else line
+
+    t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 1, 0))  # a blank line after each entry
+    t.add_column(no_wrap=True)
+    t.add_column()
+    t.add_row(Text("name", style="bold"), entry("label", "row", "differs from farm"), style="bold")
+    for v in variants:
+        order = str(v.ablation_order) if v.ablation_order is not None else ""
+        t.add_row(Text(v.name, style="bold"), entry(v.label, order, changes(v.layer), Text(v.description)))
+    console.print("Variants: farm train --variant NAME (or a variant YAML file of your own).")
+    console.print("row: its row in farm ablate's Table 1 (blank: not in the default ablation).\n")
+    console.print(t, width=min(console.width, 100))  # prose wider than 100 columns reads badly
 
 
 __all__ = ["train_cmd", "eval_cmd", "variants_cmd", "err_console"]

@@ -12,7 +12,8 @@ and dtype. ``model.backend`` may run the same parameters through a faster path f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -58,7 +59,14 @@ def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
 class FARM(nn.Module):
     """Batch of ids -> FarmOutput (six logits, L_cl, and for analysis the aux tensors); see the module docstring."""
 
-    def __init__(self, cfg: ModelConfig | Mapping[str, Any], vocab: VocabSizes | Mapping[str, int]):
+    def __init__(
+        self,
+        cfg: ModelConfig | Mapping[str, Any],
+        vocab: VocabSizes | Mapping[str, int],
+        label_rates: Sequence[float] | None = None,
+    ):
+        """``label_rates``: the six training label rates; with ``cfg.output_bias == "prior"`` each task's logit
+        starts at its rate's log-odds (DESIGN.md "Where we depart" 6), not at p = 0.5."""
         super().__init__()
         self.cfg = cfg = ModelConfig.parse(cfg)
         vocab = VocabSizes.parse(vocab)
@@ -73,6 +81,8 @@ class FARM(nn.Module):
         uses_preference = self.align.uses_preference or self.fuse.uses_preference
         self.preference = PreferenceEncoder(d1, d2, cfg.preference_heads) if uses_preference else None
         self.head: Head = build("head", cfg.head, in_dim=d1 + d2 + self.fuse.out_dim + dc, n_tasks=N_TASKS)
+        if cfg.output_bias == "prior" and label_rates is not None:
+            self.set_output_bias([math.log(max(r, 1e-6) / max(1 - r, 1e-6)) for r in label_rates])
 
     def set_output_bias(self, logits: list[float]) -> None:
         """Start the six task logits at ``logits`` (heads without towers keep their own init)."""

@@ -8,7 +8,6 @@ evaluation after ``fit``, ``farm eval``; farmcli/scoring.py): its tables are ``t
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
@@ -55,6 +54,7 @@ class FarmModule(L.LightningModule):
         cl_batch_size: int | None = None,
         lr_scheduler: Mapping[str, Any] | None = None,
         monitor: str = "val/auc_mean",
+        optimizer: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
@@ -67,12 +67,12 @@ class FarmModule(L.LightningModule):
         """A torch scheduler as ``{class_path, init_args}`` (farmcli/components.py), or None."""
         self.monitor = monitor
         """The validation metric a scheduler that watches one (ReduceLROnPlateau) reads."""
-        self.farm = FARM(model, vocab)
+        self.optimizer_spec = None if optimizer is None else dict(optimizer)
+        """A torch optimizer as ``{class_path, init_args}`` (``--optimizer AdamW``), or None for Adam."""
+        self.farm = FARM(model, vocab, label_rates=label_rates)
         self.cl_batch_size = cl_batch_size
         """Evaluation computes L_cl over slices of this many rows (the training batch size): InfoNCE's value
         grows with the number of negatives, so val/cl is comparable with train/cl only at the same batch size."""
-        if model.output_bias == "prior" and label_rates is not None:
-            self.farm.set_output_bias([math.log(max(r, 1e-6) / max(1 - r, 1e-6)) for r in label_rates])
         self._non_finite = torch.zeros((), dtype=torch.int32)
         """Non-finite training losses not yet reported (on an accelerator; see ``_step``)."""
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
@@ -215,6 +215,19 @@ class FarmModule(L.LightningModule):
             model = self.test_auc.compute()
         oracle = self.test_oracle.compute() if self.test_oracle.update_count else None
         self.test_tables = {"model": model, "oracle": oracle, "samples": int(model["full"][TASKS[0]]["n_samples"])}
+        split = getattr(getattr(self._trainer, "datamodule", None), "test_split", None)
+        if split == "test" and self.test_auc.update_count:
+            self._log_means(model["full"], "test")  # the post-fit test reaches every logger of the run
+
+    def _log_means(self, full: Mapping[str, Mapping[str, float]], stage: str) -> None:
+        """``STAGE/KIND_TASK`` and ``STAGE/KIND_mean`` of the full population (the mean AUC is the monitor)."""
+        for kind in ("auc", "uauc", "gauc"):
+            values = [full[t][kind] for t in TASKS]
+            for t, v in zip(TASKS, values):
+                self.log(f"{stage}/{kind}_{t}", _finite(v), sync_dist=False)
+            self.log(
+                f"{stage}/{kind}_mean", _finite(sum(values) / len(values)), prog_bar=kind == "auc", sync_dist=False
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._check_non_finite()  # before a checkpoint of this epoch can be written
@@ -226,21 +239,30 @@ class FarmModule(L.LightningModule):
             return
         full = self.val_auc.compute()["full"]
         self.last_val_metrics = full
-        for kind in ("auc", "uauc", "gauc"):
-            values = [full[t][kind] for t in TASKS]
-            for t, v in zip(TASKS, values):
-                self.log(f"val/{kind}_{t}", _finite(v), sync_dist=False)
-            self.log(f"val/{kind}_mean", _finite(sum(values) / len(values)), prog_bar=kind == "auc", sync_dist=False)
+        self._log_means(full, "val")
         # What the synced metric saw (all ranks together): a DDP run must count every validation sample once.
         self.log("val/n_samples", float(full[TASKS[0]]["n_samples"]), sync_dist=False)
         self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
+    def _fused_allowed(self) -> bool:
+        """Lightning's mixed precision refuses gradient clipping with an optimizer that unscales its gradients
+        itself (a fused one): there the plain Adam, the same update."""
+        trainer = self._trainer
+        if trainer is None or not trainer.gradient_clip_val:
+            return True
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        return not isinstance(trainer.precision_plugin, MixedPrecision)
+
     def configure_optimizers(self) -> Any:
-        """Adam; its fused kernel where the parameters live on a device that has one (same update to float
-        rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU, benchmarks/profile_train.py).
-        With ``lr_scheduler`` (``--lr_scheduler NAME``), that torch scheduler steps once an epoch."""
+        """Adam with ``optim.*`` (or ``--optimizer NAME``, any torch optimizer, its lr defaulting to optim.lr), the
+        id tables in a group of their own. Adam's fused kernel where the parameters live on a device that has one
+        (same update to float rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU,
+        benchmarks/profile_train.py). With ``lr_scheduler`` (``--lr_scheduler NAME``), that torch scheduler steps
+        once an epoch; one that watches a metric (ReduceLROnPlateau) reads ``monitor`` in its direction."""
+        from farmcli import components
+
         params = list(self.parameters())
-        fused = all(p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point for p in params) or None
         optim = self.optim_cfg
         groups: list[dict[str, Any]] = [{"params": params}]
         if optim.id_weight_decay is not None:  # the id tables in a group of their own
@@ -253,13 +275,26 @@ class FarmModule(L.LightningModule):
                     "weight_decay": optim.id_weight_decay,
                 },
             ]
-        optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused)
+        optimizer: torch.optim.Optimizer
+        if self.optimizer_spec is None:
+            fused = self._fused_allowed() and all(
+                p.device.type in _FUSED_ADAM_DEVICES and p.dtype.is_floating_point for p in params
+            )
+            optimizer = torch.optim.Adam(groups, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
+        else:
+            optimizer = components.instantiate("optimizer", self.optimizer_spec, params=groups, lr=optim.lr)
         if self.lr_scheduler is None:
             return optimizer
-        from farmcli import components
+        from farmcli.metric_names import monitor_mode
 
-        scheduler = components.instantiate("lr_scheduler", self.lr_scheduler, optimizer=optimizer)
+        monitor = self.lr_scheduler["init_args"].get("monitor", self.monitor)
+        plateau = issubclass(
+            components.resolve_class("lr_scheduler", self.lr_scheduler["class_path"]),
+            torch.optim.lr_scheduler.ReduceLROnPlateau,
+        )
+        direction = {"mode": monitor_mode(monitor)} if plateau else {}  # an AUC rises: "min" would cut the lr at once
+        scheduler = components.instantiate("lr_scheduler", self.lr_scheduler, optimizer=optimizer, **direction)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": monitor},
         }

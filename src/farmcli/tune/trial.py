@@ -75,7 +75,7 @@ def run_trial(
 
     quiet_lightning()
     from farmcli.data.module import data_module
-    from farmcli.train import build_module, early_stopping, monitor_mode
+    from farmcli.training import build_module, early_stopping, monitor_mode
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, store)
@@ -85,6 +85,8 @@ def run_trial(
 
     kwargs = {**dict(cfg.trainer), "enable_model_summary": False}
     kwargs.pop("logger", None)  # a trial logs nothing; its scores go to the study
+    bar_setting = kwargs.pop("enable_progress_bar", None)  # --trainer.enable_progress_bar false: no bar
+    show_bar = show_bar and bar_setting is not False
     user_callbacks = [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
     callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg), *user_callbacks]
     trainer = L.Trainer(

@@ -57,7 +57,7 @@ def build_report(
     farm did not write, or an earlier report there without ``overwrite``) raises UserError before any model
     pass. The default ``out`` (RUN/report) is the run's own: an earlier report there is replaced.
     """
-    from farmcli.evaluate import output_path
+    from farmcli.evaluation import output_path
 
     if max_users is not None and int(max_users) < 1:
         raise UserError(f"--max-users must be at least 1, got {max_users}.")

@@ -1,11 +1,21 @@
-"""Training curves from logs/metrics.csv and logs/resume*/metrics.csv (a resumed leg wins where steps repeat)."""
+"""Training curves, epoch by epoch, from logs/metrics.csv and logs/resume*/metrics.csv (a resumed leg wins where
+steps repeat).
+
+A train/* row of the log is one batch's loss (Lightning writes every ``log_every_n_steps``-th step): a rare task's
+BCE jumps by ten times from one batch to the next as its few positives come and go. So the figure and the text
+use each epoch's mean of its logged steps, with the standard error of that mean, and the text calls a change from
+the first to the last epoch a trend only where it exceeds ``TREND_SE`` standard errors of the difference.
+Validation values (val/*) are already one number per epoch over the whole split.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -14,6 +24,59 @@ from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
 
 FILES = {"curves": "training-curves.png", "curves_compare": "training-curves-compare.png"}
+
+TREND_SE = 2.0
+"""A change between the first and last epoch's mean loss is called a trend only beyond this many standard errors
+of the difference (about a 95% two-sided bound); smaller changes are what batch-to-batch noise gives."""
+
+
+class Series(NamedTuple):
+    """One logged metric: ``x`` = step (train/*) or epoch (val/*), its values, and each value's epoch."""
+
+    x: np.ndarray
+    y: np.ndarray
+    epoch: np.ndarray
+
+
+@dataclass(frozen=True)
+class EpochMeans:
+    """A train/* metric per epoch: the mean of the epoch's logged steps, their count and the standard error of
+    the mean (NaN where an epoch logged a single step: its noise cannot be estimated)."""
+
+    epoch: np.ndarray
+    mean: np.ndarray
+    n: np.ndarray
+    se: np.ndarray
+
+
+@dataclass(frozen=True)
+class Trend:
+    """First against last epoch of a metric: whether the change exceeds ``TREND_SE`` standard errors.
+
+    ``beyond_noise`` is None where it cannot be told (one epoch, or an epoch with a single logged step)."""
+
+    first_epoch: int
+    last_epoch: int
+    first: float
+    last: float
+    noise: float  # TREND_SE standard errors of the difference
+    beyond_noise: bool | None
+
+    @property
+    def change(self) -> float:
+        return self.last - self.first
+
+    def as_dict(self) -> dict[str, Any]:
+        noise = None if math.isnan(self.noise) else self.noise
+        return {
+            "first_epoch": self.first_epoch,
+            "last_epoch": self.last_epoch,
+            "first": self.first,
+            "last": self.last,
+            "change": self.change,
+            "noise": noise,
+            "beyond_noise": self.beyond_noise,
+        }
 
 
 def log_files(run: Path) -> list[Path]:
@@ -24,8 +87,8 @@ def log_files(run: Path) -> list[Path]:
     return files + sorted(legs, key=lambda p: int(p.parent.name[len("resume") :]))
 
 
-def training_logs(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{metric: (x, y)} from every leg's metrics.csv: x = step for train/*, epoch for val/*; where a resumed
+def training_logs(run: Path) -> dict[str, Series]:
+    """{metric: Series} from every leg's metrics.csv: x = step for train/*, epoch for val/*; where a resumed
     leg logged a step (epoch) again, the later leg's value wins."""
     import polars as pl
 
@@ -46,30 +109,65 @@ def training_logs(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             continue
         x = "epoch" if col.startswith("val/") else "step"
         d = (
-            df.select(x, col, "_leg")
+            df.select(*dict.fromkeys([x, "epoch"]), col, "_leg")
             .drop_nulls()
             .filter(pl.col(col).is_not_nan())
             .sort([x, "_leg"])
             .unique(subset=[x], keep="last", maintain_order=True)
         )
         if d.height:
-            out[col] = (d[x].to_numpy(), d[col].to_numpy().astype(np.float64))
+            out[col] = Series(d[x].to_numpy(), d[col].to_numpy().astype(np.float64), d["epoch"].to_numpy())
     return out
 
 
-def curve_inputs(logs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+def epoch_means(s: Series) -> EpochMeans:
+    """The per-epoch mean of a train/* metric's logged steps, with the standard error of each mean."""
+    epochs = np.unique(s.epoch)
+    groups = [s.y[s.epoch == e] for e in epochs]
+    n = np.array([len(g) for g in groups])
+    mean = np.array([g.mean() for g in groups])
+    se = np.array([g.std(ddof=1) / math.sqrt(len(g)) if len(g) > 1 else math.nan for g in groups])
+    return EpochMeans(epochs, mean, n, se)
+
+
+def trend(m: EpochMeans) -> Trend | None:
+    """The change from the first to the last epoch's mean, against ``TREND_SE`` standard errors of that
+    difference (the two means' errors combined); None without a logged epoch."""
+    if not len(m.epoch):
+        return None
+    noise = TREND_SE * math.sqrt(float(m.se[0]) ** 2 + float(m.se[-1]) ** 2)
+    change = float(m.mean[-1] - m.mean[0])
+    told = len(m.epoch) > 1 and not math.isnan(noise)
+    return Trend(
+        first_epoch=int(m.epoch[0]),
+        last_epoch=int(m.epoch[-1]),
+        first=float(m.mean[0]),
+        last=float(m.mean[-1]),
+        noise=noise,
+        beyond_noise=bool(abs(change) > noise) if told else None,
+    )
+
+
+def curve_inputs(logs: Mapping[str, Series]) -> dict:
+    """The series the figure and text use: train BCE per task and L_cl (per step), and per epoch the
+    validation BCE per task, L_cl and AUC (the mean over tasks first)."""
     tasks = {t: logs[f"train/bce_{t}"] for t in TASKS if f"train/bce_{t}" in logs}
     val = {}
     if "val/auc_mean" in logs:
         val["mean"] = logs["val/auc_mean"]
     val.update({t: logs[f"val/auc_{t}"] for t in TASKS if f"val/auc_{t}" in logs})
-    return {"task_losses": tasks, "cl": logs.get("train/cl"), "val": val}
+    val_losses = {t: logs[f"val/bce_{t}"] for t in TASKS if f"val/bce_{t}" in logs}
+    return {
+        "task_losses": tasks,
+        "cl": logs.get("train/cl"),
+        "val": val,
+        "val_losses": val_losses,
+        "val_cl": logs.get("val/cl"),
+    }
 
 
 def section(runs: list[LoadedRun], out: Path) -> Section:
     """One figure per run (the compared run's in its own file) and the text."""
-    from farmcli.analysis import plots
-
     summary: dict[str, Any] = {}
     files: dict[str, str] = {}
     lines = ["## Training curves", ""]
@@ -78,33 +176,37 @@ def section(runs: list[LoadedRun], out: Path) -> Section:
         if not inputs["task_losses"] and not inputs["val"]:
             lines += [f"No training log for {r.name} (no logs/metrics.csv with train/ or val/ columns).", ""]
             continue
-        plots.training_curves(
-            inputs["task_losses"],
+        task_means = {t: epoch_means(s) for t, s in inputs["task_losses"].items()}
+        cl_means = epoch_means(inputs["cl"]) if inputs["cl"] is not None else None
+        epoch_curves(
+            task_means,
             out / FILES[key],
-            cl=inputs["cl"],
+            cl=cl_means,
             val=inputs["val"],
-            title=f"{r.label} ({r.name}): training curves",
+            val_losses=inputs["val_losses"],
+            val_cl=inputs["val_cl"],
+            title=f"{r.label} ({r.name}): training curves per epoch",
         )
         files[key] = FILES[key]
-        stats = _stats(inputs, len(log_files(r.run)))
+        stats = _stats(inputs, task_means, cl_means, len(log_files(r.run)))
         summary[r.name] = stats
         lines += [*_text(r, FILES[key], stats), ""]
     return Section(summary, files, lines[:-1] if lines[-1] == "" else lines)
 
 
-def _stats(inputs: dict, legs: int) -> dict:
-    stats: dict[str, Any] = {"legs": legs}
+def _stats(inputs: dict, task_means: dict[str, EpochMeans], cl: EpochMeans | None, legs: int) -> dict:
+    """report.json's numbers behind the text: logged steps, each loss's trend and the best validation epoch."""
+    stats: dict[str, Any] = {"legs": legs, "trend_se": TREND_SE}
     tl = inputs["task_losses"]
     if tl:
-        stats["steps"] = int(max(x.max() for x, _ in tl.values()))
-        stats["points"] = int(max(len(x) for x, _ in tl.values()))
-        stats["first_bce"] = {t: float(y[0]) for t, (_, y) in tl.items()}
-        stats["last_bce"] = {t: float(y[-1]) for t, (_, y) in tl.items()}
-    if inputs["cl"] is not None:
-        x, y = inputs["cl"]
-        stats["cl_first"], stats["cl_last"] = float(y[0]), float(y[-1])
+        stats["steps"] = int(max(s.x.max() for s in tl.values()))
+        stats["points"] = int(max(len(s.x) for s in tl.values()))
+        stats["bce"] = {t: tr.as_dict() for t, m in task_means.items() if (tr := trend(m)) is not None}
+    cl_trend = trend(cl) if cl is not None else None
+    if cl_trend is not None:
+        stats["cl"] = cl_trend.as_dict()
     if "mean" in inputs["val"]:
-        x, y = inputs["val"]["mean"]
+        x, y = inputs["val"]["mean"].x, inputs["val"]["mean"].y
         b = int(np.nanargmax(y))
         stats.update(epochs=int(len(x)), best_val_auc_mean=float(y[b]), best_epoch=int(x[b]))
     return stats
@@ -114,25 +216,146 @@ def _text(r: LoadedRun, fname: str, s: dict) -> list[str]:
     lines = [f"![training curves of {r.name}]({fname})", ""]
     text = (
         f"{r.label} (`{r.name}`), from {s['legs']} log file{'s' if s['legs'] != 1 else ''} "
-        f"(logs/metrics.csv{' and the resumed legs' if s['legs'] > 1 else ''}): per-task training BCE by step "
-        f"(rolling mean when there are many points)"
+        f"(logs/metrics.csv{' and the resumed legs' if s['legs'] > 1 else ''}): per-task training BCE as the mean "
+        f"of each epoch's logged steps (bars: {TREND_SE:g} standard errors), validation BCE"
     )
-    if "cl_first" in s:
-        text += ", the contrastive loss L_cl by step"
+    if "cl" in s:
+        text += ", the contrastive loss L_cl (training and validation)"
     text += " and validation AUC per epoch."
-    if "last_bce" in s and s["points"] > 1:
-        ch = ", ".join(f"{t} {s['first_bce'][t]:.3f} -> {s['last_bce'][t]:.3f}" for t in s["last_bce"])
-        text += f" From the first to the last logged step ({s['steps']}) the BCE went {ch}."
-        if "cl_first" in s:
-            text += f" L_cl went {s['cl_first']:.3f} -> {s['cl_last']:.3f}."
-    elif "last_bce" in s:
-        ch = ", ".join(f"{t} {v:.3f}" for t, v in s["last_bce"].items())
-        text += f" Only one training step was logged ({s['steps']}): BCE {ch}."
-        if "cl_first" in s:
-            text += f" L_cl {s['cl_last']:.3f}."
+    if s.get("bce"):
+        text += " " + _trend_sentence("The training BCE", s["bce"], s["points"])
+    if "cl" in s:
+        text += " " + _trend_sentence("L_cl", {"": s["cl"]}, s.get("points", 0))
     if "best_val_auc_mean" in s:
         text += (
             f" The best mean validation AUC is {s['best_val_auc_mean']:.4f} at epoch {s['best_epoch']} "
             f"(of {s['epochs']} validated)."
         )
     return lines + [text]
+
+
+def _trend_sentence(what: str, trends: dict[str, dict], points: int) -> str:
+    """One sentence per loss: a trend only where the change exceeds the noise, else "no trend beyond noise".
+    ``trends``: {name: Trend.as_dict()}, one entry named "" for a single loss (L_cl)."""
+    first = next(iter(trends.values()))
+    a, b = first["first_epoch"], first["last_epoch"]
+    if a == b:
+        vals = ", ".join(f"{t} {d['last']:.3f}".strip() for t, d in trends.items())
+        return (
+            f"Only epoch {a} has logged training steps ({points} logged in all), so no trend can be read: "
+            f"{what[0].lower()}{what[1:]} {vals}."
+        )
+    parts = "; ".join(_trend_part(t, d) for t, d in trends.items())
+    return f"{what} from epoch {a} to {b} (a trend only where it exceeds the step-to-step noise): {parts}."
+
+
+def _trend_part(name: str, d: dict) -> str:
+    values = f"{d['first']:.3f} -> {d['last']:.3f}"
+    label = f"{name}: " if name else ""
+    if d["beyond_noise"] is None:
+        return f"{label}{values}, too few logged steps per epoch to tell a trend from noise"
+    if not d["beyond_noise"]:
+        return f"{label}no trend beyond noise ({values}, noise {d['noise']:.3f})"
+    direction = "falls" if d["change"] < 0 else "rises"
+    return f"{label}{direction} {values} (change {d['change']:+.3f}, beyond the noise of {d['noise']:.3f})"
+
+
+# --------------------------------------------------------------------------------------------------- figure
+
+
+def epoch_curves(
+    task_means: Mapping[str, EpochMeans],
+    path: str | Path,
+    *,
+    cl: EpochMeans | None = None,
+    val: Mapping[str, Series] | None = None,
+    val_losses: Mapping[str, Series] | None = None,
+    val_cl: Series | None = None,
+    title: str | None = None,
+) -> Path:
+    """Training curves per epoch in one PNG: per-task BCE (train: epoch means with ``TREND_SE`` standard error
+    bars, solid; validation: dashed), L_cl likewise, and validation AUC (the mean over tasks bold).
+
+    Plain data in, one PNG out (atomically), so it is tested on synthetic input. A task keeps its colour in
+    every panel; one legend below the panels names the tasks and the line styles.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from farmcli.analysis import plots
+
+    val, val_losses = dict(val or {}), dict(val_losses or {})
+    panels = ["bce"] + (["cl"] if cl is not None and len(cl.epoch) else []) + (["val"] if val else [])
+    names = list(dict.fromkeys([*task_means, *val_losses, *(k for k in val if k != "mean")]))
+    color = {t: plots.COLORS[i % len(plots.COLORS)] for i, t in enumerate(names)}
+    fig = plots._figure(4.6 * len(panels), 4.3)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    _loss_panel(axes[0], task_means, val_losses, color)
+    if "cl" in panels and cl is not None:
+        _loss_panel(axes[1], {"L_cl": cl}, {"L_cl": val_cl} if val_cl is not None else {}, {"L_cl": "black"})
+        axes[1].set_title("contrastive loss L_cl (eq. 14) per epoch", fontsize=10)
+        axes[1].set_ylabel("InfoNCE")
+    if "val" in panels:
+        _auc_panel(axes[-1], val, color)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("epoch (0 = first)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    _legend(fig, names, color, has_val_losses=bool(val_losses) or val_cl is not None)
+    return plots.save(fig, path)
+
+
+def _loss_panel(ax, means: Mapping[str, EpochMeans], val_losses: Mapping[str, Series], color: dict) -> None:
+    """Train epoch means with error bars (solid) and validation losses per epoch (dashed), log scale where the
+    rare tasks' losses sit orders of magnitude below click's."""
+    for name, m in means.items():
+        err = np.where(np.isnan(m.se), 0.0, TREND_SE * m.se)
+        ax.errorbar(m.epoch, m.mean, yerr=err, color=color[name], marker="o", markersize=3, linewidth=1.4, capsize=3)
+    for name, s in val_losses.items():
+        ax.plot(s.x, s.y, color=color.get(name, "black"), linestyle="--", marker="s", markersize=3, linewidth=1.0)
+    values = [m.mean for m in means.values()] + [s.y for s in val_losses.values()]
+    allpos = np.concatenate([v[v > 0] for v in values] or [np.empty(0)])
+    if allpos.size and allpos.max() / allpos.min() > 20:
+        ax.set_yscale("log")
+    ax.set_title(f"BCE per task (eq. 7) per epoch, train ± {TREND_SE:g} SE", fontsize=10)
+    ax.set_ylabel("binary cross-entropy")
+    if not means and not val_losses:
+        ax.text(0.5, 0.5, "no train/bce_* logged", ha="center", va="center", transform=ax.transAxes)
+
+
+def _auc_panel(ax, val: Mapping[str, Series], color: dict) -> None:
+    for name, s in val.items():
+        if name != "mean":
+            ax.plot(s.x, s.y, marker="o", markersize=2.5, linewidth=1.0, color=color[name], alpha=0.75)
+    if "mean" in val:
+        s = val["mean"]
+        best = f"mean over tasks (best {np.nanmax(s.y):.3f})" if len(s.y) else "mean over tasks"
+        ax.plot(s.x, s.y, marker="o", markersize=4.5, linewidth=2.4, color="black", zorder=3, label=best)
+        ax.legend(fontsize=8, loc="best")
+    ax.set_title("validation AUC per epoch", fontsize=10)
+    ax.set_ylabel("AUC")
+
+
+def _legend(fig, names: list[str], color: dict, has_val_losses: bool) -> None:
+    """One legend under the panels: a colour per task, and which line style is train and which validation."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color[t], linewidth=2) for t in names]
+    labels = list(names)
+    if has_val_losses:
+        handles += [
+            Line2D([], [], color="grey", marker="o", linewidth=1.4),
+            Line2D([], [], color="grey", linestyle="--", marker="s", linewidth=1.0),
+        ]
+        labels += ["train (epoch mean)", "validation"]
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(labels), 8),
+            fontsize=8,
+            frameon=False,
+        )

@@ -46,7 +46,7 @@ class LoadedRun:
 
     def batches(self, idx: np.ndarray | None, batch_size: int, progress: Progress | None = None, what: str = ""):
         """Model batches of the test split (every sample, or ``idx``) on the run's device, reporting progress."""
-        from farmcli.evaluate import batches
+        from farmcli.evaluation import batches
 
         n = self.store.n(SPLIT) if idx is None else len(idx)
         done = 0
@@ -60,7 +60,7 @@ class LoadedRun:
 def load_run(target: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """A run directory (best checkpoint) or a .ckpt inside one; anything else is a UserError."""
     from farmcli.config import resolve
-    from farmcli.evaluate import load_module, locate, run_store
+    from farmcli.evaluation import load_module, locate, run_store
 
     target = Path(target)
     if target.is_dir() and not (target / "config.yaml").is_file():

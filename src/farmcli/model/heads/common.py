@@ -41,7 +41,20 @@ class Towers(nn.Module):
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x
-        return torch.cat([tower(h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
+        return torch.cat([fp32_output(tower, h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
+
+
+def fp32_output(tower: nn.Module, h: Tensor) -> Tensor:
+    """A tower whose last layer (the logit) runs in fp32 under autocast, as ranking heads usually do: a bf16
+    logit keeps 8 bits of mantissa, so after the prior bias (log-odds near -3 for the rare tasks) a barely trained
+    model's scores collapse to one or two values per task and every AUC reads 50."""
+    layers = cast(nn.Sequential, tower)
+    h = layers[:-1](h)
+    device = h.device.type
+    if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
+        return layers[-1](h)
+    with torch.autocast(device, enabled=False):
+        return layers[-1](h.float())
 
 
 def expert_pool(in_dim: int, n: int, dims: Sequence[int], dropout: float) -> nn.ModuleList:

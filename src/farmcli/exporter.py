@@ -53,6 +53,75 @@ class InferenceGraph(nn.Module):
         return torch.sigmoid(self.farm(batch, with_cl=False, backend="reference").logits)
 
 
+class NamedInputs(nn.Module):
+    """The inference graph with one named parameter per input, so TorchScript keeps the names.
+
+    A traced module's schema takes its argument names from ``forward``'s signature: ``InferenceGraph``'s
+    ``*inputs`` became ``input, input0, ...``, and ``module(**inputs)`` with FILE.json's names failed. The names
+    are spelt out here, once, in ``INPUTS`` order (``_check_names`` holds them to it).
+    """
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def forward(
+        self,
+        user: Tensor,
+        author: Tensor,
+        page: Tensor,
+        tag: Tensor,
+        cluster: Tensor,
+        v_author: Tensor,
+        v_page: Tensor,
+        v_tag: Tensor,
+        v_play: Tensor,
+        v_lag: Tensor,
+        v_label: Tensor,
+        v_mask: Tensor,
+        l_author: Tensor,
+        l_page: Tensor,
+        l_tag: Tensor,
+        l_cluster: Tensor,
+        l_play: Tensor,
+        l_lag: Tensor,
+        l_label: Tensor,
+        l_mask: Tensor,
+    ) -> Tensor:
+        return self.graph(
+            user,
+            author,
+            page,
+            tag,
+            cluster,
+            v_author,
+            v_page,
+            v_tag,
+            v_play,
+            v_lag,
+            v_label,
+            v_mask,
+            l_author,
+            l_page,
+            l_tag,
+            l_cluster,
+            l_play,
+            l_lag,
+            l_label,
+            l_mask,
+        )
+
+
+def _check_names() -> None:
+    """A history field added to ``farmcli.batch`` must be added to ``NamedInputs`` too, or the export would feed
+    the graph's inputs to the wrong parameters: fail at export, not in serving."""
+    import inspect
+
+    names = tuple(inspect.signature(NamedInputs.forward).parameters)[1:]
+    if names != INPUTS:
+        raise RuntimeError(f"NamedInputs.forward takes {names}, the graph {INPUTS}: update farmcli/exporter.py.")
+
+
 def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed: int = 0) -> tuple[Tensor, ...]:
     """A batch with, row by row: no history at all, full histories, out-of-vocabulary ids, random lengths."""
     g = torch.Generator().manual_seed(seed)
@@ -100,6 +169,8 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
         "run": str(run),
         "checkpoint": str(ckpt),
         "inputs": [{"name": n, "shape": shape(n), "dtype": "bool" if n.endswith("mask") else "int64"} for n in INPUTS],
+        "call": "by name, as module(**inputs) (TorchScript) or session.run(None, inputs) (ONNX Runtime), or "
+        "positionally in the order of inputs",
         "outputs": [
             {"name": "probabilities", "shape": ["batch", len(TASKS)], "dtype": "float32", "columns": list(TASKS)}
         ],
@@ -127,7 +198,7 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
 def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite: bool = False) -> dict:
     """Write the inference graph to ``out`` with OUT.json and OUT.vocab/ beside it; returns the JSON spec."""
     from farmcli.config import resolve
-    from farmcli.evaluate import load_module, locate, output_path, run_store
+    from farmcli.evaluation import load_module, locate, output_path, run_store
 
     if fmt not in FORMATS:
         raise UserError(f"--format '{fmt}': choose onnx or torchscript.")
@@ -211,8 +282,11 @@ def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
 
 
 def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
+    """Traced through ``NamedInputs``: the saved module is called as ``module(**inputs)`` or positionally."""
+    _check_names()
     with _quiet(), torch.no_grad():
-        traced = torch.jit.trace(graph, inputs, check_trace=False)  # widths are constants; the batch stays dynamic
+        # widths are constants; the batch stays dynamic
+        traced = torch.jit.trace(NamedInputs(graph), inputs, check_trace=False)
         traced.save(str(path))
 
 

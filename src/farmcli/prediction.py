@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmcli.errors import UserError
-from farmcli.evaluate import PREDICT_FORMAT
+from farmcli.evaluation import PREDICT_FORMAT
 from farmcli.io import atomic_path
 
 SPLIT_CHOICES = ("test", "valid", "train", "all")
@@ -39,13 +39,13 @@ def splits_of(split: str) -> tuple[str, ...]:
 
 def ours(path: Path) -> bool:
     """Whether ``path`` is a predictions file that farm wrote (so --overwrite may replace it)."""
-    from farmcli.evaluate import PREDICTIONS_FORMAT, written_by_farm
+    from farmcli.evaluation import PREDICTIONS_FORMAT, written_by_farm
 
     return written_by_farm(path, (FORMAT, PREDICTIONS_FORMAT))
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    from farmcli.evaluate import PREDICTIONS_FORMAT, check_output_file
+    from farmcli.evaluation import PREDICTIONS_FORMAT, check_output_file
 
     if out.suffix != ".parquet" and not out.is_dir():
         raise UserError(f"--out {out}: give a .parquet file name.")
@@ -57,7 +57,7 @@ def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = 
 
     ``trained``: the run's own store, when the caller has opened it already."""
     from farmcli.data.build import build_samples
-    from farmcli.evaluate import run_store
+    from farmcli.evaluation import run_store
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
 
@@ -103,7 +103,7 @@ def predict_run(
     streamed from the predict loop one batch at a time."""
     from farmcli.config import resolve
     from farmcli.data.module import data_module
-    from farmcli.evaluate import (
+    from farmcli.evaluation import (
         check_trained_on,
         load_module,
         locate,

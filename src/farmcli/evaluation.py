@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +17,23 @@ from farmcli.errors import UserError
 from farmcli.io import atomic_path, read_json, write_json, write_text
 
 KINDS = ("auc", "uauc", "gauc")
+PER_USER_KINDS = ("uauc", "gauc")
+"""The means over per-user AUCs: their cell rests on ``n_users`` users, not on the group's samples."""
+MIN_USERS = 30
+"""Fewest users (with both classes) behind a UAUC / GAUC cell that the table shows without a mark.
+
+A per-user mean over a handful of users is mostly the luck of those few: one user's AUC of 0 or 1 moves the
+mean of five by 20 points, and a rare task (like, gift) in a small group often leaves one or two users with
+both classes out of hundreds. The value is still written (JSON, CSV, with its ``n_users`` and ``n_skipped``);
+the printed table marks it (``FEW_USERS_MARK``) so it is not read as a measurement. 30 is the usual size at
+which a mean of bounded values is read as roughly normal."""
+FEW_USERS_MARK = "\u2020"
+"""The dagger after a UAUC / GAUC cell from fewer than ``MIN_USERS`` users, explained under the table."""
+Progress = Callable[[str, int, "int | None"], None]
 PREDICTIONS_FORMAT = "farm-eval-predictions/1"
 """Written into the key-value metadata of --save-predictions files; --overwrite replaces only farm's files."""
 PREDICT_FORMAT = "farm-predictions/1"
-"""The same mark in `farm predict`'s files (farmcli/predict.py)."""
+"""The same mark in `farm predict`'s files (farmcli/prediction.py)."""
 
 
 @dataclass
@@ -129,14 +143,24 @@ def predict(
 
 
 def score(
-    module, store, data, accelerator: str, bf16: bool, keep_predictions: bool = False
+    module,
+    store,
+    data,
+    accelerator: str,
+    bf16: bool,
+    keep_predictions: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[dict, Predictions | None]:
     """The test loop over ``data.test_split`` on a one-device scoring Trainer: the grouped tables, and with
-    ``keep_predictions`` the split's scores beside its labels."""
-    from farmcli.scoring import CollectLogits, score_split, scoring_trainer
+    ``keep_predictions`` the split's scores beside its labels; ``progress(what, samples scored, total)`` as it
+    goes."""
+    from farmcli.scoring import CollectLogits, ScoringProgress, pass_label, score_split, scoring_trainer
 
     collect = CollectLogits()
-    tables = score_split(scoring_trainer(accelerator, bf16, [collect] if keep_predictions else []), module, data)
+    callbacks: list = [collect] if keep_predictions else []
+    if progress is not None:
+        callbacks.append(ScoringProgress(progress, pass_label(data.test_split), store.n(data.test_split)))
+    tables = score_split(scoring_trainer(accelerator, bf16, callbacks), module, data)
     pred = split_predictions(store, data.test_split, collect.logits()) if keep_predictions else None
     return tables, pred
 
@@ -161,7 +185,10 @@ def only_groups(tables: dict, groups: tuple[str, ...]) -> dict:
     def cut(per_group: dict | None) -> dict | None:
         return None if per_group is None else {g: per_group[g] for g in ("full", *groups)}
 
-    return {"model": cut(tables["model"]), "oracle": cut(tables.get("oracle")), "samples": tables["samples"]}
+    out = {"model": cut(tables["model"]), "oracle": cut(tables.get("oracle")), "samples": tables["samples"]}
+    if "precision" in tables:
+        out["precision"] = tables["precision"]
+    return out
 
 
 def check_groups(groups: tuple[str, ...]) -> None:
@@ -208,14 +235,33 @@ def as_percent(tables: dict) -> dict:
     return conv(tables)
 
 
-def write_tables(tables: dict, run_dir: Path, split: str, extra: dict | None = None) -> tuple[Path, Path]:
-    jpath, cpath = run_dir / f"eval-{split}.json", run_dir / f"eval-{split}.csv"
-    write_json(jpath, {"split": split, "unit": "percent", **(extra or {}), **as_percent(tables)})
+def few_users(cell: dict, kind: str) -> bool:
+    """Whether a UAUC / GAUC cell (one task of one group) rests on fewer than ``MIN_USERS`` users; AUC cells,
+    undefined cells and tables written before ``n_users`` was kept are never marked."""
+    n = cell.get("n_users")
+    return kind in PER_USER_KINDS and cell.get(kind) is not None and isinstance(n, int) and n < MIN_USERS
+
+
+def eval_name(split: str, bf16: bool = False) -> str:
+    """The stem of a split's table files: eval-SPLIT (the fp32 table that farm train writes and farm ablate
+    reads), or eval-SPLIT-bf16 for a ``farm eval --bf16`` pass, so that a bf16 pass never replaces it."""
+    return f"eval-{split}-bf16" if bf16 else f"eval-{split}"
+
+
+def write_tables(
+    tables: dict, run_dir: Path, split: str, extra: dict | None = None, bf16: bool = False
+) -> tuple[Path, Path]:
+    """RUN/eval-SPLIT.json and .csv (eval-SPLIT-bf16.* with ``bf16``), atomically; the JSON records the
+    precision the scores were computed in and the ``min_users`` below which the printed table marks a cell."""
+    stem = eval_name(split, bf16)
+    jpath, cpath = run_dir / f"{stem}.json", run_dir / f"{stem}.csv"
+    body = {"split": split, "unit": "percent", "min_users": MIN_USERS, **(extra or {}), **as_percent(tables)}
+    write_json(jpath, body)
     write_text(cpath, to_csv(tables))
     return jpath, cpath
 
 
-def locate(target: str | Path) -> tuple[Path, Path]:
+def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(run directory, checkpoint) from a run directory (its best checkpoint) or a checkpoint inside one."""
     target = Path(target)
     if target.is_dir():
@@ -332,19 +378,21 @@ def run_store(run: Path, cfg):
 
 
 def evaluate_run(
-    target: str | Path,
+    target: str | os.PathLike[str],
     split: str = "test",
     groups: tuple[str, ...] = ACTIVITY_LEVELS,
     save_predictions: str | Path | None = None,
     accelerator: str = "auto",
     bf16: bool = False,
     overwrite: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[dict, Path, Path]:
-    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt).
+    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv} (RUN/eval-SPLIT-bf16.* with
+    ``bf16``, beside the fp32 table); returns (tables, run, ckpt).
 
     Every input (split, groups, the predictions path, the data the checkpoint was trained on) is checked
     before the split is scored; ``save_predictions`` replaces only a predictions file farm wrote, with
-    ``overwrite``.
+    ``overwrite``. ``progress(what, samples scored, total)`` is called as the split is scored.
     """
     from farmcli.config import resolve
     from farmcli.data.module import data_module
@@ -363,9 +411,12 @@ def evaluate_run(
     store = run_store(run, cfg)
     module = load_module(ckpt, store)
     data = data_module(cfg, store, test_split=split)
-    all_groups, pred = score(module, store, data, accelerator, bf16, keep_predictions=out is not None)
+    all_groups, pred = score(
+        module, store, data, accelerator, bf16, keep_predictions=out is not None, progress=progress
+    )
     tables = only_groups(all_groups, groups)
-    write_tables(tables, run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant})
+    extra = {"checkpoint": stored_path(run, ckpt), "variant": cfg.variant}
+    write_tables(tables, run, split, extra=extra, bf16=bf16)
     if pred is not None and out is not None:
         pred.write_parquet(out)
     return tables, run, ckpt

@@ -21,14 +21,11 @@ from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
 from farmcli.interrupts import stopped_by_signal
 from farmcli.io import load_yaml, read_json, write_json, write_text
+from farmcli.metric_names import KINDS, monitor_mode
 from farmcli.runs import CKPT_STORE_KEY, alive, stored_path
 
 RUN_DIR_ENV = "FARM_RUN_DIR"
 """Set by rank 0 so the other DDP ranks (re-launched copies of the command) share its run directory."""
-
-KINDS = ("auc", "uauc", "gauc")
-LOWER_IS_BETTER = ("loss", "bce_", "cl")
-"""Validation metrics named so are losses (early stopping and the best checkpoint minimise them)."""
 
 
 # ------------------------------------------------------------------------------------------ monitor
@@ -43,26 +40,26 @@ def monitor_names(cfg: RunConfig) -> list[str]:
     return names
 
 
-def monitor_mode(monitor: str) -> str:
-    """'min' for a loss (val/loss, val/bce_*, val/cl), 'max' for AUC, UAUC and GAUC."""
-    return "min" if monitor.removeprefix("val/").startswith(LOWER_IS_BETTER) else "max"
-
-
 def check_monitor(cfg: RunConfig) -> None:
-    """fit.monitor must be a metric the model logs: Lightning would say so only after a whole epoch."""
+    """fit.monitor (and lr_scheduler.monitor) must be a metric the model logs: Lightning would say so only after a
+    whole epoch."""
+    _check_monitor(cfg, "fit.monitor", cfg.fit.monitor)
+    scheduler_monitor = ((cfg.lr_scheduler or {}).get("init_args") or {}).get("monitor")
+    if scheduler_monitor is not None:
+        _check_monitor(cfg, "lr_scheduler.monitor", scheduler_monitor)
+
+
+def _check_monitor(cfg: RunConfig, key: str, m: str) -> None:
     import difflib
 
     names = monitor_names(cfg)
-    if cfg.fit.monitor in names:
+    if m in names:
         return
-    m = cfg.fit.monitor
     close = [n for n in names if n.startswith(m) or n == f"val/{m}"] or difflib.get_close_matches(m, names, 1, 0.75)
     hint = f"Did you mean '{close[0]}'? " if close else ""
-    extra = (
-        " (val/cl needs an align with a contrastive loss; model.align is none)" if cfg.fit.monitor == "val/cl" else ""
-    )
+    extra = " (val/cl needs an align with a contrastive loss; model.align is none)" if m == "val/cl" else ""
     raise UserError(
-        f"fit.monitor = '{cfg.fit.monitor}' is not a metric the model logs{extra}. {hint}Choose one of: "
+        f"{key} = '{m}' is not a metric the model logs{extra}. {hint}Choose one of: "
         f"val/loss, val/bce_TASK, val/cl, val/auc_mean, val/uauc_mean, val/gauc_mean, val/auc_TASK, "
         f"val/uauc_TASK, val/gauc_TASK (TASK: {', '.join(TASKS)}); losses are minimised, AUCs maximised."
     )
@@ -98,6 +95,26 @@ def new_run_dir(cfg: RunConfig) -> Path:
 # ------------------------------------------------------------------------------------------ resume
 
 
+def run_of_checkpoint(ckpt_path: str, config_files: Sequence[Path] = ()) -> Path:
+    """The run directory that LightningCLI's ``ckpt_path`` resumes: the run itself, or its checkpoints/last.ckpt.
+    farm resumes a run from its last checkpoint, whose run directory holds the config and the logs it continues."""
+    path = Path(ckpt_path)
+    if not ckpt_path or not path.exists():
+        raise UserError(f"ckpt_path = {ckpt_path!r}: no such file or directory. Give RUN/checkpoints/last.ckpt or RUN.")
+    run = path.parent.parent if path.suffix == ".ckpt" else path
+    if path.suffix == ".ckpt" and path.name != "last.ckpt" and (run / "config.yaml").is_file():
+        raise UserError(
+            f"ckpt_path = {ckpt_path}: farm resumes a run from its last checkpoint (RUN/checkpoints/last.ckpt). To "
+            f"continue from {path.name}, copy it over {run}/checkpoints/last.ckpt; to score it, `farm eval {path}`."
+        )
+    if not (run / "config.yaml").is_file():
+        raise UserError(
+            f"ckpt_path = {ckpt_path}: not a checkpoint of a farm run (no {run / 'config.yaml'}). farm resumes the "
+            f"run directories `farm train` writes: --ckpt_path RUN/checkpoints/last.ckpt or --resume RUN."
+        )
+    return run
+
+
 def resume_config(run: str | Path, overrides=()) -> RunConfig:
     """The config of an existing run (its config.yaml), with optional overrides (e.g. more epochs)."""
     run = Path(run)
@@ -110,7 +127,7 @@ def check_resume(run: Path, cfg: RunConfig, data_key: bool = True) -> str | None
     """Everything `farm train --resume RUN` needs, checked before anything is built or written: the run is not
     training now, its last checkpoint is readable and ``cfg.data`` gives the samples it was trained on (with
     ``data_key``: the store key of ``cfg.data`` is computed, without building the store). Returns that key."""
-    from farmcli.evaluate import read_checkpoint
+    from farmcli.evaluation import read_checkpoint
 
     run = Path(run)
     info = read_json(run / "run.json")
@@ -181,7 +198,7 @@ def _other_data(run: Path, cfg: RunConfig, key: str, other: str) -> str:
 
 def check_fits(run: Path, module, last: Path) -> None:
     """The resumed run's checkpoint fits the model these settings build (same weights, same shapes)."""
-    from farmcli.evaluate import read_checkpoint
+    from farmcli.evaluation import read_checkpoint
 
     saved = {k: tuple(v.shape) for k, v in read_checkpoint(last)["state_dict"].items()}
     built = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -247,7 +264,7 @@ def relocated(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
 
 def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True, extra: Sequence = ()):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from farmcli import components
@@ -267,15 +284,31 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     callbacks: list[L.Callback] = [ckpt, *extra]
     if has_valid:
         callbacks += early_stopping(cfg)
-    if progress:
-        callbacks.append(RichProgressBar(leave=True))  # Lightning's own epoch count: "Epoch 0/3" is the first of 4
     kwargs = dict(cfg.trainer)
-    callbacks += [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
-    # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each
-    # writing under the run directory unless its save_dir is set
-    loggers = [CSVLogger(run, name="logs", version=_log_version(run))]
+    progress = kwargs.pop("enable_progress_bar", None) is not False and progress
+    if progress:
+        from farmcli.scoring import PassProgressBar  # names the post-fit scoring passes; no v_num
+
+        callbacks.append(PassProgressBar(leave=True))  # Lightning's own epoch count: "Epoch 0/3" is the first of 4
+    # a user's ModelCheckpoint writes beside farm's, unless its dirpath says otherwise
+    callbacks += [
+        components.instantiate("trainer.callbacks", c, dirpath=run / "checkpoints")
+        for c in kwargs.pop("callbacks", None) or []
+    ]
+    # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each in
+    # a folder of its own under RUN/logs/ (logs/tensorboard/), a resumed leg beside the first (logs/tensorboard/resume1)
+    version = _log_version(run)
+    loggers = [CSVLogger(run, name="logs", version=version)]
     loggers += [
-        components.instantiate("trainer.logger", lg, save_dir=str(run)) for lg in kwargs.pop("logger", None) or []
+        components.instantiate(
+            "trainer.logger",
+            lg,
+            save_dir=str(run / "logs"),
+            name=lg["class_path"].rpartition(".")[2].removesuffix("Logger").lower() or "logger",
+            version=version,
+            default_hp_metric=False,  # TensorBoard's placeholder hp_metric of -1
+        )
+        for lg in kwargs.pop("logger", None) or []
     ]
     if kwargs.get("enable_model_summary") is None:
         kwargs["enable_model_summary"] = verbose()
@@ -443,7 +476,7 @@ def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits:
     """The best checkpoint scored by the fit's own Trainer (its device, precision and strategy; every rank
     takes part): RUN/eval-SPLIT.{json,csv} for each split, the tables `farm eval` writes."""
     from farmcli.data.module import data_module
-    from farmcli.evaluate import write_tables
+    from farmcli.evaluation import write_tables
     from farmcli.scoring import score_split
 
     try:
@@ -485,6 +518,7 @@ def build_module(cfg: RunConfig, store):
         cl_batch_size=cfg.data.batch_size,
         lr_scheduler=cfg.lr_scheduler,
         monitor=cfg.fit.monitor,
+        optimizer=cfg.optimizer,
     )
 
 
