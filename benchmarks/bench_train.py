@@ -26,7 +26,7 @@ As ``farm train`` does, glibc's malloc is told to keep freed memory for the next
 by alternating runs with and without the flag.
 
 ``--compare`` runs every variant under two settings, alternating in one process so both see the same
-machine state, and prints the ratio: ``backend`` (the reference model vs ``model.backend: auto``, which is the
+machine state, and prints the ratio: ``backend`` (the reference model vs ``fit.backend: auto``, which is the
 CPU backend on a CPU; model/backends.py), ``compile`` (eager vs torch.compile), ``bf16`` (float32 vs bf16
 autocast), and each switch of the CPU backend (model/cpu/options.py) off vs on, the default:
 ``buckets`` (live rows at full length vs on their own length; model/cpu/ragged.py), ``sort-rows`` (each live
@@ -116,9 +116,14 @@ def main() -> None:
         help="leave glibc's malloc as it is (training tells it to keep freed memory: farmcli/allocator.py)",
     )
     args = ap.parse_args()
-    from farmcli.allocator import for_benchmark
+    from farmcli.allocator import keep_freed_memory
 
-    malloc = for_benchmark(args.malloc_defaults)  # as `farm train` does, unless --malloc-defaults
+    # as `farm train` does, unless --malloc-defaults
+    malloc = (
+        "glibc defaults"
+        if args.malloc_defaults
+        else ("keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)")
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -191,8 +196,8 @@ class Run:
 
         torch.manual_seed(0)
         backend = "reference" if setting == "reference" else "auto"
-        cfg = resolve(variant=variant, overrides={"model": {"backend": backend}})
-        self.module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim).to(device)
+        cfg = resolve(variant=variant)
+        self.module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim, backend=backend).to(device)
         self.opt = self.module.configure_optimizers()
         self.store, self.device, self.batch_size = store, device, args.batch_size
         self.bf16 = setting == "bf16"

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int)
-    ap.add_argument("--backend", default="auto", choices=["auto", "reference", "cpu"], help="model.backend")
+    ap.add_argument("--backend", default="auto", choices=["auto", "reference", "cpu"], help="fit.backend")
     ap.add_argument(
         "--malloc-defaults",
         action="store_true",
@@ -38,9 +38,14 @@ def main() -> None:
     ap.add_argument("--ops", action="store_true", help="also print the top operators (torch.profiler)")
     ap.add_argument("--parts", action="store_true", help="also time each part's forward + backward alone")
     args = ap.parse_args()
-    from farmcli.allocator import for_benchmark
+    from farmcli.allocator import keep_freed_memory
 
-    malloc = for_benchmark(args.malloc_defaults)  # as `farm train` does, unless --malloc-defaults
+    # as `farm train` does, unless --malloc-defaults
+    malloc = (
+        "glibc defaults"
+        if args.malloc_defaults
+        else ("keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)")
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -49,9 +54,9 @@ def main() -> None:
     from farmcli.sources import sample_store
 
     store = sample_store(resolve(overrides={"data": {"source": args.data}}).data)
-    cfg = resolve(variant=args.variant, overrides={"model": {"backend": args.backend}})
+    cfg = resolve(variant=args.variant)
     torch.manual_seed(0)
-    module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim)
+    module = FarmModule(vocab=store.model_shapes, model=cfg.model, optim=cfg.optim, backend=args.backend)
     opt = module.configure_optimizers()
     rng = np.random.default_rng(0)
     n = store.n("train")
@@ -145,7 +150,7 @@ def part_times(module, batch) -> list[tuple[str, float]]:
         return hook
 
     hooks = [child.register_forward_pre_hook(keep(n), with_kwargs=True) for n, child in module.farm.named_children()]
-    module.farm(batch, backend="reference")
+    module.farm(batch)  # FARM itself is the reference
     for h in hooks:
         h.remove()
 

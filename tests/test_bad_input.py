@@ -363,7 +363,17 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
-def test_the_table_is_not_trivially_small():
+def test_every_command_has_a_bad_input_case():
+    """The table covers each of farm's commands: a new command (or subcommand) needs its rows here."""
+    import typer
+
+    def commands(group, prefix: tuple[str, ...] = ()):
+        for name, command in group.commands.items():
+            yield from commands(command, (*prefix, name)) if hasattr(command, "commands") else [(*prefix, name)]
+
+    names = list(commands(typer.main.get_command(app)))
+    missing = [" ".join(n) for n in names if not any(c.args[: len(n)] == n for c in CASES)]
+    assert len(names) >= 10 and not missing, f"no bad-input case for: {', '.join(missing)}"
     assert len(CASES) >= 100
 
 

@@ -339,7 +339,7 @@ def test_bad_input_runs(c: Case, tmp_path, monkeypatch, request):
 
 
 def test_a_loss_monitor_keeps_the_lowest_loss(tiny_run):
-    from farmcli.training import monitor_mode
+    from farmcli.metric_names import monitor_mode
 
     assert [monitor_mode(m) for m in ("val/loss", "val/bce_click", "val/cl")] == ["min"] * 3
     assert [monitor_mode(m) for m in ("val/auc_mean", "val/uauc_click", "val/gauc_gift")] == ["max"] * 3
@@ -389,7 +389,7 @@ def test_an_old_copied_run_with_absolute_paths_reads_its_own_checkpoint(tiny_run
 
 
 def test_checkpoint_state_of_a_moved_run_is_read_as_this_runs():
-    from farmcli.training import relocated
+    from farmcli.runs import relocated
 
     state = {
         "dirpath": "/old/run/checkpoints",
@@ -411,19 +411,18 @@ def test_checkpoint_state_of_a_moved_run_is_read_as_this_runs():
 
 
 def test_a_killed_run_reads_as_killed_and_can_be_resumed(tiny_run, tmp_path):
-    from farmcli.runs import run_status
-    from farmcli.training import check_resume, resume_config
+    from farmcli.runs import check_resume, resume_config, status_note
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     running_as(dead_pid())(run)
-    assert run_status(run) == "killed"
+    assert "was killed before it finished" in (status_note(run) or "")
     r = runner.invoke(app, ["eval", str(run)])
     assert r.exit_code == 0, r.output
     assert "was killed before it finished" in " ".join(r.output.split())
     check_resume(run, resume_config(run), data_key=False)  # no refusal: nothing runs it any more
     running_as(os.getpid())(run)
-    assert run_status(run) == "running"
+    assert "is still training" in (status_note(run) or "")
 
 
 def test_report_says_a_run_was_killed(tiny_run, tmp_path):
@@ -453,7 +452,7 @@ def test_eval_checks_groups_and_predictions_path_before_scoring(tiny_run, tmp_pa
     def no_scoring(*args, **kwargs):
         raise AssertionError("scored before the inputs were checked")
 
-    monkeypatch.setattr(farmcli.evaluation, "predict", no_scoring)
+    monkeypatch.setattr(farmcli.evaluation, "score", no_scoring)
     monkeypatch.setattr(farmcli.evaluation, "run_store", no_scoring)
     (tmp_path / "dir").mkdir()
     for args in (["--groups", "foo"], ["--save-predictions", str(tmp_path / "dir")]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -103,12 +104,14 @@ def test_eval_and_predict_in_bf16_match_fp32(bf16_runs, tmp_path):
         scores[flag] = pl.read_parquet(out)
     cols = [c for c in scores["--bf16"].columns if c.startswith("p_")]
     assert cols and scores["--bf16"].height == scores["--no-bf16"].height > 0
-    diff = (scores["--bf16"].select(cols).to_numpy() - scores["--no-bf16"].select(cols).to_numpy()).max()
-    assert abs(diff) < TOLERANCE  # probabilities
-    r = runner.invoke(app, ["eval", str(run), "--bf16"])
-    assert r.exit_code == 0, r.output
-    assert "click" in r.output
-    assert json.loads((run / "eval-test-bf16.json").read_text())["precision"] == "bf16-mixed"
+    diff = np.abs(scores["--bf16"].select(cols).to_numpy() - scores["--no-bf16"].select(cols).to_numpy()).max()
+    assert diff < TOLERANCE  # probabilities, either way off
+    for flag in ("--bf16", "--no-bf16"):
+        r = runner.invoke(app, ["eval", str(run), flag])
+        assert r.exit_code == 0, r.output
+    bf16, fp32 = (json.loads((run / f"eval-test{s}.json").read_text()) for s in ("-bf16", ""))
+    assert bf16["precision"] == "bf16-mixed" and fp32["precision"] == "32-true"
+    assert abs(bf16["model"]["full"]["click"]["auc"] - fp32["model"]["full"]["click"]["auc"]) < 1.0  # the same model
 
 
 # ------------------------------------------------------------------- farm eval --bf16 beside the fp32 table

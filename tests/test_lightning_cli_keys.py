@@ -47,9 +47,9 @@ def test_seed_everything_true_draws_a_seed_that_config_yaml_keeps():
 def test_callbacks_append_to_the_ones_of_a_config_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  callbacks: [LearningRateMonitor]\n")
-    cfg = resolve([f], overrides=["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks+=Timer"])
+    cfg = resolve([f], overrides=["--trainer.callbacks+=ModelSummary", "--trainer.callbacks+=Timer"])
     names = [c["class_path"] for c in cfg.trainer["callbacks"]]
-    assert names == ["LearningRateMonitor", "StochasticWeightAveraging", "Timer"]
+    assert names == ["LearningRateMonitor", "ModelSummary", "Timer"]
     assert [c["class_path"] for c in resolve([f], overrides=["--trainer.callbacks", "Timer"]).trainer["callbacks"]] == [
         "Timer"
     ]  # without + the list is replaced

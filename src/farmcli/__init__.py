@@ -11,9 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from farmcli._version import __version__
 from farmcli.errors import UserError
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "synth": "farmcli.api",

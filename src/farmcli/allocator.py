@@ -36,11 +36,3 @@ def keep_freed_memory() -> bool:
         return all(libc.mallopt(param, value) == 1 for param, value in settings)
     except (OSError, AttributeError):
         return False
-
-
-def for_benchmark(malloc_defaults: bool) -> str:
-    """The benchmarks' ``--malloc-defaults``: apply the setting as training does unless asked not to; returns
-    what malloc does now, for the report."""
-    if malloc_defaults:
-        return "glibc defaults"
-    return "keeps freed memory" if keep_freed_memory() else "unchanged (not glibc)"

@@ -8,11 +8,11 @@ docs/API.md runs them end to end.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from farmcli.config import RunConfig, as_tokens, resolve
+from farmcli.training import TrainResult
 
 if TYPE_CHECKING:
     import polars as pl
@@ -20,15 +20,6 @@ if TYPE_CHECKING:
     from farmcli.data.store import SampleStore
 
 PathLike = str | Path
-
-
-@dataclass
-class TrainResult:
-    """A finished run: its directory (config.yaml, checkpoints, logs, eval tables) and its test tables."""
-
-    run: Path
-    test: dict
-    """``{"model": {group: {task: {auc, uauc, gauc, n_users, ...}}}, "oracle": ..., "samples": N}``, in percent."""
 
 
 def synth(out: PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = False, **settings: Any) -> Path:
@@ -63,7 +54,6 @@ def train(
     Either a resolved ``config`` (``farmcli.resolve(...)``) or the pieces the CLI layers: ``config_files`` <
     ``variant`` < ``overrides`` (``{"trainer.max_epochs": 1}`` or ``["--trainer.max_epochs", "1"]``), with
     ``data`` for ``data.source``."""
-    from farmcli.io import read_json
     from farmcli.training import train as fit
 
     if config is None:
@@ -71,8 +61,7 @@ def train(
         config = resolve(list(config_files), variant=variant, overrides=layer)
     elif variant or data or config_files or overrides:
         raise TypeError("train(): give either a resolved config or variant/data/config_files/overrides, not both")
-    run = fit(config, show_bar=progress)
-    return TrainResult(run, read_json(run / "eval-test.json"))  # written in percent
+    return fit(config, show_bar=progress)
 
 
 def evaluate(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,7 +105,42 @@ def check(where: str, value: Any) -> list[dict[str, Any]]:
                     f"{_near(key, accepted)} "
                     f"It takes: {', '.join(a for a in accepted if a not in INJECTED.get(where, ()))}."
                 )
+    for spec in specs:
+        _try(where, spec)
     return specs
+
+
+def _try(where: str, spec: Mapping[str, Any]) -> None:
+    """Build the object once with stand-ins for what farm injects, so a bad argument value is named now and not
+    after an epoch: a callback is constructed; an optimizer steps a dummy parameter; a scheduler runs three epochs
+    on one (it must neither divide by zero nor make the learning rate negative or non-finite). Loggers are built
+    only in the run (they make folders)."""
+    if where == "trainer.logger":
+        return
+    try:
+        if where == "trainer.callbacks":
+            instantiate(where, spec)
+            return
+        import torch
+
+        param = torch.nn.Parameter(torch.zeros(1))
+        if where == "optimizer":
+            instantiate(where, spec, params=[param], lr=1e-3)
+            return
+        optimizer = torch.optim.SGD([param], lr=1e-3)
+        plateau = issubclass(resolve_class(where, spec["class_path"]), torch.optim.lr_scheduler.ReduceLROnPlateau)
+        scheduler = instantiate(where, spec, optimizer=optimizer)
+        for _ in range(3):
+            optimizer.step()
+            scheduler.step(0.5) if plateau else scheduler.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"it makes the learning rate {lr} (from 1e-3) within three epochs")
+    except UserError:
+        raise
+    except Exception as e:  # the class's own check, whatever its type (Lightning's MisconfigurationException)
+        args = ", ".join(f"{k}={v!r}" for k, v in spec["init_args"].items()) or "its defaults"
+        raise UserError(f"Bad setting: {where} = {spec['class_path']} with {args}: {type(e).__name__}: {e}") from None
 
 
 def _near(name: str, names: list[str]) -> str:

@@ -30,7 +30,7 @@ from jsonargparse.typing import (
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
 from farmcli.model import params as component_params
-from farmcli.model.config import SLOT_FIELDS, ModelConfig, OptimConfig
+from farmcli.model.config import SLOT_FIELDS, Backend, ModelConfig, OptimConfig
 
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
@@ -76,6 +76,32 @@ class FitConfig:
     name: Optional[str] = None
     """Run directory name (default: VARIANT-DATA-sSEED-TIMESTAMP)."""
     min_delta: NonNegativeFloat = 0.0
+    backend: Backend = "auto"
+    """What runs the model's forward pass (model/backends.py): ``reference``, the paper's equations in plain
+    PyTorch on every device and dtype; ``cpu``, the same model with a CPU's speed-ups (model/cpu/, equal to float
+    rounding); ``auto``, ``cpu`` on a CPU in fp32, where it is faster (benchmarks/bench_train.py --compare
+    backend), else ``reference``. How to run the model, not what it is: checkpoints do not carry it. Older
+    configs' ``model.backend`` is read as this (``MOVED_SETTINGS``)."""
+
+
+MOVED_SETTINGS = {("model", "backend"): ("fit", "backend")}
+"""Settings that moved (old section and key -> new): in any layer (an old run's config.yaml, a variant,
+``--model.backend cpu``) the old key sets the new one, so run directories of before issue 35 still resolve."""
+
+
+def moved_settings(layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``layer`` with each setting of ``MOVED_SETTINGS`` under its new key (where a layer holds both, the new
+    key's value wins)."""
+    out = dict(layer)
+    for (old_section, old_key), (new_section, new_key) in MOVED_SETTINGS.items():
+        section = out.get(old_section)
+        if isinstance(section, Mapping) and old_key in section:
+            section = dict(section)
+            value = section.pop(old_key)
+            target = dict(out.get(new_section) or {})
+            target.setdefault(new_key, value)
+            out[old_section], out[new_section] = section, target
+    return out
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -307,7 +333,9 @@ def _seed_everything(value: Any) -> Any:
 
 def merge(base: dict[str, Any], layer: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     """Deep-merge ``layer`` onto ``base`` in place; a slot (or a class setting: a logger, a scheduler) whose
-    component changes starts from empty params."""
+    component changes starts from empty params. A moved setting (``MOVED_SETTINGS``) merges under its new key."""
+    if not path:
+        layer = moved_settings(layer)
     for key, value in layer.items():
         if not path and key == "seed_everything":  # LightningCLI's name of farm's seed
             key, value = "seed", _seed_everything(value)
@@ -386,7 +414,7 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             if ".".join(parts[:n]) == setting and len(parts) > n and parts[n] not in ("class_path", "init_args"):
                 parts = [*parts[:n], "init_args", *parts[n:]]
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.safe_load(raw) if raw.strip() else raw  # "" stays an (empty) string, not null
         except yaml.YAMLError:
             value = raw
         node = out
@@ -442,6 +470,10 @@ def resolve(
     d = defaults()
     for f in config_files:
         merge(d, load_yaml(f))
+    if variant is not None and not variant.strip():
+        raise UserError(
+            "--variant is an empty string: give a variant name (`farm variants` lists them) or a YAML file."
+        )
     if variant:
         name, layer = variant_layer(variant)
         merge(d, layer)
@@ -528,11 +560,74 @@ def check_settings(raw: Mapping[str, Any]) -> None:
             f"Bad setting: trainer.devices = {devices!r}: give a number of devices (>= 1), a list of device ids "
             f'such as [0, 1], or -1 or "auto" for every device of trainer.accelerator.'
         )
+    check_trainer_ranges(raw["trainer"])
+    for key in ("data.source", "data.cache_dir", "fit.monitor", "fit.runs_dir", "variant"):
+        group, _, field_ = key.rpartition(".")
+        text = (raw[group] if group else raw).get(field_)
+        if isinstance(text, str) and not text.strip():
+            raise UserError(
+                f"Bad setting: {key} is an empty string: give a value (`farm train --print-config` shows the default), "
+                f"or leave the setting out."
+            )
+    workers, cores = raw["data"]["num_workers"], os.cpu_count() or 1
+    if workers > 4 * cores:
+        raise UserError(
+            f"Bad setting: data.num_workers = {workers}: this machine has {cores} CPU cores, and each worker is a "
+            f"process with its own memory. Use at most {4 * cores} (0 gathers batches in the training process)."
+        )
     name = raw["fit"].get("name")
     if name is not None and (name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", os.sep))):
         raise UserError(
             f"Bad setting: fit.name = {name!r}: a run name is one folder name inside fit.runs_dir (no '/', not "
             f"'.' or '..'), e.g. --fit.name my-run; to write runs elsewhere, set --fit.runs_dir."
+        )
+
+
+TRAINER_RANGES: dict[str, tuple[float, str]] = {
+    "check_val_every_n_epoch": (1, "validation runs every N epochs"),
+    "accumulate_grad_batches": (1, "gradients of N batches make one step"),
+    "log_every_n_steps": (1, "values are logged every N steps"),
+    "num_nodes": (1, "the number of machines"),
+    "gradient_clip_val": (0, "the largest gradient norm (0: no clipping)"),
+    "num_sanity_val_steps": (-1, "validation batches before training (-1: all)"),
+    "reload_dataloaders_every_n_epochs": (0, "0: never"),
+    "overfit_batches": (0, "0: off"),
+}
+"""Lower bounds of Trainer arguments whose type admits what Lightning cannot run (or divides by, after an epoch)."""
+
+
+def check_trainer_ranges(trainer: Mapping[str, Any]) -> None:
+    """Trainer values that fail inside Lightning, or only after a whole epoch, named here before anything runs."""
+    for key, (low, meaning) in TRAINER_RANGES.items():
+        value = trainer.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
+            raise UserError(f"Bad setting: trainer.{key} = {value}: must be >= {low:g} ({meaning}).")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+        raise UserError(
+            f"Bad setting: trainer.val_check_interval = {interval}: a fraction of an epoch in (0, 1] or a number of "
+            f"batches >= 1."
+        )
+    for key in ("max_steps", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise UserError(
+                f"Bad setting: trainer.{key} = 0 leaves nothing to train. Leave it out (or -1 / 1.0: no limit)."
+            )
+    if trainer.get("limit_val_batches") == 0:
+        raise UserError(
+            "Bad setting: trainer.limit_val_batches = 0: farm keeps and evaluates the best epoch on the validation "
+            "split, so it needs validation batches. Leave it out, or give a fraction such as 0.25."
+        )
+    least, most = trainer.get("min_epochs"), trainer.get("max_epochs")
+    if isinstance(least, int) and isinstance(most, int) and most != -1 and least > most:
+        raise UserError(
+            f"Bad setting: trainer.min_epochs = {least} is above trainer.max_epochs = {most}: raise max_epochs or "
+            f"lower min_epochs."
+        )
+    if trainer.get("barebones"):
+        raise UserError(
+            "Bad setting: trainer.barebones = true turns off the logging, checkpoints and progress a farm run needs "
+            "(its best checkpoint is what farm evaluates). Leave it out."
         )
 
 
@@ -584,8 +679,8 @@ def check_attention_heads(model: ModelConfig) -> None:
 
 def with_component_defaults(model: ModelConfig) -> ModelConfig:
     """Spell out every slot component's default parameters, so config.yaml shows (and pins) all of them; check
-    every parameter (name and type) against the component's signature."""
-    import farmcli.model  # noqa: F401  (registers the built-in components)
+    every parameter (name and type) against the component's signature (``registry.get`` imports the built-in
+    components itself)."""
     from farmcli import registry
 
     filled = dataclasses.replace(model)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,11 +12,11 @@ import torch
 
 from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
-from farmcli.io import atomic_path, read_json, write_json, write_text
+from farmcli.io import atomic_path, check_output_file, output_path, read_json
+from farmcli.metric_names import KINDS, PER_USER_KINDS
+from farmcli.runs import CKPT_STORE_KEY, read_checkpoint, recorded_path, stored_path, unreadable
+from farmcli.tables_io import csv_text, write_table
 
-KINDS = ("auc", "uauc", "gauc")
-PER_USER_KINDS = ("uauc", "gauc")
-"""The means over per-user AUCs: their cell rests on ``n_users`` users, not on the group's samples."""
 MIN_USERS = 30
 """Fewest users (with both classes) behind a UAUC / GAUC cell that the table shows without a mark.
 
@@ -61,47 +59,6 @@ class Predictions:
             pl.DataFrame(cols).write_parquet(tmp, metadata={"farmcli": PREDICTIONS_FORMAT})
 
 
-def output_path(value: str | Path | None, option: str, example: str) -> Path | None:
-    """The path an output option names; an empty one is an error (Path("") would silently mean ".")."""
-    if value is None:
-        return None
-    if not str(value).strip():
-        raise UserError(f"{option} is empty: give a path, e.g. {option} {example}.")
-    return Path(value)
-
-
-def written_by_farm(path: Path, formats: tuple[str, ...]) -> bool:
-    """Whether ``path`` is a parquet file farm wrote in one of ``formats`` (its key-value metadata says so)."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.read_metadata(path).metadata or {}
-    except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
-        return False
-    return meta.get(b"farmcli", b"").decode(errors="replace") in formats
-
-
-def check_output_file(path: Path, option: str, overwrite: bool, formats: tuple[str, ...]) -> None:
-    """Before any work: ``path`` can be written, and an existing file there is replaced only with --overwrite and
-    only when farm wrote it."""
-    if path.is_dir():
-        raise UserError(f"{option} {path} is a directory; give a file name, e.g. {path}/predictions.parquet.")
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise UserError(
-            f"{option} {path}: {blocker} is a file, so a file is in the way where a directory is needed. "
-            f"Choose another path."
-        )
-    if path.exists():
-        if not overwrite:
-            raise UserError(f"{option} {path} exists; pass --overwrite to replace it, or choose another name.")
-        if not written_by_farm(path, formats):
-            raise UserError(
-                f"{option} {path} exists and is not a predictions file written by farm; it is left alone. "
-                f"Choose another name."
-            )
-
-
 def batches(
     store, split: str, idx: np.ndarray | None = None, batch_size: int = 8192, device: torch.device | None = None
 ) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
@@ -127,19 +84,6 @@ def _device_store(store, split: str, device: torch.device):
     from farmcli.data.device_store import DeviceStore
 
     return DeviceStore(store, device, (split,)) if DeviceStore.fits(store, device, (split,)) else None
-
-
-def predict(
-    module, store, split: str, batch_size: int = 8192, device: torch.device | None = None, bf16: bool = False
-) -> Predictions:
-    """Logits of a whole split in memory, beside its labels, users and groups, from the test loop."""
-    from farmcli.data.module import FarmDataModule
-
-    accelerator = "gpu" if device is not None and device.type == "cuda" else "cpu"
-    data = FarmDataModule(store, eval_batch_size=batch_size, test_split=split)
-    pred = score(module, store, data, accelerator, bf16, keep_predictions=True)[1]
-    assert pred is not None
-    return pred
 
 
 def score(
@@ -209,15 +153,14 @@ def rows(tables: dict) -> list[tuple[str, str, dict]]:
 
 
 def to_csv(tables: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["source", "group", "task", "auc", "uauc", "gauc", "n_users", "n_skipped", "n_samples"])
-    for source, group, per_task in rows(tables):
-        for task, r in per_task.items():
-            w.writerow(
-                [source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"], r["n_samples"]]
-            )
-    return buf.getvalue()
+    return csv_text(
+        ["source", "group", "task", *KINDS, "n_users", "n_skipped", "n_samples"],
+        (
+            [source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"], r["n_samples"]]
+            for source, group, per_task in rows(tables)
+            for task, r in per_task.items()
+        ),
+    )
 
 
 def _pct(x: float) -> float | str:
@@ -248,25 +191,19 @@ def eval_name(split: str, bf16: bool = False) -> str:
     return f"eval-{split}-bf16" if bf16 else f"eval-{split}"
 
 
-def write_tables(
-    tables: dict, run_dir: Path, split: str, extra: dict | None = None, bf16: bool = False
-) -> tuple[Path, Path]:
+def write_tables(tables: dict, run_dir: Path, split: str, extra: dict | None = None, bf16: bool = False) -> dict:
     """RUN/eval-SPLIT.json and .csv (eval-SPLIT-bf16.* with ``bf16``), atomically; the JSON records the
-    precision the scores were computed in and the ``min_users`` below which the printed table marks a cell."""
-    stem = eval_name(split, bf16)
-    jpath, cpath = run_dir / f"{stem}.json", run_dir / f"{stem}.csv"
+    precision the scores were computed in and the ``min_users`` below which the printed table marks a cell.
+    Returns what the JSON holds."""
     body = {"split": split, "unit": "percent", "min_users": MIN_USERS, **(extra or {}), **as_percent(tables)}
-    write_json(jpath, body)
-    write_text(cpath, to_csv(tables))
-    return jpath, cpath
+    write_table(run_dir / eval_name(split, bf16), csv=to_csv(tables), json=body)
+    return body
 
 
 def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(run directory, checkpoint) from a run directory (its best checkpoint) or a checkpoint inside one."""
     target = Path(target)
     if target.is_dir():
-        from farmcli.runs import recorded_path
-
         run = target
         best = read_json(run / "run.json").get("best_checkpoint")
         ckpts = [run / "checkpoints" / "best.ckpt", run / "checkpoints" / "last.ckpt"]
@@ -287,37 +224,9 @@ def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
     return run, ckpt
 
 
-def read_checkpoint(ckpt: Path, advice: str | None = None) -> dict:
-    """A checkpoint's contents, its tensors memory-mapped (cheap to read before the work); a truncated or
-    foreign file is a user error (``advice``: what to do instead, by default another checkpoint of its run)."""
-    import pickle
-    import zipfile
-
-    try:
-        obj = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as e:
-        raise UserError(_unreadable(ckpt, e, advice)) from None
-    if not isinstance(obj, dict) or "state_dict" not in obj:
-        raise UserError(f"{ckpt}: not a readable checkpoint of `farm train` (no model weights in it). Train again.")
-    return obj
-
-
-def _unreadable(ckpt: Path, e: Exception, advice: str | None = None) -> str:
-    other = "last.ckpt" if ckpt.name == "best.ckpt" else "best.ckpt"
-    advice = advice or f"Use the run's other checkpoint ({ckpt.parent / other}) if it is whole, or train again."
-    return f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {_first_sentence(e)}). {advice}"
-
-
-def _first_sentence(e: Exception) -> str:
-    lines = str(e).strip().splitlines() or [""]
-    return lines[0].split(". ")[0].rstrip(".")[:200]
-
-
 def check_trained_on(ckpt: Path, contents: dict, store) -> None:
     """The checkpoint was trained on ``store``'s samples (or ``store`` is encoded with their vocabularies):
     the sample-store key it names, or for older checkpoints its vocabulary sizes, must match."""
-    from farmcli.runs import CKPT_STORE_KEY
-
     settings = store.manifest.get("settings") or {}
     key = settings.get("vocab_from") or store.manifest.get("key")
     trained = contents.get(CKPT_STORE_KEY)
@@ -351,7 +260,7 @@ def load_module(ckpt: Path, store=None):
     try:
         return FarmModule.load_from_checkpoint(ckpt, map_location="cpu")
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError) as e:
-        raise UserError(_unreadable(ckpt, e)) from None
+        raise UserError(unreadable(ckpt, e)) from None
 
 
 def run_store(run: Path, cfg):
@@ -396,7 +305,6 @@ def evaluate_run(
     """
     from farmcli.config import resolve
     from farmcli.data.module import data_module
-    from farmcli.runs import stored_path
     from farmcli.scoring import device_for
 
     if split not in ("test", "valid"):

@@ -10,10 +10,11 @@ index i + 2; 0 is padding, 1 out-of-vocabulary).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from farmcli.batch import CANDIDATE_FIELDS, ID_FIELDS, history_keys
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
-from farmcli.io import atomic_path, write_json, write_text
+from farmcli.io import atomic_path, check_replace, output_path, write_json, write_text
 
 if TYPE_CHECKING:
     from farmcli.model.farm import FARM
@@ -50,7 +51,7 @@ class InferenceGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         batch = dict(zip(INPUTS, inputs, strict=True))
-        return torch.sigmoid(self.farm(batch, with_cl=False, backend="reference").logits)
+        return torch.sigmoid(self.farm(batch, with_cl=False).logits)
 
 
 class NamedInputs(nn.Module):
@@ -198,7 +199,7 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
 def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite: bool = False) -> dict:
     """Write the inference graph to ``out`` with OUT.json and OUT.vocab/ beside it; returns the JSON spec."""
     from farmcli.config import resolve
-    from farmcli.evaluation import load_module, locate, output_path, run_store
+    from farmcli.evaluation import load_module, locate, run_store
 
     if fmt not in FORMATS:
         raise UserError(f"--format '{fmt}': choose onnx or torchscript.")
@@ -206,7 +207,11 @@ def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite
     if out.is_dir() or not out.name:
         raise UserError(f"--out {out} is a directory; give the graph's file name, e.g. --out {out / 'farm.onnx'}.")
     spec_path, vocab_dir = out.with_suffix(out.suffix + ".json"), out.with_suffix(out.suffix + ".vocab")
-    _check_out([out, spec_path, vocab_dir], overwrite)
+    existing = [p for p in (out, spec_path, vocab_dir) if p.exists()]
+    if existing:  # an earlier export is recognised by its JSON's format
+        ours = functools.partial(_ours, spec_path, vocab_dir)
+        why = f" (no {spec_path.name} of format {FORMAT})"
+        check_replace(str(existing[0]), overwrite, ours, "an export", "an earlier export", "--out", why)
     if fmt == "onnx":
         _require_onnx()
     run, ckpt = locate(target)
@@ -230,27 +235,13 @@ def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite
     return spec
 
 
-def _check_out(paths: Sequence[Path], overwrite: bool) -> None:
-    """Refuse to replace anything farm did not write: an old export is recognised by its JSON's format."""
-    out, spec_path, vocab_dir = paths
-    existing = [p for p in paths if p.exists()]
-    if not existing:
-        return
-    if not overwrite:
-        raise UserError(
-            f"{existing[0]} exists; pass --overwrite to replace an earlier export, or choose another --out."
-        )
+def _ours(spec_path: Path, vocab_dir: Path) -> bool:
+    """An export farm wrote: its JSON of farm's format, its vocabulary folder marked."""
     try:
         ours = json.loads(spec_path.read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
-        ours = False
-    if vocab_dir.exists() and not (vocab_dir / ".farm-export").is_file():
-        ours = False
-    if not ours:
-        raise UserError(
-            f"{existing[0]} exists and is not an export written by farm (no {spec_path.name} of "
-            f"format {FORMAT}); it is left alone. Choose another --out."
-        )
+        return False
+    return ours and (not vocab_dir.exists() or (vocab_dir / ".farm-export").is_file())
 
 
 def _require_onnx() -> None:

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def seal_dataset(root: Path, command: str) -> None:
     Call it last, when every other file is in place. ``--overwrite`` later replaces the dataset only while its
     files are exactly these: a dataset made by hand, or a file added or rewritten by the user, stays untouched.
     """
-    from farmcli import __version__
+    from farmcli._version import __version__
 
     manifest_path = root / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -191,19 +191,12 @@ def foreign_content(path: Path) -> str | None:
     return None
 
 
-def is_farm_dataset(path: Path) -> bool:
-    """A directory farm wrote as a dataset, every file in it as farm wrote it (see :func:`seal_dataset`)."""
-    return foreign_content(path) is None
-
-
 def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
     """The absolute path a command may write its output directory to, or a UserError saying why not.
 
     ``--overwrite`` replaces only an empty directory or a dataset farm wrote (every file in it as farm wrote
     it); a directory holding anything else is the user's and is left alone.
     """
-    from farmcli.errors import UserError
-
     path = Path(out).expanduser().resolve()
     if not path.exists():
         return path
@@ -227,3 +220,57 @@ def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -
             f"alone. Choose another --out, or empty the directory yourself."
         )
     return path
+
+
+def output_path(value: str | Path | None, option: str, example: str) -> Path | None:
+    """The path an output option names; an empty one is an error (Path("") would silently mean ".")."""
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise UserError(f"{option} is empty: give a path, e.g. {option} {example}.")
+    return Path(value)
+
+
+def in_the_way(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` where it is a file, so no directory can be made for ``path``."""
+    blocker = next((p for p in path.parents if p.exists()), None)
+    return blocker if blocker is not None and not blocker.is_dir() else None
+
+
+def check_replace(
+    name: str, overwrite: bool, ours: Callable[[], bool], what: str, earlier: str = "it", another: str = "name", why=""
+) -> None:
+    """An existing output ``name`` is replaced only with --overwrite, and only where farm wrote it (``ours()``, e.g.
+    ``written_by_farm``); anything else there is the user's and is left alone."""
+    if not overwrite:
+        raise UserError(f"{name} exists; pass --overwrite to replace {earlier}, or choose another {another}.")
+    if not ours():
+        raise UserError(
+            f"{name} exists and is not {what} written by farm{why}; it is left alone. Choose another {another}."
+        )
+
+
+def written_by_farm(path: Path, formats: tuple[str, ...]) -> bool:
+    """Whether ``path`` is a parquet file farm wrote in one of ``formats`` (its key-value metadata says so)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
+        return False
+    return meta.get(b"farmcli", b"").decode(errors="replace") in formats
+
+
+def check_output_file(path: Path, option: str, overwrite: bool, formats: tuple[str, ...]) -> None:
+    """Before any work: ``path`` can be written, and an existing file there is replaced only with --overwrite and
+    only when farm wrote it (a parquet file in one of ``formats``)."""
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give a file name, e.g. {path}/predictions.parquet.")
+    blocker = in_the_way(path)
+    if blocker is not None:
+        raise UserError(
+            f"{option} {path}: {blocker} is a file, so a file is in the way where a directory is needed. "
+            f"Choose another path."
+        )
+    if path.exists():
+        check_replace(f"{option} {path}", overwrite, lambda: written_by_farm(path, formats), "a predictions file")

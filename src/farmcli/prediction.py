@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmcli.errors import UserError
-from farmcli.evaluation import PREDICT_FORMAT
-from farmcli.io import atomic_path
+from farmcli.evaluation import PREDICT_FORMAT, PREDICTIONS_FORMAT, check_trained_on, load_module, locate, run_store
+from farmcli.io import atomic_path, check_output_file, output_path
+from farmcli.runs import read_checkpoint
 
 SPLIT_CHOICES = ("test", "valid", "train", "all")
 FORMAT = PREDICT_FORMAT
@@ -37,16 +38,7 @@ def splits_of(split: str) -> tuple[str, ...]:
     return ("train", "valid", "test") if split == "all" else (split,)
 
 
-def ours(path: Path) -> bool:
-    """Whether ``path`` is a predictions file that farm wrote (so --overwrite may replace it)."""
-    from farmcli.evaluation import PREDICTIONS_FORMAT, written_by_farm
-
-    return written_by_farm(path, (FORMAT, PREDICTIONS_FORMAT))
-
-
 def check_out(out: Path, overwrite: bool) -> None:
-    from farmcli.evaluation import PREDICTIONS_FORMAT, check_output_file
-
     if out.suffix != ".parquet" and not out.is_dir():
         raise UserError(f"--out {out}: give a .parquet file name.")
     check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
@@ -57,7 +49,6 @@ def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = 
 
     ``trained``: the run's own store, when the caller has opened it already."""
     from farmcli.data.build import build_samples
-    from farmcli.evaluation import run_store
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
 
@@ -103,14 +94,6 @@ def predict_run(
     streamed from the predict loop one batch at a time."""
     from farmcli.config import resolve
     from farmcli.data.module import data_module
-    from farmcli.evaluation import (
-        check_trained_on,
-        load_module,
-        locate,
-        output_path,
-        read_checkpoint,
-        run_store,
-    )
     from farmcli.scoring import ParquetPredictions, device_for, interrupts_as_keyboard, scoring_trainer
 
     out = output_path(out, "--out", "scores.parquet") or Path()

@@ -28,9 +28,11 @@ _BUILTIN_MODULES = (
     "farmcli.model.frequency_identity",
     "farmcli.model.align",
     "farmcli.model.fuse",
-    "farmcli.model.fuse_null",
     "farmcli.model.heads",
 )
+MOVED = {("fuse", "cross_attention_null"): "experiments.plugins.fuse_null.NullEventCrossAttentionFuse"}
+"""Components that left the library for the repository's experiments/ (research only, issue 35): (slot, name) ->
+class path. A config naming one loads it from there where ``experiments`` is importable, else is told where it went."""
 
 _components: dict[str, dict[str, Callable[..., Any]]] = {slot: {} for slot in SLOTS}
 _loaded = False
@@ -90,12 +92,33 @@ def get(slot: str, name: str) -> Callable[..., Any]:
     load_plugins()
     if name in _components[slot]:
         return _components[slot][name]
+    if (slot, name) in MOVED:
+        return _moved(slot, name)
     if "." in name.strip("."):  # a class_path, as LightningCLI takes one: my_pkg.fuse.MeanFuse
         return _import(slot, name)
     known = ", ".join(sorted(_components[slot])) or "(none)"
     raise UserError(
         f"Unknown {slot} component '{name}'. Known: {known}; or give a class path (package.module.Class)."
     ) from None
+
+
+def _moved(slot: str, name: str) -> Callable[..., Any]:
+    """A component of ``MOVED``: its module registers it when imported (from the repository root)."""
+    path = MOVED[(slot, name)]
+    module = path.rpartition(".")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(
+            f"{slot} '{name}' is a research component and left farmcli (issue 35): it is "
+            f"{module.replace('.', '/')}.py in the farmcli repository, not installed with the package "
+            f"(experiments/README.md). Load it from the repository root with the root on the path, under this name "
+            f"(PYTHONPATH=. farm ... or python -m farmcli ...) or by its class path: --model.{slot} {path}. "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    if name not in _components[slot]:  # imported before and unregistered since: the class itself
+        return _import(slot, path)
+    return _components[slot][name]
 
 
 def _import(slot: str, path: str) -> Callable[..., Any]:
@@ -107,7 +130,30 @@ def _import(slot: str, path: str) -> Callable[..., Any]:
         raise UserError(f"{slot} component '{path}': cannot import it ({type(e).__name__}: {e}).") from None
     if not callable(obj):
         raise UserError(f"{slot} component '{path}' is not a class or function.")
+    _check_widths(slot, path, obj)
     return obj
+
+
+def _check_widths(slot: str, path: str, obj: Callable[..., Any]) -> None:
+    """A component is built with its slot's widths as keywords: a callable that takes none of them (a function
+    such as os.path.join, a layer such as torch.nn.Linear) is not a component of that slot."""
+    import inspect
+
+    from farmcli.slots import SLOTS as CONTRACTS
+
+    widths = CONTRACTS[slot].injected
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) or set(widths) <= set(params):
+        return
+    takes = ", ".join(k for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)) or "nothing"
+    raise UserError(
+        f"model.{slot} = {path} is not a {slot} component: FARM builds one with the widths "
+        f"{', '.join(widths)} as keyword arguments, and {path} takes {takes}. A component implements the slot's "
+        f"Protocol (farmcli/slots.py; docs/examples/mean_fuse.py is one)."
+    )
 
 
 def list_components(slot: str | None = None) -> builtins.list[str] | dict[str, builtins.list[str]]:

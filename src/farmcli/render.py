@@ -8,6 +8,7 @@ from rich.console import Group
 from rich.table import Table
 
 from farmcli.data.schema import ACTIVITY_LEVELS
+from farmcli.metric_names import KINDS
 
 SHORT = {
     "click": "click",
@@ -133,11 +134,10 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
     On a terminal narrower than the 18-column table, one table per metric (AUC, UAUC, GAUC) instead. A UAUC or
     GAUC from fewer than ``MIN_USERS`` users carries a dagger, explained in a line under the table(s).
     """
-    from rich import box
     from rich.text import Text
 
     from farmcli.data.schema import TASKS
-    from farmcli.evaluation import FEW_USERS_MARK, KINDS, MIN_USERS, few_users
+    from farmcli.evaluation import FEW_USERS_MARK, MIN_USERS, few_users
 
     rows = [
         (g if src == "model" else f"oracle:{g}", per_task, src)
@@ -145,19 +145,9 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
         for g, per_task in (tables.get(src) or {}).items()
     ]
 
-    def make(title: str, metric_kinds: tuple[str, ...]) -> Table:
-        t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-        t.add_column("group")
-        for task in TASKS:
-            for k in metric_kinds:
-                t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
-        for name, per_task, src in rows:
-            t.add_row(
-                name,
-                *(_eval_cell(per_task[task], k) for task in TASKS for k in metric_kinds),
-                style="dim" if src == "oracle" else None,
-            )
-        return t
+    def make(title: str, kinds: tuple[str, ...]) -> Table:
+        cells = [(name, [_eval_cell(per_task[task], k) for task in TASKS for k in kinds]) for name, per_task, _ in rows]
+        return _by_task(title, "group", TASKS, kinds, cells, ["dim" if src == "oracle" else None for *_, src in rows])
 
     parts: list = (
         [make(title, KINDS)]
@@ -180,33 +170,34 @@ def _eval_cell(r: dict, k: str) -> str:
 
 def ablation_table(t1: dict, width: int = 200):
     """Table 1 shape: one row per variant (+ Improve, Oracle); narrow terminals get one table per metric."""
-    from rich import box
-
     from farmcli.analysis.tables import COLUMNS, fmt
 
-    kinds = ("auc", "uauc", "gauc")
-
-    def make(metric_kinds):
-        t = Table(
-            title=f"Table 1 shape ({', '.join(k.upper() for k in metric_kinds)}, percent, mean ± std over seeds)",
-            box=box.SIMPLE_HEAD,
-            padding=(0, 1),
-            pad_edge=False,
-        )
-        t.add_column("")
-        for task in COLUMNS:
-            for k in metric_kinds:
-                t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(metric_kinds) > 1 else SHORT[task], justify="right")
-        for row in t1["rows"]:
-            signed = row["row"] == "Improve"
-            t.add_row(
-                row["row"], *(fmt(row["cells"].get(f"{task}/{k}"), signed) for task in COLUMNS for k in metric_kinds)
-            )
-        return t
+    def make(kinds: tuple[str, ...]) -> Table:
+        title = f"Table 1 shape ({', '.join(k.upper() for k in kinds)}, percent, mean ± std over seeds)"
+        cells = [
+            (r["row"], [fmt(r["cells"].get(f"{task}/{k}"), r["row"] == "Improve") for task in COLUMNS for k in kinds])
+            for r in t1["rows"]
+        ]
+        return _by_task(title, "", COLUMNS, kinds, cells)
 
     if width >= 300:
-        return make(kinds)
-    return Group(*(make((k,)) for k in kinds))
+        return make(KINDS)
+    return Group(*(make((k,)) for k in KINDS))
+
+
+def _by_task(title: str, first: str, tasks, kinds, rows: list, styles: list | None = None) -> Table:
+    """A row per (name, cells) of ``rows``; a column per task and kind (the kind under the task where there are
+    several)."""
+    from rich import box
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    t.add_column(first)
+    for task in tasks:
+        for k in kinds:
+            t.add_column(f"{SHORT[task]}\n{k.upper()}" if len(kinds) > 1 else SHORT[task], justify="right")
+    for i, (name, cells) in enumerate(rows):
+        t.add_row(name, *cells, style=styles[i] if styles else None)
+    return t
 
 
 def gain_table(t4: dict) -> Table:

@@ -332,15 +332,6 @@ def test_plots_on_synthetic_data(plots, tmp_path):
             },
             tmp_path / "gates.png",
         ),
-        plots.training_curves(
-            {
-                "click": (np.arange(200), rng.uniform(0.4, 0.6, 200)),
-                "gift": (np.arange(200), rng.uniform(0.001, 0.01, 200)),
-            },
-            tmp_path / "curves.png",
-            cl=(np.arange(200), rng.uniform(4, 6, 200)),
-            val={"mean": (np.arange(3), np.array([0.6, 0.65, 0.64]))},
-        ),
         _epoch_figure(rng, tmp_path / "epochs.png"),
     ]
     for f in files:
@@ -379,8 +370,3 @@ def _epoch_figure(rng, path: Path) -> Path:
 def test_heatmap_rejects_mismatched_labels(plots, tmp_path):
     with pytest.raises(ValueError):
         plots.attention_heatmap(np.ones((2, 3)), ["x"], ["a", "b", "c"], tmp_path / "bad.png")
-
-
-def test_smooth_is_a_trailing_mean(plots):
-    assert plots.smooth(np.array([1.0, 3.0, 5.0]), 2).tolist() == [1.0, 2.0, 4.0]
-    assert plots.smooth(np.array([1.0, 2.0])).tolist() == [1.0, 2.0]

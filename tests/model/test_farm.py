@@ -4,6 +4,7 @@ import torch
 from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
 from farmcli.model import FARM, ModelConfig, SlotConfig
+from farmcli.model.backends import forward
 from farmcli.model.config import N_TASKS
 from farmcli.variants import ablation_variants
 from tests.model.helpers import VOCAB, random_batch, tiny_config
@@ -36,7 +37,7 @@ def test_defaults_are_the_papers():
 def test_every_variant_builds_runs_and_backpropagates(variant, backend):
     torch.manual_seed(0)
     model = FARM(_config(variant), VOCAB)
-    out = model(random_batch(8, 12, seed=1, empty_rows=[0], empty_live_rows=[3]), backend=backend)
+    out = forward(model, random_batch(8, 12, seed=1, empty_rows=[0], empty_live_rows=[3]), backend)
     assert out.logits.shape == (8, 6) and torch.isfinite(out.logits).all()
     assert (out.cl_loss is None) == (variant in ("base", "no-cpa"))
     loss = out.logits.sum() + (out.cl_loss if out.cl_loss is not None else 0)
@@ -47,7 +48,7 @@ def test_every_variant_builds_runs_and_backpropagates(variant, backend):
 def test_every_parameter_of_farm_gets_a_finite_gradient(backend):
     torch.manual_seed(0)
     model = FARM(tiny_config("farm"), VOCAB)
-    out = model(random_batch(8, 12, seed=2, empty_rows=[1]), backend=backend)
+    out = forward(model, random_batch(8, 12, seed=2, empty_rows=[1]), backend)
     (out.logits.sum() + out.cl_loss).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -68,7 +69,7 @@ def test_padding_never_leaks_into_the_output(variant):
     assert not torch.equal(noisy["v_author"], batch["v_author"])
     clean_out, noisy_out = model(batch, return_aux=True), model(noisy, return_aux=True)  # the reference
     torch.testing.assert_close(clean_out.logits, noisy_out.logits, rtol=0, atol=1e-6)
-    torch.testing.assert_close(model(noisy, backend="cpu").logits, clean_out.logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(forward(model, noisy, "cpu").logits, clean_out.logits, rtol=0, atol=1e-5)
     if variant == "farm":
         torch.testing.assert_close(clean_out.cl_loss, noisy_out.cl_loss, rtol=0, atol=1e-6)
         torch.testing.assert_close(clean_out.aux["beta"], noisy_out.aux["beta"], rtol=0, atol=1e-6)
@@ -79,7 +80,7 @@ def test_all_padding_histories_give_finite_outputs_and_gradients(backend):
     torch.manual_seed(0)
     model = FARM(tiny_config("farm"), VOCAB)
     batch = random_batch(4, 10, seed=4, empty_rows=range(4))
-    out = model(batch, backend=backend)
+    out = forward(model, batch, backend)
     assert torch.isfinite(out.logits).all() and float(out.cl_loss) == 0.0
     (out.logits.sum() + out.cl_loss).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -143,4 +144,4 @@ def test_integer_masks_work_like_bool_masks(backend):
     model = FARM(tiny_config("farm"), VOCAB).eval()
     batch = random_batch(4, 8, seed=11)
     as_uint8 = {**batch, "v_mask": batch["v_mask"].to(torch.uint8), "l_mask": batch["l_mask"].to(torch.uint8)}
-    torch.testing.assert_close(model(as_uint8, backend=backend).logits, model(batch, backend=backend).logits)
+    torch.testing.assert_close(forward(model, as_uint8, backend).logits, forward(model, batch, backend).logits)

@@ -138,25 +138,3 @@ def test_split_equals_the_fft_form(length, c):
     torch.testing.assert_close(low + high, v)
     low32, _ = frequency_split(v.float(), c)  # the basis made for it
     torch.testing.assert_close(low32, want.float(), rtol=0, atol=1e-5)
-
-
-def test_the_window_gate_mean_sees_how_full_the_history_is():
-    """``gate_mean='window'``: the same events, once alone and once with more of them, give other gates; the
-    ``events`` mean cannot tell a short history of one kind of event from a long one."""
-    torch.manual_seed(0)
-    event = torch.randn(6)
-    mask = _mask([2, 10], 10)
-    v = event.expand(2, 10, 6) * mask.unsqueeze(-1)  # two rows: 2 and 10 copies of one event
-    by_events = DFTFrequency(dim=6, length=10, gate_mean="events")
-    by_window = DFTFrequency(dim=6, length=10, gate_mean="window")
-    by_window.load_state_dict(by_events.state_dict())
-    g_events = by_events(v, mask)[1][1]
-    g_window = by_window(v, mask)[1][1]
-    torch.testing.assert_close(g_events[0], g_events[1])
-    assert not torch.allclose(g_window[0], g_window[1])
-    torch.testing.assert_close(g_window[1], g_events[1])  # a full window: both means agree
-
-
-def test_an_unknown_gate_mean_is_refused():
-    with pytest.raises(UserError, match="gate_mean"):
-        DFTFrequency(dim=4, length=10, gate_mean="all")  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""``dft_identity`` (model/frequency_identity.py): eq. 9 plus identity * V, gates optionally started at a value."""
+"""``dft_identity`` (model/frequency_identity.py): ``DFTFrequency`` with identity = 1 (eq. 9 plus identity * V),
+gates optionally started at a value, its parameters saved under the names of before issue 35."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from farmcli import registry
 from farmcli.errors import UserError
@@ -25,13 +27,32 @@ def _pair(identity: float, **kw) -> tuple[IdentityDFTFrequency, DFTFrequency]:
     torch.manual_seed(0)
     module = IdentityDFTFrequency(dim=6, length=10, cutoff=3, gate_dims=(8,), identity=identity, **kw)
     plain = DFTFrequency(dim=6, length=10, cutoff=3, gate_dims=(8,))
-    plain.load_state_dict(module.dft.state_dict())
+    plain.gate.load_state_dict(module.gate.state_dict())
     return module, plain
 
 
-def test_registered_for_both_domains():
-    assert registry.get("live_frequency", "dft_identity") is IdentityDFTFrequency
-    assert registry.get("video_frequency", "dft_identity") is IdentityDFTFrequency
+def test_registered_for_both_domains_as_dft_with_identity_one():
+    for slot in ("live_frequency", "video_frequency"):
+        module = registry.get(slot, "dft_identity")(dim=6, length=10)
+        assert isinstance(module, DFTFrequency) and module.identity == 1.0
+        assert type(module).forward is DFTFrequency.forward  # dft's computation, nothing of its own
+        assert registry.get(slot, "dft")(dim=6, length=10).identity == 0.0
+
+
+def test_parameters_are_saved_and_loaded_under_the_names_of_before():
+    """Before issue 35 dft_identity wrapped a DFTFrequency as ``dft``: its checkpoints name ``dft.gate.*``, and a
+    resumed run checks the checkpoint's names against the model's (training.check_fits)."""
+    torch.manual_seed(0)
+    module = IdentityDFTFrequency(dim=6, length=10, gate_dims=(8,))
+    state = module.state_dict()
+    assert list(state) == ["dft.gate.0.weight", "dft.gate.0.bias", "dft.gate.2.weight", "dft.gate.2.bias"]
+    outer = nn.ModuleDict({"live_frequency": module, "video_frequency": DFTFrequency(dim=6, length=10)})
+    assert {k for k in outer.state_dict() if ".dft." in k} == {f"live_frequency.{k}" for k in state}
+    torch.manual_seed(1)
+    other = IdentityDFTFrequency(dim=6, length=10, gate_dims=(8,))
+    assert not torch.equal(other.gate[0].weight, module.gate[0].weight)
+    other.load_state_dict(state)  # strict: every name found
+    assert torch.equal(other.gate[0].weight, module.gate[0].weight)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -50,19 +71,20 @@ def test_identity_zero_is_dft_and_identity_adds_v_at_real_positions(per_channel)
     assert torch.equal(f[~mask], torch.zeros(int((~mask).sum()), 6))  # padding stays zero
 
 
-def test_gate_init_starts_the_gates_near_the_value():
-    module = IdentityDFTFrequency(dim=6, length=10, gate_init=0.9)
+@pytest.mark.parametrize("cls", [IdentityDFTFrequency, DFTFrequency])
+def test_gate_init_starts_the_gates_near_the_value(cls):
+    module = cls(dim=6, length=10, gate_init=0.9)
     mask = _mask([3, 10, 5, 7], 10)
     _, (g_low, g_high) = module(torch.randn(4, 10, 6) * mask.unsqueeze(-1), mask)
     for g in (g_low, g_high):
         assert abs(float(g.detach().mean()) - 0.9) < 0.05
     with pytest.raises(UserError, match="gate_init"):
-        IdentityDFTFrequency(dim=6, length=10, gate_init=1.0)
+        cls(dim=6, length=10, gate_init=1.0)
 
 
 @pytest.mark.parametrize("slot", ["live_frequency", "video_frequency"])
 def test_the_cpu_backend_equals_the_reference(slot):
-    """The CPU backend does not know the component: it runs it on the padded history, with its own attention."""
+    """The CPU backend runs it as dft, in its own form (model/cpu/frequency.py)."""
     cfg = tiny_config("farm")
     cfg = dataclasses.replace(cfg, **{slot: SlotConfig("dft_identity", {"gate_dims": [8], "gate_init": 0.9})})
     torch.manual_seed(0)

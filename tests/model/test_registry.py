@@ -25,14 +25,14 @@ def test_builtins_are_listed():
     assert registry.list("video_frequency") == ["dft", "dft_identity", "none"]
     assert registry.list("live_frequency") == ["dft", "dft_identity", "none"]
     assert registry.list("align") == ["infonce", "none"]
-    assert registry.list("fuse") == ["cross_attention", "cross_attention_null", "none"]
+    assert registry.list("fuse") == ["cross_attention", "none"]  # cross_attention_null: experiments/plugins
     assert set(registry.list("head")) >= {"ple", "mmoe", "shared_bottom"}
     assert set(registry.list()) == set(registry.SLOTS)
     assert registry.list_components is registry.list
 
 
 def test_unknown_name_names_the_known_ones():
-    with pytest.raises(UserError, match=r"Unknown fuse component 'attn'.*cross_attention, cross_attention_null, none"):
+    with pytest.raises(UserError, match=r"Unknown fuse component 'attn'.*cross_attention, none"):
         registry.get("fuse", "attn")
 
 

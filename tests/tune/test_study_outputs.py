@@ -16,6 +16,7 @@ from farmcli.data.schema import TASKS
 from farmcli.errors import UserError
 from farmcli.tune.space import parse_space
 from farmcli.tune.study import TuneSettings, run_tune, trial_config
+from tests.tune.helpers import tiny_settings
 
 runner = CliRunner()
 TINY = str(Path(__file__).parents[1] / "tiny-model.yaml")
@@ -23,16 +24,7 @@ FIXED = ["trainer.max_epochs=2", "data.batch_size=2048"]
 
 
 def settings(**kw) -> TuneSettings:
-    base = dict(
-        variant="base",
-        data="tiny",
-        space=parse_space(["optim.lr=0.001,0.003"]),
-        config_files=[TINY],
-        overrides=list(FIXED),
-        prune=False,
-    )
-    base.update(kw)
-    return TuneSettings(**base)
+    return tiny_settings(2, **kw)
 
 
 def fake_trials(monkeypatch, seen=None):

@@ -12,6 +12,7 @@ from farmcli.config import resolve
 from farmcli.errors import UserError
 from farmcli.tune.space import as_overrides, grid, grid_size, parse_space
 from farmcli.tune.study import TuneSettings, run_tune
+from tests.tune.helpers import tiny_settings
 
 runner = CliRunner()
 TINY = str(Path(__file__).parents[1] / "tiny-model.yaml")
@@ -19,16 +20,7 @@ FIXED = ["trainer.max_epochs=1", "data.batch_size=2048"]
 
 
 def settings(**kw) -> TuneSettings:
-    base = dict(
-        variant="base",
-        data="tiny",
-        space=parse_space(["optim.lr=0.001,0.003"]),
-        config_files=[TINY],
-        overrides=list(FIXED),
-        prune=False,
-    )
-    base.update(kw)
-    return TuneSettings(**base)
+    return tiny_settings(1, **kw)
 
 
 def test_space_parsing_keeps_lists_and_types():

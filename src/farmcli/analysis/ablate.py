@@ -19,7 +19,8 @@ from pathlib import Path
 from farmcli.analysis import tables
 from farmcli.config import RunConfig, merge, parse_overrides, resolve
 from farmcli.errors import UserError
-from farmcli.io import read_json, write_json, write_text
+from farmcli.io import read_json, write_json
+from farmcli.tables_io import write_table
 
 ABLATION_FORMAT = "farm-ablation/1"
 """The ``format`` of OUT/ablation.json, the mark of a directory farm ablate wrote."""
@@ -420,7 +421,7 @@ def write_tables(
     Only the seeds asked for: an ablation continued with other seeds (``--seeds 5,7`` after ``--seeds 3``) has
     the tables of its own command, and the other finished runs are named in ``result.other_seeds``.
     """
-    from farmcli import __version__
+    from farmcli._version import __version__
 
     out = result.out
     names = [v.name for v in variants]
@@ -445,24 +446,16 @@ def write_tables(
         seeds_text = "seeds per row: " + "; ".join(f"{labels[v]} {s}" for v, s in per_variant.items())
     result.table1 = tables.table1(evals, labels)
     result.table4 = tables.table4(evals, groups)
-    write_json(out / "table1.json", result.table1)
-    write_text(out / "table1.csv", tables.table1_csv(result.table1))
-    write_text(out / "table1.md", tables.table1_markdown(result.table1, f"## Table 1 shape\n\n{header(seeds_text)}"))
-    result.files += [out / "table1.md", out / "table1.csv", out / "table1.json"]
+    result.files += _table1_files(out / "table1", result.table1, f"## Table 1 shape\n\n{header(seeds_text)}")
     for group in groups:  # Table 1 of one activity group: which module carries the gain for whom
         t1 = tables.table1(evals, labels, group=group)
-        write_json(out / f"table1-{group}.json", t1)
-        write_text(out / f"table1-{group}.csv", tables.table1_csv(t1))
-        write_text(
-            out / f"table1-{group}.md",
-            tables.table1_markdown(t1, f"## Table 1 shape, {group}-active users\n\n{header(seeds_text)}"),
-        )
-        result.files += [out / f"table1-{group}.md", out / f"table1-{group}.csv", out / f"table1-{group}.json"]
+        title = f"## Table 1 shape, {group}-active users\n\n{header(seeds_text)}"
+        result.files += _table1_files(out / f"table1-{group}", t1, title)
     if result.table4:
         paired = seed_list(set(evals["farm"]) & set(evals["base"]))
-        write_json(out / "table4.json", result.table4)
-        write_text(out / "table4.csv", tables.table4_csv(result.table4))
-        write_text(
-            out / "table4.md", tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header(f'seeds {paired}')}")
-        )
-        result.files += [out / "table4.md", out / "table4.csv", out / "table4.json"]
+        md = tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header(f'seeds {paired}')}")
+        result.files += write_table(out / "table4", md=md, csv=tables.table4_csv(result.table4), json=result.table4)
+
+
+def _table1_files(stem: Path, t1: dict, title: str) -> list[Path]:
+    return write_table(stem, md=tables.table1_markdown(t1, title), csv=tables.table1_csv(t1), json=t1)

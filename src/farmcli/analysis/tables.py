@@ -6,8 +6,6 @@ says the mean difference is larger than twice its standard error, so the reader 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from farmcli.data.schema import TASKS
+from farmcli.metric_names import KINDS
+from farmcli.tables_io import csv_text, markdown
 
-KINDS = ("auc", "uauc", "gauc")
 COLUMNS = (*TASKS, "mean")
 """The six tasks and their mean: the paper's tables are per task, a verdict needs the mean (paired by seed)."""
 MARK = "*"
@@ -125,15 +124,14 @@ def fmt(cell: dict | None, signed: bool = False) -> str:
 
 def table1_markdown(t1: dict, header: str = "") -> str:
     cols = [f"{task} {kind.upper()}" for task in COLUMNS for kind in KINDS]
-    lines = [header, "", "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for row in t1["rows"]:
-        signed = row["row"] == "Improve"
-        lines.append(
-            f"| {row['row']} | "
-            + " | ".join(fmt(row["cells"].get(f"{t}/{k}"), signed) for t in COLUMNS for k in KINDS)
-            + " |"
-        )
-    lines += [
+    rows = [
+        [row["row"], *(fmt(row["cells"].get(f"{t}/{k}"), row["row"] == "Improve") for t in COLUMNS for k in KINDS)]
+        for row in t1["rows"]
+    ]
+    lines = [
+        header,
+        "",
+        *markdown([None, *cols], rows, "l" + "r" * len(cols)),
         "",
         f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population); mean = "
         f"the six tasks' mean. "
@@ -145,10 +143,11 @@ def table1_markdown(t1: dict, header: str = "") -> str:
 
 
 def table4_markdown(t4: dict, header: str = "") -> str:
-    lines = [header, "", "| group | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-    for row in t4["rows"]:
-        lines.append(f"| {row['group']} | " + " | ".join(fmt(row["cells"][t], signed=True) for t in COLUMNS) + " |")
-    lines += [
+    rows = [[row["group"], *(fmt(row["cells"][t], signed=True) for t in COLUMNS)] for row in t4["rows"]]
+    lines = [
+        header,
+        "",
+        *markdown(["group", *COLUMNS], rows, "l" + "r" * len(COLUMNS)),
         "",
         f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
         f"seeds (paired; mean = of the six tasks' mean AUC); {MARK} = larger than twice its standard error.",
@@ -158,40 +157,23 @@ def table4_markdown(t4: dict, header: str = "") -> str:
 
 
 def table1_csv(t1: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["row", "variant", "task", "metric", "mean", "std", "n", "diff_vs_farm", "se_vs_farm", "mark"])
-    for row in t1["rows"]:
-        for t in COLUMNS:
-            for k in KINDS:
-                c = row["cells"].get(f"{t}/{k}") or {}
-                vs = c.get("vs_farm") or {}
-                w.writerow(
-                    [
-                        row["row"],
-                        row["variant"] or "",
-                        t,
-                        k,
-                        _num(c.get("mean")),
-                        _num(c.get("std")),
-                        c.get("n", ""),
-                        _num(vs.get("mean")),
-                        _num(vs.get("se")),
-                        int(bool(c.get("mark"))) if "mark" in c else "",
-                    ]
-                )
-    return buf.getvalue()
+    def line(row: dict, t: str, k: str) -> list:
+        c = row["cells"].get(f"{t}/{k}") or {}
+        vs = c.get("vs_farm") or {}
+        mark = int(bool(c.get("mark"))) if "mark" in c else ""
+        means = (_num(c.get("mean")), _num(c.get("std")), c.get("n", ""), _num(vs.get("mean")), _num(vs.get("se")))
+        return [row["row"], row["variant"] or "", t, k, *means, mark]
+
+    columns = ["row", "variant", "task", "metric", "mean", "std", "n", "diff_vs_farm", "se_vs_farm", "mark"]
+    return csv_text(columns, (line(row, t, k) for row in t1["rows"] for t in COLUMNS for k in KINDS))
 
 
 def table4_csv(t4: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["group", "task", "auc_gain_mean", "std", "se", "n", "mark"])
-    for row in t4["rows"]:
-        for t in COLUMNS:
-            c = row["cells"][t]
-            w.writerow([row["group"], t, _num(c["mean"]), _num(c["std"]), _num(c["se"]), c["n"], int(c["mark"])])
-    return buf.getvalue()
+    cells = ((row["group"], t, row["cells"][t]) for row in t4["rows"] for t in COLUMNS)
+    return csv_text(
+        ["group", "task", "auc_gain_mean", "std", "se", "n", "mark"],
+        ([g, t, _num(c["mean"]), _num(c["std"]), _num(c["se"]), c["n"], int(c["mark"])] for g, t, c in cells),
+    )
 
 
 def _num(x) -> str:

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from farmcli import __version__
+from farmcli._version import __version__
 from farmcli.errors import UserError
 
 console = Console(emoji=False)  # a column named :gift: stays a column name

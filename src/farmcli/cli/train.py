@@ -41,7 +41,7 @@ def train_cmd(
     """Train a FARM variant; writes a run directory (config, checkpoints, metrics, logs).
 
     Any setting can be overridden with a dotted option: --trainer.max_epochs 3, --model.fuse.name none,
-    --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed, --model.backend
+    --model.video_frequency.cutoff 5, --data.batch_size 512, --trainer.precision bf16-mixed, --fit.backend
     reference. LightningCLI's keys work: --seed_everything 3, --optimizer AdamW --optimizer.lr 0.002,
     --lr_scheduler CosineAnnealingLR --lr_scheduler.T_max 10 (ReduceLROnPlateau: --lr_scheduler.monitor),
     --trainer.logger TensorBoardLogger, --trainer.callbacks+=LearningRateMonitor (appends), --ckpt_path
@@ -51,7 +51,10 @@ def train_cmd(
     """
     from farmcli import config as cfgmod
     from farmcli.allocator import keep_freed_memory
-    from farmcli.training import check_monitor, check_resume, new_run_dir, resume_config, run_of_checkpoint, train
+    from farmcli.metric_names import check_monitor
+    from farmcli.runs import check_resume, new_run_dir, resume_config, run_of_checkpoint
+    from farmcli.trainer_check import check_trainer
+    from farmcli.training import train
 
     overrides = dotted_overrides(ctx, set_)
     if data is not None:
@@ -72,6 +75,7 @@ def train_cmd(
         print(cfg.to_yaml(), end="")
         return
     check_monitor(cfg)  # before anything is built: Lightning would say so only after a whole epoch
+    check_trainer(cfg.trainer)  # what Lightning cannot run, named before the store is built
     if resume:
         check_resume(resume, cfg)  # the run is not touched unless it can be resumed with this data
     else:
@@ -82,19 +86,13 @@ def train_cmd(
 
         store = sample_store(cfg.data, step_progress(bar))
     announce_store(store)
-    run = train(cfg, resume=resume, store=store)
-    if run is None or not (run / "eval-test.json").exists():
+    result = train(cfg, resume=resume, store=store)
+    if not result.test:  # a DDP rank other than 0: rank 0 prints
         return
-    import json
-
-    tables = json.loads((run / "eval-test.json").read_text())
-    console.print(
-        render.eval_table(
-            tables, title=f"{cfg.variant} on {cfg.data.source}: test split (percent)", width=console.width
-        )
-    )
-    _note_empty_split(tables, store, "test")
-    console.print(f"run directory: {run}", soft_wrap=True, markup=False)
+    title = f"{cfg.variant} on {cfg.data.source}: test split (percent)"
+    console.print(render.eval_table(result.test, title=title, width=console.width))
+    _note_empty_split(result.test, store, "test")
+    console.print(f"run directory: {result.run}", soft_wrap=True, markup=False)
 
 
 def _note_empty_split(tables: dict, store, split: str) -> None:

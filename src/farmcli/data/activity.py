@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from farmcli.data.dataset import Dataset
+from farmcli.data.dataset import Dataset, in_window, split_windows
 from farmcli.data.schema import ACTIVITY_LEVELS
 
 DEFAULT_CUTS = (0.5, 0.85)
-
-
-def train_window(ds: Dataset) -> tuple[int | None, int]:
-    m = ds.manifest
-    return m.train_start, m.train_end
 
 
 def derived_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> pl.LazyFrame:
@@ -20,13 +15,10 @@ def derived_activity(ds: Dataset, cuts: tuple[float, float] = DEFAULT_CUTS) -> p
 
     Every user seen in either table is ranked, so users who never clicked count (as zero clicks).
     """
-    start, end = train_window(ds)
     live = ds.scan("live").select("user_id", "ts", "click")
-    in_window = pl.col("ts") < end
-    if start is not None:
-        in_window = in_window & (pl.col("ts") >= start)
+    in_train = in_window(pl.col("ts"), *split_windows(ds.manifest)["train"])
     users = pl.concat([live.select("user_id"), ds.scan("video").select("user_id")]).unique()
-    clicks = live.filter(in_window & (pl.col("click") == 1)).group_by("user_id").agg(pl.len().alias("clicks"))
+    clicks = live.filter(in_train & (pl.col("click") == 1)).group_by("user_id").agg(pl.len().alias("clicks"))
     counts = users.join(clicks, on="user_id", how="left").with_columns(pl.col("clicks").fill_null(0))
     lo, hi = (pl.col("clicks").quantile(q, interpolation="lower") for q in cuts)
     level = (

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
 from farmcli.data.activity import DEFAULT_CUTS, activity_code, user_activity
-from farmcli.data.dataset import Dataset
+from farmcli.data.dataset import Dataset, in_window, split_windows
 from farmcli.data.encoding import (
     N_LABEL_IDS,
     N_LAG_BUCKETS,
@@ -398,7 +398,7 @@ def _build_into(
     encoders = {k: Encoder(v, index_dtype(len(v) + 2)) for k, v in vocabs.items()}
     activity = _Activity(*_user_activity(ds, settings["activity_cuts"]))
     has_truth = all(c in ds.scan("live").collect_schema().names() for c in TRUTH_COLUMNS)
-    windows = _windows(ds)
+    windows = split_windows(ds.manifest)
 
     writer = _Writer(out)
     _declare_arrays(writer, encoders, has_truth)
@@ -417,8 +417,7 @@ def _build_into(
         live = _scan(ds, "live", live_columns, ds.manifest.test_end, part, n_parts, live_sort)
         events["live"] = _write_events(writer, "live", _take(live, live["click"] > 0), encoders, LIVE_FLAGS)
         for split in SPLITS:
-            lo, hi = windows[split]
-            in_split = (live["ts"] < hi) & (live["ts"] >= lo if lo is not None else True)
+            in_split = in_window(live["ts"], *windows[split])
             samples = _sample_columns(_take(live, in_split), encoders, activity, events, has_truth)
             counts.add(split, samples["activity"])
             for c, a in samples.items():
@@ -430,16 +429,6 @@ def _build_into(
     manifest = _manifest(ds, settings, key, writer, encoders, windows, has_truth, activity, counts)
     write_json(out / "manifest.json", manifest)
     return manifest
-
-
-def _windows(ds: Dataset) -> dict[str, tuple[int | None, int]]:
-    """[lo, hi) of sample ts per split (train has no lower bound without train_start)."""
-    m = ds.manifest
-    return {
-        "train": (m.train_start, m.train_end),
-        "valid": (m.train_end, m.valid_end),
-        "test": (m.valid_end, m.test_end),
-    }
 
 
 def _declare_arrays(writer: _Writer, encoders: dict[str, Encoder], has_truth: bool) -> None:

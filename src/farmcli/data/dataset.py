@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -77,6 +78,20 @@ class Manifest:
             source=raw.get("source", ""),
             description=raw.get("description", ""),
         )
+
+
+def split_windows(m: Manifest) -> dict[str, tuple[int | None, int]]:
+    """[start, end) of the sample ts of each split (DATA_FORMAT.md); train has no start without train_start."""
+    return {
+        "train": (m.train_start, m.train_end),
+        "valid": (m.train_end, m.valid_end),
+        "test": (m.valid_end, m.test_end),
+    }
+
+
+def in_window(ts: Any, start: int | None, end: int) -> Any:
+    """start <= ts < end (no lower bound where start is None): a polars expression, or a numpy array's mask."""
+    return ts < end if start is None else (ts >= start) & (ts < end)
 
 
 def manifest_problems(path: str | Path) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from farmcli.data.activity import user_activity
-from farmcli.data.dataset import Dataset
+from farmcli.data.dataset import Dataset, in_window, split_windows
 from farmcli.data.schema import ACTIVITY_LEVELS, TASKS, TRUTH_COLUMNS, VIDEO_FLAGS
 
 HISTORY_USERS = 20_000
@@ -16,30 +16,32 @@ HISTORY_USERS = 20_000
 
 
 def split_expr(ds: Dataset) -> pl.Expr:
-    m = ds.manifest
-    ts = pl.col("ts")
-    e: Any = pl.when(ts >= m.test_end).then(pl.lit("ignored"))  # a Then, then a ChainedThen
-    e = e.when(ts >= m.valid_end).then(pl.lit("test")).when(ts >= m.train_end).then(pl.lit("valid"))
-    if m.train_start is not None:
-        e = e.when(ts < m.train_start).then(pl.lit("warmup"))
+    """A row's split: its window's name, 'warmup' before train_start, 'ignored' from test_end on."""
+    ts, windows = pl.col("ts"), split_windows(ds.manifest)
+    e: Any = pl.when(ts >= windows["test"][1]).then(pl.lit("ignored"))  # a Then, then a ChainedThen
+    for split in ("test", "valid"):
+        e = e.when(ts >= windows[split][0]).then(pl.lit(split))
+    if (start := windows["train"][0]) is not None:
+        e = e.when(ts < start).then(pl.lit("warmup"))
     return e.otherwise(pl.lit("train")).alias("split")
 
 
-def _split_rows(ds: Dataset, table: str) -> dict[str, int]:
+def split_rows(ds: Dataset, table: str) -> dict[str, int]:
+    """Rows of ``table`` per split of :func:`split_expr`."""
     df = ds.scan(table).select(split_expr(ds)).group_by("split").agg(pl.len()).collect(engine="streaming")
     got = dict(zip(df["split"], df["len"]))
     return {s: int(got.get(s, 0)) for s in ("warmup", "train", "valid", "test", "ignored")}
 
 
-def _label_rates(ds: Dataset) -> dict[str, dict[str, float]]:
-    samples = ds.scan("live").filter(pl.col("ts") < ds.manifest.test_end)
-    if ds.manifest.train_start is not None:
-        samples = samples.filter(pl.col("ts") >= ds.manifest.train_start)
+def _samples(ds: Dataset, live: pl.LazyFrame) -> pl.LazyFrame:
+    """The live rows that are samples: in [train_start, test_end)."""
+    return live.filter(in_window(pl.col("ts"), ds.manifest.train_start, ds.manifest.test_end))
+
+
+def label_rates(live: pl.LazyFrame) -> dict[str, dict[str, float]]:
+    """Each task's positives over the rows of ``live`` and over its clicks (NaN where there is none)."""
     row = (
-        samples.select(
-            pl.len().alias("n"),
-            *(pl.col(t).cast(pl.Int64).sum().alias(t) for t in TASKS),
-        )
+        live.select(pl.len().alias("n"), *(pl.col(t).cast(pl.Int64).sum().alias(t) for t in TASKS))
         .collect(engine="streaming")
         .row(0, named=True)
     )
@@ -53,10 +55,10 @@ def _label_rates(ds: Dataset) -> dict[str, dict[str, float]]:
     }
 
 
-def _video_rates(ds: Dataset) -> dict[str, float]:
+def video_rates(video: pl.LazyFrame) -> dict[str, float]:
+    """Each video flag's mean over the rows of ``video`` (NaN where there is none)."""
     row = (
-        ds.scan("video")
-        .select(*(pl.col(f).cast(pl.Float64).mean().alias(f) for f in VIDEO_FLAGS))
+        video.select(*(pl.col(f).cast(pl.Float64).mean().alias(f) for f in VIDEO_FLAGS))
         .collect(engine="streaming")
         .row(0, named=True)
     )
@@ -73,10 +75,8 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
     n_users = levels.height
     k = max(1, n_users // HISTORY_USERS)
     keep = (pl.col("user_id").hash(seed=0) % k) == 0
-    m = ds.manifest
     live = ds.scan("live").filter(keep)
-    in_windows = live.filter((pl.col("ts") < m.test_end) & (pl.col("ts") >= (m.train_start or -(2**62))))
-    samples = in_windows.select("user_id", (pl.col("ts") - 1).alias("before")).sort("before").collect()
+    samples = _samples(ds, live).select("user_id", (pl.col("ts") - 1).alias("before")).sort("before").collect()
     out: dict = {}
     for domain, events in (("video", ds.scan("video").filter(keep)), ("live", live.filter(pl.col("click") == 1))):
         ev = (
@@ -113,11 +113,9 @@ def _oracle(ds: Dataset, split: str = "test") -> dict | None:
         return None
     from farmcli.metrics import grouped_auc
 
-    m = ds.manifest
-    lo, hi = (m.valid_end, m.test_end) if split == "test" else (m.train_end, m.valid_end)
     df = (
         ds.scan("live")
-        .filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+        .filter(in_window(pl.col("ts"), *split_windows(ds.manifest)[split]))
         .select("user_id", *TASKS, *TRUTH_COLUMNS)
         .collect(engine="streaming")
     )
@@ -134,8 +132,8 @@ def _oracle(ds: Dataset, split: str = "test") -> dict | None:
 def inspect_dataset(root, history_len: int = 50) -> dict:
     """Rows per split, label rates, video:live ratio, users per level, history lengths, oracle AUC."""
     ds = Dataset(root)
-    live_rows = _split_rows(ds, "live")
-    video_rows = _split_rows(ds, "video")
+    live_rows = split_rows(ds, "live")
+    video_rows = split_rows(ds, "video")
     levels = user_activity(ds)
     counts = dict(zip(*levels.group_by("activity").agg(pl.len()).sort("activity").get_columns()))
     n_live = sum(live_rows.values()) - live_rows["ignored"]
@@ -146,8 +144,8 @@ def inspect_dataset(root, history_len: int = 50) -> dict:
         "source": ds.manifest.source,
         "rows": {"live": live_rows, "video": video_rows},
         "video_live_ratio": n_video / n_live if n_live else math.nan,
-        "live_label_rates": _label_rates(ds),
-        "video_label_rates": _video_rates(ds),
+        "live_label_rates": label_rates(_samples(ds, ds.scan("live"))),
+        "video_label_rates": video_rates(ds.scan("video")),
         "users": {
             "total": levels.height,
             "activity_from": "users.parquet" if ds.has("users") else "derived",

@@ -65,7 +65,6 @@ TABLES = {"live": LIVE_COLUMNS, "video": VIDEO_COLUMNS, "users": USERS_COLUMNS}
 REQUIRED_TABLES = ("live", "video")
 
 MANIFEST_REQUIRED = ("format", "time_unit", "train_end", "valid_end", "test_end")
-MANIFEST_OPTIONAL = ("name", "source", "train_start", "description")
 
 
 def schema_of(columns: tuple[Column, ...]) -> dict[str, PolarsDataType]:

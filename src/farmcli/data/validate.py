@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import polars as pl
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
-from farmcli.data.dataset import manifest_problems, table_files, table_path
+from farmcli.data.dataset import Manifest, in_window, manifest_problems, split_windows, table_files, table_path
 from farmcli.data.schema import (
     ACTIVITY_LEVELS,
     LIVE_COLUMNS,
@@ -95,210 +96,203 @@ def _type_ok(actual: PolarsDataType, col: Column) -> tuple[bool, bool]:
     return False, False
 
 
-def _checks(col: Column, actual: PolarsDataType) -> list[tuple[str, pl.Expr, str, str]]:
-    """Value rules of one column as (name, count-of-bad-rows expression, message, fix)."""
-    c = pl.col(col.name)
-    n = col.name
-    out = [(f"{n}:null", c.is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.")]
-    if col.dtype.is_integer() and actual != col.dtype and col.rule != "flag":
-        lo, hi = _INT_RANGE[col.dtype]
-        out.append(
-            (
-                f"{n}:range",
-                ((c > hi) | (c < lo) if actual.is_signed_integer() else c > hi).sum(),
-                f"{{k}} value(s) outside the range of {col.dtype} ({lo:,} to {hi:,}), the type it is read as.",
-                f"remap them into that range and write the column as {col.dtype}.",
-            )
-        )
-    if col.rule == "id":
-        out.append(
-            (f"{n}:neg", (c < 0).sum(), "{k} negative id(s); ids must be >= 0.", "remap ids to non-negative integers.")
-        )
-    elif col.rule == "nonneg":
-        out.append((f"{n}:neg", (c < 0).sum(), "{k} negative value(s); must be >= 0.", "clip or fix them."))
-    elif col.rule == "flag":
-        out.append(
-            (
-                f"{n}:flag",
-                (~c.is_in([0, 1])).sum(),
-                "{k} value(s) outside {{0, 1}}; flags are binary.",
-                f"binarise it, e.g. (`{n}` > 0).",
-            )
-        )
-    elif col.rule == "prob":
-        out.append(
-            (
-                f"{n}:prob",
-                (c.is_nan() | (c < 0) | (c > 1)).sum(),
-                "{k} value(s) outside [0, 1] or NaN.",
-                "write probabilities in [0, 1].",
-            )
-        )
-    elif col.rule == "activity":
-        out.append(
-            (
-                f"{n}:level",
-                (~c.cast(pl.String).is_in(list(ACTIVITY_LEVELS))).sum(),
-                "{k} value(s) outside {{low, mid, high}}.",
-                "use one of low, mid, high.",
-            )
-        )
-    return out
+_DOMAIN: dict[str, tuple[Callable[[pl.Expr], pl.Expr], str, str]] = {
+    "id": (lambda c: c < 0, "{k} negative id(s); ids must be >= 0.", "remap ids to non-negative integers."),
+    "nonneg": (lambda c: c < 0, "{k} negative value(s); must be >= 0.", "clip or fix them."),
+    "flag": (
+        lambda c: ~c.is_in([0, 1]),
+        "{k} value(s) outside {{0, 1}}; flags are binary.",
+        "binarise it, e.g. (`{}` > 0).",
+    ),
+    "prob": (
+        lambda c: c.is_nan() | (c < 0) | (c > 1),
+        "{k} value(s) outside [0, 1] or NaN.",
+        "write probabilities in [0, 1].",
+    ),
+    "activity": (
+        lambda c: ~c.cast(pl.String).is_in(list(ACTIVITY_LEVELS)),
+        "{k} value(s) outside {{low, mid, high}}.",
+        "use one of low, mid, high.",
+    ),
+}
+"""Column.rule -> (its rows that break it, message, fix ("{}": the column's name))."""
 
 
-def _funnel_checks() -> list[tuple[str, pl.Expr]]:
-    click = pl.col("click")
-    out = [(f"{f} without click", ((pl.col(f) == 1) & (click == 0)).sum()) for f in LIVE_FLAGS]
-    out.append(
-        ("long_view without effective_view", ((pl.col("long_view") == 1) & (pl.col("effective_view") == 0)).sum())
-    )
-    return out
+@dataclass(frozen=True)
+class _Rule:
+    """A rule on a table's values; ``count`` counts the rows that break it (every rule in one streaming pass)."""
+
+    count: pl.Expr
+    message: str  # "{k}": that count
+    fix: str
+    column: str = ""  # the column it names, or "" for the table
+    warning: bool = False
 
 
-def _check_table(root: Path, table: str, report: Report, required: bool) -> None:
-    path = table_path(root, table)
+def _table_files(path: Path, table: str, required: bool, report: Report) -> list[Path]:
+    """The table's parquet files; none is an error where it is required or is a folder without shards."""
     files = table_files(path)
-    if not files:
-        if required or path.exists():
-            what = "has no *.parquet shards" if path.is_dir() else "is missing"
-            report.errors.append(
-                Problem(
-                    str(path),
-                    f"required table {what}.",
-                    f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md.",
-                )
-            )
-        return
-    columns = TABLES[table] + (LIVE_TRUTH_COLUMNS if table == "live" else ())
-    required_names = {c.name for c in TABLES[table]}
-    # Schema of every shard from its footer: cheap, and names the shard that differs.
+    if not files and (required or path.exists()):
+        what = "has no *.parquet shards" if path.is_dir() else "is missing"
+        fix = f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."
+        report.errors.append(Problem(str(path), f"required table {what}.", fix))
+    return files
+
+
+def _shard_schemas(files: list[Path], report: Report) -> dict[Path, dict[str, pl.DataType]] | None:
+    """Each shard's schema from its footer (cheap, and names the shard that differs); None if one is unreadable."""
     schemas = {}
     for f in files:
         try:
             schemas[f] = pl.read_parquet_schema(f)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's problem to fix
-            report.errors.append(
-                Problem(
-                    str(f),
-                    f"cannot be read as parquet ({type(e).__name__}: {e}).",
-                    "rewrite the file with a parquet writer.",
-                )
-            )
-    if len(schemas) != len(files):
-        return
-    usable: list[Column] = []
-    bad_type = False
-    for col in columns:
-        present = [f for f, s in schemas.items() if col.name in s]
-        if len(present) < len(files):
-            if col.name in required_names:
-                missing = [f for f in files if f not in present]
-                where = str(missing[0]) if len(files) > 1 else str(path)
-                more = f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""
-                report.errors.append(
-                    Problem(
-                        f"{where}:{col.name}",
-                        f"required column '{col.name}' is missing{more}.",
-                        f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet).",
-                    )
-                )
-            elif present:
-                report.errors.append(
-                    Problem(
-                        f"{path}:{col.name}", "present in some shards only.", "write the same columns in every shard."
-                    )
-                )
-            continue
-        kinds = {str(s[col.name]) for s in schemas.values()}
-        accepted = True
-        for f, s in schemas.items():
-            ok, exact = _type_ok(s[col.name], col)
-            if not ok:
-                accepted = False
-                report.errors.append(
-                    Problem(
-                        f"{f}:{col.name}",
-                        f"has type {s[col.name]}, the format says {col.dtype}.",
-                        _fix(s[col.name], col),
-                    )
-                )
-                break
-            if not exact:
-                report.warnings.append(
-                    Problem(
-                        f"{f}:{col.name}",
-                        f"has type {s[col.name]}, the format says {col.dtype}; it is read with a cast.",
-                        _INT_FIX.format(dtype=col.dtype, col=col.name),
-                    )
-                )
-                break
-        if accepted and len(kinds) > 1:
-            accepted = False
-            report.errors.append(
-                Problem(
-                    f"{path}:{col.name}",
-                    f"shards disagree on its type ({', '.join(sorted(kinds))}).",
-                    f"write it as {col.dtype} in every shard.",
-                )
-            )
-        if accepted:
-            usable.append(col)
-        else:
-            bad_type = True
-    lf = pl.scan_parquet(files) if not bad_type else None
-    if lf is None:
-        # Still count rows so an empty table is reported alongside type problems.
-        lf_rows = sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
-        report.rows[table] = lf_rows
-        if lf_rows == 0:
-            report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
-        return
-    lf = lf.select([c.name for c in usable])
-    first = next(iter(schemas.values()))
-    checks = [chk for col in usable for chk in _checks(col, first[col.name])]
-    exprs = [pl.len().alias("__rows")] + [expr.alias(name) for name, expr, _, _ in checks]
-    funnel = (
-        _funnel_checks() if table == "live" and all(c.name in {u.name for u in usable} for c in LIVE_COLUMNS) else []
-    )
-    exprs += [expr.alias(f"funnel:{name}") for name, expr in funnel]
-    names = {c.name for c in usable}
-    if table == "users" and "user_id" in names:
-        exprs.append((pl.len() - pl.col("user_id").n_unique()).alias("__dup_users"))
-    if table == "live" and {"user_id", "author_id", "ts"} <= names:
-        exprs.append((pl.len() - pl.struct("user_id", "author_id", "ts").n_unique()).alias("__dup_live"))
-    stats = lf.select(exprs).collect(engine="streaming").row(0, named=True)
-    rows = stats["__rows"]
+            problem = f"cannot be read as parquet ({type(e).__name__}: {e})."
+            report.errors.append(Problem(str(f), problem, "rewrite the file with a parquet writer."))
+    return schemas if len(schemas) == len(files) else None
+
+
+def _column_present(path: Path, table: str, col: Column, schemas: dict, report: Report) -> bool:
+    """In every shard: a required column missing, or an optional one in some shards only, is an error."""
+    missing = [f for f, s in schemas.items() if col.name not in s]
+    if not missing:
+        return True
+    if col.name in {c.name for c in TABLES[table]}:
+        where = str(missing[0]) if len(schemas) > 1 else str(path)
+        more = f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""
+        fix = f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet)."
+        report.errors.append(Problem(f"{where}:{col.name}", f"required column '{col.name}' is missing{more}.", fix))
+    elif len(missing) < len(schemas):
+        report.errors.append(
+            Problem(f"{path}:{col.name}", "present in some shards only.", "write the same columns in every shard.")
+        )
+    return False
+
+
+def _column_type(path: Path, col: Column, schemas: dict, report: Report) -> bool:
+    """The format's type in every shard: another integer width is a warning (read with a cast); another kind, or
+    shards that disagree, an error."""
+    for f, s in schemas.items():
+        ok, exact = _type_ok(s[col.name], col)
+        if not ok:
+            said = f"has type {s[col.name]}, the format says {col.dtype}."
+            report.errors.append(Problem(f"{f}:{col.name}", said, _fix(s[col.name], col)))
+            return False
+        if not exact:
+            said = f"has type {s[col.name]}, the format says {col.dtype}; it is read with a cast."
+            report.warnings.append(Problem(f"{f}:{col.name}", said, _INT_FIX.format(dtype=col.dtype, col=col.name)))
+            break
+    kinds = sorted({str(s[col.name]) for s in schemas.values()})
+    if len(kinds) > 1:
+        said = f"shards disagree on its type ({', '.join(kinds)})."
+        report.errors.append(Problem(f"{path}:{col.name}", said, f"write it as {col.dtype} in every shard."))
+    return len(kinds) == 1
+
+
+def _usable_columns(path: Path, table: str, schemas: dict, report: Report) -> list[Column] | None:
+    """The format's columns present in every shard, or None where one of them has a type that cannot be read."""
+    usable, bad_type = [], False
+    for col in TABLES[table] + (LIVE_TRUTH_COLUMNS if table == "live" else ()):
+        if _column_present(path, table, col, schemas, report):
+            if _column_type(path, col, schemas, report):
+                usable.append(col)
+            else:
+                bad_type = True
+    return None if bad_type else usable
+
+
+def _has_rows(path: Path, table: str, rows: int, report: Report) -> bool:
+    """The table's row count, recorded; an empty table is an error."""
     report.rows[table] = rows
     if rows == 0:
         report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
+    return rows > 0
+
+
+def _value_rules(col: Column, actual: PolarsDataType) -> list[_Rule]:
+    """The rules on one column's values, in the order they are reported."""
+    return [r for r in (_null_rule(col), _range_rule(col, actual), _domain_rule(col)) if r is not None]
+
+
+def _null_rule(col: Column) -> _Rule:
+    return _Rule(pl.col(col.name).is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.", col.name)
+
+
+def _range_rule(col: Column, actual: PolarsDataType) -> _Rule | None:
+    """A column of another integer width than the format's holds values of the type it is read as."""
+    if not col.dtype.is_integer() or actual == col.dtype or col.rule == "flag":
+        return None
+    c, (lo, hi) = pl.col(col.name), _INT_RANGE[col.dtype]
+    return _Rule(
+        ((c > hi) | (c < lo) if actual.is_signed_integer() else c > hi).sum(),
+        f"{{k}} value(s) outside the range of {col.dtype} ({lo:,} to {hi:,}), the type it is read as.",
+        f"remap them into that range and write the column as {col.dtype}.",
+        col.name,
+    )
+
+
+def _domain_rule(col: Column) -> _Rule | None:
+    """The column's rule of DATA_FORMAT.md: ids and play times >= 0, flags 0/1, probabilities, activity levels."""
+    if col.rule not in _DOMAIN:
+        return None
+    bad, message, fix = _DOMAIN[col.rule]
+    return _Rule(bad(pl.col(col.name)).sum(), message, fix.format(col.name), col.name)
+
+
+def _funnel_rules(table: str, names: set[str]) -> list[_Rule]:
+    """A label without the click (or the effective view) it implies: a warning, as real logs break the funnel."""
+    if table != "live" or not all(c.name in names for c in LIVE_COLUMNS):
+        return []
+    fix = "none needed (real logs break the funnel); check the export if unexpected."
+    pairs = [(f, "click") for f in LIVE_FLAGS] + [("long_view", "effective_view")]
+    bad = lambda f, g: ((pl.col(f) == 1) & (pl.col(g) == 0)).sum()  # noqa: E731
+    return [_Rule(bad(f, g), f"funnel: {{k}} row(s) with {f} without {g}.", fix, warning=True) for f, g in pairs]
+
+
+def _duplicate_rules(table: str, names: set[str]) -> list[_Rule]:
+    """A repeated impression (a warning: it may be real) or a repeated user (an error)."""
+    if table == "live" and {"user_id", "author_id", "ts"} <= names:
+        repeated = pl.len() - pl.struct("user_id", "author_id", "ts").n_unique()
+        said = "{k} row(s) repeat the (user_id, author_id, ts) of another row."
+        fix = "drop duplicated impressions unless they are real (polars: `.unique(['user_id', 'author_id', 'ts'])`)."
+        return [_Rule(repeated, said, fix, warning=True)]
+    if table == "users" and "user_id" in names:
+        repeated = pl.len() - pl.col("user_id").n_unique()
+        return [_Rule(repeated, "{k} duplicate user id(s).", "keep one row per user.", "user_id")]
+    return []
+
+
+def _check_values(
+    path: Path, table: str, files: list[Path], usable: list[Column], schema: dict, report: Report
+) -> None:
+    """Every value rule of the usable columns, counted in one streaming pass; each rule broken, reported."""
+    names = [c.name for c in usable]
+    rules = [r for col in usable for r in _value_rules(col, schema[col.name])]
+    rules += _funnel_rules(table, set(names)) + _duplicate_rules(table, set(names))
+    counts = (
+        pl.scan_parquet(files).select(names).select(pl.len(), *(r.count.alias(f"r{i}") for i, r in enumerate(rules)))
+    )
+    rows, *broken = counts.collect(engine="streaming").row(0)
+    if not _has_rows(path, table, rows, report):
         return
-    for name, _, message, fix in checks:
-        k = stats[name]
+    for rule, k in zip(rules, broken):
         if k:
-            column = name.split(":")[0]
-            report.errors.append(Problem(f"{path}:{column}", message.format(k=f"{k:,}"), fix))
-    for name, _ in funnel:
-        k = stats[f"funnel:{name}"]
-        if k:
-            report.warnings.append(
-                Problem(
-                    f"{path}",
-                    f"funnel: {k:,} row(s) with {name}.",
-                    "none needed (real logs break the funnel); check the export if unexpected.",
-                )
-            )
-    if stats.get("__dup_live"):
-        report.warnings.append(
-            Problem(
-                f"{path}",
-                f"{stats['__dup_live']:,} row(s) repeat the (user_id, author_id, ts) of another row.",
-                "drop duplicated impressions unless they are real (polars: `.unique(['user_id', 'author_id', 'ts'])`).",
-            )
-        )
-    if stats.get("__dup_users"):
-        report.errors.append(
-            Problem(f"{path}:user_id", f"{stats['__dup_users']:,} duplicate user id(s).", "keep one row per user.")
-        )
+            where = f"{path}:{rule.column}" if rule.column else str(path)
+            problem = Problem(where, rule.message.format(k=f"{k:,}"), rule.fix)
+            (report.warnings if rule.warning else report.errors).append(problem)
+
+
+def _check_table(root: Path, table: str, report: Report, required: bool) -> None:
+    """One table: its files, each column's presence and type, then its values."""
+    path = table_path(root, table)
+    files = _table_files(path, table, required, report)
+    schemas = _shard_schemas(files, report) if files else None
+    if schemas is None:
+        return
+    usable = _usable_columns(path, table, schemas, report)
+    if usable is None:  # still count the rows, so that an empty table is reported beside the type problems
+        _has_rows(path, table, sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files), report)
+    else:
+        _check_values(path, table, files, usable, schemas[files[0]], report)
 
 
 def validate(root: str | Path) -> Report:
@@ -340,26 +334,15 @@ def _when(ms: int) -> str:
         return str(ms)
 
 
-def _windows(m: dict) -> dict[str, tuple[int | None, int]]:
-    start = m.get("train_start")
-    return {
-        "train": (start, m["train_end"]),
-        "valid": (m["train_end"], m["valid_end"]),
-        "test": (m["valid_end"], m["test_end"]),
-    }
-
-
-def _time_stats(files: list[Path], m: dict, labels: bool) -> dict:
+def _time_stats(files: list[Path], m: Manifest, labels: bool) -> dict:
     """One streaming pass: rows, ts range, rows per window, rows past test_end, rows that a unit change
     (x1000, /1000) would bring near the windows and, with ``labels``, positives per task per window."""
     ts = pl.col("ts")
     exprs = [pl.len().alias("rows"), ts.min().alias("ts_min"), ts.max().alias("ts_max")]
-    conds = {}
-    for split, (lo, hi) in _windows(m).items():
-        conds[split] = (ts < hi) if lo is None else (ts >= lo) & (ts < hi)
-        exprs.append(conds[split].sum().alias(split))
-    exprs.append((ts >= m["test_end"]).sum().alias("after"))
-    lo, hi = m["train_end"] - UNIT_PROBE_MS, m["test_end"]
+    conds = {split: in_window(ts, *window) for split, window in split_windows(m).items()}
+    exprs += [cond.sum().alias(split) for split, cond in conds.items()]
+    exprs.append((ts >= m.test_end).sum().alias("after"))
+    lo, hi = m.train_end - UNIT_PROBE_MS, m.test_end
     t = ts.cast(pl.Float64)
     for name, scaled in (("raw", t), ("seconds", t * 1000), ("microseconds", t / 1000)):
         exprs.append(((scaled >= lo) & (scaled < hi)).sum().alias(f"unit:{name}"))
@@ -372,7 +355,7 @@ def _time_stats(files: list[Path], m: dict, labels: bool) -> dict:
     return pl.scan_parquet(files).select(exprs).collect(engine="streaming").row(0, named=True)
 
 
-def _check_units(where: str, stats: dict, m: dict, report: Report) -> bool:
+def _check_units(where: str, stats: dict, m: Manifest, report: Report) -> bool:
     """Timestamps in seconds (or microseconds) where the manifest says ms: an error; True when found."""
     if stats["unit:raw"]:
         return False
@@ -383,7 +366,7 @@ def _check_units(where: str, stats: dict, m: dict, report: Report) -> bool:
                     f"{where}:ts",
                     f"the timestamps look like {unit}, not milliseconds: they run from {_when(stats['ts_min'])} "
                     f"to {_when(stats['ts_max'])} read as ms, while the manifest's windows end at test_end "
-                    f"{_when(m['test_end'])}; read as {unit}, they fall inside them.",
+                    f"{_when(m.test_end)}; read as {unit}, they fall inside them.",
                     f"write epoch milliseconds, as the manifest's time_unit 'ms' says (polars: `{fix}`).",
                 )
             )
@@ -396,9 +379,7 @@ def _check_windows(root: Path, report: Report) -> None:
 
     Errors where nothing can be trained (or nothing read at all), warnings where a part is missing.
     """
-    import json
-
-    m = json.loads((root / "manifest.json").read_text())
+    m = Manifest.load(root / "manifest.json")
     live_path, video_path = str(table_path(root, "live")), str(table_path(root, "video"))
     live = _time_stats(table_files(table_path(root, "live")), m, labels=True)
     video = _time_stats(table_files(table_path(root, "video")), m, labels=False)
@@ -409,13 +390,13 @@ def _check_windows(root: Path, report: Report) -> None:
         report.errors.append(
             Problem(
                 live_path,
-                f"every live row ({live['rows']:,}) is at or after test_end {_when(m['test_end'])}, so none is a "
+                f"every live row ({live['rows']:,}) is at or after test_end {_when(m.test_end)}, so none is a "
                 f"sample: nothing can be trained, evaluated or scored ({span}).",
                 "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
             )
         )
         return
-    for split, (lo, hi) in _windows(m).items():
+    for split, (lo, hi) in split_windows(m).items():
         if live[split] or (split == "valid" and lo == hi):
             continue
         where = f"no live impression in the {split} window [{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
@@ -436,7 +417,7 @@ def _check_windows(root: Path, report: Report) -> None:
         report.warnings.append(
             Problem(
                 live_path,
-                f"{live['after']:,} live row(s) at or after test_end ({m['test_end']}); they are never used.",
+                f"{live['after']:,} live row(s) at or after test_end ({m.test_end}); they are never used.",
                 "move test_end, or drop those rows, if that is not intended.",
             )
         )
@@ -444,7 +425,7 @@ def _check_windows(root: Path, report: Report) -> None:
         report.warnings.append(
             Problem(
                 video_path,
-                f"every video row ({video['rows']:,}) is at or after test_end {_when(m['test_end'])}: none is "
+                f"every video row ({video['rows']:,}) is at or after test_end {_when(m.test_end)}: none is "
                 f"ever used, so every video history is empty.",
                 "check video.parquet's ts column against the manifest's boundaries (Unix ms).",
             )

@@ -14,7 +14,7 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
-from farmcli.model.layers import masked_mean, mlp
+from farmcli.model.layers import Pooling, masked_mean, mlp
 from farmcli.registry import register
 
 
@@ -76,13 +76,29 @@ class InfoNCEAlign(nn.Module):
     def forward(
         self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        h_video = self.video_mlp(masked_mean(video, video_mask))
-        h_live = self.live_mlp(masked_mean(live, live_mask))
+        h_video, h_live = self.preferences(video, live, video_mask, live_mask)
+        loss = self.contrastive_loss(h_video, h_live, video_mask, live_mask, user_id)
+        return loss, {"h_video": h_video, "h_live": h_live}
+
+    def preferences(
+        self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, mean: Pooling = masked_mean
+    ) -> tuple[Tensor, Tensor]:
+        """Eq. 13: h = MLP(Mean(V^)) per domain [B, dims[-1]], L2-normalised with ``normalize``.
+
+        ``mean``: the masked mean over each history's events; the CPU backend passes its own (equal, faster), so
+        both backends share the rest of eq. 13.
+        """
+        h_video = self.video_mlp(mean(video, video_mask))
+        h_live = self.live_mlp(mean(live, live_mask))
         if self.normalize:
             h_video, h_live = F.normalize(h_video, dim=-1), F.normalize(h_live, dim=-1)
-        valid = video_mask.any(1) & live_mask.any(1)
-        loss = info_nce(h_live, h_video, user_id, self.tau, valid)
-        return loss, {"h_video": h_video, "h_live": h_live}
+        return h_video, h_live
+
+    def contrastive_loss(
+        self, h_video: Tensor, h_live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
+    ) -> Tensor:
+        """Eq. 14 over the rows that have both histories (a row with one side empty has nothing to align)."""
+        return info_nce(h_live, h_video, user_id, self.tau, video_mask.any(1) & live_mask.any(1))
 
 
 @register("align", "none")

@@ -1,4 +1,4 @@
-"""``model.backend``: which implementation runs FARM's forward pass for a batch.
+"""``fit.backend``: which implementation runs FARM's forward pass for a batch (a run setting, not the model's).
 
 ``reference`` is FARM's own forward (model/farm.py), correct on every device and dtype. A backend is the same
 parameters run through a path that is faster on one kind of device, tested equal to the reference: ``cpu``
@@ -6,20 +6,22 @@ parameters run through a path that is faster on one kind of device, tested equal
 nowhere else. ``auto`` takes ``cpu`` for a batch on a CPU outside autocast and outside graph tracing (export,
 ``torch.compile``), and the reference everywhere else; analysis outputs (``return_aux``) always come from the
 reference.
+
+The model does not know its backends: this module imports FARM and the CPU backend, and FarmModule (or any
+caller that wants the speed) calls ``forward`` here instead of ``farm(batch)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from farmcli.model.farm import FARM, FarmOutput
-
-FastForward = Callable[["FARM", Mapping[str, Tensor], bool], "FarmOutput"]
+from farmcli.model import cpu
+from farmcli.model.config import Backend
+from farmcli.model.farm import FARM
+from farmcli.model.output import FarmOutput
 
 
 def tracing() -> bool:
@@ -32,10 +34,22 @@ def cpu_pays(batch: Mapping[str, Tensor]) -> bool:
     return batch["v_mask"].device.type == "cpu" and not torch.is_autocast_enabled("cpu") and not tracing()
 
 
-def fast_forward(farm: FARM, batch: Mapping[str, Tensor], backend: str, return_aux: bool) -> FastForward | None:
-    """The backend's forward for this batch, or None for the reference."""
-    if return_aux or backend == "reference" or (backend == "auto" and not cpu_pays(batch)):
-        return None
-    from farmcli.model.cpu import forward
+def takes_cpu(backend: Backend, batch: Mapping[str, Tensor], return_aux: bool = False) -> bool:
+    """Whether this batch runs on the CPU backend: asked for (``cpu``) or paying (``auto``), and no analysis
+    outputs wanted (the CPU backend computes no attention weights)."""
+    if return_aux or backend == "reference":
+        return False
+    return backend == "cpu" or cpu_pays(batch)
 
-    return forward
+
+def forward(
+    farm: FARM,
+    batch: Mapping[str, Tensor],
+    backend: Backend = "auto",
+    return_aux: bool = False,
+    with_cl: bool = True,
+) -> FarmOutput:
+    """``farm(batch, return_aux, with_cl)``, run by ``backend``: the same outputs to float rounding."""
+    if takes_cpu(backend, batch, return_aux):
+        return cpu.forward(farm, batch, with_cl)
+    return farm(batch, return_aux=return_aux, with_cl=with_cl)

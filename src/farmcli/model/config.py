@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -21,7 +21,9 @@ from farmcli.slots import SLOT_NAMES as SLOT_FIELDS
 N_TASKS = len(TASKS)
 
 Backend = Literal["auto", "reference", "cpu"]
-"""Which implementation runs the forward pass (model/backends.py)."""
+"""Which implementation runs the forward pass (model/backends.py): a run setting (``fit.backend``), not a model
+hyperparameter. It says how to run the model, not what the model is, so checkpoints do not carry it."""
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class EmbedConfig:
     live_lag: PositiveInt = 6
     live_label: PositiveInt = 6
     init_std: PositiveFloat = 0.2
-    """Std of the normal init of every embedding table. Chosen on validation (docs/QUALITY.md): at 0.05 the
+    """Std of the normal init of every embedding table. Chosen on validation (docs/notebook/QUALITY.md): at 0.05 the
     LayerNorm-scaled preference features were ~40x the history features at the head input, and Adam's
     1e-3 steps moved embeddings by 2% of their scale per step."""
 
@@ -116,6 +118,41 @@ class VocabSizes:
         return cls(**{n: int(value[n]) for n in names if n in value})
 
 
+NOT_THE_MODEL = ("backend",)
+"""Keys older checkpoints and config files hold under ``model`` that say how to run it, not what it is."""
+
+WINDOW_GATE_PATH = "experiments.plugins.window_gate.WindowGateDFTFrequency"
+"""Where ``gate_mean: window`` of ``dft`` / ``dft_identity`` went in issue 35: the research plugin ``dft_window``."""
+
+
+def without_gate_mean(slot: str, spec: SlotConfig) -> SlotConfig:
+    """``spec`` without the ``gate_mean`` parameter that ``dft`` and ``dft_identity`` took before issue 35.
+
+    Every run directory and checkpoint of before then holds ``gate_mean: events``, the default and what the
+    modules now always do (eq. 10 over the masked mean of V), so it is dropped without a word; ``window`` left
+    the library for experiments/plugins/window_gate.py and is a UserError saying how to load it from there.
+    """
+    if spec.name not in ("dft", "dft_identity") or "gate_mean" not in spec.params:
+        return spec
+    params = dict(spec.params)
+    gate_mean = params.pop("gate_mean")
+    if gate_mean == "window":
+        raise UserError(
+            f"Bad setting: model.{slot}.gate_mean = 'window': eq. 10's gate over the mean of the whole window is a "
+            f"research component and left farmcli (issue 35): it is the `dft_window` plugin of "
+            f"experiments/plugins/window_gate.py in the farmcli repository, not installed with the package "
+            f"(experiments/README.md). Load it from the repository root with the root on the path (PYTHONPATH=. farm "
+            f"... or python -m farmcli ...): --model.{slot} {WINDOW_GATE_PATH}, and leave gate_mean out (in a "
+            f"config file: name: {WINDOW_GATE_PATH}, without gate_mean)."
+        )
+    if gate_mean != "events":
+        raise UserError(
+            f"Bad setting: model.{slot}.gate_mean = {gate_mean!r}: {spec.name} no longer takes gate_mean (issue "
+            f"35); its gates read the mean of the history's events, which was gate_mean: events. Leave it out."
+        )
+    return SlotConfig(spec.name, params)
+
+
 @dataclass
 class ModelConfig:
     """The FARM model: embedding widths, attention heads, one SlotConfig per slot, the loss weight lambda."""
@@ -137,10 +174,6 @@ class ModelConfig:
     output_bias: Literal["zero", "prior"] = "prior"
     """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
     task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
-    backend: Backend = "auto"
-    """``reference``: the paper's equations in plain PyTorch, on every device and dtype. ``cpu``: the same model
-    with a CPU's speed-ups (model/cpu/; equal to float rounding). ``auto``: ``cpu`` on a CPU in fp32, where it
-    is faster (benchmarks/bench_train.py --compare backend), else ``reference``."""
     preference_grad: NonNegativeFloat = 0.1
     """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
     tables; 1 is the paper's (unstated) full gradient. 0 stops it: the id tables then learn from the
@@ -151,7 +184,7 @@ class ModelConfig:
         if isinstance(self.embed, Mapping):
             self.embed = _from_mapping(EmbedConfig, self.embed, "model.embed")
         for slot in SLOT_FIELDS:
-            setattr(self, slot, SlotConfig.parse(getattr(self, slot)))
+            setattr(self, slot, without_gate_mean(slot, SlotConfig.parse(getattr(self, slot))))
 
     def with_slots(self, **names: str | SlotConfig) -> ModelConfig:
         """A copy with some slots swapped, e.g. ``cfg.with_slots(fuse="none")`` for w/o C-PF."""
@@ -165,7 +198,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> ModelConfig:
-        return _from_mapping(cls, value, "model")
+        """A mapping as YAML or a checkpoint's hyperparameters give it; ``backend``, which checkpoints and run
+        directories of before issue 35 carry here, is not part of the model (``fit.backend``) and is ignored, and
+        so is their frequency slots' ``gate_mean: events`` (``without_gate_mean``)."""
+        return _from_mapping(cls, {k: v for k, v in value.items() if k not in NOT_THE_MODEL}, "model")
 
     @classmethod
     def parse(cls, value: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
@@ -189,7 +225,7 @@ class OptimConfig:
     id_weight_decay: NonNegativeFloat | None = 1e-5
     """L2 on the id embedding tables alone (author, page, tag, cluster, user: the long tail a model memorises);
     None: ``weight_decay``; 0: none, as in the paper. 1e-5 lifts base and FARM alike on validation; a global
-    decay would also shrink the small frequency gates and attention projections to zero (docs/QUALITY.md,
+    decay would also shrink the small frequency gates and attention projections to zero (docs/notebook/QUALITY.md,
     issue 27), this one leaves them alone."""
 
     @classmethod

@@ -5,9 +5,10 @@ builds it only when the align or fuse component declares ``uses_preference``; wi
 model) it does not exist, and a ``none`` slot adds no parameters and no loss term. The target attentions of
 eq. 11 exist in every variant; without a frequency module they attend over the raw V instead of F.
 
-This is the reference model: plain PyTorch on padded [B, L, D] tensors with masks, the same on every device
-and dtype. ``model.backend`` may run the same parameters through a faster path for one kind of device
-(model/cpu/), tested equal to this one.
+This is the model, as the paper writes it and a reader checks it: plain PyTorch on padded [B, L, D] tensors with
+masks, the same on every device and dtype. How a run executes it is the caller's: ``fit.backend``
+(model/backends.py) may run the same parameters through a faster path for one kind of device (model/cpu/, which
+imports this module, never the other way), tested equal to this one.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from torch import Tensor, nn
 from farmcli import registry
 from farmcli.errors import UserError
 from farmcli.model import params
-from farmcli.model.config import N_TASKS, Backend, ModelConfig, SlotConfig, VocabSizes
+from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
+from farmcli.model.heads.common import in_fp32
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights, scale_grad
 from farmcli.model.output import FarmOutput
 from farmcli.slots import SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
@@ -54,6 +56,12 @@ def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
             f"{slot} component provides (see farmcli.slots.{SLOTS[slot].protocol.__name__})."
         )
     return component
+
+
+def head_input(f_hat_video: Tensor, f_hat_live: Tensor, f_hat_cross: Tensor | None, x_cand: Tensor) -> Tensor:
+    """Eq. 18's Concat(F^_video, F^_live, F^_cross) with x_cand appended ("Where we depart" 2); no F^_cross
+    without a fuse. Stated once for both backends."""
+    return torch.cat([f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand], dim=-1)
 
 
 class FARM(nn.Module):
@@ -89,56 +97,41 @@ class FARM(nn.Module):
         if hasattr(self.head, "set_output_bias"):
             self.head.set_output_bias(logits)
 
-    def forward(
-        self,
-        batch: Mapping[str, Tensor],
-        return_aux: bool = False,
-        with_cl: bool = True,
-        backend: Backend | None = None,
-    ) -> FarmOutput:
-        """``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then.
-        ``backend``: this call's, instead of ``cfg.backend`` (model/backends.py)."""
-        from farmcli.model import backends
-
-        fast = backends.fast_forward(self, batch, backend or self.cfg.backend, return_aux)
-        if fast is not None:
-            return fast(self, batch, with_cl)
-        with attention_weights(return_aux):
-            return self.reference(batch, return_aux, with_cl)
-
-    def reference(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
+    def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
+        """Eq. 8-18 in order. ``return_aux``: also the attention weights, gates and h of eq. 13 (analysis);
+        ``with_cl=False`` skips the align (eq. 13-14): scoring needs no L_cl, and no ``user_id`` then."""
         video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()
 
-        # (8) embedding layer
-        v_video, v_live, x_cand = self.embed(batch)
+        with attention_weights(return_aux):  # the attentions return their weights for analysis only
+            # (8) embedding layer
+            v_video, v_live, x_cand = self.embed(batch)
 
-        # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
-        f_video, video_gates = self.video_frequency(v_video, video_mask)
-        f_live, live_gates = self.live_frequency(v_live, live_mask)
+            # (9-10) intra-domain frequency-aware module: F = gate_low * Low[V] + gate_high * High[V]
+            f_video, video_gates = self.video_frequency(v_video, video_mask)
+            f_live, live_gates = self.live_frequency(v_live, live_mask)
 
-        # (11) target attention of the candidate over each domain's history
-        f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
-        f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
+            # (11) target attention of the candidate over each domain's history
+            f_hat_video, video_weights = self.video_target(x_cand, f_video, video_mask)
+            f_hat_live, live_weights = self.live_target(x_cand, f_live, live_mask)
 
-        # (12) preference encoder, shared by align and fuse (V itself where neither asks for it)
-        v_hat_video, v_hat_live = v_video, v_live
-        if self.preference is not None:
-            scale = self.cfg.preference_grad
-            v_hat_video, v_hat_live = self.preference(
-                scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask
-            )
+            # (12) preference encoder, shared by align and fuse (V itself where neither asks for it)
+            v_hat_video, v_hat_live = v_video, v_live
+            if self.preference is not None:
+                scale = self.cfg.preference_grad
+                v_hat_video, v_hat_live = self.preference(
+                    scale_grad(v_video, scale), scale_grad(v_live, scale), video_mask, live_mask
+                )
 
-        # (13-14) cross-domain preference align: L_cl
-        cl_loss, align_aux = None, dict[str, Tensor]()
-        if with_cl:
-            cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
+            # (13-14) cross-domain preference align: L_cl
+            cl_loss, align_aux = None, dict[str, Tensor]()
+            if with_cl:
+                cl_loss, align_aux = self.align(v_hat_video, v_hat_live, video_mask, live_mask, batch["user_id"])
 
-        # (16-17) cross-domain preference fuse: F^_cross (None without a fuse)
-        f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
+            # (16-17) cross-domain preference fuse: F^_cross (None without a fuse)
+            f_hat_cross, fuse_aux = self.fuse(v_hat_video, v_hat_live, video_mask, live_mask, x_cand)
 
-        # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
-        features = [f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand]
-        logits = self.head(torch.cat(features, dim=-1))
+            # (18) + (6) multi-task head on Concat(F^_video, F^_live, F^_cross, x_cand)
+            logits = in_fp32(self.head, head_input(f_hat_video, f_hat_live, f_hat_cross, x_cand))
 
         aux: dict[str, Tensor] = {}
         if return_aux:

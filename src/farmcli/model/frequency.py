@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
-from farmcli.model.layers import masked_mean, mlp, window_mean
+from farmcli.model.layers import masked_mean, mlp
 from farmcli.registry import register
 
 
@@ -71,16 +70,28 @@ class DFTFrequency(nn.Module):
     """F = g_low * Low[V] + g_high * High[V] (eq. 9), gates = Sigmoid(MLP(Mean(V))) in (0, 1) (eq. 10).
 
     The gates are (alpha, beta) on the video side and (gamma, delta) on the live side: one scalar per sample
-    [B], as Table 3 reports them, or one per channel [B, D] with ``per_channel=True``.
+    [B], as Table 3 reports them, or one per channel [B, D] with ``per_channel=True``. Mean(V) of eq. 10 is the
+    masked mean of V, over the history's events (the mean over the whole window is experiments' ``dft_window``).
+    Low[V] is taken over the whole left-padded window, so for a history of a few events it is nearly zero and F
+    is nearly g_high V.
 
-    ``gate_mean``: the Mean(V) of eq. 10 over the history's events (``events``) or over the whole window of L
-    positions with padding as zeros (``window``). Low[V] is taken over the window, so for a history of a few
-    events it is nearly zero and F is nearly g_high V; only the window mean lets the gates see that. (On the
-    simulated `default` the trained gates did not use it: docs/QUALITY.md, issue 27.)
+    ``identity``: F = identity * V + eq. 9, each event's own embedding kept beside the bands (0: eq. 9 as the
+    paper writes it; ``dft_identity`` is this module with 1, model/frequency_identity.py says why).
+    ``gate_init`` starts the gates at a value (the paper's Table 3 reads them near 0.9) instead of sigmoid(~0) =
+    0.5: the last gate layer's bias is set to its log-odds.
     """
 
     basis: Tensor
     """U [L, r] of ``low_pass_basis``: made with the module, moved with it, not saved."""
+
+    @staticmethod
+    def check_params(cutoff: int = 3, gate_init: float | None = None, **_) -> None:
+        if cutoff < 1:
+            raise UserError(f"The frequency cut-off c must be >= 1 (paper: 1, 3, 5, 7 or 9); got {cutoff}.")
+        if gate_init is not None and not 0.0 < gate_init < 1.0:
+            raise UserError(
+                f"Bad setting: gate_init = {gate_init}: the gates' starting value, in (0, 1) (paper: ~0.9)."
+            )
 
     def __init__(
         self,
@@ -89,28 +100,39 @@ class DFTFrequency(nn.Module):
         cutoff: int = 3,
         per_channel: bool = False,
         gate_dims: Sequence[PositiveInt] = (64,),
-        gate_mean: Literal["events", "window"] = "events",
+        identity: float = 0.0,
+        gate_init: float | None = None,
     ):
         super().__init__()
-        if gate_mean not in ("events", "window"):
-            raise UserError(f"Bad setting: gate_mean = {gate_mean!r}: 'events' or 'window'.")
-        if cutoff < 1:
-            raise UserError(f"The frequency cut-off c must be >= 1 (paper: 1, 3, 5, 7 or 9); got {cutoff}.")
+        self.check_params(cutoff=cutoff, gate_init=gate_init)
         self.cutoff = cutoff
         self.per_channel = per_channel
-        self.gate_mean = gate_mean
+        self.identity = float(identity)
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
         self.register_buffer("basis", low_pass_basis(length, cutoff), persistent=False)
+        if gate_init is not None:
+            last = self.gate[-1]
+            assert isinstance(last, nn.Linear)
+            with torch.no_grad():
+                last.bias.fill_(math.log(gate_init / (1.0 - gate_init)))
 
     def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        mean = masked_mean(v, mask) if self.gate_mean == "events" else window_mean(v, mask)
-        g_low, g_high = torch.sigmoid(self.gate(mean)).chunk(2, dim=-1)  # (10) [B, 1] or [B, D]
+        g_low, g_high = self.gates(masked_mean(v, mask))  # (10) [B, 1] or [B, D]
         basis = self.basis if v.shape[1] == self.basis.shape[0] else None  # another L: made for it
         low, high = frequency_split(v, self.cutoff, basis)  # (3-5)
-        f = (g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high) * mask.unsqueeze(-1).to(low.dtype)  # (9)
+        f = g_low.unsqueeze(1) * low + g_high.unsqueeze(1) * high  # (9)
+        if self.identity:
+            f = f + self.identity * v
+        f = f * mask.unsqueeze(-1).to(low.dtype)
         if not self.per_channel:
             g_low, g_high = g_low.squeeze(-1), g_high.squeeze(-1)
         return f, (g_low, g_high)
+
+    def gates(self, mean: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 10 from the pooled history [B, D]: (g_low, g_high), each [B, 1] or [B, D] (``per_channel``). The
+        CPU backend pools on its own and shares this (model/cpu/frequency.py)."""
+        g_low, g_high = torch.sigmoid(self.gate(mean)).chunk(2, dim=-1)
+        return g_low, g_high
 
 
 @register("video_frequency", "none")

@@ -2,46 +2,38 @@
 
     F = identity * V + g_low * Low[V] + g_high * High[V]      (identity = 0: eq. 9 as the paper writes it)
 
-Why (docs/QUALITY.md, issue 27): trained on the simulated data, FARM's live gates shut the high band (delta
+Why (docs/notebook/QUALITY.md, issue 27): trained on the simulated data, FARM's live gates shut the high band (delta
 ~0.05), and since for a short live history High[V] is nearly all of V, the live target attention (eq. 11) is
 left with a smoothed history in which the candidate's own earlier events (the within-user signal) can no longer
 be found: FARM's UAUC falls below its base's. With ``identity = 1`` the attention always sees which event each
 position was, and the gates re-weight the bands on top of it (F = (1 + g_high) V + (g_low - g_high) Low[V]).
 
-``gate_init`` starts the gates at a value (the paper's Table 3 reads them near 0.9) instead of sigmoid(~0) =
-0.5: the last gate layer's bias is set to its log-odds. ``identity = 0`` and ``gate_init = None`` give
-``dft`` exactly (the same gate MLP, split and mask), through the reference path.
-
-The CPU backend (model/cpu/frequency.py) runs it on a live history cut to its trailing positions, as ``dft``.
+It is ``DFTFrequency`` (model/frequency.py) with ``identity = 1`` by default: the computation, the parameters
+and the CPU backend's form are dft's. What this module adds is the name and where its parameters are saved.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
-import torch
 from jsonargparse.typing import PositiveInt
-from torch import Tensor, nn
+from torch import nn
 
-from farmcli.errors import UserError
 from farmcli.model.frequency import DFTFrequency
 from farmcli.registry import register
+
+SAVED_UNDER = "dft."
+"""Where checkpoints hold this module's parameters (``live_frequency.dft.gate.0.weight``): it wrapped a
+``DFTFrequency`` as ``self.dft`` before issue 35, and the saved names stay, so that old checkpoints load and old
+runs resume (a resumed run's checkpoint must name what the model holds)."""
 
 
 @register("video_frequency", "dft_identity")
 @register("live_frequency", "dft_identity")
-class IdentityDFTFrequency(nn.Module):
-    """F = identity * V + g_low Low[V] + g_high High[V]; gates as ``dft`` (eq. 10), optionally started at
-    ``gate_init``. Gates are returned as ``dft`` returns them (Table 3's alpha, beta / gamma, delta)."""
-
-    @staticmethod
-    def check_params(gate_init: float | None = None, **_) -> None:
-        if gate_init is not None and not 0.0 < gate_init < 1.0:
-            raise UserError(
-                f"Bad setting: gate_init = {gate_init}: the gates' starting value, in (0, 1) (paper: ~0.9)."
-            )
+class IdentityDFTFrequency(DFTFrequency):
+    """``dft`` with ``identity = 1`` (F = V + eq. 9), saved under ``dft.``; gates as ``dft`` returns them (Table 3's
+    alpha, beta / gamma, delta). Only the default differs, so the signature repeats dft's."""
 
     def __init__(
         self,
@@ -50,22 +42,19 @@ class IdentityDFTFrequency(nn.Module):
         cutoff: int = 3,
         per_channel: bool = False,
         gate_dims: Sequence[PositiveInt] = (64,),
-        gate_mean: Literal["events", "window"] = "events",
         identity: float = 1.0,
         gate_init: float | None = None,
     ):
-        super().__init__()
-        self.check_params(gate_init=gate_init)
-        self.identity = float(identity)
-        self.dft = DFTFrequency(dim, length, cutoff, per_channel, gate_dims, gate_mean)
-        if gate_init is not None:
-            last = self.dft.gate[-1]
-            assert isinstance(last, nn.Linear)
-            with torch.no_grad():
-                last.bias.fill_(math.log(gate_init / (1.0 - gate_init)))
+        super().__init__(dim, length, cutoff, per_channel, gate_dims, identity, gate_init)
+        self.register_state_dict_post_hook(_save_under_dft)
+        self.register_load_state_dict_pre_hook(_load_from_under_dft)
 
-    def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        f, gates = self.dft(v, mask)
-        if self.identity:
-            f = f + self.identity * v * mask.unsqueeze(-1).to(v.dtype)
-        return f, gates
+
+def _save_under_dft(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + SAVED_UNDER)]:
+        state[prefix + SAVED_UNDER + key[len(prefix) :]] = state.pop(key)
+
+
+def _load_from_under_dft(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    for key in [k for k in state if k.startswith(prefix + SAVED_UNDER)]:
+        state[prefix + key[len(prefix + SAVED_UNDER) :]] = state.pop(key)

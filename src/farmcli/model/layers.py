@@ -8,7 +8,7 @@ on a CPU and a GPU, in fp32 and under bf16 autocast, and traces for export and `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -18,16 +18,14 @@ from torch import Tensor, nn
 
 from farmcli.errors import UserError
 
+Pooling = Callable[[Tensor, Tensor], Tensor]
+"""A pooling over a history's positions: (x [B, L, D], mask [B, L]) -> [B, D]."""
+
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over real positions of x [B, L, D] -> [B, D]; an all-padding row gives zeros."""
     weights = mask.to(x.dtype).unsqueeze(-1)
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-
-
-def window_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over all L positions of x [B, L, D], padding counted as zeros: its size tells how full the window is."""
-    return (x * mask.to(x.dtype).unsqueeze(-1)).sum(1) / x.shape[1]
 
 
 def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
@@ -137,6 +135,13 @@ class TargetAttention(MultiHeadAttention):
         return out.squeeze(1), None if weights is None else weights.squeeze(2)
 
 
+def residual_norm(norm: nn.LayerNorm, x: Tensor, attended: Tensor, mask: Tensor) -> Tensor:
+    """LayerNorm(x + Att(x)) with padded positions re-zeroed: the transformer block around eq. 12 and 16
+    (docs/DESIGN.md, "Where we depart" 1). One function, so the CPU backend's attention closes its blocks the same
+    way (model/cpu/attention.py)."""
+    return norm(x + attended) * mask.unsqueeze(-1).to(x.dtype)
+
+
 class SelfAttention(nn.Module):
     """MH-Self-Att (eq. 12) as a residual block, LayerNorm(x + Att(x)), with padded positions kept at zero."""
 
@@ -147,7 +152,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
         out, weights = self.attn(x, x, mask)
-        return self.norm(x + out) * mask.unsqueeze(-1).to(x.dtype), weights
+        return residual_norm(self.norm, x, out, mask), weights
 
 
 class CrossAttention(nn.Module):
@@ -170,7 +175,7 @@ class CrossAttention(nn.Module):
         out, weights = self.attn(q, keys, key_mask)
         if weights is not None:
             weights = weights * query_mask[:, None, :, None].to(weights.dtype)
-        return self.norm(q + out) * query_mask.unsqueeze(-1).to(q.dtype), weights
+        return residual_norm(self.norm, q, out, query_mask), weights
 
 
 def scale_grad(x: Tensor, scale: float) -> Tensor:

@@ -19,8 +19,10 @@ from torch import Tensor
 
 from farmcli.batch import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
+from farmcli.metric_names import KINDS
 from farmcli.metrics import GroupedAUC
-from farmcli.model.config import ModelConfig, OptimConfig, VocabSizes
+from farmcli.model import backends
+from farmcli.model.config import BACKENDS, Backend, ModelConfig, OptimConfig, VocabSizes
 from farmcli.model.farm import FARM, FarmOutput
 
 
@@ -55,8 +57,14 @@ class FarmModule(L.LightningModule):
         lr_scheduler: Mapping[str, Any] | None = None,
         monitor: str = "val/auc_mean",
         optimizer: Mapping[str, Any] | None = None,
+        backend: Backend = "auto",
     ):
+        """``backend``: what runs the forward pass (``fit.backend``, model/backends.py). A run setting, so it is not
+        saved with the hyperparameters: a checkpoint loads with ``auto`` unless told otherwise, and one of before
+        issue 35 that carries ``model.backend`` loads with it ignored (``ModelConfig.from_dict``)."""
         super().__init__()
+        if backend not in BACKENDS:
+            raise UserError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (fit.backend).")
         vocab, model, optim = VocabSizes.parse(vocab), ModelConfig.parse(model), OptimConfig.parse(optim)
         # Plain dicts, so checkpoints load with torch.load(weights_only=True) and hparams.yaml stays readable.
         self.save_hyperparameters(
@@ -70,13 +78,13 @@ class FarmModule(L.LightningModule):
         self.optimizer_spec = None if optimizer is None else dict(optimizer)
         """A torch optimizer as ``{class_path, init_args}`` (``--optimizer AdamW``), or None for Adam."""
         self.farm = FARM(model, vocab, label_rates=label_rates)
+        self.backend: Backend = backend
         self.cl_batch_size = cl_batch_size
         """Evaluation computes L_cl over slices of this many rows (the training batch size): InfoNCE's value
         grows with the number of negatives, so val/cl is comparable with train/cl only at the same batch size."""
         self._non_finite = torch.zeros((), dtype=torch.int32)
         """Non-finite training losses not yet reported (on an accelerator; see ``_step``)."""
         self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
-        self.last_val_metrics: dict | None = None
         self.test_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         self.test_oracle = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
         """The same tables for the true probabilities, where the data has them (simulated data)."""
@@ -84,7 +92,8 @@ class FarmModule(L.LightningModule):
         """``{"model": {group: {task: {...}}}, "oracle": ... | None, "samples": N}`` of the last test loop."""
 
     def forward(self, batch: Mapping[str, Tensor], return_aux: bool = False, with_cl: bool = True) -> FarmOutput:
-        return self.farm(batch, return_aux=return_aux, with_cl=with_cl)
+        """FARM's forward pass (``self.farm``), run by ``self.backend``."""
+        return backends.forward(self.farm, batch, self.backend, return_aux=return_aux, with_cl=with_cl)
 
     def compute_loss(self, out: FarmOutput, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 15: L = sum of the six BCEs (eq. 7, on logits for numerical safety) + lambda * L_cl."""
@@ -221,7 +230,7 @@ class FarmModule(L.LightningModule):
 
     def _log_means(self, full: Mapping[str, Mapping[str, float]], stage: str) -> None:
         """``STAGE/KIND_TASK`` and ``STAGE/KIND_mean`` of the full population (the mean AUC is the monitor)."""
-        for kind in ("auc", "uauc", "gauc"):
+        for kind in KINDS:
             values = [full[t][kind] for t in TASKS]
             for t, v in zip(TASKS, values):
                 self.log(f"{stage}/{kind}_{t}", _finite(v), sync_dist=False)
@@ -238,7 +247,6 @@ class FarmModule(L.LightningModule):
         if not self.val_auc.update_count:
             return
         full = self.val_auc.compute()["full"]
-        self.last_val_metrics = full
         self._log_means(full, "val")
         # What the synced metric saw (all ranks together): a DDP run must count every validation sample once.
         self.log("val/n_samples", float(full[TASKS[0]]["n_samples"]), sync_dist=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 from farmcli.config import DataConfig, RunConfig
 from farmcli.errors import UserError
+from farmcli.metric_names import KINDS
 
 STORE_FIELDS = ("source", "seed", "history_len", "min_count", "cache_dir")
 """The DataConfig fields a sample store depends on (the rest, batch sizes and workers, only read it)."""
@@ -79,7 +80,7 @@ def monitor_blind(monitor: str, undefined: dict[str, str]) -> str | None:
     from farmcli.data.schema import TASKS
 
     kind, _, task = monitor.removeprefix("val/").partition("_")
-    if kind not in ("auc", "uauc", "gauc"):
+    if kind not in KINDS:
         return None  # a loss is defined with one class too
     if task == "mean" and len(undefined) == len(TASKS):
         return "every task's labels are all one class (" + ", ".join(f"{t}={c}" for t, c in undefined.items()) + ")"

@@ -14,8 +14,6 @@ Trials are numbered from 1 everywhere a user reads them (messages, tables, best.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ from typing import Any
 from farmcli.config import RunConfig, parse_overrides, resolve
 from farmcli.errors import UserError
 from farmcli.io import atomic_path, read_json, write_json, write_text
+from farmcli.tables_io import csv_text, markdown, write_table
 from farmcli.tune.space import Dimension, as_overrides, corners, grid, label
 from farmcli.tune.stores import Stores
 
@@ -500,10 +499,7 @@ def _write_results(out: Path, settings: TuneSettings, rows: list[TrialRow], best
         "best": asdict(best) if best else None,
         "trials": [asdict(r) for r in ordered],
     }
-    write_json(out / "trials.json", payload)
-    write_text(out / "trials.csv", _csv(settings, ordered))
     lines = _markdown(settings, ordered)
-    files = [out / "trials.json", out / "trials.csv"]
     if best is not None:
         path = out / "best.yaml"
         write_text(path, _best_header(settings, rows, best, path) + best_config(settings, best).to_yaml())
@@ -512,18 +508,15 @@ def _write_results(out: Path, settings: TuneSettings, rows: list[TrialRow], best
             f"Best: trial {best.number} ({label(best.params)}), val mean AUC {best.score:.2f}; "
             f"`farm train --config {path}` trains it again.",
         ]
-        files.append(path)
-    write_text(out / "trials.md", "\n".join(lines) + "\n")
-    return [out / "trials.md", *files]
+    md, csv, json_ = write_table(out / "trials", md="\n".join(lines) + "\n", csv=_csv(settings, ordered), json=payload)
+    return [md, json_, csv, *([out / "best.yaml"] if best is not None else [])]
 
 
 def _csv(settings: TuneSettings, ordered: Sequence[TrialRow]) -> str:
     keys = [d.key for d in settings.space]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["trial", "state", *keys, "val_auc_mean", "best_epoch", "epochs", "seconds"])
-    for r in ordered:
-        w.writerow(
+    return csv_text(
+        ["trial", "state", *keys, "val_auc_mean", "best_epoch", "epochs", "seconds"],
+        (
             [
                 r.number,
                 r.state,
@@ -533,32 +526,36 @@ def _csv(settings: TuneSettings, ordered: Sequence[TrialRow]) -> str:
                 _first(r, "epochs"),
                 r.seconds,
             ]
-        )
-    return buf.getvalue()
+            for r in ordered
+        ),
+    )
 
 
 def _markdown(settings: TuneSettings, ordered: Sequence[TrialRow]) -> list[str]:
     keys = [d.key for d in settings.space]
-    lines = [
+    cells = (
+        [
+            r.number,
+            r.state.lower(),
+            *(f"`{json.dumps(r.params.get(k))}`" for k in keys),
+            "-" if r.score is None else f"{r.score:.2f}",
+            _first(r, "best_epoch"),
+            f"{r.seconds:.0f}",
+        ]
+        for r in ordered
+    )
+    return [
         f"# farm tune: {settings.variant} on {settings.data}",
         "",
         f"Score: mean over the six tasks of the validation AUC at the best epoch (percent), mean over seeds "
         f"{', '.join(map(str, settings.seeds))}. The test split is not read. Sampler: {settings.sampler}.",
         "",
-        "| trial | state | " + " | ".join(f"`{k}`" for k in keys) + " | val mean AUC | best epoch | seconds |",
-        "|---:|---|" + "---|" * len(keys) + "---:|---:|---:|",
+        *markdown(
+            ["trial", "state", *(f"`{k}`" for k in keys), "val mean AUC", "best epoch", "seconds"],
+            cells,
+            "rl" + "l" * len(keys) + "rrr",
+        ),
     ]
-    for r in ordered:
-        cells = [
-            str(r.number),
-            r.state.lower(),
-            *(f"`{json.dumps(r.params.get(k))}`" for k in keys),
-            "-" if r.score is None else f"{r.score:.2f}",
-            str(_first(r, "best_epoch")),
-            f"{r.seconds:.0f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
 
 
 def _first(row: TrialRow, key: str) -> Any:

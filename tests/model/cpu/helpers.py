@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from farmcli.model.backends import forward
+from farmcli.model.config import Backend
 from farmcli.model.farm import FARM
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -25,10 +27,11 @@ def _weights(shape: torch.Size) -> Tensor:
     return torch.linspace(-1.0, 1.5, int(torch.Size(shape).numel())).view(shape)
 
 
-def run(model: FARM, batch: Mapping[str, Tensor], backend: str, with_cl: bool = True) -> Run:
-    """One forward pass with ``backend`` and the backward of a weighted sum of the logits plus L_cl."""
+def run(model: FARM, batch: Mapping[str, Tensor], backend: Backend, with_cl: bool = True) -> Run:
+    """One forward pass run by ``backend`` (``reference``: ``model(batch)`` itself) and the backward of a weighted
+    sum of the logits plus L_cl."""
     model.zero_grad(set_to_none=True)
-    out = model(batch, with_cl=with_cl, backend=backend)  # type: ignore[arg-type]
+    out = forward(model, batch, backend, with_cl=with_cl)
     loss = (out.logits * _weights(out.logits.shape)).sum()
     if out.cl_loss is not None:
         loss = loss + out.cl_loss

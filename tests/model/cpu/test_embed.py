@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from farmcli.model import FARM
+from farmcli.model.backends import forward
 from farmcli.model.config import EmbedConfig, VocabSizes
 from farmcli.model.cpu import embed as cpu
 from farmcli.model.cpu.options import options
@@ -105,7 +106,7 @@ def test_the_model_trains_the_same_with_either_embedding_backward():
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         for _ in range(3):
             with options(row_gather=row_gather):
-                out = model(batch, backend="cpu")
+                out = forward(model, batch, "cpu")
             loss = F.binary_cross_entropy_with_logits(out.logits, batch["labels"]) + out.cl_loss
             opt.zero_grad()
             loss.backward()

@@ -9,6 +9,7 @@ import functools
 import pytest
 import torch
 
+from farmcli.model.backends import forward
 from farmcli.model.config import ModelConfig
 from farmcli.model.cpu.options import SWITCHES, CpuOptions, current, options
 from farmcli.model.farm import FARM
@@ -120,18 +121,6 @@ def test_dft_identity_on_the_live_side_is_the_same(trim_live):
         assert_same_run(run(model, batch(6), "cpu"), run(model, batch(6), "reference"))
 
 
-@pytest.mark.parametrize("trim_live", [True, False])
-def test_gates_from_the_window_mean_are_the_same(trim_live):
-    """``gate_mean='window'`` divides by the whole window, also where the backend cut the live history short."""
-    from farmcli.model.config import SlotConfig
-
-    torch.manual_seed(0)
-    window = SlotConfig("dft", {"gate_mean": "window"})
-    model = FARM(config("farm", video_frequency=window, live_frequency=window), VOCAB)
-    with options(trim_live=trim_live):
-        assert_same_run(run(model, batch(5), "cpu"), run(model, batch(5), "reference"))
-
-
 def test_another_history_length_than_the_basis_was_made_for():
     model, _ = _model_and_reference("farm")
     frequency = model.live_frequency
@@ -143,7 +132,7 @@ def test_another_history_length_than_the_basis_was_made_for():
 def test_no_gradient_mode_gives_the_reference_logits():
     model, _ = _model_and_reference("farm")
     with torch.no_grad():
-        got, want = model(batch(), backend="cpu"), model(batch(), backend="reference")
+        got, want = forward(model, batch(), "cpu"), model(batch())
     torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got.cl_loss, want.cl_loss, atol=1e-5, rtol=1e-4)
 

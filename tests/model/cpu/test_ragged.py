@@ -81,7 +81,8 @@ def test_eq_12_to_17_on_live_rows_only_give_the_full_result(variant, preference_
 
 
 class PaddedOnlyFrequency(nn.Module):
-    """A plugin frequency module (not one of cpu/frequency.TRAILING): the built-in one, recording its inputs."""
+    """A plugin frequency module (not one ``cpu.frequency.runs_on_trailing``): the built-in one, recording its
+    inputs."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()

@@ -24,7 +24,7 @@ from farmcli.analysis.report import alignment, attention, curves, gates
 from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, load_run, run_lines
 from farmcli.analysis.report.users import choose_user
 from farmcli.errors import UserError
-from farmcli.io import read_json, write_json, write_text
+from farmcli.io import in_the_way, output_path, read_json, write_json, write_text
 
 FORMAT = "farm-report/1"
 """report.json says so: a directory holding it (and the files it lists) is a report farm wrote."""
@@ -57,8 +57,6 @@ def build_report(
     farm did not write, or an earlier report there without ``overwrite``) raises UserError before any model
     pass. The default ``out`` (RUN/report) is the run's own: an earlier report there is replaced.
     """
-    from farmcli.evaluation import output_path
-
     if max_users is not None and int(max_users) < 1:
         raise UserError(f"--max-users must be at least 1, got {max_users}.")
     given = output_path(out, "--out", "report")
@@ -120,8 +118,8 @@ def check_out(out: Path, overwrite: bool) -> None:
     alone (a refusal); an earlier report of farm is replaced only with ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the report (its page, figures and tables).")
-    blocker = next((p for p in out.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    blocker = in_the_way(out)
+    if blocker is not None:
         raise UserError(f"--out {out}: {blocker} is a file, so a file is in the way where a directory is needed.")
     theirs = [n for n in FILES.values() if (out / n).exists() and n not in _written(out)]
     if theirs:

@@ -8,8 +8,6 @@ V^ when the run has a preference encoder, else the raw V): what the head would o
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch.nn.functional as F
 from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named
 from farmcli.analysis.report.users import alignment_users
 from farmcli.io import write_text
+from farmcli.tables_io import csv_text
 
 FILES = {"fig3": "fig3-alignment-cosine.png", "cosine_csv": "fig3-alignment-cosine.csv"}
 
@@ -109,22 +108,19 @@ def section(runs: list[LoadedRun], out: Path, max_users: int, batch_size: int, p
 
     labels = _labels(runs)
     cos_series, fig3 = {}, {}
-    csv_rows = io.StringIO()
-    w = csv.writer(csv_rows)
-    w.writerow(["run", "label", "user_id", "cosine"])
+    csv_rows: list[list] = []
     for r, label in zip(runs, labels):
         users, idx, eligible = alignment_users(r.store, SPLIT, max_users)
         cos, info = preference_cosines(r, idx, batch_size, named(progress, f"Fig. 3: h of {r.name}"))
         cos_series[label] = cos
         fig3[label] = {"run": str(r.run), **describe(cos), "eligible_users": eligible, **info}
-        for u, c in zip(users, cos):
-            w.writerow([r.name, label, int(u), f"{float(c):.6f}"])
+        csv_rows += ([r.name, label, int(u), f"{float(c):.6f}"] for u, c in zip(users, cos))
     files: dict[str, str] = {}
     if any(len(v) for v in cos_series.values()):
         plots.cosine_histogram(
             cos_series, out / FILES["fig3"], title="cos(h_video, h_live) per test user (Fig. 3 shape)"
         )
-        write_text(out / FILES["cosine_csv"], csv_rows.getvalue())
+        write_text(out / FILES["cosine_csv"], csv_text(["run", "label", "user_id", "cosine"], csv_rows))
         files = dict(FILES)
     return Section(fig3, files, _text(fig3, max_users, files))
 

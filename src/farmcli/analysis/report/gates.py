@@ -4,8 +4,6 @@ that domain's gates (its F is all padding, so the gate has no effect)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import torch
 from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named
 from farmcli.data.schema import ACTIVITY_LEVELS
 from farmcli.io import write_text
+from farmcli.tables_io import csv_text, markdown
 
 GROUPS = (*ACTIVITY_LEVELS, "full")
 GATES = ("alpha", "beta", "gamma", "delta")
@@ -101,12 +100,9 @@ def section(run: LoadedRun, out: Path, batch_size: int, progress: Progress | Non
     if rows:
         from farmcli.analysis import plots
 
-        buf = io.StringIO()
-        cw = csv.DictWriter(buf, fieldnames=["group", "gate", "n", *STATS])
-        cw.writeheader()
-        for row in rows:
-            cw.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        write_text(out / FILES["gates_csv"], buf.getvalue())
+        columns = ["group", "gate", "n", *STATS]
+        cells = ([f"{r[k]:.6f}" if isinstance(r[k], float) else r[k] for k in columns] for r in rows)
+        write_text(out / FILES["gates_csv"], csv_text(columns, cells))
         plots.gate_boxplot(
             _gates_by_group(gates, activity),
             out / FILES["table3"],
@@ -144,25 +140,20 @@ def _text(rows: list[dict], missing: list[str], gates: Mapping[str, np.ndarray])
         "",
         "Mean per group (Table 3 shape):",
         "",
-        "| group | " + " | ".join(names) + " |",
-        "|---|" + "---:|" * len(names),
-    ]
-    for g in groups:
-        lines.append(
-            f"| {g} | " + " | ".join(fmt(mean[(g, n)]["mean"]) if (g, n) in mean else "n/a" for n in names) + " |"
-        )
-    lines += [
+        *markdown(
+            ["group", *names],
+            ([g, *(fmt(mean[(g, n)]["mean"]) if (g, n) in mean else "n/a" for n in names)] for g in groups),
+            "l" + "r" * len(names),
+        ),
         "",
         "Distribution (p10 / p50 / p90 and samples):",
         "",
-        "| group | gate | samples | mean | p10 | p50 | p90 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *markdown(
+            ["group", "gate", "samples", *STATS],
+            ([r["group"], r["gate"], f"{r['n']:,}", *(fmt(r[k]) for k in STATS)] for r in rows),
+            "llrrrrr",
+        ),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['group']} | {r['gate']} | {r['n']:,} | {fmt(r['mean'])} | {fmt(r['p10'])} | "
-            f"{fmt(r['p50'])} | {fmt(r['p90'])} |"
-        )
     high = [n for n in ("beta", "delta") if n in names]
     if high and "low" in groups and "full" in groups:
         parts = []

@@ -77,6 +77,11 @@ class RawTable:
         assert self._sample is not None
         return self._sample
 
+    def int_col(self, col: str) -> pl.Expr:
+        """Column ``col`` as Int64 (:func:`int_expr`; a text column read by the layout of its first rows)."""
+        dtype = self.schema[col]
+        return int_expr(col, dtype, self.sample([col])[col] if _is_text(dtype) else None)
+
     def rows_estimate(self) -> int:
         """Row count: exact from parquet footers, estimated from the file size and first lines for csv."""
         if self.fmt == "parquet":

@@ -60,25 +60,29 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 import polars as pl
 
 from farmcli.data import schema as S
 from farmcli.data.activity import derived_activity
 from farmcli.data.dataset import Dataset
-from farmcli.data.importers import _stage
-from farmcli.data.importers._kmeans import kmeans_labels
+from farmcli.data.importers import _klm3_authors, _stage
+from farmcli.data.importers._klm3_report import (
+    DROP_ID,
+    DROP_TS,
+    FIX_MISSING,
+    FIX_NEGATIVE,
+    ImportReport,
+    read_stats,
+    written_stats,
+)
+from farmcli.data.importers._klm3_splits import split_days
 from farmcli.data.importers._readers import (
     RawTable,
-    embedding_components,
-    int_expr,
     local_date,
     locate,
     missing_columns,
@@ -134,8 +138,6 @@ PUBLISHED_AS = {
     "live_emb_64": "parquet",
 }
 
-DROP_ID, DROP_TS = 1, 2
-FIX_NEGATIVE, FIX_MISSING = 1, 2
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -198,30 +200,66 @@ class KLM3Options:
             raise UserError("invalid import options: " + " ".join(problems))
 
 
-@dataclass
-class ImportReport:
-    """What an import read, wrote, dropped and derived; saved as ``import_report.json`` in the dataset."""
+# --- the import -------------------------------------------------------------------------------------------
 
-    out: str
-    raw_dir: str
-    files: dict[str, str] = field(default_factory=dict)
-    missing_optional: list[str] = field(default_factory=list)
-    rows_read: dict[str, int] = field(default_factory=dict)
-    rows_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
-    rows_written: dict[str, int] = field(default_factory=dict)
-    adjusted: dict[str, dict[str, int]] = field(default_factory=dict)
-    label_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    splits: dict[str, Any] = field(default_factory=dict)
-    days: list[dict[str, Any]] = field(default_factory=list)
-    coverage: dict[str, float | None] = field(default_factory=dict)
-    value_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    not_available: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def import_kuailive_m3(
+    raw_dir: str | Path,
+    out: str | Path,
+    *,
+    options: KLM3Options | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Turn a downloaded KuaiLive-M3 folder into a farm-events/1 dataset at ``out``; return the import report.
+
+    The output is built in a temporary folder beside ``out`` and renamed into place at the end, so a failed
+    or interrupted import leaves nothing behind. Besides the farm-events/1 files it holds ``pages.json``,
+    ``tags.json``, ``author_attrs.parquet`` and ``import_report.json``. ``on_progress(step, done, total)`` is
+    called before each step. See the module docstring for every mapping and derived field.
+    """
+    opt = options or KLM3Options()
+    opt.check()
+    raw_dir = Path(raw_dir)
+    if raw_dir.exists() and (
+        Path(out).resolve() == raw_dir.resolve() or Path(out).resolve() in raw_dir.resolve().parents
+    ):
+        raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
+    out = output_dir(out, overwrite)
+    t0 = time.perf_counter()
+    if raw_dir.exists() and (out.resolve() == raw_dir.resolve() or out.resolve() in raw_dir.resolve().parents):
+        raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
+    tables, missing_optional = find_tables(raw_dir)
+    report = ImportReport(
+        out=str(out),
+        raw_dir=str(raw_dir),
+        options=_options_dict(opt),
+        files={k: str(v.path) for k, v in tables.items()},
+        missing_optional=missing_optional,
+    )
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        job = _Import(tables, opt, tmp, report, on_progress)
+        try:
+            job.run()
+        except pl.exceptions.ComputeError as e:
+            raise UserError(
+                f"{raw_dir}: reading the raw tables failed ({e}). Check that the files are complete "
+                "and in the published format."
+            ) from None
+        shutil.rmtree(job.stage, ignore_errors=True)
+        report.seconds = round(time.perf_counter() - t0, 3)
+        (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        seal_dataset(tmp, "farm data import kuailive-m3")
+        if on_progress is not None:
+            on_progress("done", job.total, job.total)
+    return report
+
+
+def _options_dict(opt: KLM3Options) -> dict[str, Any]:
+    d = asdict(opt)
+    d["like_codes"] = list(opt.like_codes)
+    d["activity_cuts"] = list(opt.activity_cuts)
+    return d
 
 
 # --- finding and checking the raw files -------------------------------------------------------------------
@@ -263,73 +301,12 @@ def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
     return tables, missing_optional
 
 
-# --- small helpers ----------------------------------------------------------------------------------------
-
-
-def _int(t: RawTable, col: str) -> pl.Expr:
-    dtype = t.schema[col]
-    text = dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
-    return int_expr(col, dtype, t.sample([col])[col] if text else None)
-
-
-def _flag(e: pl.Expr) -> pl.Expr:
-    return (e.fill_null(0) > 0).cast(pl.Int8)
-
-
-def _drop_reason(*ids: str) -> pl.Expr:
-    bad = pl.any_horizontal([pl.col(c).is_null() | (pl.col(c) < 0) for c in ids])
-    return (
-        pl.when(bad)
-        .then(pl.lit(DROP_ID))
-        .when(pl.col("ts").is_null())
-        .then(pl.lit(DROP_TS))
-        .otherwise(None)
-        .cast(pl.Int8)
-        .alias("drop")
-    )
-
-
-def _play_fix(raw: str) -> pl.Expr:
-    r = pl.col(raw)
-    return (
-        pl.when(r.is_null())
-        .then(pl.lit(FIX_MISSING))
-        .when(r < 0)
-        .then(pl.lit(FIX_NEGATIVE))
-        .otherwise(pl.lit(0))
-        .cast(pl.Int8)
-        .alias("play_fix")
-    )
-
-
-def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
-    return lf.collect(engine="streaming")
-
-
-def _write(df_or_lf: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
-    if isinstance(df_or_lf, pl.LazyFrame):
-        df_or_lf.sink_parquet(path, compression="zstd", compression_level=3, statistics=True)
-    else:
-        df_or_lf.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
-
-
-def _sort_keys(schema: Mapping[str, Any]) -> list[str]:
-    """(user_id, ts), then every other column: a total order, so the output never depends on input order."""
-    return ["user_id", "ts"] + [c for c in schema if c not in ("user_id", "ts")]
-
-
-def _day_start_ms(d: date, tz: ZoneInfo) -> int:
-    return int(datetime.combine(d, dtime(0), tzinfo=tz).timestamp() * 1000)
-
-
-def _iso(ms: int, tz: ZoneInfo) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz).isoformat()
-
-
-# --- the import -------------------------------------------------------------------------------------------
+# --- the steps --------------------------------------------------------------------------------------------
 
 
 class _Import:
+    """One import into ``tmp``: :meth:`run` is its steps, in order; the methods below follow that order."""
+
     def __init__(
         self,
         tables: dict[str, RawTable],
@@ -346,35 +323,84 @@ class _Import:
         self.on_progress = on_progress
         self.done = 0
         self.total = 12
-        self.tz = ZoneInfo(opt.day_tz)
 
     def step(self, name: str) -> None:
         if self.on_progress is not None:
             self.on_progress(name, self.done, self.total)
         self.done += 1
 
-    # -- maps that need no event table
+    def run(self) -> None:
+        """Stage the raw tables in user buckets, derive the maps, then write the dataset bucket by bucket."""
+        opt, t = self.opt, self.t
+        est_live = t["live_interaction"].rows_estimate() + t["live_show"].rows_estimate()
+        est_video = t["photo_play"].rows_estimate()
+        n = max(1, math.ceil(max(est_live, est_video) / opt.rows_per_partition))
+        self.total = 10 + 2 * n
+        self.step("photo tags")
+        photo_tags, tag_names = _klm3_authors.photo_tags(t)
+        self.step("user buckets")
+        breaks = self.user_breaks(n)
+        n = len(breaks) + 1
+        self.total = 10 + 2 * n
+        self.step("staging live_interaction")
+        sess_schema = self.stage_sessions(breaks, n)
+        self.step("staging live_show")
+        imp_schema = self.stage_impressions(breaks, n)
+        self.step("staging photo_play")
+        plays_schema = self.stage_plays(breaks, n, photo_tags)
+        sessions = _stage.scan_all(self.stage / "sessions", sess_schema)
+        impressions = _stage.scan_all(self.stage / "impressions", imp_schema)
+        plays = _stage.scan_all(self.stage / "plays", plays_schema)
+        kept_live = [lf.filter(pl.col("drop").is_null()) for lf in (sessions, impressions)]
+        self.step("author tags")
+        a_tags = _klm3_authors.author_tags(t, photo_tags, plays)
+        self.step("author clusters")
+        a_clusters, cluster_info = _klm3_authors.author_clusters(t, kept_live, opt.clusters, opt.seed)
+        authors = _klm3_authors.author_attrs(a_tags, a_clusters)
 
-    def photo_tags(self) -> tuple[pl.DataFrame | None, list[str]]:
-        """(photo_id -> tag id, tag names in id order from 1), from photo_tag's first-level category."""
-        t = self.t.get("photo_tag")
-        if t is None:
-            return None, []
-        named = t.scan().select(
-            photo_id=_int(t, "photo_id"),
-            name=str_expr("first_level_category_name", t.schema["first_level_category_name"]),
-        )
-        pairs = _collect(named.filter(pl.col("photo_id").is_not_null() & pl.col("name").is_not_null()))
-        names = sorted(pairs["name"].unique().to_list())
-        vocab = pl.DataFrame({"name": names, "tag": pl.Series(range(1, len(names) + 1), dtype=pl.Int32)})
-        per_photo = pairs.join(vocab, on="name").group_by("photo_id").agg(pl.col("tag").min()).sort("photo_id")
-        return per_photo, names
+        read_stats(self.report, sessions, impressions, plays, opt.day_tz, opt.like_codes)
+        pages = self._pages(sessions, plays)
+        where = f"{t['live_interaction'].path} and {t['live_show'].path}"
+        live_ts = pl.concat([lf.select("ts") for lf in kept_live])
+        bounds, about = split_days(live_ts, opt.day_tz, opt.warmup_days, opt.valid_days, opt.test_days, where)
+        self.report.splits.update(about)
+
+        parts = self.stage / "parts"
+        parts.mkdir()
+        live_parts, video_parts = [], []
+        for b in range(n):
+            self.step(f"live rows, part {b + 1}/{n}")
+            p = parts / f"live-{b:05d}.parquet"
+            self.live_part(b, sess_schema, imp_schema, pages, authors, p)
+            live_parts.append(p)
+        for b in range(n):
+            self.step(f"video rows, part {b + 1}/{n}")
+            p = parts / f"video-{b:05d}.parquet"
+            self.video_part(b, plays_schema, pages, p)
+            video_parts.append(p)
+        self.step("writing live.parquet and video.parquet")
+        _write(pl.scan_parquet(live_parts), self.tmp / "live.parquet")
+        _write(pl.scan_parquet(video_parts), self.tmp / "video.parquet")
+
+        self.step("manifest and users")
+        self._write_manifest(bounds)
+        ds = Dataset(self.tmp)
+        users = _collect(derived_activity(ds, opt.activity_cuts)).sort("user_id")
+        users = users.select([pl.col(c).cast(d) for c, d in S.schema_of(S.USERS_COLUMNS).items()])
+        _write(users, self.tmp / "users.parquet")
+        _write(authors, self.tmp / "author_attrs.parquet")
+        self._write_maps(pages, tag_names)
+
+        self.step("report")
+        written_stats(self.report, ds, users, authors, cluster_info, photo_tags is not None, opt.day_tz, opt.live_page)
+
+    # -- the raw tables -> staged user buckets
 
     def user_breaks(self, n_buckets: int) -> list[int]:
         if n_buckets <= 1:
             return []
         t = self.t["live_interaction"]
-        ids = t.scan().select(user_id=_int(t, "user_id")).filter(pl.col("user_id").is_not_null())
+        ids = t.scan().select(user_id=t.int_col("user_id")).filter(pl.col("user_id").is_not_null())
         qs = _collect(
             ids.select(
                 [
@@ -385,20 +411,18 @@ class _Import:
         )
         return sorted({int(v) for v in qs.row(0) if v is not None})
 
-    # -- pass 1: raw -> staged buckets
-
     def stage_sessions(self, breaks: list[int], n: int) -> dict:
         t, opt = self.t["live_interaction"], self.opt
         cols = dict(
-            user_id=_int(t, "user_id"),
-            author_id=_int(t, "author_id"),
-            live_id=_int(t, "live_id"),
+            user_id=t.int_col("user_id"),
+            author_id=t.int_col("author_id"),
+            live_id=t.int_col("live_id"),
             ts=ts_expr(t, "live_play_start_timestamp", opt.naive_tz),
             page_name=str_expr("live_source_category", t.schema["live_source_category"]),
-            play_raw=_int(t, "play_duration"),
-            like=_flag(_int(t, "like_cnt")),
-            comment=_flag(_int(t, "comment_cnt")),
-            gift=_flag(_int(t, "send_gift_cnt")),
+            play_raw=t.int_col("play_duration"),
+            like=_flag(t.int_col("like_cnt")),
+            comment=_flag(t.int_col("comment_cnt")),
+            gift=_flag(t.int_col("send_gift_cnt")),
         )
         if "p_date" in t.schema:
             pd_type = t.schema["p_date"]
@@ -433,9 +457,9 @@ class _Import:
         lf = (
             t.scan()
             .select(
-                user_id=_int(t, "user_id"),
-                author_id=_int(t, "author_id"),
-                live_id=_int(t, "live_id"),
+                user_id=t.int_col("user_id"),
+                author_id=t.int_col("author_id"),
+                live_id=t.int_col("live_id"),
                 ts=ts_expr(t, "show_timestamp", self.opt.naive_tz),
             )
             .with_columns(_drop_reason("user_id", "author_id"))
@@ -448,17 +472,17 @@ class _Import:
         lf = (
             t.scan()
             .select(
-                user_id=_int(t, "user_id"),
-                author_id=_int(t, "author_id"),
-                photo_id=_int(t, "photo_id"),
+                user_id=t.int_col("user_id"),
+                author_id=t.int_col("author_id"),
+                photo_id=t.int_col("photo_id"),
                 ts=ts_expr(t, "enter_timestamp", tz),
                 leave=ts_expr(t, "leave_timestamp", tz),
                 page_name=str_expr("enter_play_type", t.schema["enter_play_type"]),
-                long_view=_flag(_int(t, "is_complete_play")),
-                like_code=_int(t, "like_status_type"),
+                long_view=_flag(t.int_col("is_complete_play")),
+                like_code=t.int_col("like_status_type"),
                 follow=(
-                    (_int(t, "is_follow_after_play").fill_null(0) > 0)
-                    & (_int(t, "is_follow_before_play").fill_null(0) <= 0)
+                    (t.int_col("is_follow_after_play").fill_null(0) > 0)
+                    & (t.int_col("is_follow_before_play").fill_null(0) <= 0)
                 ).cast(pl.Int8),
             )
             .with_columns(play_raw=pl.col("leave") - pl.col("ts"))
@@ -475,74 +499,31 @@ class _Import:
         lf = lf.with_columns(_stage.bucket_expr(breaks))
         return _stage.sink_buckets(lf, self.stage / "plays", n)
 
-    # -- maps that need the staged events
+    # -- page ids, from the staged rows
 
-    def author_tags(self, photo_tags: pl.DataFrame | None, plays_schema: dict) -> pl.DataFrame:
-        empty = pl.DataFrame(schema={"author_id": pl.Int64, "tag": pl.Int32})
-        if photo_tags is None:
-            return empty
-        meta = self.t.get("photo_meta")
-        if meta is not None:
-            owners = meta.scan().select(photo_id=_int(meta, "photo_id"), author_id=_int(meta, "author_id"))
-        else:
-            owners = _stage.scan_all(self.stage / "plays", plays_schema).select("photo_id", "author_id")
-        owners = (
-            owners.filter(
-                pl.col("photo_id").is_not_null() & pl.col("author_id").is_not_null() & (pl.col("author_id") >= 0)
+    def _pages(self, sessions: pl.LazyFrame, plays: pl.LazyFrame) -> pl.DataFrame:
+        def counts(lf: pl.LazyFrame, domain: str, field_name: str) -> pl.DataFrame:
+            c = _collect(
+                lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
+                .group_by("page_name")
+                .agg(pl.len().alias("rows"))
             )
-            .group_by("photo_id")
-            .agg(pl.col("author_id").min())
-        )
-        counts = owners.join(photo_tags.lazy(), on="photo_id").group_by("author_id", "tag").agg(n=pl.len())
-        best = counts.group_by("author_id").agg(pl.col("tag").sort_by(["n", "tag"], descending=[True, False]).first())
-        return _collect(best).sort("author_id").select("author_id", pl.col("tag").cast(pl.Int32))
+            return c.select(
+                domain=pl.lit(domain), field=pl.lit(field_name), name="page_name", rows=pl.col("rows").cast(pl.Int64)
+            )
 
-    def author_clusters(self, sess_schema: dict, imp_schema: dict) -> tuple[pl.DataFrame, dict[str, Any]]:
-        empty = pl.DataFrame(schema={"author_id": pl.Int64, "cluster": pl.Int32})
-        emb = self.t.get("live_emb_64")
-        if emb is None:
-            return empty, {}
-        meta = self.t.get("live_room_meta")
-        if meta is not None:
-            rooms = meta.scan().select(live_id=_int(meta, "live_id"), author_id=_int(meta, "author_id"))
-        else:
-            rooms = pl.concat(
-                [
-                    _stage.scan_all(self.stage / "sessions", sess_schema).filter(pl.col("drop").is_null()),
-                    _stage.scan_all(self.stage / "impressions", imp_schema).filter(pl.col("drop").is_null()),
-                ],
-                how="diagonal",
-            ).select("live_id", "author_id")
-        rooms = (
-            rooms.filter(
-                pl.col("live_id").is_not_null() & pl.col("author_id").is_not_null() & (pl.col("author_id") >= 0)
-            )
-            .group_by("live_id")
-            .agg(pl.col("author_id").min())
-        )
-        comps = embedding_components(emb, "embedding")
-        if not comps:
-            return empty, {"authors": 0, "dim": 0}
-        names = [f"e{i}" for i in range(len(comps))]
-        vec = emb.scan().select(_int(emb, "live_id").alias("live_id"), *comps).drop_nulls()
-        norm = pl.sum_horizontal([pl.col(c) ** 2 for c in names]).sqrt()
-        vec = (
-            vec.with_columns(_norm=norm)
-            .filter(pl.col("_norm").is_finite() & (pl.col("_norm") > 0))
-            .with_columns([pl.col(c) / pl.col("_norm") for c in names])
-            .drop("_norm")
-        )
-        per_author = _collect(
-            vec.join(rooms, on="live_id").group_by("author_id").agg([pl.col(c).mean() for c in names])
-        ).sort("author_id")
-        if per_author.height == 0:
-            return empty, {"authors": 0, "dim": len(names)}
-        x = per_author.select(names).to_numpy().astype(np.float32)
-        n = np.linalg.norm(x, axis=1, keepdims=True)
-        x = np.where(n > 0, x / np.maximum(n, 1e-12), x)
-        labels = kmeans_labels(x, self.opt.clusters, seed=self.opt.seed)
-        out = pl.DataFrame({"author_id": per_author["author_id"], "cluster": pl.Series(labels, dtype=pl.Int32)})
-        return out, {"authors": per_author.height, "dim": len(names), "clusters": int(labels.max())}
+        frames = [counts(plays, "video", "photo_play.enter_play_type")]
+        live = counts(sessions, "live", "live_interaction.live_source_category")
+        self.report.value_counts["live_interaction.live_source_category"] = {
+            n: int(r) for n, r in live.sort("name").select("name", "rows").iter_rows()
+        }
+        if self.opt.live_page == "source":
+            frames.insert(0, live)
+        pages = pl.concat(frames).sort("domain", "name")
+        self.report.value_counts["photo_play.enter_play_type"] = {
+            n: int(r) for n, r in frames[-1].sort("name").select("name", "rows").iter_rows()
+        }
+        return pages.with_columns(page=pl.int_range(1, pages.height + 1, dtype=pl.Int32))
 
     # -- pass 2: one bucket at a time -> sorted parts
 
@@ -607,205 +588,7 @@ class _Import:
         v = v.select([pl.col(c).fill_null(0).cast(d) for c, d in sch.items()])
         _write(v.sort(_sort_keys(sch)), path)
 
-    # -- the whole run
-
-    def run(self) -> None:
-        opt, t = self.opt, self.t
-        est_live = t["live_interaction"].rows_estimate() + t["live_show"].rows_estimate()
-        est_video = t["photo_play"].rows_estimate()
-        n = max(1, math.ceil(max(est_live, est_video) / opt.rows_per_partition))
-        self.total = 10 + 2 * n
-        self.step("photo tags")
-        photo_tags, tag_names = self.photo_tags()
-        self.step("user buckets")
-        breaks = self.user_breaks(n)
-        n = len(breaks) + 1
-        self.total = 10 + 2 * n
-        self.step("staging live_interaction")
-        sess_schema = self.stage_sessions(breaks, n)
-        self.step("staging live_show")
-        imp_schema = self.stage_impressions(breaks, n)
-        self.step("staging photo_play")
-        plays_schema = self.stage_plays(breaks, n, photo_tags)
-        self.step("author tags")
-        a_tags = self.author_tags(photo_tags, plays_schema)
-        self.step("author clusters")
-        a_clusters, cluster_info = self.author_clusters(sess_schema, imp_schema)
-        authors = (
-            a_tags.join(a_clusters, on="author_id", how="full", coalesce=True)
-            .with_columns(pl.col("tag").fill_null(0), pl.col("cluster").fill_null(0))
-            .sort("author_id")
-        )
-
-        sessions = _stage.scan_all(self.stage / "sessions", sess_schema)
-        impressions = _stage.scan_all(self.stage / "impressions", imp_schema)
-        plays = _stage.scan_all(self.stage / "plays", plays_schema)
-        self._staged_stats(sessions, impressions, plays)
-        pages = self._pages(sessions, plays)
-        bounds = self._splits(sessions, impressions)
-
-        parts = self.stage / "parts"
-        parts.mkdir()
-        live_parts, video_parts = [], []
-        for b in range(n):
-            self.step(f"live rows, part {b + 1}/{n}")
-            p = parts / f"live-{b:05d}.parquet"
-            self.live_part(b, sess_schema, imp_schema, pages, authors, p)
-            live_parts.append(p)
-        for b in range(n):
-            self.step(f"video rows, part {b + 1}/{n}")
-            p = parts / f"video-{b:05d}.parquet"
-            self.video_part(b, plays_schema, pages, p)
-            video_parts.append(p)
-        self.step("writing live.parquet and video.parquet")
-        _write(pl.scan_parquet(live_parts), self.tmp / "live.parquet")
-        _write(pl.scan_parquet(video_parts), self.tmp / "video.parquet")
-
-        self.step("manifest and users")
-        self._write_manifest(bounds)
-        ds = Dataset(self.tmp)
-        users = _collect(derived_activity(ds, opt.activity_cuts)).sort("user_id")
-        users = users.select([pl.col(c).cast(d) for c, d in S.schema_of(S.USERS_COLUMNS).items()])
-        _write(users, self.tmp / "users.parquet")
-        _write(authors, self.tmp / "author_attrs.parquet")
-        self._write_maps(pages, tag_names)
-
-        self.step("report")
-        self._final_stats(bounds, users, authors, cluster_info, photo_tags is not None)
-
-    # -- figures
-
-    def _staged_stats(self, sessions: pl.LazyFrame, impressions: pl.LazyFrame, plays: pl.LazyFrame) -> None:
-        rep = self.report
-        reasons = {
-            "live_interaction": {
-                DROP_ID: "missing or negative user_id / author_id",
-                DROP_TS: "missing or unreadable live_play_start_timestamp",
-            },
-            "live_show": {
-                DROP_ID: "missing or negative user_id / author_id",
-                DROP_TS: "missing or unreadable show_timestamp",
-            },
-            "photo_play": {
-                DROP_ID: "missing or negative user_id / author_id",
-                DROP_TS: "missing or unreadable enter_timestamp",
-            },
-        }
-        for name, lf in (("live_interaction", sessions), ("live_show", impressions), ("photo_play", plays)):
-            by = _collect(lf.group_by("drop").agg(pl.len().alias("n")))
-            counts = {r: int(k) for r, k in by.iter_rows()}
-            rep.rows_read[name] = sum(counts.values())
-            rep.rows_dropped[name] = {reasons[name][code]: counts.get(code, 0) for code in (DROP_ID, DROP_TS)}
-        for name, lf, what in (
-            ("live_interaction", sessions, "play_duration"),
-            ("photo_play", plays, "leave_timestamp - enter_timestamp"),
-        ):
-            by_fix = _collect(lf.filter(pl.col("drop").is_null()).group_by("play_fix").agg(pl.len().alias("n")))
-            fx = {int(k): int(v) for k, v in by_fix.iter_rows()}
-            missing = "missing play_duration" if name == "live_interaction" else "missing leave_timestamp"
-            rep.adjusted[name] = {
-                f"play_ms set to 0: negative {what}": fx.get(FIX_NEGATIVE, 0),
-                f"play_ms set to 0: {missing}": fx.get(FIX_MISSING, 0),
-            }
-        pd_ok = _collect(
-            sessions.filter(pl.col("drop").is_null()).select(
-                checked=pl.col("pdate_ok").is_not_null().sum(), agree=pl.col("pdate_ok").sum()
-            )
-        ).row(0, named=True)
-        checked, agree = int(pd_ok["checked"] or 0), int(pd_ok["agree"] or 0)
-        rep.splits["p_date_agreement"] = (agree / checked) if checked else None
-        if checked and agree / checked < 0.9:
-            rep.warnings.append(
-                f"p_date agrees with the {self.opt.day_tz} date of live_play_start_timestamp for only "
-                f"{100 * agree / checked:.1f}% of sessions: the timestamps are probably in another zone. If the "
-                f"raw date-times are local time, re-run with --naive-tz {self.opt.day_tz}."
-            )
-        like = _collect(
-            plays.filter(pl.col("drop").is_null())
-            .group_by("like_code")
-            .agg(pl.len().alias("n"))
-            .sort("like_code", nulls_last=True)
-        )
-        rep.value_counts["photo_play.like_status_type"] = {
-            ("null" if k is None else str(k)): int(v) for k, v in like.iter_rows()
-        }
-        if not any(k in self.opt.like_codes for k in like["like_code"].drop_nulls().to_list()):
-            rep.warnings.append(
-                f"no play has like_status_type in {list(self.opt.like_codes)}, so video.like is 0 "
-                "everywhere: check --like-codes against the value counts in this report."
-            )
-
-    def _pages(self, sessions: pl.LazyFrame, plays: pl.LazyFrame) -> pl.DataFrame:
-        def counts(lf: pl.LazyFrame, domain: str, field_name: str) -> pl.DataFrame:
-            c = _collect(
-                lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
-                .group_by("page_name")
-                .agg(pl.len().alias("rows"))
-            )
-            return c.select(
-                domain=pl.lit(domain), field=pl.lit(field_name), name="page_name", rows=pl.col("rows").cast(pl.Int64)
-            )
-
-        frames = [counts(plays, "video", "photo_play.enter_play_type")]
-        live = counts(sessions, "live", "live_interaction.live_source_category")
-        self.report.value_counts["live_interaction.live_source_category"] = {
-            n: int(r) for n, r in live.sort("name").select("name", "rows").iter_rows()
-        }
-        if self.opt.live_page == "source":
-            frames.insert(0, live)
-        pages = pl.concat(frames).sort("domain", "name")
-        self.report.value_counts["photo_play.enter_play_type"] = {
-            n: int(r) for n, r in frames[-1].sort("name").select("name", "rows").iter_rows()
-        }
-        return pages.with_columns(page=pl.int_range(1, pages.height + 1, dtype=pl.Int32))
-
-    def _splits(self, sessions: pl.LazyFrame, impressions: pl.LazyFrame) -> dict[str, int]:
-        opt, tz = self.opt, self.tz
-        rng = _collect(
-            pl.concat(
-                [
-                    sessions.filter(pl.col("drop").is_null()).select("ts"),
-                    impressions.filter(pl.col("drop").is_null()).select("ts"),
-                ]
-            ).select(lo=pl.col("ts").min(), hi=pl.col("ts").max())
-        ).row(0, named=True)
-        if rng["lo"] is None:
-            raise UserError(
-                f"{self.t['live_interaction'].path} and {self.t['live_show'].path}: no live row with a "
-                "user, an author and a readable timestamp; nothing to import."
-            )
-        d0 = datetime.fromtimestamp(rng["lo"] / 1000, tz).date()
-        d1 = datetime.fromtimestamp(rng["hi"] / 1000, tz).date()
-        days = (d1 - d0).days + 1
-        n_train = days - opt.test_days - opt.valid_days - opt.warmup_days
-        if n_train < 1:
-            raise UserError(
-                f"the live logs span {days} day(s) ({d0} to {d1}, {opt.day_tz}); {opt.warmup_days} "
-                f"warm-up + {opt.valid_days} validation + {opt.test_days} test day(s) leave no training "
-                "day. Lower --warmup-days, --valid-days or --test-days."
-            )
-        first_train = d0 + timedelta(days=opt.warmup_days)
-        bounds = {
-            "train_start": _day_start_ms(first_train, tz),
-            "train_end": _day_start_ms(first_train + timedelta(days=n_train), tz),
-            "valid_end": _day_start_ms(d1 + timedelta(days=1 - opt.test_days), tz),
-            "test_end": _day_start_ms(d1 + timedelta(days=1), tz),
-        }
-        self.report.splits.update(
-            {
-                "day_tz": opt.day_tz,
-                "first_day": str(d0),
-                "last_day": str(d1),
-                "days": days,
-                "warmup_days": opt.warmup_days,
-                "train_days": n_train,
-                "valid_days": opt.valid_days,
-                "test_days": opt.test_days,
-                **bounds,
-                **{f"{k}_iso": _iso(v, tz) for k, v in bounds.items()},
-            }
-        )
-        return bounds
+    # -- the written dataset
 
     def _write_manifest(self, bounds: dict[str, int]) -> None:
         opt, sp = self.opt, self.report.splits
@@ -854,187 +637,51 @@ class _Import:
         (self.tmp / "pages.json").write_text(json.dumps(page_doc, indent=2, ensure_ascii=False) + "\n")
         (self.tmp / "tags.json").write_text(json.dumps(tag_doc, indent=2, ensure_ascii=False) + "\n")
 
-    def _final_stats(
-        self, bounds: dict[str, int], users: pl.DataFrame, authors: pl.DataFrame, cluster_info: dict, have_tags: bool
-    ) -> None:
-        rep, opt = self.report, self.opt
-        live = pl.scan_parquet(self.tmp / "live.parquet")
-        video = pl.scan_parquet(self.tmp / "video.parquet")
-        ts = pl.col("ts")
-        windows = {
-            "warmup": ts < bounds["train_start"],
-            "train": (ts >= bounds["train_start"]) & (ts < bounds["train_end"]),
-            "valid": (ts >= bounds["train_end"]) & (ts < bounds["valid_end"]),
-            "test": (ts >= bounds["valid_end"]) & (ts < bounds["test_end"]),
-            "after_test_end": ts >= bounds["test_end"],
-        }
-        click = pl.col("click") == 1
-        lv = _collect(
-            live.select(
-                rows=pl.len(),
-                clicks=click.sum(),
-                **{f"all_{t}": pl.col(t).sum() for t in S.TASKS},
-                **{f"clk_{t}": (click & (pl.col(t) == 1)).sum() for t in S.LIVE_FLAGS},
-                **{f"win_{k}": e.sum() for k, e in windows.items()},
-                tag_known=(pl.col("tag") > 0).sum(),
-                cluster_known=(pl.col("cluster") > 0).sum(),
-                clicked_page_known=(click & (pl.col("page") > 0)).sum(),
-            )
-        ).row(0, named=True)
-        vd = _collect(
-            video.select(
-                rows=pl.len(),
-                **{f"all_{f}": pl.col(f).sum() for f in S.VIDEO_FLAGS},
-                **{f"win_{k}": e.sum() for k, e in windows.items()},
-                tag_known=(pl.col("tag") > 0).sum(),
-                page_known=(pl.col("page") > 0).sum(),
-            )
-        ).row(0, named=True)
-        div = lambda a, b: (a / b) if b else None  # noqa: E731
-        rep.rows_written = {"live": lv["rows"], "video": vd["rows"], "users": users.height}
-        n_sessions = rep.rows_read["live_interaction"] - sum(rep.rows_dropped["live_interaction"].values())
-        kept_imp = rep.rows_read["live_show"] - sum(rep.rows_dropped["live_show"].values())
-        matched = kept_imp - (lv["rows"] - n_sessions)
-        rep.rows_dropped["live_show"]["has a session of the same user and live room (that session is the click)"] = (
-            matched
-        )
-        rep.label_rates = {
-            "live_of_impressions": {t: div(lv[f"all_{t}"], lv["rows"]) for t in S.TASKS},
-            "live_of_clicks": {t: div(lv[f"clk_{t}"], lv["clicks"]) for t in S.LIVE_FLAGS},
-            "video": {f: div(vd[f"all_{f}"], vd["rows"]) for f in S.VIDEO_FLAGS},
-        }
-        rep.splits["live_rows"] = {k: lv[f"win_{k}"] for k in windows}
-        rep.splits["video_rows"] = {k: vd[f"win_{k}"] for k in windows}
-        rep.coverage = {
-            "live_tag_known": div(lv["tag_known"], lv["rows"]),
-            "live_cluster_known": div(lv["cluster_known"], lv["rows"]),
-            "live_clicked_page_known": div(lv["clicked_page_known"], lv["clicks"]),
-            "video_tag_known": div(vd["tag_known"], vd["rows"]),
-            "video_page_known": div(vd["page_known"], vd["rows"]),
-            "authors_with_tag": int((authors["tag"] > 0).sum()),
-            "authors_with_cluster": int((authors["cluster"] > 0).sum()),
-        }
-        rep.splits["activity"] = {lvl: int((users["activity"] == lvl).sum()) for lvl in S.ACTIVITY_LEVELS}
-        rep.splits["clusters"] = cluster_info
-        rep.days = self._days(live, video, bounds)
-        rep.not_available = [
-            "video.comment = 0 on every row: photo_play has no per-play comment (photo_interaction holds daily "
-            "aggregates without a date or time, so they cannot be joined to plays).",
-            "video.share = 0 on every row: same reason.",
-        ]
-        if opt.live_page == "source":
-            rep.not_available.append("live.page = 0 on every click = 0 row: live_show has no entry page.")
-            clicks_page0 = 1.0 - (rep.coverage["live_clicked_page_known"] or 0.0)
-            rep.warnings.append(
-                f"live.page is 0 on every click = 0 row but on only {100 * clicks_page0:.1f}% of clicks, so the page "
-                "of a live candidate gives its click label away. For click models that must not see this "
-                "shortcut, import with --live-page none (page 0 on every live row)."
-            )
-        else:
-            rep.not_available.append("live.page = 0 on every row (--live-page none).")
-        if not have_tags:
-            rep.not_available.append("tag = 0 on every row: photo_tag was not found.")
-        if "live_emb_64" in rep.missing_optional:
-            rep.not_available.append("live.cluster = 0 on every row: live_emb_64 was not found.")
-        if "photo_meta" in rep.missing_optional and have_tags:
-            rep.warnings.append(
-                "photo_meta was not found: live tags use the photo -> author pairs seen in "
-                "photo_play instead (only videos somebody played)."
-            )
-        if "live_room_meta" in rep.missing_optional and "live_emb_64" not in rep.missing_optional:
-            rep.warnings.append(
-                "live_room_meta was not found: rooms -> authors for clusters come from the "
-                "sessions and impressions instead."
-            )
 
-    def _days(self, live: pl.LazyFrame, video: pl.LazyFrame, bounds: dict[str, int]) -> list[dict[str, Any]]:
-        day = local_date(pl.col("ts"), self.opt.day_tz).alias("day")
-        lv = _collect(live.group_by(day).agg(live_rows=pl.len(), live_clicks=(pl.col("click") == 1).sum()))
-        vd = _collect(video.group_by(day).agg(video_rows=pl.len()))
-        days = lv.join(vd, on="day", how="full", coalesce=True).fill_null(0).sort("day")
-        first_day = date.fromisoformat(self.report.splits["first_day"])
-        out = []
-        for r in days.iter_rows(named=True):
-            start = _day_start_ms(r["day"], self.tz)
-            split = (
-                "history"
-                if r["day"] < first_day
-                else "warmup"
-                if start < bounds["train_start"]
-                else "train"
-                if start < bounds["train_end"]
-                else "valid"
-                if start < bounds["valid_end"]
-                else "test"
-                if start < bounds["test_end"]
-                else "after"
-            )
-            out.append(
-                {
-                    "day": str(r["day"]),
-                    "split": split,
-                    "live_rows": int(r["live_rows"]),
-                    "live_clicks": int(r["live_clicks"]),
-                    "video_rows": int(r["video_rows"]),
-                }
-            )
-        return out
+# --- small helpers ----------------------------------------------------------------------------------------
 
 
-def _options_dict(opt: KLM3Options) -> dict[str, Any]:
-    d = asdict(opt)
-    d["like_codes"] = list(opt.like_codes)
-    d["activity_cuts"] = list(opt.activity_cuts)
-    return d
+def _flag(e: pl.Expr) -> pl.Expr:
+    return (e.fill_null(0) > 0).cast(pl.Int8)
 
 
-def import_kuailive_m3(
-    raw_dir: str | Path,
-    out: str | Path,
-    *,
-    options: KLM3Options | None = None,
-    overwrite: bool = False,
-    on_progress: ProgressFn | None = None,
-) -> ImportReport:
-    """Turn a downloaded KuaiLive-M3 folder into a farm-events/1 dataset at ``out``; return the import report.
-
-    The output is built in a temporary folder beside ``out`` and renamed into place at the end, so a failed
-    or interrupted import leaves nothing behind. Besides the farm-events/1 files it holds ``pages.json``,
-    ``tags.json``, ``author_attrs.parquet`` and ``import_report.json``. ``on_progress(step, done, total)`` is
-    called before each step. See the module docstring for every mapping and derived field.
-    """
-    opt = options or KLM3Options()
-    opt.check()
-    raw_dir = Path(raw_dir)
-    if raw_dir.exists() and (
-        Path(out).resolve() == raw_dir.resolve() or Path(out).resolve() in raw_dir.resolve().parents
-    ):
-        raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
-    out = output_dir(out, overwrite)
-    t0 = time.perf_counter()
-    if raw_dir.exists() and (out.resolve() == raw_dir.resolve() or out.resolve() in raw_dir.resolve().parents):
-        raise UserError(f"--out {out} would replace the raw data folder {raw_dir}; choose another --out.")
-    tables, missing_optional = find_tables(raw_dir)
-    report = ImportReport(
-        out=str(out),
-        raw_dir=str(raw_dir),
-        options=_options_dict(opt),
-        files={k: str(v.path) for k, v in tables.items()},
-        missing_optional=missing_optional,
+def _drop_reason(*ids: str) -> pl.Expr:
+    bad = pl.any_horizontal([pl.col(c).is_null() | (pl.col(c) < 0) for c in ids])
+    return (
+        pl.when(bad)
+        .then(pl.lit(DROP_ID))
+        .when(pl.col("ts").is_null())
+        .then(pl.lit(DROP_TS))
+        .otherwise(None)
+        .cast(pl.Int8)
+        .alias("drop")
     )
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        job = _Import(tables, opt, tmp, report, on_progress)
-        try:
-            job.run()
-        except pl.exceptions.ComputeError as e:
-            raise UserError(
-                f"{raw_dir}: reading the raw tables failed ({e}). Check that the files are complete "
-                "and in the published format."
-            ) from None
-        shutil.rmtree(job.stage, ignore_errors=True)
-        report.seconds = round(time.perf_counter() - t0, 3)
-        (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        seal_dataset(tmp, "farm data import kuailive-m3")
-        if on_progress is not None:
-            on_progress("done", job.total, job.total)
-    return report
+
+
+def _play_fix(raw: str) -> pl.Expr:
+    r = pl.col(raw)
+    return (
+        pl.when(r.is_null())
+        .then(pl.lit(FIX_MISSING))
+        .when(r < 0)
+        .then(pl.lit(FIX_NEGATIVE))
+        .otherwise(pl.lit(0))
+        .cast(pl.Int8)
+        .alias("play_fix")
+    )
+
+
+def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    return lf.collect(engine="streaming")
+
+
+def _write(df_or_lf: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
+    if isinstance(df_or_lf, pl.LazyFrame):
+        df_or_lf.sink_parquet(path, compression="zstd", compression_level=3, statistics=True)
+    else:
+        df_or_lf.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
+
+
+def _sort_keys(schema: Mapping[str, Any]) -> list[str]:
+    """(user_id, ts), then every other column: a total order, so the output never depends on input order."""
+    return ["user_id", "ts"] + [c for c in schema if c not in ("user_id", "ts")]

@@ -1,4 +1,4 @@
-"""The CPU backend (``model.backend: cpu``): FARM's reference model with a 2-core CPU's speed-ups.
+"""The CPU backend (``fit.backend: cpu``, model/backends.py): FARM's model with a 2-core CPU's speed-ups.
 
 Every piece here computes what a reference block computes (model/farm.py, layers.py, embed.py, frequency.py,
 heads/) with the same parameters, tested equal forward and backward (tests/model/cpu/); options.py switches

@@ -22,7 +22,14 @@ from torch import Tensor, nn
 
 from farmcli.model.cpu.options import current
 from farmcli.model.cpu.ragged import LengthGroups, Trimmed
-from farmcli.model.layers import CrossAttention, MultiHeadAttention, SelfAttention, TargetAttention, masked_softmax
+from farmcli.model.layers import (
+    CrossAttention,
+    MultiHeadAttention,
+    SelfAttention,
+    TargetAttention,
+    masked_softmax,
+    residual_norm,
+)
 
 LANES = 8
 """fp32 values in an AVX2 register: products whose output is a whole number of them wide run 1.3-1.5x faster."""
@@ -37,11 +44,6 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """``layers.masked_mean`` as one batched product of the mask with x (reads x once, no [B, L, D] temporary)."""
     weights = mask.to(x.dtype)
     return weighted_sum(weights / weights.sum(1, keepdim=True).clamp(min=1.0), x)
-
-
-def window_mean(x: Tensor, mask: Tensor, length: int) -> Tensor:
-    """``layers.window_mean`` of x [B, l, D], the last l positions of a window of ``length`` (the rest padding)."""
-    return weighted_sum(mask.to(x.dtype) / length, x)
 
 
 def weighted_sum(weights: Tensor, x: Tensor) -> Tensor:
@@ -219,9 +221,11 @@ def target(
 
 
 def self_attention(m: SelfAttention, x: Tensor, mask: Tensor) -> Tensor:
-    return m.norm(x + multi_head(m.attn, x, x, mask)) * mask.unsqueeze(-1).to(x.dtype)
+    """``SelfAttention.forward``'s output (eq. 12): its block around this file's multi-head attention."""
+    return residual_norm(m.norm, x, multi_head(m.attn, x, x, mask), mask)
 
 
 def cross_attention(m: CrossAttention, query: Tensor, query_mask: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
+    """``CrossAttention.forward``'s output (eq. 16): its block around this file's multi-head attention."""
     q = m.query_proj(query)
-    return m.norm(q + multi_head(m.attn, q, keys, key_mask)) * query_mask.unsqueeze(-1).to(q.dtype)
+    return residual_norm(m.norm, q, multi_head(m.attn, q, keys, key_mask), query_mask)

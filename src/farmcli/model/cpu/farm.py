@@ -10,24 +10,22 @@ reference calls it, on padded tensors, so a plugin needs to know nothing of this
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from farmcli.model.align import InfoNCEAlign, NoAlign, info_nce
+from farmcli.model.align import InfoNCEAlign, NoAlign
 from farmcli.model.cpu import attention, embed, heads
-from farmcli.model.cpu.frequency import TRAILING, frequency
+from farmcli.model.cpu.frequency import frequency, runs_on_trailing
 from farmcli.model.cpu.options import current
 from farmcli.model.cpu.ragged import BUCKETS, LengthGroups, Trimmed, permute_rows, span_order, take_rows
+from farmcli.model.farm import FARM, head_input
 from farmcli.model.fuse import CrossAttentionFuse, NoFuse
 from farmcli.model.heads.ple import PLE
 from farmcli.model.layers import scale_grad
 from farmcli.model.output import FarmOutput
-
-if TYPE_CHECKING:
-    from farmcli.model.farm import FARM
 
 LIVE_ROWS_ONLY = (InfoNCEAlign, NoAlign, CrossAttentionFuse, NoFuse)
 """Align and fuse components that read nothing of a row without a live event (InfoNCE leaves it out of L_cl and
@@ -35,7 +33,8 @@ of everyone's negatives; the cross-attention has no query for it, so its F^_cros
 
 
 def forward(farm: FARM, batch: Mapping[str, Tensor], with_cl: bool = True) -> FarmOutput:
-    """``FARM.forward`` without aux, fp32 (autocast is switched off here: the reference is the bf16 path)."""
+    """``farm(batch, with_cl=with_cl)`` without aux, in fp32 (autocast is switched off here: the reference is the
+    bf16 path). Called by model/backends.py; FARM itself does not know this backend."""
     with torch.autocast(batch["v_mask"].device.type, enabled=False):
         return _forward(farm, batch, with_cl)
 
@@ -52,7 +51,7 @@ def _forward(farm: FARM, batch: Mapping[str, Tensor], with_cl: bool) -> FarmOutp
         batch = take_rows(batch, order)
     video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()
     groups = LengthGroups.of(live_mask, BUCKETS) if opts.buckets else None
-    trimmed = groups if opts.trim_live and isinstance(farm.live_frequency, TRAILING) else None
+    trimmed = groups if opts.trim_live and runs_on_trailing(farm.live_frequency) else None
 
     # (8) embedding layer; with length groups, V_live only at each group's trailing positions
     v_video = embed.history(farm.embed, batch, "v")
@@ -85,7 +84,7 @@ def _forward(farm: FARM, batch: Mapping[str, Tensor], with_cl: bool) -> FarmOutp
         f_hat_cross, cl_loss = _cross_domain(farm, batch, v_video, v_live, x_cand, groups, order is not None, with_cl)
 
     # (18) + (6) multi-task head
-    features = torch.cat([f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand], dim=-1)
+    features = head_input(f_hat_video, f_hat_live, f_hat_cross, x_cand)
     logits = heads.ple(farm.head, features) if opts.stacked_head and isinstance(farm.head, PLE) else farm.head(features)
     if order is not None:  # back to the batch's order
         logits = permute_rows(logits, torch.argsort(order), order)
@@ -97,7 +96,7 @@ def _padded(x: Tensor | Trimmed) -> Tensor:
 
 
 def _frequency(m: Any, v: Tensor, mask: Tensor) -> Tensor:
-    return frequency(m, v, mask) if isinstance(m, TRAILING) else m(v, mask)[0]
+    return frequency(m, v, mask) if runs_on_trailing(m) else m(v, mask)[0]
 
 
 def _cross_domain(
@@ -179,10 +178,8 @@ def _cross_fuse(
 def _align(
     m: Any, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
 ) -> Tensor | None:
+    """L_cl (eq. 13-14); InfoNCE pools each history with this folder's masked mean, the rest is its own."""
     if not isinstance(m, InfoNCEAlign):
         return m(video, live, video_mask, live_mask, user_id)[0]
-    h_video = m.video_mlp(attention.masked_mean(video, video_mask))
-    h_live = m.live_mlp(attention.masked_mean(live, live_mask))
-    if m.normalize:
-        h_video, h_live = F.normalize(h_video, dim=-1), F.normalize(h_live, dim=-1)
-    return info_nce(h_live, h_video, user_id, m.tau, video_mask.any(1) & live_mask.any(1))
+    h_video, h_live = m.preferences(video, live, video_mask, live_mask, mean=attention.masked_mean)
+    return m.contrastive_loss(h_video, h_live, video_mask, live_mask, user_id)

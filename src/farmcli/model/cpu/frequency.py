@@ -2,8 +2,9 @@
 
 g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, with the mask folded into the small [B, L, r]
 left factor of Low = U (U^T V): one scaled copy of V plus one batched product added in place, where the
-reference takes five passes. A history cut to its last l positions (the live length groups) needs only those
-rows of U, and gives F at them as at full length (V is zero at padding).
+reference takes five passes. The gates are the module's own (``DFTFrequency.gates``). A history cut to its last l
+positions (the live length groups) needs only those rows of U, and gives F at them as at full length (V is zero
+at padding).
 """
 
 from __future__ import annotations
@@ -13,36 +14,39 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from farmcli.model.cpu.attention import masked_mean, window_mean
+from farmcli.model.cpu.attention import masked_mean
 from farmcli.model.frequency import DFTFrequency, NoFrequency, low_pass_basis
-from farmcli.model.frequency_identity import IdentityDFTFrequency
 
-TRAILING = (DFTFrequency, IdentityDFTFrequency, NoFrequency)
-"""Frequency modules this file runs on trailing positions; any other gets the padded history (reference)."""
+
+def runs_on_trailing(m: Any) -> bool:
+    """Whether this file computes ``m``'s F: ``none`` and ``DFTFrequency`` (``dft``, ``dft_identity``) as they are;
+    a subclass with a forward of its own (a plugin) gets the padded history and its own forward, as the
+    reference calls it, since this file computes dft's forward and no other."""
+    return isinstance(m, NoFrequency) or (isinstance(m, DFTFrequency) and type(m).forward is DFTFrequency.forward)
 
 
 def frequency(m: Any, v: Tensor, mask: Tensor, length: int | None = None) -> Tensor:
     """F of eq. 9 for V [B, l, D], the last l positions of windows of ``length`` (None: l) whose first
-    ``length - l`` positions are padding. ``m`` is one of ``TRAILING``."""
+    ``length - l`` positions are padding. ``runs_on_trailing(m)`` holds.
+
+    With ``identity`` (dft_identity), F = (g_high + identity) V + (g_low - g_high) Low: the identity joins V's
+    scale, so it costs no pass of its own.
+    """
     if isinstance(m, NoFrequency):
         return v
-    if isinstance(m, IdentityDFTFrequency):
-        f = frequency(m.dft, v, mask, length)
-        return f + m.identity * v * mask.unsqueeze(-1).to(v.dtype) if m.identity else f
     assert isinstance(m, DFTFrequency)
-    mean = masked_mean(v, mask) if m.gate_mean == "events" else window_mean(v, mask, length or v.shape[1])
-    g_low, g_high = torch.sigmoid(m.gate(mean)).chunk(2, dim=-1)  # [B, 1] or [B, D]
+    g_low, g_high = m.gates(masked_mean(v, mask))  # (10) [B, 1] or [B, D]: the mean of the events, at any l
+    g_v, g_mix = g_high + m.identity, g_low - g_high  # V's and Low's scales
     keep = mask.to(v.dtype)
     u = trailing_basis(m, v, length)
     if m.per_channel:
         low = u @ (u.transpose(0, 1) @ v)
         keep3 = keep.unsqueeze(-1)
-        return torch.addcmul(v * (g_high.unsqueeze(1) * keep3), low, (g_low - g_high).unsqueeze(1) * keep3)
-    g_low, g_high = g_low.squeeze(-1), g_high.squeeze(-1)
-    g_mix = g_low - g_high
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (v, g_high, g_mix)):
-        return _GatedSplit.apply(v, keep, g_high, g_mix, u)
-    return _gated_split(v, keep, g_high, g_mix, u, u.transpose(0, 1) @ v)
+        return torch.addcmul(v * (g_v.unsqueeze(1) * keep3), low, g_mix.unsqueeze(1) * keep3)
+    g_v, g_mix = g_v.squeeze(-1), g_mix.squeeze(-1)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (v, g_v, g_mix)):
+        return _GatedSplit.apply(v, keep, g_v, g_mix, u)
+    return _gated_split(v, keep, g_v, g_mix, u, u.transpose(0, 1) @ v)
 
 
 def trailing_basis(m: DFTFrequency, v: Tensor, length: int | None) -> Tensor:
@@ -53,10 +57,11 @@ def trailing_basis(m: DFTFrequency, v: Tensor, length: int | None) -> Tensor:
     return basis.to(v.dtype)[full - n :]
 
 
-def _gated_split(v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, u: Tensor, coeffs: Tensor) -> Tensor:
-    """keep * (g_high V + g_mix U coeffs): one pass over V (scaled by keep * g_high), one product added in place."""
+def _gated_split(v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor, coeffs: Tensor) -> Tensor:
+    """keep * (g_v V + g_mix U coeffs): one pass over V (scaled by keep * g_v), one product added in place
+    (g_v: g_high plus the identity, g_mix: g_low - g_high)."""
     left = keep.unsqueeze(-1) * u * g_mix[:, None, None]  # [B, L, r]
-    return (v * (keep * g_high[:, None]).unsqueeze(-1)).baddbmm_(left, coeffs)
+    return (v * (keep * g_v[:, None]).unsqueeze(-1)).baddbmm_(left, coeffs)
 
 
 class _GatedSplit(torch.autograd.Function):
@@ -68,20 +73,20 @@ class _GatedSplit(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, v: Tensor, keep: Tensor, g_high: Tensor, g_mix: Tensor, u: Tensor) -> Tensor:
+    def forward(ctx: Any, v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor) -> Tensor:
         coeffs = u.transpose(0, 1) @ v  # [B, r, D]
-        ctx.save_for_backward(v, keep, g_high, g_mix, u, coeffs)
-        return _gated_split(v, keep, g_high, g_mix, u, coeffs)
+        ctx.save_for_backward(v, keep, g_v, g_mix, u, coeffs)
+        return _gated_split(v, keep, g_v, g_mix, u, coeffs)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, Tensor, Tensor, None]:
-        v, keep, g_high, g_mix, u, coeffs = ctx.saved_tensors
+        v, keep, g_v, g_mix, u, coeffs = ctx.saved_tensors
         b, length, _ = grad.shape
         grad = grad.contiguous()
         kept_u = keep.unsqueeze(-1) * u  # [B, L, r]
-        grad_g_high = torch.bmm(grad.view(b, 1, -1), v.reshape(b, -1, 1)).view(b)  # keep * V = V
+        grad_g_v = torch.bmm(grad.view(b, 1, -1), v.reshape(b, -1, 1)).view(b)  # keep * V = V
         grad_g_mix = (torch.bmm(grad, coeffs.transpose(1, 2)) * kept_u).sum((1, 2))
         grad_coeffs = torch.bmm((kept_u * g_mix[:, None, None]).transpose(1, 2), grad)  # [B, r, D]
-        grad_v = grad * (keep * g_high[:, None]).unsqueeze(-1)
+        grad_v = grad * (keep * g_v[:, None]).unsqueeze(-1)
         grad_v.baddbmm_(u.expand(b, length, u.shape[1]), grad_coeffs)
-        return grad_v, None, grad_g_high, grad_g_mix, None
+        return grad_v, None, grad_g_v, grad_g_mix, None

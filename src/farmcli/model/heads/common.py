@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -41,20 +41,20 @@ class Towers(nn.Module):
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         inputs = [x] * len(self.towers) if isinstance(x, Tensor) else x
-        return torch.cat([fp32_output(tower, h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
+        return torch.cat([tower(h) for tower, h in zip(self.towers, inputs, strict=True)], dim=-1)
 
 
-def fp32_output(tower: nn.Module, h: Tensor) -> Tensor:
-    """A tower whose last layer (the logit) runs in fp32 under autocast, as ranking heads usually do: a bf16
-    logit keeps 8 bits of mantissa, so after the prior bias (log-odds near -3 for the rare tasks) a barely trained
-    model's scores collapse to one or two values per task and every AUC reads 50."""
-    layers = cast(nn.Sequential, tower)
-    h = layers[:-1](h)
-    device = h.device.type
+def in_fp32(head: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """The multi-task head (eq. 18 and 6) in fp32 under autocast, as ranking heads usually run: a bf16 logit keeps
+    8 bits of mantissa, so after the prior bias (log-odds near -3 for the rare tasks) a barely trained model's six
+    scores collapsed to one or two values per task (AUC 50); with only the towers' last layer in fp32, per-user
+    AUCs of a 2-epoch `small` run still moved by up to 0.2 points, with the whole head by at most 0.03. The head
+    is a small share of the model's work."""
+    device = x.device.type
     if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
-        return layers[-1](h)
+        return head(x)
     with torch.autocast(device, enabled=False):
-        return layers[-1](h.float())
+        return head(x.float())
 
 
 def expert_pool(in_dim: int, n: int, dims: Sequence[int], dropout: float) -> nn.ModuleList:

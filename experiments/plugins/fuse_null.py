@@ -1,12 +1,20 @@
 """``cross_attention_null``: the fuse of eq. 16-17 with one learned "null" live event beside the user's own.
 
+A research plugin (issue 27; moved out of the library in issue 35: experiments/README.md). What it answered,
+docs/notebook/QUALITY.md: "Second round on `default`: who has a live history" (the null event: +0.43 AUC over the base,
+UAUC -0.59), "The choice of defaults" (not chosen: it costs the per-user ranking on every seed) and "After the
+ablation: where the fuse costs" (``null: output`` / ``candidate_output``: the zero rows are most of what the
+fuse costs, and no fill makes it add over leaving it out). Loaded as any plugin: ``--model.fuse
+experiments.plugins.fuse_null.NullEventCrossAttentionFuse``, or ``--model.fuse cross_attention_null`` with the
+repository root on the path (``PYTHONPATH=.``), where ``farm`` imports this module for that name.
+
 Eq. 16 takes its queries from the live history, so a user without a live event (on the simulated `default`,
 half of the low-active users' samples) gets F^_cross = 0: the cross-domain transfer the paper motivates with
 the low-active users reaches none of those who need it most. A learned event in V^_live's space, present in
 every row, queries the video history too; for a user without live events F^_cross is what it read there, for
-the others it is one more position of eq. 17's target attention (docs/QUALITY.md, issue 27). ``null: output``
-leaves eq. 16-17 as written and gives a user without live events a learned F^_cross instead of zero: it asks
-whether the zero rows alone are what the fuse costs them.
+the others it is one more position of eq. 17's target attention. ``null: output`` leaves eq. 16-17 as written
+and gives a user without live events a learned F^_cross instead of zero: it asks whether the zero rows alone
+are what the fuse costs them.
 
 The CPU backend runs it on the padded history, as any fuse it does not know (model/cpu/farm.py).
 """

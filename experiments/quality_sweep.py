@@ -1,4 +1,4 @@
-"""Model-quality experiments on the validation split (docs/QUALITY.md records what they showed).
+"""Model-quality experiments on the validation split (docs/notebook/QUALITY.md records what they showed).
 
 Each experiment is a variant plus overrides, trained on one shared sample store with the config's early
 stopping; only validation metrics are read (farmcli.tune.trial never touches the test split). Results are
@@ -8,9 +8,12 @@ Besides the score (mean validation AUC) each row keeps, at the best epoch: the p
 their means; the AUC per activity group (low / mid / high, the model's own ``GroupedAUC`` tables, as Table 4
 groups the test split); and readings of the model on 2,048 fixed validation samples (``FARM(batch,
 return_aux=True)``): the mean frequency gates, and how much more the live target attention weighs the events
-whose author is the candidate's than the others (``live_match``, 1 = no preference; docs/QUALITY.md).
+whose author is the candidate's than the others (``live_match``, 1 = no preference; docs/notebook/QUALITY.md).
 
-    python benchmarks/quality_sweep.py --data small --seeds 0 --epochs 4 --out q.jsonl \
+The research components of experiments/plugins are registered first, so an experiment may name them
+(``model.fuse.name=cross_attention_null``, ``model.live_frequency.name=dft_window``).
+
+    python experiments/quality_sweep.py --data small --seeds 0 --epochs 4 --out q.jsonl \
         "base" "farm" "farm:model.cl_weight=0.1"
 """
 
@@ -19,23 +22,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # the repository root: experiments.plugins importable when run as a script
+    sys.path.insert(0, ROOT)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+def parse_args(argv: Sequence[str] | None = None, description: str | None = __doc__) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiments", nargs="+", help="VARIANT[:KEY=VALUE[,KEY=VALUE...]]; ';' also separates")
     ap.add_argument("--data", default="small")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out", default="quality.jsonl")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("FARM_THREADS", "2")))
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+def run(args: argparse.Namespace, extra_callbacks: Sequence[Any] = ()) -> None:
+    """Each experiment and seed of ``args`` trained once, its row appended to ``args.out``; ``extra_callbacks``
+    (Lightning callbacks) go to every trial's Trainer."""
     import torch
 
     torch.set_num_threads(args.threads)
+    import experiments.plugins  # noqa: F401  (registers the research components by name)
     from farmcli.config import resolve
     from farmcli.sources import sample_store
     from farmcli.tune.trial import run_trial
@@ -66,7 +85,7 @@ def main() -> None:
                 return False
 
             probe = _probe(store)
-            r = run_trial(cfg, store, on_epoch=show, extra_callbacks=[probe])
+            r = run_trial(cfg, store, on_epoch=show, extra_callbacks=[probe, *extra_callbacks])
             at_best = probe.epochs[r.best_epoch] if len(probe.epochs) > r.best_epoch else {}
             row = {
                 "experiment": exp,
