@@ -193,7 +193,7 @@ CASES = [
         "run",
         "--model.embed.author",
         "16",
-        words=("does not fit the model", "drop the --model.* settings", "left as it was"),
+        words=("model.embed.author 8 -> 16", "keeps its seed, model", "drop those settings", "left as it was"),
         setup=run_at(),
     ),
     # row 4: a monitor the model does not log, named before any data is built
@@ -211,9 +211,24 @@ CASES = [
         setup=run_at(edit=truncate("last.ckpt")),
     ),
     case("train", "--resume", "run", words="not a readable checkpoint", setup=run_at(edit=truncate("best.ckpt"))),
-    # row 10: --save-predictions replaces only farm's predictions, and only with --overwrite
+    # row 10: --save-predictions replaces only farm's predictions, and only with --overwrite (a name that is not
+    # .parquet is refused first, as farm predict refuses it: issue 36 row 14)
     case(
-        "eval", "{run}", "--save-predictions", "precious.txt", words="--overwrite", setup=files(**{"precious.txt": "x"})
+        "eval",
+        "{run}",
+        "--save-predictions",
+        "precious.parquet",
+        words="--overwrite",
+        setup=files(**{"precious.parquet": "x"}),
+    ),
+    case(
+        "eval",
+        "{run}",
+        "--save-predictions",
+        "precious.parquet",
+        "--overwrite",
+        words="not a predictions file written by farm",
+        setup=files(**{"precious.parquet": "x"}),
     ),
     case(
         "eval",
@@ -221,7 +236,7 @@ CASES = [
         "--save-predictions",
         "precious.txt",
         "--overwrite",
-        words="not a predictions file written by farm",
+        words=("--save-predictions precious.txt", "give a .parquet file name"),
         setup=files(**{"precious.txt": "x"}),
     ),
     case("eval", "{run}", "--save-predictions", "p.parquet", words="--overwrite", setup=files(**{"p.parquet": "x"})),

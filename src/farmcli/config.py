@@ -45,7 +45,7 @@ class DataConfig:
 
     source: str = "default"
     """A farm-events/1 directory, or a simulator preset (tiny, small, default) made on first use."""
-    seed: NonNegativeInt = 0
+    seed: Seed = 0  # type: ignore[valid-type]
     """Simulator seed when ``source`` is a preset (the training seed is the top-level ``seed``)."""
     history_len: PositiveInt = 50
     min_count: PositiveInt = 1

@@ -6,16 +6,19 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
+from farmcli.batch import ACTIVITY_LEVELS, TASKS
 from farmcli.errors import UserError
 from farmcli.io import atomic_path, check_output_file, output_path, read_json
 from farmcli.metric_names import KINDS, PER_USER_KINDS
-from farmcli.runs import CKPT_STORE_KEY, read_checkpoint, recorded_path, stored_path, unreadable
+from farmcli.runs import CKPT_STORE_KEY, alive, read_checkpoint, recorded_path, run_data_gone, stored_path, unreadable
 from farmcli.tables_io import csv_text, write_table
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_USERS = 30
 """Fewest users (with both classes) behind a UAUC / GAUC cell that the table shows without a mark.
@@ -64,6 +67,8 @@ def batches(
 ) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
     """(rows, model batch on ``device``) over a split in order (every sample, or the rows ``idx``): the one
     batching loop of farm eval, farm predict and farm report."""
+    import torch
+
     device = device or torch.device("cpu")
     n = store.n(split) if idx is None else len(idx)
     on_device = _device_store(store, split, device)
@@ -202,6 +207,8 @@ def write_tables(tables: dict, run_dir: Path, split: str, extra: dict | None = N
 
 def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(run directory, checkpoint) from a run directory (its best checkpoint) or a checkpoint inside one."""
+    if not str(target).strip():
+        raise UserError("The run is an empty path: give a run directory of `farm train` (e.g. farm-runs/RUN).")
     target = Path(target)
     if target.is_dir():
         run = target
@@ -211,7 +218,7 @@ def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
             ckpts.insert(0, recorded_path(run, best))
         ckpt = next((c for c in ckpts if c.is_file()), None)
         if ckpt is None:
-            raise UserError(f"{run}: no checkpoints/best.ckpt or last.ckpt. Is this a run directory of `farm train`?")
+            raise UserError(no_checkpoint(run))
     elif target.is_file() and target.suffix == ".ckpt":
         ckpt, run = target, target.parent.parent
     else:
@@ -222,6 +229,26 @@ def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
             f"on. Evaluate checkpoints inside their run directory (RUN/checkpoints/*.ckpt)."
         )
     return run, ckpt
+
+
+def no_checkpoint(run: Path) -> str:
+    """Why a run directory has no checkpoint to score: still in its first epoch, stopped before it ended, or not a
+    run at all."""
+    if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
+        return f"{run}: no checkpoints/best.ckpt or last.ckpt. Is this a run directory of `farm train`?"
+    info = read_json(run / "run.json")
+    if info.get("status") in ("running", "evaluating") and alive(info):
+        return (
+            f"{run} is still in its first epoch (process {info.get('pid')} on {info.get('host')}): it has no "
+            f"checkpoint to score yet. Try again once its first epoch has ended."
+        )
+    status = info.get("status", "unknown")
+    return (
+        f"{run}: the run was stopped before its first epoch ended (run.json says {status}), so it saved no "
+        f"checkpoint and there is nothing to score. Train it again as a new run: `farm train --config "
+        f"{run}/config.yaml --fit.name NEW` (a run without a checkpoint cannot be resumed), or delete {run} "
+        f"(rm -r {run}) and repeat your first command."
+    )
 
 
 def check_trained_on(ckpt: Path, contents: dict, store) -> None:
@@ -264,7 +291,8 @@ def load_module(ckpt: Path, store=None):
 
 
 def run_store(run: Path, cfg):
-    """The sample store the run was trained on; a changed dataset (other vocabularies) is refused."""
+    """The sample store the run was trained on; a changed dataset (other vocabularies) is refused, and so is data
+    that is gone (the run's config.yaml names it, not a --data the user gave)."""
     from farmcli.data.store import SampleStore
     from farmcli.sources import sample_store
 
@@ -277,6 +305,9 @@ def run_store(run: Path, cfg):
                 return store
         except UserError:
             pass
+    gone = run_data_gone(run, cfg, path)
+    if gone:
+        raise UserError(gone)
     store = sample_store(cfg.data)
     if key and store.manifest.get("key") != key:
         raise UserError(
@@ -284,6 +315,40 @@ def run_store(run: Path, cfg):
             f"vocabularies no longer match the checkpoint. Train again on the new data."
         )
     return store
+
+
+def check_predictions_name(path: Path, option: str) -> None:
+    """A predictions file is parquet: a name of another kind (preds.csv) is refused rather than written as parquet
+    under it (a directory is named by ``check_output_file``)."""
+    if path.suffix != ".parquet" and not path.is_dir():
+        raise UserError(
+            f"{option} {path}: give a .parquet file name (the file is written as parquet), e.g. "
+            f"{path.with_suffix('.parquet')}."
+        )
+
+
+def empty_split_note(manifest: dict, split: str) -> str:
+    """Why a split has no samples, from the sample store's manifest: its window is empty, or holds no live
+    impressions; printed beside a table of dashes or a file of 0 rows."""
+    from datetime import datetime, timezone
+
+    start, end = (manifest.get("windows") or {}).get(split, (None, None))
+
+    def day(ms) -> str:
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ms is not None else "?"
+
+    bounds = {"train": "train_start .. train_end", "valid": "train_end .. valid_end", "test": "valid_end .. test_end"}
+    dataset = manifest.get("dataset", "the dataset")
+    low, high = bounds.get(split, "..").split(" .. ")
+    if start is not None and start == end:
+        return (
+            f"no {split} samples: {dataset} has no {split} window ({high} = {low} = {day(start)} UTC in its "
+            f"manifest.json)."
+        )
+    return (
+        f"no {split} samples: the {split} window [{day(start)}, {day(end)}) UTC of {dataset} holds no live "
+        f"impressions. Check its manifest.json ({bounds.get(split, '')}) and the live table's ts."
+    )
 
 
 def evaluate_run(
@@ -304,20 +369,23 @@ def evaluate_run(
     ``overwrite``. ``progress(what, samples scored, total)`` is called as the split is scored.
     """
     from farmcli.config import resolve
-    from farmcli.data.module import data_module
-    from farmcli.scoring import device_for
+    from farmcli.machine import check_accelerator, device_for
 
     if split not in ("test", "valid"):
         raise UserError(f"unknown split '{split}'; choose test or valid.")
     check_groups(groups)
     out = output_path(save_predictions, "--save-predictions", "predictions.parquet")
     if out is not None:
+        check_predictions_name(out, "--save-predictions")
         check_output_file(out, "--save-predictions", overwrite, (PREDICTIONS_FORMAT, PREDICT_FORMAT))
-    device_for(accelerator)
+    check_accelerator(accelerator)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
+    device_for(accelerator)  # torch: is the GPU asked for there?
     store = run_store(run, cfg)
     module = load_module(ckpt, store)
+    from farmcli.data.module import data_module
+
     data = data_module(cfg, store, test_split=split)
     all_groups, pred = score(
         module, store, data, accelerator, bf16, keep_predictions=out is not None, progress=progress

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from farmcli.batch import CANDIDATE_FIELDS, ID_FIELDS, history_keys
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
-from farmcli.io import atomic_path, check_replace, output_path, write_json, write_text
+from farmcli.io import atomic_dir, atomic_path, check_replace, output_path
 
 if TYPE_CHECKING:
     from farmcli.model.farm import FARM
@@ -221,18 +221,45 @@ def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite
     graph = InferenceGraph(module.farm).eval()
     vocab = dict(module.hparams["vocab"])
     inputs = example_inputs(vocab, store.history_len)
-    with atomic_path(out) as tmp:
-        if fmt == "onnx":
-            _to_onnx(graph, inputs, tmp)
-        else:
-            _to_torchscript(graph, inputs, tmp)
+    check_space(out, graph)
     spec = _spec(vocab, store.history_len, fmt, run, ckpt, cfg.variant)
-    vocab_dir.mkdir(parents=True, exist_ok=True)
-    (vocab_dir / ".farm-export").write_text(FORMAT + "\n")
-    for name in VOCABS:
-        write_text(vocab_dir / f"{name}.txt", "".join(f"{int(x)}\n" for x in np.asarray(store.vocab(name))))
-    write_json(spec_path, spec)
+    # the three outputs are written to temporaries and put in place together at the end (the graph first, the JSON
+    # that marks the export as farm's last): a failure or an interrupt before then changes nothing at --out
+    with atomic_path(spec_path) as spec_tmp, atomic_dir(vocab_dir, overwrite=True, what="the export") as vocab_tmp:
+        with atomic_path(out) as tmp:
+            if fmt == "onnx":
+                _to_onnx(graph, inputs, tmp)
+            else:
+                _to_torchscript(graph, inputs, tmp)
+            (vocab_tmp / ".farm-export").write_text(FORMAT + "\n")
+            for name in VOCABS:
+                (vocab_tmp / f"{name}.txt").write_text("".join(f"{int(x)}\n" for x in np.asarray(store.vocab(name))))
+            spec_tmp.write_text(json.dumps(spec, indent=2) + "\n")
     return spec
+
+
+SPACE_FACTOR = 2
+"""A saved graph takes about its parameters' bytes (TorchScript adds its code, ONNX its graph): twice that is
+asked to be free before writing, with the vocabularies."""
+
+
+def check_space(out: Path, graph: nn.Module) -> None:
+    """Refuse an export that cannot fit on the disk of ``out`` before writing it: a native writer that meets a full
+    disk may abort the whole process (TorchScript's did: exit 134, its temporary left behind)."""
+    import shutil
+
+    need = SPACE_FACTOR * sum(p.numel() * p.element_size() for p in graph.parameters())
+    parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if need > free:
+        raise UserError(
+            f"--out {out}: the export needs about {need / 1e6:,.1f} MB (twice the model's parameters), but the "
+            f"disk holding {parent} has {free / 1e6:,.1f} MB free; nothing was written. Free space on that disk, "
+            f"or give an --out on another disk."
+        )
 
 
 def _ours(spec_path: Path, vocab_dir: Path) -> bool:
@@ -273,12 +300,18 @@ def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
 
 
 def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
-    """Traced through ``NamedInputs``: the saved module is called as ``module(**inputs)`` or positionally."""
+    """Traced through ``NamedInputs``: the saved module is called as ``module(**inputs)`` or positionally.
+
+    Saved to memory, then written by Python: torch's file writer aborts the process on a full disk, where a
+    Python write raises an error that names the file and removes the temporary."""
     _check_names()
     with _quiet(), torch.no_grad():
         # widths are constants; the batch stays dynamic
         traced = torch.jit.trace(NamedInputs(graph), inputs, check_trace=False)
-        traced.save(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 @contextlib.contextmanager

@@ -4,11 +4,12 @@ or directory), JSON and YAML readers with user-facing errors, and what --overwri
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +17,104 @@ import yaml
 
 from farmcli.errors import UserError
 
+_active: dict[Path, Path] = {}
+"""Temporaries this process is writing now -> their targets: removed by a hard exit (farmcli/interrupts.py), named
+by a write error that does not name its file."""
+
+
+def remove_active_temps() -> None:
+    """Remove every temporary this process is writing (the process is about to end without unwinding)."""
+    for tmp in list(_active):
+        with contextlib.suppress(OSError):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+    _active.clear()
+
+
+def active_target() -> Path | None:
+    """The output this process is writing now (the innermost atomic write), if any."""
+    return next(reversed(_active.values()), None)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(e: BaseException) -> OSError | None:
+    """The "disk full" (or quota) error behind ``e``, else None. Errors raised ``from`` another (a write error
+    given its file's name) are one failure, the outermost naming it best; an error raised while handling another
+    (the cleanup after a failed write) is a later failure: the earliest failure that names its file is chosen (a
+    failed copy's target first), else any."""
+    failures: list[list[OSError]] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        group: list[OSError] = []
+        while cur is not None and id(cur) not in seen:  # one failure: renamed with `raise ... from`
+            seen.add(id(cur))
+            if isinstance(cur, OSError) and cur.errno in DISK_FULL:
+                group.append(cur)
+            if cur.__cause__ is None:
+                break
+            cur = cur.__cause__
+        failures.append(group)
+        cur = cur.__context__ if cur is not None else None  # the failure this one was raised while handling
+    for group in reversed(failures):
+        named = [x for x in group if x.filename2 is not None] or [x for x in group if x.filename is not None]
+        if named:
+            return named[0]
+    return next((x for group in failures for x in group), None)
+
+
+def _named(e: BaseException, path: Path, tmp: Path | None = None) -> OSError | None:
+    """``e`` raised while writing ``path`` (through the temporary ``tmp``) as an OSError that names ``path``, or
+    None where it is none of those: an OSError of the system (an errno) without a file name (a write to an open
+    file: pyarrow, numpy, the parquet writer) or naming a file inside ``tmp``, or a native writer's failure on a
+    full disk (torch's "file write failed")."""
+    if isinstance(e, OSError):
+        if e.errno is None:
+            return None
+        if e.filename is None:
+            return OSError(e.errno, os.strerror(e.errno), str(path))
+        if tmp is not None and Path(e.filename).is_relative_to(tmp):
+            return OSError(e.errno, os.strerror(e.errno), str(path / Path(e.filename).relative_to(tmp)))
+        return None
+    text = str(e)
+    if isinstance(e, RuntimeError) and ("No space left on device" in text or "file write failed" in text):
+        try:
+            full = "No space left" in text or shutil.disk_usage(path.parent).free < 1 << 24
+        except OSError:
+            full = False
+        if full:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it.
+
+    A write error that does not name its file (a full disk met by pyarrow, numpy or torch) is raised as an
+    OSError naming ``path``, so the CLI says which output could not be written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any other file
+    _active[tmp_path] = path
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any other file
         yield tmp_path
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as e:
+        named = _named(e, path)
+        if named is None:
+            raise
+        raise named from e
     finally:
+        _active.pop(tmp_path, None)
         if tmp_path.exists():
             tmp_path.unlink()
 
@@ -108,31 +192,101 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``path``; on success it replaces ``path``.
 
     With ``overwrite=False`` an existing ``path`` is an error raised by the caller beforehand;
     here an existing target is moved aside first and removed only after the new one is in place.
+
+    One writer at a time (farmcli/locks.py): another process writing ``path`` now is refused at once, naming it
+    (``what``: "the dataset" or "the sample store", from the name, unless given); a ``path`` that another process
+    put in place since the caller checked raises FileExistsError before any work (without ``overwrite``).
     """
+    from farmcli import locks
+
+    path = Path(path)
+    if what is None:
+        what = "the sample store" if path.name.startswith("samples-") else "the dataset"
+    option = None if what == "the sample store" else "--out"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(path, what, option):
+        if path.exists() and not overwrite:
+            raise FileExistsError(errno.EEXIST, "written meanwhile by another farm command", str(path))
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+        _active[tmp] = path
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            old = None
+            if path.exists():
+                if not overwrite:
+                    raise FileExistsError(path)
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except (OSError, RuntimeError) as e:
+            named = _named(e, path, tmp)
+            if named is None:
+                raise
+            raise named from e
+        finally:
+            _active.pop(tmp, None)
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """An empty temporary directory beside ``path`` (on its disk), removed however the block ends: the caller
+    moves what it wrote there into place (``move_into``), so an interrupted command leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    _active[tmp] = path
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        old = None
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    except (OSError, RuntimeError) as e:
+        named = _named(e, path, tmp)
+        if named is None:
+            raise
+        raise named from e
     finally:
+        _active.pop(tmp, None)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into(staged: Path, out: Path, names: Iterable[str], remove: Iterable[str] = ()) -> None:
+    """Move the files ``names`` from ``staged`` into ``out`` and delete ``remove`` from ``out``, as one step for
+    Ctrl-C and SIGTERM: they are held back until every file is in place (renames on one disk: no new space)."""
+    import signal
+    import threading
+
+    out.mkdir(parents=True, exist_ok=True)
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for held in (signal.SIGINT, signal.SIGTERM):
+            previous[held] = signal.signal(held, lambda signum, frame: caught.append(signum))
+    try:
+        for name in names:
+            os.replace(staged / name, out / name)
+        for name in remove:
+            (out / name).unlink(missing_ok=True)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    for got in caught[:1]:  # now that every file is in place, the signal does what it would have done
+        handler = previous[got]
+        if callable(handler):
+            handler(got, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(got)
 
 
 WRITTEN_BY = "written_by"

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from farmcli.errors import UserError
-from farmcli.evaluation import PREDICT_FORMAT, PREDICTIONS_FORMAT, check_trained_on, load_module, locate, run_store
+from farmcli.evaluation import (
+    PREDICT_FORMAT,
+    PREDICTIONS_FORMAT,
+    check_predictions_name,
+    check_trained_on,
+    empty_split_note,
+    load_module,
+    locate,
+    run_store,
+)
 from farmcli.io import atomic_path, check_output_file, output_path
 from farmcli.runs import read_checkpoint
 
@@ -30,6 +39,8 @@ class PredictResult:
     rows: dict[str, int]
     store: Path
     checkpoint: Path
+    notes: list[str] = field(default_factory=list)
+    """Why a split gave no rows (its window is empty, or holds no live impressions), one line each."""
 
 
 def splits_of(split: str) -> tuple[str, ...]:
@@ -39,8 +50,7 @@ def splits_of(split: str) -> tuple[str, ...]:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    if out.suffix != ".parquet" and not out.is_dir():
-        raise UserError(f"--out {out}: give a .parquet file name.")
+    check_predictions_name(out, "--out")
     check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
 
 
@@ -91,34 +101,45 @@ def predict_run(
     progress: Progress | None = None,
 ) -> PredictResult:
     """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression,
-    streamed from the predict loop one batch at a time."""
+    streamed from the predict loop one batch at a time. A split without samples gives no rows and a line in
+    ``notes`` saying why. Every input that needs no data is checked before torch is imported."""
     from farmcli.config import resolve
-    from farmcli.data.module import data_module
-    from farmcli.scoring import ParquetPredictions, device_for, interrupts_as_keyboard, scoring_trainer
+    from farmcli.machine import check_accelerator, device_for
 
     out = output_path(out, "--out", "scores.parquet") or Path()
     splits = splits_of(split)
-    device_for(accelerator)
+    check_accelerator(accelerator)
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    if data is not None and not str(data).strip():
+        raise UserError("--data is empty: give a farm-events/1 directory or a simulator preset, or leave it out.")
     check_out(out, overwrite)
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    device_for(accelerator)
     trained = run_store(run, cfg)
     check_trained_on(ckpt, read_checkpoint(ckpt), trained)  # before any other data is encoded
     store = scoring_store(run, cfg, data, progress, trained=trained)
     module = load_module(ckpt, store)
-    data_mod = data_module(cfg, store, eval_batch_size=batch_size or cfg.data.batch_size, predict_splits=splits)
+    from farmcli.data.module import data_module
+    from farmcli.scoring import ParquetPredictions, interrupts_as_keyboard, scoring_trainer
+
+    scored = tuple(s for s in splits if store.n(s))  # an empty split has no batches for the predict loop
     with atomic_path(out) as tmp:
         writer = ParquetPredictions(
-            tmp, store, splits, {"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)}, progress
+            tmp, store, scored, {"farmcli": FORMAT, "run": str(run), "checkpoint": str(ckpt)}, progress
         )
         try:
-            if progress:
-                progress("scoring", 0, writer.total)
-            trainer = scoring_trainer(accelerator, bf16, [writer])
-            with interrupts_as_keyboard(trainer):
-                trainer.predict(module, datamodule=data_mod, return_predictions=False)
+            if scored:
+                if progress:
+                    progress("scoring", 0, writer.total)
+                data_mod = data_module(
+                    cfg, store, eval_batch_size=batch_size or cfg.data.batch_size, predict_splits=scored
+                )
+                trainer = scoring_trainer(accelerator, bf16, [writer])
+                with interrupts_as_keyboard(trainer):
+                    trainer.predict(module, datamodule=data_mod, return_predictions=False)
         finally:
             writer.close()
-    return PredictResult(out, {s: store.n(s) for s in splits}, store.path, ckpt)
+    notes = [empty_split_note(store.manifest, s) for s in splits if not store.n(s)]
+    return PredictResult(out, {s: store.n(s) for s in splits}, store.path, ckpt, notes)

@@ -136,6 +136,55 @@ def resume_config(run: str | Path, overrides=()) -> RunConfig:
     return resolve([run / "config.yaml"], overrides=overrides)
 
 
+RESUME_KEEPS = ("seed", "variant", "model", "optim", "optimizer", "lr_scheduler", "data.batch_size")
+"""Settings a resumed run keeps: they say how its checkpoint's weights were trained, so a change would make another
+run under the same name (config.yaml rewritten, the weights not). The data it was trained on (data.source, data.seed,
+data.history_len, data.min_count) is checked by its sample store's key (``check_resume``); the rest (trainer.*,
+fit.*, the other data.* settings) may change, e.g. --trainer.max_epochs 20."""
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (``model.fuse.params.heads``)."""
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _as_typed(key: str) -> str:
+    """A dotted key as the user types it: a slot's parameters without ``params`` (model.fuse.heads)."""
+    return key.replace(".params.", ".").replace(".init_args.", ".")
+
+
+def check_resume_settings(run: Path, cfg: RunConfig) -> None:
+    """`farm train --resume RUN` with settings that would change what the run is (``RESUME_KEEPS``) is refused
+    before anything is touched: the run's own config.yaml against ``cfg`` (the same file with the command's
+    overrides)."""
+    import shlex
+
+    from farmcli.config import resolve
+
+    was, now = _flat(resolve([run / "config.yaml"]).to_dict()), _flat(cfg.to_dict())
+    changed = [
+        k
+        for k in sorted(was.keys() | now.keys())
+        if any(k == p or k.startswith(f"{p}.") for p in RESUME_KEEPS) and was.get(k) != now.get(k)
+    ]
+    if not changed:
+        return
+    shown = ", ".join(f"{_as_typed(k)} {was.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+    again = " ".join(f"--{_as_typed(k)} {shlex.quote(str(now.get(k)))}" for k in changed[:4] if k != "variant")
+    raise UserError(
+        f"--resume {run}: {shown}{'; ...' if len(changed) > 4 else ''} would make it another run than the one its "
+        f"checkpoint continues (its config.yaml would no longer say how its weights were trained). The run is left "
+        f"as it was. A resumed run keeps its seed, model, optimiser and data: drop those settings (--trainer.* "
+        f"ones such as --trainer.max_epochs may change), or train a new run with them: `farm train --config "
+        f"{run}/config.yaml --fit.name NEW {again}`."
+    )
+
+
 def check_resume(run: Path, cfg: RunConfig, data_key: bool = True) -> str | None:
     """Everything `farm train --resume RUN` needs, checked before anything is built or written: the run is not
     training now, its last checkpoint is readable and ``cfg.data`` gives the samples it was trained on (with
@@ -176,6 +225,10 @@ def _check_resume_data(run: Path, cfg: RunConfig, key: str) -> None:
     from farmcli.sources import dataset_dir
 
     d = cfg.data
+    trained = (load_yaml(run / "config.yaml").get("data") or {}) if (run / "config.yaml").is_file() else {}
+    gone = run_data_gone(run, cfg) if trained.get("source") == d.source else None
+    if gone:
+        raise UserError(gone)
     path = sample_store_path(
         dataset_dir(d),
         Path(d.cache_dir) if d.cache_dir else sample_cache(),
@@ -184,6 +237,24 @@ def _check_resume_data(run: Path, cfg: RunConfig, key: str) -> None:
     )
     if path.name != f"samples-{key[:16]}":
         raise UserError(other_data(run, cfg, key, path.name.removeprefix("samples-")))
+
+
+def run_data_gone(run: Path, cfg: RunConfig, store: str | None = None) -> str | None:
+    """Why a run's own data cannot be read any more (its dataset directory is gone; ``store``: the sample store
+    run.json names, gone too), or None where it is there: said as the run's data, which the user did not type."""
+    from farmcli.config import PRESETS
+
+    source = cfg.data.source
+    if source in PRESETS or Path(source).expanduser().is_dir():
+        return None
+    relative = "" if Path(source).is_absolute() else f", read from the current directory {Path.cwd()}"
+    also = f", and its sample store {store} is gone too" if store else ""
+    return (
+        f"{run}: the data it was trained on is gone: {source} (data.source in {run}/config.yaml{relative}) is not a "
+        f"dataset directory any more{also}. Put the dataset back at {source} (or run this from the directory "
+        f"the run was trained from), or train a new run on data that exists: `farm train --config "
+        f"{run}/config.yaml --data DIR --fit.name NEW`."
+    )
 
 
 def other_data(run: Path, cfg: RunConfig, key: str, other: str) -> str:

@@ -16,27 +16,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 
 from farmcli.batch import TASKS
-from farmcli.errors import UserError
+from farmcli.machine import device_for
 
 if TYPE_CHECKING:
     from farmcli.data.module import FarmDataModule
     from farmcli.model.module import FarmModule
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-
 Progress = Callable[[str, int, "int | None"], None]
 """A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
-
-
-def device_for(accelerator: str = "auto") -> torch.device:
-    """The device an --accelerator option names; asking for a GPU that torch does not see is a user error."""
-    if accelerator not in ACCELERATORS:
-        raise UserError(f"--accelerator '{accelerator}': choose auto, cpu or gpu.")
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UserError("accelerator 'gpu' was asked for but torch sees no CUDA device.")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
@@ -100,8 +87,8 @@ def pass_label(split: str) -> str:
 
 
 class PassProgressBar(RichProgressBar):
-    """Lightning's rich bar whose test bar carries the pass's name (``test_label``, set by ``score_split``)
-    instead of Lightning's fixed "Testing": use it as the progress bar of a Trainer that scores several
+    """Lightning's rich bar whose epochs count from 1 and whose test bar carries the pass's name (``test_label``,
+    set by ``score_split``) instead of Lightning's fixed "Testing": use it as the progress bar of a Trainer that scores several
     splits (the fit's Trainer, which tests the best checkpoint on valid and then on test)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -111,6 +98,13 @@ class PassProgressBar(RichProgressBar):
     @property
     def test_description(self) -> str:
         return self.test_label
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """The epoch counted from 1, as a user counts them and run.json's ``epochs`` does: "Epoch 1/3" for the first
+        of three (Lightning's own bar says "Epoch 0/2"); "Epoch 1" where trainer.max_epochs sets no limit (-1)."""
+        most = self.trainer.max_epochs
+        text = f"Epoch {current_epoch + 1}" + (f"/{most}" if most is not None and most >= 0 else "")
+        return f"{text:{len(self.validation_description)}}"  # as wide as "Validation": the bar does not flicker
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         """Without ``v_num``: a run directory has no versions (two loggers showed ``v_num: _0_1``)."""
@@ -154,9 +148,10 @@ def score_split(
     fp32 table, and the file says which it holds)."""
     module.test_tables = None
     _name_pass(trainer, datamodule.test_split)
-    with interrupts_as_keyboard(trainer):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    if module.test_tables is None:  # an empty split: Lightning skips the loop and its hooks
+    if datamodule.store.n(datamodule.test_split):  # an empty split has no loop to run (the caller says why)
+        with interrupts_as_keyboard(trainer):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    if module.test_tables is None:  # an empty split: its tables of undefined cells, made by the hooks themselves
         module.on_test_epoch_start()
         module.on_test_epoch_end()
     assert module.test_tables is not None

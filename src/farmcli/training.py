@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farmcli import locks
 from farmcli.batch import TASKS
 from farmcli.config import RunConfig
 from farmcli.errors import UserError
 from farmcli.interrupts import stopped_by_signal
+from farmcli.machine import check_memory
 from farmcli.metric_names import check_monitor, monitor_mode
 from farmcli.runs import (
     CKPT_STORE_KEY,
@@ -95,7 +97,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     if progress:
         from farmcli.scoring import PassProgressBar  # names the post-fit scoring passes; no v_num
 
-        callbacks.append(PassProgressBar(leave=True))  # Lightning's own epoch count: "Epoch 0/3" is the first of 4
+        callbacks.append(PassProgressBar(leave=True))  # "Epoch 1/4" is the first of 4
     # a user's ModelCheckpoint writes beside farm's, unless its dirpath says otherwise
     callbacks += [
         components.instantiate("trainer.callbacks", c, dirpath=run / "checkpoints")
@@ -166,14 +168,24 @@ def train(
     ``store``: the sample store of ``cfg.data`` when the caller has opened it already (built once per command).
     Everything that can be checked is checked before the store is built and before the run directory is touched.
     """
+    check_monitor(cfg)
+    check_trainer(cfg.trainer)
+    check_memory(cfg)  # data.history_len against this machine's memory, before the store is built
+    run = Path(resume) if resume else new_run_dir(cfg)
+    if os.environ.get(RUN_DIR_ENV):  # a DDP rank launched by the process that holds the run
+        return _fit(cfg, run, resume, progress, show_bar, store)
+    locks.check_free(run, "the run", "--fit.name")
+    run.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(run, "the run", "--fit.name"):  # one writer per run directory (a second train, an ablate)
+        return _fit(cfg, run, resume, progress, show_bar, store)
+
+
+def _fit(cfg: RunConfig, run: Path, resume, progress, show_bar: bool, store) -> TrainResult:
     import lightning as L
 
     from farmcli.data.module import data_module
     from farmcli.sources import sample_store
 
-    check_monitor(cfg)
-    check_trainer(cfg.trainer)
-    run = Path(resume) if resume else new_run_dir(cfg)
     last = run / "checkpoints" / "last.ckpt"
     key = check_resume(run, cfg, data_key=store is None) if resume else None
     L.seed_everything(cfg.seed, workers=True, verbose=False)

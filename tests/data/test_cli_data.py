@@ -82,3 +82,26 @@ def test_build_says_whether_it_built_or_reused_the_store(tiny, tmp_path):
     second = runner.invoke(app, ["data", "build", str(tiny), "--cache-dir", cache])
     assert first.exit_code == second.exit_code == 0
     assert "built the sample store" in first.output and "reusing the sample store" in second.output
+
+
+@pytest.mark.parametrize(
+    "args, config, seed",
+    [
+        (["--set", "seed=5"], None, 5),  # issue 36 row 16: --set seed=5 was overwritten by --seed's default 0
+        ([], "seed: 5\n", 5),
+        (["--config", "{config}", "--set", "seed=6"], "seed: 5\n", 6),  # --set over the file
+        (["--seed", "7", "--set", "seed=5"], "seed: 4\n", 7),  # an explicit --seed over both
+        ([], None, 0),
+    ],
+)
+def test_synth_seed_from_the_config_file_or_set_counts_unless_seed_is_given(tmp_path, args, config, seed):
+    extra = []
+    if config is not None:
+        (tmp_path / "sim.yaml").write_text(config + "n_users: 40\n")
+        extra = [] if "{config}" in args else ["--config", str(tmp_path / "sim.yaml")]
+    args = [a.replace("{config}", str(tmp_path / "sim.yaml")) for a in args]
+    r = runner.invoke(
+        app, ["data", "synth", "--preset", "tiny", "--users", "40", *args, *extra, "--out", str(tmp_path / "d")]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["simulator"]["seed"] == seed

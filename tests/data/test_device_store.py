@@ -90,6 +90,7 @@ def test_a_store_without_live_events(tiny_store, tmp_path):
             (path / f"{name}.bin").write_bytes(b"")
         elif name.endswith((".l_start", ".l_end")):
             (path / f"{name}.bin").write_bytes(np.zeros(meta["shape"], dtype=meta["dtype"]).tobytes())
+    man.pop("checksums")  # arrays edited by hand: the build's checksums no longer hold (its values still check)
     (path / "manifest.json").write_text(json.dumps(man))
     store = SampleStore.open(path)
     dev = DeviceStore(store, "cpu")

@@ -8,6 +8,7 @@ ablation.json: farm ablate continues such a directory and leaves any other non-e
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections import Counter
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from farmcli import locks
 from farmcli.analysis import tables
 from farmcli.config import RunConfig, merge, parse_overrides, resolve
 from farmcli.errors import UserError
@@ -130,10 +132,47 @@ def plan_variants(specs: Sequence[str]) -> list[AblationVariant]:
     ]
 
 
+MARKER = "ablation.json"
+OWN_NAMES = re.compile(
+    r"(runs|ablation\.json|table1(-(low|mid|high))?\.(md|csv|json)|table4\.(md|csv|json)|\..+\.[0-9]+\.[^.]+\.tmp)"
+)
+"""Every name farm ablate writes in OUT (and its temporaries): a directory holding only these is an ablation's."""
+
+
 def is_ablation_dir(path: Path) -> bool:
     """A directory farm ablate wrote: its ablation.json (older versions wrote one without a ``format``)."""
-    marker = read_json(path / "ablation.json")
+    marker = read_json(path / MARKER)
     return marker.get("format") == ABLATION_FORMAT or ("format" not in marker and {"variants", "seeds"} <= set(marker))
+
+
+def check_marker(out: Path) -> None:
+    """OUT/ablation.json that cannot be read (cut short, overwritten) is named as such, with the fix: farm ablate
+    writes it again from the command's settings once it is gone; the runs are kept."""
+    marker = out / MARKER
+    if not marker.is_file():
+        return
+    try:
+        json.loads(marker.read_bytes())
+    except OSError as e:
+        raise UserError(f"{marker}: cannot read it ({e.strerror or e}). Check its permissions.") from None
+    except ValueError as e:
+        raise UserError(
+            f"{marker} is unreadable (not valid JSON: {e}), so farm cannot tell which ablation {out} holds. It is "
+            f"farm ablate's record of the ablation's settings: delete it (rm {marker}) and run the same command "
+            f"again; farm ablate writes it again, and keeps and continues the runs in {out / 'runs'}."
+        ) from None
+
+
+def _only_ours(out: Path) -> bool:
+    """OUT holds nothing but what farm ablate writes, with run directories in OUT/runs, and no ablation.json: an
+    ablation whose ablation.json was deleted (to be written again)."""
+    names = [p.name for p in out.iterdir()]
+    if MARKER in names or "runs" not in names or not all(OWN_NAMES.fullmatch(n) for n in names):
+        return False
+    runs = out / "runs"
+    return runs.is_dir() and all(
+        (p.is_dir() and re.fullmatch(r".+-s[0-9]+", p.name)) or p.name.endswith(locks.SUFFIX) for p in runs.iterdir()
+    )
 
 
 def check_out(out: Path) -> None:
@@ -141,7 +180,8 @@ def check_out(out: Path) -> None:
     that is not an ablation farm wrote (an earlier ablation is continued)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
-    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out):
+    check_marker(out)
+    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out) and not _only_ours(out):
         raise UserError(
             f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
             f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
@@ -235,14 +275,15 @@ def run_ablation(
     so far (a long ablation's interim result, also while another process is training it). ``jobs``: runs
     trained at once, each in its own process (``_train_in_parallel``).
     """
-    from farmcli.sources import dataset_dir, sample_store
-    from farmcli.training import train
+    from farmcli.sources import dataset_dir
     from farmcli.variants import ablation_variants
 
     seeds = list(seeds)
     check_seeds(seeds, ",".join(map(str, seeds)))
     chosen = plan_variants(ablation_variants() if variants is None else variants)
     out = Path(out)
+    if not tables_only:  # another farm ablate training into OUT: refused before any work (--tables-only reads)
+        locks.check_free(out, "the ablation", "--out")
     check_out(out)
     runs_dir = out / "runs"
     plan = [(v, s) for v in chosen for s in seeds]
@@ -265,9 +306,40 @@ def run_ablation(
         ]
         write_tables(result, chosen, groups, data, seeds)
         return result
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(out, "the ablation", "--out"):
+        for v, s in plan:  # a run that an earlier farm ablate's worker still trains (its parent was killed)
+            _check_not_training(runs_dir / f"{v.name}-s{s}")
+        _train_missing(
+            result, chosen, plan, configs, seeds, data, groups, config_files, overrides, on_run, show_bar, jobs
+        )
+    return result
+
+
+def _train_missing(
+    result: AblationResult,
+    chosen: Sequence[AblationVariant],
+    plan: Sequence[tuple[AblationVariant, int]],
+    configs: dict[tuple[str, int], RunConfig],
+    seeds: Sequence[int],
+    data: str,
+    groups: Sequence[str],
+    config_files: Sequence[Path],
+    overrides: Sequence[str],
+    on_run: Callable[[int, int, RunState, str], None] | None,
+    show_bar: bool,
+    jobs: int,
+) -> None:
+    """Under OUT's lock: record the ablation, train what is missing (each run under its own lock), write the
+    tables."""
+    from farmcli.sources import sample_store
+    from farmcli.training import train
+
+    out = result.out
+    runs_dir = out / "runs"
     out.mkdir(parents=True, exist_ok=True)
     write_json(
-        out / "ablation.json",
+        out / MARKER,
         {
             "format": ABLATION_FORMAT,
             "variants": [v.source for v in chosen],
@@ -292,6 +364,7 @@ def run_ablation(
             shutil.rmtree(run)  # started but never reached a checkpoint: nothing to keep
         result.runs.append(RunState(v.name, s, run, "resumed" if resume else "trained"))
         todo.append((i, result.runs[-1]))
+    runs_dir.mkdir(parents=True, exist_ok=True)  # where the runs' locks go
     # every run shares the data settings: one store, built (or opened) once, here, before any worker starts
     store = sample_store(next(iter(configs.values())).data) if todo else None
     if jobs <= 1:
@@ -299,7 +372,8 @@ def run_ablation(
             if on_run:
                 on_run(i, len(plan), state, "start")
             try:
-                train(configs[(state.variant, state.seed)], resume=_resume(state), show_bar=show_bar, store=store)
+                with locks.hold(state.path, "the run", "--out"):
+                    train(configs[(state.variant, state.seed)], resume=_resume(state), show_bar=show_bar, store=store)
             except UserError as e:
                 state.state, state.error = "failed", str(e)
             if on_run:
@@ -308,7 +382,25 @@ def run_ablation(
         by_name = {v.name: v for v in chosen}
         _train_in_parallel(todo, len(plan), jobs, by_name, (data, runs_dir, config_files, overrides), on_run)
     write_tables(result, chosen, groups, data, seeds)
-    return result
+
+
+def _check_not_training(run: Path) -> None:
+    """Refuse a run another process trains now: its lock is held, or its run.json names a live process."""
+    from farmcli.runs import alive
+
+    info = locks.holder(run)
+    if info is None:
+        record = read_json(run / "run.json")
+        if record.get("status") in ("running", "evaluating") and alive(record):
+            info = record
+    if info is not None:
+        pid = info.get("pid")
+        raise UserError(
+            f"{run} is being trained by another process now (process {pid}: a worker of an earlier farm ablate "
+            f"whose main process was killed, or a farm train); training it here too would spoil both. Wait for it "
+            f"to end (or stop it: kill {pid}), then run this command again: it continues from the run's last "
+            f"checkpoint. Nothing was trained."
+        )
 
 
 def _resume(state: RunState) -> Path | None:
@@ -367,10 +459,13 @@ def _train_one(
     overrides: Sequence[str],
     resume: Path | None,
 ) -> None:
-    """One run of a parallel ablation, in a worker process."""
+    """One run of a parallel ablation, in a worker process, under the run's lock (an orphaned worker keeps holding
+    it, so a re-run refuses the run instead of training it beside the worker)."""
     from farmcli.training import train
 
-    train(run_config(variant, seed, data, runs_dir, config_files, overrides), resume=resume, show_bar=False)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with locks.hold(runs_dir / f"{variant.name}-s{seed}", "the run", "--out"):
+        train(run_config(variant, seed, data, runs_dir, config_files, overrides), resume=resume, show_bar=False)
 
 
 def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
@@ -384,14 +479,38 @@ def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
     evaluate_run(run, split="test", groups=tuple(groups))
 
 
-def collect(runs_dir: Path, names: Sequence[str], seeds: Collection[int] | None = None) -> dict[str, dict[int, dict]]:
+def collect(
+    runs_dir: Path, names: Sequence[str], seeds: Collection[int] | None = None, strict: bool = False
+) -> dict[str, dict[int, dict]]:
     """{variant name: {seed: eval-test.json}} of the finished runs (NAME-sSEED; a name is matched as text, not as
-    a glob pattern); ``seeds``: only those (None: every seed found)."""
+    a glob pattern); ``seeds``: only those (None: every seed found). ``strict``: an eval-test.json that cannot be
+    read is an error naming it (else that run is left out, as an unfinished one)."""
     evals: dict[str, dict[int, dict]] = {}
     for name, seed, run in _finished_runs(runs_dir, names):
         if seeds is None or seed in seeds:
-            evals.setdefault(name, {})[seed] = read_json(run / "eval-test.json")
+            table = read_eval(run, strict)
+            if table:
+                evals.setdefault(name, {})[seed] = table
     return evals
+
+
+def read_eval(run: Path, strict: bool = True) -> dict:
+    """RUN/eval-test.json, the run's test table; one cut short or overwritten is named with the fix (``strict``),
+    or read as {} (not in the tables)."""
+    path = run / "eval-test.json"
+    try:
+        table = json.loads(path.read_bytes())
+        if not isinstance(table, dict) or not isinstance(table.get("model"), dict):
+            raise ValueError("not the test table farm eval writes (no 'model' table)")
+    except (OSError, ValueError) as e:
+        if not strict:
+            return {}
+        raise UserError(
+            f"{path} is unreadable ({getattr(e, 'strerror', None) or e}), so the run's row cannot be made and no "
+            f"table was written. `farm eval {run} --split test` writes it again from the run's best checkpoint "
+            f"(or run farm ablate without --tables-only, which evaluates such a run again)."
+        ) from None
+    return table
 
 
 def _finished_runs(runs_dir: Path, names: Sequence[str]) -> Iterator[tuple[str, int, Path]]:
@@ -415,8 +534,10 @@ def write_tables(
     groups: Sequence[str],
     data: str,
     seeds: Collection[int] | None = None,
+    strict: bool = True,
 ) -> None:
-    """The tables of the finished runs of ``seeds`` (None: of every seed in OUT/runs).
+    """The tables of the finished runs of ``seeds`` (None: of every seed in OUT/runs); ``strict``: a run's
+    unreadable eval-test.json is an error (``read_eval``), not a row of dashes.
 
     Only the seeds asked for: an ablation continued with other seeds (``--seeds 5,7`` after ``--seeds 3``) has
     the tables of its own command, and the other finished runs are named in ``result.other_seeds``.
@@ -425,7 +546,7 @@ def write_tables(
 
     out = result.out
     names = [v.name for v in variants]
-    evals = collect(out / "runs", names, seeds)
+    evals = collect(out / "runs", names, seeds, strict)
     if seeds is not None:
         result.other_seeds = _other_seeds(out / "runs", names, seeds)
     if not evals:

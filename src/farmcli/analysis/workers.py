@@ -4,7 +4,10 @@ Small models use many threads poorly (short kernels, synchronisation), so on a m
 one run can use, several runs with a share of the threads each train more samples per second in all. The
 processes are started with ``spawn`` (no forked torch state) and watched here, not by a pool, so that an
 interrupt can reach every one of them: Ctrl-C or SIGTERM sends each worker SIGINT, Lightning stops it at a
-clean point, and its run keeps its last checkpoint to continue from.
+clean point, and its run keeps its last checkpoint to continue from. A worker dies with its parent: killed
+with SIGKILL, the parent cannot ask it to stop, so the kernel does (``prctl(PR_SET_PDEATHSIG)`` on Linux; a thread
+that watches the parent's pid elsewhere), and the worker stops as on Ctrl-C, then exits within
+``ORPHAN_SECONDS`` whatever it was doing; no orphan trains on beside a re-run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from farmcli.errors import UserError
 
 STOP_SECONDS = 120
 """How long an interrupted worker may take to write its checkpoint state and exit before it is terminated."""
+
+
+ORPHAN_SECONDS = 10
+"""How long a worker whose parent died may take to stop at a clean point before it exits regardless."""
 
 
 class WorkerCrashed(RuntimeError):
@@ -60,7 +67,9 @@ def run_jobs(
             while queue and len(running) < parallel:
                 job = queue.pop(0)
                 reader, writer = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, args=(fn, job.args, threads, writer), name=f"farm {job.name}")
+                process = ctx.Process(
+                    target=_worker, args=(fn, job.args, threads, writer, os.getpid()), name=f"farm {job.name}"
+                )
                 process.start()
                 writer.close()
                 running[process.sentinel] = (job, process, reader)
@@ -97,7 +106,12 @@ def _stop(processes: Sequence[Any]) -> None:
             process.join()
 
 
-def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer: Any) -> None:
+def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer: Any, parent: int = 0) -> None:
+    # SIGINT is how a worker is stopped (by its parent, by the kernel when the parent dies): Ctrl-C's handler even
+    # where it started ignored (a parent run in the background of a non-interactive shell ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if parent:
+        die_with_parent(parent)
     import torch
 
     from farmcli.allocator import keep_freed_memory
@@ -113,5 +127,46 @@ def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer:
         result = ("interrupted", "")
     except BaseException:
         result = ("crash", traceback.format_exc())
-    writer.send(result)
-    writer.close()
+    try:
+        writer.send(result)
+        writer.close()
+    except OSError:  # the parent is gone: no one to tell
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Stop this process as on Ctrl-C when ``parent`` dies, and end it ``ORPHAN_SECONDS`` later if it has not
+    ended: the kernel's parent-death signal on Linux, and in any case a thread that polls the parent's pid."""
+    import sys
+    import threading
+    import time
+
+    kernel = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            kernel = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        from farmcli import io, locks
+
+        died_before = os.getppid() != parent  # before prctl took effect: the kernel will not send it
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        if died_before or not kernel:
+            try:  # the signal the kernel would have sent
+                os.kill(os.getpid(), signal.SIGINT)
+            except OSError:
+                pass
+        time.sleep(ORPHAN_SECONDS)
+        io.remove_active_temps()
+        locks.release_all()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="farm-parent-watch", daemon=True).start()

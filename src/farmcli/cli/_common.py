@@ -65,8 +65,22 @@ def _is_number(tok: str) -> bool:
     return True
 
 
+def given_path(value: str, what: str, example: str) -> Path:
+    """The path a command's argument or option names; an empty one is refused (``Path("")`` is ".", so
+    `farm eval ""` would read the current directory as a run, `--out ""` write into it)."""
+    if not value.strip():
+        raise UserError(f"{what} is empty: give a path, e.g. {example}.")
+    return Path(value)
+
+
+def optional_path(value: str | None, what: str, example: str) -> Path | None:
+    return None if value is None else given_path(value, what, example)
+
+
 def config_path(name: str) -> Path:
     """A config file path, or the name of a built-in one (cpu, gpu, ddp)."""
+    if not name.strip():
+        raise UserError("--config is empty: give a config YAML file or a built-in config (cpu, gpu, ddp).")
     p = Path(name)
     if p.exists() or p.suffix in (".yaml", ".yml"):
         return p
@@ -99,6 +113,11 @@ def step_progress(bar: Progress):
         bar.update(tasks[key], description=what, completed=done, total=total)
 
     return progress
+
+
+def note(text: str) -> None:
+    """A line beside a command's result that says why it looks as it does (an empty split, a killed run)."""
+    err_console.print(f"note: {text}", markup=False, soft_wrap=True, highlight=False)
 
 
 def announce_store(store) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.rule import Rule
 
 from farmcli import render
-from farmcli.cli._common import EXTRA, config_path, dotted_overrides
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path
 from farmcli.cli.app import app, console, user_errors
 from farmcli.errors import UserError
 
@@ -31,8 +31,9 @@ def ablate_cmd(
     ),
     data: str = typer.Option("default", "--data", "-d", help="Dataset directory or simulator preset."),
     groups: str = typer.Option("low,mid,high", help="Activity groups for Table 4 (beside full)."),
-    out: Optional[Path] = typer.Option(
+    out_arg: Optional[str] = typer.Option(
         None,
+        "--out",
         help="Output directory (default: farm-ablations/DATA): new, empty, or an earlier farm ablate's, which "
         "re-running resumes.",
     ),
@@ -75,7 +76,13 @@ def ablate_cmd(
             else f"--jobs must be >= 1 (got {jobs})"
         )
     seed_list = parse_seeds(seeds)
-    out = out or Path("farm-ablations") / (Path(data).name if Path(data).is_dir() else data)
+    if not data.strip():
+        raise UserError("--data is empty: give a dataset directory or a simulator preset (tiny, small, default).")
+    out = optional_path(out_arg, "--out", "--out farm-ablations/small") or Path("farm-ablations") / (
+        Path(data).name if Path(data).is_dir() else data
+    )
+    overrides = dotted_overrides(ctx, set_)
+    _check_run_names(overrides, out)
 
     def on_run(i: int, total: int, state, phase: str) -> None:
         if phase == "start":
@@ -101,7 +108,7 @@ def ablate_cmd(
         group_list,
         out,
         [config_path(c) for c in config],
-        dotted_overrides(ctx, set_),
+        overrides,
         on_run=on_run,
         tables_only=tables_only,
         jobs=jobs,
@@ -130,4 +137,20 @@ def ablate_cmd(
         raise UserError(
             f"{len(result.failed)} run(s) failed: "
             + "; ".join(f"{r.variant} seed {r.seed}: {r.error.splitlines()[0]}" for r in result.failed)
+        )
+
+
+def _check_run_names(overrides: list[str], out: Path) -> None:
+    """farm ablate names and places every run itself (OUT/runs/VARIANT-sSEED, which re-running finds again):
+    --fit.name and --fit.runs_dir would be ignored, so they are refused, saying where the runs go."""
+    from farmcli.config import parse_overrides
+
+    fit = parse_overrides(overrides).get("fit")
+    given = [k for k in ("name", "runs_dir") if isinstance(fit, dict) and k in fit]
+    if given:
+        raise UserError(
+            f"{' and '.join(f'--fit.{k}' for k in given)}: farm ablate names and places its runs itself: each one "
+            f"goes to {out / 'runs'}/VARIANT-sSEED (e.g. {out / 'runs' / 'farm-s0'}), where running the same "
+            f"command again finds and continues it. Drop {' and '.join(f'--fit.{k}' for k in given)}; choose "
+            f"where the ablation and its runs go with --out DIR."
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -45,11 +48,10 @@ def _root(
     ),
 ) -> None:
     """FARM: frequency-aware cross-domain live-streaming recommendation."""
-    import signal
+    from farmcli.interrupts import install_sigterm
 
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C: every temporary output is removed on the way out.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    install_sigterm()
     if verbose:
         import os
 
@@ -64,27 +66,158 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn UserError into a one-paragraph message and exit 2; Ctrl-C into exit 130; never a traceback for either."""
+    """Turn UserError into a one-paragraph message and exit 2; Ctrl-C and SIGTERM into exit 130; an output that
+    cannot be written (a full disk, a read-only one, no permission) into exit 2 naming it; never a traceback for
+    any of them. Every command runs inside ``interrupts.command()``: a signal ends it within seconds."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from farmcli.interrupts import command, stopped_by_signal
+
         try:
-            return fn(*args, **kwargs)
+            with command():
+                return fn(*args, **kwargs)
         except UserError as e:
             fail(str(e), e.exit_code)
-        except OSError as e:  # a user's path: missing, read-only, a file where a directory belongs, a full disk
-            if e.filename is None:
-                raise
-            what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
-            reason = e.strerror or str(e)
-            if isinstance(e, (FileExistsError, NotADirectoryError)) and os.path.isfile(e.filename):
-                reason = "a file is in the way where a directory is needed"
-            fail(
-                f"{what}: {reason}. Check that the path exists, is of the right kind (file or "
-                f"directory) and that you may write there, or choose another path."
-            )
         except KeyboardInterrupt:
-            err_console.print("interrupted; nothing half-written was left behind.")
-            sys.exit(130)
+            _interrupted(None)
+        except SystemExit as e:
+            if e.code not in (0, None) and stopped_by_signal(e):
+                _interrupted(e)
+            raise
+        except Exception as e:
+            message = os_error_message(e)
+            if message is None:
+                raise
+            fail(message)
 
     return wrapper
+
+
+def _interrupted(e: SystemExit | None) -> None:
+    import signal
+
+    how = " (SIGTERM)" if e is not None and e.code == 128 + signal.SIGTERM else ""
+    try:
+        err_console.print(f"interrupted{how}; nothing half-written was left behind.", markup=False)
+    except OSError:
+        pass
+    sys.exit(130)
+
+
+def os_error_message(e: BaseException) -> str | None:
+    """The message for an output or input the system refused (None: not such an error, a bug to show whole)."""
+    from farmcli.io import disk_full
+
+    full = disk_full(e)
+    if full is not None:
+        return _disk_full_message(full)
+    if not isinstance(e, OSError) or e.filename is None:
+        return None
+    what = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+    if e.errno == errno.EROFS:
+        return (
+            f"{what}: the file system there is read-only, so nothing could be written to it (nothing "
+            f"half-written was left). Choose a path on a writable disk (e.g. another --out)."
+        )
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{what}: permission denied: you may not write (or read) there, so nothing was written. Choose a "
+            f"path you may write to (e.g. under your home directory), or change the permissions of "
+            f"{Path(e.filename).parent if not os.path.isdir(e.filename) else e.filename}."
+        )
+    reason = e.strerror or str(e)
+    if isinstance(e, FileExistsError) and os.path.isdir(e.filename):
+        return (
+            f"{e.filename} already exists: another farm command wrote it while this one was checking its options; "
+            f"it is left alone. Choose another --out, or pass --overwrite to replace what farm wrote there."
+        )
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and os.path.isfile(e.filename):
+        reason = "a file is in the way where a directory is needed"
+    return (
+        f"{what}: {reason}. Check that the path exists, is of the right kind (file or "
+        f"directory) and that you may write there, or choose another path."
+    )
+
+
+def _disk_full_message(e: OSError) -> str:
+    """A full disk (or quota): which output, what was cleaned up, how much is free, and where else to write."""
+    import shutil
+
+    from farmcli.io import active_target
+
+    quota = e.errno == errno.EDQUOT
+    if e.filename2 is not None:  # a copy into place (a checkpoint moved across disks): its target is cut short
+        target = str(e.filename2)
+        with contextlib.suppress(OSError):
+            if os.path.isfile(target):
+                os.unlink(target)
+    elif e.filename is not None:
+        target = str(e.filename)
+    else:
+        standard = _standard_stream()
+        if standard is not None:
+            return (
+                f"cannot write to {standard}: the disk it is redirected to is full (or it is /dev/full). What this "
+                f"command wrote to files before is complete; only its messages were lost. Free space there, or "
+                f"redirect {standard} elsewhere."
+            )
+        guess = active_target()
+        target = str(guess) if guess is not None else "a file this command writes"
+    path = Path(target)
+    where = next((p for p in (path, *path.parents) if p.is_dir()), None)
+    free = ""
+    if where is not None:
+        with contextlib.suppress(OSError):
+            free = f" ({_size(shutil.disk_usage(where).free)} free there now)"
+    problem = "your disk quota is used up" if quota else "no space left on the disk"
+    return (
+        f"{target}: {problem}{free}, so it could not be written; nothing half-written was left behind. "
+        f"Free space on that disk (delete files you do not need there; `df -h {where or path.parent}` shows it), "
+        f"or write somewhere else: {_elsewhere(path)}."
+    )
+
+
+def _elsewhere(path: Path) -> str:
+    text = path.as_posix()
+    if "/samples-" in text or "/samples/" in text:
+        return "sample stores go to FARM_HOME/samples (set FARM_HOME, or --data.cache_dir / --cache-dir)"
+    if "/checkpoints/" in text or path.name in ("run.json", "config.yaml", "last.ckpt", "best.ckpt"):
+        return "runs go to --fit.runs_dir (e.g. --fit.runs_dir /other/disk/farm-runs)"
+    return "give the command an output path (--out) on another disk"
+
+
+def _size(n: int) -> str:
+    """Bytes as people read a free-space figure: 16 KB, 380.9 KB, 2.1 GB."""
+    if n < 1000:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB"):
+        n_unit = n / 1000 ** ("KB MB GB".split().index(unit) + 1)
+        if n_unit < 1000 or unit == "GB":
+            return f"{n_unit:,.1f} {unit}"
+    return f"{n} B"
+
+
+def _standard_stream() -> str | None:
+    """ "standard output" (or error) when that is what could not be written: it is /dev/full, or a file on a full
+    disk. It is pointed at /dev/null afterwards, so Python's exit does not fail on it again."""
+    import stat
+
+    for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr)):
+        try:
+            fd = stream.fileno()
+            st = os.fstat(fd)
+            if stat.S_ISCHR(st.st_mode):
+                full = os.path.exists("/dev/full") and st.st_rdev == os.stat("/dev/full").st_rdev
+            else:
+                vfs = os.fstatvfs(fd)
+                full = stat.S_ISREG(st.st_mode) and vfs.f_bavail * vfs.f_frsize < 1 << 16
+        except (OSError, ValueError, AttributeError):
+            continue
+        if full:
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            return name
+    return None

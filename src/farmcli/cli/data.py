@@ -10,8 +10,8 @@ import typer
 import yaml
 from rich.markup import escape
 
-from farmcli import render
-from farmcli.cli._common import announce_store, parse_sets, progress_bar
+from farmcli import locks, render
+from farmcli.cli._common import announce_store, given_path, optional_path, parse_sets, progress_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.errors import UserError
 
@@ -19,15 +19,20 @@ from farmcli.errors import UserError
 @data_app.command("synth")
 @user_errors
 def synth(
-    out: Path = typer.Option(
+    out: str = typer.Option(
         ..., "--out", "-o", help="Directory to write the dataset to (must not exist unless --overwrite)."
     ),
     preset: str = typer.Option(
         "default", help="Size preset: tiny (tests), small (~3,000 users), default (20,000 users)."
     ),
-    seed: int = typer.Option(0, min=0, help="Random seed; the same arguments and seed give byte-identical files."),
+    seed: Optional[int] = typer.Option(
+        None,
+        help="Random seed (default: the --config file's or --set's seed, else 0); the same arguments and seed give "
+        "byte-identical files.",
+        show_default=False,
+    ),
     users: Optional[int] = typer.Option(None, "--users", min=1, help="Number of users (overrides the preset)."),
-    config: Optional[Path] = typer.Option(
+    config: Optional[str] = typer.Option(
         None, "--config", help="YAML file of simulator settings (any SimConfig field)."
     ),
     set_: list[str] = typer.Option([], "--set", help="Override one simulator setting, KEY=VALUE (repeatable)."),
@@ -37,28 +42,61 @@ def synth(
 ) -> None:
     """Simulate a dataset with the built-in simulator (SIMULATOR.md).
 
-    Example: farm data synth --preset small --seed 1 --out data/small
+    Settings apply in this order, later ones winning: the preset, the --config file, --set, then --seed and
+    --users. Example: farm data synth --preset small --seed 1 --out data/small
     """
     from farmcli.data.simulator import sim_config, synthesize
     from farmcli.io import load_yaml, output_dir
 
-    settings = load_yaml(config, what="simulator config") if config else {}
-    settings.update({k: yaml.safe_load(v) for k, v in parse_sets(set_).items()})
-    settings["seed"] = seed
+    target_path = given_path(out, "--out", "--out data/small")
+    config_file = optional_path(config, "--config", "--config sim.yaml")
+    settings = load_yaml(config_file, what="simulator config") if config_file else {}
+    _no_preset(settings, f"{config_file} sets", "preset: ")
+    sets = {k: yaml.safe_load(v) for k, v in parse_sets(set_).items()}
+    _no_preset(sets, "--set", "preset=")
+    settings.update(sets)
+    if seed is not None:
+        _check_seed(seed, "--seed ")
+        settings["seed"] = seed
     if users is not None:
         settings["n_users"] = users
     cfg = sim_config(preset, **settings)
-    target = output_dir(out, overwrite)  # checked before the progress bar starts
+    _check_seed(cfg.seed, "Bad setting: seed = ")  # from --config or --set
+    target = output_dir(target_path, overwrite)  # checked before the progress bar starts
+    locks.check_free(target, "the dataset", "--out")  # another synth writing it: refused before any work
     _check_space(target, cfg.n_users)
     from farmcli.interrupts import interruptible
 
     with interruptible(), progress_bar() as bar:  # SIGTERM stops it as Ctrl-C does: exit 130, nothing half-written
         task = bar.add_task(f"simulating {cfg.n_users:,} users", total=cfg.n_users)
         summary = synthesize(
-            cfg, out, overwrite=overwrite, on_progress=lambda done, total: bar.update(task, completed=done, total=total)
+            cfg,
+            target_path,
+            overwrite=overwrite,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     rows = ", ".join(f"{k} {v:,}" for k, v in summary.get("rows", {}).items())
-    console.print(f"wrote {out} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
+    console.print(f"wrote {target_path} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed, as `farm train`'s (Lightning and numpy take 0 .. 2**32 - 1)."""
+
+
+def _check_seed(value: int, where: str) -> None:
+    """A simulator seed in train's range, with train's words."""
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"{where}{value}: must be >= 0 and <= {MAX_SEED} (a seed's range, as in farm train).")
+
+
+def _no_preset(settings: dict, where: str, spelling: str) -> None:
+    """The preset is chosen with --preset: a preset among the simulator settings names the option to use."""
+    if "preset" in settings:
+        raise UserError(
+            f"{where} {spelling}{settings['preset']}: the preset is not a simulator setting; choose it with "
+            f"--preset {settings['preset']} (tiny, small, default), and keep --config and --set for the settings "
+            f"the preset gives."
+        )
 
 
 BYTES_PER_USER = 4_300
@@ -84,7 +122,9 @@ def _check_space(target: Path, users: int) -> None:
 @data_app.command("validate")
 @user_errors
 def validate(
-    dataset: Path = typer.Argument(..., help="Dataset directory (manifest.json, live.parquet, video.parquet)."),
+    dataset_arg: str = typer.Argument(
+        ..., metavar="DATASET", help="Dataset directory (manifest.json, live.parquet, video.parquet)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check a dataset against the farm-events/1 format; exit 2 listing every problem.
@@ -93,6 +133,7 @@ def validate(
     """
     from farmcli.data.validate import validate as run_validate
 
+    dataset = given_path(dataset_arg, "DATASET", "farm data validate data/small")
     report = run_validate(dataset)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))  # stdout holds the JSON only; the verdict goes to stderr
@@ -116,7 +157,7 @@ def validate(
 @data_app.command("inspect")
 @user_errors
 def inspect(
-    dataset: Path = typer.Argument(..., help="Dataset directory."),
+    dataset_arg: str = typer.Argument(..., metavar="DATASET", help="Dataset directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
     history_len: int = typer.Option(50, min=1, help="History length L used for the history-length percentiles."),
 ) -> None:
@@ -126,6 +167,7 @@ def inspect(
     """
     from farmcli.data.inspect import inspect_dataset
 
+    dataset = given_path(dataset_arg, "DATASET", "farm data inspect data/small")
     _check_history_len(history_len)
     _require_valid(dataset, training=False)  # inspect shows why a dataset cannot train (rows per split)
     info = inspect_dataset(dataset, history_len=history_len)
@@ -162,8 +204,10 @@ def _require_valid(dataset: Path, training: bool = True) -> None:
 @data_app.command("build")
 @user_errors
 def build(
-    dataset: Path = typer.Argument(..., help="Dataset directory."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Where sample stores live (default: $FARM_HOME/samples)."),
+    dataset_arg: str = typer.Argument(..., metavar="DATASET", help="Dataset directory."),
+    cache_dir_arg: Optional[str] = typer.Option(
+        None, "--cache-dir", help="Where sample stores live (default: $FARM_HOME/samples)."
+    ),
     history_len: int = typer.Option(50, min=1, help="History length L (both domains)."),
     min_count: int = typer.Option(
         1, min=1, help="Ids seen fewer times in the training window map to out-of-vocabulary."
@@ -178,6 +222,8 @@ def build(
     from farmcli.data.store import store_summary
     from farmcli.paths import sample_cache
 
+    dataset = given_path(dataset_arg, "DATASET", "farm data build data/small")
+    cache_dir = optional_path(cache_dir_arg, "--cache-dir", "--cache-dir ~/.cache/farmcli/samples")
     _check_history_len(history_len)
     _require_valid(dataset)
     with progress_bar() as bar:

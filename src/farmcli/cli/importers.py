@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from farmcli import render
-from farmcli.cli._common import progress_bar
+from farmcli.cli._common import given_path, progress_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.errors import UserError
 
@@ -125,11 +125,12 @@ def render_import(rep: dict) -> Group:
 @import_app.command("kuailive-m3")
 @user_errors
 def kuailive_m3(
-    raw_dir: Path = typer.Argument(
+    raw_arg: str = typer.Argument(
         ...,
+        metavar="RAW_DIR",
         help="Folder of the KuaiLive-M3 download (live_interaction.csv, live_show.parquet, photo_play.parquet, ...).",
     ),
-    out: Path = typer.Option(
+    out_arg: str = typer.Option(
         ..., "--out", "-o", help="Dataset directory to write (must not exist unless --overwrite)."
     ),
     effective_view_ms: int = typer.Option(3000, help="effective_view = live play time >= this many ms."),
@@ -169,6 +170,8 @@ def kuailive_m3(
 
     Example: farm data import kuailive-m3 ~/data/KuaiLive-M3 --out data/klm3
     """
+    raw_dir = given_path(raw_arg, "RAW_DIR", "farm data import kuailive-m3 ~/data/KuaiLive-M3 --out data/klm3")
+    out = given_path(out_arg, "--out", "--out data/klm3")
     from farmcli.data.importers import KLM3Options, import_kuailive_m3
 
     opts = KLM3Options(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -13,8 +12,8 @@ from farmcli.cli.app import app, console, user_errors
 @app.command("report")
 @user_errors
 def report_cmd(
-    run: Path = typer.Argument(..., help="A run directory of `farm train` (its best checkpoint is used)."),
-    compare: Optional[Path] = typer.Option(
+    run: str = typer.Argument(..., help="A run directory of `farm train` (its best checkpoint is used)."),
+    compare: Optional[str] = typer.Option(
         None, "--compare", help="A second run overlaid in Figure 3, e.g. the no-cpa variant."
     ),
     user: Optional[int] = typer.Option(
@@ -38,18 +37,25 @@ def report_cmd(
 
     Example: farm report farm-runs/farm-small-s0-RUN --compare farm-runs/no-cpa-small-s0-RUN
     """
-    from rich.progress import TaskID
-
-    from farmcli.analysis.report import build_report
-    from farmcli.cli._common import progress_bar
+    from farmcli.cli._common import given_path, optional_path
     from farmcli.errors import UserError
-    from farmcli.interrupts import interruptible
-    from farmcli.scoring import device_for
+    from farmcli.io import output_path
 
+    # what needs no data (nor torch) first: a mistake here answers in a second
+    run_dir = given_path(run, "RUN", "farm report farm-runs/RUN")
+    compare_dir = optional_path(compare, "--compare", "--compare farm-runs/OTHER-RUN")
+    output_path(out, "--out", "report")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
+    from rich.progress import TaskID
+
+    from farmcli.analysis.report import build_report
+    from farmcli.cli._common import progress_bar
+    from farmcli.interrupts import interruptible
+    from farmcli.machine import device_for
+
     device = device_for(accelerator)
     with interruptible(), progress_bar() as bar:
         tasks: dict[str, TaskID] = {}
@@ -60,8 +66,8 @@ def report_cmd(
             bar.update(tasks[what], completed=done, total=total)
 
         md = build_report(
-            run,
-            compare=compare,
+            run_dir,
+            compare=compare_dir,
             user=user,
             out=out,
             overwrite=overwrite,

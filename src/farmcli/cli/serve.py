@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from farmcli.cli._common import progress_bar, step_progress
+from farmcli.cli._common import given_path, note, progress_bar, step_progress
 from farmcli.cli.app import app, console, user_errors
 
 
 @app.command("predict")
 @user_errors
 def predict_cmd(
-    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    target: str = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     out: str = typer.Option(..., "--out", "-o", help="Parquet file to write."),
     data: Optional[str] = typer.Option(
         None, "--data", "-d", help="A farm-events/1 directory or preset to score (default: the run's own data)."
@@ -39,9 +38,10 @@ def predict_cmd(
     from farmcli.interrupts import interruptible
     from farmcli.prediction import predict_run
 
+    run = given_path(target, "RUN", "farm predict farm-runs/RUN --out scores.parquet")
     with interruptible(), progress_bar() as bar:  # SIGTERM stops it as Ctrl-C does: exit 130, nothing half-written
         result = predict_run(
-            target,
+            run,
             out,
             data=data,
             split=split,
@@ -53,12 +53,14 @@ def predict_cmd(
         )
     rows = ", ".join(f"{s} {n:,}" for s, n in result.rows.items())
     console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True, markup=False)
+    for text in result.notes:
+        note(text)
 
 
 @app.command("export")
 @user_errors
 def export_cmd(
-    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    target: str = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     out: str = typer.Option(..., "--out", "-o", help="Graph file to write, e.g. farm.onnx."),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx (needs farmcli\\[export]) or torchscript."),
     overwrite: bool = typer.Option(False, help="Replace an earlier export of farm at --out."),
@@ -72,11 +74,17 @@ def export_cmd(
     """
     from rich.markup import escape
 
+    from farmcli.evaluation import locate
+    from farmcli.io import output_path
+
+    run = given_path(target, "RUN", "farm export farm-runs/RUN --out farm.onnx")
+    output_path(out, "--out", "farm.onnx")
+    locate(run)  # a path that is no run is named before torch (and onnx) are imported
     from farmcli.exporter import export_run
     from farmcli.interrupts import interruptible
 
     with interruptible(), console.status(f"exporting {escape(format)} ..."):
-        spec = export_run(target, out, fmt=format, overwrite=overwrite)
+        spec = export_run(run, out, fmt=format, overwrite=overwrite)
     console.print(
         f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), {out}.json and {out}.vocab/",
         soft_wrap=True,

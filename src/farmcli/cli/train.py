@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from farmcli import render
-from farmcli.cli._common import EXTRA, announce_store, config_path, dotted_overrides, progress_bar, step_progress
+from farmcli.cli._common import (
+    EXTRA,
+    announce_store,
+    config_path,
+    dotted_overrides,
+    given_path,
+    note,
+    optional_path,
+    progress_bar,
+    step_progress,
+)
 from farmcli.cli.app import app, console, err_console, user_errors
 from farmcli.errors import UserError
 
@@ -28,7 +37,7 @@ def train_cmd(
         [], "--config", "-c", help="Config YAML (repeatable; later files win), or a built-in: cpu, gpu, ddp."
     ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default 0)."),
-    resume: Optional[Path] = typer.Option(
+    resume_dir: Optional[str] = typer.Option(
         None, "--resume", help="Continue an interrupted run directory from its last checkpoint."
     ),
     set_: list[str] = typer.Option(
@@ -50,12 +59,11 @@ def train_cmd(
     Examples: farm train --variant no-cpa --data small;  farm train --config gpu;  farm train --resume farm-runs/RUN
     """
     from farmcli import config as cfgmod
-    from farmcli.allocator import keep_freed_memory
     from farmcli.metric_names import check_monitor
-    from farmcli.runs import check_resume, new_run_dir, resume_config, run_of_checkpoint
+    from farmcli.runs import check_resume, check_resume_settings, new_run_dir, resume_config, run_of_checkpoint
     from farmcli.trainer_check import check_trainer
-    from farmcli.training import train
 
+    resume = optional_path(resume_dir, "--resume", "--resume farm-runs/RUN")
     overrides = dotted_overrides(ctx, set_)
     if data is not None:
         overrides += [f"data.source={data}"]
@@ -71,15 +79,22 @@ def train_cmd(
                 "--resume (or ckpt_path) continues a run with its own config; --variant and --config cannot change it."
             )
         cfg = dataclasses.replace(resume_config(resume, overrides), ckpt_path=None)
+        check_resume_settings(resume, cfg)  # --seed 5 would rewrite config.yaml, not the weights
     if print_config:
         print(cfg.to_yaml(), end="")
         return
+    from farmcli.machine import check_memory
+
     check_monitor(cfg)  # before anything is built: Lightning would say so only after a whole epoch
+    check_memory(cfg)  # data.history_len against this machine's memory (before Lightning is imported)
     check_trainer(cfg.trainer)  # what Lightning cannot run, named before the store is built
     if resume:
         check_resume(resume, cfg)  # the run is not touched unless it can be resumed with this data
     else:
         new_run_dir(cfg)
+    from farmcli.allocator import keep_freed_memory
+    from farmcli.training import train
+
     keep_freed_memory()  # a training process: glibc keeps freed memory for the next step (farmcli/allocator.py)
     with progress_bar() as bar:
         from farmcli.sources import sample_store
@@ -99,28 +114,15 @@ def _note_empty_split(tables: dict, store, split: str) -> None:
     """A split with no samples prints a table of dashes: say why beside it."""
     if tables.get("samples"):
         return
-    from datetime import datetime, timezone
+    from farmcli.evaluation import empty_split_note
 
-    start, end = (store.manifest.get("windows") or {}).get(split, (None, None))
-
-    def day(ms) -> str:
-        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M") if ms is not None else "?"
-
-    bounds = "valid_end .. test_end" if split == "test" else "train_end .. valid_end"
-    err_console.print(
-        f"note: no {split} samples, so every metric is '-': the {split} window [{day(start)}, {day(end)}) UTC "
-        f"of {store.manifest.get('dataset', store.path)} holds no live impressions. Check its manifest.json "
-        f"({bounds}) and the live table's ts.",
-        markup=False,
-        soft_wrap=True,
-        highlight=False,
-    )
+    note(empty_split_note(store.manifest, split))
 
 
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    target: Path = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
+    target: str = typer.Argument(..., help="A run directory (uses its best checkpoint) or a .ckpt file inside one."),
     groups: str = typer.Option("low,mid,high", help="Comma-separated activity groups to report beside full."),
     split: str = typer.Option("test", help="test or valid."),
     save_predictions: Optional[str] = typer.Option(
@@ -144,7 +146,7 @@ def eval_cmd(
     group_list = tuple(g.strip() for g in groups.split(",") if g.strip() and g.strip() != "full")
     with interruptible(), progress_bar() as bar:
         tables, run, ckpt = evaluate_run(
-            target,
+            given_path(target, "RUN", "farm eval farm-runs/RUN"),
             split=split,
             groups=group_list,
             save_predictions=save_predictions,
@@ -160,9 +162,9 @@ def eval_cmd(
         from farmcli.evaluation import run_store
 
         _note_empty_split(tables, run_store(run, resolve([run / "config.yaml"])), split)
-    note = status_note(run)
-    if note:
-        err_console.print(f"note: {note}", markup=False, soft_wrap=True, highlight=False)
+    status = status_note(run)
+    if status:
+        note(status)
     console.print(
         f"wrote {run / f'{eval_name(split, bf16)}.json'} and .csv"
         + (f"; predictions in {save_predictions}" if save_predictions else ""),

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.rule import Rule
 
-from farmcli.cli._common import EXTRA, config_path, dotted_overrides, progress_bar, step_progress
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path, progress_bar, step_progress
 from farmcli.cli.app import app, console, user_errors
 from farmcli.errors import UserError
 
@@ -37,8 +37,10 @@ def tune_cmd(
         True,
         help="Stop a trial early when its validation curve is below the median of earlier trials (Optuna's MedianPruner).",
     ),
-    out: Optional[Path] = typer.Option(
-        None, help="Output directory (default: farm-tune/VARIANT-DATA). Re-running the same command resumes it."
+    out_arg: Optional[str] = typer.Option(
+        None,
+        "--out",
+        help="Output directory (default: farm-tune/VARIANT-DATA). Re-running the same command resumes it.",
     ),
     config: list[str] = typer.Option([], "--config", "-c", help="Config YAML applied to every trial (repeatable)."),
     set_: list[str] = typer.Option([], "--set", help="Fix one setting for every trial, KEY=VALUE (repeatable)."),
@@ -60,6 +62,9 @@ def tune_cmd(
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}.")
+    if not data.strip():
+        raise UserError("--data is empty: give a dataset directory or a simulator preset (tiny, small, default).")
+    given_out = optional_path(out_arg, "--out", "--out farm-tune/my-study")
     settings = TuneSettings(
         variant=variant,
         data=data,
@@ -72,7 +77,7 @@ def tune_cmd(
         prune=prune,
     )
     name = f"{Path(variant).stem}-{Path(data).name if Path(data).is_dir() else data}"
-    out = out or Path("farm-tune") / name
+    out = given_out or Path("farm-tune") / name
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "start":  # numbered from 1, as the tables; a killed trial runs again under a new number

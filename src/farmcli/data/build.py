@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +71,7 @@ from farmcli.data.schema import (
     VIDEO_FLAGS,
     schema_of,
 )
-from farmcli.data.store import FORMAT, PREFIX, SAMPLE_IDS, STORE_VERSION, SampleStore
+from farmcli.data.store import FORMAT, PREFIX, SAMPLE_IDS, STORE_VERSION, DamagedStore, SampleStore
 from farmcli.errors import UserError
 from farmcli.io import atomic_dir, write_json
 
@@ -154,10 +156,13 @@ class _Writer:
     def __init__(self, root: Path):
         self.root = root
         self.meta: dict[str, dict] = {}
+        self.checksums: dict[str, int] = {}
+        """Array -> CRC-32 of its bytes as written (the store checks them on open: farmcli.data.store)."""
         self._files: dict[str, Any] = {}
 
     def declare(self, name: str, dtype: Any, tail: tuple[int, ...] = ()) -> None:
         self.meta[name] = {"dtype": np.dtype(dtype).name, "shape": [0, *tail]}
+        self.checksums[name] = 0
         self._files[name] = open(self.root / f"{name}.bin", "wb")
 
     def append(self, name: str, arr: np.ndarray) -> None:
@@ -165,7 +170,9 @@ class _Writer:
         arr = np.ascontiguousarray(arr, dtype=np.dtype(meta["dtype"]).newbyteorder("<"))
         if tuple(arr.shape[1:]) != tuple(meta["shape"][1:]):
             raise ValueError(f"{name}: shape {arr.shape} does not match {meta['shape']}")
-        self._files[name].write(arr.tobytes())
+        data = arr.tobytes()
+        self._files[name].write(data)
+        self.checksums[name] = zlib.crc32(data, self.checksums[name])
         meta["shape"][0] += int(arr.shape[0])
 
     def rows(self, name: str) -> int:
@@ -331,10 +338,16 @@ def build_samples(
 
 
 def _open_if_complete(path: Path, key: str) -> SampleStore | None:
+    """The complete store of ``key`` at ``path``, or None: nothing there, an interrupted build, or a store whose
+    arrays changed since they were built (said in a note: the caller rebuilds it, the store being farm's cache)."""
     if not (path / "manifest.json").is_file():
         return None
     try:
         store = SampleStore.open(path)
+    except DamagedStore as e:
+        note = str(e).partition(", so it cannot")[0]
+        logging.getLogger("farmcli").warning("note: %s. It is farm's cache: it is rebuilt now.", note)
+        return None
     except UserError:
         return None
     if store.manifest.get("key") != key:
@@ -519,6 +532,7 @@ def _manifest(
         "splits": {s: writer.rows(f"{s}.ts") for s in SPLITS},
         "events": {d: writer.rows(f"{d}.ts") for d in ("video", "live")},
         "arrays": writer.meta,
+        "checksums": writer.checksums,
         "has_truth": has_truth,
         "activity_counts": {
             "users": dict(zip(ACTIVITY_LEVELS, map(int, user_levels))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,25 +20,126 @@ def table_path(root: str | Path, table: str) -> Path:
 
 
 def table_files(path: Path) -> list[Path]:
-    """The parquet files behind a table: the file itself, or the sorted shards of a directory."""
+    """The parquet files behind a table: the file itself, or the sorted shards of a directory.
+
+    Shards are the regular ``*.parquet`` files directly inside the folder (DATA_FORMAT.md,
+    ``live.parquet/part-*.parquet``); :func:`unread_entries` names what a folder holds beside them that looks like
+    data and is not read (shards in subfolders, a ``*.parquet`` that is not a regular file).
+    """
     if path.is_dir():
         return sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
     return [path] if path.is_file() else []
 
 
+def path_kind(path: Path) -> str:
+    """What is at ``path``, in words: 'a file', 'a folder', 'a FIFO (named pipe)', 'a character device', ...;
+    a symbolic link says where it points ('a character device (a link to /dev/null)'), 'nothing' where nothing is.
+    """
+    try:
+        mode = path.stat().st_mode  # follows a link
+    except OSError:
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return "nothing"
+    kind = next((k for test, k in _KINDS if test(mode)), "a special file")
+    return f"{kind} (a link to {os.readlink(path)})" if path.is_symlink() else kind
+
+
+def not_file_or_folder(path: Path) -> bool:
+    """Something is at ``path`` (a FIFO, a device, a socket, a broken link) that is neither a file nor a folder,
+    links followed."""
+    return (path.exists() or path.is_symlink()) and not path.is_file() and not path.is_dir()
+
+
+_KINDS = (
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def unread_entries(path: Path) -> tuple[list[Path], list[Path]]:
+    """What a table folder holds that looks like data and would not be read, as (parquet files in subfolders,
+    ``*.parquet`` entries directly inside that are neither a file nor a folder). Hidden files and other files
+    (``_SUCCESS``, ``*.crc``) are no one's data and are not listed."""
+    if not path.is_dir():
+        return [], []
+    nested = sorted(
+        p
+        for p in path.rglob("*.parquet")
+        if p.parent != path and not p.is_dir() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    odd = sorted(p for p in path.glob("*.parquet") if not p.name.startswith(".") and not p.is_file() and not p.is_dir())
+    return nested, odd
+
+
+def nested_problem(path: Path, nested: list[Path]) -> tuple[str, str]:
+    """(message, fix) for parquet files in subfolders of a table folder: farm-events/1 does not read them."""
+    table = path.name
+    shown = ", ".join(p.relative_to(path).as_posix() for p in nested[:3])
+    more = f" and {len(nested) - 3} more" if len(nested) > 3 else ""
+    top = len(table_files(path))
+    message = (
+        f"holds parquet files in subfolders ({shown}{more}), which farm does not read: farm-events/1 reads only "
+        f"the shards directly inside {table}/ (DATA_FORMAT.md, '{table}/part-*.parquet'), so "
+        + (f"only its {top} top-level shard(s) would be read." if top else "none of its rows would be read.")
+        + " Partition folders (Hive-style key=value/) are not part of the format."
+    )
+    first = nested[0].relative_to(path)
+    flat = "-".join(first.parts)
+    fix = (
+        f"move every shard up into {table}/ under a distinct name (e.g. `mv {path / first} {path / flat}`), "
+        f"putting any value the folder names encode into a column, or write the table without partitioning."
+    )
+    return message, fix
+
+
+def odd_problem(odd: list[Path]) -> tuple[str, str]:
+    """(message, fix) for ``*.parquet`` entries of a table folder that are neither a file nor a folder."""
+    shown = "; ".join(f"{p.name} is {path_kind(p)}" for p in odd[:3])
+    more = f" (and {len(odd) - 3} more)" if len(odd) > 3 else ""
+    message = f"holds shards that are not regular files ({shown}{more}): they cannot be read as parquet."
+    return message, "replace each with the parquet file it stands for, or remove it."
+
+
+def check_table_folder(path: Path) -> None:
+    """Refuse a table folder whose data would be read only in part (see :func:`unread_entries`)."""
+    nested, odd = unread_entries(path)
+    for found, problem in ((nested, nested_problem), (odd, lambda _, o: odd_problem(o))):
+        if found:
+            message, fix = problem(path, found)
+            raise UserError(f"{path}: {message} Fix: {fix}")
+
+
+def scan_files(files: list[Path], columns: list[str] | None = None) -> pl.LazyFrame:
+    """A lazy scan of a table's shards: ``columns`` (default: those of the first shard) with the types of the first
+    shard; any other column of any shard is ignored (DATA_FORMAT.md: readers ignore extra columns), so one shard
+    with a column the others lack does not stop the scan."""
+    first = pl.read_parquet_schema(files[0])
+    names = list(first) if columns is None else [c for c in columns if c in first]
+    return pl.scan_parquet(files, schema={c: first[c] for c in names}, extra_columns="ignore")
+
+
 def scan_table(path: Path, table: str | None = None) -> pl.LazyFrame:
-    """A lazy scan of a table; with ``table``, every column the format names is cast to the format's type.
+    """A lazy scan of a table; with ``table``, only the format's columns, each cast to the format's type.
 
     Validation accepts another integer width (e.g. an Int32 user_id) with a warning, so readers cast here,
-    once, rather than each join and concat meeting two widths of one id.
+    once, rather than each join and concat meeting two widths of one id. Columns the format does not name are
+    not read (readers ignore them), in whichever shard they appear.
     """
     files = table_files(path)
     if not files:
-        raise UserError(f"{path}: no parquet data found (expected a .parquet file or a folder of *.parquet shards).")
-    lf = pl.scan_parquet(files)
+        said = f" ({path.name} is {path_kind(path)})" if not_file_or_folder(path) else ""
+        raise UserError(
+            f"{path}: no parquet data found{said} (expected a .parquet file or a folder of *.parquet shards)."
+        )
     if table is None:
-        return lf
+        return scan_files(files)
     want = format_schema(table)
+    lf = scan_files(files, list(want))
     have = lf.collect_schema()
     casts = [pl.col(n).cast(t) for n, t in want.items() if n in have and have[n] != t]
     return lf.with_columns(casts) if casts else lf
@@ -100,6 +202,12 @@ def manifest_problems(path: str | Path) -> list[str]:
     if path.is_dir():
         return [f"{path}: is a directory, not a file. Replace it with a manifest.json file (see DATA_FORMAT.md)."]
     if not path.is_file():
+        kind = path_kind(path)
+        if kind != "nothing":  # a FIFO, a device, a broken link: never opened (reading a FIFO would block)
+            return [
+                f"{path}: exists but is {kind}, not a regular file, so it cannot be read. Replace it with a "
+                f"manifest.json file (see DATA_FORMAT.md, 'manifest.json')."
+            ]
         return [f"{path}: missing. Every dataset needs a manifest.json (see DATA_FORMAT.md, 'manifest.json')."]
     try:
         raw = json.loads(path.read_text())
@@ -119,7 +227,12 @@ def manifest_problems(path: str | Path) -> list[str]:
     bounds = ["train_start", "train_end", "valid_end", "test_end"]
     for key in bounds:
         v = raw.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+        if v is None and key in raw and key in MANIFEST_REQUIRED:
+            out.append(
+                f"{path}: '{key}' is null; it must be an integer (epoch milliseconds). Write the boundary's time "
+                f'in Unix ms, e.g. "{key}": 1700000000000 (only train_start may be left out or null).'
+            )
+        elif v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             out.append(f"{path}: '{key}' must be an integer (epoch milliseconds), got {v!r}.")
     vals = [(k, raw[k]) for k in bounds if isinstance(raw.get(k), int) and not isinstance(raw.get(k), bool)]
     for (k1, v1), (k2, v2) in zip(vals, vals[1:]):
@@ -136,10 +249,11 @@ class Dataset:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise UserError(
-                f"{self.root}: no such dataset directory. Create one with `farm data synth --out {self.root}`."
-            )
+            message, fix = not_a_dataset_dir(self.root)
+            raise UserError(f"{self.root}: {message} {fix[0].upper()}{fix[1:]}")
         self.manifest = Manifest.load(self.root / "manifest.json")
+        for table in TABLES:
+            check_table_folder(self.path(table))
 
     def path(self, table: str) -> Path:
         return table_path(self.root, table)
@@ -152,3 +266,16 @@ class Dataset:
 
     def files(self, table: str) -> list[Path]:
         return table_files(self.path(table))
+
+
+def not_a_dataset_dir(root: Path) -> tuple[str, str]:
+    """(message, fix) for a dataset path that is not a directory: nothing there, a file, or something else."""
+    kind = path_kind(root)
+    holds = "a folder holding manifest.json, live.parquet and video.parquet"
+    if kind == "nothing":
+        return "no such dataset directory.", f"pass {holds} (or create one: `farm data synth --out {root}`)."
+    if root.is_file():
+        inside = root.parent if root.name == "manifest.json" or root.suffix == ".parquet" else None
+        hint = f" (this file's folder, {inside}, may be the dataset)" if inside is not None else ""
+        return "is a file, not a dataset directory.", f"pass {holds}{hint}; a dataset is a folder, not one file."
+    return f"is {kind}, not a dataset directory.", f"pass {holds}."

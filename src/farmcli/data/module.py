@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from farmcli.data.checks import check_monitor_defined
 from farmcli.data.device_store import DEFAULT_SHARE, DeviceStore, concrete_device
 from farmcli.data.schema import SPLITS
 from farmcli.data.store import SampleStore
@@ -216,7 +217,13 @@ class FarmDataModule(L.LightningDataModule):
 
 def data_module(cfg, store: SampleStore, **overrides: Any) -> FarmDataModule:
     """The LightningDataModule of a RunConfig ``cfg``'s data settings over ``store`` (``overrides``: its other arguments,
-    e.g. the split the test loop scores)."""
+    e.g. the split the test loop scores).
+
+    A fit's data module (no split to score or predict in ``overrides``) is refused, before the fit starts, where the
+    validation labels leave ``fit.monitor`` undefined (:func:`farmcli.data.checks.check_monitor_defined`).
+    """
+    if not {"test_split", "predict_splits"} & overrides.keys():
+        check_monitor_defined(store, cfg.fit.monitor, cfg.data.source)
     d = cfg.data
     settings: dict[str, Any] = dict(
         batch_size=d.batch_size,

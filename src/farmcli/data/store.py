@@ -10,7 +10,8 @@ inside them. A batch's histories are gathered on the fly, fully vectorised:
 
 Layout of a store directory (``cache_dir/samples-<key16>``)::
 
-    manifest.json                 format farm-samples/1, settings, sizes, {array name: dtype, shape}
+    manifest.json                 format farm-samples/1, settings, sizes, {array name: dtype, shape},
+                                  {array name: CRC-32 of its bytes} (checked on open, with the values)
     vocab.<author|page|tag|cluster|user>.bin    sorted raw ids; raw id vocab[i] has index i + 2
     video.<user_id|ts|author|page|tag|play|label>.bin            video history events
     live.<user_id|ts|author|page|tag|cluster|play|label>.bin     live history events (click = 1 only)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,10 @@ PREFIX = DOMAINS
 HISTORY_FIELDS = {dom: BATCH_HISTORY_FIELDS[p] for dom, p in DOMAINS.items()}
 """A domain's history fields by domain name (the batch contract, farmcli/batch.py, states them by prefix)."""
 SAMPLE_IDS = CANDIDATE_FIELDS
+
+
+class DamagedStore(UserError):
+    """A complete store whose arrays are not those farm wrote (changed in place since the build)."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,9 @@ class SampleStore:
 
     # -- opening
     @classmethod
-    def open(cls, path: str | os.PathLike) -> SampleStore:
-        """Open a complete store; anything else (missing, partial, other format, truncated array) is a UserError."""
+    def open(cls, path: str | os.PathLike, check: bool = True) -> SampleStore:
+        """Open a complete store; anything else (missing, partial, other format, truncated array) is a UserError,
+        and so is (with ``check``) a store whose arrays changed since they were built (:meth:`damage`)."""
         path = Path(path)
         mpath = path / "manifest.json"
         try:
@@ -127,7 +134,70 @@ class SampleStore:
             want = int(np.prod(meta["shape"])) * np.dtype(meta["dtype"]).itemsize
             if not f.is_file() or f.stat().st_size != want:
                 raise UserError(f"{f}: missing or truncated (want {want} bytes). Delete {path} and rebuild.")
-        return cls(path, manifest)
+        store = cls(path, manifest)
+        if check:
+            problem = store.damage()
+            if problem is not None:
+                raise DamagedStore(
+                    f"{problem}: the sample store {path} changed since farm built it, so it cannot be trusted. "
+                    f"Delete it and rebuild (`farm data build`, `farm train` and `farm eval` rebuild a damaged "
+                    f"store of theirs by themselves)."
+                )
+        return store
+
+    def damage(self) -> str | None:
+        """What shows that the arrays are not those farm wrote (None when nothing does): the values every array must
+        hold (labels 0/1, probabilities in [0, 1], vocabulary indices below their vocabulary's size, history offsets
+        inside the events), then each array's CRC-32 against the one the build recorded (a store built before farm
+        recorded them has the value checks only). Cheap next to a fit: on the ``default`` preset's store (226 MB)
+        about 0.04 s for the values and 0.1 s for the checksums, page cache warm."""
+        for name, (lo, hi) in self._value_ranges().items():
+            a = self.array(name)
+            if a.size == 0:
+                continue
+            amin, amax = a.min(), a.max()
+            if not (amin >= lo and amax <= hi):  # NaN fails both
+                return f"{self.path / name}.bin: values from {amin} to {amax}, outside [{lo}, {hi}]"
+        for split in SPLITS:  # the raw arrays: a cache check, not a read of the split's samples
+            for p in PREFIX.values():
+                if not self.n(split) or f"{split}.{p}_start" not in self.manifest["arrays"]:
+                    continue
+                start, end = self.array(f"{split}.{p}_start"), self.array(f"{split}.{p}_end")
+                if not bool(np.all(start <= end)):
+                    return f"{self.path / split}.{p}_start.bin: a history that ends before it starts"
+        sums = self.manifest.get("checksums") or {}
+        for name, want in sums.items():
+            if name in self.manifest["arrays"] and _crc32(self.path / f"{name}.bin") != want:
+                return f"{self.path / name}.bin: its CRC-32 differs from the one recorded when it was built"
+        return None
+
+    def _value_ranges(self) -> dict[str, tuple[float, float]]:
+        """Array -> the closed range its values must lie in."""
+        arrays, sizes = self.manifest["arrays"], self.vocab_sizes
+        ranges: dict[str, tuple[float, float]] = {}
+        buckets = {
+            k: int(self.manifest[m])
+            for k, m in (("play", "n_play_buckets"), ("label", "n_label_ids"))
+            if m in self.manifest
+        }
+        events = self.manifest.get("events", {})
+        for name in arrays:
+            prefix, _, field = name.partition(".")
+            if field in sizes and prefix != "vocab":
+                ranges[name] = (0, sizes[field] - 1)
+            elif prefix in DOMAINS and field in buckets:
+                ranges[name] = (0, buckets[field] - 1)
+            elif field == "labels":
+                ranges[name] = (0, 1)
+            elif field == "p":
+                ranges[name] = (0.0, 1.0)
+            elif field == "activity":
+                ranges[name] = (-1, 2)
+            elif field[2:] in ("start", "end") and field[0] in "vl" and field[1] == "_":
+                dom = "video" if field[0] == "v" else "live"
+                if dom in events:
+                    ranges[name] = (0, int(events[dom]))
+        return ranges
 
     # -- metadata
     @property
@@ -279,6 +349,15 @@ class SampleStore:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={self.n(s)}" for s in SPLITS)
         return f"SampleStore({self.path}, {sizes}, L={self.history_len})"
+
+
+def _crc32(path: Path) -> int:
+    """CRC-32 of a file's bytes (zlib's; about 2 GB/s), as :class:`farmcli.data.build` records it per array."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def store_summary(store: SampleStore) -> dict:

@@ -12,13 +12,28 @@ import polars as pl
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
-from farmcli.data.dataset import Manifest, in_window, manifest_problems, split_windows, table_files, table_path
+from farmcli.data.dataset import (
+    Manifest,
+    in_window,
+    manifest_problems,
+    nested_problem,
+    not_a_dataset_dir,
+    not_file_or_folder,
+    odd_problem,
+    path_kind,
+    scan_files,
+    split_windows,
+    table_files,
+    table_path,
+    unread_entries,
+)
 from farmcli.data.schema import (
     ACTIVITY_LEVELS,
     LIVE_COLUMNS,
     LIVE_FLAGS,
     LIVE_TRUTH_COLUMNS,
     REQUIRED_TABLES,
+    SPLITS,
     TABLES,
     TASKS,
     Column,
@@ -130,12 +145,26 @@ class _Rule:
 
 
 def _table_files(path: Path, table: str, required: bool, report: Report) -> list[Path]:
-    """The table's parquet files; none is an error where it is required or is a folder without shards."""
+    """The table's parquet files; none is an error where it is required or is a folder without shards, and so is
+    anything there that cannot be read whole: not a file or a folder, shards in subfolders, a shard that is not a
+    file. An empty list where there is such an error."""
     files = table_files(path)
+    fix = f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."
+    if not_file_or_folder(path):  # a FIFO, a device, a link to /dev/null, a broken link: never opened
+        said = f"exists but is {path_kind(path)}, not a parquet file or a folder of parquet shards."
+        report.errors.append(Problem(str(path), said, f"replace it: {fix}"))
+        return []
+    nested, odd = unread_entries(path)
+    if nested:
+        report.errors.append(Problem(str(path), *nested_problem(path, nested)))
+    if odd:
+        report.errors.append(Problem(str(path), *odd_problem(odd)))
+    if nested or odd:
+        return []
     if not files and (required or path.exists()):
         what = "has no *.parquet shards" if path.is_dir() else "is missing"
-        fix = f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."
-        report.errors.append(Problem(str(path), f"required table {what}.", fix))
+        label = "required table" if required else "table"
+        report.errors.append(Problem(str(path), f"{label} {what}.", fix))
     return files
 
 
@@ -268,9 +297,7 @@ def _check_values(
     names = [c.name for c in usable]
     rules = [r for col in usable for r in _value_rules(col, schema[col.name])]
     rules += _funnel_rules(table, set(names)) + _duplicate_rules(table, set(names))
-    counts = (
-        pl.scan_parquet(files).select(names).select(pl.len(), *(r.count.alias(f"r{i}") for i, r in enumerate(rules)))
-    )
+    counts = scan_files(files, names).select(pl.len(), *(r.count.alias(f"r{i}") for i, r in enumerate(rules)))
     rows, *broken = counts.collect(engine="streaming").row(0)
     if not _has_rows(path, table, rows, report):
         return
@@ -290,7 +317,7 @@ def _check_table(root: Path, table: str, report: Report, required: bool) -> None
         return
     usable = _usable_columns(path, table, schemas, report)
     if usable is None:  # still count the rows, so that an empty table is reported beside the type problems
-        _has_rows(path, table, sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files), report)
+        _has_rows(path, table, sum(scan_files([f]).select(pl.len()).collect().item() for f in files), report)
     else:
         _check_values(path, table, files, usable, schemas[files[0]], report)
 
@@ -300,14 +327,7 @@ def validate(root: str | Path) -> Report:
     root = Path(root)
     report = Report(root)
     if not root.is_dir():
-        report.errors.append(
-            Problem(
-                str(root),
-                "no such dataset directory.",
-                f"pass a folder holding manifest.json, live.parquet and video.parquet "
-                f"(or create one: `farm data synth --out {root}`).",
-            )
-        )
+        report.errors.append(Problem(str(root), *not_a_dataset_dir(root)))
         return report
     for line in manifest_problems(root / "manifest.json"):
         where, _, rest = line.partition(": ")
@@ -322,6 +342,11 @@ def validate(root: str | Path) -> Report:
 DAY_MS = 86_400_000
 UNIT_PROBE_MS = 366 * DAY_MS
 """Timestamps are checked for a wrong unit against [train_end - this, test_end): a year before the windows."""
+SECONDS_BELOW = 10**11
+"""Epoch ms below this are before 1973-03-03: manifest boundaries all below it are most likely seconds."""
+MICROSECONDS_FROM = 10**14
+"""Epoch ms from this on are after the year 5138: manifest boundaries all above it are most likely microseconds."""
+BOUNDARIES = ("train_start", "train_end", "valid_end", "test_end")
 
 
 def _when(ms: int) -> str:
@@ -335,24 +360,56 @@ def _when(ms: int) -> str:
 
 
 def _time_stats(files: list[Path], m: Manifest, labels: bool) -> dict:
-    """One streaming pass: rows, ts range, rows per window, rows past test_end, rows that a unit change
-    (x1000, /1000) would bring near the windows and, with ``labels``, positives per task per window."""
+    """One streaming pass: rows, ts range, rows per window, rows before train_start and past test_end, rows that a
+    unit change of the ts (x1000, /1000) or of the manifest's boundaries would bring near the windows and, with
+    ``labels``, positives per task per window."""
     ts = pl.col("ts")
     exprs = [pl.len().alias("rows"), ts.min().alias("ts_min"), ts.max().alias("ts_max")]
     conds = {split: in_window(ts, *window) for split, window in split_windows(m).items()}
     exprs += [cond.sum().alias(split) for split, cond in conds.items()]
     exprs.append((ts >= m.test_end).sum().alias("after"))
+    exprs.append((ts < m.train_start).sum().alias("before") if m.train_start is not None else pl.lit(0).alias("before"))
     lo, hi = m.train_end - UNIT_PROBE_MS, m.test_end
     t = ts.cast(pl.Float64)
     for name, scaled in (("raw", t), ("seconds", t * 1000), ("microseconds", t / 1000)):
         exprs.append(((scaled >= lo) & (scaled < hi)).sum().alias(f"unit:{name}"))
+    for name, k in (("seconds", 1000.0), ("microseconds", 1e-3)):  # the boundaries in that unit, the ts in ms
+        exprs.append(((t >= m.train_end * k - UNIT_PROBE_MS) & (t < m.test_end * k)).sum().alias(f"manifest:{name}"))
     if labels:
         exprs += [
-            (conds[split] & (pl.col(task) == 1)).sum().alias(f"{split}:{task}")
-            for split in ("train", "test")
-            for task in TASKS
+            (conds[split] & (pl.col(task) == 1)).sum().alias(f"{split}:{task}") for split in SPLITS for task in TASKS
         ]
-    return pl.scan_parquet(files).select(exprs).collect(engine="streaming").row(0, named=True)
+    columns = ["ts", *TASKS] if labels else ["ts"]
+    return scan_files(files, columns).select(exprs).collect(engine="streaming").row(0, named=True)
+
+
+def _check_manifest_unit(root: Path, live: dict, m: Manifest, report: Report) -> bool:
+    """Boundaries in seconds (or microseconds) where the ts are in ms: an error naming the manifest; True when found.
+
+    The ts column and the boundaries disagree by 1000x either way; the one whose values are no plausible epoch
+    milliseconds is the one in another unit (the ts check, :func:`_check_units`, takes the other case).
+    """
+    if live["unit:raw"]:
+        return False
+    bounds = {k: getattr(m, k) for k in BOUNDARIES if getattr(m, k) is not None}
+    for unit, looks, how in (
+        ("seconds", max(bounds.values()) < SECONDS_BELOW, "multiply each by 1000"),
+        ("microseconds", min(bounds.values()) >= MICROSECONDS_FROM, "divide each by 1000"),
+    ):
+        if looks and live[f"manifest:{unit}"]:
+            listed = ", ".join(f"{k} {v}" for k, v in bounds.items())
+            report.errors.append(
+                Problem(
+                    str(root / "manifest.json"),
+                    f"the split boundaries look like {unit}, not milliseconds ({listed}): read as ms, test_end is "
+                    f"{_when(m.test_end)}, while live.parquet's ts column (in ms) runs from {_when(live['ts_min'])} "
+                    f"to {_when(live['ts_max'])}, about 1000x {'larger' if unit == 'seconds' else 'smaller'}. "
+                    f"Read as {unit}, the boundaries cover the ts column; the ts column is not the problem.",
+                    f"write {', '.join(bounds)} in epoch milliseconds, as time_unit 'ms' says ({how}).",
+                )
+            )
+            return True
+    return False
 
 
 def _check_units(where: str, stats: dict, m: Manifest, report: Report) -> bool:
@@ -374,6 +431,38 @@ def _check_units(where: str, stats: dict, m: Manifest, report: Report) -> bool:
     return False
 
 
+def _windows_said(m: Manifest) -> str:
+    """The split windows in words, for messages."""
+    return "; ".join(
+        f"{split} [{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
+        for split, (lo, hi) in split_windows(m).items()
+    )
+
+
+def _check_any_window(where: str, live: dict, m: Manifest, report: Report) -> bool:
+    """No live row in any split window: nothing can be trained, evaluated or scored (an error); True when so."""
+    if any(live[split] for split in SPLITS):
+        return False
+    if live["after"] == live["rows"]:
+        lead = f"every live row ({live['rows']:,}) is at or after test_end {_when(m.test_end)}"
+    else:
+        parts = [
+            f"{live['before']:,} before train_start" if live["before"] else "",
+            f"{live['after']:,} at or after test_end" if live["after"] else "",
+        ]
+        lead = f"of the {live['rows']:,} live rows, {' and '.join(p for p in parts if p)}"
+    report.errors.append(
+        Problem(
+            where,
+            f"no live row falls in any split window: {lead}, so none is a sample: nothing can be trained, "
+            f"evaluated or scored. The ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}; the "
+            f"windows are {_windows_said(m)}.",
+            "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
+        )
+    )
+    return True
+
+
 def _check_windows(root: Path, report: Report) -> None:
     """Files can be valid yet unusable: timestamps in another unit, no row in a window, nothing to learn.
 
@@ -383,19 +472,13 @@ def _check_windows(root: Path, report: Report) -> None:
     live_path, video_path = str(table_path(root, "live")), str(table_path(root, "video"))
     live = _time_stats(table_files(table_path(root, "live")), m, labels=True)
     video = _time_stats(table_files(table_path(root, "video")), m, labels=False)
+    if _check_manifest_unit(root, live, m, report):
+        return
     if _check_units(live_path, live, m, report) | _check_units(video_path, video, m, report):
         return
-    span = f"the ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}"
-    if live["after"] == live["rows"]:
-        report.errors.append(
-            Problem(
-                live_path,
-                f"every live row ({live['rows']:,}) is at or after test_end {_when(m.test_end)}, so none is a "
-                f"sample: nothing can be trained, evaluated or scored ({span}).",
-                "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
-            )
-        )
+    if _check_any_window(live_path, live, m, report):
         return
+    span = f"the ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}"
     for split, (lo, hi) in split_windows(m).items():
         if live[split] or (split == "valid" and lo == hi):
             continue
@@ -440,7 +523,8 @@ def _one_class(stats: dict, split: str) -> dict[str, int]:
 
 
 def _check_labels(where: str, live: dict, report: Report) -> None:
-    """Nothing to learn in the training window is an error; a task with one class only, a warning."""
+    """Nothing to learn in the training window is an error; a task with one class only, a warning (in the validation
+    window too, where an AUC monitor then has nothing to follow: `farm train` refuses it)."""
     fix = "check live.parquet's label columns (0/1 per impression) and the manifest's train window."
     if live["train"]:
         single = _one_class(live, "train")
@@ -472,6 +556,31 @@ def _check_labels(where: str, live: dict, report: Report) -> None:
                     f"one class only in the training window for {listed}: the model learns nothing for "
                     f"{'it' if len(single) == 1 else 'them'}.",
                     fix,
+                )
+            )
+    if live["valid"]:
+        single = _one_class(live, "valid")
+        listed = ", ".join(f"{t} all {v}" for t, v in single.items())
+        if len(single) == len(TASKS):
+            report.warnings.append(
+                Problem(
+                    where,
+                    f"every label is one class in the validation window ({live['valid']:,} rows: {listed}): every "
+                    f"validation AUC is undefined, so early stopping on an AUC (fit.monitor, by default "
+                    f"val/auc_mean) has nothing to follow, and `farm train` and `farm tune` refuse such a monitor.",
+                    "check the label columns and the manifest's train_end / valid_end, or monitor a loss "
+                    "(--fit.monitor val/loss).",
+                )
+            )
+        elif single:
+            its = "its" if len(single) == 1 else "their"
+            report.warnings.append(
+                Problem(
+                    where,
+                    f"one class only in the validation window for {listed}: {its} validation AUC is undefined "
+                    f"('-'), so `farm train` refuses a fit.monitor on {'it' if len(single) == 1 else 'them'} "
+                    f"(e.g. val/auc_{next(iter(single))}).",
+                    "check the label columns and the manifest's train_end / valid_end.",
                 )
             )
     if live["test"]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from farmcli.config import DataConfig, RunConfig
+from farmcli.data.checks import monitor_blind, undefined_tasks
 from farmcli.errors import UserError
-from farmcli.metric_names import KINDS
+
+__all__ = ["STORE_FIELDS", "Stores", "check_store", "monitor_blind", "store_key", "undefined_tasks"]
 
 STORE_FIELDS = ("source", "seed", "history_len", "min_count", "cache_dir")
 """The DataConfig fields a sample store depends on (the rest, batch sizes and workers, only read it)."""
@@ -61,29 +63,3 @@ def check_store(store, cfg: RunConfig) -> None:
             f"arbitrary. Check the validation window (the manifest's train_end / valid_end) and the label "
             f"columns of live.parquet, or rank trials by a loss, e.g. --fit.monitor val/loss."
         )
-
-
-def undefined_tasks(labels) -> dict[str, str]:
-    """The tasks whose validation labels are all one class, with that class ("0" or "1")."""
-    from farmcli.data.schema import TASKS
-
-    out = {}
-    for i, task in enumerate(TASKS):
-        column = labels[:, i]
-        if len(column) and column.min() == column.max():
-            out[task] = str(int(column.min()))
-    return out
-
-
-def monitor_blind(monitor: str, undefined: dict[str, str]) -> str | None:
-    """Why an AUC-type monitor (``val/auc_mean``, ``val/gauc_click``) has no value to rank by, or None."""
-    from farmcli.data.schema import TASKS
-
-    kind, _, task = monitor.removeprefix("val/").partition("_")
-    if kind not in KINDS:
-        return None  # a loss is defined with one class too
-    if task == "mean" and len(undefined) == len(TASKS):
-        return "every task's labels are all one class (" + ", ".join(f"{t}={c}" for t, c in undefined.items()) + ")"
-    if task in undefined:
-        return f"every {task} label is {undefined[task]}"
-    return None

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from farmcli import locks
 from farmcli.config import RunConfig, parse_overrides, resolve
 from farmcli.errors import UserError
-from farmcli.io import atomic_path, read_json, write_json, write_text
+from farmcli.interrupts import stopped_by_signal
+from farmcli.io import atomic_path, write_json, write_text
 from farmcli.tables_io import csv_text, markdown, write_table
 from farmcli.tune.space import Dimension, as_overrides, corners, grid, label
 from farmcli.tune.stores import Stores
@@ -180,11 +183,19 @@ def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int) -> R
     )
 
 
+OWN_NAMES = re.compile(r"(study\.journal|tune\.json|best\.yaml|trials\.(md|csv|json)|\..+\.[0-9]+\.[^.]+\.tmp)")
+"""Every name farm tune writes in OUT (and its temporaries)."""
+
+
 def check_out(out: Path, settings: TuneSettings) -> None:
-    """``out`` is new, empty, or the study of these same settings (continued); anything else is left alone."""
+    """``out`` is new, empty, or the study of these same settings (continued); anything else is left alone.
+
+    Another farm tune writing ``out`` now is refused at once (farmcli/locks.py): two studies appending to one
+    journal fail each other's trials."""
+    locks.check_free(out, "the tuning study", "--out")
     marker = out / "tune.json"
     if marker.is_file():
-        earlier = read_json(marker)
+        earlier = _read_marker(marker, out)
         if earlier.get("settings") != json.loads(json.dumps(settings.to_dict())):
             raise UserError(
                 f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
@@ -194,11 +205,34 @@ def check_out(out: Path, settings: TuneSettings) -> None:
         return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the study (its trials and best.yaml).")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()) and not _only_ours(out):
         raise UserError(
             f"--out {out} holds files that farm tune did not write (no tune.json); they are left alone. Choose a "
             f"new or empty directory for --out, or the directory of an earlier farm tune to continue it."
         )
+    check_journal(out / JOURNAL, out)
+
+
+def _read_marker(marker: Path, out: Path) -> dict:
+    """tune.json, the study's settings; one cut short or overwritten is named as unreadable, with the fix."""
+    try:
+        earlier = json.loads(marker.read_bytes())
+    except OSError as e:
+        raise UserError(f"{marker}: cannot read it ({e.strerror or e}). Check its permissions.") from None
+    except ValueError as e:
+        raise UserError(
+            f"{marker} is unreadable (not valid JSON: {e}), so farm cannot tell which settings the study in {out} "
+            f"was run with. It is farm tune's record of them: delete it (rm {marker}) and run the same command "
+            f"again; farm tune writes it again from that command's settings and continues the trials of "
+            f"{out / JOURNAL}."
+        ) from None
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _only_ours(out: Path) -> bool:
+    """OUT holds nothing but what farm tune writes, with its journal: a study whose tune.json was deleted."""
+    names = [p.name for p in out.iterdir()]
+    return JOURNAL in names and all(OWN_NAMES.fullmatch(n) for n in names)
 
 
 def check_journal(path: Path, out: Path) -> None:
@@ -258,12 +292,27 @@ def _mode(settings: TuneSettings) -> str:
     return monitor_mode(trial_config(settings, {}, settings.seeds[0]).fit.monitor)
 
 
+def _failed_trial(record) -> bool:
+    return not re.match(r"Trial \d+ failed", str(record.msg))
+
+
+def _quiet_failed_trials() -> None:
+    """Optuna logs a failed trial with its traceback; the error that failed it (Ctrl-C, SIGTERM, a user error)
+    stops the study and is reported by farm itself, once and without a traceback."""
+    import logging
+
+    logger = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
+    if _failed_trial not in logger.filters:
+        logger.addFilter(_failed_trial)
+
+
 def _study(out: Path, settings: TuneSettings):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_failed_trials()
     _repair_tail(out / JOURNAL)
     storage = JournalStorage(JournalFileBackend(str(out / JOURNAL)))
     sampler = optuna.samplers.TPESampler(seed=settings.seeds[0]) if settings.sampler == "tpe" else None
@@ -357,15 +406,30 @@ def run_tune(
 ) -> TuneResult:
     """Run (or resume) the study in ``out``; returns every trial and the best; writes the tables and best.yaml.
 
-    ``stores``: the study's sample stores when the caller has built them already (with a progress bar)."""
+    ``stores``: the study's sample stores when the caller has built them already (with a progress bar). One
+    farm tune at a time writes ``out`` (farmcli/locks.py)."""
+    out = Path(out)
+    combos = check(settings, out)
+    stores = prepare_stores(settings, combos, stores if stores is not None else Stores(), progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(out, "the tuning study", "--out"):
+        return _run_study(settings, out, combos, stores, on_event, show_bar)
+
+
+def _run_study(
+    settings: TuneSettings,
+    out: Path,
+    combos: list[dict[str, Any]],
+    stores: Stores,
+    on_event: Event | None,
+    show_bar: bool,
+) -> TuneResult:
+    """The study in ``out``, under its lock: its trials, then the tables and best.yaml."""
     import optuna
     from optuna.trial import TrialState
 
     from farmcli.tune.trial import run_trial
 
-    out = Path(out)
-    combos = check(settings, out)
-    stores = prepare_stores(settings, combos, stores if stores is not None else Stores(), progress)
     _prepare_out(out, settings)
     study = _study(out, settings)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -386,6 +450,8 @@ def run_tune(
         total = int(settings.trials or 0)
         todo = max(0, total - len(study.get_trials(deepcopy=False, states=finished)))
 
+    stopped: list[SystemExit] = []
+
     def objective(trial: optuna.Trial) -> float:
         params = {d.key: _suggest(trial, d) for d in settings.space}
         done = len(study.get_trials(deepcopy=False, states=finished))
@@ -401,7 +467,13 @@ def run_tune(
                 trial.report(value, epoch)
                 return trial.should_prune()
 
-            r = run_trial(cfg, stores.get(cfg), on_epoch=report, show_bar=show_bar)
+            try:
+                r = run_trial(cfg, stores.get(cfg), on_epoch=report, show_bar=show_bar)
+            except SystemExit as e:  # SIGTERM, or Lightning's exit after Ctrl-C: the trial fails, the study stops
+                if stopped_by_signal(e):
+                    stopped.append(e)
+                    raise KeyboardInterrupt from None  # what Optuna records as a failed trial
+                raise
             per_seed.append(_seed_record(seed, r))
             trial.set_user_attr("seeds", per_seed)
             if r.pruned:
@@ -428,7 +500,12 @@ def run_tune(
             )
 
     if todo:
-        study.optimize(objective, n_trials=todo, callbacks=[after], catch=())
+        try:
+            study.optimize(objective, n_trials=todo, callbacks=[after], catch=())
+        except KeyboardInterrupt:
+            if stopped:
+                raise stopped[0] from None  # the signal as it came (SIGTERM: the CLI says so)
+            raise
     rows = _rows(settings, study)
     best = _best(settings, rows)
     files = _write_results(out, settings, rows, best)

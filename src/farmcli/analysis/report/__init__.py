@@ -10,7 +10,9 @@ One module per figure or table, each with a ``section`` that computes its number
 - :mod:`.curves`: training curves from the run's logs.
 
 :func:`build_report` (this module) runs them in order and writes everything (PNGs, CSVs, report.json and a
-Markdown page report.md linking each figure with the numbers behind it) atomically, file by file.
+Markdown page report.md linking each figure with the numbers behind it) into a folder beside the output, moved
+into place as one step at the end (an interrupted or failed report leaves the output as it was), one ``farm report``
+at a time per output (farmcli/locks.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 
 import torch
 
+from farmcli import locks
 from farmcli.analysis.report import alignment, attention, curves, gates
 from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, load_run, run_lines
 from farmcli.analysis.report.users import choose_user
 from farmcli.errors import UserError
-from farmcli.io import in_the_way, output_path, read_json, write_json, write_text
+from farmcli.io import in_the_way, move_into, output_path, read_json, staging_dir, write_json, write_text
 
 FORMAT = "farm-report/1"
 """report.json says so: a directory holding it (and the files it lists) is a report farm wrote."""
@@ -61,6 +64,7 @@ def build_report(
         raise UserError(f"--max-users must be at least 1, got {max_users}.")
     given = output_path(out, "--out", "report")
     if given is not None:
+        locks.check_free(given, "the report", "--out")
         check_out(given, overwrite)
     main = load_run(run, device)
     if given is None:
@@ -71,37 +75,55 @@ def build_report(
     chosen = choose_user(main.store, user) if (attention.applies(main) or user is not None) else None
 
     out = given if given is not None else main.run / "report"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with locks.hold(out, "the report", "--out"):
+        check_out(out, overwrite=overwrite or given is None)  # again, now that no other farm report writes it
+        return _write(out, main, other, chosen, max_users, batch_size, progress)
+
+
+def _write(
+    out: Path,
+    main: LoadedRun,
+    other: LoadedRun | None,
+    chosen: tuple[int, int, str] | None,
+    max_users: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> Path:
+    """Every file of the report into a folder beside ``out``, moved into ``out`` at the end as one step: Ctrl-C,
+    SIGTERM or a full disk before then leave ``out`` as it was (an earlier report there whole, no stray
+    figure that a later `farm report` would call foreign)."""
     earlier = set(_written(out))
-    out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
     title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
-    sections = {
-        "figure3": alignment.section(runs, out, max_users, batch_size, progress),
-        "figure4": attention.section(main, chosen, out),
-        "table3": gates.section(main, out, batch_size, progress),
-        "curves": curves.section(runs, out),
-    }
-    summary: dict[str, Any] = {
-        "format": FORMAT,
-        "run": str(main.run),
-        "checkpoint": str(main.ckpt),
-        "variant": main.cfg.variant,
-        "compare": str(other.run) if other else None,
-        "split": SPLIT,
-        "files": {},
-    }
-    lines = [title, "", *run_lines(runs), ""]
-    for key, s in sections.items():
-        summary[key] = s.summary
-        summary["files"].update(s.files)
-        lines += [*s.lines, ""]
-    summary["files"].update(md=FILES["md"], json=FILES["json"])
-    for name in earlier - set(summary["files"].values()):  # an earlier report's files that this one did not write
-        (out / name).unlink(missing_ok=True)
-    write_json(out / FILES["json"], summary)
-    md = out / FILES["md"]
-    write_text(md, "\n".join(lines).rstrip() + "\n")
-    return md
+    with staging_dir(out) as stage:
+        sections = {
+            "figure3": alignment.section(runs, stage, max_users, batch_size, progress),
+            "figure4": attention.section(main, chosen, stage),
+            "table3": gates.section(main, stage, batch_size, progress),
+            "curves": curves.section(runs, stage),
+        }
+        summary: dict[str, Any] = {
+            "format": FORMAT,
+            "run": str(main.run),
+            "checkpoint": str(main.ckpt),
+            "variant": main.cfg.variant,
+            "compare": str(other.run) if other else None,
+            "split": SPLIT,
+            "files": {},
+        }
+        lines = [title, "", *run_lines(runs), ""]
+        for key, s in sections.items():
+            summary[key] = s.summary
+            summary["files"].update(s.files)
+            lines += [*s.lines, ""]
+        summary["files"].update(md=FILES["md"], json=FILES["json"])
+        write_text(stage / FILES["md"], "\n".join(lines).rstrip() + "\n")
+        write_json(stage / FILES["json"], summary)
+        names = [n for n in summary["files"].values() if n != FILES["json"]] + [FILES["json"]]  # the mark last
+        gone = earlier - set(names)  # an earlier report's files that this one did not write
+        move_into(stage, out, names, remove=gone)
+    return out / FILES["md"]
 
 
 def _written(out: Path) -> list[str]:

@@ -1,0 +1,214 @@
+"""One writer per output: a lock file beside each output that a command writes for a long time (a dataset, a sample
+store, a tuning study, an ablation, a report, a run), so that a second farm process aimed at the same output is
+refused at once, naming the output and the process that writes it, instead of spoiling the first one's work or
+doing all its own work to fail at the end.
+
+The lock is ``PARENT/.NAME.farm-lock`` (inside the output, ``OUT/.farm-lock``, where its parent cannot be written),
+held with ``fcntl.flock``: the kernel releases it when its process ends in any way (Ctrl-C, SIGKILL, a power cut),
+so a lock file left behind by a killed process is stale and taken over without a question. It holds the pid, host,
+start time and command line of its writer, for the message. A process may take the lock of an output it already
+holds (``farm ablate`` holds its run's lock while ``train`` takes it again). Light on purpose (no torch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from farmcli.errors import UserError
+
+SUFFIX = ".farm-lock"
+
+_held: dict[str, tuple[int, Path, int]] = {}
+"""Locks this process holds: resolved output path -> (fd, lock file, count)."""
+
+
+class Busy(UserError):
+    """Another process writes this output now."""
+
+
+def lock_file(target: str | os.PathLike) -> Path:
+    """Where the lock of ``target`` lives: beside it (the output itself may not exist yet, or be replaced)."""
+    target = Path(target)
+    return target.parent / f".{target.name}{SUFFIX}"
+
+
+def _key(target: Path) -> str:
+    return str(Path(os.path.abspath(target)))
+
+
+def _describe(info: dict) -> str:
+    pid = info.get("pid")
+    if not isinstance(pid, int):
+        return "another farm process"
+    when = info.get("started")
+    since = f", since {time.strftime('%H:%M:%S', time.localtime(when))}" if isinstance(when, (int, float)) else ""
+    host = info.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    command = info.get("command")
+    return f"process {pid}{where}{since}" + (f": `{command}`" if command else "")
+
+
+def _busy(target: Path, what: str, info: dict, option: str | None) -> Busy:
+    pid = info.get("pid")
+    stop = f"stop it (kill {pid})" if isinstance(pid, int) else "stop it"
+    other = f", or choose another {option}" if option else ""
+    return Busy(
+        f"{what} {target} is being written by another farm command ({_describe(info)}); two writers would spoil "
+        f"it, so this one stopped before writing anything. Wait for the other to end, or {stop}{other}."
+    )
+
+
+def _open(target: Path) -> tuple[int, Path] | None:
+    """The open lock file of ``target`` (beside it, else inside an existing directory); None where neither can
+    be made (no parent directory yet, a read-only place: the write itself fails there, with its own message)."""
+    candidates = [lock_file(target)]
+    if target.is_dir():
+        candidates.append(target / SUFFIX)
+    for path in candidates:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), path
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT):
+                raise
+    return None
+
+
+def _read(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 65536) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """The locked file is still the one at ``path`` (a releasing holder unlinks its lock file: a lock taken on the
+    unlinked file would guard nothing)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def holder(target: str | os.PathLike) -> dict | None:
+    """Who writes ``target`` now: the lock's record ({pid, host, started, command}) when another process holds
+    it, else None (free, or held by this process)."""
+    target = Path(target)
+    if _key(target) in _held:
+        return None
+    for path in (lock_file(target), target / SUFFIX):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if not _try_lock(fd):
+                return _read(fd)
+        finally:
+            os.close(fd)  # closing releases a probe's lock
+    return None
+
+
+def check_free(target: str | os.PathLike, what: str, option: str | None = None) -> None:
+    """Refuse at once when another process writes ``target`` (before any work of this one)."""
+    info = holder(target)
+    if info is not None:
+        raise _busy(Path(target), what, info, option)
+
+
+@contextlib.contextmanager
+def hold(target: str | os.PathLike, what: str, option: str | None = None) -> Iterator[None]:
+    """Hold the lock of ``target`` while the block runs; another process holding it is a ``Busy`` error naming
+    ``what`` (e.g. "the dataset"), ``target``, that process and ``option`` (what to change instead).
+
+    Take it where the command is about to write, after its checks (``check_free`` refuses earlier, before any
+    work): the parent of ``target`` must exist (nothing is created here, so a refused command leaves nothing)."""
+    target = Path(target)
+    key = _key(target)
+    if key in _held:  # this process writes it already (reentrant)
+        fd, path, count = _held[key]
+        _held[key] = (fd, path, count + 1)
+        try:
+            yield
+        finally:
+            _release(key)
+        return
+    opened = None
+    for _ in range(20):  # a holder unlinking its file between our open and our lock: open the new one
+        opened = _open(target)
+        if opened is None:
+            break
+        fd, path = opened
+        if not _try_lock(fd):
+            info = _read(fd)
+            os.close(fd)
+            raise _busy(target, what, info, option)
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+        opened = None
+    if opened is None:  # nowhere to put a lock: the output cannot be written there either, and says so itself
+        yield
+        return
+    fd, path = opened
+    record = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.time(),
+        "command": " ".join(["farm", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("farm", "__main__.py") else "",
+        "output": str(target),
+    }
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    except OSError:
+        pass  # a full disk: the lock holds all the same, only its record is missing
+    _held[key] = (fd, path, 1)
+    try:
+        yield
+    finally:
+        _release(key)
+
+
+def _release(key: str) -> None:
+    fd, path, count = _held[key]
+    if count > 1:
+        _held[key] = (fd, path, count - 1)
+        return
+    del _held[key]
+    with contextlib.suppress(OSError):
+        path.unlink()  # while still locked: no one can have taken this file meanwhile
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def release_all() -> None:
+    """Remove the lock files this process holds (a hard exit: the kernel drops the locks themselves)."""
+    for fd, path, _ in list(_held.values()):
+        with contextlib.suppress(OSError):
+            path.unlink()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
