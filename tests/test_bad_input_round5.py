@@ -16,9 +16,10 @@ TINY = str(Path(__file__).with_name("tiny-model.yaml"))
 
 CASES = [
     # row 1: what Lightning cannot run
-    (["--trainer.accelerator", "bogus"], ["trainer.accelerator='bogus'", "Available names"]),
+    (["--trainer.accelerator", "bogus"], ["trainer.accelerator = 'bogus'", "Known: auto, gpu, cpu"]),
     (["--trainer.accelerator", "tpu"], ["trainer.accelerator='tpu'", "torch_xla"]),
-    (["--trainer.strategy", "bogus"], ["trainer.strategy='bogus'", "strategy name"]),
+    (["--trainer.strategy", "bogus"], ["trainer.strategy = 'bogus'", "ddp"]),
+    (["--trainer.strategy", "dp"], ["trainer.strategy = 'dp'", "Did you mean 'ddp'"]),
     (["--trainer.strategy", "fsdp"], ["trainer.strategy='fsdp'", "GPU", "--config cpu"]),
     (["--trainer.devices", "-1"], ["trainer.devices=-1", "int > 0"]),
     (["--trainer.num_nodes", "0"], ["trainer.num_nodes = 0", ">= 1"]),

@@ -218,7 +218,13 @@ def trainer_settings_source() -> str:
     import inspect
 
     import lightning as L
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
 
+    names = {
+        "ACCELERATORS": ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())),
+        "STRATEGIES": ("auto", *sorted(StrategyRegistry.available_strategies())),
+    }
     params = [
         f"    {name}: {_annotation_source(p.annotation)} = {p.default!r},"
         for name, p in inspect.signature(L.Trainer.__init__).parameters.items()
@@ -239,6 +245,8 @@ def trainer_settings_source() -> str:
             "",
             f'LIGHTNING_VERSION = "{L.__version__}"',
             '"""The Lightning this was made from; with another, the config reads Lightning\'s own signature."""',
+            *(f"{k} = {v!r}" for k, v in names.items()),
+            '"""The names ``trainer.accelerator`` and ``trainer.strategy`` take (Lightning\'s registries)."""',
             "",
             "",
             "def trainer(",
@@ -596,8 +604,28 @@ TRAINER_RANGES: dict[str, tuple[float, str]] = {
 """Lower bounds of Trainer arguments whose type admits what Lightning cannot run (or divides by, after an epoch)."""
 
 
+def check_trainer_names(trainer: Mapping[str, Any]) -> None:
+    """An unknown accelerator or strategy name, named without importing Lightning (its registries, as
+    farmcli/trainer_settings.py recorded them; farmcli.trainer_check builds the Trainer for everything else)."""
+    import difflib
+
+    from farmcli import trainer_settings as ts
+
+    if _cached_trainer_settings() is None:
+        return
+    for key, names in (("accelerator", ts.ACCELERATORS), ("strategy", ts.STRATEGIES)):
+        value = trainer.get(key)
+        if isinstance(value, str) and value not in names:
+            near = difflib.get_close_matches(value, names, n=1)
+            hint = f" Did you mean '{near[0]}'?" if near else ""
+            raise UserError(
+                f"Bad setting: trainer.{key} = {value!r} is not a Lightning {key}.{hint} Known: {', '.join(names)}."
+            )
+
+
 def check_trainer_ranges(trainer: Mapping[str, Any]) -> None:
     """Trainer values that fail inside Lightning, or only after a whole epoch, named here before anything runs."""
+    check_trainer_names(trainer)
     for key, (low, meaning) in TRAINER_RANGES.items():
         value = trainer.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:

@@ -9,6 +9,7 @@ fit and its trainer; the run directory's lifecycle (checks, records, resume) is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -173,14 +174,17 @@ def train(
     check_memory(cfg)  # data.history_len against this machine's memory, before the store is built
     run = Path(resume) if resume else new_run_dir(cfg)
     if os.environ.get(RUN_DIR_ENV):  # a DDP rank launched by the process that holds the run
-        return _fit(cfg, run, resume, progress, show_bar, store)
-    locks.check_free(run, "the run", "--fit.name")
-    run.parent.mkdir(parents=True, exist_ok=True)
-    with locks.hold(run, "the run", "--fit.name"):  # one writer per run directory (a second train, an ablate)
-        return _fit(cfg, run, resume, progress, show_bar, store)
+        return _fit(cfg, run, resume, progress, show_bar, store, None)
+    locks.check_free(run, "the run", "--fit.name")  # one writer per run directory (a second train, an ablate)
+    with contextlib.ExitStack() as lock:
+        return _fit(cfg, run, resume, progress, show_bar, store, lock)
 
 
-def _fit(cfg: RunConfig, run: Path, resume, progress, show_bar: bool, store) -> TrainResult:
+def _fit(
+    cfg: RunConfig, run: Path, resume, progress, show_bar: bool, store, lock: contextlib.ExitStack | None
+) -> TrainResult:
+    """The fit of ``train``; ``lock`` takes the run's lock once every check has passed, just before the run
+    directory is written (a refused run leaves no folder behind)."""
     import lightning as L
 
     from farmcli.data.module import data_module
@@ -202,6 +206,9 @@ def _fit(cfg: RunConfig, run: Path, resume, progress, show_bar: bool, store) -> 
     if resume:
         check_fits(run, module, last)
     dm = data_module(cfg, store)
+    if lock is not None:
+        run.parent.mkdir(parents=True, exist_ok=True)
+        lock.enter_context(locks.hold(run, "the run", "--fit.name"))
     record = Record(run, cfg, store, resume=bool(resume))
     extra = [_run_files(record, store.manifest["key"])]
     trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar, extra=extra)
