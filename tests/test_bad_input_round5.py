@@ -73,3 +73,15 @@ def test_a_setting_that_cannot_run_is_named_before_any_work(args, words, tmp_pat
         assert w in r.output, (w, r.output)
     assert "--config cpu" not in r.output or "GPU" in r.output
     assert not any(tmp_path.iterdir())  # no run directory, nothing half-written
+
+
+def test_a_yaml_anchor_that_holds_itself_is_named(tmp_path):
+    """Row 7: `a: &a [*a]` made a RecursionError; an anchor shared by two aliases stays fine."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: &a [*a]\n")
+    r = runner.invoke(app, ["train", "--config", str(bad), "--print-config"])
+    assert r.exit_code == 2 and "anchor refers to itself" in r.output and "Traceback" not in r.output, r.output
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("trainer: &t {max_epochs: 2}\n")
+    r = runner.invoke(app, ["train", "--config", str(shared), "--print-config"])
+    assert r.exit_code == 0, r.output

@@ -184,7 +184,22 @@ def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
         return {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a {what} file holds a mapping (key: value), not a {type(raw).__name__}.")
+    if _holds_itself(raw):
+        raise UserError(
+            f"{path}: a YAML anchor refers to itself (e.g. `a: &a [*a]`), so this {what} never ends. Write the "
+            f"value out, or point the alias at another node."
+        )
     return raw
+
+
+def _holds_itself(x: Any, ancestors: tuple[int, ...] = ()) -> bool:
+    """A mapping or list that contains itself (a self-referencing YAML anchor); a node shared by two aliases is fine."""
+    if not isinstance(x, (dict, list)):
+        return False
+    if id(x) in ancestors:
+        return True
+    inside = (*ancestors, id(x))
+    return any(_holds_itself(v, inside) for v in (x.values() if isinstance(x, dict) else x))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
