@@ -85,3 +85,27 @@ def test_a_yaml_anchor_that_holds_itself_is_named(tmp_path):
     shared.write_text("trainer: &t {max_epochs: 2}\n")
     r = runner.invoke(app, ["train", "--config", str(shared), "--print-config"])
     assert r.exit_code == 0, r.output
+
+
+def test_a_checkpoint_write_that_fails_keeps_the_previous_one_whole(tmp_path, monkeypatch):
+    """Row 18b: Lightning wrote last.ckpt in place, so a full disk cut the last good checkpoint; farm writes each
+    checkpoint beside its name and renames it into place."""
+    import torch
+
+    from farmcli.training import _atomic_checkpoint_io
+
+    io = _atomic_checkpoint_io()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, last)
+    before = last.read_bytes()
+
+    def full_disk(checkpoint, path):
+        Path(path).write_bytes(b"cut sh")  # a partial write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    monkeypatch.setitem(TorchCheckpointIO.save_checkpoint.__globals__, "_atomic_save", full_disk)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, last)
+    assert last.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

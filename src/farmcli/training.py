@@ -71,6 +71,24 @@ def early_stopping(cfg: RunConfig) -> list:
     ]
 
 
+def _atomic_checkpoint_io():
+    """Lightning's checkpoint writer, each file written beside its name and renamed into place: a full disk or a
+    kill while ``last.ckpt`` is written leaves the previous one whole (Lightning writes over it in place)."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+            path = Path(path)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    return AtomicCheckpointIO()
+
+
 def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = True, extra: Sequence = ()):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -131,6 +149,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
             use_distributed_sampler=False,
             logger=loggers,
             enable_progress_bar=progress,
+            plugins=[_atomic_checkpoint_io()],
         )
     except Exception as e:  # checked before (check_trainer); here with the run's callbacks and loggers
         raise UserError(trainer_error(kwargs, e)) from None
