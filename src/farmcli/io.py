@@ -227,11 +227,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | Non
     with locks.hold(path, what, option):
         if path.exists() and not overwrite:
             raise FileExistsError(errno.EEXIST, "written meanwhile by another farm command", str(path))
-        remove_stale_temps(path)
-        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
-        _active[tmp] = path
-        try:
-            os.chmod(tmp, 0o777 & ~_umask())
+        with staging_dir(path) as tmp:  # a failed write names the path and leaves no temporary behind
             yield tmp
             old = None
             if path.exists():
@@ -242,15 +238,6 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | Non
             os.replace(tmp, path)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-        except (OSError, RuntimeError) as e:
-            named = _named(e, path, tmp)
-            if named is None:
-                raise
-            raise named from e
-        finally:
-            _active.pop(tmp, None)
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
