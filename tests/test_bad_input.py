@@ -119,7 +119,14 @@ CASES = [
     case(*PRINT, "--model.output_bias", "mean", words="model.output_bias"),
     case(*PRINT, "--trainer.max_epochs", "many", words=("trainer.max_epochs = 'many'", "an integer or null")),
     case(*PRINT, "--trainer.precision", "7", words=("trainer.precision = 7", "bf16-mixed")),
-    case(*PRINT, "--data.cache_dir", "5", words=("data.cache_dir = 5", "a string")),
+    # on the command line a string setting takes the text as given (a folder named 5), as in LightningCLI; in YAML 5 is a number
+    case(
+        *PRINT,
+        "--config",
+        "c.yaml",
+        words=("data.cache_dir = 5", "a string"),
+        setup=files(**{"c.yaml": "data: {cache_dir: 5}\n"}),
+    ),
     case(*PRINT, "--model.output_bias", "mean", words=("'zero', 'prior'",)),
     case(*PRINT, "--variant", "empty.yaml", words="sets nothing", setup=files(**{"empty.yaml": "description: x\n"})),
     case(*PRINT, "--variant", "bad.yaml", words="not valid YAML", setup=files(**{"bad.yaml": "model: [\n"})),

@@ -114,7 +114,7 @@ CASES = [
     case("train", "--data", "tiny", "--trainer.devices", "0", words="trainer.devices = 0"),
     case(*PRINT, "--trainer.devices", "-2", words="trainer.devices = -2"),
     case(*PRINT, "--trainer.devices", "[]", words="trainer.devices = []"),
-    case(*PRINT, "--trainer.devices", "'0'", words="trainer.devices = '0'"),
+    case(*PRINT, "--trainer.devices", "'0'", words="trainer.devices = 0"),
     case(
         *PRINT,
         "--variant",
@@ -202,14 +202,15 @@ def test_variant_sections_are_the_run_config_sections():
 
 def test_trainer_settings_match_the_installed_lightning():
     """farmcli/trainer_settings.py (the Trainer's signature without Lightning) is current: same names, defaults and
-    types. After a Lightning upgrade: python -c "import farmcli.config as c; c.write_trainer_settings()"."""
+    types. After a Lightning upgrade: python tools/write_trainer_settings.py."""
     import inspect
     import typing
 
     import lightning as L
+    from tools.write_trainer_settings import _annotation_source
 
     from farmcli import trainer_settings
-    from farmcli.config import TRAINER_SKIP, _annotation_source
+    from farmcli.config import TRAINER_SKIP
 
     if L.__version__ != trainer_settings.LIGHTNING_VERSION:  # the config then reads Lightning's own signature
         pytest.skip(
@@ -252,10 +253,10 @@ def test_another_lightning_reads_its_own_trainer_signature(monkeypatch):
     from farmcli.errors import UserError
 
     monkeypatch.setattr(trainer_settings, "LIGHTNING_VERSION", "0.0.0")
-    config._parser.cache_clear()
+    config.parser.cache_clear()
     try:
         with pytest.raises(UserError, match="trainer.max_epochs"):
             config.resolve(overrides={"trainer": {"max_epochs": "many"}})
         assert config.resolve(overrides={"trainer": {"max_epochs": 3}}).trainer["max_epochs"] == 3
     finally:
-        config._parser.cache_clear()
+        config.parser.cache_clear()

@@ -30,7 +30,7 @@ CASES = [
     (["--trainer.val_check_interval", "0"], ["trainer.val_check_interval = 0", "(0, 1]"]),
     (["--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "0"], ["StepLR", "step_size=0", "ZeroDivisionError"]),
     (["--lr_scheduler", "CosineAnnealingLR", "--lr_scheduler.T_max", "0"], ["CosineAnnealingLR", "T_max=0"]),
-    (["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "nan"], ["ExponentialLR", "gamma='nan'"]),
+    (["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "nan"], ["ExponentialLR", "lr_scheduler.gamma = nan"]),
     # row 3: nothing to train
     (["--trainer.max_steps", "0"], ["trainer.max_steps = 0", "nothing to train"]),
     (["--trainer.limit_train_batches", "0"], ["trainer.limit_train_batches = 0", "nothing to train"]),
@@ -38,7 +38,7 @@ CASES = [
     # row 4: callback argument values
     (
         ["--trainer.callbacks", "LearningRateMonitor", "--trainer.callbacks.logging_interval", "fortnight"],
-        ["LearningRateMonitor", "logging_interval='fortnight'", "`step` or `epoch`"],
+        ["LearningRateMonitor", "trainer.callbacks.logging_interval = 'fortnight'", "'step', 'epoch'"],
     ),
     # rows 5 and 12: empty strings
     (["--fit.monitor", ""], ["fit.monitor is an empty string"]),

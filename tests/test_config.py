@@ -3,7 +3,7 @@ import yaml
 from typer.testing import CliRunner
 
 from farmcli.cli import app
-from farmcli.config import parse_overrides, resolve
+from farmcli.config import pairs_of, resolve
 from farmcli.errors import UserError
 from farmcli.variants import all_variants, builtin_names
 
@@ -53,13 +53,16 @@ def test_bad_settings_are_user_errors(bad):
 
 
 def test_override_parsing():
-    assert parse_overrides(["--a.b", "3", "--c.d=[1, 2]", "e.f=none"]) == {
-        "a": {"b": 3},
-        "c": {"d": [1, 2]},
-        "e": {"f": "none"},
-    }
-    with pytest.raises(UserError):
-        parse_overrides(["--dangling"])
+    assert pairs_of(["--a.b", "3", "--c.d=[1, 2]", "e.f=none", "--g.h", "-1"]) == [
+        ("a.b", "3"),
+        ("c.d", "[1, 2]"),
+        ("e.f", "none"),
+        ("g.h", "-1"),
+    ]
+    with pytest.raises(UserError, match="needs a value"):
+        pairs_of(["--dangling.key"])
+    cfg = resolve(overrides=["--data.batch_size", "512", "--model.fuse=none", "model.head.levels=2"])
+    assert (cfg.data.batch_size, cfg.model.fuse.name, cfg.model.head.params["levels"]) == (512, "none", 2)
 
 
 def test_every_variant_resolves_and_builds_a_model():
@@ -126,3 +129,9 @@ def test_cli_bad_flags_exit_2(args, words):
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output
     assert words in r.output and "Traceback" not in r.output
+
+
+def test_a_key_that_is_the_start_of_another_is_a_typo_not_an_abbreviation():
+    """argparse would read --trainer.max_epoch as --trainer.max_epochs; a run config names it instead."""
+    with pytest.raises(UserError, match=r"no setting trainer\.max_epoch\. Did you mean 'trainer\.max_epochs'"):
+        resolve(overrides=["--trainer.max_epoch", "3"])

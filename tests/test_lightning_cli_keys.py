@@ -48,16 +48,16 @@ def test_callbacks_append_to_the_ones_of_a_config_file(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  callbacks: [LearningRateMonitor]\n")
     cfg = resolve([f], overrides=["--trainer.callbacks+=ModelSummary", "--trainer.callbacks+=Timer"])
-    names = [c["class_path"] for c in cfg.trainer["callbacks"]]
+    names = [c["class_path"].rpartition(".")[2] for c in cfg.trainer["callbacks"]]
     assert names == ["LearningRateMonitor", "ModelSummary", "Timer"]
     assert [c["class_path"] for c in resolve([f], overrides=["--trainer.callbacks", "Timer"]).trainer["callbacks"]] == [
-        "Timer"
+        "lightning.pytorch.callbacks.Timer"
     ]  # without + the list is replaced
 
 
 def test_an_optimizer_by_name_keeps_farms_parameter_groups_and_lr():
     cfg = resolve([TINY], overrides=["--optimizer", "AdamW", "--optimizer.weight_decay", "0.05"])
-    assert cfg.optimizer == {"class_path": "AdamW", "init_args": {"weight_decay": 0.05}}
+    assert cfg.optimizer == {"class_path": "torch.optim.AdamW", "init_args": {"weight_decay": 0.05}}
     module = FarmModule(VOCAB, tiny_config("farm"), optimizer=cfg.optimizer)
     opt = module.configure_optimizers()
     assert isinstance(opt, torch.optim.AdamW)

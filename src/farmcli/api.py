@@ -57,7 +57,7 @@ def train(
     from farmcli.training import train as fit
 
     if config is None:
-        layer = as_tokens(overrides) + ([f"data.source={data}"] if data is not None else [])
+        layer = as_tokens(overrides) + ([f"--data.source={data}"] if data is not None else [])
         config = resolve(list(config_files), variant=variant, overrides=layer)
     elif variant or data or config_files or overrides:
         raise TypeError("train(): give either a resolved config or variant/data/config_files/overrides, not both")

@@ -1,120 +1,99 @@
-"""Lightning loggers and callbacks and torch learning-rate schedulers named in a run config, as LightningCLI
-names them: a class name (``TensorBoardLogger``), a dotted ``class_path``, or ``{class_path, init_args}``.
+"""The class settings of a run config (loggers, callbacks, the optimizer, the scheduler), after jsonargparse has
+resolved their classes and checked their arguments' names and types (farmcli/config.py): what farm adds.
 
-``--trainer.logger TensorBoardLogger``, ``--trainer.callbacks LearningRateMonitor``, ``--lr_scheduler
-CosineAnnealingLR --lr_scheduler.T_max 2``; several loggers or callbacks as a list. The config check resolves
-each class and its argument names before any work (importing Lightning or torch only when one is set); the
-trainer and the module build them.
+A run config keeps the arguments a user changed, not every default of the class, so that what farm injects
+where the user said nothing still applies (a logger's folder and name, a ModelCheckpoint's dirpath, the
+optimizer's ``optim.lr``, ReduceLROnPlateau's mode from its monitor's direction). Each object is built once with
+stand-ins at config time, so a bad argument value is named now and not after an epoch.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from farmcli.errors import UserError
 
 KINDS = {
-    "trainer.logger": ("lightning.pytorch.loggers", "Logger"),
-    "trainer.callbacks": ("lightning.pytorch.callbacks", "Callback"),
-    "lr_scheduler": ("torch.optim.lr_scheduler", "LRScheduler"),
-    "optimizer": ("torch.optim", "Optimizer"),
+    "trainer.logger": "lightning.pytorch.loggers",
+    "trainer.callbacks": "lightning.pytorch.callbacks",
+    "lr_scheduler": "torch.optim.lr_scheduler",
+    "optimizer": "torch.optim",
 }
-"""Where a short class name is looked up, and the base class a class must derive from."""
-
-INJECTED = {"lr_scheduler": ("optimizer",), "optimizer": ("params",)}
-"""Arguments farm passes itself (the run's optimizer; the model's parameter groups)."""
-
-OWN = {"lr_scheduler": ("monitor",)}
-"""Arguments that are farm's, not the class's: LightningCLI's ``lr_scheduler.monitor`` for ReduceLROnPlateau."""
-
-SPEC_KEYS = ("class_path", "init_args")
+"""Where a short class name of a run config written before jsonargparse resolved them is found."""
 
 
-def as_spec(value: Any, where: str) -> dict[str, Any]:
-    """A class name or ``{class_path, init_args}`` as ``{class_path, init_args}``."""
-    if isinstance(value, str) and value:
-        return {"class_path": value, "init_args": {}}
-    if isinstance(value, Mapping) and isinstance(value.get("class_path"), str) and set(value) <= set(SPEC_KEYS):
-        return {"class_path": value["class_path"], "init_args": dict(value.get("init_args") or {})}
-    default = " (farm's default Adam takes optim.lr, optim.weight_decay)" if where == "optimizer" else ""
-    raise UserError(
-        f"Bad setting: {where} = {value!r}: give a class name (e.g. {_example(where)}) or "
-        f"{{class_path: NAME, init_args: {{...}}}}{default}."
-    )
+def as_list(value: Any) -> list[dict[str, Any]]:
+    """A class setting's specs (one logger is a mapping, callbacks a list; None or false: none)."""
+    return [] if value in (None, False) else value if isinstance(value, list) else [value]
 
 
-def as_specs(value: Any, where: str) -> list[dict[str, Any]]:
-    """None, false, one spec or a list of specs -> a list of ``{class_path, init_args}``."""
-    if value is None or value is False or value == []:
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [as_spec(v, where) for v in items]
+def check(where: str, value: Any) -> Any:
+    """``value`` with only its changed arguments (a list for callbacks), each object tried once."""
+    if value in (None, False, []):
+        return None
+    specs = [_changed(where, v) for v in as_list(value)]
+    for spec in specs:
+        _try(where, spec)
+    return specs if where == "trainer.callbacks" else specs[0]
 
 
-def _example(where: str) -> str:
-    return {
-        "trainer.logger": "TensorBoardLogger",
-        "trainer.callbacks": "LearningRateMonitor",
-        "optimizer": "AdamW",
-    }.get(where, "CosineAnnealingLR")
+def _changed(where: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = _defaults(resolve_class(where, spec["class_path"]))
+    init_args = {k: v for k, v in (spec.get("init_args") or {}).items() if k not in defaults or defaults[k] != v}
+    return {"class_path": spec["class_path"], "init_args": init_args}
+
+
+@lru_cache(maxsize=32)
+def _defaults(cls: type) -> dict[str, Any]:
+    """The class's default arguments as jsonargparse reads them (through ``**kwargs`` to where they go)."""
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser(exit_on_error=False)
+    p.add_class_arguments(cls, fail_untyped=False)
+    return _plain(p.get_defaults().as_dict())
+
+
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """A class's keyword arguments, with those its ``**kwargs`` passes to a parent's ``__init__`` (Lightning's
+    ReduceLROnPlateau takes torch's ``mode`` so), as jsonargparse reads them."""
+    out: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        out.update(
+            {k: p for k, p in params.items() if k not in out and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        )
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    out.pop("self", None)
+    return out
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
 
 
 def resolve_class(where: str, class_path: str) -> type:
-    """The class a spec names: a short name in the kind's module, or a dotted path; it must derive from the
-    kind's base class."""
-    module_name, base_name = KINDS[where]
-    module = importlib.import_module(module_name)
-    base = getattr(module, base_name)
-    if "." in class_path:
-        mod, _, name = class_path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError) as e:
-            raise UserError(f"Bad setting: {where} = {class_path!r}: cannot import it ({e}).") from None
-    else:
-        cls = getattr(module, class_path, None)
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        known = sorted(
-            n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and c is not base
-        )
-        raise UserError(
-            f"Bad setting: {where} = {class_path!r} is not a {base_name} of {module_name}.{_near(class_path, known)} "
-            f"Known: {', '.join(known)}; or give a dotted class_path."
-        )
-    return cls
-
-
-def check(where: str, value: Any) -> list[dict[str, Any]]:
-    """The specs of ``value``, each class resolved and its argument names checked (a UserError otherwise)."""
-    single = where in ("lr_scheduler", "optimizer")
-    specs = ([] if value is None else [as_spec(value, where)]) if single else as_specs(value, where)
-    for spec in specs:
-        cls = resolve_class(where, spec["class_path"])
-        accepted = _arguments(cls)
-        if accepted is None:
-            continue
-        for key in sorted(set(spec["init_args"]) - set(OWN.get(where, ()))):
-            if key not in accepted or key in INJECTED.get(where, ()):
-                raise UserError(
-                    f"Bad setting: {where}.init_args.{key}: {cls.__name__} takes no argument '{key}'."
-                    f"{_near(key, accepted)} "
-                    f"It takes: {', '.join(a for a in accepted if a not in INJECTED.get(where, ()))}."
-                )
-    for spec in specs:
-        _try(where, spec)
-    return specs
+    """The class a spec names (a dotted path; a short name in the kind's module, as older run configs hold)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module or KINDS[where]), name)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"Bad setting: {where} = {class_path!r}: cannot import it ({e}).") from None
 
 
 def _try(where: str, spec: Mapping[str, Any]) -> None:
-    """Build the object once with stand-ins for what farm injects, so a bad argument value is named now and not
-    after an epoch: a callback is constructed; an optimizer steps a dummy parameter; a scheduler runs three epochs
-    on one (it must neither divide by zero nor make the learning rate negative or non-finite). Loggers are built
-    only in the run (they make folders)."""
+    """Build the object with stand-ins for what farm injects: a callback is constructed; an optimizer steps a
+    dummy parameter; a scheduler runs three epochs on one (it must neither divide by zero nor make the learning
+    rate negative or non-finite). Loggers are built only in the run (they make folders)."""
     if where == "trainer.logger":
         return
     try:
@@ -128,8 +107,8 @@ def _try(where: str, spec: Mapping[str, Any]) -> None:
             instantiate(where, spec, params=[param], lr=1e-3)
             return
         optimizer = torch.optim.SGD([param], lr=1e-3)
-        plateau = issubclass(resolve_class(where, spec["class_path"]), torch.optim.lr_scheduler.ReduceLROnPlateau)
-        scheduler = instantiate(where, spec, optimizer=optimizer)
+        scheduler = instantiate(where, spec, optimizer=optimizer, monitor="val/loss")
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         for _ in range(3):
             optimizer.step()
             scheduler.step(0.5) if plateau else scheduler.step()
@@ -143,26 +122,13 @@ def _try(where: str, spec: Mapping[str, Any]) -> None:
         raise UserError(f"Bad setting: {where} = {spec['class_path']} with {args}: {type(e).__name__}: {e}") from None
 
 
-def _near(name: str, names: list[str]) -> str:
-    near = difflib.get_close_matches(name, names, n=1)
-    return f" Did you mean '{near[0]}'?" if near else ""
-
-
-def _arguments(cls: type) -> list[str] | None:
-    """The keyword arguments ``cls`` takes; None where it takes any (``**kwargs``)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    return [k for k, p in params.items() if k != "self" and p.kind is not p.VAR_POSITIONAL]
-
-
 def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:
-    """Build one spec's object with farm's own arguments (``injected``) under the user's ``init_args``."""
+    """Build one spec's object: the user's ``init_args`` over farm's own arguments (``injected``, passed only to
+    a class that names them: a ``**kwargs`` may pass them on, as wandb.init does)."""
     cls = resolve_class(where, spec["class_path"])
-    named = inspect.signature(cls).parameters  # injected by name only: a **kwargs may pass them on (wandb.init)
-    given = {k: v for k, v in injected.items() if k in named and named[k].kind is not named[k].VAR_KEYWORD}
-    init_args = {k: v for k, v in spec["init_args"].items() if k not in OWN.get(where, ())}
+    named = _parameters(cls)
+    given = {k: v for k, v in injected.items() if k in named}
     try:
-        return cls(**{**given, **init_args})
+        return cls(**{**given, **(spec.get("init_args") or {})})
     except (TypeError, ValueError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"Bad setting: {where} = {spec['class_path']}: {e}") from None

@@ -120,7 +120,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
     # a user's ModelCheckpoint writes beside farm's, unless its dirpath says otherwise
     callbacks += [
         components.instantiate("trainer.callbacks", c, dirpath=run / "checkpoints")
-        for c in kwargs.pop("callbacks", None) or []
+        for c in components.as_list(kwargs.pop("callbacks", None))
     ]
     # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each in
     # a folder of its own under RUN/logs/ (logs/tensorboard/), a resumed leg beside the first (logs/tensorboard/resume1)
@@ -135,7 +135,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
             version=version,
             default_hp_metric=False,  # TensorBoard's placeholder hp_metric of -1
         )
-        for lg in kwargs.pop("logger", None) or []
+        for lg in components.as_list(kwargs.pop("logger", None))
     ]
     if kwargs.get("enable_model_summary") is None:
         kwargs["enable_model_summary"] = verbose()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from farmcli import locks
 from farmcli.analysis import tables
-from farmcli.config import RunConfig, merge, parse_overrides, resolve
+from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
 from farmcli.io import read_json, write_json
 from farmcli.tables_io import write_table
@@ -227,11 +227,12 @@ def run_config(
 ) -> RunConfig:
     """The run's settings; the ablation's own (data, seed, where the run goes) are set as values, not parsed from
     KEY=VALUE text, so a file stem or a path that reads as YAML (``a: b``, ``#1``) stays what it is."""
-    layer = merge(
-        parse_overrides(overrides),
-        {"data": {"source": data}, "seed": seed, "fit": {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"}},
-    )
-    return resolve(config_files, variant=variant.source, overrides=layer)
+    values = {
+        "data": {"source": data},
+        "seed": seed,
+        "fit": {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"},
+    }
+    return resolve(config_files, variant=variant.source, overrides=list(overrides), values=values)
 
 
 def _finished(run: Path) -> bool:

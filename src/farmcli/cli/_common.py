@@ -20,49 +20,11 @@ from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-UNDOTTED = ("--lr_scheduler", "--optimizer", "--seed_everything", "--ckpt_path")
-"""Top-level settings that are options without a dot (``--lr_scheduler CosineAnnealingLR``, as in LightningCLI)."""
-
 
 def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
-    """The command's dotted options (``--trainer.max_epochs 3``) and its ``--set KEY=VALUE`` items, checked: an
-    option that is not a dotted key is refused, and so is a dotted key left without its value."""
-    args = list(ctx.args)
-    for i, tok in enumerate(args):
-        is_value = i > 0 and _takes_value(args[i - 1]) and (not tok.startswith("-") or _is_number(tok))
-        if is_value:
-            continue
-        if tok.startswith("-") and "." not in tok.split("=", 1)[0] and tok.split("=", 1)[0] not in UNDOTTED:
-            raise UserError(
-                f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 "
-                f"or --model.fuse.name none; see `farm train --help` and `farm train --print-config`."
-            )
-        if _takes_value(tok):
-            following = args[i + 1] if i + 1 < len(args) else None
-            if following is None or (following.startswith("-") and not _is_number(following)):
-                raise UserError(needs_value(tok))
-    return [*args, *(f"{k}={v}" for k, v in parse_sets(sets, example="model.cl_weight=0.3").items())]
-
-
-def _takes_value(tok: str) -> bool:
-    """``--trainer.max_epochs`` (its value is the next argument), not ``--trainer.max_epochs=3``."""
-    return tok.startswith("--") and "=" not in tok
-
-
-def needs_value(option: str) -> str:
-    return (
-        f"{option} needs a value: {option} VALUE or {option}=VALUE, e.g. --trainer.max_epochs 3. "
-        f"`farm train --print-config` shows every setting with its current value."
-    )
-
-
-def _is_number(tok: str) -> bool:
-    """A negative value such as -1 after --model.cl_weight is a value, not an option."""
-    try:
-        float(tok)
-    except ValueError:
-        return False
-    return True
+    """The command's dotted options (``--trainer.max_epochs 3``, read by the run config's parser) and its ``--set
+    KEY=VALUE`` items."""
+    return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets, example="model.cl_weight=0.3").items())]
 
 
 def given_path(value: str, what: str, example: str) -> Path:

@@ -143,10 +143,10 @@ def ablate_cmd(
 def _check_run_names(overrides: list[str], out: Path) -> None:
     """farm ablate names and places every run itself (OUT/runs/VARIANT-sSEED, which re-running finds again):
     --fit.name and --fit.runs_dir would be ignored, so they are refused, saying where the runs go."""
-    from farmcli.config import parse_overrides
+    from farmcli.config import pairs_of
 
-    fit = parse_overrides(overrides).get("fit")
-    given = [k for k in ("name", "runs_dir") if isinstance(fit, dict) and k in fit]
+    keys = {key for key, _ in pairs_of(overrides)}
+    given = [k for k in ("name", "runs_dir") if f"fit.{k}" in keys]
     if given:
         raise UserError(
             f"{' and '.join(f'--fit.{k}' for k in given)}: farm ablate names and places its runs itself: each one "

@@ -66,9 +66,9 @@ def train_cmd(
     resume = optional_path(resume_dir, "--resume", "--resume farm-runs/RUN")
     overrides = dotted_overrides(ctx, set_)
     if data is not None:
-        overrides += [f"data.source={data}"]
+        overrides += [f"--data.source={data}"]
     if seed is not None:
-        overrides += [f"seed={seed}"]
+        overrides += [f"--seed={seed}"]
     files = [config_path(c) for c in config]
     if not resume:
         cfg = cfgmod.resolve(files, variant=variant, overrides=overrides)

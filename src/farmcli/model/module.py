@@ -301,7 +301,9 @@ class FarmModule(L.LightningModule):
             torch.optim.lr_scheduler.ReduceLROnPlateau,
         )
         direction = {"mode": monitor_mode(monitor)} if plateau else {}  # an AUC rises: "min" would cut the lr at once
-        scheduler = components.instantiate("lr_scheduler", self.lr_scheduler, optimizer=optimizer, **direction)
+        scheduler = components.instantiate(
+            "lr_scheduler", self.lr_scheduler, optimizer=optimizer, monitor=monitor, **direction
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": monitor},

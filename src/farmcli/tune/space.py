@@ -200,9 +200,9 @@ def corners(space: Sequence[Dimension]) -> list[dict[str, Any]]:
 
 
 def as_overrides(params: dict[str, Any]) -> list[str]:
-    """``{"model.cl_weight": 0.3}`` -> ``["model.cl_weight=0.3"]`` in farm train's KEY=VALUE form."""
+    """``{"model.cl_weight": 0.3}`` -> ``["--model.cl_weight=0.3"]`` in farm train's KEY=VALUE form."""
     return [
-        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
         for k, v in params.items()
     ]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from farmcli import locks
-from farmcli.config import RunConfig, parse_overrides, resolve
+from farmcli.config import RunConfig, pairs_of, resolve
 from farmcli.errors import UserError
 from farmcli.interrupts import stopped_by_signal
 from farmcli.io import atomic_path, write_json, write_text
@@ -145,12 +145,10 @@ def _listed(d: Dimension) -> str:
 def _check_owned(settings: TuneSettings) -> None:
     """Settings a study fixes itself: the data (--data), the seeds (--seeds), and the monitor, which fixes the
     study's direction (maximise an AUC, minimise a loss) and so cannot change from trial to trial."""
-    fixed = parse_overrides(settings.overrides)
+    fixed = {key for key, _ in pairs_of(settings.overrides)}
     owned = {"data.source": "--data", "seed": "--seeds"}
     for key, option in owned.items():
-        head, _, tail = key.partition(".")
-        given = head in fixed and (not tail or tail in (fixed[head] or {}))
-        if given or any(d.key == key for d in settings.space):
+        if key in fixed or any(d.key == key for d in settings.space):
             raise UserError(f"farm tune sets {key} itself ({option}); do not tune or override it.")
     if any(d.key == "fit.monitor" for d in settings.space):
         raise UserError(
@@ -179,7 +177,7 @@ def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int) -> R
     return resolve(
         settings.config_files,
         variant=settings.variant,
-        overrides=[*settings.overrides, *as_overrides(params), f"data.source={settings.data}", f"seed={seed}"],
+        overrides=[*settings.overrides, *as_overrides(params), f"--data.source={settings.data}", f"--seed={seed}"],
     )
 
 

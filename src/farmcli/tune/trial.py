@@ -87,7 +87,9 @@ def run_trial(
     kwargs.pop("logger", None)  # a trial logs nothing; its scores go to the study
     bar_setting = kwargs.pop("enable_progress_bar", None)  # --trainer.enable_progress_bar false: no bar
     show_bar = show_bar and bar_setting is not False
-    user_callbacks = [components.instantiate("trainer.callbacks", c) for c in kwargs.pop("callbacks", None) or []]
+    user_callbacks = [
+        components.instantiate("trainer.callbacks", c) for c in components.as_list(kwargs.pop("callbacks", None))
+    ]
     callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg), *user_callbacks]
     trainer = L.Trainer(
         **kwargs,
