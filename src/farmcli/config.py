@@ -112,7 +112,7 @@ OURS = {
 TOP_LEVEL = ("seed", "seed_everything", "variant", "ckpt_path", "optimizer", "lr_scheduler")
 """The settings outside a section (``--lr_scheduler CosineAnnealingLR``, as in LightningCLI)."""
 
-CLASS_SETTINGS = ("trainer.callbacks", "trainer.logger", "optimizer", "lr_scheduler")
+CLASS_SETTINGS = ("trainer.logger", "trainer.callbacks", "optimizer", "lr_scheduler")
 """Settings that name a class as LightningCLI does (a class name, a class_path, or {class_path, init_args})."""
 
 
@@ -171,13 +171,13 @@ def parser(lightning: bool = False) -> Any:
     from lightning.pytorch.cli import LRSchedulerTypeUnion
     from lightning.pytorch.loggers import Logger
 
-    p.add_argument("--trainer.callbacks", type=Optional[Union[list[Callback], Callback]], default=None)
     for key, base, skip in (
         ("trainer.logger", Logger, {"save_dir", "version"}),  # farm's: RUN/logs/NAME
         ("optimizer", torch.optim.Optimizer, {"params"}),
         ("lr_scheduler", LRSchedulerTypeUnion, {"optimizer"}),
     ):
         p.add_subclass_arguments(base, key, skip=skip, required=False, instantiate=False, fail_untyped=False)  # type: ignore[arg-type]
+    p.add_argument("--trainer.callbacks", type=Optional[Union[list[Callback], Callback]], default=None)
     return p
 
 
