@@ -10,13 +10,13 @@ stand-ins at config time, so a bad argument value is named now and not after an 
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from farmcli.errors import UserError
+from farmcli.model.params import plain
 
 KINDS = {
     "trainer.logger": "lightning.pytorch.loggers",
@@ -54,31 +54,11 @@ def _defaults(cls: type) -> dict[str, Any]:
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False)
-    p.add_class_arguments(cls, fail_untyped=False)
-    return _plain(p.get_defaults().as_dict())
-
-
-def _parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """A class's keyword arguments, with those its ``**kwargs`` passes to a parent's ``__init__`` (Lightning's
-    ReduceLROnPlateau takes torch's ``mode`` so), as jsonargparse reads them."""
-    out: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters
-        out.update(
-            {k: p for k, p in params.items() if k not in out and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        )
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            break
-    out.pop("self", None)
-    return out
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
+    try:
+        p.add_class_arguments(cls, fail_untyped=False)
+    except (ValueError, TypeError):  # a signature jsonargparse cannot read: nothing known, nothing injected
+        return {}
+    return plain(p.get_defaults().as_dict())
 
 
 def resolve_class(where: str, class_path: str) -> type:
@@ -126,7 +106,7 @@ def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:
     """Build one spec's object: the user's ``init_args`` over farm's own arguments (``injected``, passed only to
     a class that names them: a ``**kwargs`` may pass them on, as wandb.init does)."""
     cls = resolve_class(where, spec["class_path"])
-    named = _parameters(cls)
+    named = _defaults(cls)  # jsonargparse's reading: through **kwargs to where they go (ReduceLROnPlateau's mode)
     given = {k: v for k, v in injected.items() if k in named}
     try:
         return cls(**{**given, **(spec.get("init_args") or {})})

@@ -198,7 +198,7 @@ def resolve(
     A config file's ``variant`` key is only a label (a resolved run config already holds the variant's
     choices); ``variant`` here, from ``--variant``, is applied as a layer.
     """
-    layers = [load_yaml(f) for f in config_files]
+    layers = [_nested(load_yaml(f)) for f in config_files]
     if variant is not None and not variant.strip():
         raise UserError(
             "--variant is an empty string: give a variant name (`farm variants` lists them) or a YAML file."
@@ -207,12 +207,13 @@ def resolve(
         from farmcli.variants import load_variant
 
         v = load_variant(variant)
-        layers.append({**v.layer, "variant": v.name})
+        layers.append(_nested({**v.layer, "variant": v.name}))
     if isinstance(overrides, Mapping):
-        layers.append(dict(overrides))
+        layers.append(_nested(overrides))
         overrides = ()
+    last = _nested(values or {})
     pairs = pairs_of(overrides)
-    given = given_values([_nested(layer) for layer in [*layers, values or {}]], pairs)
+    given = given_values([*layers, last], pairs)
     for key in (k.removeprefix("trainer.") for k in given if k.startswith("trainer.")):
         if key in OURS:
             raise UserError(f"Bad setting: trainer.{key} is farm's to set: {OURS[key]}.")
@@ -222,8 +223,8 @@ def resolve(
         for layer in layers:
             ns = p.parse_object(_ours(layer, ns), cfg_base=ns)
         ns = p.parse_args(_ours_tokens(pairs, ns), namespace=ns)
-        if values:
-            ns = p.parse_object(_ours(values, ns), cfg_base=ns)
+        if last:
+            ns = p.parse_object(_ours(last, ns), cfg_base=ns)
     except ArgumentError as e:
         known = [a.dest for a in p._actions if a.dest != "help"]
         raise UserError(f"{explain(e, given, known)}\n{FIX}") from None
@@ -304,10 +305,9 @@ def _slot_spec(value: Any) -> Any:
     return value
 
 
-def _ours(layer: Mapping[str, Any], ns: Any) -> dict[str, Any]:
-    """A YAML layer in the parser's terms: dotted and moved keys nested, each slot as ``{name, params}``; another
-    component than the current one starts from its own defaults, the same one keeps its parameters."""
-    layer = _nested(layer)
+def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
+    """A nested layer (``_nested``) in the parser's terms: each slot as ``{name, params}``; another component than
+    the current one starts from its own defaults, the same one keeps its parameters."""
     model: dict[str, Any] = layer["model"] if isinstance(layer.get("model"), dict) else {}
     for slot in set(model) & set(SLOT_FIELDS):
         spec, now = _slot_spec(model[slot]), ns[f"model.{slot}"]

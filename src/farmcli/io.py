@@ -170,6 +170,20 @@ def read_json(path: str | os.PathLike) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def read_record(path: Path, unreadable: str) -> dict:
+    """A record farm keeps of an output's settings (ablation.json, tune.json); one cut short or overwritten is a
+    UserError naming it, ``unreadable`` saying what it was and how to recover."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e}). Check its permissions.") from None
+    except ValueError as e:
+        raise UserError(f"{path} is unreadable (not valid JSON: {e}), so {unreadable}") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is unreadable (not a JSON object), so {unreadable}")
+    return obj
+
+
 def load_yaml(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
     path = Path(path)
     try:

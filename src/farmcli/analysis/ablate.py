@@ -21,7 +21,7 @@ from farmcli import locks
 from farmcli.analysis import tables
 from farmcli.config import RunConfig, resolve
 from farmcli.errors import UserError
-from farmcli.io import read_json, write_json
+from farmcli.io import read_json, read_record, write_json
 from farmcli.tables_io import write_table
 
 ABLATION_FORMAT = "farm-ablation/1"
@@ -149,18 +149,13 @@ def check_marker(out: Path) -> None:
     """OUT/ablation.json that cannot be read (cut short, overwritten) is named as such, with the fix: farm ablate
     writes it again from the command's settings once it is gone; the runs are kept."""
     marker = out / MARKER
-    if not marker.is_file():
-        return
-    try:
-        json.loads(marker.read_bytes())
-    except OSError as e:
-        raise UserError(f"{marker}: cannot read it ({e.strerror or e}). Check its permissions.") from None
-    except ValueError as e:
-        raise UserError(
-            f"{marker} is unreadable (not valid JSON: {e}), so farm cannot tell which ablation {out} holds. It is "
-            f"farm ablate's record of the ablation's settings: delete it (rm {marker}) and run the same command "
-            f"again; farm ablate writes it again, and keeps and continues the runs in {out / 'runs'}."
-        ) from None
+    if marker.is_file():
+        read_record(
+            marker,
+            f"farm cannot tell which ablation {out} holds. It is farm ablate's record of the ablation's settings: "
+            f"delete it (rm {marker}) and run the same command again; farm ablate writes it again, and keeps and "
+            f"continues the runs in {out / 'runs'}.",
+        )
 
 
 def _only_ours(out: Path) -> bool:

@@ -27,7 +27,7 @@ from farmcli import locks
 from farmcli.config import RunConfig, pairs_of, resolve
 from farmcli.errors import UserError
 from farmcli.interrupts import stopped_by_signal
-from farmcli.io import atomic_path, write_json, write_text
+from farmcli.io import atomic_path, read_record, write_json, write_text
 from farmcli.tables_io import csv_text, markdown, write_table
 from farmcli.tune.space import Dimension, as_overrides, corners, grid, label
 from farmcli.tune.stores import Stores
@@ -193,7 +193,12 @@ def check_out(out: Path, settings: TuneSettings) -> None:
     locks.check_free(out, "the tuning study", "--out")
     marker = out / "tune.json"
     if marker.is_file():
-        earlier = _read_marker(marker, out)
+        earlier = read_record(
+            marker,
+            f"farm cannot tell which settings the study in {out} was run with. It is farm tune's record of them: "
+            f"delete it (rm {marker}) and run the same command again; farm tune writes it again from that "
+            f"command's settings and continues the trials of {out / JOURNAL}.",
+        )
         if earlier.get("settings") != json.loads(json.dumps(settings.to_dict())):
             raise UserError(
                 f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
@@ -209,22 +214,6 @@ def check_out(out: Path, settings: TuneSettings) -> None:
             f"new or empty directory for --out, or the directory of an earlier farm tune to continue it."
         )
     check_journal(out / JOURNAL, out)
-
-
-def _read_marker(marker: Path, out: Path) -> dict:
-    """tune.json, the study's settings; one cut short or overwritten is named as unreadable, with the fix."""
-    try:
-        earlier = json.loads(marker.read_bytes())
-    except OSError as e:
-        raise UserError(f"{marker}: cannot read it ({e.strerror or e}). Check its permissions.") from None
-    except ValueError as e:
-        raise UserError(
-            f"{marker} is unreadable (not valid JSON: {e}), so farm cannot tell which settings the study in {out} "
-            f"was run with. It is farm tune's record of them: delete it (rm {marker}) and run the same command "
-            f"again; farm tune writes it again from that command's settings and continues the trials of "
-            f"{out / JOURNAL}."
-        ) from None
-    return earlier if isinstance(earlier, dict) else {}
 
 
 def _only_ours(out: Path) -> bool:
