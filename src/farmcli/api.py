@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from farmcli.config import RunConfig, as_tokens, resolve
+from farmcli.config import RunConfig, resolve
 from farmcli.training import TrainResult
 
 if TYPE_CHECKING:
@@ -57,8 +57,8 @@ def train(
     from farmcli.training import train as fit
 
     if config is None:
-        layer = as_tokens(overrides) + ([f"--data.source={data}"] if data is not None else [])
-        config = resolve(list(config_files), variant=variant, overrides=layer)
+        values = {"data": {"source": str(data)}} if data is not None else None
+        config = resolve(list(config_files), variant=variant, overrides=overrides, values=values)
     elif variant or data or config_files or overrides:
         raise TypeError("train(): give either a resolved config or variant/data/config_files/overrides, not both")
     return fit(config, show_bar=progress)

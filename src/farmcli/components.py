@@ -15,16 +15,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from farmcli.config_messages import KINDS
 from farmcli.errors import UserError
 from farmcli.model.params import plain
-
-KINDS = {
-    "trainer.logger": "lightning.pytorch.loggers",
-    "trainer.callbacks": "lightning.pytorch.callbacks",
-    "lr_scheduler": "torch.optim.lr_scheduler",
-    "optimizer": "torch.optim",
-}
-"""Where a short class name of a run config written before jsonargparse resolved them is found."""
 
 
 def as_list(value: Any) -> list[dict[str, Any]]:
@@ -65,7 +58,7 @@ def resolve_class(where: str, class_path: str) -> type:
     """The class a spec names (a dotted path; a short name in the kind's module, as older run configs hold)."""
     module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module or KINDS[where]), name)
+        return getattr(importlib.import_module(module or KINDS[where][0]), name)
     except (ImportError, AttributeError) as e:
         raise UserError(f"Bad setting: {where} = {class_path!r}: cannot import it ({e}).") from None
 

@@ -12,7 +12,6 @@ given, so a mistyped key is answered before torch or Lightning is imported.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
@@ -181,10 +180,6 @@ def parser(lightning: bool = False) -> Any:
     return p
 
 
-def defaults() -> dict[str, Any]:
-    return parser().get_defaults().as_dict()
-
-
 def resolve(
     config_files: Sequence[str | os.PathLike] = (),
     variant: str | None = None,
@@ -213,6 +208,7 @@ def resolve(
         overrides = ()
     last = _nested(values or {})
     pairs = pairs_of(overrides)
+    tokens, slots = _slot_layer(pairs)
     given = given_values([*layers, last], pairs)
     for key in (k.removeprefix("trainer.") for k in given if k.startswith("trainer.")):
         if key in OURS:
@@ -222,9 +218,9 @@ def resolve(
         ns = p.get_defaults()
         for layer in layers:
             ns = p.parse_object(_ours(layer, ns), cfg_base=ns)
-        ns = p.parse_args(_ours_tokens(pairs, ns), namespace=ns)
-        if last:
-            ns = p.parse_object(_ours(last, ns), cfg_base=ns)
+        ns = p.parse_args(tokens, namespace=ns)
+        for layer in (slots, last):
+            ns = p.parse_object(_ours(layer, ns), cfg_base=ns) if layer else ns
     except ArgumentError as e:
         known = [a.dest for a in p._actions if a.dest != "help"]
         raise UserError(f"{explain(e, given, known)}\n{FIX}") from None
@@ -317,37 +313,31 @@ def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
     return layer
 
 
-def _ours_tokens(pairs: list[tuple[str, str]], ns: Any) -> list[str]:
-    """Command-line pairs as the parser's ``--KEY=VALUE``: ``--model.head mmoe`` (or ``{class_path, init_args}``)
-    sets the slot's component, which starts from its defaults and the parameters given on this command line
-    (``--model.head.experts 3``, before or after it)."""
-    names = {slot: ns[f"model.{slot}"].name for slot in SLOT_FIELDS}
-    given: dict[str, list[str]] = {slot: [] for slot in SLOT_FIELDS}
-    out: list[str] = []
-
-    def component(slot: str, name: str) -> None:
-        if name != names[slot]:
-            names[slot] = name
-            out.extend([f"--model.{slot}.name={name}", f"--model.{slot}.params={{}}", *given[slot]])
-
+def _slot_layer(pairs: list[tuple[str, str]]) -> tuple[list[str], dict[str, Any]]:
+    """The command line as the parser's ``--KEY=VALUE`` tokens, but its slot settings as one layer:
+    ``--model.head mmoe --model.head.experts 3`` (in either order, or ``{class_path, init_args}``) is
+    ``{model: {head: {name: mmoe, params: {experts: 3}}}}``, which ``_ours`` reads as a YAML layer's."""
+    tokens: list[str] = []
+    slots: dict[str, dict[str, Any]] = {}
     for key, raw in pairs:
         parts = key.split(".")
-        if not (len(parts) >= 2 and parts[0] == "model" and parts[1] in SLOT_FIELDS):
-            out.append(f"--{key}={raw}")
+        if len(parts) < 2 or parts[0] != "model" or parts[1] not in SLOT_FIELDS:
+            tokens.append(f"--{key}={raw}")
             continue
-        slot, rest = parts[1], [{"class_path": "name", "init_args": "params"}.get(p, p) for p in parts[2:]]
-        inner = rest[1:] if rest[:1] == ["params"] else rest
-        if rest in ([], ["name"]) or not inner:  # a component, or its parameters as one mapping
-            spec = _slot_spec(_yaml(raw)) if inner or not rest else {"params": _yaml(raw)}
-            params = [f"{k}={json.dumps(v)}" for k, v in (spec.get("params") or {}).items()]
+        spec = slots.setdefault(parts[1], {"params": {}})
+        rest, value = [{"class_path": "name", "init_args": "params"}.get(p, p) for p in parts[2:]], _yaml(raw)
+        if rest in ([], ["name"]):  # the component by name, or as {class_path, init_args}
+            value = _slot_spec(value) if isinstance(value, (str, Mapping)) else {"name": value}
+            spec["params"].update(value.get("params") or {})
+            if "name" in value:
+                spec["name"] = value["name"]
+        elif rest == ["params"] and isinstance(value, Mapping):
+            spec["params"].update(value)
+        elif rest == ["params"]:
+            raise UserError(f"Bad setting: {key} = {value!r}: give the parameters as a mapping, e.g. {{dim: 32}}.")
         else:
-            spec, params = {}, [f"{'.'.join(inner)}={raw}"]  # the text as given: jsonargparse reads it
-        if isinstance(spec, dict) and "name" in spec:
-            component(slot, str(spec["name"]))
-        for param in params:
-            given[slot].append(f"--model.{slot}.params.{param}")
-            out.append(given[slot][-1])
-    return out
+            spec["params"][".".join(rest[1:] if rest[0] == "params" else rest)] = value
+    return tokens, {"model": slots} if slots else {}
 
 
 def _yaml(raw: str) -> Any:
@@ -357,18 +347,11 @@ def _yaml(raw: str) -> Any:
         return raw
 
 
-def as_tokens(overrides: Sequence[str] | Mapping[str, Any]) -> list[str]:
-    """Overrides as the command line's ``KEY=VALUE`` items (JSON is YAML, so the values keep their types)."""
-    if isinstance(overrides, Mapping):
-        return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
-    return list(overrides)
-
-
 def validate(raw: dict[str, Any]) -> RunConfig:
     """The parsed config as a RunConfig, after the rules no type states (farmcli/config_rules.py) and each slot
     component's parameters checked against its signature (no model is built to check a config)."""
     raw = component_params.plain(raw)
-    raw["seed"] = _seed(raw["seed"])
+    raw["seed"] = rules.seed(raw["seed"])
     rules.check_settings(raw)
     from farmcli import components
 
@@ -383,20 +366,6 @@ def validate(raw: dict[str, Any]) -> RunConfig:
     rules.check_attention_heads(model)
     sections = {"data": DataConfig, "optim": OptimConfig, "fit": FitConfig}
     return RunConfig(**{**raw, "model": model, **{k: cls(**raw[k]) for k, cls in sections.items()}})
-
-
-def _seed(value: Any) -> int:
-    """LightningCLI's ``seed_everything``: a seed, or ``true`` for a random one (recorded in config.yaml)."""
-    if value is False:
-        raise UserError(
-            "Bad setting: seed_everything = false: farm seeds every run, so that config.yaml repeats it. Give a "
-            "seed (e.g. --seed_everything 3) or true for a random one."
-        )
-    if value is True:
-        import random
-
-        return random.SystemRandom().randrange(2**32)
-    return value
 
 
 def with_component_defaults(model: ModelConfig) -> ModelConfig:

@@ -54,10 +54,10 @@ def explain(e: Exception, given: Mapping[str, Any], known: Sequence[str] = (), p
         return f"Bad setting: {_short(text)}"
     key = f"{prefix}{keys[0]}"
     cls = re.search(r"Problem with given class_path '([\w.]+)'", text)
-    if cls and key in BASES and cls.group(1).rpartition(".")[2] == BASES[key][0]:  # init_args without a class
+    if cls and key in KINDS and cls.group(1).rpartition(".")[2] == KINDS[key][1]:  # init_args without a class
         default = " (farm's default Adam takes optim.lr, optim.weight_decay)" if key == "optimizer" else ""
         return (
-            f"Bad setting: {key} = {given.get(key)!r}: give a class name (e.g. {BASES[key][1]}) or "
+            f"Bad setting: {key} = {given.get(key)!r}: give a class name (e.g. {KINDS[key][2]}) or "
             f"{{class_path: NAME, init_args: {{...}}}}{default}."
         )
     if cls:  # a class setting's argument: its name or its value
@@ -73,29 +73,28 @@ def explain(e: Exception, given: Mapping[str, Any], known: Sequence[str] = (), p
             sub = f"{key}.{keys[1]}"
             return f"Bad setting: {_typed(text.split(cls.group(0), 1)[1], sub, given.get(sub))} ({cls.group(1)})"
     path = re.search(r"dot import path string: ([\w.]+)|Import path ([\w.]+) does not correspond", text)
-    if key in BASES and path:
+    if key in KINDS and path:
         return _not_a_class(key, given.get(key), text)
     return f"Bad setting: {_typed(text, key, given.get(key))}"
 
 
-BASES = {
-    "trainer.callbacks": ("Callback", "LearningRateMonitor"),
-    "trainer.logger": ("Logger", "TensorBoardLogger"),
-    "optimizer": ("Optimizer", "AdamW"),
-    "lr_scheduler": ("LRScheduler", "CosineAnnealingLR"),
+KINDS = {
+    "trainer.logger": ("lightning.pytorch.loggers", "Logger", "TensorBoardLogger"),
+    "trainer.callbacks": ("lightning.pytorch.callbacks", "Callback", "LearningRateMonitor"),
+    "lr_scheduler": ("torch.optim.lr_scheduler", "LRScheduler", "CosineAnnealingLR"),
+    "optimizer": ("torch.optim", "Optimizer", "AdamW"),
 }
-"""The base class of each class setting, with an example of one."""
+"""Each class setting's module (where a short name is found), base class and an example of one."""
 
 
 def _not_a_class(key: str, value: Any, text: str) -> str:
-    from farmcli.components import KINDS
-
-    module = importlib.import_module(KINDS[key])
-    base = getattr(module, BASES[key][0])
+    module_name, base_name, _ = KINDS[key]
+    module = importlib.import_module(module_name)
+    base = getattr(module, base_name)
     names = sorted(n for n, c in vars(module).items() if isinstance(c, type) and issubclass(c, base) and c is not base)
     name = value if isinstance(value, str) else str(value)
     return (
-        f"Bad setting: {key} = {name!r} is not a {BASES[key][0]} of {KINDS[key]}.{near(name, names)} Known: "
+        f"Bad setting: {key} = {name!r} is not a {base_name} of {module_name}.{near(name, names)} Known: "
         f"{', '.join(names)}; or give a dotted class_path."
     )
 

@@ -48,6 +48,20 @@ def cached_trainer_settings() -> Any:
     return trainer_settings.trainer if installed == trainer_settings.LIGHTNING_VERSION else None
 
 
+def seed(value: Any) -> int:
+    """LightningCLI's ``seed_everything``: a seed, or ``true`` for a random one (recorded in config.yaml)."""
+    if value is False:
+        raise UserError(
+            "Bad setting: seed_everything = false: farm seeds every run, so that config.yaml repeats it. Give a "
+            "seed (e.g. --seed_everything 3) or true for a random one."
+        )
+    if value is True:
+        import random
+
+        return random.SystemRandom().randrange(2**32)
+    return value
+
+
 def check_settings(raw: Mapping[str, Any]) -> None:
     """The rules that a setting's type cannot say: finite numbers, the epoch and device counts, a run name."""
     bad = non_finite(raw)
