@@ -303,6 +303,15 @@ SECOND_WRITER = {
         "the ablation",
     ),
     "report": (lambda d, run, data: ["report", str(run), "--out", str(d / "R")], "R", None, "the report"),
+    "train": (
+        lambda d, run, data: (
+            ["train", "--data", str(data), "--config", TINY, "--trainer.max_epochs", "1"]
+            + ["--fit.runs_dir", str(d / "runs"), "--fit.name", "x"]
+        ),
+        "runs/x",
+        None,
+        "the run",
+    ),
 }
 
 

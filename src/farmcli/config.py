@@ -40,6 +40,9 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 PRESETS = ("tiny", "small", "default")
 Seed = restricted_number_type("Seed", int, [(">=", 0), ("<=", 2**32 - 1)])
 """A training seed: Lightning (and numpy) take 0 .. 2**32 - 1."""
+MAX_HISTORY_LEN = 10_000
+HistoryLen = restricted_number_type("HistoryLen", int, [(">=", 1), ("<=", MAX_HISTORY_LEN)])
+"""L, the positions of each history the sample store keeps (the store is built for 1 .. 10,000)."""
 
 
 @dataclass
@@ -50,7 +53,7 @@ class DataConfig:
     """A farm-events/1 directory, or a simulator preset (tiny, small, default) made on first use."""
     seed: Seed = 0  # type: ignore[valid-type]
     """Simulator seed when ``source`` is a preset (the training seed is the top-level ``seed``)."""
-    history_len: PositiveInt = 50
+    history_len: HistoryLen = 50  # type: ignore[valid-type]
     min_count: PositiveInt = 1
     batch_size: PositiveInt = 1024
     """1024 suits a CPU; the paper trains with 5000 on a GPU."""

@@ -122,7 +122,7 @@ def check_memory(cfg: RunConfig, available: int | None = None) -> None:
     """Refuse, before the sample store is built, a run whose batches cannot fit in this machine's memory at
     ``data.history_len`` (a batch holds every history position whether or not a user has that many events):
     the estimate, what it is made of and the settings that lower it. Runs on a GPU are not checked here."""
-    from farmcli.data.build import MAX_HISTORY_LEN
+    from farmcli.config import MAX_HISTORY_LEN
 
     if cfg.data.history_len > MAX_HISTORY_LEN or not trains_on_cpu(cfg.trainer):
         return  # the sample store names the range; a GPU's memory is the device's

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from farmcli import locks
 from farmcli.errors import UserError
 from farmcli.io import load_yaml, read_json, write_json, write_text
 
@@ -93,6 +94,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     run = Path(cfg.fit.runs_dir) / run_name(cfg)
+    locks.check_free(run, "the run", "--fit.name")  # another farm command writing it (a train, an ablate)
     if run.exists() and any(run.iterdir()):
         if (run / "checkpoints" / "last.ckpt").is_file():
             raise UserError(
@@ -192,6 +194,8 @@ def check_resume(run: Path, cfg: RunConfig, data_key: bool = True) -> str | None
     run = Path(run)
     info = read_json(run / "run.json")
     ours = info.get("pid") == os.getpid() or os.environ.get(RUN_DIR_ENV)  # this process, or one of its DDP ranks
+    if not ours:
+        locks.check_free(run, "the run", "--fit.name")
     if info.get("status") in ("running", "evaluating") and alive(info) and not ours:
         raise UserError(
             f"{run} is still training (process {info.get('pid')} on {info.get('host')}). Wait for it to end, "

@@ -194,8 +194,7 @@ def train(
     run = Path(resume) if resume else new_run_dir(cfg)
     if os.environ.get(RUN_DIR_ENV):  # a DDP rank launched by the process that holds the run
         return _fit(cfg, run, resume, progress, show_bar, store, None)
-    locks.check_free(run, "the run", "--fit.name")  # one writer per run directory (a second train, an ablate)
-    with contextlib.ExitStack() as lock:
+    with contextlib.ExitStack() as lock:  # new_run_dir and check_resume refused a run another command writes
         return _fit(cfg, run, resume, progress, show_bar, store, lock)
 
 

@@ -81,3 +81,18 @@ def test_a_second_tune_on_one_out_is_refused_before_any_trial(tmp_path, monkeypa
     assert f"the tuning study {out} is being written by another farm command (process {first.pid}" in text
     assert not out.exists()
     assert runner.invoke(app, args(out)).exit_code == 0  # its lock died with it
+
+
+def test_a_trial_whose_batches_cannot_fit_in_memory_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Each trial is checked as `farm train` checks a run: a history length the machine's memory cannot hold is
+    named with the space's value, before any data is built or --out written."""
+    from farmcli import machine
+
+    monkeypatch.setattr(machine, "available_memory", lambda: 4 * 10**9)
+    out = tmp_path / "t"
+    r = runner.invoke(app, ["tune", "--data", "tiny", "--space", "data.history_len=10,9000", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "--space data.history_len=9000" in r.output and "needs about" in r.output
+    assert not out.exists()
+    r = runner.invoke(app, ["train", "--data", "tiny", "--data.history_len", "20000", "--print-config"])
+    assert r.exit_code == 2 and "data.history_len = 20000: must be >= 1 and <= 10000" in r.output, r.output

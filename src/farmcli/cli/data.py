@@ -182,7 +182,7 @@ def _json_default(x):
 
 
 def _check_history_len(history_len: int) -> None:
-    from farmcli.data.build import MAX_HISTORY_LEN
+    from farmcli.config import MAX_HISTORY_LEN
 
     if history_len > MAX_HISTORY_LEN:
         raise UserError(f"--history-len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")

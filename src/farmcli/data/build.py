@@ -46,6 +46,7 @@ import polars as pl
 if TYPE_CHECKING:
     from polars._typing import PolarsDataType
 
+from farmcli.config import MAX_HISTORY_LEN
 from farmcli.data.activity import DEFAULT_CUTS, activity_code, user_activity
 from farmcli.data.dataset import Dataset, in_window, split_windows
 from farmcli.data.encoding import (
@@ -78,7 +79,6 @@ from farmcli.io import atomic_dir, write_json
 ROWS_PER_PARTITION = 20_000_000
 """Automatic partitioning: about one partition per this many event rows (live + video)."""
 
-MAX_HISTORY_LEN = 10_000
 """Longest history L: a batch holds [batch, L] positions per field and domain (the paper uses L = 50)."""
 
 VOCABS = ("author", "page", "tag", "cluster", "user")

@@ -158,15 +158,21 @@ def _check_owned(settings: TuneSettings) -> None:
 
 
 def _check_params(settings: TuneSettings, params: dict[str, Any]) -> None:
-    """One trial's config resolves and its fit.monitor is a metric it logs (``farmcli.training.check_monitor``);
-    a mistake that is not the space's (--variant, --config, --set) is reported as such."""
+    """One trial's config resolves, its fit.monitor is a metric it logs and its batches fit this machine's memory
+    (as `farm train` checks them); a mistake that is not the space's (--variant, --config, --set) is reported as
+    such."""
+    from farmcli.machine import check_memory
     from farmcli.training import check_monitor
 
+    def check(cfg: RunConfig) -> None:
+        check_monitor(cfg)
+        check_memory(cfg)
+
     try:
-        check_monitor(trial_config(settings, params, settings.seeds[0]))
+        check(trial_config(settings, params, settings.seeds[0]))
     except UserError as e:
         try:  # the space's value, or --variant / --config / --set, wrong whatever the space says?
-            check_monitor(trial_config(settings, {}, settings.seeds[0]))
+            check(trial_config(settings, {}, settings.seeds[0]))
         except UserError as fixed:
             raise fixed from None
         raise UserError(f"--space {label(params)}: {e}") from None
