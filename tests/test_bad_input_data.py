@@ -144,7 +144,7 @@ CASES = [
         HUGE,
         "--fit.runs_dir",
         "{elsewhere}",
-        words=("history_len", "1..10,000"),
+        words=("data.history_len", ">= 1 and <= 10000"),  # refused by the config, before the data is read
         setup=tiny(),
     ),
     # row 9: --overwrite replaces only a dataset farm wrote, every file in it as farm wrote it

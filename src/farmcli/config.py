@@ -29,7 +29,7 @@ from jsonargparse.typing import (
 )
 
 from farmcli import config_rules as rules
-from farmcli.config_messages import FIX, explain, given_values
+from farmcli.config_messages import FIX, as_value, explain, given_values
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
 from farmcli.model import params as component_params
@@ -103,13 +103,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "num_sanity_val_steps": 0,
 }
 TRAINER_SKIP = {"callbacks", "logger", "plugins", "default_root_dir", "enable_checkpointing", "use_distributed_sampler"}
-OURS = {
-    "default_root_dir": "farm writes each run to fit.runs_dir/fit.name (e.g. --fit.runs_dir runs --fit.name my-run)",
-    "enable_checkpointing": "every run keeps RUN/checkpoints/best.ckpt and last.ckpt (farm eval, --resume need them)",
-    "use_distributed_sampler": "farm's data module gives each rank its own slice of the sample store",
-    "plugins": "precision is --trainer.precision; the strategy --trainer.strategy",
-}
-"""Trainer arguments that farm sets itself, with what a LightningCLI user writes here instead."""
 
 TOP_LEVEL = ("seed", "seed_everything", "variant", "ckpt_path", "optimizer", "lr_scheduler")
 """The settings outside a section (``--lr_scheduler CosineAnnealingLR``, as in LightningCLI)."""
@@ -197,11 +190,7 @@ def resolve(
     choices); ``variant`` here, from ``--variant``, is applied as a layer.
     """
     layers = [_nested(load_yaml(f)) for f in config_files]
-    if variant is not None and not variant.strip():
-        raise UserError(
-            "--variant is an empty string: give a variant name (`farm variants` lists them) or a YAML file."
-        )
-    if variant:
+    if variant is not None:
         from farmcli.variants import load_variant
 
         v = load_variant(variant)
@@ -210,18 +199,15 @@ def resolve(
         layers.append(_nested(overrides))
         overrides = ()
     last = _nested(values or {})
-    pairs = pairs_of(overrides)
-    tokens, slots = _slot_layer(pairs)
-    given = given_values([*layers, last], pairs)
-    for key in (k.removeprefix("trainer.") for k in given if k.startswith("trainer.")):
-        if key in OURS:
-            raise UserError(f"Bad setting: trainer.{key} is farm's to set: {OURS[key]}.")
+    pairs, slots = _slot_layer(pairs_of(overrides))
+    given = given_values([*layers, slots, last], pairs)
+    rules.check_not_ours(given)
     p = parser(lightning=any(_names_class(k) and v not in (None, False, []) for k, v in given.items()))
     try:
         ns = p.get_defaults()
         for layer in layers:
             ns = p.parse_object(_ours(layer, ns), cfg_base=ns)
-        ns = p.parse_args(tokens, namespace=ns)
+        ns = p.parse_args([f"--{key}={raw}" for key, raw in pairs], namespace=ns)
         for layer in (slots, last):
             ns = p.parse_object(_ours(layer, ns), cfg_base=ns) if layer else ns
     except ArgumentError as e:
@@ -255,7 +241,8 @@ def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pairs_of(tokens: Sequence[str]) -> list[tuple[str, str]]:
-    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text."""
+    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text (a value may start with one
+    dash, ``--model.cl_weight -1``; one that starts with two is given as ``--KEY=--VALUE``)."""
     out, i, tokens = [], 0, list(tokens)
     while i < len(tokens):
         tok = tokens[i]
@@ -265,7 +252,7 @@ def pairs_of(tokens: Sequence[str]) -> list[tuple[str, str]]:
                 f"No such option: {tok}. Settings are given as dotted keys, e.g. --trainer.max_epochs 3 or "
                 f"--model.fuse.name none; see `farm train --help` and `farm train --print-config`."
             )
-        if not eq and tok.startswith("--") and i + 1 < len(tokens) and not _is_option(tokens[i + 1]):
+        if not eq and tok.startswith("--") and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
             raw, i = tokens[i + 1], i + 1
         elif not eq and tok.startswith("--"):
             raise UserError(
@@ -282,25 +269,16 @@ def pairs_of(tokens: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _is_option(tok: str) -> bool:
-    """``--fit.name`` is the next option, not a value; ``-1`` is a value."""
-    if not tok.startswith("-"):
-        return False
-    try:
-        float(tok)
-    except ValueError:
-        return True
-    return False
-
-
 def _slot_spec(value: Any) -> Any:
     """A slot by name alone, or as LightningCLI writes a class (``{class_path, init_args}``), as ``{name, params}``."""
     if isinstance(value, str):
         return {"name": value}
     if isinstance(value, Mapping):
         spec = {{"class_path": "name", "init_args": "params"}.get(k, k): v for k, v in value.items()}
-        params = {k: spec.pop(k) for k in list(spec) if k not in ("name", "params")}  # {head: {experts: 3}}
-        return {**spec, "params": {**(spec.get("params") or {}), **params}} if params else spec
+        extra = {k: spec.pop(k) for k in list(spec) if k not in ("name", "params")}  # {head: {experts: 3}}
+        if extra and isinstance(spec.get("params", {}), Mapping):  # (params that are no mapping: jsonargparse says so)
+            spec["params"] = {**spec.get("params", {}), **extra}
+        return spec
     return value
 
 
@@ -310,44 +288,30 @@ def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
     model: dict[str, Any] = layer["model"] if isinstance(layer.get("model"), dict) else {}
     for slot in set(model) & set(SLOT_FIELDS):
         spec, now = _slot_spec(model[slot]), ns[f"model.{slot}"]
-        if isinstance(spec, dict) and spec.get("name", now.name) == now.name:
-            spec["params"] = {**now.params, **(spec.get("params") or {})}
+        if (
+            isinstance(spec, dict)
+            and spec.get("name", now.name) == now.name
+            and isinstance(spec.get("params", {}), dict)
+        ):
+            spec["params"] = {**now.params, **spec.get("params", {})}
         model[slot] = {"params": {}, **spec} if isinstance(spec, dict) else spec
     return layer
 
 
-def _slot_layer(pairs: list[tuple[str, str]]) -> tuple[list[str], dict[str, Any]]:
-    """The command line as the parser's ``--KEY=VALUE`` tokens, but its slot settings as one layer:
-    ``--model.head mmoe --model.head.experts 3`` (in either order, or ``{class_path, init_args}``) is
-    ``{model: {head: {name: mmoe, params: {experts: 3}}}}``, which ``_ours`` reads as a YAML layer's."""
-    tokens: list[str] = []
-    slots: dict[str, dict[str, Any]] = {}
-    for key, raw in pairs:
-        parts = key.split(".")
-        if len(parts) < 2 or parts[0] != "model" or parts[1] not in SLOT_FIELDS:
-            tokens.append(f"--{key}={raw}")
-            continue
-        spec = slots.setdefault(parts[1], {"params": {}})
-        rest, value = [{"class_path": "name", "init_args": "params"}.get(p, p) for p in parts[2:]], _yaml(raw)
-        if rest in ([], ["name"]):  # the component by name, or as {class_path, init_args}
-            value = _slot_spec(value) if isinstance(value, (str, Mapping)) else {"name": value}
-            spec["params"].update(value.get("params") or {})
-            if "name" in value:
-                spec["name"] = value["name"]
-        elif rest == ["params"] and isinstance(value, Mapping):
-            spec["params"].update(value)
-        elif rest == ["params"]:
-            raise UserError(f"Bad setting: {key} = {value!r}: give the parameters as a mapping, e.g. {{dim: 32}}.")
-        else:
-            spec["params"][".".join(rest[1:] if rest[0] == "params" else rest)] = value
-    return tokens, {"model": slots} if slots else {}
+def _slot_layer(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The command line's settings other than the slots', and the slots' as one layer that ``_ours`` reads as a YAML
+    layer's: ``--model.head mmoe --model.head.experts 3``, in either order, is ``{model: {head: {name: mmoe,
+    experts: 3}}}``."""
+    layer: dict[str, Any] = {}
+    for key, raw in filter(lambda pair: _is_slot(pair[0]), pairs):
+        value = as_value(raw)
+        layer[key if key.count(".") > 1 or isinstance(value, Mapping) else f"{key}.name"] = value
+    return [(key, raw) for key, raw in pairs if not _is_slot(key)], _nested(layer)
 
 
-def _yaml(raw: str) -> Any:
-    try:
-        return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
-        return raw
+def _is_slot(key: str) -> bool:
+    section, _, rest = key.partition(".")
+    return section == "model" and rest.split(".")[0] in SLOT_FIELDS
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:

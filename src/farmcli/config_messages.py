@@ -30,13 +30,18 @@ def given_values(layers: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str,
 
     for layer in layers:
         walk(layer, "")
-    for key, raw in pairs:
-        try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            out[key] = raw
+    out.update({key: as_value(raw) for key, raw in pairs})
     out.pop("", None)
     return out
+
+
+def as_value(raw: str) -> Any:
+    """A command-line value as YAML reads it (``3`` an int, ``[64, 32]`` a list); "" and text YAML cannot read stay
+    text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
 
 
 def explain(e: Exception, given: Mapping[str, Any], known: Sequence[str] = (), prefix: str = "") -> str:

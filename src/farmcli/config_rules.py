@@ -34,6 +34,23 @@ def non_finite(x: Any, path: str = "") -> tuple[str, float] | None:
     return None
 
 
+OURS = {
+    "default_root_dir": "farm writes each run to fit.runs_dir/fit.name (e.g. --fit.runs_dir runs --fit.name my-run)",
+    "enable_checkpointing": "every run keeps RUN/checkpoints/best.ckpt and last.ckpt (farm eval, --resume need them)",
+    "use_distributed_sampler": "farm's data module gives each rank its own slice of the sample store",
+    "plugins": "precision is --trainer.precision; the strategy --trainer.strategy",
+}
+"""Trainer arguments that farm sets itself, with what a LightningCLI user writes here instead."""
+
+
+def check_not_ours(given: Mapping[str, Any]) -> None:
+    """A Trainer argument farm sets itself names farm's setting (LightningCLI's ``default_root_dir`` is
+    ``fit.runs_dir`` here)."""
+    for key in (k.removeprefix("trainer.") for k in given if k.startswith("trainer.")):
+        if key in OURS:
+            raise UserError(f"Bad setting: trainer.{key} is farm's to set: {OURS[key]}.")
+
+
 def cached_trainer_settings() -> Any:
     """farmcli.trainer_settings' signature where it was made from the installed Lightning, else None (the config
     then reads Lightning's own signature, which imports torch)."""

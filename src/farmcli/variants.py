@@ -31,6 +31,10 @@ def load_variant(name_or_path: str) -> Variant:
     """By name (``no-cpa``) from the built-in folder, or a path to a YAML file of the same shape."""
     from farmcli.io import load_yaml
 
+    if not name_or_path.strip():
+        raise UserError(
+            "--variant is an empty string: give a variant name (`farm variants` lists them) or a YAML file."
+        )
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") or path.exists()):
         path = VARIANTS_DIR / f"{name_or_path}.yaml"

@@ -40,22 +40,22 @@ def _parser(slot: str, factory: Any) -> Any:
 def check(slot: str, name: str, factory: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` over the component's defaults, checked (a UserError naming ``model.SLOT.KEY``)."""
     where = f"(a parameter of the {slot} component '{name}')"
-    injected = sorted(set(params) & set(SLOTS[slot].injected))
-    if injected:
-        raise UserError(
-            f"Bad setting: model.{slot}.{injected[0]}: FARM sets this width itself; it is not a parameter of the "
-            f"{slot} component '{name}'."
-        )
     parser = _parser(slot, factory)
+    known = [] if parser is None else [a.dest for a in parser._actions if a.dest != "help"]
+    takes_any = parser is None or any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    for key in sorted(set(params) - set(known)):
+        if key in SLOTS[slot].injected:
+            raise UserError(
+                f"Bad setting: model.{slot}.{key}: FARM sets this width itself; it is not a parameter of the {slot} "
+                f"component '{name}'."
+            )
+        if not takes_any:
+            raise UserError(
+                f"Bad setting: model.{slot}.{key}: the {slot} component '{name}' has no parameter '{key}'."
+                f"{near(key, known)} It takes: {', '.join(known) or '(none)'}."
+            )
     if parser is None:
         return dict(params)
-    known = [a.dest for a in parser._actions if a.dest != "help"]
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
-    for key in sorted(set(params) - set(known)) if not takes_any else ():
-        raise UserError(
-            f"Bad setting: model.{slot}.{key}: the {slot} component '{name}' has no parameter '{key}'."
-            f"{near(key, known)} It takes: {', '.join(known) or '(none)'}."
-        )
     try:  # parsing converts lists in place
         parsed = parser.parse_object(copy.deepcopy({k: v for k, v in params.items() if k in known})).as_dict()
     except ArgumentError as e:
