@@ -15,6 +15,8 @@ from farmcli.cli import app
 from farmcli.data.schema import TASKS
 
 runner = CliRunner()
+CONFIG = str(Path(__file__).with_name("tiny-model.yaml"))
+"""The tiny model's config, ``{config}`` in a case's arguments."""
 
 
 Setup = Callable[[Path, "Path | None"], None]
@@ -352,18 +354,30 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input(c: Case, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    run = request.getfixturevalue("tiny_run") if c.needs_run else None
+    check_case(c, tmp_path, request.getfixturevalue("tiny_run") if c.needs_run else None)
+
+
+def check_case(c: Case, cwd: Path, run: Path | None = None, extra: tuple[str, ...] = (), **fill: Path) -> None:
+    """Run ``c`` (set up in ``cwd``, the working directory) with ``extra`` arguments after its own: its exit code,
+    no traceback, each of its words in the output (read as one line, whatever the terminal width), and nothing in
+    ``cwd`` or ``run`` written or changed. ``{run}``, ``{config}`` and ``{KEY}`` of ``fill`` are filled in."""
     if c.setup:
-        c.setup(tmp_path, run)
-    before = _snapshot(tmp_path)
-    config = str(Path(__file__).with_name("tiny-model.yaml"))
-    r = runner.invoke(app, [a.replace("{run}", str(run)).replace("{config}", config) for a in c.args])
+        c.setup(cwd, run)
+    before, mine = _snapshot(cwd), (_snapshot(run) if run is not None else None)
+    values = {"{run}": str(run), "{config}": CONFIG, **{f"{{{k}}}": str(v) for k, v in fill.items()}}
+    args = list(c.args)
+    for key, value in values.items():
+        args = [a.replace(key, value) for a in args]
+    r = runner.invoke(app, [*args, *extra])
     assert r.exit_code == c.code, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert "Traceback" not in r.output
+    text = " ".join(r.output.split())
     for w in c.words:
-        assert w in r.output, (w, r.output)
-    assert _snapshot(tmp_path) == before  # nothing left behind, nothing of the user's touched
+        assert w in text, (w, r.output)
+    assert _snapshot(cwd) == before  # nothing left behind, nothing of the user's touched
+    if run is not None:
+        assert _snapshot(run) == mine  # nor the trained run's files
 
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:

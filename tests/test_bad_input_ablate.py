@@ -12,7 +12,7 @@ import pytest
 
 from farmcli.cli import app
 from farmcli.variants import VARIANTS_DIR
-from tests.test_bad_input import Case, _snapshot, case, files, runner
+from tests.test_bad_input import Case, case, check_case, files, runner
 
 TINY = str(Path(__file__).with_name("tiny-model.yaml"))
 ABLATE = ("ablate", "--data", "tiny", "--seeds", "1", "--out", "abl")
@@ -121,17 +121,7 @@ def test_bad_input_ablate(c: Case, tmp_path, monkeypatch):
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     monkeypatch.setenv("FARM_HOME", str(home))  # a fresh one: any data built would show here
-    if c.setup:
-        c.setup(cwd, None)
-    before = _snapshot(cwd)
-    r = runner.invoke(app, [*c.args, "--config", TINY, "--trainer.max_epochs", "1"])
-    assert r.exit_code == c.code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    text = " ".join(r.output.split())  # the message as one line, whatever the terminal width
-    for w in c.words:
-        assert w in text, (w, r.output)
-    assert _snapshot(cwd) == before  # nothing written, nothing of the user's touched
+    check_case(c, cwd, extra=("--config", TINY, "--trainer.max_epochs", "1"))
     assert not home.exists() or not any(home.iterdir()), sorted(home.rglob("*"))  # no data built
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from farmcli.cli import app
-from tests.test_bad_input import Case, _snapshot, case, files, runner, tiny_dataset
+from tests.test_bad_input import Case, _snapshot, case, check_case, files, runner, tiny_dataset
 
 PRINT = ("train", "--data", "tiny", "--print-config")
 TUNE = ("tune", "--data", "tiny", "--out", "t", "--space")
@@ -135,16 +135,7 @@ CASES = [
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input_config(c: Case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    if c.setup:
-        c.setup(tmp_path, None)
-    before = _snapshot(tmp_path)
-    r = runner.invoke(app, list(c.args))
-    assert r.exit_code == c.code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    for w in c.words:
-        assert w in r.output, (w, r.output)
-    assert _snapshot(tmp_path) == before
+    check_case(c, tmp_path)
 
 
 @pytest.mark.parametrize(

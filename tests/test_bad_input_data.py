@@ -18,7 +18,7 @@ import pytest
 
 from farmcli.cli import app
 from farmcli.data.schema import TASKS
-from tests.test_bad_input import Case, Setup, _snapshot, case, files, runner
+from tests.test_bad_input import Case, Setup, case, check_case, files, runner
 
 _TINY: list[Path] = []
 """The tiny preset, simulated once per module and copied into each case's directory."""
@@ -291,21 +291,15 @@ def _to_dir(path: Path) -> None:
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input_data(c: Case, tmp_path, monkeypatch):
+    check_data_case(c, tmp_path, monkeypatch)
+
+
+def check_data_case(c: Case, tmp_path: Path, monkeypatch) -> None:
+    """``check_case`` from a folder of its own, and nothing written ``{elsewhere}`` unless the case succeeds."""
     cwd, elsewhere = tmp_path / "cwd", tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    if c.setup:
-        c.setup(cwd, None)
-    before = _snapshot(cwd)
-    config = str(Path(__file__).with_name("tiny-model.yaml"))
-    args = [a.replace("{config}", config).replace("{elsewhere}", str(elsewhere)) for a in c.args]
-    r = runner.invoke(app, args)
-    assert r.exit_code == c.code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    for w in c.words:
-        assert w in r.output, (w, r.output)
-    assert _snapshot(cwd) == before  # nothing left behind, nothing of the user's touched
+    check_case(c, cwd, elsewhere=elsewhere)
     assert not elsewhere.exists() or c.code == 0
 
 

@@ -19,7 +19,7 @@ import pytest
 from farmcli.cli import app
 from farmcli.data.schema import TASKS
 from tests.test_bad_input import Case, Setup, _snapshot, case, files, runner
-from tests.test_bad_input_data import then, tiny, tiny_source  # noqa: F401 - tiny_source: the module's fixture
+from tests.test_bad_input_data import check_data_case, then, tiny, tiny_source  # noqa: F401 - tiny_source: the module's fixture
 
 BOUNDS = ("train_start", "train_end", "valid_end", "test_end")
 
@@ -338,22 +338,7 @@ CASES = [
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input_round5_data(c: Case, tmp_path, monkeypatch):
-    cwd, elsewhere = tmp_path / "cwd", tmp_path / "elsewhere"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    if c.setup:
-        c.setup(cwd, None)
-    before = _snapshot(cwd)
-    config = str(Path(__file__).with_name("tiny-model.yaml"))
-    args = [a.replace("{config}", config).replace("{elsewhere}", str(elsewhere)) for a in c.args]
-    r = runner.invoke(app, args)
-    assert r.exit_code == c.code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    for w in c.words:
-        assert w in r.output, (w, r.output)
-    assert _snapshot(cwd) == before  # nothing left behind, nothing of the user's touched
-    assert not elsewhere.exists() or c.code == 0
+    check_data_case(c, tmp_path, monkeypatch)
 
 
 def test_a_file_is_not_offered_as_a_place_to_synthesise(tmp_path, monkeypatch):

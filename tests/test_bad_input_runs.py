@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from farmcli.cli import app
-from tests.test_bad_input import Case, _snapshot, case, files, runner, tiny_dataset
+from tests.test_bad_input import Case, _snapshot, case, check_case, files, runner, tiny_dataset
 
 CONFIG = str(Path(__file__).with_name("tiny-model.yaml"))
 
@@ -334,20 +334,7 @@ CASES = [
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input_runs(c: Case, tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
-    run = request.getfixturevalue("tiny_run") if c.needs_run else None
-    if c.setup:
-        c.setup(tmp_path, run)
-    before = _snapshot(tmp_path)
-    mine = _snapshot(run) if run is not None else None
-    r = runner.invoke(app, [a.replace("{run}", str(run)).replace("{config}", CONFIG) for a in c.args])
-    assert r.exit_code == c.code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    for w in c.words:
-        assert w in " ".join(r.output.split()), (w, r.output)
-    assert _snapshot(tmp_path) == before  # nothing left behind, nothing of the user's touched
-    if run is not None:
-        assert _snapshot(run) == mine  # nor the trained run's files
+    check_case(c, tmp_path, request.getfixturevalue("tiny_run") if c.needs_run else None)
 
 
 # ------------------------------------------------------------------------------------------ row 13

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 
 from farmcli.cli import app
 from farmcli.data.schema import TASKS
+from tests.test_faults import held_elsewhere  # another process holding a lock (an orphaned ablate worker)
 
 runner = CliRunner()
 TINY = str(Path(__file__).parents[1] / "tiny-model.yaml")
@@ -29,24 +29,6 @@ def one_line(text: str) -> str:
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@contextlib.contextmanager
-def held_elsewhere(target: Path) -> Iterator[subprocess.Popen]:
-    """Another process holding ``target``'s lock: an orphaned ablate worker training that run."""
-    code = (
-        "import sys, time; from pathlib import Path; from farmcli import locks\n"
-        "with locks.hold(Path(sys.argv[1]), 'x'):\n"
-        "    print('held', flush=True); time.sleep(600)\n"
-    )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # ------------------------------------------------------------------------------------------ 18d: workers
