@@ -1,56 +1,10 @@
 """Import the public KuaiLive-M3 dataset (Hugging Face ``imgkkk2004/KuaiLive-M3``) as a farm-events/1 dataset.
 
-Raw files read (each as ``NAME.csv``, ``NAME.parquet`` or a folder ``NAME.parquet/`` / ``NAME/`` of shards;
-parquet wins when both exist). Required: ``live_interaction``, ``live_show``, ``photo_play``. Optional, for
-the derived fields: ``photo_tag`` (tags), ``photo_meta`` (which author posted which video),
-``live_room_meta`` (which author hosts which room) and ``live_emb_64`` (clusters). Only the columns used are
-read; a missing required file or column is a :class:`~farmcli.errors.UserError` (exit 2) naming it.
-
-live.parquet, one row per impression:
-
-- click = 1: every ``live_interaction`` session. ts = ``live_play_start_timestamp``; page =
-  ``live_source_category``; play_ms = ``play_duration`` (ms; negative or missing -> 0); effective_view =
-  play_ms >= ``effective_view_ms`` (3 s); long_view = play_ms >= ``long_view_ms`` (60 s); like, comment, gift
-  = ``like_cnt``, ``comment_cnt``, ``send_gift_cnt`` > 0. Every session counts, auto-play and every entry page
-  included, duplicates included (no de-duplication, unlike the official RecBole preprocessing).
-- click = 0: every ``live_show`` impression whose (user_id, live_id) has no session at all (at any time), the
-  official negative rule. ts = ``show_timestamp``; play_ms and every other label 0; page 0 (``live_show``
-  has no entry page; see ``live_page``).
-- tag = the live author's most frequent first-level category (``photo_tag.first_level_category_name``) over
-  the short videos they posted (``photo_meta`` photo -> author; without it, the photo -> author pairs seen in
-  ``photo_play``); ties go to the smaller tag id; 0 for authors who post no tagged video.
-- cluster = k-means (k = ``clusters``, seed ``seed``) of the author's room embeddings (``live_emb_64``, each
-  room L2-normalised, averaged per author, the mean L2-normalised again); room -> author from
-  ``live_room_meta``, else from the sessions and impressions. Ids 1..k are numbered by the smallest author
-  id in each cluster, so they do not depend on the seed's labelling; 0 where the author has no embedding.
-
-video.parquet, one row per ``photo_play`` event: ts = ``enter_timestamp``; play_ms = leave - enter (missing
-leave or leave before enter -> 0); page = ``enter_play_type``; tag = the photo's first-level category;
-long_view = ``is_complete_play``; like = ``like_status_type`` in ``like_codes``; follow =
-``is_follow_after_play`` and not ``is_follow_before_play``; comment = share = 0 (photo_play has no such
-per-play fields, and ``photo_interaction`` is a daily aggregate without a date, so it cannot be joined).
-
-Ids: user_id and author_id as published (one author id space for both domains). page: one id space for
-both domains, ids 1.. in the order of (domain, name) sorted by name (live names first, then video names),
-0 = missing; written to ``pages.json``. tag: ids 1.. by sorted category name, 0 = unknown; ``tags.json``.
-Per-author tag and cluster: ``author_attrs.parquet``.
-
-like_status_type: the dataset documents four states (new like, cancelled, never liked, stayed liked) but
-not their integer codes. The default ``like_codes=(1,)`` assumes 1 = new like (true of both plausible
-encodings: 1-based in the documented order, or 0 = none / 1 = like / 2 = cancel / 3 = kept). The import
-report lists the codes' frequencies so the assumption can be checked; change it with ``like_codes``.
-
-Timestamps: see :mod:`farmcli.data.importers._readers` (date-time text, datetime types, epoch s/ms). Naive
-date-times are read in ``naive_tz`` (default UTC, as the dataset's own preprocessing does); the report
-checks ``p_date`` (a Beijing calendar date) against the sessions' start times and warns when they disagree.
-
-Splits (manifest.json): by calendar day in ``day_tz`` (default Asia/Shanghai, UTC+8, Kuaishou's time) over
-the days the live rows span: the last ``test_days`` days test, the ``valid_days`` before validation, the
-first ``warmup_days`` history only (train_start after them), the rest training. users.parquet: activity
-levels from live clicks in the training window (:func:`farmcli.data.activity.derived_activity`, cut points
-``activity_cuts``). Rows are sorted by (user_id, ts) (then by every other column, so the output does not
-depend on file order). Memory: the raw tables are streamed into user-id buckets of about
-``rows_per_partition`` rows, then each bucket is joined and sorted on its own.
+docs/IMPORT_KUAILIVE_M3.md states every mapping, derived field (page, tag, cluster), split rule and assumption
+(like_codes, naive_tz). Raw tables are ``NAME.csv``, ``NAME.parquet`` or a folder of shards (parquet wins); a
+missing required file or column is a UserError naming it. Rows are sorted by (user_id, ts), then every other
+column, so the output never depends on file order; memory is bounded by streaming the raw tables into user-id
+buckets of about ``rows_per_partition`` rows, each then joined and sorted on its own.
 """
 
 from __future__ import annotations
@@ -97,29 +51,14 @@ SOURCE = "kuailive-m3"
 DOWNLOAD = "https://huggingface.co/datasets/imgkkk2004/KuaiLive-M3"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
-    "live_interaction": (
-        "user_id",
-        "author_id",
-        "live_id",
-        "live_play_start_timestamp",
-        "live_source_category",
-        "play_duration",
-        "like_cnt",
-        "comment_cnt",
-        "send_gift_cnt",
+    "live_interaction": tuple(
+        "user_id author_id live_id live_play_start_timestamp live_source_category play_duration like_cnt "
+        "comment_cnt send_gift_cnt".split()
     ),
     "live_show": ("user_id", "author_id", "live_id", "show_timestamp"),
-    "photo_play": (
-        "user_id",
-        "photo_id",
-        "author_id",
-        "enter_timestamp",
-        "leave_timestamp",
-        "enter_play_type",
-        "is_complete_play",
-        "like_status_type",
-        "is_follow_before_play",
-        "is_follow_after_play",
+    "photo_play": tuple(
+        "user_id photo_id author_id enter_timestamp leave_timestamp enter_play_type is_complete_play "
+        "like_status_type is_follow_before_play is_follow_after_play".split()
     ),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
@@ -128,15 +67,8 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "live_room_meta": ("live_id", "author_id"),
     "live_emb_64": ("live_id", "embedding"),
 }
-PUBLISHED_AS = {
-    "live_interaction": "csv",
-    "live_show": "parquet",
-    "photo_play": "parquet",
-    "photo_tag": "csv",
-    "photo_meta": "parquet",
-    "live_room_meta": "parquet",
-    "live_emb_64": "parquet",
-}
+PUBLISHED_AS_CSV = ("live_interaction", "photo_tag")
+"""The tables published as csv (the others as parquet), for the message naming a missing one."""
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -169,21 +101,16 @@ class KLM3Options:
     name: str = SOURCE
 
     def check(self) -> None:
-        problems = []
-        for key in ("effective_view_ms", "long_view_ms", "valid_days", "warmup_days"):
-            if getattr(self, key) < 0:
-                problems.append(f"{key} must be >= 0, got {getattr(self, key)}.")
+        def at_least(lo: int, *keys: str) -> list[str]:
+            return [f"{k} must be >= {lo}, got {getattr(self, k)}." for k in keys if getattr(self, k) < lo]
+
+        problems = at_least(0, "effective_view_ms", "long_view_ms", "valid_days", "warmup_days")
         if self.long_view_ms < self.effective_view_ms:
             problems.append(
                 f"long_view_ms ({self.long_view_ms}) must be >= effective_view_ms "
                 f"({self.effective_view_ms}): a long view is also an effective view."
             )
-        if self.test_days < 1:
-            problems.append(f"test_days must be >= 1, got {self.test_days}.")
-        if self.clusters < 1:
-            problems.append(f"clusters must be >= 1, got {self.clusters}.")
-        if self.rows_per_partition < 1:
-            problems.append(f"rows_per_partition must be >= 1, got {self.rows_per_partition}.")
+        problems += at_least(1, "test_days", "clusters", "rows_per_partition")
         if self.live_page not in ("source", "none"):
             problems.append(f"live_page must be 'source' or 'none', got '{self.live_page}'.")
         lo, hi = self.activity_cuts
@@ -256,10 +183,7 @@ def import_kuailive_m3(
 
 
 def _options_dict(opt: KLM3Options) -> dict[str, Any]:
-    d = asdict(opt)
-    d["like_codes"] = list(opt.like_codes)
-    d["activity_cuts"] = list(opt.activity_cuts)
-    return d
+    return {**asdict(opt), "like_codes": list(opt.like_codes), "activity_cuts": list(opt.activity_cuts)}
 
 
 # --- finding and checking the raw files -------------------------------------------------------------------
@@ -282,9 +206,9 @@ def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
         t = locate(raw_dir, name)
         if t is None:
             if name in REQUIRED:
-                other = "parquet" if PUBLISHED_AS[name] == "csv" else "csv"
+                fmt, other = ("csv", "parquet") if name in PUBLISHED_AS_CSV else ("parquet", "csv")
                 problems.append(
-                    f"{raw_dir}: required file {name}.{PUBLISHED_AS[name]} (or {name}.{other}) is "
+                    f"{raw_dir}: required file {name}.{fmt} (or {name}.{other}) is "
                     f"missing. Download it from {DOWNLOAD}."
                 )
             else:
@@ -304,25 +228,21 @@ def find_tables(raw_dir: Path) -> tuple[dict[str, RawTable], list[str]]:
 # --- the steps --------------------------------------------------------------------------------------------
 
 
+@dataclass
 class _Import:
     """One import into ``tmp``: :meth:`run` is its steps, in order; the methods below follow that order."""
 
-    def __init__(
-        self,
-        tables: dict[str, RawTable],
-        opt: KLM3Options,
-        tmp: Path,
-        report: ImportReport,
-        on_progress: ProgressFn | None,
-    ):
-        self.t = tables
-        self.opt = opt
-        self.tmp = tmp
-        self.stage = tmp / ".staging"
-        self.report = report
-        self.on_progress = on_progress
-        self.done = 0
-        self.total = 12
+    t: dict[str, RawTable]
+    opt: KLM3Options
+    tmp: Path
+    report: ImportReport
+    on_progress: ProgressFn | None
+    done: int = 0
+    total: int = 12
+
+    @property
+    def stage(self) -> Path:
+        return self.tmp / ".staging"
 
     def step(self, name: str) -> None:
         if self.on_progress is not None:
@@ -367,17 +287,13 @@ class _Import:
 
         parts = self.stage / "parts"
         parts.mkdir()
-        live_parts, video_parts = [], []
-        for b in range(n):
+        live_parts, video_parts = ([parts / f"{t}-{b:05d}.parquet" for b in range(n)] for t in ("live", "video"))
+        for b, p in enumerate(live_parts):
             self.step(f"live rows, part {b + 1}/{n}")
-            p = parts / f"live-{b:05d}.parquet"
             self.live_part(b, sess_schema, imp_schema, pages, authors, p)
-            live_parts.append(p)
-        for b in range(n):
+        for b, p in enumerate(video_parts):
             self.step(f"video rows, part {b + 1}/{n}")
-            p = parts / f"video-{b:05d}.parquet"
             self.video_part(b, plays_schema, pages, p)
-            video_parts.append(p)
         self.step("writing live.parquet and video.parquet")
         _write(pl.scan_parquet(live_parts), self.tmp / "live.parquet")
         _write(pl.scan_parquet(video_parts), self.tmp / "video.parquet")
@@ -402,18 +318,28 @@ class _Import:
         t = self.t["live_interaction"]
         ids = t.scan().select(user_id=t.int_col("user_id")).filter(pl.col("user_id").is_not_null())
         qs = _collect(
-            ids.select(
-                [
-                    pl.col("user_id").quantile(i / n_buckets, interpolation="lower").alias(f"q{i}")
-                    for i in range(1, n_buckets)
-                ]
-            )
+            ids.select(pl.col("user_id").quantile(i / n_buckets, "lower").alias(f"q{i}") for i in range(1, n_buckets))
         )
         return sorted({int(v) for v in qs.row(0) if v is not None})
 
+    def _sink(self, name: str, lf: pl.LazyFrame, breaks: list[int], n: int, play: bool = False) -> dict:
+        """Stage rows by user bucket with why a row is dropped and, with ``play``, why its play_ms is 0."""
+        lf = lf.with_columns(_drop_reason("user_id", "author_id"))
+        if play:
+            lf = lf.with_columns(_play_fix("play_raw"), play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0))
+        lf = lf.drop("play_raw", strict=False).with_columns(_stage.bucket_expr(breaks))
+        return _stage.sink_buckets(lf, self.stage / name, n)
+
     def stage_sessions(self, breaks: list[int], n: int) -> dict:
         t, opt = self.t["live_interaction"], self.opt
-        cols = dict(
+        pd_type = t.schema.get("p_date")
+        if pd_type is None:
+            p_date = pl.lit(None, dtype=pl.Date)
+        elif pd_type == pl.Date:
+            p_date = pl.col("p_date")
+        else:
+            p_date = str_expr("p_date", pd_type).str.slice(0, 8).str.to_date("%Y%m%d", strict=False)
+        lf = t.scan().select(
             user_id=t.int_col("user_id"),
             author_id=t.int_col("author_id"),
             live_id=t.int_col("live_id"),
@@ -423,106 +349,58 @@ class _Import:
             like=_flag(t.int_col("like_cnt")),
             comment=_flag(t.int_col("comment_cnt")),
             gift=_flag(t.int_col("send_gift_cnt")),
+            p_date=p_date,
         )
-        if "p_date" in t.schema:
-            pd_type = t.schema["p_date"]
-            cols["p_date"] = (
-                pl.col("p_date")
-                if pd_type == pl.Date
-                else str_expr("p_date", pd_type).str.slice(0, 8).str.to_date("%Y%m%d", strict=False)
-            )
-        else:
-            cols["p_date"] = pl.lit(None, dtype=pl.Date)
-        lf = (
-            t.scan()
-            .select(**cols)
-            .with_columns(
-                _drop_reason("user_id", "author_id"),
-                _play_fix("play_raw"),
-                play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0),
-                pdate_ok=(
-                    pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null())
-                    .then(None)
-                    .otherwise(local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date"))
-                    .cast(pl.Int8)
-                ),
-            )
-            .with_columns(_stage.bucket_expr(breaks))
-            .drop("play_raw", "p_date")
-        )
-        return _stage.sink_buckets(lf, self.stage / "sessions", n)
+        pdate_ok = pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null()).then(None)
+        pdate_ok = pdate_ok.otherwise(local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date")).cast(pl.Int8)
+        return self._sink("sessions", lf.with_columns(pdate_ok=pdate_ok).drop("p_date"), breaks, n, play=True)
 
     def stage_impressions(self, breaks: list[int], n: int) -> dict:
         t = self.t["live_show"]
-        lf = (
-            t.scan()
-            .select(
-                user_id=t.int_col("user_id"),
-                author_id=t.int_col("author_id"),
-                live_id=t.int_col("live_id"),
-                ts=ts_expr(t, "show_timestamp", self.opt.naive_tz),
-            )
-            .with_columns(_drop_reason("user_id", "author_id"))
-            .with_columns(_stage.bucket_expr(breaks))
+        lf = t.scan().select(
+            user_id=t.int_col("user_id"),
+            author_id=t.int_col("author_id"),
+            live_id=t.int_col("live_id"),
+            ts=ts_expr(t, "show_timestamp", self.opt.naive_tz),
         )
-        return _stage.sink_buckets(lf, self.stage / "impressions", n)
+        return self._sink("impressions", lf, breaks, n)
 
     def stage_plays(self, breaks: list[int], n: int, photo_tags: pl.DataFrame | None) -> dict:
         t, tz = self.t["photo_play"], self.opt.naive_tz
-        lf = (
-            t.scan()
-            .select(
-                user_id=t.int_col("user_id"),
-                author_id=t.int_col("author_id"),
-                photo_id=t.int_col("photo_id"),
-                ts=ts_expr(t, "enter_timestamp", tz),
-                leave=ts_expr(t, "leave_timestamp", tz),
-                page_name=str_expr("enter_play_type", t.schema["enter_play_type"]),
-                long_view=_flag(t.int_col("is_complete_play")),
-                like_code=t.int_col("like_status_type"),
-                follow=(
-                    (t.int_col("is_follow_after_play").fill_null(0) > 0)
-                    & (t.int_col("is_follow_before_play").fill_null(0) <= 0)
-                ).cast(pl.Int8),
-            )
-            .with_columns(play_raw=pl.col("leave") - pl.col("ts"))
+        lf = t.scan().select(
+            user_id=t.int_col("user_id"),
+            author_id=t.int_col("author_id"),
+            photo_id=t.int_col("photo_id"),
+            ts=ts_expr(t, "enter_timestamp", tz),
+            play_raw=ts_expr(t, "leave_timestamp", tz) - ts_expr(t, "enter_timestamp", tz),
+            page_name=str_expr("enter_play_type", t.schema["enter_play_type"]),
+            long_view=_flag(t.int_col("is_complete_play")),
+            like_code=t.int_col("like_status_type"),
+            follow=(
+                (t.int_col("is_follow_after_play").fill_null(0) > 0)
+                & (t.int_col("is_follow_before_play").fill_null(0) <= 0)
+            ).cast(pl.Int8),
         )
-        lf = lf.with_columns(
-            _drop_reason("user_id", "author_id"),
-            _play_fix("play_raw"),
-            play_ms=pl.col("play_raw").clip(lower_bound=0).fill_null(0),
-        ).drop("leave", "play_raw")
         if photo_tags is not None:
             lf = lf.join(photo_tags.lazy(), on="photo_id", how="left").with_columns(pl.col("tag").fill_null(0))
         else:
             lf = lf.with_columns(tag=pl.lit(0, dtype=pl.Int32))
-        lf = lf.with_columns(_stage.bucket_expr(breaks))
-        return _stage.sink_buckets(lf, self.stage / "plays", n)
+        return self._sink("plays", lf, breaks, n, play=True)
 
     # -- page ids, from the staged rows
 
     def _pages(self, sessions: pl.LazyFrame, plays: pl.LazyFrame) -> pl.DataFrame:
         def counts(lf: pl.LazyFrame, domain: str, field_name: str) -> pl.DataFrame:
-            c = _collect(
-                lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
-                .group_by("page_name")
-                .agg(pl.len().alias("rows"))
-            )
+            kept = lf.filter(pl.col("drop").is_null() & pl.col("page_name").is_not_null())
+            c = _collect(kept.group_by("page_name").agg(pl.len().alias("rows"))).sort("page_name")
+            self.report.value_counts[field_name] = {n: int(r) for n, r in c.iter_rows()}
             return c.select(
                 domain=pl.lit(domain), field=pl.lit(field_name), name="page_name", rows=pl.col("rows").cast(pl.Int64)
             )
 
-        frames = [counts(plays, "video", "photo_play.enter_play_type")]
         live = counts(sessions, "live", "live_interaction.live_source_category")
-        self.report.value_counts["live_interaction.live_source_category"] = {
-            n: int(r) for n, r in live.sort("name").select("name", "rows").iter_rows()
-        }
-        if self.opt.live_page == "source":
-            frames.insert(0, live)
-        pages = pl.concat(frames).sort("domain", "name")
-        self.report.value_counts["photo_play.enter_play_type"] = {
-            n: int(r) for n, r in frames[-1].sort("name").select("name", "rows").iter_rows()
-        }
+        video = counts(plays, "video", "photo_play.enter_play_type")
+        pages = pl.concat([live, video] if self.opt.live_page == "source" else [video]).sort("domain", "name")
         return pages.with_columns(page=pl.int_range(1, pages.height + 1, dtype=pl.Int32))
 
     # -- pass 2: one bucket at a time -> sorted parts
@@ -539,7 +417,6 @@ class _Import:
             .unique()
         )
         neg = imp.filter(pl.col("drop").is_null()).join(keys, on=["user_id", "live_id"], how="anti")
-        zero = pl.lit(0, dtype=pl.Int8)
         pos = sess.filter(pl.col("drop").is_null()).select(
             "user_id",
             "author_id",
@@ -553,18 +430,14 @@ class _Import:
             comment="comment",
             gift="gift",
         )
+        labels = dict.fromkeys(S.TASKS, pl.lit(0, dtype=pl.Int8))  # a live_show impression: no label at all
         neg = neg.select(
             "user_id",
             "author_id",
             "ts",
             page_name=pl.lit(None, dtype=pl.String),
             play_ms=pl.lit(0, dtype=pl.Int64),
-            click=zero,
-            effective_view=zero,
-            long_view=zero,
-            like=zero,
-            comment=zero,
-            gift=zero,
+            **labels,
         )
         live = pl.concat([pos, neg], how="vertical_relaxed")
         live_pages = pages.filter(pl.col("domain") == "live").select("name", "page")
@@ -615,16 +488,7 @@ class _Import:
                 "One page id space for both tables, ids by (domain, name) in sorted order; 0 = missing "
                 "(live impressions without a session have no entry page)."
             ),
-            "pages": [
-                {
-                    "id": int(r["page"]),
-                    "domain": r["domain"],
-                    "field": r["field"],
-                    "name": r["name"],
-                    "rows": int(r["rows"]),
-                }
-                for r in pages.iter_rows(named=True)
-            ],
+            "pages": pages.select(pl.col("page").alias("id"), "domain", "field", "name", "rows").to_dicts(),
         }
         tag_doc = {
             "unknown": 0,
@@ -649,9 +513,9 @@ def _drop_reason(*ids: str) -> pl.Expr:
     bad = pl.any_horizontal([pl.col(c).is_null() | (pl.col(c) < 0) for c in ids])
     return (
         pl.when(bad)
-        .then(pl.lit(DROP_ID))
+        .then(DROP_ID)
         .when(pl.col("ts").is_null())
-        .then(pl.lit(DROP_TS))
+        .then(DROP_TS)
         .otherwise(None)
         .cast(pl.Int8)
         .alias("drop")
@@ -662,10 +526,10 @@ def _play_fix(raw: str) -> pl.Expr:
     r = pl.col(raw)
     return (
         pl.when(r.is_null())
-        .then(pl.lit(FIX_MISSING))
+        .then(FIX_MISSING)
         .when(r < 0)
-        .then(pl.lit(FIX_NEGATIVE))
-        .otherwise(pl.lit(0))
+        .then(FIX_NEGATIVE)
+        .otherwise(0)
         .cast(pl.Int8)
         .alias("play_fix")
     )
@@ -676,10 +540,8 @@ def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _write(df_or_lf: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
-    if isinstance(df_or_lf, pl.LazyFrame):
-        df_or_lf.sink_parquet(path, compression="zstd", compression_level=3, statistics=True)
-    else:
-        df_or_lf.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
+    write = df_or_lf.sink_parquet if isinstance(df_or_lf, pl.LazyFrame) else df_or_lf.write_parquet
+    write(path, compression="zstd", compression_level=3, statistics=True)
 
 
 def _sort_keys(schema: Mapping[str, Any]) -> list[str]:
