@@ -351,8 +351,10 @@ class _Import:
             gift=_flag(t.int_col("send_gift_cnt")),
             p_date=p_date,
         )
-        pdate_ok = pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null()).then(None)
-        pdate_ok = pdate_ok.otherwise(local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date")).cast(pl.Int8)
+        agrees = local_date(pl.col("ts"), opt.day_tz) == pl.col("p_date")
+        pdate_ok = (
+            pl.when(pl.col("p_date").is_null() | pl.col("ts").is_null()).then(None).otherwise(agrees).cast(pl.Int8)
+        )
         return self._sink("sessions", lf.with_columns(pdate_ok=pdate_ok).drop("p_date"), breaks, n, play=True)
 
     def stage_impressions(self, breaks: list[int], n: int) -> dict:
