@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,9 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def add(self, where: str, message: str, fix: str, *, warning: bool = False, training_only: bool = False) -> None:
+        (self.warnings if warning else self.errors).append(Problem(where, message, fix, training_only))
 
     def blocking(self, training: bool = True) -> list[Problem]:
         """The errors that stop a use: every error for training, the format errors only for reading or scoring."""
@@ -152,19 +156,18 @@ def _table_files(path: Path, table: str, required: bool, report: Report) -> list
     fix = f"write {table}.parquet (a file or a folder of parquet shards), see DATA_FORMAT.md."
     if not_file_or_folder(path):  # a FIFO, a device, a link to /dev/null, a broken link: never opened
         said = f"exists but is {path_kind(path)}, not a parquet file or a folder of parquet shards."
-        report.errors.append(Problem(str(path), said, f"replace it: {fix}"))
+        report.add(str(path), said, f"replace it: {fix}")
         return []
     nested, odd = unread_entries(path)
     if nested:
-        report.errors.append(Problem(str(path), *nested_problem(path, nested)))
+        report.add(str(path), *nested_problem(path, nested))
     if odd:
-        report.errors.append(Problem(str(path), *odd_problem(odd)))
+        report.add(str(path), *odd_problem(odd))
     if nested or odd:
         return []
     if not files and (required or path.exists()):
         what = "has no *.parquet shards" if path.is_dir() else "is missing"
-        label = "required table" if required else "table"
-        report.errors.append(Problem(str(path), f"{label} {what}.", fix))
+        report.add(str(path), f"{'required table' if required else 'table'} {what}.", fix)
     return files
 
 
@@ -175,8 +178,11 @@ def _shard_schemas(files: list[Path], report: Report) -> dict[Path, dict[str, pl
         try:
             schemas[f] = pl.read_parquet_schema(f)
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's problem to fix
-            problem = f"cannot be read as parquet ({type(e).__name__}: {e})."
-            report.errors.append(Problem(str(f), problem, "rewrite the file with a parquet writer."))
+            report.add(
+                str(f),
+                f"cannot be read as parquet ({type(e).__name__}: {e}).",
+                "rewrite the file with a parquet writer.",
+            )
     return schemas if len(schemas) == len(files) else None
 
 
@@ -189,11 +195,9 @@ def _column_present(path: Path, table: str, col: Column, schemas: dict, report: 
         where = str(missing[0]) if len(schemas) > 1 else str(path)
         more = f" (and {len(missing) - 1} more shard(s))" if len(missing) > 1 else ""
         fix = f"add it as {col.dtype} (see DATA_FORMAT.md, {table}.parquet)."
-        report.errors.append(Problem(f"{where}:{col.name}", f"required column '{col.name}' is missing{more}.", fix))
+        report.add(f"{where}:{col.name}", f"required column '{col.name}' is missing{more}.", fix)
     elif len(missing) < len(schemas):
-        report.errors.append(
-            Problem(f"{path}:{col.name}", "present in some shards only.", "write the same columns in every shard.")
-        )
+        report.add(f"{path}:{col.name}", "present in some shards only.", "write the same columns in every shard.")
     return False
 
 
@@ -202,18 +206,18 @@ def _column_type(path: Path, col: Column, schemas: dict, report: Report) -> bool
     shards that disagree, an error."""
     for f, s in schemas.items():
         ok, exact = _type_ok(s[col.name], col)
+        said = f"has type {s[col.name]}, the format says {col.dtype}"
         if not ok:
-            said = f"has type {s[col.name]}, the format says {col.dtype}."
-            report.errors.append(Problem(f"{f}:{col.name}", said, _fix(s[col.name], col)))
+            report.add(f"{f}:{col.name}", f"{said}.", _fix(s[col.name], col))
             return False
         if not exact:
-            said = f"has type {s[col.name]}, the format says {col.dtype}; it is read with a cast."
-            report.warnings.append(Problem(f"{f}:{col.name}", said, _INT_FIX.format(dtype=col.dtype, col=col.name)))
+            fix = _INT_FIX.format(dtype=col.dtype, col=col.name)
+            report.add(f"{f}:{col.name}", f"{said}; it is read with a cast.", fix, warning=True)
             break
     kinds = sorted({str(s[col.name]) for s in schemas.values()})
     if len(kinds) > 1:
         said = f"shards disagree on its type ({', '.join(kinds)})."
-        report.errors.append(Problem(f"{path}:{col.name}", said, f"write it as {col.dtype} in every shard."))
+        report.add(f"{path}:{col.name}", said, f"write it as {col.dtype} in every shard.")
     return len(kinds) == 1
 
 
@@ -233,38 +237,29 @@ def _has_rows(path: Path, table: str, rows: int, report: Report) -> bool:
     """The table's row count, recorded; an empty table is an error."""
     report.rows[table] = rows
     if rows == 0:
-        report.errors.append(Problem(str(path), "table is empty.", f"write at least one {table} row."))
+        report.add(str(path), "table is empty.", f"write at least one {table} row.")
     return rows > 0
 
 
 def _value_rules(col: Column, actual: PolarsDataType) -> list[_Rule]:
-    """The rules on one column's values, in the order they are reported."""
-    return [r for r in (_null_rule(col), _range_rule(col, actual), _domain_rule(col)) if r is not None]
-
-
-def _null_rule(col: Column) -> _Rule:
-    return _Rule(pl.col(col.name).is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.", col.name)
-
-
-def _range_rule(col: Column, actual: PolarsDataType) -> _Rule | None:
-    """A column of another integer width than the format's holds values of the type it is read as."""
-    if not col.dtype.is_integer() or actual == col.dtype or col.rule == "flag":
-        return None
-    c, (lo, hi) = pl.col(col.name), _INT_RANGE[col.dtype]
-    return _Rule(
-        ((c > hi) | (c < lo) if actual.is_signed_integer() else c > hi).sum(),
-        f"{{k}} value(s) outside the range of {col.dtype} ({lo:,} to {hi:,}), the type it is read as.",
-        f"remap them into that range and write the column as {col.dtype}.",
-        col.name,
-    )
-
-
-def _domain_rule(col: Column) -> _Rule | None:
-    """The column's rule of DATA_FORMAT.md: ids and play times >= 0, flags 0/1, probabilities, activity levels."""
-    if col.rule not in _DOMAIN:
-        return None
-    bad, message, fix = _DOMAIN[col.rule]
-    return _Rule(bad(pl.col(col.name)).sum(), message, fix.format(col.name), col.name)
+    """The rules on one column's values, in the order they are reported: no nulls; within the range of the type it
+    is read as (another integer width than the format's); the column's rule of DATA_FORMAT.md (_DOMAIN)."""
+    c = pl.col(col.name)
+    rules = [_Rule(c.is_null().sum(), "{k} null value(s).", "fill or drop the rows with nulls.", col.name)]
+    if col.dtype.is_integer() and actual != col.dtype and col.rule != "flag":
+        lo, hi = _INT_RANGE[col.dtype]
+        rules.append(
+            _Rule(
+                ((c > hi) | (c < lo) if actual.is_signed_integer() else c > hi).sum(),
+                f"{{k}} value(s) outside the range of {col.dtype} ({lo:,} to {hi:,}), the type it is read as.",
+                f"remap them into that range and write the column as {col.dtype}.",
+                col.name,
+            )
+        )
+    if col.rule in _DOMAIN:
+        bad, message, fix = _DOMAIN[col.rule]
+        rules.append(_Rule(bad(c).sum(), message, fix.format(col.name), col.name))
+    return rules
 
 
 def _funnel_rules(table: str, names: set[str]) -> list[_Rule]:
@@ -304,8 +299,7 @@ def _check_values(
     for rule, k in zip(rules, broken):
         if k:
             where = f"{path}:{rule.column}" if rule.column else str(path)
-            problem = Problem(where, rule.message.format(k=f"{k:,}"), rule.fix)
-            (report.warnings if rule.warning else report.errors).append(problem)
+            report.add(where, rule.message.format(k=f"{k:,}"), rule.fix, warning=rule.warning)
 
 
 def _check_table(root: Path, table: str, report: Report, required: bool) -> None:
@@ -327,11 +321,11 @@ def validate(root: str | Path) -> Report:
     root = Path(root)
     report = Report(root)
     if not root.is_dir():
-        report.errors.append(Problem(str(root), *not_a_dataset_dir(root)))
+        report.add(str(root), *not_a_dataset_dir(root))
         return report
     for line in manifest_problems(root / "manifest.json"):
         where, _, rest = line.partition(": ")
-        report.errors.append(Problem(where, rest, "see DATA_FORMAT.md, 'manifest.json'."))
+        report.add(where, rest, "see DATA_FORMAT.md, 'manifest.json'.")
     for table in TABLES:
         _check_table(root, table, report, required=table in REQUIRED_TABLES)
     if report.ok:
@@ -351,8 +345,6 @@ BOUNDARIES = ("train_start", "train_end", "valid_end", "test_end")
 
 def _when(ms: int) -> str:
     """Epoch ms as a UTC date for messages (the number itself where no date has it)."""
-    from datetime import datetime, timezone
-
     try:
         return f"{ms} ({datetime.fromtimestamp(ms / 1000, tz=timezone.utc):%Y-%m-%d %H:%M} UTC)"
     except (OverflowError, OSError, ValueError):
@@ -385,10 +377,8 @@ def _time_stats(files: list[Path], m: Manifest, labels: bool) -> dict:
 
 def _check_manifest_unit(root: Path, live: dict, m: Manifest, report: Report) -> bool:
     """Boundaries in seconds (or microseconds) where the ts are in ms: an error naming the manifest; True when found.
-
-    The ts column and the boundaries disagree by 1000x either way; the one whose values are no plausible epoch
-    milliseconds is the one in another unit (the ts check, :func:`_check_units`, takes the other case).
-    """
+    Of the ts column and the boundaries, the one whose values are no plausible epoch ms is in another unit
+    (:func:`_check_units` takes the other case)."""
     if live["unit:raw"]:
         return False
     bounds = {k: getattr(m, k) for k in BOUNDARIES if getattr(m, k) is not None}
@@ -398,15 +388,13 @@ def _check_manifest_unit(root: Path, live: dict, m: Manifest, report: Report) ->
     ):
         if looks and live[f"manifest:{unit}"]:
             listed = ", ".join(f"{k} {v}" for k, v in bounds.items())
-            report.errors.append(
-                Problem(
-                    str(root / "manifest.json"),
-                    f"the split boundaries look like {unit}, not milliseconds ({listed}): read as ms, test_end is "
-                    f"{_when(m.test_end)}, while live.parquet's ts column (in ms) runs from {_when(live['ts_min'])} "
-                    f"to {_when(live['ts_max'])}, about 1000x {'larger' if unit == 'seconds' else 'smaller'}. "
-                    f"Read as {unit}, the boundaries cover the ts column; the ts column is not the problem.",
-                    f"write {', '.join(bounds)} in epoch milliseconds, as time_unit 'ms' says ({how}).",
-                )
+            report.add(
+                str(root / "manifest.json"),
+                f"the split boundaries look like {unit}, not milliseconds ({listed}): read as ms, test_end is "
+                f"{_when(m.test_end)}, while live.parquet's ts column (in ms) runs from {_when(live['ts_min'])} "
+                f"to {_when(live['ts_max'])}, about 1000x {'larger' if unit == 'seconds' else 'smaller'}. "
+                f"Read as {unit}, the boundaries cover the ts column; the ts column is not the problem.",
+                f"write {', '.join(bounds)} in epoch milliseconds, as time_unit 'ms' says ({how}).",
             )
             return True
     return False
@@ -418,25 +406,19 @@ def _check_units(where: str, stats: dict, m: Manifest, report: Report) -> bool:
         return False
     for unit, fix in (("seconds", "pl.col('ts') * 1000"), ("microseconds", "pl.col('ts') // 1000")):
         if stats[f"unit:{unit}"]:
-            report.errors.append(
-                Problem(
-                    f"{where}:ts",
-                    f"the timestamps look like {unit}, not milliseconds: they run from {_when(stats['ts_min'])} "
-                    f"to {_when(stats['ts_max'])} read as ms, while the manifest's windows end at test_end "
-                    f"{_when(m.test_end)}; read as {unit}, they fall inside them.",
-                    f"write epoch milliseconds, as the manifest's time_unit 'ms' says (polars: `{fix}`).",
-                )
+            report.add(
+                f"{where}:ts",
+                f"the timestamps look like {unit}, not milliseconds: they run from {_when(stats['ts_min'])} "
+                f"to {_when(stats['ts_max'])} read as ms, while the manifest's windows end at test_end "
+                f"{_when(m.test_end)}; read as {unit}, they fall inside them.",
+                f"write epoch milliseconds, as the manifest's time_unit 'ms' says (polars: `{fix}`).",
             )
             return True
     return False
 
 
-def _windows_said(m: Manifest) -> str:
-    """The split windows in words, for messages."""
-    return "; ".join(
-        f"{split} [{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
-        for split, (lo, hi) in split_windows(m).items()
-    )
+def _window_said(lo: int | None, hi: int) -> str:
+    return f"[{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
 
 
 def _check_any_window(where: str, live: dict, m: Manifest, report: Report) -> bool:
@@ -451,23 +433,20 @@ def _check_any_window(where: str, live: dict, m: Manifest, report: Report) -> bo
             f"{live['after']:,} at or after test_end" if live["after"] else "",
         ]
         lead = f"of the {live['rows']:,} live rows, {' and '.join(p for p in parts if p)}"
-    report.errors.append(
-        Problem(
-            where,
-            f"no live row falls in any split window: {lead}, so none is a sample: nothing can be trained, "
-            f"evaluated or scored. The ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}; the "
-            f"windows are {_windows_said(m)}.",
-            "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
-        )
+    windows = "; ".join(f"{split} {_window_said(*w)}" for split, w in split_windows(m).items())
+    report.add(
+        where,
+        f"no live row falls in any split window: {lead}, so none is a sample: nothing can be trained, "
+        f"evaluated or scored. The ts column runs from {_when(live['ts_min'])} to {_when(live['ts_max'])}; the "
+        f"windows are {windows}.",
+        "move the manifest's boundaries to cover the ts column (Unix ms), or check the ts column.",
     )
     return True
 
 
 def _check_windows(root: Path, report: Report) -> None:
     """Files can be valid yet unusable: timestamps in another unit, no row in a window, nothing to learn.
-
-    Errors where nothing can be trained (or nothing read at all), warnings where a part is missing.
-    """
+    Errors where nothing can be trained (or nothing read at all), warnings where a part is missing."""
     m = Manifest.load(root / "manifest.json")
     live_path, video_path = str(table_path(root, "live")), str(table_path(root, "video"))
     live = _time_stats(table_files(table_path(root, "live")), m, labels=True)
@@ -482,116 +461,79 @@ def _check_windows(root: Path, report: Report) -> None:
     for split, (lo, hi) in split_windows(m).items():
         if live[split] or (split == "valid" and lo == hi):
             continue
-        where = f"no live impression in the {split} window [{_when(lo) if lo is not None else '-inf'}, {_when(hi)})"
+        where = f"no live impression in the {split} window {_window_said(lo, hi)}"
         if split == "train":
-            report.errors.append(
-                Problem(
-                    live_path,
-                    f"{where}, so there is nothing to train on ({span}).",
-                    "move the manifest's train_start / train_end to cover the ts column (Unix ms), or add rows.",
-                    training_only=True,
-                )
-            )
+            fix = "move the manifest's train_start / train_end to cover the ts column (Unix ms), or add rows."
+            report.add(live_path, f"{where}, so there is nothing to train on ({span}).", fix, training_only=True)
         else:
-            report.warnings.append(
-                Problem(live_path, f"{where}.", "check the manifest's boundaries against the ts column (Unix ms).")
-            )
+            fix = "check the manifest's boundaries against the ts column (Unix ms)."
+            report.add(live_path, f"{where}.", fix, warning=True)
     if live["after"]:
-        report.warnings.append(
-            Problem(
-                live_path,
-                f"{live['after']:,} live row(s) at or after test_end ({m.test_end}); they are never used.",
-                "move test_end, or drop those rows, if that is not intended.",
-            )
+        report.add(
+            live_path,
+            f"{live['after']:,} live row(s) at or after test_end ({m.test_end}); they are never used.",
+            "move test_end, or drop those rows, if that is not intended.",
+            warning=True,
         )
     if video["after"] == video["rows"]:
-        report.warnings.append(
-            Problem(
-                video_path,
-                f"every video row ({video['rows']:,}) is at or after test_end {_when(m.test_end)}: none is "
-                f"ever used, so every video history is empty.",
-                "check video.parquet's ts column against the manifest's boundaries (Unix ms).",
-            )
+        report.add(
+            video_path,
+            f"every video row ({video['rows']:,}) is at or after test_end {_when(m.test_end)}: none is "
+            f"ever used, so every video history is empty.",
+            "check video.parquet's ts column against the manifest's boundaries (Unix ms).",
+            warning=True,
         )
     _check_labels(live_path, live, report)
-
-
-def _one_class(stats: dict, split: str) -> dict[str, int]:
-    """Tasks whose label has one value in every row of ``split`` -> that value."""
-    n = stats[split]
-    return {t: int(stats[f"{split}:{t}"] == n) for t in TASKS if stats[f"{split}:{t}"] in (0, n)}
 
 
 def _check_labels(where: str, live: dict, report: Report) -> None:
     """Nothing to learn in the training window is an error; a task with one class only, a warning (in the validation
     window too, where an AUC monitor then has nothing to follow: `farm train` refuses it)."""
-    fix = "check live.parquet's label columns (0/1 per impression) and the manifest's train window."
-    if live["train"]:
-        single = _one_class(live, "train")
+    for split in SPLITS:
+        n = live[split]
+        # tasks whose label has one value in every row of the split -> that value
+        single = {t: int(live[f"{split}:{t}"] == n) for t in TASKS if live[f"{split}:{t}"] in (0, n)} if n else {}
+        if not single:
+            continue
         listed = ", ".join(f"{t} all {v}" for t, v in single.items())
-        if len(single) == len(TASKS):
-            report.errors.append(
-                Problem(
-                    where,
-                    f"every label is one class in the training window ({live['train']:,} rows: {listed}), so "
-                    f"there is nothing to learn.",
-                    fix,
-                    training_only=True,
+        every = len(single) == len(TASKS)
+        it, its = ("it", "its") if len(single) == 1 else ("them", "their")
+        if split == "train":
+            fix = "check live.parquet's label columns (0/1 per impression) and the manifest's train window."
+            if every:
+                said = f"every label is one class in the training window ({n:,} rows: {listed}), so there is nothing to learn."
+                report.add(where, said, fix, training_only=True)
+            elif single.get("click") == 0:
+                said = (
+                    f"no click in the training window ({n:,} impressions): click, the label every other one builds "
+                    f"on, has nothing to learn from."
                 )
+                report.add(where, said, fix, training_only=True)
+            else:
+                said = f"one class only in the training window for {listed}: the model learns nothing for {it}."
+                report.add(where, said, fix, warning=True)
+        elif split == "valid" and every:
+            report.add(
+                where,
+                f"every label is one class in the validation window ({n:,} rows: {listed}): every validation AUC is "
+                f"undefined, so early stopping on an AUC (fit.monitor, by default val/auc_mean) has nothing to "
+                f"follow, and `farm train` and `farm tune` refuse such a monitor.",
+                "check the label columns and the manifest's train_end / valid_end, or monitor a loss "
+                "(--fit.monitor val/loss).",
+                warning=True,
             )
-        elif single.get("click") == 0:
-            report.errors.append(
-                Problem(
-                    where,
-                    f"no click in the training window ({live['train']:,} impressions): click, the label every "
-                    f"other one builds on, has nothing to learn from.",
-                    fix,
-                    training_only=True,
-                )
+        elif split == "valid":
+            report.add(
+                where,
+                f"one class only in the validation window for {listed}: {its} validation AUC is undefined ('-'), so "
+                f"`farm train` refuses a fit.monitor on {it} (e.g. val/auc_{next(iter(single))}).",
+                "check the label columns and the manifest's train_end / valid_end.",
+                warning=True,
             )
-        elif single:
-            report.warnings.append(
-                Problem(
-                    where,
-                    f"one class only in the training window for {listed}: the model learns nothing for "
-                    f"{'it' if len(single) == 1 else 'them'}.",
-                    fix,
-                )
-            )
-    if live["valid"]:
-        single = _one_class(live, "valid")
-        listed = ", ".join(f"{t} all {v}" for t, v in single.items())
-        if len(single) == len(TASKS):
-            report.warnings.append(
-                Problem(
-                    where,
-                    f"every label is one class in the validation window ({live['valid']:,} rows: {listed}): every "
-                    f"validation AUC is undefined, so early stopping on an AUC (fit.monitor, by default "
-                    f"val/auc_mean) has nothing to follow, and `farm train` and `farm tune` refuse such a monitor.",
-                    "check the label columns and the manifest's train_end / valid_end, or monitor a loss "
-                    "(--fit.monitor val/loss).",
-                )
-            )
-        elif single:
-            its = "its" if len(single) == 1 else "their"
-            report.warnings.append(
-                Problem(
-                    where,
-                    f"one class only in the validation window for {listed}: {its} validation AUC is undefined "
-                    f"('-'), so `farm train` refuses a fit.monitor on {'it' if len(single) == 1 else 'them'} "
-                    f"(e.g. val/auc_{next(iter(single))}).",
-                    "check the label columns and the manifest's train_end / valid_end.",
-                )
-            )
-    if live["test"]:
-        single = _one_class(live, "test")
-        if single:
-            listed = ", ".join(f"{t} all {v}" for t, v in single.items())
-            report.warnings.append(
-                Problem(
-                    where,
-                    f"one class only in the test window for {listed}: {'its' if len(single) == 1 else 'their'} "
-                    f"test AUC is undefined ('-').",
-                    "check the label columns and the manifest's valid_end / test_end.",
-                )
+        else:
+            report.add(
+                where,
+                f"one class only in the test window for {listed}: {its} test AUC is undefined ('-').",
+                "check the label columns and the manifest's valid_end / test_end.",
+                warning=True,
             )
