@@ -89,7 +89,7 @@ def _play_ms(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, sd: float) -> np.nda
 
 def _exposures(cfg: SimConfig, rng, act: np.ndarray, span_ms: int, tbits: int):
     """(user, t) of every exposure of the block, sorted by (user, t), t in ms from the start."""
-    n_b, D = len(act), cfg.days_warmup + cfg.days_train + cfg.days_valid + cfg.days_test
+    n_b, D = len(act), cfg.days
     lam = np.asarray(cfg.sessions_per_day, float)[act]
     n_sess = rng.poisson(lam[:, None], (n_b, D)).ravel()
     s_user = np.repeat(np.repeat(np.arange(n_b, dtype=np.int64), D), n_sess)
@@ -119,8 +119,7 @@ def _exposures(cfg: SimConfig, rng, act: np.ndarray, span_ms: int, tbits: int):
 def simulate_block(cfg: SimConfig, ent: Entities, block: int, user0: int, n_b: int) -> Block:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, block]))
     k, T, n_live = cfg.k, cfg.n_tags, cfg.n_live_authors
-    D = cfg.days_warmup + cfg.days_train + cfg.days_valid + cfg.days_test
-    span_ms = D * DAY_MS
+    span_ms = cfg.days * DAY_MS
     tbits = time_bits(span_ms + DAY_MS)  # + a day: sessions may start late on the last day
     check_packable(n_b * max(T, n_live) + 1, tbits, "users x authors")
     h_ms = cfg.half_life_days * DAY_MS
@@ -185,20 +184,7 @@ def simulate_block(cfg: SimConfig, ent: Entities, block: int, user0: int, n_b: i
     }
     del vu, vt, va, vpage, vtag, vplay, v_flags
 
-    live = _live(
-        cfg,
-        ent,
-        rng,
-        lu,
-        lt,
-        u_l,
-        m_tag_of,
-        m_avid_age,
-        pi_like=pi_like,
-        pi_comment=pi_comment,
-        pi_gift=pi_gift,
-        act_shift=act_shift,
-    )
+    live = _live(cfg, ent, rng, lu, lt, u_l, m_tag_of, m_avid_age, pi_like, pi_comment, pi_gift, act_shift)
     live["user_id"] = lu + user0
     live["ts"] = lt + cfg.start_ms
     users = {"user_id": np.arange(n_b, dtype=np.int64) + user0, "activity": act}
@@ -210,7 +196,7 @@ def _ranges(flag: np.ndarray, short: tuple, long: tuple) -> tuple[np.ndarray, np
 
 
 def _live(
-    cfg: SimConfig, ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_age, *, pi_like, pi_comment, pi_gift, act_shift
+    cfg: SimConfig, ent: Entities, rng, lu, lt, u_l, m_tag_of, m_avid_age, pi_like, pi_comment, pi_gift, act_shift
 ) -> dict[str, np.ndarray]:
     """Live impressions, chunk by chunk in time: clicks of earlier chunks drive re-exposure and the labels.
 

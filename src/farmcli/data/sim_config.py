@@ -19,30 +19,8 @@ DAY_MS = 86_400_000
 
 # Fewer sessions at night, most in the evening (SIMULATOR.md: "more in the evening").
 _HOUR_WEIGHTS = (
-    0.4,
-    0.25,
-    0.15,
-    0.1,
-    0.1,
-    0.15,
-    0.3,
-    0.6,
-    0.8,
-    0.8,
-    0.8,
-    0.9,
-    1.0,
-    1.0,
-    0.9,
-    0.9,
-    0.9,
-    1.0,
-    1.3,
-    1.6,
-    1.9,
-    2.0,
-    1.7,
-    1.0,
+    *(0.4, 0.25, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.8, 0.8, 0.8, 0.9),  # 00:00 .. 11:00
+    *(1.0, 1.0, 0.9, 0.9, 0.9, 1.0, 1.3, 1.6, 1.9, 2.0, 1.7, 1.0),  # 12:00 .. 23:00
 )
 
 
@@ -179,6 +157,8 @@ def _fail(name: str, msg: str) -> UserError:
     return UserError(f"simulator setting '{name}': {msg}")
 
 
+_PLAY_RANGES = tuple(f.name for f in dataclasses.fields(SimConfig) if "_play_ms_" in f.name)
+"""The play-time ranges [lo, hi) of SimConfig (ms): each must be 0 < lo < hi <= a day."""
 MAX_EPOCH_MS = 253_402_300_799_999
 """9999-12-31 23:59:59.999 UTC: the last epoch millisecond a date can show (start_ms + every day must fit)."""
 
@@ -216,29 +196,9 @@ _LIMITS: dict[str, tuple[float, float, str]] = {
     "p_reexpose": (0, 1, "[]"),
     "p_recommended": (0, 1, "[]"),
     "p_page_flip": (0, 1, "[]"),
-    **{
-        name: (0, math.inf, "[)")
-        for name in (
-            "tag_noise",
-            "author_noise",
-            "quality_sd",
-            "gift_appeal_sd",
-            "pi_like_sd",
-            "pi_comment_sd",
-            "pi_gift_sd",
-            "play_log_sd",
-        )
-    },
-    **{
-        name: (0, DAY_MS, "(]")
-        for name in (
-            "live_play_ms_short",
-            "live_play_ms_effective",
-            "live_play_ms_long",
-            "video_play_ms_short",
-            "video_play_ms_long",
-        )
-    },
+    **dict.fromkeys(("tag_noise", "author_noise", "quality_sd", "gift_appeal_sd"), (0, math.inf, "[)")),
+    **dict.fromkeys(("pi_like_sd", "pi_comment_sd", "pi_gift_sd", "play_log_sd"), (0, math.inf, "[)")),
+    **dict.fromkeys(_PLAY_RANGES, (0, DAY_MS, "(]")),
 }
 """The range of every bounded setting (each value of a list setting), checked before anything is written."""
 
@@ -277,14 +237,7 @@ def _check_values(c: SimConfig) -> None:
             raise _fail(name, f"must be non-negative with a positive sum, got {list(v)}")
     if len(c.hour_weights) != 24:
         raise _fail("hour_weights", f"needs 24 values (one per hour), got {len(c.hour_weights)}")
-    for name in (
-        "gap_s",
-        "live_play_ms_short",
-        "live_play_ms_effective",
-        "live_play_ms_long",
-        "video_play_ms_short",
-        "video_play_ms_long",
-    ):
+    for name in ("gap_s", *_PLAY_RANGES):
         lo, hi = getattr(c, name)
         if not 0 < lo < hi:
             raise _fail(name, f"must be [lo, hi] with 0 < lo < hi, got {[lo, hi]}")
