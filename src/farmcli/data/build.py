@@ -1,29 +1,16 @@
 """Events -> training samples with point-in-time histories, written as a cached sample store
-(:mod:`farmcli.data.store`), built partition by partition in bounded memory.
+(:mod:`farmcli.data.store`), built partition by partition (a hash of user_id) in bounded memory.
 
-The store is built in a temporary directory beside its final path and renamed into place at the end
-(``farmcli.io.atomic_dir``), so a killed build never leaves a directory that looks complete. Its name carries
-a blake2b hash of the input files' bytes, the settings and :data:`~farmcli.data.store.STORE_VERSION`: a changed
-dataset or setting is a new store, never a stale one.
+The store is built beside its final path and renamed into place (``farmcli.io.atomic_dir``), so a killed build
+never looks complete. Its name hashes the input files' bytes, the settings and STORE_VERSION: a changed dataset
+or setting is a new store, never a stale one.
 
-Vocabularies come from the training window (every video and live row with ``ts < train_end``, warm-up
-included), one author vocabulary for both domains (ids are one space), one page and one tag vocabulary shared
-by both domains; an id seen fewer than ``min_count`` times is out-of-vocabulary (encodings:
-:mod:`farmcli.data.encoding`).
-
-Histories: video = all of the user's video rows; live = the user's live rows with click = 1. Events are
-ordered by (user_id, ts, author_id, page, tag, play_ms[, cluster], flags...), so the content of a history
-never depends on file or shard order, ties in ts included.
-
-Samples: every live row with train_start <= ts < train_end (train; no lower bound without train_start),
-train_end <= ts < valid_end (valid), valid_end <= ts < test_end (test). Per sample: user_id and author_id
-(raw), user / author / page / tag / cluster (vocabulary indices), ts, labels int8 [N, 6] (TASKS order), p
-float32 [N, 6] (when every p_* column exists), activity int8 (0 low, 1 mid, 2 high), and the history offsets
-v_start, v_end, l_start, l_end. Activity: the level users.parquet gives the user; otherwise (no users.parquet,
-user absent, level null or invalid) the derived rule of :func:`farmcli.data.activity.derived_activity`:
-live clicks in [train_start, train_end), ranked over every user seen in either table, low up to the
-``activity_cuts[0]`` quantile ('lower' interpolation), mid up to ``activity_cuts[1]``, high above.
-Order within a split: partition by partition, and inside a partition by the live order above (then p_*).
+Vocabularies come from the training window (ts < train_end, warm-up included): one author vocabulary for both
+domains (ids are one space), one page and one tag vocabulary; an id seen fewer than ``min_count`` times is
+out-of-vocabulary. Histories: video = all of the user's video rows, live = the user's clicked live rows. Events
+and samples are ordered by (user_id, ts) and then every other column, so nothing depends on file or shard order.
+Samples: the live rows of each split window (DATA_FORMAT.md), partition by partition. Activity: the level
+users.parquet gives, else the derived rule of :func:`farmcli.data.activity.derived_activity`.
 """
 
 from __future__ import annotations
@@ -36,7 +23,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +66,6 @@ from farmcli.io import atomic_dir, write_json
 ROWS_PER_PARTITION = 20_000_000
 """Automatic partitioning: about one partition per this many event rows (live + video)."""
 
-"""Longest history L: a batch holds [batch, L] positions per field and domain (the paper uses L = 50)."""
-
 VOCABS = ("author", "page", "tag", "cluster", "user")
 
 VIDEO_SORT = ("user_id", "ts", "author_id", "page", "tag", "play_ms", *VIDEO_FLAGS)
@@ -94,39 +79,6 @@ EVENT_IDS = {"video": ("author", "page", "tag"), "live": ("author", "page", "tag
 """The encoded id fields of a history event, per domain."""
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-# --------------------------------------------------------------------------------------------- key
-
-
-def _settings(history_len: int, min_count: int, activity_cuts: Sequence[float], partitions: int) -> dict:
-    return {
-        "history_len": int(history_len),
-        "min_count": int(min_count),
-        "activity_cuts": [float(c) for c in activity_cuts],
-        "partitions": int(partitions),
-    }
-
-
-def _check_settings(history_len: int, min_count: int, activity_cuts: Sequence[float], partitions: int | None) -> None:
-    if not 1 <= int(history_len) <= MAX_HISTORY_LEN:
-        raise UserError(f"history_len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")
-    if int(min_count) < 1:
-        raise UserError(f"min_count must be >= 1, got {min_count}.")
-    cuts = tuple(activity_cuts)
-    if len(cuts) != 2 or not 0 <= cuts[0] <= cuts[1] <= 1:
-        raise UserError(f"activity_cuts must be two quantiles 0 <= a <= b <= 1, got {activity_cuts}.")
-    if partitions is not None and int(partitions) < 1:
-        raise UserError(f"partitions must be >= 1 (or None for automatic), got {partitions}.")
-
-
-def _table_rows(ds: Dataset, table: str) -> int:
-    return int(ds.scan(table).select(pl.len()).collect().item())  # parquet metadata only
-
-
-def _auto_partitions(ds: Dataset) -> int:
-    rows = _table_rows(ds, "live") + _table_rows(ds, "video")
-    return max(1, math.ceil(rows / ROWS_PER_PARTITION))
 
 
 def input_digest(ds: Dataset) -> str:
@@ -145,9 +97,6 @@ def input_digest(ds: Dataset) -> str:
 def store_key(digest: str, settings: dict) -> str:
     payload = json.dumps({"version": STORE_VERSION, "inputs": digest, "settings": settings}, sort_keys=True)
     return hashlib.blake2b(payload.encode(), digest_size=32).hexdigest()
-
-
-# --------------------------------------------------------------------------------------------- building
 
 
 class _Writer:
@@ -184,10 +133,6 @@ class _Writer:
         self._files.clear()
 
 
-def _collect(lf: pl.LazyFrame) -> pl.DataFrame:
-    return lf.collect(engine="streaming")
-
-
 def _build_vocabs(ds: Dataset, train_end: int, min_count: int) -> dict[str, np.ndarray]:
     """Sorted raw ids per vocabulary, from every video and live row with ts < train_end (one lazy pass)."""
     live = ds.scan("live").filter(pl.col("ts") < train_end)
@@ -210,13 +155,6 @@ def _build_vocabs(ds: Dataset, train_end: int, min_count: int) -> dict[str, np.n
     return {name: res["id"].to_numpy().astype(np.int64) for name, res in zip(sources, results)}
 
 
-def _user_activity(ds: Dataset, cuts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted user ids, activity code 0/1/2) by the rule of :func:`farmcli.data.activity.user_activity`."""
-    low, mid = cuts
-    df = user_activity(ds, (low, mid)).with_columns(activity_code()).sort("user_id")
-    return df["user_id"].to_numpy().astype(np.int64), df["activity"].to_numpy().astype(np.int8)
-
-
 def _scan(
     ds: Dataset,
     table: str,
@@ -230,7 +168,7 @@ def _scan(
     lf = ds.scan(table).select([pl.col(c).cast(t) for c, t in columns.items()]).filter(pl.col("ts") < test_end)
     if n_parts > 1:
         lf = lf.filter(partition_expr(n_parts) == part)
-    df = _collect(lf)  # streaming: only this partition's rows are ever held
+    df = lf.collect(engine="streaming")  # streaming: only this partition's rows are ever held
     bad = [c for c, k in zip(df.columns, df.null_count().row(0)) if k]
     if bad:
         raise UserError(
@@ -264,9 +202,25 @@ def _resolve(
     partitions: int | None,
     vocab_from: SampleStore | None = None,
 ) -> tuple[dict, str]:
-    _check_settings(history_len, min_count, activity_cuts, partitions)
-    n_parts = int(partitions) if partitions is not None else _auto_partitions(ds)
-    settings = _settings(history_len, min_count, activity_cuts, n_parts)
+    """The checked settings, as the store key hashes them, and that key."""
+    if not 1 <= int(history_len) <= MAX_HISTORY_LEN:
+        raise UserError(f"history_len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")
+    if int(min_count) < 1:
+        raise UserError(f"min_count must be >= 1, got {min_count}.")
+    cuts = tuple(activity_cuts)
+    if len(cuts) != 2 or not 0 <= cuts[0] <= cuts[1] <= 1:
+        raise UserError(f"activity_cuts must be two quantiles 0 <= a <= b <= 1, got {activity_cuts}.")
+    if partitions is not None and int(partitions) < 1:
+        raise UserError(f"partitions must be >= 1 (or None for automatic), got {partitions}.")
+    if partitions is None:  # parquet metadata only
+        rows = sum(int(ds.scan(t).select(pl.len()).collect().item()) for t in ("live", "video"))
+        partitions = max(1, math.ceil(rows / ROWS_PER_PARTITION))
+    settings = {
+        "history_len": int(history_len),
+        "min_count": int(min_count),
+        "activity_cuts": [float(c) for c in activity_cuts],
+        "partitions": int(partitions),
+    }
     if vocab_from is not None:
         settings["vocab_from"] = vocab_from.manifest["key"]
     return settings, store_key(input_digest(ds), settings)
@@ -298,23 +252,14 @@ def build_samples(
     on_progress: ProgressFn | None = None,
     vocab_from: SampleStore | None = None,
 ) -> SampleStore:
-    """Build (or reuse) the sample store of a farm-events/1 dataset; see the module docstring.
+    """Build (or reuse: ``store.reused``) the sample store of a farm-events/1 dataset; see the module docstring.
 
-    - ``history_len``: L, the number of history positions per domain.
-    - ``min_count``: an id enters a vocabulary when it occurs in at least this many training-window rows.
-    - ``activity_cuts``: quantiles of the derived activity rule (users.parquet levels take precedence; a user
-      it does not name, or names with no valid level, gets the derived level: live clicks in
-      [train_start, train_end), low up to the first quantile of users, mid up to the second, high above).
-    - ``partitions``: number of user partitions built one after the other (memory ~ one partition's events);
-      None = one per ~20M event rows. The sample order within a split is partition by partition, and inside a
-      partition sorted by (user_id, ts, author_id, page, tag, play_ms, cluster, labels, p).
-    - ``on_progress(step, done, total)``: called at the start and after the vocabulary step and after each
-      partition (total = partitions + 1). An exception raised there aborts the build, leaving nothing behind.
-    - ``vocab_from``: encode with another store's vocabularies (a trained model's) instead of this dataset's
-      training window, so that a model can score data it was not trained on; ids it never saw are
-      out-of-vocabulary (1). ``min_count`` then plays no part.
-
-    Returns the opened store; ``store.reused`` tells whether an existing complete store was reused.
+    ``history_len``: L, history positions per domain. ``min_count``: occurrences in the training window an id
+    needs to enter a vocabulary. ``activity_cuts``: the quantiles of the derived activity rule. ``partitions``:
+    user partitions built one after the other (memory ~ one partition's events; None: one per ~20M event rows).
+    ``on_progress(step, done, total)``: at the start, after the vocabularies and after each partition; raising
+    there aborts the build and leaves nothing behind. ``vocab_from``: encode with another store's vocabularies
+    (a trained model's), so a model can score data it was not trained on (``min_count`` then plays no part).
     """
     ds = Dataset(dataset_dir)
     cache_dir = Path(cache_dir)
@@ -338,8 +283,7 @@ def build_samples(
 
 
 def _open_if_complete(path: Path, key: str) -> SampleStore | None:
-    """The complete store of ``key`` at ``path``, or None: nothing there, an interrupted build, or a store whose
-    arrays changed since they were built (said in a note: the caller rebuilds it, the store being farm's cache)."""
+    """The complete store of ``key`` at ``path``, or None (a damaged one with a note: it is farm's cache, rebuilt)."""
     if not (path / "manifest.json").is_file():
         return None
     try:
@@ -379,17 +323,6 @@ class _Activity:
         return np.where(self.users[i] == user_id, self.codes[i], 0).astype(np.int8)
 
 
-@dataclass
-class _Counts:
-    """Samples per split and activity level, for the manifest."""
-
-    by_split: dict[str, list[int]] = field(default_factory=lambda: {s: [0] * len(ACTIVITY_LEVELS) for s in SPLITS})
-
-    def add(self, split: str, activity: np.ndarray) -> None:
-        for level, k in zip(*np.unique(activity, return_counts=True)):
-            self.by_split[split][int(level)] += int(k)
-
-
 def _build_into(
     out: Path,
     ds: Dataset,
@@ -409,7 +342,9 @@ def _build_into(
     else:
         vocabs = {k: np.array(vocab_from.vocab(k), dtype=np.int64) for k in VOCABS}
     encoders = {k: Encoder(v, index_dtype(len(v) + 2)) for k, v in vocabs.items()}
-    activity = _Activity(*_user_activity(ds, settings["activity_cuts"]))
+    low, mid = settings["activity_cuts"]
+    levels = user_activity(ds, (low, mid)).with_columns(activity_code()).sort("user_id")
+    activity = _Activity(levels["user_id"].to_numpy().astype(np.int64), levels["activity"].to_numpy().astype(np.int8))
     has_truth = all(c in ds.scan("live").collect_schema().names() for c in TRUTH_COLUMNS)
     windows = split_windows(ds.manifest)
 
@@ -421,7 +356,7 @@ def _build_into(
 
     live_columns = schema_of(LIVE_COLUMNS) | ({c: pl.Float32 for c in TRUTH_COLUMNS} if has_truth else {})
     live_sort = (*LIVE_SORT, *(TRUTH_COLUMNS if has_truth else ()))
-    counts = _Counts()
+    counts = {s: [0] * len(ACTIVITY_LEVELS) for s in SPLITS}  # samples per split and activity level
     for part in range(n_parts):
         # one domain at a time: of the video rows only their users and times stay in memory
         video = _scan(ds, "video", schema_of(VIDEO_COLUMNS), ds.manifest.test_end, part, n_parts, VIDEO_SORT)
@@ -432,14 +367,38 @@ def _build_into(
         for split in SPLITS:
             in_split = in_window(live["ts"], *windows[split])
             samples = _sample_columns(_take(live, in_split), encoders, activity, events, has_truth)
-            counts.add(split, samples["activity"])
+            for level, k in zip(*np.unique(samples["activity"], return_counts=True)):
+                counts[split][int(level)] += int(k)
             for c, a in samples.items():
                 writer.append(f"{split}.{c}", a)
         del live, events
         progress(f"partition {part + 1}/{n_parts}", part + 2, total)
     writer.close()
 
-    manifest = _manifest(ds, settings, key, writer, encoders, windows, has_truth, activity, counts)
+    user_levels = np.bincount(activity.codes[activity.codes >= 0], minlength=len(ACTIVITY_LEVELS))
+    manifest = {
+        "format": FORMAT,
+        "key": key,
+        "store_version": STORE_VERSION,
+        "settings": settings,
+        "dataset": str(ds.root.resolve()),
+        "windows": {s: list(windows[s]) for s in SPLITS},
+        "history_len": settings["history_len"],
+        "vocab_sizes": {k: len(e.vocab) + 2 for k, e in encoders.items()},
+        "n_play_buckets": N_PLAY_BUCKETS,
+        "n_lag_buckets": N_LAG_BUCKETS,
+        "n_label_ids": N_LABEL_IDS,
+        "splits": {s: writer.rows(f"{s}.ts") for s in SPLITS},
+        "events": {d: writer.rows(f"{d}.ts") for d in ("video", "live")},
+        "arrays": writer.meta,
+        "checksums": writer.checksums,
+        "has_truth": has_truth,
+        "activity_counts": {
+            "users": dict(zip(ACTIVITY_LEVELS, map(int, user_levels))),
+            **{s: dict(zip(ACTIVITY_LEVELS, counts[s])) for s in SPLITS},
+        },
+        "complete": True,
+    }
     write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -503,40 +462,3 @@ def _sample_columns(
     if has_truth:
         cols["p"] = np.stack([rows[c] for c in TRUTH_COLUMNS], axis=1).astype(np.float32).reshape(-1, len(TASKS))
     return cols
-
-
-def _manifest(
-    ds: Dataset,
-    settings: dict,
-    key: str,
-    writer: _Writer,
-    encoders: dict[str, Encoder],
-    windows: dict[str, tuple[int | None, int]],
-    has_truth: bool,
-    activity: _Activity,
-    counts: _Counts,
-) -> dict:
-    user_levels = np.bincount(activity.codes[activity.codes >= 0], minlength=len(ACTIVITY_LEVELS))
-    return {
-        "format": FORMAT,
-        "key": key,
-        "store_version": STORE_VERSION,
-        "settings": settings,
-        "dataset": str(ds.root.resolve()),
-        "windows": {s: list(windows[s]) for s in SPLITS},
-        "history_len": settings["history_len"],
-        "vocab_sizes": {k: len(e.vocab) + 2 for k, e in encoders.items()},
-        "n_play_buckets": N_PLAY_BUCKETS,
-        "n_lag_buckets": N_LAG_BUCKETS,
-        "n_label_ids": N_LABEL_IDS,
-        "splits": {s: writer.rows(f"{s}.ts") for s in SPLITS},
-        "events": {d: writer.rows(f"{d}.ts") for d in ("video", "live")},
-        "arrays": writer.meta,
-        "checksums": writer.checksums,
-        "has_truth": has_truth,
-        "activity_counts": {
-            "users": dict(zip(ACTIVITY_LEVELS, map(int, user_levels))),
-            **{s: dict(zip(ACTIVITY_LEVELS, counts.by_split[s])) for s in SPLITS},
-        },
-        "complete": True,
-    }
