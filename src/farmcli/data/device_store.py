@@ -1,25 +1,13 @@
 """The sample store's arrays resident on a device, and batches gathered there by index.
 
-:class:`DeviceStore` copies what a batch is made of (the per-sample arrays of some splits, the video and live
-event arrays) onto one device once, and then turns a tensor of sample indices on that device into the same
-model batch as :meth:`SampleStore.batch <farmcli.data.store.SampleStore.batch>` (same keys, dtypes and
-values) with torch ops alone: no numpy, no copy between host and device, no host sync (``.item()``,
-``.tolist()``, ``bool()`` of a tensor) and no Python branch on the data, so a step that gathers its batch
-this way can be queued without waiting for the device (and captured by CUDA graphs or ``torch.compile``).
-
-Layout on the device, chosen to gather with few kernels (a step on a GPU is bound by launching them):
-
-- per split, the integer columns of a sample (the candidate's ids, ``user_id``, ``activity``, ``ts`` and the
-  history offsets) as one int64 matrix [C, n], and the label columns (``labels`` and, for simulated data,
-  ``p``) as one float32 tensor [1 or 2, n, 6]: one index_select each (the batch's tensors are views of these
-  results, each contiguous);
-- per domain, the event fields of a history (all but ``lag``) as one matrix [F, E] in the widest of their
-  stored integer types (int16 on the presets), and the event times ``ts`` [E] (int64) for the lag buckets.
-
-The gather itself is the dense form of the store's (``SampleStore._domain_history``): positions
-``end - L + arange(L)``, real where ``>= start``, every field read at the real positions (position 0
-elsewhere) and set to 0 at padding. Indices must lie in ``-n .. n - 1``; out of range, the CPU raises and
-CUDA stops with a device-side assert (checking on the host would be a sync).
+:class:`DeviceStore` copies what a batch is made of onto one device once, then turns a tensor of sample indices
+on that device into the same batch as :meth:`SampleStore.batch <farmcli.data.store.SampleStore.batch>` with torch
+ops alone: no host copy, no host sync and no Python branch on the data, so a step can be queued without waiting
+(and captured by CUDA graphs or ``torch.compile``). A GPU step is bound by kernel launches, so the layout is
+chosen to gather with few: per split, the integer columns as one int64 matrix [C, n] and the labels (and ``p``)
+as one float32 tensor [1 or 2, n, 6]; per domain, the event fields as one matrix [F, E] in the widest stored
+type, and the event times [E]. Indices must lie in ``-n .. n - 1``; out of range, the CPU raises and CUDA stops
+with a device-side assert (checking on the host would be a sync).
 """
 
 from __future__ import annotations

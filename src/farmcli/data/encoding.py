@@ -24,9 +24,6 @@ N_LAG_BUCKETS = 24  # G: lag buckets 1..G-1, 0 = padding
 N_LABEL_IDS = 33  # 0 = padding, 1 + 5 bits
 
 
-# --------------------------------------------------------------------------------------------- buckets
-
-
 def is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
@@ -54,22 +51,14 @@ def _bucketize(x: Any, thresholds: np.ndarray) -> Any:
 
 
 def play_bucket(play_ms: Any) -> Any:
-    """Play-time bucket: ``1 + min(P - 2, floor(2 * log2(1 + play_ms / 1000)))`` with P = 32, so 1..31.
-
-    0 is left for padding. Evaluated exactly on integer milliseconds (thresholds :data:`PLAY_THRESHOLDS`,
-    no floating-point rounding at bucket edges). Works on scalars, numpy arrays and torch tensors (int64 out).
-    Negative inputs are treated as 0.
-    """
+    """Play-time bucket ``1 + min(P - 2, floor(2 * log2(1 + play_ms / 1000)))``, P = 32, so 1..31 (0: padding),
+    exact on integer ms (:data:`PLAY_THRESHOLDS`: no float rounding at the edges); negative counts as 0."""
     return _bucketize(play_ms, PLAY_THRESHOLDS)
 
 
 def lag_bucket(lag_ms: Any) -> Any:
-    """Lag bucket of a history event: ``1 + min(G - 2, floor(log2(1 + lag_ms / 1000)))`` with G = 24, so 1..23.
-
-    ``lag_ms`` = sample ts - event ts (> 0: histories hold strictly earlier events). 0 is left for padding.
-    Evaluated exactly on integer milliseconds (thresholds :data:`LAG_THRESHOLDS`). Works on scalars, numpy
-    arrays and torch tensors (int64 out).
-    """
+    """Lag bucket ``1 + min(G - 2, floor(log2(1 + lag_ms / 1000)))``, G = 24, so 1..23 (0: padding), of sample ts -
+    event ts (> 0: histories hold strictly earlier events), exact on integer ms (:data:`LAG_THRESHOLDS`)."""
     return _bucketize(lag_ms, LAG_THRESHOLDS)
 
 
@@ -82,11 +71,8 @@ def label_id(flags: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class Encoder:
-    """Raw ids -> vocabulary indices: ``vocab[i]`` -> i + 2, anything not in ``vocab`` -> 1 (out-of-vocabulary).
-
-    ``vocab`` is sorted and unique. Dense, non-negative vocabularies (max id < 2**24, or < 8 x their size) use
-    a lookup table; others a searchsorted with an equality check. Both give the same result.
-    """
+    """Raw ids -> vocabulary indices: ``vocab[i]`` (sorted, unique) -> i + 2, anything else -> 1 (out-of-vocabulary).
+    Dense, non-negative vocabularies (max id < 2**24, or < 8 x their size) use a lookup table, others a searchsorted."""
 
     LUT_MAX = 1 << 24
 
@@ -113,11 +99,6 @@ class Encoder:
         return np.where(found, i + 2, 1).astype(self.dtype)
 
 
-def encode(vocab: np.ndarray, ids: np.ndarray, dtype: Any = np.int64) -> np.ndarray:
-    """Raw ids -> vocabulary indices: vocab[i] -> i + 2, anything not in ``vocab`` -> 1 (out-of-vocabulary)."""
-    return Encoder(vocab, dtype)(ids)
-
-
 def index_dtype(size: int) -> np.dtype:
     return np.dtype(
         np.int16 if size <= np.iinfo(np.int16).max else np.int32 if size <= np.iinfo(np.int32).max else np.int64
@@ -127,13 +108,9 @@ def index_dtype(size: int) -> np.dtype:
 def lex_searchsorted(
     ev_u: np.ndarray, ev_t: np.ndarray, q_u: np.ndarray, q_t: np.ndarray, *, force_rank: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) of each query (user q_u, time q_t) in events sorted by (user, ts).
-
-    ``start`` = index of the user's first event, ``end`` = index of the user's first event with ts >= q_t
-    (so events[start:end] are the user's events strictly before q_t); both equal the insertion point when
-    the user has no events. Vectorised: one searchsorted on a composite key (user rank * span + ts offset);
-    when that key could overflow int64, ts is replaced by its rank among the event times first.
-    """
+    """(start, end) of each query (user q_u, time q_t) in events sorted by (user, ts): events[start:end] are the
+    user's events strictly before q_t. One searchsorted on a composite key (user rank * span + ts offset), with ts
+    replaced by its rank among the event times where that key could overflow int64."""
     n = len(ev_u)
     q_u = np.asarray(q_u, dtype=np.int64)
     q_t = np.asarray(q_t, dtype=np.int64)
@@ -175,11 +152,8 @@ def partition_of(user_id: np.ndarray, n_partitions: int) -> np.ndarray:
 
 
 def tie_order(keys: Sequence[np.ndarray]) -> np.ndarray | None:
-    """Rows already sorted by (keys[0], keys[1]): the permutation that orders each run of equal (keys[0],
-    keys[1]) by the remaining keys (lexicographically), or None when there are no such runs.
-
-    Sorting by two keys and then fixing the (rare) ties is several times faster than one sort on every key.
-    """
+    """Rows sorted by (keys[0], keys[1]): the permutation that orders each run of ties by the remaining keys, or None
+    without ties (sorting by two keys, then fixing the rare ties, is several times faster than sorting by all)."""
     u, t = keys[0], keys[1]
     n = len(u)
     if n < 2:

@@ -55,16 +55,10 @@ class IndexBatch(NamedTuple):
     idx: torch.Tensor
 
 
-class SplitIndices(Dataset):
+class SplitIndices(SplitBatches):
     """Indexed like :class:`SplitBatches`, but returns the indices alone (gathered later, on the device)."""
 
-    def __init__(self, store: SampleStore, split: str):
-        self.store, self.split = store, split
-
-    def __len__(self) -> int:
-        return self.store.n(self.split)
-
-    def __getitem__(self, idx: np.ndarray) -> IndexBatch:
+    def __getitem__(self, idx: np.ndarray) -> IndexBatch:  # type: ignore[override]
         return IndexBatch(self.split, torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)))
 
 
@@ -168,12 +162,7 @@ class FarmDataModule(L.LightningDataModule):
     def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
         rank, world = self._rank_world()
         sampler = BatchIndexSampler(
-            self.store.n(split),
-            batch_size or self.eval_batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            rank=rank,
-            world=world,
+            self.store.n(split), batch_size or self.eval_batch_size, shuffle, self.seed, rank, world
         )
         root = self._root_device()
         pin = root.type == "cuda" if root is not None else torch.cuda.is_available()
@@ -217,20 +206,11 @@ class FarmDataModule(L.LightningDataModule):
 
 def data_module(cfg, store: SampleStore, **overrides: Any) -> FarmDataModule:
     """The LightningDataModule of a RunConfig ``cfg``'s data settings over ``store`` (``overrides``: its other arguments,
-    e.g. the split the test loop scores).
-
-    A fit's data module (no split to score or predict in ``overrides``) is refused, before the fit starts, where the
-    validation labels leave ``fit.monitor`` undefined (:func:`farmcli.data.checks.check_monitor_defined`).
-    """
+    e.g. the split the test loop scores). A fit's (no split to score or predict in ``overrides``) is refused before the
+    fit starts where the validation labels leave ``fit.monitor`` undefined (:func:`~farmcli.data.checks.check_monitor_defined`)."""
     if not {"test_split", "predict_splits"} & overrides.keys():
         check_monitor_defined(store, cfg.fit.monitor, cfg.data.source)
     d = cfg.data
-    settings: dict[str, Any] = dict(
-        batch_size=d.batch_size,
-        eval_batch_size=d.eval_batch_size,
-        num_workers=d.num_workers,
-        seed=cfg.seed,
-        device_store=d.device_store,
-        device_store_share=d.device_store_share,
-    )
+    names = ("batch_size", "eval_batch_size", "num_workers", "device_store", "device_store_share")
+    settings: dict[str, Any] = {"seed": cfg.seed, **{k: getattr(d, k) for k in names}}
     return FarmDataModule(store, **{**settings, **overrides})
