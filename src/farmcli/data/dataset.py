@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -20,21 +21,15 @@ def table_path(root: str | Path, table: str) -> Path:
 
 
 def table_files(path: Path) -> list[Path]:
-    """The parquet files behind a table: the file itself, or the sorted shards of a directory.
-
-    Shards are the regular ``*.parquet`` files directly inside the folder (DATA_FORMAT.md,
-    ``live.parquet/part-*.parquet``); :func:`unread_entries` names what a folder holds beside them that looks like
-    data and is not read (shards in subfolders, a ``*.parquet`` that is not a regular file).
-    """
+    """The parquet files behind a table: the file itself, or the sorted regular ``*.parquet`` files directly inside
+    its folder (DATA_FORMAT.md); :func:`unread_entries` names what else there looks like data and is not read."""
     if path.is_dir():
         return sorted(p for p in path.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
     return [path] if path.is_file() else []
 
 
 def path_kind(path: Path) -> str:
-    """What is at ``path``, in words: 'a file', 'a folder', 'a FIFO (named pipe)', 'a character device', ...;
-    a symbolic link says where it points ('a character device (a link to /dev/null)'), 'nothing' where nothing is.
-    """
+    """What is at ``path``, in words ('a FIFO (named pipe)', 'a character device (a link to /dev/null)', 'nothing')."""
     try:
         mode = path.stat().st_mode  # follows a link
     except OSError:
@@ -124,12 +119,8 @@ def scan_files(files: list[Path], columns: list[str] | None = None) -> pl.LazyFr
 
 
 def scan_table(path: Path, table: str | None = None) -> pl.LazyFrame:
-    """A lazy scan of a table; with ``table``, only the format's columns, each cast to the format's type.
-
-    Validation accepts another integer width (e.g. an Int32 user_id) with a warning, so readers cast here,
-    once, rather than each join and concat meeting two widths of one id. Columns the format does not name are
-    not read (readers ignore them), in whichever shard they appear.
-    """
+    """A lazy scan of a table; with ``table``, only the format's columns, each cast to the format's type (validation
+    accepts another integer width with a warning: cast here once, no join or concat meets two widths of one id)."""
     files = table_files(path)
     if not files:
         said = f" ({path.name} is {path_kind(path)})" if not_file_or_folder(path) else ""
@@ -168,17 +159,10 @@ class Manifest:
         problems = manifest_problems(path)
         if problems:
             raise UserError("\n".join(problems))
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text())  # every required key is there: checked just above
+        no_default = dataclasses.MISSING
         return cls(
-            format=raw["format"],
-            time_unit=raw["time_unit"],
-            train_start=raw.get("train_start"),
-            train_end=raw["train_end"],
-            valid_end=raw["valid_end"],
-            test_end=raw["test_end"],
-            name=raw.get("name", ""),
-            source=raw.get("source", ""),
-            description=raw.get("description", ""),
+            **{f.name: raw.get(f.name, None if f.default is no_default else f.default) for f in dataclasses.fields(cls)}
         )
 
 

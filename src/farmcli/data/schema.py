@@ -37,28 +37,14 @@ def _cols(*spec: tuple[str, PolarsDataType, str]) -> tuple[Column, ...]:
     return tuple(Column(n, d, r) for n, d, r in spec)
 
 
+_IDS_AND_TIME = (("user_id", pl.Int64, "id"), ("author_id", pl.Int64, "id"), ("ts", pl.Int64, "any"))
+_PAGE_TAG = (("page", pl.Int32, "id"), ("tag", pl.Int32, "id"))
+_PLAY = ("play_ms", pl.Int64, "nonneg")
 LIVE_COLUMNS = _cols(
-    ("user_id", pl.Int64, "id"),
-    ("author_id", pl.Int64, "id"),
-    ("ts", pl.Int64, "any"),
-    ("page", pl.Int32, "id"),
-    ("tag", pl.Int32, "id"),
-    ("cluster", pl.Int32, "id"),
-    ("play_ms", pl.Int64, "nonneg"),
-    *((t, pl.Int8, "flag") for t in TASKS),
+    *_IDS_AND_TIME, *_PAGE_TAG, ("cluster", pl.Int32, "id"), _PLAY, *((t, pl.Int8, "flag") for t in TASKS)
 )
 LIVE_TRUTH_COLUMNS = _cols(*((c, pl.Float32, "prob") for c in TRUTH_COLUMNS))
-
-VIDEO_COLUMNS = _cols(
-    ("user_id", pl.Int64, "id"),
-    ("author_id", pl.Int64, "id"),
-    ("ts", pl.Int64, "any"),
-    ("page", pl.Int32, "id"),
-    ("tag", pl.Int32, "id"),
-    ("play_ms", pl.Int64, "nonneg"),
-    *((f, pl.Int8, "flag") for f in VIDEO_FLAGS),
-)
-
+VIDEO_COLUMNS = _cols(*_IDS_AND_TIME, *_PAGE_TAG, _PLAY, *((f, pl.Int8, "flag") for f in VIDEO_FLAGS))
 USERS_COLUMNS = _cols(("user_id", pl.Int64, "id"), ("activity", pl.String, "activity"))
 
 TABLES = {"live": LIVE_COLUMNS, "video": VIDEO_COLUMNS, "users": USERS_COLUMNS}

@@ -49,23 +49,7 @@ def sink_buckets(lf: pl.LazyFrame, base: Path, n_buckets: int) -> dict[str, Pola
     return schema
 
 
-def bucket_files(base: Path, b: int) -> list[Path]:
-    return sorted((base / f"{KEY}={b}").glob("*.parquet"))
-
-
-def all_files(base: Path) -> list[Path]:
-    return sorted(base.glob(f"{KEY}=*/*.parquet"))
-
-
-def _scan(files: list[Path], schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
-    if not files:
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet(files, hive_partitioning=False)
-
-
-def scan_bucket(base: Path, b: int, schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
-    return _scan(bucket_files(base, b), schema)
-
-
-def scan_all(base: Path, schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
-    return _scan(all_files(base), schema)
+def scan_bucket(base: Path, b: int | None, schema: dict[str, PolarsDataType]) -> pl.LazyFrame:
+    """The staged rows of bucket ``b`` (None: of every bucket), or an empty frame of ``schema`` where there are none."""
+    files = sorted(base.glob(f"{KEY}={'*' if b is None else b}/*.parquet"))
+    return pl.scan_parquet(files, hive_partitioning=False) if files else pl.LazyFrame(schema=schema)

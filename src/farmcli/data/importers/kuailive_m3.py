@@ -268,9 +268,9 @@ class _Import:
         imp_schema = self.stage_impressions(breaks, n)
         self.step("staging photo_play")
         plays_schema = self.stage_plays(breaks, n, photo_tags)
-        sessions = _stage.scan_all(self.stage / "sessions", sess_schema)
-        impressions = _stage.scan_all(self.stage / "impressions", imp_schema)
-        plays = _stage.scan_all(self.stage / "plays", plays_schema)
+        sessions = _stage.scan_bucket(self.stage / "sessions", None, sess_schema)
+        impressions = _stage.scan_bucket(self.stage / "impressions", None, imp_schema)
+        plays = _stage.scan_bucket(self.stage / "plays", None, plays_schema)
         kept_live = [lf.filter(pl.col("drop").is_null()) for lf in (sessions, impressions)]
         self.step("author tags")
         a_tags = _klm3_authors.author_tags(t, photo_tags, plays)
