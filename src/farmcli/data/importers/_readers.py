@@ -1,19 +1,11 @@
 """Raw tables of a public dataset: find them (csv or parquet), check their columns, normalise their values.
 
-Everything here returns lazy polars expressions, so a caller can stream a table of any size. CSV files are
-read with every column as a string (no type inference that a later row could contradict) and converted by
-the expressions below; parquet columns keep their stored type and get the conversion that type needs.
-
-Timestamps (:func:`ts_expr`) become epoch milliseconds (Int64) from any of:
-
-- a datetime type (any unit): naive values are read in ``naive_tz`` (default UTC, as pandas' ``astype(int64)``
-  in the dataset's own preprocessing does), zone-aware values by their zone;
-- a date type (midnight in ``naive_tz``);
-- an integer or float: by magnitude, >= 1e17 nanoseconds, >= 1e14 microseconds, >= 1e11 milliseconds, else
-  seconds (1e11 ms is 1973 and 1e11 s is year 5138, so the rule cannot misread a plausible date);
-- a string: date-time text (``2025-05-05 08:00:00.123``, ``T`` separator, ``/`` dates, optional fraction,
-  optional ``Z`` or ``+08:00``) or epoch digits as above. The layout is chosen once per column from a sample
-  of its first non-null values; values that do not fit it become null (and the caller drops the row).
+Everything returns lazy polars expressions, so a table of any size streams. CSV columns are read as strings (no
+type inference that a later row could contradict) and parsed by the layout of a sample of their first values;
+parquet columns keep their type. Timestamps (:func:`ts_expr`) become epoch ms from a datetime or date type (naive
+values read in ``naive_tz``), a number (by magnitude: >= 1e17 ns, >= 1e14 us, >= 1e11 ms, else seconds: 1e11 ms is
+1973 and 1e11 s the year 5138, so no plausible date is misread) or text (date-times or epoch digits); a value
+that does not fit its column's layout becomes null (and the caller drops the row).
 """
 
 from __future__ import annotations
@@ -123,9 +115,6 @@ def _is_text(dtype: PolarsDataType) -> bool:
     return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
 
 
-# --- integers, flags and strings --------------------------------------------------------------------------
-
-
 def _string_number_kind(sample: pl.Series) -> str:
     s = sample.cast(pl.String).str.strip_chars().drop_nulls()
     s = s.filter(s != "")
@@ -141,10 +130,8 @@ def _string_number_kind(sample: pl.Series) -> str:
 
 
 def int_expr(name: str, dtype: PolarsDataType, sample: pl.Series | None = None) -> pl.Expr:
-    """Column ``name`` as Int64: integers as they are, floats rounded, booleans 0/1, numeric text parsed.
-
-    Values that cannot be read (text that is no number, NaN) become null.
-    """
+    """Column ``name`` as Int64: integers as they are, floats rounded, booleans 0/1, numeric text parsed; values that
+    cannot be read (text that is no number, NaN) become null."""
     c = pl.col(name)
     if dtype == pl.Null:
         return pl.lit(None, dtype=pl.Int64)
@@ -152,39 +139,28 @@ def int_expr(name: str, dtype: PolarsDataType, sample: pl.Series | None = None) 
         return c.cast(pl.Int64)
     if dtype.is_integer():
         return c.cast(pl.Int64, strict=False)
+    rounded = lambda x: pl.when(x.is_finite()).then(x.round()).otherwise(None).cast(pl.Int64, strict=False)  # noqa: E731
     if dtype.is_float():
-        return pl.when(c.is_finite()).then(c.round()).otherwise(None).cast(pl.Int64, strict=False)
+        return rounded(c)
     if _is_text(dtype):
         s = c.cast(pl.String).str.strip_chars()
+        lower = s.str.to_lowercase()
+        by_kind = {
+            "int": s.cast(pl.Int64, strict=False),
+            "float": rounded(s.cast(pl.Float64, strict=False)),
+            "bool": pl.when(lower == "true").then(pl.lit(1, pl.Int64)).when(lower == "false").then(pl.lit(0, pl.Int64)),
+        }
         kind = _string_number_kind(sample) if sample is not None else "mixed"
-        as_float = s.cast(pl.Float64, strict=False)
-        as_float = pl.when(as_float.is_finite()).then(as_float.round()).otherwise(None).cast(pl.Int64, strict=False)
-        as_bool = (
-            pl.when(s.str.to_lowercase() == "true")
-            .then(pl.lit(1, pl.Int64))
-            .when(s.str.to_lowercase() == "false")
-            .then(pl.lit(0, pl.Int64))
-        )
-        if kind == "int":
-            return s.cast(pl.Int64, strict=False)
-        if kind == "float":
-            return as_float
-        if kind == "bool":
-            return as_bool
-        return pl.coalesce(s.cast(pl.Int64, strict=False), as_float, as_bool)
+        return by_kind[kind] if kind in by_kind else pl.coalesce(*by_kind.values())
     return c.cast(pl.Int64, strict=False)
 
 
 def str_expr(name: str, dtype: PolarsDataType) -> pl.Expr:
     """Column ``name`` as a stripped string; empty text is null."""
-    c = pl.col(name)
     if dtype == pl.Null:
         return pl.lit(None, dtype=pl.String)
-    s = c.cast(pl.String).str.strip_chars()
+    s = pl.col(name).cast(pl.String).str.strip_chars()
     return pl.when(s == "").then(None).otherwise(s)
-
-
-# --- timestamps -------------------------------------------------------------------------------------------
 
 
 def epoch_number_to_ms(x: pl.Expr) -> pl.Expr:
@@ -202,17 +178,15 @@ def epoch_number_to_ms(x: pl.Expr) -> pl.Expr:
 
 
 def _datetime_to_ms(e: pl.Expr, dtype: PolarsDataType, naive_tz: str) -> pl.Expr:
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
-        return e.dt.epoch("ms")
-    if naive_tz in ("UTC", "Etc/UTC"):
+    if (isinstance(dtype, pl.Datetime) and dtype.time_zone is not None) or naive_tz in ("UTC", "Etc/UTC"):
         return e.dt.epoch("ms")
     return e.dt.replace_time_zone(naive_tz, ambiguous="earliest", non_existent="null").dt.epoch("ms")
 
 
 def _parse_text_ts(s: pl.Expr, fmt: str, zone: str | None, naive_tz: str) -> pl.Expr:
-    if zone == "offset":
-        return s.str.to_datetime(fmt, strict=False, time_unit="ms").dt.epoch("ms")
     dt = s.str.to_datetime(fmt, strict=False, time_unit="ms")
+    if zone == "offset":
+        return dt.dt.epoch("ms")
     return _datetime_to_ms(dt, pl.Datetime("ms"), "UTC" if zone == "UTC" else naive_tz)
 
 
@@ -273,24 +247,15 @@ def local_date(ts_ms: pl.Expr, tz: str) -> pl.Expr:
     return pl.from_epoch(ts_ms, time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(tz).dt.date()
 
 
-# --- embeddings -------------------------------------------------------------------------------------------
-
-
 def embedding_components(table: RawTable, name: str) -> list[pl.Expr]:
-    """The components of a list/array float column as separate Float32 expressions ``e0..e{d-1}``.
-
-    The dimension is the array width, or for a list column the most common length in the sample. Rows of
-    another length yield nulls in some component and are dropped by the caller.
-    """
+    """The components of a list/array float column as Float32 expressions ``e0..e{d-1}``: d is the array width, or
+    a list's most common length in the sample (rows of another length get nulls, which the caller drops)."""
     dtype = table.schema[name]
     c = pl.col(name)
     if isinstance(dtype, pl.Array):
-        d = dtype.size
-        return [c.arr.get(i, null_on_oob=True).cast(pl.Float32).alias(f"e{i}") for i in range(d)]
+        return [c.arr.get(i, null_on_oob=True).cast(pl.Float32).alias(f"e{i}") for i in range(dtype.size)]
     if isinstance(dtype, pl.List):
         lengths = table.sample([name])[name].list.len().drop_nulls()
-        if lengths.len() == 0:
-            return []
-        d = int(lengths.mode().sort()[-1])
+        d = int(lengths.mode().sort()[-1]) if lengths.len() else 0
         return [c.list.get(i, null_on_oob=True).cast(pl.Float32).alias(f"e{i}") for i in range(d)]
     raise UserError(f"{table.path}: column '{name}' has type {dtype}; expected a list or array of floats.")
