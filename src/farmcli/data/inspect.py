@@ -99,9 +99,7 @@ def _history_lengths(ds: Dataset, levels: pl.DataFrame, history_len: int) -> dic
             out.setdefault(level, {})[domain] = {
                 "samples": part.height,
                 "mean": _number(n.mean()),
-                "p10": _number(n.quantile(0.1, "lower")),
-                "p50": _number(n.quantile(0.5, "lower")),
-                "p90": _number(n.quantile(0.9, "lower")),
+                **{f"p{q}": _number(n.quantile(q / 100, "lower")) for q in (10, 50, 90)},
                 "empty": _number((n == 0).mean()),
             }
     return {"history_len": history_len, "users_sampled": (n_users + k - 1) // k, "levels": out}

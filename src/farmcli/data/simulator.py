@@ -91,10 +91,9 @@ def synthesize(
             for table, df in (("live", live), ("video", video), ("users", users)):
                 _write(df, tmp / f"{table}.parquet" / name)
                 rows[table] += df.height
-            for t in TASKS:
-                live_counts[t] += int(live[t].sum())
-            for f in VIDEO_FLAGS:
-                video_counts[f] += int(video[f].sum())
+            for counts, df in ((live_counts, live), (video_counts, video)):
+                for c in counts:
+                    counts[c] += int(df[c].sum())
             del live, video, users
             if on_progress is not None:
                 on_progress(min(n, user0 + bs), n)
