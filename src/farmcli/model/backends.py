@@ -15,8 +15,7 @@ from torch import Tensor
 
 from farmcli.model import cpu
 from farmcli.model.config import Backend
-from farmcli.model.farm import FARM
-from farmcli.model.output import FarmOutput
+from farmcli.model.farm import FARM, FarmOutput
 
 
 def takes_cpu(backend: Backend, batch: Mapping[str, Tensor], return_aux: bool = False) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,8 +26,20 @@ from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.heads.common import in_fp32
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights, scale_grad
-from farmcli.model.output import FarmOutput
 from farmcli.slots import SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
+
+
+@dataclass
+class FarmOutput:
+    """What the forward pass returns, whichever backend computed it."""
+
+    logits: Tensor
+    """[B, 6] in TASKS order (click, effective_view, long_view, like, comment, gift)."""
+    cl_loss: Tensor | None
+    """L_cl of eq. 14; None when align is ``none``."""
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    """With ``return_aux``: h_video, h_live, the gates alpha, beta (video) and gamma, delta (live),
+    cross_attention [B, heads, L_live, L_video], video/live_target_attention [B, heads, L], as present."""
 
 
 class PreferenceEncoder(nn.Module):

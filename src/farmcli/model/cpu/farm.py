@@ -21,11 +21,10 @@ from farmcli.model.cpu import attention, embed, heads
 from farmcli.model.cpu.frequency import frequency, runs_on_trailing
 from farmcli.model.cpu.options import current
 from farmcli.model.cpu.ragged import BUCKETS, LengthGroups, Trimmed, permute_rows, span_order, take_rows
-from farmcli.model.farm import FARM, head_input
+from farmcli.model.farm import FARM, FarmOutput, head_input
 from farmcli.model.fuse import CrossAttentionFuse, NoFuse
 from farmcli.model.heads.ple import PLE
 from farmcli.model.layers import scale_grad
-from farmcli.model.output import FarmOutput
 
 LIVE_ROWS_ONLY = (InfoNCEAlign, NoAlign, CrossAttentionFuse, NoFuse)
 """Align and fuse components that read nothing of a row without a live event (InfoNCE leaves it out of L_cl and
