@@ -1,8 +1,7 @@
 """Intra-domain frequency-aware module (Sec. 3.2, eq. 1-5, 9-10), one component per domain slot.
 
-Sparse, valuable behaviours (like, comment, gift) are rare spikes along the history: high-frequency content
-that a smooth pooling averages away. Splitting V into Low and High and re-weighting them per user lets the
-model turn the spikes up (Table 3: the learned high-frequency gates are high for a low-active user).
+Sparse, valuable behaviours (like, comment, gift) are rare spikes along the history, high-frequency content that
+smooth pooling averages away: re-weighting Low and High per user lets the model turn them up (Table 3).
 """
 
 from __future__ import annotations
@@ -65,11 +64,9 @@ def frequency_split(v: Tensor, c: int, basis: Tensor | None = None) -> tuple[Ten
 class DFTFrequency(nn.Module):
     """F = g_low * Low[V] + g_high * High[V] (eq. 9), gates = Sigmoid(MLP(Mean(V))) in (0, 1) (eq. 10).
 
-    The gates are (alpha, beta) for video and (gamma, delta) for live: one scalar per sample [B], as Table 3 reports
-    them, or one per channel [B, D] with ``per_channel``. Mean(V) is over the history's events. Low[V] is taken
-    over the whole left-padded window, so for a history of a few events F is nearly g_high V.
-
-    ``identity``: F = identity * V + eq. 9 (``dft_identity``: 1, model/frequency_identity.py says why).
+    Gates (alpha, beta) for video, (gamma, delta) for live: a scalar per sample [B] as in Table 3, or [B, D] with
+    ``per_channel``. Mean(V) is over the history's events; Low[V] over the whole window, so for a history of a few
+    events F is nearly g_high V. ``identity``: F = identity * V + eq. 9 (model/frequency_identity.py says why).
     ``gate_init``: the gates' starting value (Table 3 reads them near 0.9) instead of sigmoid(~0) = 0.5.
     """
 

@@ -41,11 +41,8 @@ def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation:
 
 
 def masked_softmax(scores: Tensor, keep: Tensor, dim: int = -1) -> Tensor:
-    """Softmax over ``dim`` where ``keep`` (broadcastable bool) is True; a row with nothing kept gives zeros.
-
-    Masked scores get the dtype's most negative value rather than -inf, and the weights are multiplied by the
-    mask afterwards, so a query with no real key gets all-zero weights, never NaN.
-    """
+    """Softmax over ``dim`` where ``keep`` (broadcastable bool) is True; a row with nothing kept gives zeros, not
+    NaN (the dtype's most negative value instead of -inf, then the weights times the mask)."""
     scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=dim) * keep.to(scores.dtype)
 
@@ -93,10 +90,8 @@ def check_heads(dim: int, heads: int, heads_key: str | None = None, dim_key: str
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with separate query / key widths projected to ``dim``.
-
-    The value and output projections have no bias, so a query that sees no real key returns exactly zero.
-    """
+    """Multi-head attention, query and key widths projected to ``dim``; no value or output bias, so a query that
+    sees no real key returns exactly zero."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int, key_bias: bool = True):
         super().__init__()
@@ -118,11 +113,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class TargetAttention(MultiHeadAttention):
-    """MH-Target-Att (eq. 11, 17): the candidate asks which history events matter for it.
-
-    The query is x_cand projected to the sequence width D. The keys have no bias: it would add the same score to
-    every position, which softmax ignores.
-    """
+    """MH-Target-Att (eq. 11, 17): the candidate x_cand asks which history events matter for it. The keys have no
+    bias: it would add the same score to every position, which softmax ignores."""
 
     def __init__(self, cand_dim: int, dim: int, heads: int):
         super().__init__(cand_dim, dim, dim, heads, key_bias=False)

@@ -1,13 +1,9 @@
 """The CPU backend's attention and pooling: model/layers.py's blocks, same parameters, fewer FLOPs and passes.
 
-- Few queries (eq. 11, 17; eq. 16 for a short live history): W_k and W_v fold into each head's query, so the work
-  per key is O(Dk) instead of projecting every key and value, O(Dk d h).
-- Heads padded with zero channels to whole vector lanes (23 -> 24): on AVX2 a product whose output is a few
-  columns off a multiple of 8 runs at 0.65-0.75x the rate.
-- Hand-written backward passes where autograd would write a [B, L, D] gradient twice (``_KeyAttention``) or use a
-  slow batched product (``_WeightedSum``).
-
-No attention weights here: analysis (``return_aux``) runs the reference.
+With few queries (eq. 11, 17; eq. 16 for a short live history) W_k and W_v fold into each head's query: O(Dk) work
+per key instead of O(Dk d h). Heads get zero channels to whole AVX2 lanes (23 -> 24; 0.65-0.75x the rate when off).
+Backward passes by hand where autograd would write a [B, L, D] gradient twice or use a slow batched product. No
+attention weights: analysis (``return_aux``) runs the reference.
 """
 
 from __future__ import annotations
@@ -142,11 +138,8 @@ def unfold_values(pooled: Tensor, w_v: Tensor, b: int, n_queries: int, h: int) -
 
 
 class _KeyAttention(torch.autograd.Function):
-    """``pool_keys`` for training, scores as [B, Lk, Q] (about 1.5x faster on a CPU at these shapes than [B, Q, Lk]).
-
-    The keys are read by the scores and by the pooling, so autograd would write their gradient twice and add the
-    two; here both terms are one batched product, [grad_scores, weights] [q_keys; grad_pooled].
-    """
+    """``pool_keys`` for training, scores as [B, Lk, Q] (1.5x faster on a CPU than [B, Q, Lk]); the keys' gradient
+    from scores and pooling is one batched product, [grad_scores, weights] [q_keys; grad_pooled], not two added."""
 
     @staticmethod
     def forward(ctx: Any, q_keys: Tensor, offset: Tensor | None, keys: Tensor, keep: Tensor) -> Tensor:

@@ -1,10 +1,6 @@
-"""The CPU backend's embedding layer (eq. 8): the reference's lookups with a CPU's speed-ups.
-
-- A lookup's backward by ``index_add_`` (``_RowGather``), not torch's ``embedding_dense_backward``.
-- Adjacent small fields of a history looked up as one product table (``product_table``): fewer, wider lookups.
-- A mostly empty history (live: a median of 3 of 50 events) looked up at its real positions only, and with length
-  groups at each group's trailing positions only (``Trimmed``).
-"""
+"""The CPU backend's embedding layer (eq. 8): the reference's lookups, their backward by ``index_add_``, adjacent
+small fields as one product table, and a mostly empty history (live: a median of 3 of 50 events) looked up at its
+real positions or its length groups' trailing positions only."""
 
 from __future__ import annotations
 
@@ -38,13 +34,9 @@ Part = tuple[Tensor, Tensor, int | None]
 
 
 class _RowGather(torch.autograd.Function):
-    """cat([weight[ids] for each part], -1), each part gathered straight into its columns of one output (6 lookups
-    of a [1024, 50] history: 5.7-6.2 against 7.6-7.8 ms with ``torch.cat``).
-
-    The backward sums each part's rows with ``index_add_``: 1-3.5 ms for 51,200 ids against 5-6 ms for
-    ``embedding_dense_backward`` (one TensorIterator call per id); a base training step runs 1.13x faster, FARM's
-    1.05x. Both add in id order, so the gradients are the same to the bit (tests/model/cpu/test_embed.py).
-    """
+    """cat([weight[ids] for each part], -1) gathered straight into one output's columns (5.7-6.2 against 7.6-7.8 ms
+    with ``torch.cat``), whose backward sums rows by ``index_add_``: 1-3.5 against 5-6 ms for 51,200 ids with
+    ``embedding_dense_backward`` (a base step 1.13x faster, FARM's 1.05x). Both add in id order: bit-equal."""
 
     @staticmethod
     def forward(ctx: Any, ids: tuple[Tensor, ...], paddings: tuple[int | None, ...], *weights: Tensor) -> Tensor:
@@ -87,11 +79,8 @@ def gather(parts: Sequence[Part]) -> Tensor:
 
 
 def masked_lookup(table: nn.Embedding, ids: Tensor, mask: Tensor) -> Part:
-    """``table(ids) * mask`` (values and gradients) as a lookup, with no pass over the output to zero it.
-
-    A masked position looks up a zero row: the table's padding row (zero at init, never a gradient), or for a table
-    without one (bucket 0 is a real value) a zero row appended to a copy of the table (these tables are small).
-    """
+    """``table(ids) * mask`` as a lookup, no pass over the output: a masked position reads the padding row (zero,
+    never a gradient) or, where bucket 0 is a real value, a zero row appended to a copy of the (small) table."""
     if table.padding_idx is not None:
         return table.weight, ids.masked_fill(~mask, table.padding_idx), table.padding_idx
     weight = torch.cat([table.weight, table.weight.new_zeros(1, table.embedding_dim)])
@@ -114,11 +103,8 @@ def field_runs(sizes: Sequence[int], max_rows: int = PRODUCT_ROWS) -> tuple[tupl
 
 
 def product_table(tables: Sequence[nn.Embedding]) -> Tensor:
-    """Row (i_1 n_2 + i_2) n_3 + i_3 ... is cat(t_1[i_1], t_2[i_2], ...), plus a last zero row for padding.
-
-    Built from the parameters at every call (a few hundred thousand values at most), so gradients reach each
-    table; a padding row enters as zeros that take no gradient, as in ``nn.Embedding``.
-    """
+    """Row (i_1 n_2 + i_2) n_3 + i_3 ... is cat(t_1[i_1], t_2[i_2], ...), plus a last zero row for padding; built
+    from the parameters at every call (small), so gradients reach each table (none to a padding row)."""
     sizes = [t.num_embeddings for t in tables]
     parts = []
     for k, table in enumerate(tables):
@@ -133,11 +119,8 @@ def product_table(tables: Sequence[nn.Embedding]) -> Tensor:
 
 
 def product_ids(tables: Sequence[nn.Embedding], ids: Sequence[Tensor], mask: Tensor | None) -> Tensor:
-    """Rows of ``product_table(tables)`` for the fields' ``ids``; the zero row where ``mask`` is False.
-
-    A real position with an id out of its table's range gets a row past the product's end, so the lookup fails as
-    it would for that table alone (no data-dependent branch here: the model exports).
-    """
+    """Rows of ``product_table(tables)`` for the fields' ``ids``, the zero row where ``mask`` is False; an id out
+    of its table's range gets a row past the end, so the lookup fails as it would alone (no branch: it exports)."""
     combined, bad = torch.zeros_like(ids[0]), torch.zeros_like(ids[0], dtype=torch.bool)
     for table, field_ids in zip(tables, ids, strict=True):
         bad |= (field_ids < 0) | (field_ids >= table.num_embeddings)

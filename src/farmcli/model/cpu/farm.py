@@ -1,10 +1,8 @@
 """FARM's forward pass on the CPU backend: the reference's eq. 8-18 on the live history's length groups.
 
-Live histories are short (``default``: a median of 3 of L = 50 events), so the live side runs on each length
-group's trailing positions (ragged.py). The batch is first put in live-span order, on its ids, so that every group
-is a slice, and eq. 12-17 skip the rows without a live event where align and fuse read nothing of them. Built-in
-components run through this folder's faster forms; any other (a plugin) is called as the reference calls it, on
-padded tensors, so a plugin needs to know nothing of this backend.
+The batch is put in live-span order, so every length group (ragged.py) is a slice, and eq. 12-17 skip the rows
+without a live event where align and fuse read nothing of them. Built-in components run through this folder's
+faster forms; any other (a plugin) is called as the reference calls it, on padded tensors.
 """
 
 from __future__ import annotations
@@ -107,11 +105,8 @@ def _cross_domain(
     sorted_rows: bool,
     with_cl: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Eq. 12-17 -> F^_cross (None without a fuse), L_cl (None without an align or ``with_cl``).
-
-    In a span-sorted batch whose align and fuse read only rows with a live event, they run on those rows alone (a
-    tail of the batch: a fifth of the rows on ``default`` have none); the others get F^_cross = 0.
-    """
+    """Eq. 12-17 -> F^_cross (None without a fuse), L_cl (None without an align or ``with_cl``); in a span-sorted
+    batch, on the rows with a live event only where align and fuse allow it (on ``default`` a fifth have none)."""
     live_rows_only = current().live_rows_only and all(isinstance(c, LIVE_ROWS_ONLY) for c in (farm.align, farm.fuse))
     skipped = int((~batch["l_mask"].bool().any(1)).sum()) if sorted_rows and live_rows_only else 0
     start = skipped if skipped < batch["l_mask"].shape[0] else 0  # no live event at all: every row

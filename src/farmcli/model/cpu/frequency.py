@@ -1,9 +1,8 @@
 """The CPU backend's frequency module (eq. 9-10): ``DFTFrequency`` in two passes over V, on trailing positions.
 
-g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, with the mask folded into the small [B, L, r] left
-factor of Low = U (U^T V): one scaled copy of V plus one batched product added in place, where the reference takes
-five passes. The gates are the module's own (``DFTFrequency.gates``). A history cut to its last l positions (the
-live length groups) needs only those rows of U, and gives F there as at full length (V is zero at padding).
+g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, the mask folded into the small [B, L, r] factor of
+Low = U (U^T V): one scaled copy of V plus one batched product in place, where the reference takes five passes. A
+history cut to its last l positions needs only those rows of U (V is zero at padding).
 """
 
 from __future__ import annotations
@@ -59,12 +58,8 @@ def _gated_split(v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor,
 
 
 class _GatedSplit(torch.autograd.Function):
-    """``_gated_split`` with a backward that makes one [B, L, D] tensor, the input gradient.
-
-    Autograd would write the gradients of Low, of each coefficient product and of V apart and add them (about seven
-    passes over a [1024, 50, 92] history); here the gates' gradients are batched dot products and Low's share of
-    V's gradient is added in place by the small product U (U_mix^T grad).
-    """
+    """``_gated_split`` whose backward makes one [B, L, D] tensor where autograd would take about seven passes: the
+    gates' gradients are batched dot products, Low's share of V's added in place by the small U (U_mix^T grad)."""
 
     @staticmethod
     def forward(ctx: Any, v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor) -> Tensor:

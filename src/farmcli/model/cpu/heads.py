@@ -1,9 +1,7 @@
 """The CPU backend's PLE head: many small MLPs of one shape (experts, gates, towers) as a few large products.
 
-A default PLE runs 8 experts, 7 gates and 6 towers per level: about 90 products of [1024, <=280] x [<=280, <=128]
-each way, which on a CPU run at a third to a half of its GEMM rate and cost an autograd node each. Stacked, the
-first layers of everything that reads one input are one product, each deeper layer one batched product. The
-parameters stay the separate ``nn.Linear`` layers (same names, init, checkpoints), stacked at run time.
+A default PLE's ~90 small products per step run at a third to a half of a CPU's GEMM rate, an autograd node each.
+The parameters stay the separate ``nn.Linear`` layers (same names, checkpoints), stacked at run time.
 """
 
 from __future__ import annotations

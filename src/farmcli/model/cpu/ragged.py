@@ -1,11 +1,8 @@
-"""The CPU backend's length groups: row-wise sequence work on length buckets, so short histories do not pay for
-50 positions of padding.
+"""The CPU backend's length groups: row-wise sequence work on length buckets, so short histories skip their padding.
 
-Live histories are short (``default``: median 3 of L = 50 events, 90% at most 13), yet the live self-attention
-(eq. 12) and the cross-attention whose queries are live events (eq. 16-17) cost in proportion to L. Each row of
-those blocks is computed on its own, so rows can be grouped by how many positions they span and each group run on
-only that many trailing positions (histories are left-padded). The outputs are the same up to float rounding:
-padded positions are masked out of every attention and zeroed on the way out.
+Live histories are short (``default``: median 3 of L = 50 events, 90% at most 13), yet eq. 12 and 16-17 cost in
+proportion to L. Each row is computed on its own, so rows grouped by span run on only that many trailing positions
+(histories are left-padded): the same outputs up to float rounding, padding being masked and zeroed anyway.
 """
 
 from __future__ import annotations
@@ -62,13 +59,9 @@ class LengthGroups:
         rows: Sequence[Tensor] = (),
         output: Literal["padded", "rows", "trimmed"] = "padded",
     ) -> Any:
-        """``fn(*trimmed sequences, *row tensors)`` per group, results put back in batch order.
-
-        ``sequences`` are [B, L, ...] (trimmed to each group's trailing positions) or ``Trimmed`` by these groups;
-        ``rows`` are [B, ...] (only regrouped). fn returns [b, keep, D] per group, which ``output="padded"``
-        left-pads back to [B, L, D] with zeros and ``"trimmed"`` keeps as a ``Trimmed``; with ``"rows"`` it
-        returns one row [b, D] per sample.
-        """
+        """``fn(*trimmed sequences, *row tensors)`` per group, in batch order: ``sequences`` [B, L, ...] or
+        ``Trimmed`` by these groups, ``rows`` [B, ...]. fn's [b, keep, D] is left-padded back to [B, L, D]
+        (``"padded"``) or kept as a ``Trimmed``; with ``"rows"`` fn returns [b, D]."""
         if len(self.sizes) == 1 and self.keep[0] == self.length and self.in_order:  # nothing to trim or move
             out = fn(*(s.pieces[0] if isinstance(s, Trimmed) else s for s in sequences), *rows)
             return Trimmed(self, (out,)) if output == "trimmed" else out
@@ -164,11 +157,8 @@ def span(mask: Tensor) -> Tensor:
 
 
 def span_order(mask: Tensor) -> Tensor | None:
-    """The stable row order that sorts ``mask`` [B, L] by span (empty rows first), None if it already is.
-
-    Applied once to a batch's integer ids, it makes every later length group a slice of the batch and the rows
-    without an event its first rows: no [B, L, D] activation is gathered into groups and back (model/cpu/farm.py).
-    """
+    """The stable row order that sorts ``mask`` [B, L] by span (empty rows first), None if it already is: applied to
+    a batch's ids, every length group is a slice and no [B, L, D] activation is gathered into groups and back."""
     spans = span(mask)
     if bool((spans[1:] >= spans[:-1]).all()):
         return None
