@@ -82,8 +82,7 @@ class EmbedConfig:
 
 @dataclass
 class VocabSizes:
-    """The shapes the sample store gives the model: embedding-table sizes (indices are < these; 0 = padding,
-    1 = out-of-vocabulary) and the history length."""
+    """Table sizes the sample store gives (ids < these; 0 padding, 1 out-of-vocabulary) and the history length."""
 
     author: int
     page: int

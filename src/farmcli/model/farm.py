@@ -55,8 +55,7 @@ class PreferenceEncoder(nn.Module):
 
 
 def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
-    """The slot's registered component with FARM's widths and the config's params (checked against its
-    signature), checked against the slot's Protocol (farmcli.slots)."""
+    """The slot's registered component with FARM's widths and checked params, checked against the slot's Protocol."""
     factory = registry.get(slot, spec.name)
     params.check(slot, spec.name, factory, spec.params)
     component = factory(**dims, **spec.params)

@@ -61,8 +61,7 @@ def attention_weights(enabled: bool = True) -> Iterator[None]:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Scaled dot-product attention over [B, H, L, d] with a key padding mask [B, Lk] -> [B, H, Lq, d]; the
-    weights only under ``attention_weights()``."""
+    """Scaled dot-product attention, [B, H, L, d] with a key mask [B, Lk]; weights under ``attention_weights()``."""
     if _return_weights.get():
         weights = masked_softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, key_mask[:, None, None, :])
         return weights @ v, weights
@@ -90,8 +89,7 @@ def check_heads(dim: int, heads: int, heads_key: str | None = None, dim_key: str
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention, query and key widths projected to ``dim``; no value or output bias, so a query that
-    sees no real key returns exactly zero."""
+    """Multi-head attention to width ``dim``; no value or output bias, so a query with no real key returns zero."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int, key_bias: bool = True):
         super().__init__()

@@ -233,8 +233,7 @@ class FarmModule(L.LightningModule):
         self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
     def _fused_allowed(self) -> bool:
-        """Lightning's mixed precision refuses gradient clipping with an optimizer that unscales its gradients
-        itself (a fused one): there the plain Adam, the same update."""
+        """Lightning's mixed precision refuses clipping with a fused (self-unscaling) optimizer: plain Adam there."""
         trainer = self._trainer
         if trainer is None or not trainer.gradient_clip_val:
             return True

@@ -22,8 +22,7 @@ from farmcli.slots import SLOTS
 
 @lru_cache(maxsize=64)
 def _parser(slot: str, factory: Any) -> Any:
-    """A jsonargparse parser of the component's signature without the injected widths; None when jsonargparse
-    cannot read the signature (a builtin or C callable)."""
+    """The component's signature as a parser, widths skipped; None where jsonargparse cannot read it (a builtin)."""
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False)

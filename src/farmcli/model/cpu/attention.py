@@ -110,8 +110,7 @@ def _folding_is_cheaper(m: MultiHeadAttention, n_queries: int, n_keys: int, key_
 
 
 def fold_query(q: Tensor, w_k: Tensor, b_k: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Queries q [B, Lq, h, d] times each head's W_k (and scale) -> [B, h * Lq, Dk], and the key bias's score
-    offset [B, h * Lq, 1]."""
+    """Queries q [B, Lq, h, d] times each head's scaled W_k -> [B, h * Lq, Dk], and the key bias's score offset."""
     b, n_queries, h, d = q.shape
     key_dim = w_k.shape[1]
     scale = 1 / math.sqrt(d)
@@ -166,8 +165,7 @@ class _KeyAttention(torch.autograd.Function):
 def target(
     m: TargetAttention, x_cand: Tensor, seq: Tensor | Trimmed, mask: Tensor, groups: LengthGroups | None = None
 ) -> Tensor:
-    """``TargetAttention.forward``'s output [B, D], its keys folded into the one query; with ``groups`` (``seq``
-    may then be ``Trimmed`` by them) each group attends over its trailing positions only."""
+    """``TargetAttention.forward``'s output [B, D], keys folded into the query; with ``groups``, group by group."""
     q = m.q(x_cand).unflatten(-1, (m.heads, -1)).unsqueeze(1)  # [B, 1, h, d]
     q_keys, _ = fold_query(q, m.k.weight, None)  # [B, h, D]
     if groups is None:

@@ -69,8 +69,7 @@ def _table_grad(ids: Tensor, grad: Tensor, rows: int, padding_idx: int | None) -
 
 
 def gather(parts: Sequence[Part]) -> Tensor:
-    """cat([F.embedding(ids, weight, padding_idx) for each part], -1), by ``_RowGather`` on CPU while a gradient
-    is recorded (the ``row_gather`` switch)."""
+    """cat of ``F.embedding`` per part; by ``_RowGather`` on CPU while a gradient is recorded (``row_gather``)."""
     weights = [w for w, _, _ in parts]
     on_cpu = current().row_gather and weights[0].device.type == "cpu"
     if on_cpu and torch.is_grad_enabled() and any(w.requires_grad for w in weights):
@@ -88,8 +87,7 @@ def masked_lookup(table: nn.Embedding, ids: Tensor, mask: Tensor) -> Part:
 
 
 def field_runs(sizes: Sequence[int], max_rows: int = PRODUCT_ROWS) -> tuple[tuple[int, ...], ...]:
-    """The fields (by position) in runs of adjacent ones, each run's vocabularies multiplying to <= ``max_rows``
-    (a larger vocabulary is a run of its own)."""
+    """Adjacent fields (by position) in runs whose vocabularies multiply to <= ``max_rows`` (a larger one alone)."""
     runs: list[list[int]] = []
     rows = max_rows + 1
     for i, n in enumerate(sizes):
@@ -131,8 +129,7 @@ def product_ids(tables: Sequence[nn.Embedding], ids: Sequence[Tensor], mask: Ten
 
 
 def _fields(layer: EmbeddingLayer, prefix: str, ids: Sequence[Tensor], mask: Tensor | None) -> Tensor:
-    """The concatenated field embeddings of a history's ``ids`` (one tensor per field, any shape), zero where
-    ``mask`` is False (None: every position is real)."""
+    """The concatenated field embeddings of a history's ``ids``, zero where ``mask`` is False (None: all real)."""
     tables = layer.tables(prefix)
     parts: list[Part] = []
     for run in field_runs([t.num_embeddings for t in tables], PRODUCT_ROWS if current().product_tables else 0):

@@ -62,8 +62,7 @@ def ple(m: PLE, x: Tensor) -> Tensor:
 
 
 def _level(m: ExtractionLevel, tasks: Tensor | None, shared: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``ExtractionLevel.forward`` with the task inputs stacked, tasks [T, B, D] (None: every task reads
-    ``shared``, as in the first level), every expert at once -> task outputs [T, B, D'], shared or None."""
+    """``ExtractionLevel.forward`` on stacked task inputs [T, B, D] (None: all read ``shared``, the first level)."""
     experts = [*(e for pool in m.task_experts for e in cast(nn.ModuleList, pool)), *m.shared_experts]
     n_tasks, n_own = len(m.task_experts), len(cast(nn.ModuleList, m.task_experts[0]))
     gates = [cast(nn.Linear, g) for g in m.task_gates]
