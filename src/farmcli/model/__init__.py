@@ -1,8 +1,7 @@
 """The FARM model: layers, the slot components (frequency, align, fuse, heads), assembly, LightningModule.
 
-The registry imports the built-in components on first use (farmcli.registry). ``FARM``, ``FarmOutput`` and
-``FarmModule`` are imported on first use too, so that the config (which reads only ``config``) answers before
-torch is imported.
+``FARM``, ``FarmOutput`` and ``FarmModule`` are imported on first use, so that the config (which reads only
+``config``) answers before torch is imported; the registry imports the built-in components on first use too.
 """
 
 from typing import TYPE_CHECKING
@@ -13,16 +12,7 @@ if TYPE_CHECKING:
     from farmcli.model.farm import FARM, FarmOutput
     from farmcli.model.module import FarmModule
 
-__all__ = [
-    "FARM",
-    "FarmModule",
-    "FarmOutput",
-    "EmbedConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "SlotConfig",
-    "VocabSizes",
-]
+__all__ = ["FARM", "FarmModule", "FarmOutput", "EmbedConfig", "ModelConfig", "OptimConfig", "SlotConfig", "VocabSizes"]
 
 
 def __getattr__(name: str):

@@ -21,9 +21,8 @@ from farmcli.registry import register
 def info_nce(h_live: Tensor, h_video: Tensor, user_id: Tensor, tau: float, valid: Tensor | None = None) -> Tensor:
     """L_cl of eq. 14 with live as the anchor: row i's positive is h_video[i], the rest of the batch negatives.
 
-    A batch holds several samples of one user; their video preferences are the same user's, not negatives,
-    so same-user pairs (i, j != i) are left out of the denominator. Rows with ``valid`` False (a history
-    missing on either side: nothing to align) contribute nothing and are no one's negative.
+    A user's other samples are not negatives, so same-user pairs (i, j != i) leave the denominator. Rows with
+    ``valid`` False (a history missing on either side: nothing to align) add nothing and are no one's negative.
     """
     logits = h_live @ h_video.T / tau
     n = logits.shape[0]
@@ -41,10 +40,8 @@ def info_nce(h_live: Tensor, h_video: Tensor, user_id: Tensor, tau: float, valid
 
 @register("align", "infonce")
 class InfoNCEAlign(nn.Module):
-    """h = MLP(Mean(V^)) per domain (eq. 13), then InfoNCE at temperature tau (eq. 14).
-
-    ``normalize`` (default) L2-normalises h, so sim is the cosine that Fig. 3 plots; tau = 0.07 assumes it.
-    """
+    """h = MLP(Mean(V^)) per domain (eq. 13), then InfoNCE at temperature tau (eq. 14). ``normalize`` (default)
+    L2-normalises h, so sim is the cosine that Fig. 3 plots; tau = 0.07 assumes it."""
 
     uses_preference = True
 
@@ -83,11 +80,7 @@ class InfoNCEAlign(nn.Module):
     def preferences(
         self, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, mean: Pooling = masked_mean
     ) -> tuple[Tensor, Tensor]:
-        """Eq. 13: h = MLP(Mean(V^)) per domain [B, dims[-1]], L2-normalised with ``normalize``.
-
-        ``mean``: the masked mean over each history's events; the CPU backend passes its own (equal, faster), so
-        both backends share the rest of eq. 13.
-        """
+        """Eq. 13: h = MLP(Mean(V^)) per domain [B, dims[-1]]; the CPU backend passes its own (equal) ``mean``."""
         h_video = self.video_mlp(mean(video, video_mask))
         h_live = self.live_mlp(mean(live, live_mask))
         if self.normalize:

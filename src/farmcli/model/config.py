@@ -1,8 +1,7 @@
 """Every model hyperparameter as a typed dataclass; a variant is a ModelConfig with other slot names.
 
-Slot components take their own hyperparameters as keyword arguments (``SlotConfig.params``): the component's
-signature is their schema, so a third-party component needs no change here. Defaults follow the paper
-(Sec. 4.1.3): L = 50, D1 = 92, D2 = 64, tau = 0.07, Adam with lr 1e-3.
+A slot component's own hyperparameters are ``SlotConfig.params``, checked against its signature (model/params.py).
+Defaults follow the paper (Sec. 4.1.3): L = 50, D1 = 92, D2 = 64, tau = 0.07, Adam with lr 1e-3.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from farmcli.slots import SLOT_NAMES as SLOT_FIELDS
 N_TASKS = len(TASKS)
 
 Backend = Literal["auto", "reference", "cpu"]
-"""Which implementation runs the forward pass (model/backends.py): a run setting (``fit.backend``), not a model
-hyperparameter. It says how to run the model, not what the model is, so checkpoints do not carry it."""
+"""Which implementation runs the forward pass (model/backends.py): a run setting (``fit.backend``) that says how to
+run the model, not what it is, so checkpoints do not carry it."""
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
@@ -40,23 +39,17 @@ class SlotConfig:
             return value
         if isinstance(value, str):
             return cls(value)
-        if isinstance(value, Mapping):
-            unknown = set(value) - {"name", "params"}
-            if "name" not in value or unknown:
-                raise UserError(f"A slot is a name or {{name: ..., params: {{...}}}}; got {dict(value)!r}.")
+        if isinstance(value, Mapping) and "name" in value and not set(value) - {"name", "params"}:
             return cls(str(value["name"]), dict(value.get("params") or {}))
-        raise UserError(f"A slot is a name or {{name: ..., params: {{...}}}}; got {value!r}.")
+        shown = dict(value) if isinstance(value, Mapping) else value
+        raise UserError(f"A slot is a name or {{name: ..., params: {{...}}}}; got {shown!r}.")
 
 
 @dataclass
 class EmbedConfig:
-    """Per-field embedding widths (eq. 8). Their sums are the sequence widths D1 (video) and D2 (live).
-
-    Id vocabularies (author, page, tag, cluster, user) have one table each, shared by the candidate and both
-    histories: the same author is the same row in both domains, which is what lets preference transfer.
-    Behaviour fields (play, lag, label) mean different things per domain, so each domain has its own tables.
-    Defaults: D1 = 24 + 4 + 8 + 16 + 16 + 24 = 92 and D2 = 24 + 4 + 8 + 8 + 8 + 6 + 6 = 64, as in the paper.
-    """
+    """Per-field embedding widths (eq. 8); their sums are D1 (video) and D2 (live), by default as in the paper:
+    D1 = 24 + 4 + 8 + 16 + 16 + 24 = 92 and D2 = 24 + 4 + 8 + 8 + 8 + 6 + 6 = 64. Id fields share one table across
+    the candidate and both domains (model/embed.py); behaviour fields (play, lag, label) have one per domain."""
 
     author: PositiveInt = 24
     page: PositiveInt = 4
@@ -70,9 +63,8 @@ class EmbedConfig:
     live_lag: PositiveInt = 6
     live_label: PositiveInt = 6
     init_std: PositiveFloat = 0.2
-    """Std of the normal init of every embedding table. Chosen on validation (docs/notebook/QUALITY.md): at 0.05 the
-    LayerNorm-scaled preference features were ~40x the history features at the head input, and Adam's
-    1e-3 steps moved embeddings by 2% of their scale per step."""
+    """Std of every embedding table's normal init, chosen on validation (docs/notebook/QUALITY.md): at 0.05 the
+    LayerNorm-scaled preference features were ~40x the history features at the head input."""
 
     @property
     def d1(self) -> int:
@@ -90,8 +82,7 @@ class EmbedConfig:
 
 @dataclass
 class VocabSizes:
-    """The shapes the sample store gives the model: embedding-table sizes (indices are < these; 0 = padding,
-    1 = out-of-vocabulary) and the history length."""
+    """Table sizes the sample store gives (ids < these; 0 padding, 1 out-of-vocabulary) and the history length."""
 
     author: int
     page: int
@@ -126,12 +117,8 @@ WINDOW_GATE_PATH = "experiments.plugins.window_gate.WindowGateDFTFrequency"
 
 
 def without_gate_mean(slot: str, spec: SlotConfig) -> SlotConfig:
-    """``spec`` without the ``gate_mean`` parameter that ``dft`` and ``dft_identity`` took before issue 35.
-
-    Every run directory and checkpoint of before then holds ``gate_mean: events``, the default and what the
-    modules now always do (eq. 10 over the masked mean of V), so it is dropped without a word; ``window`` left
-    the library for experiments/plugins/window_gate.py and is a UserError saying how to load it from there.
-    """
+    """``spec`` without the ``gate_mean`` that ``dft`` / ``dft_identity`` took before issue 35: old runs' ``events``
+    (what the modules now always do) is dropped, ``window`` (now experiments/plugins/window_gate.py) refused."""
     if spec.name not in ("dft", "dft_identity") or "gate_mean" not in spec.params:
         return spec
     params = dict(spec.params)
@@ -172,13 +159,11 @@ class ModelConfig:
     cl_weight: NonNegativeFloat = 0.5
     """lambda of eq. 15 (paper range 0.1-0.9); used only when align is not ``none``."""
     output_bias: Literal["zero", "prior"] = "prior"
-    """Initial bias of each task tower's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare
-    task (gift: ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
+    """Initial bias of each task's logit: 0 (p = 0.5), or the training label rate's log-odds, so a rare task (gift:
+    ~0.1% of impressions) does not spend its first steps unlearning p = 0.5."""
     preference_grad: NonNegativeFloat = 0.1
-    """Scale of the gradient that the preference branch (eq. 12-17: align and fuse) sends into the embedding
-    tables; 1 is the paper's (unstated) full gradient. 0 stops it: the id tables then learn from the
-    prediction paths (eq. 11, x_cand) only. At 1 InfoNCE turns the ids the candidate shares into user
-    fingerprints; 0.1 lets the align teach the tables a little (docs/DESIGN.md, "Where we depart")."""
+    """Scale of the gradient the preference branch (eq. 12-17) sends into the embedding tables (1: the paper's,
+    0: none). At 1 InfoNCE turns the ids the candidate shares into user fingerprints (docs/DESIGN.md)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.embed, Mapping):
@@ -198,15 +183,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> ModelConfig:
-        """A mapping as YAML or a checkpoint's hyperparameters give it; ``backend``, which checkpoints and run
-        directories of before issue 35 carry here, is not part of the model (``fit.backend``) and is ignored, and
-        so is their frequency slots' ``gate_mean: events`` (``without_gate_mean``)."""
+        """A mapping as YAML or a checkpoint's hyperparameters give it; old runs' ``backend`` is ignored (it is
+        ``fit.backend`` now), and so is their ``gate_mean: events`` (``without_gate_mean``)."""
         return _from_mapping(cls, {k: v for k, v in value.items() if k not in NOT_THE_MODEL}, "model")
 
     @classmethod
     def parse(cls, value: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
-        """None means the defaults (FARM with our recipe; the ``paper`` variant has the paper's values); a
-        mapping is read as YAML would give it."""
+        """None: the defaults (our recipe; the ``paper`` variant has the paper's values); a mapping: as YAML."""
         if value is None:
             return cls()
         return value if isinstance(value, ModelConfig) else cls.from_dict(value)
@@ -223,10 +206,9 @@ class OptimConfig:
     weight_decay: NonNegativeFloat = 0.0
     """Adam's L2 on every parameter but the id tables (those take ``id_weight_decay`` when it is set)."""
     id_weight_decay: NonNegativeFloat | None = 1e-5
-    """L2 on the id embedding tables alone (author, page, tag, cluster, user: the long tail a model memorises);
-    None: ``weight_decay``; 0: none, as in the paper. 1e-5 lifts base and FARM alike on validation; a global
-    decay would also shrink the small frequency gates and attention projections to zero (docs/notebook/QUALITY.md,
-    issue 27), this one leaves them alone."""
+    """L2 on the id tables alone (the long tail a model memorises); None: ``weight_decay``; 0: none, as in the paper.
+    1e-5 lifts base and FARM alike; a global decay would also shrink the small gates and attention projections
+    to zero (docs/notebook/QUALITY.md, issue 27)."""
 
     @classmethod
     def parse(cls, value: OptimConfig | Mapping[str, Any] | None) -> OptimConfig:

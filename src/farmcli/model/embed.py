@@ -15,9 +15,9 @@ from farmcli.model.config import EmbedConfig, VocabSizes
 class EmbeddingLayer(nn.Module):
     """Concat of per-field embeddings; padded history positions are zero whatever ids they hold.
 
-    Id vocabularies have one table each, shared by the candidate and both histories (the same author is the
-    same row in both domains: what lets preference transfer). Zeroing by the mask, not only by the ids,
-    matters: bucket 0 of play/lag/label is a real value, and the frequency split needs padding at exactly zero.
+    Id tables are shared by the candidate and both histories (the same author is the same row in both domains:
+    what lets preference transfer). Zeroing by the mask, not the ids, matters: bucket 0 of play/lag/label is a
+    real value, and the frequency split needs padding at exactly zero.
     """
 
     def __init__(self, cfg: EmbedConfig, vocab: VocabSizes):

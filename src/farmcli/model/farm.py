@@ -1,20 +1,19 @@
 """FARM (Fig. 2): slots filled from the registry, the forward pass in the order of equations 8-18.
 
-The preference encoder of eq. 12 (V -> V^) is shared by align (eq. 13) and fuse (eq. 16), so FARM owns it and
-builds it only when the align or fuse component declares ``uses_preference``; with both ``none`` (the base
-model) it does not exist, and a ``none`` slot adds no parameters and no loss term. The target attentions of
-eq. 11 exist in every variant; without a frequency module they attend over the raw V instead of F.
+The preference encoder of eq. 12 is shared by align (eq. 13) and fuse (eq. 16), so FARM owns it, built only when
+one of them ``uses_preference``; a ``none`` slot adds no parameters and no loss term. The target attentions of
+eq. 11 exist in every variant (over the raw V without a frequency module).
 
-This is the model, as the paper writes it and a reader checks it: plain PyTorch on padded [B, L, D] tensors with
-masks, the same on every device and dtype. How a run executes it is the caller's: ``fit.backend``
-(model/backends.py) may run the same parameters through a faster path for one kind of device (model/cpu/, which
-imports this module, never the other way), tested equal to this one.
+This is the model as the paper writes it: plain PyTorch on padded [B, L, D] tensors with masks, the same on every
+device and dtype. ``fit.backend`` (model/backends.py) may run the same parameters through a faster path tested
+equal to this one (model/cpu/, which imports this module, never the other way).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,8 +26,20 @@ from farmcli.model.config import N_TASKS, ModelConfig, SlotConfig, VocabSizes
 from farmcli.model.embed import EmbeddingLayer
 from farmcli.model.heads.common import in_fp32
 from farmcli.model.layers import SelfAttention, TargetAttention, attention_weights, scale_grad
-from farmcli.model.output import FarmOutput
 from farmcli.slots import SLOTS, Align, FrequencyModule, Fuse, Head, missing_members
+
+
+@dataclass
+class FarmOutput:
+    """What the forward pass returns, whichever backend computed it."""
+
+    logits: Tensor
+    """[B, 6] in TASKS order (click, effective_view, long_view, like, comment, gift)."""
+    cl_loss: Tensor | None
+    """L_cl of eq. 14; None when align is ``none``."""
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    """With ``return_aux``: h_video, h_live, the gates alpha, beta (video) and gamma, delta (live),
+    cross_attention [B, heads, L_live, L_video], video/live_target_attention [B, heads, L], as present."""
 
 
 class PreferenceEncoder(nn.Module):
@@ -44,8 +55,7 @@ class PreferenceEncoder(nn.Module):
 
 
 def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
-    """Instantiate the registered component of a slot with FARM's widths plus the config's params (checked
-    against its signature), and check the result against the slot's Protocol (farmcli.slots)."""
+    """The slot's registered component with FARM's widths and checked params, checked against the slot's Protocol."""
     factory = registry.get(slot, spec.name)
     params.check(slot, spec.name, factory, spec.params)
     component = factory(**dims, **spec.params)
@@ -59,8 +69,7 @@ def build(slot: str, spec: SlotConfig, **dims: Any) -> Any:
 
 
 def head_input(f_hat_video: Tensor, f_hat_live: Tensor, f_hat_cross: Tensor | None, x_cand: Tensor) -> Tensor:
-    """Eq. 18's Concat(F^_video, F^_live, F^_cross) with x_cand appended ("Where we depart" 2); no F^_cross
-    without a fuse. Stated once for both backends."""
+    """Eq. 18's Concat(F^_video, F^_live, F^_cross) with x_cand appended ("Where we depart" 2), for both backends."""
     return torch.cat([f_hat_video, f_hat_live, *([] if f_hat_cross is None else [f_hat_cross]), x_cand], dim=-1)
 
 
@@ -73,8 +82,7 @@ class FARM(nn.Module):
         vocab: VocabSizes | Mapping[str, int],
         label_rates: Sequence[float] | None = None,
     ):
-        """``label_rates``: the six training label rates; with ``cfg.output_bias == "prior"`` each task's logit
-        starts at its rate's log-odds (DESIGN.md "Where we depart" 6), not at p = 0.5."""
+        """``label_rates``: the six training label rates, each task's starting log-odds with ``output_bias: prior``."""
         super().__init__()
         self.cfg = cfg = ModelConfig.parse(cfg)
         vocab = VocabSizes.parse(vocab)

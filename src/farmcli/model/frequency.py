@@ -1,8 +1,7 @@
 """Intra-domain frequency-aware module (Sec. 3.2, eq. 1-5, 9-10), one component per domain slot.
 
-Sparse, valuable behaviours (like, comment, gift) are rare spikes along the history: high-frequency content
-that a smooth pooling averages away. Splitting V into Low and High and re-weighting them per user lets the
-model turn the spikes up (Table 3: the learned high-frequency gates are high for a low-active user).
+Sparse, valuable behaviours (like, comment, gift) are rare spikes along the history, high-frequency content that
+smooth pooling averages away: re-weighting Low and High per user lets the model turn them up (Table 3).
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,18 +24,16 @@ from farmcli.registry import register
 def low_pass_basis(
     length: int, c: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> Tensor:
-    """Orthonormal real basis [L, r] of the c lowest DFT bins of a length-L sequence (r = 2c - 1 or fewer).
-
-    Bin 0 is the constant; every other kept bin f gives a cosine and a sine (only a cosine at the Nyquist bin
-    2f = L). Projecting on it, U U^T V, is exactly "rfft, keep c bins, irfft" (eq. 3-5) as two small products:
-    faster than the FFT pair for L = 50, and defined in every dtype on every device (bf16 has no FFT on a CPU).
-    """
+    """Orthonormal real basis U [L, r] of the c lowest DFT bins (r = 2c - 1 or fewer): U U^T V is exactly "rfft, keep
+    c bins, irfft" (eq. 3-5) as two small products, faster than the FFT pair for L = 50 and defined in every dtype
+    on every device (bf16 has no FFT on a CPU)."""
     return torch.tensor(_basis(length, c), dtype=dtype, device=device)
 
 
 @functools.lru_cache(maxsize=64)
 def _basis(length: int, c: int) -> np.ndarray:
-    """The basis as a float64 numpy array: cached as plain data, so no tracer can leave a fake tensor in it."""
+    """Bin 0 is the constant, every other bin f a cosine and a sine (a cosine only at the Nyquist bin 2f = L); cached
+    as plain float64 numpy data, so no tracer can leave a fake tensor in it."""
     n = np.arange(length, dtype=np.float64)
     cols = []
     for f in range(max(0, min(c, length // 2 + 1))):
@@ -54,11 +52,8 @@ def _basis(length: int, c: int) -> np.ndarray:
 
 
 def frequency_split(v: Tensor, c: int, basis: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Low[V] keeps the c lowest DFT bins along the sequence axis (eq. 3-5); High[V] = V - Low[V].
-
-    ``basis``: ``low_pass_basis(L, c)`` if already at hand. Callers zero padded positions first: Low mixes every
-    position into every other.
-    """
+    """Low[V] keeps the c lowest DFT bins along the sequence axis (eq. 3-5), High[V] = V - Low[V] (``basis``: U if
+    at hand). Callers zero padded positions first: Low mixes every position into every other."""
     u = low_pass_basis(int(v.shape[1]), c, v.dtype, v.device) if basis is None else basis.to(v.dtype)
     low = u @ (u.transpose(0, 1) @ v)
     return low, v - low
@@ -69,16 +64,10 @@ def frequency_split(v: Tensor, c: int, basis: Tensor | None = None) -> tuple[Ten
 class DFTFrequency(nn.Module):
     """F = g_low * Low[V] + g_high * High[V] (eq. 9), gates = Sigmoid(MLP(Mean(V))) in (0, 1) (eq. 10).
 
-    The gates are (alpha, beta) on the video side and (gamma, delta) on the live side: one scalar per sample
-    [B], as Table 3 reports them, or one per channel [B, D] with ``per_channel=True``. Mean(V) of eq. 10 is the
-    masked mean of V, over the history's events (the mean over the whole window is experiments' ``dft_window``).
-    Low[V] is taken over the whole left-padded window, so for a history of a few events it is nearly zero and F
-    is nearly g_high V.
-
-    ``identity``: F = identity * V + eq. 9, each event's own embedding kept beside the bands (0: eq. 9 as the
-    paper writes it; ``dft_identity`` is this module with 1, model/frequency_identity.py says why).
-    ``gate_init`` starts the gates at a value (the paper's Table 3 reads them near 0.9) instead of sigmoid(~0) =
-    0.5: the last gate layer's bias is set to its log-odds.
+    Gates (alpha, beta) for video, (gamma, delta) for live: a scalar per sample [B] as in Table 3, or [B, D] with
+    ``per_channel``. Mean(V) is over the history's events; Low[V] over the whole window, so for a history of a few
+    events F is nearly g_high V. ``identity``: F = identity * V + eq. 9 (model/frequency_identity.py says why).
+    ``gate_init``: the gates' starting value (Table 3 reads them near 0.9) instead of sigmoid(~0) = 0.5.
     """
 
     basis: Tensor
@@ -110,11 +99,8 @@ class DFTFrequency(nn.Module):
         self.identity = float(identity)
         self.gate = mlp(dim, [*gate_dims, 2 * dim if per_channel else 2])
         self.register_buffer("basis", low_pass_basis(length, cutoff), persistent=False)
-        if gate_init is not None:
-            last = self.gate[-1]
-            assert isinstance(last, nn.Linear)
-            with torch.no_grad():
-                last.bias.fill_(math.log(gate_init / (1.0 - gate_init)))
+        if gate_init is not None:  # the last layer's bias at the value's log-odds
+            nn.init.constant_(cast(nn.Linear, self.gate[-1]).bias, math.log(gate_init / (1.0 - gate_init)))
 
     def forward(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         g_low, g_high = self.gates(masked_mean(v, mask))  # (10) [B, 1] or [B, D]
@@ -129,8 +115,7 @@ class DFTFrequency(nn.Module):
         return f, (g_low, g_high)
 
     def gates(self, mean: Tensor) -> tuple[Tensor, Tensor]:
-        """Eq. 10 from the pooled history [B, D]: (g_low, g_high), each [B, 1] or [B, D] (``per_channel``). The
-        CPU backend pools on its own and shares this (model/cpu/frequency.py)."""
+        """Eq. 10 from the pooled history [B, D]: (g_low, g_high), each [B, 1] or [B, D] (shared with model/cpu/)."""
         g_low, g_high = torch.sigmoid(self.gate(mean)).chunk(2, dim=-1)
         return g_low, g_high
 

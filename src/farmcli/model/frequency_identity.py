@@ -1,15 +1,12 @@
-"""``dft_identity``: the frequency module of eq. 9-10 with each event's own embedding kept beside the bands.
+"""``dft_identity``: ``dft`` with each event's own embedding kept beside the bands.
 
     F = identity * V + g_low * Low[V] + g_high * High[V]      (identity = 0: eq. 9 as the paper writes it)
 
 Why (docs/notebook/QUALITY.md, issue 27): trained on the simulated data, FARM's live gates shut the high band (delta
-~0.05), and since for a short live history High[V] is nearly all of V, the live target attention (eq. 11) is
-left with a smoothed history in which the candidate's own earlier events (the within-user signal) can no longer
-be found: FARM's UAUC falls below its base's. With ``identity = 1`` the attention always sees which event each
-position was, and the gates re-weight the bands on top of it (F = (1 + g_high) V + (g_low - g_high) Low[V]).
-
-It is ``DFTFrequency`` (model/frequency.py) with ``identity = 1`` by default: the computation, the parameters
-and the CPU backend's form are dft's. What this module adds is the name and where its parameters are saved.
+~0.05); for a short live history High[V] is nearly all of V, so the live target attention (eq. 11) could no longer
+find the candidate's own earlier events and FARM's UAUC fell below its base's. With ``identity = 1`` the attention
+always sees which event each position was. Computation, parameters and CPU form are dft's; this adds the name
+and where the parameters are saved.
 """
 
 from __future__ import annotations
@@ -25,15 +22,13 @@ from farmcli.registry import register
 
 SAVED_UNDER = "dft."
 """Where checkpoints hold this module's parameters (``live_frequency.dft.gate.0.weight``): it wrapped a
-``DFTFrequency`` as ``self.dft`` before issue 35, and the saved names stay, so that old checkpoints load and old
-runs resume (a resumed run's checkpoint must name what the model holds)."""
+``DFTFrequency`` as ``self.dft`` before issue 35, and the saved names stay so that old checkpoints load."""
 
 
 @register("video_frequency", "dft_identity")
 @register("live_frequency", "dft_identity")
 class IdentityDFTFrequency(DFTFrequency):
-    """``dft`` with ``identity = 1`` (F = V + eq. 9), saved under ``dft.``; gates as ``dft`` returns them (Table 3's
-    alpha, beta / gamma, delta). Only the default differs, so the signature repeats dft's."""
+    """``dft`` with ``identity = 1`` (F = V + eq. 9), saved under ``dft.``; only the default differs."""
 
     def __init__(
         self,

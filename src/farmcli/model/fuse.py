@@ -1,8 +1,7 @@
 """Cross-domain preference fuse (Sec. 3.3.2, eq. 16-17): read the rich video history through live eyes.
 
-Each live event queries the video history (eq. 16), so a sparse live history borrows from the dense video
-one; the candidate then picks what matters for it from the fused sequence (eq. 17). Its output F^_cross is
-the third input of the multi-task head (eq. 18).
+Each live event queries the video history (eq. 16), so a sparse live history borrows from the dense video one;
+the candidate then picks what matters for it (eq. 17): F^_cross, the head's third input (eq. 18).
 """
 
 from __future__ import annotations
@@ -16,10 +15,8 @@ from farmcli.registry import register
 
 @register("fuse", "cross_attention")
 class CrossAttentionFuse(nn.Module):
-    """V^_cross = MH-Cross-Att(Q = V^_live, K = V = V^_video); F^_cross = MH-Target-Att(x_cand, V^_cross).
-
-    Live (width D2) and video (width D1) are projected to one width ``dim``; F^_cross has that width.
-    """
+    """V^_cross = MH-Cross-Att(Q = V^_live, K = V = V^_video); F^_cross = MH-Target-Att(x_cand, V^_cross), both of
+    width ``dim`` (live D2 and video D1 are projected to it)."""
 
     uses_preference = True
 

@@ -1,9 +1,8 @@
 """Building blocks shared by the slots: masked pooling, multi-head attention that cannot NaN, MLPs.
 
-Histories are left-padded; ``mask`` is [B, L] bool with True at real events. Every block here keeps padded
-positions at exactly zero and turns an all-padding history into zeros (never NaN, never a bias vector),
-so padding can neither leak into predictions nor break gradients. Plain PyTorch on purpose: the same code runs
-on a CPU and a GPU, in fp32 and under bf16 autocast, and traces for export and ``torch.compile``.
+Histories are left-padded; ``mask`` is [B, L] bool, True at real events. Every block keeps padded positions at
+exactly zero and turns an all-padding history into zeros (never NaN, never a bias vector). Plain PyTorch on
+purpose: the same code runs on CPU and GPU, in fp32 and under bf16 autocast, and traces for export and compile.
 """
 
 from __future__ import annotations
@@ -42,11 +41,8 @@ def mlp(in_dim: int, dims: Sequence[int], dropout: float = 0.0, last_activation:
 
 
 def masked_softmax(scores: Tensor, keep: Tensor, dim: int = -1) -> Tensor:
-    """Softmax over axis ``dim`` where ``keep`` (broadcastable bool) is True; rows with nothing kept give zeros.
-
-    Masked scores get the dtype's most negative value rather than -inf, and the weights are multiplied by the
-    mask afterwards: a query with no real key gets all-zero weights (a zero output), never NaN.
-    """
+    """Softmax over ``dim`` where ``keep`` (broadcastable bool) is True; a row with nothing kept gives zeros, not
+    NaN (the dtype's most negative value instead of -inf, then the weights times the mask)."""
     scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=dim) * keep.to(scores.dtype)
 
@@ -65,20 +61,20 @@ def attention_weights(enabled: bool = True) -> Iterator[None]:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Scaled dot-product attention over [B, H, L, d] with a key padding mask [B, Lk] -> [B, H, Lq, d].
-
-    ``F.scaled_dot_product_attention`` (a fused kernel on every device) would give NaN for a query with no real
-    key, so such rows attend to their last position instead and are then zeroed: the same zero output as
-    ``masked_softmax``, with no branch on the data. Weights only under ``attention_weights()``.
-    """
-    has_key = key_mask.any(-1)
+    """Scaled dot-product attention, [B, H, L, d] with a key mask [B, Lk]; weights under ``attention_weights()``."""
     if _return_weights.get():
-        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
-        weights = masked_softmax(scores, key_mask[:, None, None, :])
+        weights = masked_softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, key_mask[:, None, None, :])
         return weights @ v, weights
+    return fused_attention(q, k, v, key_mask), None
+
+
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, scale: float | None = None) -> Tensor:
+    """``F.scaled_dot_product_attention`` would give NaN for a query with no real key, so such rows attend to their
+    last position and are then zeroed: ``masked_softmax``'s zero output, with no branch on the data."""
+    has_key = key_mask.any(-1)
     keep = torch.cat([key_mask[:, :-1], key_mask[:, -1:] | ~has_key[:, None]], dim=1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
-    return out * has_key[:, None, None, None].to(out.dtype), None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], scale=scale)
+    return out * has_key[:, None, None, None].to(out.dtype)
 
 
 def check_heads(dim: int, heads: int, heads_key: str | None = None, dim_key: str | None = None) -> None:
@@ -93,10 +89,7 @@ def check_heads(dim: int, heads: int, heads_key: str | None = None, dim_key: str
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention with separate query / key widths projected to ``dim``.
-
-    The value and output projections have no bias, so a query that sees no real key returns exactly zero.
-    """
+    """Multi-head attention to width ``dim``; no value or output bias, so a query with no real key returns zero."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int, key_bias: bool = True):
         super().__init__()
@@ -108,8 +101,7 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, query: Tensor, keys: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        """query [B, Lq, Dq], keys [B, Lk, Dk] -> output [B, Lq, dim], weights [B, heads, Lq, Lk] (under
-        ``attention_weights()``, else None)."""
+        """query [B, Lq, Dq], keys [B, Lk, Dk] -> [B, Lq, dim], weights [B, heads, Lq, Lk] or None."""
         q, k, v = self._split(self.q(query)), self._split(self.k(keys)), self._split(self.v(keys))
         out, weights = attention(q, k, v, key_mask)
         return self.out(out.transpose(1, 2).flatten(2)), weights
@@ -119,12 +111,8 @@ class MultiHeadAttention(nn.Module):
 
 
 class TargetAttention(MultiHeadAttention):
-    """MH-Target-Att (eq. 11, 17): the candidate asks which history events matter for it.
-
-    The query is x_cand projected to the sequence width D, so the output has the sequence's width. A key bias
-    would add the same score to every position, which softmax ignores, so the keys have none. An all-padding
-    history gives a zero vector.
-    """
+    """MH-Target-Att (eq. 11, 17): the candidate x_cand asks which history events matter for it. The keys have no
+    bias: it would add the same score to every position, which softmax ignores."""
 
     def __init__(self, cand_dim: int, dim: int, heads: int):
         super().__init__(cand_dim, dim, dim, heads, key_bias=False)
@@ -136,9 +124,8 @@ class TargetAttention(MultiHeadAttention):
 
 
 def residual_norm(norm: nn.LayerNorm, x: Tensor, attended: Tensor, mask: Tensor) -> Tensor:
-    """LayerNorm(x + Att(x)) with padded positions re-zeroed: the transformer block around eq. 12 and 16
-    (docs/DESIGN.md, "Where we depart" 1). One function, so the CPU backend's attention closes its blocks the same
-    way (model/cpu/attention.py)."""
+    """LayerNorm(x + Att(x)) with padding re-zeroed: the transformer block around eq. 12 and 16 (docs/DESIGN.md,
+    "Where we depart" 1), shared with the CPU backend."""
     return norm(x + attended) * mask.unsqueeze(-1).to(x.dtype)
 
 
@@ -156,10 +143,8 @@ class SelfAttention(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """MH-Cross-Att (eq. 16): queries from one sequence, keys/values from another, both projected to ``dim``.
-
-    Residual on the projected query and LayerNorm, as in a transformer decoder; query padding re-zeroed.
-    """
+    """MH-Cross-Att (eq. 16): queries from one sequence, keys/values from another, both projected to ``dim``;
+    residual on the projected query and LayerNorm, as in a transformer decoder."""
 
     def __init__(self, query_dim: int, key_dim: int, dim: int, heads: int):
         super().__init__()

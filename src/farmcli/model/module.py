@@ -1,8 +1,7 @@
 """FarmModule: FARM under Lightning; loss of eq. 15 (six BCEs + lambda * L_cl), Adam, per-task logging.
 
-Evaluation steps hand (logits, labels, user_id, activity) to ``on_eval_batch``: the place where grouped
-AUC metrics (AUC / UAUC / GAUC per activity group) are updated. The test loop is farm's one scoring loop (the
-evaluation after ``fit``, ``farm eval``; farmcli/scoring.py): its tables are ``test_tables`` once it ends.
+Evaluation steps hand (logits, labels, user_id, activity) to ``on_eval_batch``, which updates the grouped AUCs. The
+test loop is farm's one scoring loop (after ``fit``, ``farm eval``; farmcli/scoring.py): see ``test_tables``.
 """
 
 from __future__ import annotations
@@ -59,9 +58,8 @@ class FarmModule(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         backend: Backend = "auto",
     ):
-        """``backend``: what runs the forward pass (``fit.backend``, model/backends.py). A run setting, so it is not
-        saved with the hyperparameters: a checkpoint loads with ``auto`` unless told otherwise, and one of before
-        issue 35 that carries ``model.backend`` loads with it ignored (``ModelConfig.from_dict``)."""
+        """``backend``: what runs the forward pass (``fit.backend``, model/backends.py); a run setting, not saved
+        with the hyperparameters (an old checkpoint's ``model.backend`` is ignored: ``ModelConfig.from_dict``)."""
         super().__init__()
         if backend not in BACKENDS:
             raise UserError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)} (fit.backend).")
@@ -80,14 +78,13 @@ class FarmModule(L.LightningModule):
         self.farm = FARM(model, vocab, label_rates=label_rates)
         self.backend: Backend = backend
         self.cl_batch_size = cl_batch_size
-        """Evaluation computes L_cl over slices of this many rows (the training batch size): InfoNCE's value
-        grows with the number of negatives, so val/cl is comparable with train/cl only at the same batch size."""
+        """Evaluation's L_cl slices (the training batch size): InfoNCE grows with the number of negatives."""
         self._non_finite = torch.zeros((), dtype=torch.int32)
         """Non-finite training losses not yet reported (on an accelerator; see ``_step``)."""
-        self.val_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
-        self.test_auc = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
-        self.test_oracle = GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS)
-        """The same tables for the true probabilities, where the data has them (simulated data)."""
+        self.val_auc, self.test_auc, self.test_oracle = (
+            GroupedAUC(num_tasks=len(TASKS), task_names=TASKS, group_names=ACTIVITY_LEVELS) for _ in range(3)
+        )
+        """test_oracle: the same tables for the true probabilities, where the data has them (simulated data)."""
         self.test_tables: dict | None = None
         """``{"model": {group: {task: {...}}}, "oracle": ... | None, "samples": N}`` of the last test loop."""
 
@@ -113,9 +110,7 @@ class FarmModule(L.LightningModule):
             return self(batch)
         outs = [self({k: v[i : i + step] for k, v in batch.items()}) for i in range(0, n, step)]
         sizes = torch.tensor([o.logits.shape[0] for o in outs], dtype=torch.float32, device=outs[0].logits.device)
-        cl = None
-        if outs[0].cl_loss is not None:
-            cl = (torch.stack([o.cl_loss for o in outs]) * sizes).sum() / sizes.sum()
+        cl = None if outs[0].cl_loss is None else (torch.stack([o.cl_loss for o in outs]) * sizes).sum() / sizes.sum()
         return FarmOutput(torch.cat([o.logits for o in outs]), cl)
 
     def _step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> tuple[Tensor, FarmOutput]:
@@ -124,7 +119,12 @@ class FarmModule(L.LightningModule):
         training = stage == "train"
         if not training or loss.device.type == "cpu":
             if not torch.isfinite(loss):
-                self._raise_non_finite(loss, parts, batch_idx, stage)
+                bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["total"]
+                raise NonFiniteLossError(
+                    f"The {stage} loss is {loss.item()} at step {self.global_step}, batch {batch_idx} "
+                    f"(non-finite terms: {', '.join(bad)}). Check that labels are 0/1 and ids are within the "
+                    f"vocabulary, or lower the learning rate (optim.lr = {self.optim_cfg.lr})."
+                )
         else:  # asking every step would make the host wait for the device: counted there, read when logging
             self._non_finite = self._non_finite.to(loss.device) + (~torch.isfinite(loss)).to(torch.int32)
             if self._logs_this_step():
@@ -136,10 +136,8 @@ class FarmModule(L.LightningModule):
         return loss, out
 
     def _logs_this_step(self) -> bool:
-        """Lightning writes a training step's values only every ``log_every_n_steps`` steps, but each
-        ``self.log`` costs about 1.2 ms on a CPU (its bookkeeping, not the value): 8.7 ms per step for the loss
-        and its seven parts, a tenth of the base model's step. So only the steps it writes get them (the step
-        about to be taken, ``global_step + 1``, a multiple of the interval); outside a Trainer, every step."""
+        """Whether Lightning writes this training step (``global_step + 1`` a multiple of ``log_every_n_steps``;
+        outside a Trainer, every step): each ``self.log`` costs ~1.2 ms on a CPU, a tenth of the base model's step."""
         try:
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer
@@ -161,41 +159,23 @@ class FarmModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._check_non_finite()
 
-    def _raise_non_finite(self, loss: Tensor, parts: dict[str, Tensor], batch_idx: int, stage: str) -> None:
-        bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["total"]
-        raise NonFiniteLossError(
-            f"The {stage} loss is {loss.item()} at step {self.global_step}, batch {batch_idx} "
-            f"(non-finite terms: {', '.join(bad)}). Check that labels are 0/1 and ids are within the vocabulary, "
-            f"or lower the learning rate (optim.lr = {self.optim_cfg.lr})."
-        )
-
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, batch_idx, "train")[0]
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> EvalBatch:
-        return self._eval_step(batch, batch_idx, "val")
+        return self._eval_outputs(batch, self._step(batch, batch_idx, "val")[1].logits, "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> EvalBatch:
         """Scores only (no loss, no L_cl): the test loop is the scoring loop of every split farm evaluates."""
-        outputs = EvalBatch(
-            logits=self(batch, with_cl=False).logits.detach(),
-            labels=batch["labels"],
-            user_id=batch["user_id"],
-            activity=batch["activity"],
-        )
-        if "p" in batch:
-            outputs["p"] = batch["p"]
-        self.on_eval_batch(outputs, "test")
-        return outputs
+        return self._eval_outputs(batch, self(batch, with_cl=False).logits, "test")
 
     def predict_step(self, batch: Mapping[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Logits [B, 6] in TASKS order (sigmoid gives the XTRs)."""
         return self(batch, with_cl=False).logits
 
-    def _eval_step(self, batch: Mapping[str, Tensor], batch_idx: int, stage: str) -> EvalBatch:
-        _, out = self._step(batch, batch_idx, stage)
+    def _eval_outputs(self, batch: Mapping[str, Tensor], logits: Tensor, stage: str) -> EvalBatch:
         outputs = EvalBatch(
-            logits=out.logits.detach(), labels=batch["labels"], user_id=batch["user_id"], activity=batch["activity"]
+            logits=logits.detach(), labels=batch["labels"], user_id=batch["user_id"], activity=batch["activity"]
         )
         if "p" in batch:
             outputs["p"] = batch["p"]
@@ -248,13 +228,12 @@ class FarmModule(L.LightningModule):
             return
         full = self.val_auc.compute()["full"]
         self._log_means(full, "val")
-        # What the synced metric saw (all ranks together): a DDP run must count every validation sample once.
+        # what the synced metric saw (all ranks): a DDP run must count every validation sample once
         self.log("val/n_samples", float(full[TASKS[0]]["n_samples"]), sync_dist=False)
         self.log("val/n_users", float(full[TASKS[0]]["n_users"] + full[TASKS[0]]["n_skipped"]), sync_dist=False)
 
     def _fused_allowed(self) -> bool:
-        """Lightning's mixed precision refuses gradient clipping with an optimizer that unscales its gradients
-        itself (a fused one): there the plain Adam, the same update."""
+        """Lightning's mixed precision refuses clipping with a fused (self-unscaling) optimizer: plain Adam there."""
         trainer = self._trainer
         if trainer is None or not trainer.gradient_clip_val:
             return True
@@ -263,11 +242,9 @@ class FarmModule(L.LightningModule):
         return not isinstance(trainer.precision_plugin, MixedPrecision)
 
     def configure_optimizers(self) -> Any:
-        """Adam with ``optim.*`` (or ``--optimizer NAME``, any torch optimizer, its lr defaulting to optim.lr), the
-        id tables in a group of their own. Adam's fused kernel where the parameters live on a device that has one
-        (same update to float rounding: 21 -> 5 ms a step for FARM's 1.8M parameters on a 2-core CPU,
-        benchmarks/profile_train.py). With ``lr_scheduler`` (``--lr_scheduler NAME``), that torch scheduler steps
-        once an epoch; one that watches a metric (ReduceLROnPlateau) reads ``monitor`` in its direction."""
+        """Adam with ``optim.*`` (or ``--optimizer NAME``, its lr defaulting to optim.lr), the id tables in a group
+        of their own; Adam's fused kernel where the device has one (21 -> 5 ms a step for FARM on a 2-core CPU,
+        benchmarks/profile_train.py). ``lr_scheduler`` steps once an epoch; ReduceLROnPlateau reads ``monitor``."""
         from farmcli import components
 
         params = list(self.parameters())
@@ -275,13 +252,10 @@ class FarmModule(L.LightningModule):
         groups: list[dict[str, Any]] = [{"params": params}]
         if optim.id_weight_decay is not None:  # the id tables in a group of their own
             ids = {id(p) for p in self.farm.embed.ids.parameters()}
+            id_tables = [p for p in params if id(p) in ids]
             groups = [  # named: LearningRateMonitor logs lr-Adam/model and lr-Adam/id_tables
                 {"name": "model", "params": [p for p in params if id(p) not in ids]},
-                {
-                    "name": "id_tables",
-                    "params": [p for p in params if id(p) in ids],
-                    "weight_decay": optim.id_weight_decay,
-                },
+                {"name": "id_tables", "params": id_tables, "weight_decay": optim.id_weight_decay},
             ]
         optimizer: torch.optim.Optimizer
         if self.optimizer_spec is None:

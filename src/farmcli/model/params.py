@@ -1,11 +1,9 @@
 """A slot component's own hyperparameters, read and checked by jsonargparse from the component's signature.
 
-The component's signature is the schema (a third-party component needs no change here): the widths FARM
-injects (farmcli.slots) are skipped, every other typed argument is checked, an unknown name is refused with the
-names it takes. A rule between parameters that no type can state (a PLE gate needs an expert, heads divide a
-width) is the component's optional static ``check_params(**params)``, which its constructor calls too. Used by
-the run config (which spells the defaults out into config.yaml) and by FARM itself, so a model built from Python
-gets the same messages as one built from a YAML file.
+The signature is the schema (a plugin needs no change here): FARM's injected widths (farmcli.slots) are skipped,
+an unknown name is refused with the names it takes. A rule no type can state (heads divide a width) is the
+component's optional static ``check_params(**params)``. Used by the run config and by FARM itself, so a model
+built from Python gets the same messages as one built from YAML.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from farmcli.slots import SLOTS
 
 @lru_cache(maxsize=64)
 def _parser(slot: str, factory: Any) -> Any:
-    """A jsonargparse parser of the component's signature without the injected widths; None when jsonargparse
-    cannot read the signature (a builtin or C callable)."""
+    """The component's signature as a parser, widths skipped; None where jsonargparse cannot read it (a builtin)."""
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False)

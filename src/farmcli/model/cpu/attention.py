@@ -1,14 +1,9 @@
-"""The CPU backend's attention and pooling: the reference blocks (model/layers.py) computed in fewer FLOPs and
-passes, with the same parameters and, to float rounding, the same outputs and gradients.
+"""The CPU backend's attention and pooling: model/layers.py's blocks, same parameters, fewer FLOPs and passes.
 
-- Few queries (eq. 11, 17, and eq. 16 for a short live history): W_k and W_v are folded into each head's query
-  (``query_side_attention``), so the work per key is O(Dk) instead of projecting every key and value, O(Dk d h).
-- Heads padded with zero channels to whole vector lanes (23 -> 24 wide): on an AVX2 CPU a product whose output
-  is a few columns off a multiple of 8 runs at 0.65-0.75x the rate (``head_pad``).
-- Hand-written backward passes where autograd would write a [B, L, D] gradient twice (``_KeyAttention``) or
-  use a slow batched product (``_WeightedSum``).
-
-No attention weights here: analysis (``return_aux``) runs the reference.
+With few queries (eq. 11, 17; eq. 16 for a short live history) W_k and W_v fold into each head's query: O(Dk) work
+per key instead of O(Dk d h). Heads get zero channels to whole AVX2 lanes (23 -> 24; 0.65-0.75x the rate when off).
+Backward passes by hand where autograd would write a [B, L, D] gradient twice or use a slow batched product. No
+attention weights: analysis (``return_aux``) runs the reference.
 """
 
 from __future__ import annotations
@@ -20,16 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from farmcli.model import layers
 from farmcli.model.cpu.options import current
 from farmcli.model.cpu.ragged import LengthGroups, Trimmed
-from farmcli.model.layers import (
-    CrossAttention,
-    MultiHeadAttention,
-    SelfAttention,
-    TargetAttention,
-    masked_softmax,
-    residual_norm,
-)
+from farmcli.model.layers import CrossAttention, MultiHeadAttention, SelfAttention, TargetAttention, residual_norm
 
 LANES = 8
 """fp32 values in an AVX2 register: products whose output is a whole number of them wide run 1.3-1.5x faster."""
@@ -43,19 +32,15 @@ def lane_pad(width: int) -> int:
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """``layers.masked_mean`` as one batched product of the mask with x (reads x once, no [B, L, D] temporary)."""
     weights = mask.to(x.dtype)
-    return weighted_sum(weights / weights.sum(1, keepdim=True).clamp(min=1.0), x)
-
-
-def weighted_sum(weights: Tensor, x: Tensor) -> Tensor:
-    """sum_l weights[b, l] x[b, l] -> [B, D]."""
+    weights = weights / weights.sum(1, keepdim=True).clamp(min=1.0)
     if torch.is_grad_enabled() and x.requires_grad:
         return _WeightedSum.apply(weights, x)
     return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
 
 
 class _WeightedSum(torch.autograd.Function):
-    """sum_l w[b, l] x[b, l] by one batched product; its x-gradient w ⊗ grad as a broadcast product, which on
-    a CPU is about twice as fast as the [B, L, 1] x [B, 1, D] batched product autograd would use."""
+    """sum_l w[b, l] x[b, l]; its x-gradient w ⊗ grad as a broadcast product, about twice as fast on a CPU as the
+    [B, L, 1] x [B, 1, D] batched product autograd would use."""
 
     @staticmethod
     def forward(ctx: Any, weights: Tensor, x: Tensor) -> Tensor:
@@ -69,21 +54,17 @@ class _WeightedSum(torch.autograd.Function):
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor, head_dim: int) -> Tensor:
-    """``layers.attention`` with scores scaled by 1 / sqrt(``head_dim``) (heads may carry zero channels); a
-    batch in which every row has a key (eq. 12 on ``default``: all) skips zeroing the key-less rows."""
+    """``layers.attention`` scaled by 1 / sqrt(``head_dim``) (heads may carry zero channels); a batch in which
+    every row has a key (eq. 12 on ``default``: all) skips zeroing the key-less rows."""
     scale = 1 / math.sqrt(head_dim)
-    has_key = key_mask.any(-1)
-    if bool(has_key.all()):
+    if bool(key_mask.any(-1).all()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale)
-    keep = key_mask.clone()
-    keep[:, -1] |= ~has_key
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], scale=scale)
-    return out * has_key[:, None, None, None].to(out.dtype)
+    return layers.fused_attention(q, k, v, key_mask, scale)
 
 
 def head_pad(m: MultiHeadAttention) -> int:
-    """Zero channels per head that make the heads a whole number of lanes wide (1 for FARM's 4 heads of 23),
-    where that widens them by at most an eighth; 0 with the ``lanes`` switch off."""
+    """Zero channels per head that make the heads whole lanes wide (1 for FARM's 4 heads of 23), where that widens
+    them by at most an eighth; 0 with the ``lanes`` switch off."""
     dim, heads = m.q.out_features, m.heads
     pad = next(p for p in range(LANES) if heads * (dim // heads + p) % LANES == 0)
     return pad if current().lanes and 8 * heads * pad <= dim else 0
@@ -91,18 +72,21 @@ def head_pad(m: MultiHeadAttention) -> int:
 
 def multi_head(m: MultiHeadAttention, query: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
     """``MultiHeadAttention.forward``'s output: query [B, Lq, Dq], keys [B, Lk, Dk] -> [B, Lq, dim]."""
-    if current().fold_keys and _folding_is_cheaper(m, query.shape[1], *keys.shape[1:]):
-        b, n_queries, _ = query.shape
-        q = m.q(query).view(b, n_queries, m.heads, -1)
-        return m.out(query_side_attention(q, keys, key_mask, m.k.weight, m.k.bias, m.v.weight))
+    b, n_queries, _ = query.shape
+    if current().fold_keys and _folding_is_cheaper(m, n_queries, *keys.shape[1:]):
+        # q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l = W_v^h sum_l w_l x_l; the key bias adds
+        # the same q_h . b_k^h to every key (softmax ignores it) and is added anyway, so it keeps its gradient
+        q_keys, offset = fold_query(m.q(query).view(b, n_queries, m.heads, -1), m.k.weight, m.k.bias)
+        pooled = pool_keys(q_keys, offset, keys, key_mask)
+        return m.out(unfold_values(pooled, m.v.weight, b, n_queries, m.heads))
     pad = head_pad(m)
     q, k, v = (_project(m, lin, x, pad) for lin, x in ((m.q, query), (m.k, keys), (m.v, keys)))
     out = attention(q, k, v, key_mask, head_dim=m.q.out_features // m.heads)
-    b, h, lq, d = out.shape
+    h, d = out.shape[1], out.shape[3]
     w_out = m.out.weight
     if pad:  # zero columns where the heads' outputs have their zero channels
         w_out = F.pad(w_out.view(-1, h, d - pad), (0, pad)).view(-1, h * d)
-    return F.linear(out.transpose(1, 2).reshape(b, lq, h * d), w_out)
+    return F.linear(out.transpose(1, 2).reshape(b, n_queries, h * d), w_out)
 
 
 def _project(m: MultiHeadAttention, linear: nn.Linear, x: Tensor, pad: int) -> Tensor:
@@ -114,8 +98,7 @@ def _project(m: MultiHeadAttention, linear: nn.Linear, x: Tensor, pad: int) -> T
         x = F.linear(x, weight.view(-1, linear.in_features), bias)
     else:
         x = linear(x)
-    b, length, dim = x.shape
-    return x.view(b, length, m.heads, dim // m.heads).transpose(1, 2)
+    return x.unflatten(-1, (m.heads, -1)).transpose(1, 2)
 
 
 def _folding_is_cheaper(m: MultiHeadAttention, n_queries: int, n_keys: int, key_dim: int) -> bool:
@@ -126,23 +109,8 @@ def _folding_is_cheaper(m: MultiHeadAttention, n_queries: int, n_keys: int, key_
     return folded < projected
 
 
-def query_side_attention(
-    q: Tensor, keys: Tensor, key_mask: Tensor, w_k: Tensor, b_k: Tensor | None, w_v: Tensor
-) -> Tensor:
-    """Attention of per-head queries q [B, Lq, h, d] over unprojected keys [B, Lk, Dk] -> heads' outputs
-    [B, Lq, h * d] (before the output projection).
-
-    q_h . (W_k^h x_l) = (W_k^h' q_h) . x_l and sum_l w_l W_v^h x_l = W_v^h sum_l w_l x_l. A key bias adds
-    q_h . b_k^h to every key of a query (softmax ignores it); it is added anyway, so the bias keeps its gradient.
-    """
-    b, n_queries, h, _ = q.shape
-    q_keys, offset = fold_query(q, w_k, b_k)
-    return unfold_values(pool_keys(q_keys, offset, keys, key_mask), w_v, b, n_queries, h)
-
-
 def fold_query(q: Tensor, w_k: Tensor, b_k: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Queries q [B, Lq, h, d] times each head's W_k (and scale) -> [B, h * Lq, Dk], and the key bias's score
-    offset [B, h * Lq, 1]."""
+    """Queries q [B, Lq, h, d] times each head's scaled W_k -> [B, h * Lq, Dk], and the key bias's score offset."""
     b, n_queries, h, d = q.shape
     key_dim = w_k.shape[1]
     scale = 1 / math.sqrt(d)
@@ -156,8 +124,7 @@ def pool_keys(q_keys: Tensor, offset: Tensor | None, keys: Tensor, key_mask: Ten
     keep = key_mask[:, None, :]
     if not torch.is_grad_enabled() or not current().key_backward:
         scores = torch.bmm(q_keys, keys.transpose(1, 2))
-        weights = masked_softmax(scores if offset is None else scores + offset, keep)
-        return torch.bmm(weights, keys)
+        return torch.bmm(layers.masked_softmax(scores if offset is None else scores + offset, keep), keys)
     return _KeyAttention.apply(q_keys, offset, keys, keep)
 
 
@@ -170,19 +137,15 @@ def unfold_values(pooled: Tensor, w_v: Tensor, b: int, n_queries: int, h: int) -
 
 
 class _KeyAttention(torch.autograd.Function):
-    """``pool_keys`` for training, scores kept as [B, Lk, Q] (keys times queries: about 1.5x faster on a CPU at
-    these shapes than queries times transposed keys).
-
-    The keys [B, Lk, Dk] are read by the scores and by the pooling, so autograd would write their gradient twice
-    and add the two; here both terms are one batched product, [grad_scores, weights] [q_keys; grad_pooled].
-    """
+    """``pool_keys`` for training, scores as [B, Lk, Q] (1.5x faster on a CPU than [B, Q, Lk]); the keys' gradient
+    from scores and pooling is one batched product, [grad_scores, weights] [q_keys; grad_pooled], not two added."""
 
     @staticmethod
     def forward(ctx: Any, q_keys: Tensor, offset: Tensor | None, keys: Tensor, keep: Tensor) -> Tensor:
         scores = torch.bmm(keys, q_keys.transpose(1, 2))  # [B, Lk, Q]
         if offset is not None:
             scores = scores + offset.transpose(1, 2)
-        weights = masked_softmax(scores, keep.transpose(1, 2), dim=1)
+        weights = layers.masked_softmax(scores, keep.transpose(1, 2), dim=1)
         ctx.save_for_backward(q_keys, keys, weights)
         ctx.has_offset = offset is not None
         return torch.bmm(weights.transpose(1, 2), keys)
@@ -202,9 +165,7 @@ class _KeyAttention(torch.autograd.Function):
 def target(
     m: TargetAttention, x_cand: Tensor, seq: Tensor | Trimmed, mask: Tensor, groups: LengthGroups | None = None
 ) -> Tensor:
-    """``TargetAttention.forward``'s output [B, D], its keys folded into the one query; with ``groups`` (seq may
-    then be ``Trimmed`` by them) each group attends over its trailing positions only."""
-    b = x_cand.shape[0]
+    """``TargetAttention.forward``'s output [B, D], keys folded into the query; with ``groups``, group by group."""
     q = m.q(x_cand).unflatten(-1, (m.heads, -1)).unsqueeze(1)  # [B, 1, h, d]
     q_keys, _ = fold_query(q, m.k.weight, None)  # [B, h, D]
     if groups is None:
@@ -217,7 +178,7 @@ def target(
             rows=(q_keys,),
             output="rows",
         )
-    return m.out(unfold_values(pooled, m.v.weight, b, 1, m.heads).squeeze(1))
+    return m.out(unfold_values(pooled, m.v.weight, x_cand.shape[0], 1, m.heads).squeeze(1))
 
 
 def self_attention(m: SelfAttention, x: Tensor, mask: Tensor) -> Tensor:

@@ -1,11 +1,6 @@
-"""The CPU backend's embedding layer (eq. 8): the reference's lookups with a CPU's speed-ups.
-
-- The backward of a lookup by ``index_add_`` (``_RowGather``): torch's ``embedding_dense_backward`` adds one
-  row per id through a TensorIterator call each, 2-3x slower on a CPU; both add in id order (bit-equal).
-- Adjacent small fields of a history looked up as one product table (``product_table``): fewer, wider lookups.
-- A mostly empty history (live: a median of 3 of 50 events) looked up at its real positions only, and with
-  length groups at each group's trailing positions only (``Trimmed``).
-"""
+"""The CPU backend's embedding layer (eq. 8): the reference's lookups, their backward by ``index_add_``, adjacent
+small fields as one product table, and a mostly empty history (live: a median of 3 of 50 events) looked up at its
+real positions or its length groups' trailing positions only."""
 
 from __future__ import annotations
 
@@ -24,52 +19,46 @@ from farmcli.model.embed import EmbeddingLayer
 
 NARROW_ROWS = 8
 """Tables at most this wide sum their gradient element by element (a flat ``index_add_``): for 51,200 ids,
-0.96 ms against 1.97 ms row by row for a [5, 4] table, 1.9 against 3.0 ms for [42, 8]; from width 16 rows win
-(1.4 against 3.8 ms for [26, 16])."""
+0.96 against 1.97 ms row by row for a [5, 4] table, 1.9 against 3.0 ms for [42, 8]; from width 16 rows win."""
 
+PRODUCT_ROWS = 8192
+"""Adjacent fields whose vocabularies multiply to at most this many rows are one product table: on ``default`` the
+six video fields take three lookups, the seven live ones four. Each lookup costs a gather, a slice and a gradient
+sum whatever its width: the video embedding's forward and backward ran 1.15x faster (``--compare product-tables``)."""
+
+SPARSE_FILL = 0.5
+"""A history batch with fewer real positions than this share is embedded at its real positions only (on CPU)."""
 
 Part = tuple[Tensor, Tensor, int | None]
 """One lookup of a concatenation: (weight [rows, width], ids, padding_idx or None)."""
 
 
 class _RowGather(torch.autograd.Function):
-    """cat([weight[ids] for each part], -1), each part gathered straight into its columns of one output, whose
-    backward sums each part's rows with ``index_add_``.
-
-    On CPU, torch's ``embedding_dense_backward`` adds one row per id through a TensorIterator call each: 5-6 ms
-    for the 51,200 ids of a [1024, 50] history, against 1-3.5 ms for ``index_add_`` on the same gradient; a
-    base training step is 1.13x faster, FARM's 1.05x (``benchmarks/bench_train.py --compare embedding``).
-    Both add the rows in id order, so the gradients are the same to the bit (tests/model/cpu/test_embed.py).
-    Gathering into the output's columns skips the concatenation's copy of the whole [1024, 50, D] history
-    (6 lookups: 5.7-6.2 against 7.6-7.8 ms with ``torch.cat``).
-    """
+    """cat([weight[ids] for each part], -1) gathered straight into one output's columns (5.7-6.2 against 7.6-7.8 ms
+    with ``torch.cat``), whose backward sums rows by ``index_add_``: 1-3.5 against 5-6 ms for 51,200 ids with
+    ``embedding_dense_backward`` (a base step 1.13x faster, FARM's 1.05x). Both add in id order: bit-equal."""
 
     @staticmethod
     def forward(ctx: Any, ids: tuple[Tensor, ...], paddings: tuple[int | None, ...], *weights: Tensor) -> Tensor:
         widths = [w.shape[1] for w in weights]
         out = weights[0].new_empty(ids[0].numel(), sum(widths))
-        start = 0
-        for weight, part_ids, width in zip(weights, ids, widths, strict=True):
-            torch.index_select(weight, 0, part_ids.reshape(-1), out=out[:, start : start + width])
-            start += width
+        for weight, part_ids, columns in zip(weights, ids, out.split(widths, dim=1), strict=True):
+            torch.index_select(weight, 0, part_ids.reshape(-1), out=columns)
         ctx.save_for_backward(*ids)
         ctx.paddings, ctx.rows, ctx.widths = paddings, [w.shape[0] for w in weights], widths
         return out.view(*ids[0].shape, out.shape[1])
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        grad = grad.reshape(-1, grad.shape[-1])
-        grads, start = [], 0
-        for ids, rows, width, padding_idx in zip(ctx.saved_tensors, ctx.rows, ctx.widths, ctx.paddings, strict=True):
-            grads.append(_table_grad(ids.reshape(-1), grad[:, start : start + width].contiguous(), rows, padding_idx))
-            start += width
-        return None, None, *grads
+        grads = grad.reshape(-1, grad.shape[-1]).split(ctx.widths, dim=1)
+        parts = zip(ctx.saved_tensors, grads, ctx.rows, ctx.paddings, strict=True)
+        return None, None, *(_table_grad(ids.reshape(-1), g.contiguous(), rows, pad) for ids, g, rows, pad in parts)
 
 
 def _table_grad(ids: Tensor, grad: Tensor, rows: int, padding_idx: int | None) -> Tensor:
     """The rows of ``grad`` [N, width] summed into a [rows, width] table by ``ids`` [N]; none at padding."""
     width = grad.shape[1]
-    if width <= NARROW_ROWS:  # one scalar add per element: about twice as fast for rows this narrow
+    if width <= NARROW_ROWS:
         flat = (ids.reshape(-1, 1) * width + torch.arange(width, device=ids.device)).reshape(-1)
         table_grad = grad.new_zeros(rows * width).index_add_(0, flat, grad.reshape(-1)).view(rows, width)
     else:
@@ -80,42 +69,25 @@ def _table_grad(ids: Tensor, grad: Tensor, rows: int, padding_idx: int | None) -
 
 
 def gather(parts: Sequence[Part]) -> Tensor:
-    """cat([F.embedding(ids, weight, padding_idx) for each part], -1), with ``_RowGather`` on CPU while a
-    gradient is recorded (the ``row_gather`` switch)."""
+    """cat of ``F.embedding`` per part; by ``_RowGather`` on CPU while a gradient is recorded (``row_gather``)."""
     weights = [w for w, _, _ in parts]
-    if not current().row_gather or weights[0].device.type != "cpu" or not torch.is_grad_enabled():
-        return torch.cat([F.embedding(i, w, p) for w, i, p in parts], dim=-1)
-    if not any(w.requires_grad for w in weights):
-        return torch.cat([F.embedding(i, w, p) for w, i, p in parts], dim=-1)
-    return _RowGather.apply(tuple(i for _, i, _ in parts), tuple(p for _, _, p in parts), *weights)
+    on_cpu = current().row_gather and weights[0].device.type == "cpu"
+    if on_cpu and torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        return _RowGather.apply(tuple(i for _, i, _ in parts), tuple(p for _, _, p in parts), *weights)
+    return torch.cat([F.embedding(i, w, p) for w, i, p in parts], dim=-1)
 
 
 def masked_lookup(table: nn.Embedding, ids: Tensor, mask: Tensor) -> Part:
-    """The lookup of ``table(ids)`` with zero rows where ``mask`` is False, with no pass over the output to zero
-    them.
-
-    A masked position looks up a zero row instead: the table's padding row (zero at init, and it never gets a
-    gradient, so it stays zero), or for a table without one (a bucket 0 that is a real value) a zero row
-    appended to a copy of the table for this lookup; these tables are small. Values and gradients are those
-    of ``table(ids) * mask``.
-    """
+    """``table(ids) * mask`` as a lookup, no pass over the output: a masked position reads the padding row (zero,
+    never a gradient) or, where bucket 0 is a real value, a zero row appended to a copy of the (small) table."""
     if table.padding_idx is not None:
         return table.weight, ids.masked_fill(~mask, table.padding_idx), table.padding_idx
     weight = torch.cat([table.weight, table.weight.new_zeros(1, table.embedding_dim)])
     return weight, ids.masked_fill(~mask, table.num_embeddings), None
 
 
-PRODUCT_ROWS = 8192
-"""Adjacent fields of a history whose vocabularies multiply to at most this many rows are looked up as one
-product table (``product_table``): on ``default`` the six video fields take three lookups, the seven live ones
-four. Each lookup of a [1024, 50] history costs a gather, a slice of the concatenation and a row-by-row
-gradient sum whatever its width; fewer, wider lookups made the video embedding's forward and backward 1.15x
-faster alone (``benchmarks/bench_train.py --compare product-tables``)."""
-
-
 def field_runs(sizes: Sequence[int], max_rows: int = PRODUCT_ROWS) -> tuple[tuple[int, ...], ...]:
-    """The fields (by position) in runs of adjacent ones, each run's vocabularies multiplying to <= ``max_rows``
-    (a larger vocabulary is a run of its own)."""
+    """Adjacent fields (by position) in runs whose vocabularies multiply to <= ``max_rows`` (a larger one alone)."""
     runs: list[list[int]] = []
     rows = max_rows + 1
     for i, n in enumerate(sizes):
@@ -129,11 +101,8 @@ def field_runs(sizes: Sequence[int], max_rows: int = PRODUCT_ROWS) -> tuple[tupl
 
 
 def product_table(tables: Sequence[nn.Embedding]) -> Tensor:
-    """Row (i_1 n_2 + i_2) n_3 + i_3 ... is cat(t_1[i_1], t_2[i_2], ...), plus a last zero row for padding.
-
-    Built from the parameters at every call (a few hundred thousand values at most), so gradients reach each
-    table; a padding row enters as zeros that take no gradient, as in ``nn.Embedding``.
-    """
+    """Row (i_1 n_2 + i_2) n_3 + i_3 ... is cat(t_1[i_1], t_2[i_2], ...), plus a last zero row for padding; built
+    from the parameters at every call (small), so gradients reach each table (none to a padding row)."""
     sizes = [t.num_embeddings for t in tables]
     parts = []
     for k, table in enumerate(tables):
@@ -148,11 +117,8 @@ def product_table(tables: Sequence[nn.Embedding]) -> Tensor:
 
 
 def product_ids(tables: Sequence[nn.Embedding], ids: Sequence[Tensor], mask: Tensor | None) -> Tensor:
-    """Rows of ``product_table(tables)`` for the fields' ``ids``; the zero row where ``mask`` is False.
-
-    A real position with an id out of its table's range gets a row past the product's end, so the lookup fails
-    as it would for that table alone (no data-dependent branch here: the model exports).
-    """
+    """Rows of ``product_table(tables)`` for the fields' ``ids``, the zero row where ``mask`` is False; an id out
+    of its table's range gets a row past the end, so the lookup fails as it would alone (no branch: it exports)."""
     combined, bad = torch.zeros_like(ids[0]), torch.zeros_like(ids[0], dtype=torch.bool)
     for table, field_ids in zip(tables, ids, strict=True):
         bad |= (field_ids < 0) | (field_ids >= table.num_embeddings)
@@ -162,17 +128,11 @@ def product_ids(tables: Sequence[nn.Embedding], ids: Sequence[Tensor], mask: Ten
     return combined if mask is None else combined.masked_fill(~mask, rows)
 
 
-SPARSE_FILL = 0.5
-"""A history batch with fewer real positions than this share is embedded at its real positions only (on CPU)."""
-
-
 def _fields(layer: EmbeddingLayer, prefix: str, ids: Sequence[Tensor], mask: Tensor | None) -> Tensor:
-    """The concatenated field embeddings of a history's ``ids`` (one tensor per field, any shape), zero where
-    ``mask`` is False (None: every position is real); adjacent small fields as one product table."""
+    """The concatenated field embeddings of a history's ``ids``, zero where ``mask`` is False (None: all real)."""
     tables = layer.tables(prefix)
-    runs = field_runs([t.num_embeddings for t in tables], PRODUCT_ROWS if current().product_tables else 0)
     parts: list[Part] = []
-    for run in runs:
+    for run in field_runs([t.num_embeddings for t in tables], PRODUCT_ROWS if current().product_tables else 0):
         if len(run) > 1:
             run_tables = [tables[i] for i in run]
             parts.append((product_table(run_tables), product_ids(run_tables, [ids[i] for i in run], mask), None))
@@ -187,9 +147,7 @@ def history(layer: EmbeddingLayer, batch: Mapping[str, Tensor], prefix: str) -> 
     """``EmbeddingLayer.history``: V of one domain [B, L, D]."""
     mask = batch[f"{prefix}_mask"].bool()
     ids = [batch[f"{prefix}_{f}"] for f in HISTORY_FIELDS[prefix]]
-    if mask.float().mean() < SPARSE_FILL:
-        # a mostly empty history: look up the real positions only and put them into zeros; the backward sums a
-        # tenth of the rows
+    if mask.float().mean() < SPARSE_FILL:  # the real positions only, put into zeros: the backward sums fewer rows
         real = mask.reshape(-1).nonzero().squeeze(1)
         rows = _fields(layer, prefix, [i.reshape(-1)[real] for i in ids], None)
         return rows.new_zeros(mask.numel(), rows.shape[1]).index_copy(0, real, rows).view(*mask.shape, -1)

@@ -1,10 +1,8 @@
 """FARM's forward pass on the CPU backend: the reference's eq. 8-18 on the live history's length groups.
 
-Live histories are short (on ``default`` a median of 3 of L = 50 events), so the live side runs on each length
-group's trailing positions (ragged.py). The batch is first put in live-span order, on its ids, so that every
-group is a slice, and eq. 12-17 skip the rows without a live event where align and fuse read nothing of them.
-Built-in components run through this folder's faster forms; any other component (a plugin) is called as the
-reference calls it, on padded tensors, so a plugin needs to know nothing of this backend.
+The batch is put in live-span order, so every length group (ragged.py) is a slice, and eq. 12-17 skip the rows
+without a live event where align and fuse read nothing of them. Built-in components run through this folder's
+faster forms; any other (a plugin) is called as the reference calls it, on padded tensors.
 """
 
 from __future__ import annotations
@@ -21,11 +19,10 @@ from farmcli.model.cpu import attention, embed, heads
 from farmcli.model.cpu.frequency import frequency, runs_on_trailing
 from farmcli.model.cpu.options import current
 from farmcli.model.cpu.ragged import BUCKETS, LengthGroups, Trimmed, permute_rows, span_order, take_rows
-from farmcli.model.farm import FARM, head_input
+from farmcli.model.farm import FARM, FarmOutput, head_input
 from farmcli.model.fuse import CrossAttentionFuse, NoFuse
 from farmcli.model.heads.ple import PLE
 from farmcli.model.layers import scale_grad
-from farmcli.model.output import FarmOutput
 
 LIVE_ROWS_ONLY = (InfoNCEAlign, NoAlign, CrossAttentionFuse, NoFuse)
 """Align and fuse components that read nothing of a row without a live event (InfoNCE leaves it out of L_cl and
@@ -33,8 +30,7 @@ of everyone's negatives; the cross-attention has no query for it, so its F^_cros
 
 
 def forward(farm: FARM, batch: Mapping[str, Tensor], with_cl: bool = True) -> FarmOutput:
-    """``farm(batch, with_cl=with_cl)`` without aux, in fp32 (autocast is switched off here: the reference is the
-    bf16 path). Called by model/backends.py; FARM itself does not know this backend."""
+    """``farm(batch, with_cl=with_cl)`` without aux, in fp32 (autocast off here: the reference is the bf16 path)."""
     with torch.autocast(batch["v_mask"].device.type, enabled=False):
         return _forward(farm, batch, with_cl)
 
@@ -109,17 +105,13 @@ def _cross_domain(
     sorted_rows: bool,
     with_cl: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Eq. 12-17 -> F^_cross (None without a fuse), L_cl (None without an align or ``with_cl``).
-
-    In a span-sorted batch whose align and fuse read only rows with a live event, they run on those rows alone (a
-    tail of the batch: a fifth of the rows on ``default`` have none), the others get F^_cross = 0.
-    """
-    video_mask, live_mask = batch["v_mask"].bool(), batch["l_mask"].bool()
+    """Eq. 12-17 -> F^_cross (None without a fuse), L_cl (None without an align or ``with_cl``); in a span-sorted
+    batch, on the rows with a live event only where align and fuse allow it (on ``default`` a fifth have none)."""
     live_rows_only = current().live_rows_only and all(isinstance(c, LIVE_ROWS_ONLY) for c in (farm.align, farm.fuse))
-    skipped = int((~live_mask.any(1)).sum()) if sorted_rows and live_rows_only else 0
-    start = skipped if skipped < live_mask.shape[0] else 0  # no live event at all: every row
+    skipped = int((~batch["l_mask"].bool().any(1)).sum()) if sorted_rows and live_rows_only else 0
+    start = skipped if skipped < batch["l_mask"].shape[0] else 0  # no live event at all: every row
     rows = slice(start, None)
-    video_mask, live_mask = video_mask[rows], live_mask[rows]
+    video_mask, live_mask = batch["v_mask"][rows].bool(), batch["l_mask"][rows].bool()
     groups = None if groups is None else groups.rows_from(start)
     v_live = v_live.rows_from(start) if isinstance(v_live, Trimmed) else v_live[rows]
 
@@ -132,17 +124,22 @@ def _cross_domain(
         if groups is None:
             v_hat_live = attention.self_attention(live_encoder, scale_grad(_padded(v_live), scale), live_mask)
         else:
+            scaled = (
+                v_live.map(lambda x: scale_grad(x, scale)) if isinstance(v_live, Trimmed) else scale_grad(v_live, scale)
+            )
             v_hat_live = groups.apply(
-                lambda x, mask: attention.self_attention(live_encoder, x, mask),
-                sequences=(_scaled(v_live, scale), live_mask),
+                lambda x, mask: attention.self_attention(live_encoder, x, mask), sequences=(scaled, live_mask)
             )
 
-    # (13-14) align: L_cl
-    cl_loss = (
-        _align(farm.align, v_hat_video, _padded(v_hat_live), video_mask, live_mask, batch["user_id"][rows])
-        if with_cl
-        else None
-    )
+    # (13-14) align: L_cl; InfoNCE pools each history with this folder's masked mean, the rest is its own
+    cl_loss, align, user_id = None, farm.align, batch["user_id"][rows]
+    if with_cl and isinstance(align, InfoNCEAlign):
+        h_video, h_live = align.preferences(
+            v_hat_video, _padded(v_hat_live), video_mask, live_mask, mean=attention.masked_mean
+        )
+        cl_loss = align.contrastive_loss(h_video, h_live, video_mask, live_mask, user_id)
+    elif with_cl:
+        cl_loss = align(v_hat_video, _padded(v_hat_live), video_mask, live_mask, user_id)[0]
 
     # (16-17) fuse: F^_cross; the cross-attention runs each live length group on its own live length
     fuse = farm.fuse
@@ -164,22 +161,8 @@ def _cross_domain(
     return f_hat_cross, cl_loss
 
 
-def _scaled(x: Tensor | Trimmed, scale: float) -> Tensor | Trimmed:
-    return x.map(lambda piece: scale_grad(piece, scale)) if isinstance(x, Trimmed) else scale_grad(x, scale)
-
-
 def _cross_fuse(
     m: CrossAttentionFuse, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, x_cand: Tensor
 ) -> Tensor:
     v_cross = attention.cross_attention(m.cross, live, live_mask, video, video_mask)  # (16)
     return attention.target(m.target, x_cand, v_cross, live_mask)  # (17)
-
-
-def _align(
-    m: Any, video: Tensor, live: Tensor, video_mask: Tensor, live_mask: Tensor, user_id: Tensor
-) -> Tensor | None:
-    """L_cl (eq. 13-14); InfoNCE pools each history with this folder's masked mean, the rest is its own."""
-    if not isinstance(m, InfoNCEAlign):
-        return m(video, live, video_mask, live_mask, user_id)[0]
-    h_video, h_live = m.preferences(video, live, video_mask, live_mask, mean=attention.masked_mean)
-    return m.contrastive_loss(h_video, h_live, video_mask, live_mask, user_id)

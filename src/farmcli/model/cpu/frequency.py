@@ -1,10 +1,8 @@
 """The CPU backend's frequency module (eq. 9-10): ``DFTFrequency`` in two passes over V, on trailing positions.
 
-g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, with the mask folded into the small [B, L, r]
-left factor of Low = U (U^T V): one scaled copy of V plus one batched product added in place, where the
-reference takes five passes. The gates are the module's own (``DFTFrequency.gates``). A history cut to its last l
-positions (the live length groups) needs only those rows of U, and gives F at them as at full length (V is zero
-at padding).
+g_low Low + g_high (V - Low) = g_high V + (g_low - g_high) Low, the mask folded into the small [B, L, r] factor of
+Low = U (U^T V): one scaled copy of V plus one batched product in place, where the reference takes five passes. A
+history cut to its last l positions needs only those rows of U (V is zero at padding).
 """
 
 from __future__ import annotations
@@ -19,19 +17,15 @@ from farmcli.model.frequency import DFTFrequency, NoFrequency, low_pass_basis
 
 
 def runs_on_trailing(m: Any) -> bool:
-    """Whether this file computes ``m``'s F: ``none`` and ``DFTFrequency`` (``dft``, ``dft_identity``) as they are;
-    a subclass with a forward of its own (a plugin) gets the padded history and its own forward, as the
-    reference calls it, since this file computes dft's forward and no other."""
+    """Whether this file computes ``m``'s F: ``none`` and ``DFTFrequency`` (``dft``, ``dft_identity``) as they are; a
+    subclass with a forward of its own (a plugin) gets the padded history and its own forward, as in the reference."""
     return isinstance(m, NoFrequency) or (isinstance(m, DFTFrequency) and type(m).forward is DFTFrequency.forward)
 
 
 def frequency(m: Any, v: Tensor, mask: Tensor, length: int | None = None) -> Tensor:
     """F of eq. 9 for V [B, l, D], the last l positions of windows of ``length`` (None: l) whose first
-    ``length - l`` positions are padding. ``runs_on_trailing(m)`` holds.
-
-    With ``identity`` (dft_identity), F = (g_high + identity) V + (g_low - g_high) Low: the identity joins V's
-    scale, so it costs no pass of its own.
-    """
+    ``length - l`` positions are padding; ``runs_on_trailing(m)`` holds. With ``identity`` (dft_identity),
+    F = (g_high + identity) V + (g_low - g_high) Low: the identity joins V's scale, no pass of its own."""
     if isinstance(m, NoFrequency):
         return v
     assert isinstance(m, DFTFrequency)
@@ -58,19 +52,14 @@ def trailing_basis(m: DFTFrequency, v: Tensor, length: int | None) -> Tensor:
 
 
 def _gated_split(v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor, coeffs: Tensor) -> Tensor:
-    """keep * (g_v V + g_mix U coeffs): one pass over V (scaled by keep * g_v), one product added in place
-    (g_v: g_high plus the identity, g_mix: g_low - g_high)."""
+    """keep * (g_v V + g_mix U coeffs): one pass over V, one product added in place."""
     left = keep.unsqueeze(-1) * u * g_mix[:, None, None]  # [B, L, r]
     return (v * (keep * g_v[:, None]).unsqueeze(-1)).baddbmm_(left, coeffs)
 
 
 class _GatedSplit(torch.autograd.Function):
-    """``_gated_split`` for training, with a backward that makes one [B, L, D] tensor (the input gradient).
-
-    Autograd would write the gradient of Low, of each coefficient product and of V separately and add them
-    (about seven passes over a [1024, 50, 92] history); here the gates' gradients are batched dot products
-    and Low's share of V's gradient is added in place by the small product U (U_mix^T grad).
-    """
+    """``_gated_split`` whose backward makes one [B, L, D] tensor where autograd would take about seven passes: the
+    gates' gradients are batched dot products, Low's share of V's added in place by the small U (U_mix^T grad)."""
 
     @staticmethod
     def forward(ctx: Any, v: Tensor, keep: Tensor, g_v: Tensor, g_mix: Tensor, u: Tensor) -> Tensor:

@@ -1,11 +1,7 @@
 """The CPU backend's PLE head: many small MLPs of one shape (experts, gates, towers) as a few large products.
 
-A PLE head of the default size runs 8 experts, 7 gates and 6 towers per level on a batch of 1,024: about 90
-products of [1024, <=280] x [<=280, <=128] each way. On a CPU such small products run at a third to a half
-of the machine's GEMM rate, and each costs an autograd node and a Python call. Stacked, the first layers of
-everything that reads one input become one product, and each deeper layer one batched product over the
-experts. The parameters stay the separate ``nn.Linear`` layers they are (same names, same init, same
-checkpoints); their weights are stacked at run time, which is cheap next to the products.
+A default PLE's ~90 small products per step run at a third to a half of a CPU's GEMM rate, an autograd node each.
+The parameters stay the separate ``nn.Linear`` layers (same names, checkpoints), stacked at run time.
 """
 
 from __future__ import annotations
@@ -18,17 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from farmcli.model.cpu.attention import lane_pad
-from farmcli.model.heads.common import Towers
 from farmcli.model.heads.ple import PLE, ExtractionLevel
-
-
-def _layers(mlp: nn.Module) -> list[nn.Module]:
-    return list(cast(nn.Sequential, mlp))
 
 
 def run_layers(mlps: Sequence[nn.Module], x: Tensor, start: int = 0) -> Tensor:
     """x [E, B, D] through layers ``start:`` of E same-shaped MLPs (``layers.mlp``), MLP e on x[e] -> [E, B, D']."""
-    for stage in zip(*(_layers(m)[start:] for m in mlps), strict=True):
+    for stage in zip(*(list(cast(nn.Sequential, m))[start:] for m in mlps), strict=True):
         layer = stage[0]
         if isinstance(layer, nn.Linear):
             linears = cast(Sequence[nn.Linear], stage)
@@ -47,12 +38,9 @@ def run_layers(mlps: Sequence[nn.Module], x: Tensor, start: int = 0) -> Tensor:
 
 
 def first_layers(mlps: Sequence[nn.Module], linears: Sequence[nn.Linear], x: Tensor) -> tuple[Tensor, Tensor]:
-    """The first Linear of every MLP and the ``linears`` (gates), all on the same x [B, D], as one product.
-
-    -> the MLPs' first-layer outputs [E, B, H] (before their activation), the linears' outputs [B, sum of
-    widths]. Every layer here must have a bias.
-    """
-    firsts = [cast(nn.Linear, _layers(m)[0]) for m in mlps]
+    """The first Linear (with a bias) of every MLP and the ``linears`` (gates) on the same x [B, D] as one product
+    -> the MLPs' first-layer outputs [E, B, H] (before their activation), the linears' outputs [B, their widths]."""
+    firsts = [cast(nn.Linear, cast(nn.Sequential, m)[0]) for m in mlps]
     every = [*firsts, *linears]
     width, total = firsts[0].out_features, sum(lin.out_features for lin in every)
     pad = lane_pad(total)  # zero rows to a whole number of vector lanes: N = 1050 -> 1056, 83 -> 121 GFLOP/s
@@ -63,24 +51,18 @@ def first_layers(mlps: Sequence[nn.Module], linears: Sequence[nn.Linear], x: Ten
 
 
 def ple(m: PLE, x: Tensor) -> Tensor:
-    """``PLE.forward``, each level's experts and gates stacked."""
+    """``PLE.forward``, each level's experts and gates stacked, the towers one batched product per layer."""
     tasks: Tensor | None = None
     shared: Tensor | None = x
     for level in m.levels:
         assert shared is not None  # only the last level has no shared output
         tasks, shared = _level(cast(ExtractionLevel, level), tasks, shared)
     assert tasks is not None
-    return _towers(m.towers, tasks)
-
-
-def _towers(m: Towers, x: Tensor) -> Tensor:
-    """``Towers.forward`` of the task inputs stacked as x [n_tasks, B, D], one batched product per layer."""
-    return run_layers(list(m.towers), x).squeeze(-1).transpose(0, 1)
+    return run_layers(list(m.towers.towers), tasks).squeeze(-1).transpose(0, 1)
 
 
 def _level(m: ExtractionLevel, tasks: Tensor | None, shared: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``ExtractionLevel.forward`` with the task inputs stacked, tasks [T, B, D] (None: every task reads
-    ``shared``, as in the first level), every expert at once -> task outputs [T, B, D'], shared or None."""
+    """``ExtractionLevel.forward`` on stacked task inputs [T, B, D] (None: all read ``shared``, the first level)."""
     experts = [*(e for pool in m.task_experts for e in cast(nn.ModuleList, pool)), *m.shared_experts]
     n_tasks, n_own = len(m.task_experts), len(cast(nn.ModuleList, m.task_experts[0]))
     gates = [cast(nn.Linear, g) for g in m.task_gates]
@@ -97,8 +79,8 @@ def _level(m: ExtractionLevel, tasks: Tensor | None, shared: Tensor) -> tuple[Te
         weight = torch.stack([g.weight for g in gates]).transpose(1, 2)
         task_logits = torch.baddbmm(torch.stack([g.bias for g in gates]).unsqueeze(1), tasks, weight)
         shared_logits = None if m.shared_gate is None else m.shared_gate(shared)
-    # task t mixes its own experts and the shared ones, outputs [E, B, D'] holding the shared ones last:
-    # weighted sums as broadcast products (einsum would make them 6,144 tiny matrix products)
+    # task t mixes its own experts and the shared ones (outputs [E, B, D'] hold the shared ones last), by broadcast
+    # products: einsum would make them 6,144 tiny matrix products
     weights = torch.softmax(task_logits, dim=-1).permute(0, 2, 1).unsqueeze(-1)  # [T, own + shared, B, 1]
     own = outputs[: n_tasks * n_own].unflatten(0, (n_tasks, n_own))
     task_outputs = (weights[:, :n_own] * own).sum(1) + (weights[:, n_own:] * outputs[n_tasks * n_own :]).sum(1)

@@ -1,9 +1,5 @@
-"""The CPU backend's speed-ups, each a switch: all on in use, compared one at a time by the benchmarks.
-
-``benchmarks/bench_train.py --compare NAME`` runs steps with one switch off and on, alternating, and each
-switch's pair of paths is tested equal (tests/model/cpu/). A setting of the process, not of a model: it is read
-at every forward pass, inside ``options(...)``.
-"""
+"""The CPU backend's speed-ups, each a switch (all on in use): ``benchmarks/bench_train.py --compare NAME`` times
+one off against on, tests/model/cpu/ tests both paths equal. A setting of the process, read at every forward."""
 
 from __future__ import annotations
 

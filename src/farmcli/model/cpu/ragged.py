@@ -1,12 +1,8 @@
-"""The CPU backend's length groups: row-wise sequence work on length buckets, so short histories do not pay for
-50 positions of padding.
+"""The CPU backend's length groups: row-wise sequence work on length buckets, so short histories skip their padding.
 
-Live histories are short (on the `default` preset: median 3 of L = 50 events, 90% at most 13), yet the live
-self-attention (eq. 12) and the cross-attention whose queries are live events (eq. 16-17) cost in proportion
-to L. Every row of those blocks is computed on its own (keys and values come from the same row), so rows can
-be grouped by how many positions they actually span and each group run on only that many trailing positions
-(histories are left-padded). The outputs are the same as at full length, up to float rounding: padded
-positions are masked out of every attention and zeroed on the way out.
+Live histories are short (``default``: median 3 of L = 50 events, 90% at most 13), yet eq. 12 and 16-17 cost in
+proportion to L. Each row is computed on its own, so rows grouped by span run on only that many trailing positions
+(histories are left-padded): the same outputs up to float rounding, padding being masked and zeroed anyway.
 """
 
 from __future__ import annotations
@@ -32,22 +28,16 @@ class LengthGroups:
     perm: Tensor
     sizes: tuple[int, ...]
     keep: tuple[int, ...]
-
     in_order: bool = False
     """``perm`` is the identity (the rows were sorted by span first, ``span_order``): groups are slices."""
     _pieces: list[tuple[Tensor, list[Tensor]]] = field(default_factory=list, compare=False, repr=False)
-    """Sequence outputs of ``apply`` with their per-group trimmed pieces: a later ``apply`` that reads one reads
-    the pieces, instead of splitting and trimming it again (whose backward writes zero-filled full-size
-    gradients and concatenates them)."""
+    """Sequence outputs of ``apply`` with their per-group pieces: a later ``apply`` reads the pieces instead of
+    splitting and trimming the output again (whose backward writes zero-filled full-size gradients)."""
 
     @classmethod
     def of(cls, mask: Tensor, bounds: Sequence[int] = BUCKETS) -> LengthGroups:
-        """Group rows of ``mask`` [B, L] (True = real event) by span: L minus the first real position.
-
-        With left padding the span is the history's length; with any other mask it is still long enough to keep
-        every real event, so the result never depends on how the mask looks. Rows are ordered by span (empty
-        rows first), so each group is a run of ``perm``.
-        """
+        """Group rows of ``mask`` [B, L] (True = real event) by span, empty rows first (``span``): with any mask the
+        span keeps every real event, so the result never depends on how the mask looks."""
         length = mask.shape[1]
         spans = span(mask)
         perm = torch.argsort(spans, stable=True)
@@ -55,12 +45,10 @@ class LengthGroups:
         uppers = [*(b for b in sorted(bounds) if b < length), length]
         ends = torch.searchsorted(ordered, torch.tensor(uppers, device=mask.device), right=True).tolist()
         sizes, keep = [], []
-        start = 0
-        for end in ends:
+        for start, end in zip([0, *ends], ends):
             if end > start:
                 sizes.append(end - start)
                 keep.append(max(1, int(ordered[end - 1])))
-            start = end
         in_order = bool((spans[1:] >= spans[:-1]).all())
         return cls(length, perm, tuple(sizes), tuple(keep), in_order)
 
@@ -71,18 +59,14 @@ class LengthGroups:
         rows: Sequence[Tensor] = (),
         output: Literal["padded", "rows", "trimmed"] = "padded",
     ) -> Any:
-        """``fn(*trimmed sequences, *row tensors)`` per group, results put back in batch order.
-
-        ``sequences`` are [B, L, ...] (trimmed to each group's trailing positions) or already ``Trimmed`` by
-        these groups; ``rows`` are [B, ...] (only regrouped). fn returns [b, keep, D] per group, which
-        ``output="padded"`` left-pads back to [B, L, D] with zeros and ``"trimmed"`` keeps as a ``Trimmed``;
-        with ``"rows"`` it returns one row [b, D] per sample.
-        """
+        """``fn(*trimmed sequences, *row tensors)`` per group, in batch order: ``sequences`` [B, L, ...] or
+        ``Trimmed`` by these groups, ``rows`` [B, ...]. fn's [b, keep, D] is left-padded back to [B, L, D]
+        (``"padded"``) or kept as a ``Trimmed``; with ``"rows"`` fn returns [b, D]."""
         if len(self.sizes) == 1 and self.keep[0] == self.length and self.in_order:  # nothing to trim or move
             out = fn(*(s.pieces[0] if isinstance(s, Trimmed) else s for s in sequences), *rows)
             return Trimmed(self, (out,)) if output == "trimmed" else out
-        # One gather per input (none when the rows are in order), then contiguous splits: their backward is a
-        # concatenation, not a zero-filled full-size gradient per group.
+        # one gather per input (none when the rows are in order), then contiguous splits: their backward is a
+        # concatenation, not a zero-filled full-size gradient per group
         inverse = torch.argsort(self.perm)
         split_sequences = [self._trimmed(s, inverse) for s in sequences]
         split_rows = [self._grouped(r, inverse).split(self.sizes) for r in rows]
@@ -103,24 +87,18 @@ class LengthGroups:
         assert self.in_order, "only a span-sorted batch drops leading rows"
         sizes, keep, left = [], [], start
         for size, k in zip(self.sizes, self.keep, strict=True):
-            dropped = min(size, left)
-            left -= dropped
-            if size > dropped:
-                sizes.append(size - dropped)
+            if size > left:
+                sizes.append(size - left)
                 keep.append(k)
+            left = max(0, left - size)
         return LengthGroups(self.length, self.perm[start:] - start, tuple(sizes), tuple(keep), True)
 
     def trailing_index(self) -> Tensor:
         """Flat positions in a [B, L] batch of every group's trailing ``keep`` positions, group by group."""
         starts = [0, *torch.tensor(self.sizes).cumsum(0).tolist()]
+        positions = [torch.arange(self.length - k, self.length, device=self.perm.device) for k in self.keep]
         return torch.cat(
-            [
-                (
-                    self.perm[a:b, None] * self.length
-                    + torch.arange(self.length - k, self.length, device=self.perm.device)
-                ).reshape(-1)
-                for a, b, k in zip(starts, starts[1:], self.keep, strict=False)
-            ]
+            [(self.perm[a:b, None] * self.length + p).reshape(-1) for a, b, p in zip(starts, starts[1:], positions)]
         )
 
     def _trimmed(self, x: Tensor | Trimmed, inverse: Tensor) -> Sequence[Tensor]:
@@ -149,30 +127,23 @@ class Trimmed:
     @classmethod
     def of_rows(cls, groups: LengthGroups, rows: Tensor) -> Trimmed:
         """The pieces of ``rows`` [N, D], the positions of ``groups.trailing_index()`` in its order."""
-        counts = [size * keep for size, keep in zip(groups.sizes, groups.keep, strict=True)]
-        pieces = rows.split(counts)
+        pieces = rows.split([size * keep for size, keep in zip(groups.sizes, groups.keep, strict=True)])
         return cls(groups, tuple(p.view(s, k, -1) for p, s, k in zip(pieces, groups.sizes, groups.keep, strict=True)))
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> Trimmed:
         return Trimmed(self.groups, tuple(fn(p) for p in self.pieces))
 
     def rows_from(self, start: int) -> Trimmed:
-        """Without the batch's first ``start`` rows (``LengthGroups.rows_from``)."""
+        """Without the batch's first ``start`` rows (``LengthGroups.rows_from``): each group left keeps its last."""
         if not start:
             return self
-        pieces, left = [], start
-        for piece in self.pieces:
-            dropped = min(piece.shape[0], left)
-            left -= dropped
-            if piece.shape[0] > dropped:
-                pieces.append(piece[dropped:])
-        return Trimmed(self.groups.rows_from(start), tuple(pieces))
+        groups = self.groups.rows_from(start)
+        kept = self.pieces[len(self.pieces) - len(groups.sizes) :]
+        return Trimmed(groups, tuple(p[p.shape[0] - n :] for p, n in zip(kept, groups.sizes, strict=True)))
 
     def padded(self) -> Tensor:
-        """[B, L, D] in batch order, zeros where the pieces leave positions out.
-
-        Padded piece by piece and concatenated: the backward is then views of the gradient, where copying the
-        pieces into one zero tensor would clone the whole gradient once per piece."""
+        """[B, L, D] in batch order, zeros where the pieces leave positions out; padded piece by piece and
+        concatenated, so the backward is views of the gradient, not a clone of it per piece."""
         groups = self.groups
         out = torch.cat([F.pad(p, (0, 0, groups.length - k, 0)) for p, k in zip(self.pieces, groups.keep, strict=True)])
         return out if groups.in_order else permute_rows(out, torch.argsort(groups.perm), groups.perm)
@@ -186,12 +157,8 @@ def span(mask: Tensor) -> Tensor:
 
 
 def span_order(mask: Tensor) -> Tensor | None:
-    """The row order that sorts ``mask`` [B, L] by span (stable; empty rows first), None if it already is.
-
-    Putting a batch in this order once, on its integer ids, makes every later length group a slice of the
-    batch and the rows without an event its first rows: no [B, L, D] activation is gathered into groups and
-    back, forward or backward (model/cpu/farm.py).
-    """
+    """The stable row order that sorts ``mask`` [B, L] by span (empty rows first), None if it already is: applied to
+    a batch's ids, every length group is a slice and no [B, L, D] activation is gathered into groups and back."""
     spans = span(mask)
     if bool((spans[1:] >= spans[:-1]).all()):
         return None
@@ -204,9 +171,8 @@ def take_rows(batch: Mapping[str, Any], order: Tensor) -> dict[str, Any]:
 
 
 class _PermuteRows(torch.autograd.Function):
-    """x[perm] for a permutation: its gradient is grad[inverse], another row gather. Advanced indexing would
-    scatter-add the gradient into a zero tensor instead (index_put with accumulate), which on a CPU took
-    20-30 ms per [1024, 50, D] tensor in a training step (about 6% of FARM's step)."""
+    """x[perm] whose gradient is grad[inverse], another row gather: advanced indexing would scatter-add it into
+    zeros (index_put with accumulate), 20-30 ms per [1024, 50, D] tensor on a CPU, 6% of FARM's training step."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:

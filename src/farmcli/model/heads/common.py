@@ -17,7 +17,7 @@ Dropout = restricted_number_type("Dropout", float, [(">=", 0), ("<", 1)])
 
 
 def require_widths(key: str, dims: Sequence[int]) -> None:
-    """An expert or bottom MLP needs at least one layer: its last width is what the towers read."""
+    """An expert or bottom MLP needs a layer: its last width is what the towers read."""
     if len(dims) == 0:
         raise UserError(
             f"Bad setting: model.head.{key} = []: give at least one layer width (the last one is the width the "
@@ -45,11 +45,9 @@ class Towers(nn.Module):
 
 
 def in_fp32(head: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """The multi-task head (eq. 18 and 6) in fp32 under autocast, as ranking heads usually run: a bf16 logit keeps
-    8 bits of mantissa, so after the prior bias (log-odds near -3 for the rare tasks) a barely trained model's six
-    scores collapsed to one or two values per task (AUC 50); with only the towers' last layer in fp32, per-user
-    AUCs of a 2-epoch `small` run still moved by up to 0.2 points, with the whole head by at most 0.03. The head
-    is a small share of the model's work."""
+    """The multi-task head (eq. 18 and 6) in fp32 under autocast: a bf16 logit's 8-bit mantissa collapsed a barely
+    trained model's scores after the prior bias (AUC 50), and with only the towers' last layer in fp32 per-user AUCs
+    still moved by up to 0.2 points (the whole head: 0.03). The head is a small share of the model's work."""
     device = x.device.type
     if not (torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)):
         return head(x)

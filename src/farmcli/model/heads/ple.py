@@ -18,10 +18,8 @@ from farmcli.registry import register
 
 
 class ExtractionLevel(nn.Module):
-    """One customized gate control (CGC) level: each task mixes its own and the shared experts.
-
-    Every level but the last also mixes all experts into the shared input of the next level.
-    """
+    """One customized gate control (CGC) level: each task mixes its own and the shared experts; every level but the
+    last also mixes all experts into the next level's shared input."""
 
     def __init__(
         self,
@@ -62,7 +60,6 @@ class PLE(nn.Module):
     def check_params(
         expert_dims: Sequence[int] = (128, 64), task_experts: int = 1, shared_experts: int = 2, **_
     ) -> None:
-        """The rules between parameters (the config check calls it without building the head)."""
         require_widths("expert_dims", expert_dims)
         if task_experts + shared_experts < 1:
             raise UserError(
