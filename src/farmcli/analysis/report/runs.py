@@ -91,6 +91,11 @@ def named(progress: Progress | None, what: str) -> Progress | None:
     return None if progress is None else (lambda _what, done, total: progress(what, done, total))
 
 
+def percentiles(x: np.ndarray) -> dict[str, float]:
+    """p10, p50 and p90 of ``x``."""
+    return dict(zip(("p10", "p50", "p90"), map(float, np.percentile(x, [10, 50, 90]))))
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or x != x else f"{x:.{digits}f}"
 
