@@ -29,6 +29,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 __all__ = ["GroupedAUC", "grouped_auc", "grouped_auc_multi", "per_user_auc"]
 
 _TWO31 = 1 << 31
+Result = dict[str, Any]  # grouped_auc's: auc, uauc, gauc, n_users, n_skipped, n_samples
 
 
 def _check_scores(scores: Tensor) -> None:
@@ -120,7 +121,7 @@ def _auc_of(stats: Mapping[str, Tensor]) -> Tensor:
     return stats["u2"].to(torch.float64) / (2 * n_pos * (stats["count"] - n_pos)).to(torch.float64)
 
 
-def _empty_result(n_samples: int = 0) -> dict[str, Any]:
+def _empty_result(n_samples: int = 0) -> Result:
     nan = float("nan")
     return {"auc": nan, "uauc": nan, "gauc": nan, "n_users": 0, "n_skipped": 0, "n_samples": n_samples}
 
@@ -158,7 +159,7 @@ class _Sorted:
             return None
         return m[_changes(seg)]
 
-    def result(self, mask: Tensor | None = None, members: Tensor | None = None) -> dict[str, Any]:
+    def result(self, mask: Tensor | None = None, members: Tensor | None = None) -> Result:
         """The metric dict on all samples (``mask`` None) or on ``mask``; ``members`` from ``user_level``."""
         if mask is None:
             return _result(self.g_key, self.g_y, *self.per_user())
@@ -175,7 +176,7 @@ class _Sorted:
         return _result(g_key, g_y, _auc_of(stats), stats["count"])
 
 
-def _result(g_key: Tensor, g_y: Tensor, user_auc: Tensor, count: Tensor) -> dict[str, Any]:
+def _result(g_key: Tensor, g_y: Tensor, user_auc: Tensor, count: Tensor) -> Result:
     """Global AUC from the score-sorted arrays; UAUC/GAUC from per-user AUCs (NaN = single class)."""
     n = g_key.numel()
     if n == 0:
@@ -205,7 +206,7 @@ def _columns(x: Tensor) -> Tensor:
     return x.unsqueeze(1) if x.dim() == 1 else x
 
 
-def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Any]:
+def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> Result:
     """AUC, UAUC and GAUC of one task, on the tensors' device.
 
     ``scores`` [N] float (only their order matters) or integer, ``labels`` [N] 0/1 (bool, int or float),
@@ -222,11 +223,8 @@ def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Any]
 
 
 def grouped_auc_multi(
-    scores: Tensor,
-    labels: Tensor,
-    users: Tensor,
-    groups: Mapping[str, Tensor | None] | None = None,
-) -> dict[str, dict[int, dict[str, Any]]]:
+    scores: Tensor, labels: Tensor, users: Tensor, groups: Mapping[str, Tensor | None] | None = None
+) -> dict[str, dict[int, Result]]:
     """``{group: {task_index: grouped_auc dict}}`` for scores/labels [N, T] (or [N]), users [N] and
     ``groups`` ``{name: BoolTensor[N] or None (all samples)}``, default ``{"full": None}``.
 
@@ -253,7 +251,7 @@ def grouped_auc_multi(
     n_tasks = scores.shape[1]
     if scores.shape[0] == 0:
         return {name: {t: _empty_result() for t in range(n_tasks)} for name in masks}
-    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in masks}
+    out: dict[str, dict[int, Result]] = {name: {} for name in masks}
     ukey, _, _ = _user_key(users)
     members: dict[str, Tensor | None] = {}
     for t in range(n_tasks):  # a loop over tasks (a handful), never over users
@@ -340,7 +338,7 @@ class GroupedAUC(Metric):
         self.user_ids.append(user_ids.detach().to(torch.int64))
         self.group_ids.append(group_ids.detach().to(torch.int64))
 
-    def compute(self) -> dict[str, dict[Any, dict[str, Any]]]:
+    def compute(self) -> dict[str, dict[Any, Result]]:
         names = self.task_names if self.task_names is not None else tuple(range(self.num_tasks))
         groups = ("full", *self.group_names)
         # Before a DDP sync the states are lists of batches; after it, already-concatenated tensors.

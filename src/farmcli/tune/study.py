@@ -72,22 +72,17 @@ class TuneResult:
 Event = Callable[[str, dict[str, Any]], None]
 
 
-def require_optuna() -> None:
+def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any]]:
+    """Every trial's config resolves and ``out`` is usable, before any data is built (no half-made study).
+
+    Returns the grid's combinations in order (for ``tpe``: each listed value and range bound once)."""
     try:
         import optuna  # noqa: F401
     except ImportError:
         raise UserError(
             "farm tune needs Optuna, an optional extra: pip install -e '.[tune]' (or pip install optuna)."
         ) from None
-
-
-def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any]]:
-    """Every trial's config resolves and ``out`` is usable, before any data is built (no half-made study).
-
-    Returns the grid's combinations in order (for ``tpe``: each listed value and range bound once)."""
-    require_optuna()
-    _check_options(settings)
-    _check_owned(settings)
+    _check_settings(settings)
     combos = list(grid(settings.space)) if settings.sampler == "grid" else corners(settings.space)
     for params in combos:
         _check_params(settings, params)
@@ -98,7 +93,9 @@ def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any
     return combos
 
 
-def _check_options(settings: TuneSettings) -> None:
+def _check_settings(settings: TuneSettings) -> None:
+    """The options agree, and leave alone what a study fixes itself: data, seeds, and the monitor (it sets the
+    study's direction)."""
     if not settings.space:
         raise UserError("farm tune needs at least one --space KEY=V1,V2,...; e.g. --space model.cl_weight=0.1,0.3,0.5")
     if settings.sampler not in SAMPLERS:
@@ -116,6 +113,15 @@ def _check_options(settings: TuneSettings) -> None:
         raise UserError(f"--trials must be >= 1, got {settings.trials}.")
     if not settings.seeds:
         raise UserError("--seeds must be >= 1.")
+    fixed = {key for key, _ in pairs_of(settings.overrides)}
+    for key, option in {"data.source": "--data", "seed": "--seeds"}.items():
+        if key in fixed or any(d.key == key for d in settings.space):
+            raise UserError(f"farm tune sets {key} itself ({option}); do not tune or override it.")
+    if any(d.key == "fit.monitor" for d in settings.space):
+        raise UserError(
+            "--space fit.monitor: the monitor is what trials are ranked by, one for the whole study; fix it "
+            "with --fit.monitor NAME (e.g. val/auc_mean) and tune other settings."
+        )
 
 
 def _listed(d: Dimension) -> str:
@@ -125,20 +131,6 @@ def _listed(d: Dimension) -> str:
     mid = round(mid) if d.is_int else float(f"{mid:.3g}")
     values = [d.low, mid, d.high] if mid not in (d.low, d.high) else [d.low, d.high]
     return ",".join(str(v) for v in values)
-
-
-def _check_owned(settings: TuneSettings) -> None:
-    """Settings a study fixes itself: data, seeds, and the monitor (it sets the study's direction)."""
-    fixed = {key for key, _ in pairs_of(settings.overrides)}
-    owned = {"data.source": "--data", "seed": "--seeds"}
-    for key, option in owned.items():
-        if key in fixed or any(d.key == key for d in settings.space):
-            raise UserError(f"farm tune sets {key} itself ({option}); do not tune or override it.")
-    if any(d.key == "fit.monitor" for d in settings.space):
-        raise UserError(
-            "--space fit.monitor: the monitor is what trials are ranked by, one for the whole study; fix it "
-            "with --fit.monitor NAME (e.g. val/auc_mean) and tune other settings."
-        )
 
 
 def _check_params(settings: TuneSettings, params: dict[str, Any]) -> None:
@@ -231,13 +223,6 @@ def _repair_tail(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with atomic_path(path) as tmp:
             tmp.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def _prepare_out(out: Path, settings: TuneSettings) -> None:
-    check_out(out, settings)
-    if not (out / "tune.json").is_file():
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json(out / "tune.json", {"format": "farm-tune/1", "settings": settings.to_dict(), "created": created})
 
 
 def _mode(settings: TuneSettings) -> str:
@@ -361,7 +346,10 @@ def _run_study(
 
     from farmcli.tune.trial import run_trial
 
-    _prepare_out(out, settings)
+    check_out(out, settings)
+    if not (out / "tune.json").is_file():
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(out / "tune.json", {"format": "farm-tune/1", "settings": settings.to_dict(), "created": created})
     study = _study(out, settings)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)  # killed mid-trial: it runs again below

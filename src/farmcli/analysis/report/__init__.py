@@ -58,43 +58,31 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     with locks.hold(out, "the report", "--out"):
         check_out(out, overwrite=overwrite or given is None)  # again, now that no other farm report writes it
-        return _write(out, main, other, chosen, max_users, batch_size, progress)
-
-
-def _write(
-    out: Path,
-    main: LoadedRun,
-    other: LoadedRun | None,
-    chosen: tuple[int, int, str] | None,
-    max_users: int,
-    batch_size: int,
-    progress: Progress | None,
-) -> Path:
-    """Every file into a folder beside ``out``, moved in as one step at the end: an interruption or a full disk
-    leaves ``out`` as it was (no stray figure a later `farm report` would call foreign)."""
-    earlier = set(_written(out))
-    runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
-    title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
-    with staging_dir(out) as stage:
-        sections = {
-            "figure3": alignment.section(runs, stage, max_users, batch_size, progress),
-            "figure4": attention.section(main, chosen, stage),
-            "table3": gates.section(main, stage, batch_size, progress),
-            "curves": curves.section(runs, stage),
-        }
-        summary: dict[str, Any] = {"format": FORMAT, "run": str(main.run), "checkpoint": str(main.ckpt)}
-        summary.update(variant=main.cfg.variant, compare=str(other.run) if other else None, split=SPLIT, files={})
-        lines = [title, "", *run_lines(runs), ""]
-        for key, s in sections.items():
-            summary[key] = s.summary
-            summary["files"].update(s.files)
-            lines += [*s.lines, ""]
-        summary["files"].update(md=FILES["md"], json=FILES["json"])
-        write_text(stage / FILES["md"], "\n".join(lines).rstrip() + "\n")
-        write_json(stage / FILES["json"], summary)
-        names = [n for n in summary["files"].values() if n != FILES["json"]] + [FILES["json"]]  # the mark last
-        gone = earlier - set(names)  # an earlier report's files that this one did not write
-        move_into(stage, out, names, remove=gone)
+        # every file into a folder beside out, moved in as one step at the end: an interruption or a full disk
+        # leaves out as it was (no stray figure a later `farm report` would call foreign)
+        earlier = set(_written(out))
+        runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
+        title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
+        with staging_dir(out) as stage:
+            sections = {
+                "figure3": alignment.section(runs, stage, max_users, batch_size, progress),
+                "figure4": attention.section(main, chosen, stage),
+                "table3": gates.section(main, stage, batch_size, progress),
+                "curves": curves.section(runs, stage),
+            }
+            summary: dict[str, Any] = {"format": FORMAT, "run": str(main.run), "checkpoint": str(main.ckpt)}
+            summary.update(variant=main.cfg.variant, compare=str(other.run) if other else None, split=SPLIT, files={})
+            lines = [title, "", *run_lines(runs), ""]
+            for key, s in sections.items():
+                summary[key] = s.summary
+                summary["files"].update(s.files)
+                lines += [*s.lines, ""]
+            summary["files"].update(md=FILES["md"], json=FILES["json"])
+            write_text(stage / FILES["md"], "\n".join(lines).rstrip() + "\n")
+            write_json(stage / FILES["json"], summary)
+            names = [n for n in summary["files"].values() if n != FILES["json"]] + [FILES["json"]]  # the mark last
+            gone = earlier - set(names)  # an earlier report's files that this one did not write
+            move_into(stage, out, names, remove=gone)
     return out / FILES["md"]
 
 
