@@ -123,8 +123,11 @@ def is_ablation_dir(path: Path) -> bool:
     return marker.get("format") == ABLATION_FORMAT or ("format" not in marker and {"variants", "seeds"} <= set(marker))
 
 
-def check_marker(out: Path) -> None:
-    """An unreadable OUT/ablation.json is named, with the fix (farm ablate writes it again; the runs are kept)."""
+def check_out(out: Path) -> None:
+    """Before any work, refuse an --out that is a file or a non-empty directory no farm ablation wrote, and name an
+    unreadable ablation.json with the fix."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
     marker = out / MARKER
     if marker.is_file():
         read_record(
@@ -132,6 +135,12 @@ def check_marker(out: Path) -> None:
             f"farm cannot tell which ablation {out} holds. It is farm ablate's record of the ablation's settings: "
             f"delete it (rm {marker}) and run the same command again; farm ablate writes it again, and keeps and "
             f"continues the runs in {out / 'runs'}.",
+        )
+    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out) and not _only_ours(out):
+        raise UserError(
+            f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
+            f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
+            f"farm ablate to continue it."
         )
 
 
@@ -144,19 +153,6 @@ def _only_ours(out: Path) -> bool:
     return runs.is_dir() and all(
         (p.is_dir() and re.fullmatch(r".+-s[0-9]+", p.name)) or p.name.endswith(locks.SUFFIX) for p in runs.iterdir()
     )
-
-
-def check_out(out: Path) -> None:
-    """Before any work, refuse an --out that is a file or a non-empty directory no farm ablation wrote."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
-    check_marker(out)
-    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out) and not _only_ours(out):
-        raise UserError(
-            f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
-            f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
-            f"farm ablate to continue it."
-        )
 
 
 @dataclass
@@ -196,11 +192,8 @@ def run_config(
 ) -> RunConfig:
     """The run's settings; the ablation's own go in as values, not KEY=VALUE text, so a path reading as YAML
     (``a: b``, ``#1``) stays what it is."""
-    values = {
-        "data": {"source": data},
-        "seed": seed,
-        "fit": {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"},
-    }
+    fit = {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"}
+    values = {"data": {"source": data}, "seed": seed, "fit": fit}
     return resolve(config_files, variant=variant.source, overrides=list(overrides), values=values)
 
 

@@ -159,7 +159,7 @@ def section(runs: list[LoadedRun], out: Path) -> Section:
 
 
 def _stats(inputs: dict, task_means: dict[str, EpochMeans], cl: EpochMeans | None, legs: int) -> dict:
-    """report.json's numbers behind the text: logged steps, each loss's trend and the best validation epoch."""
+    """report.json's numbers behind the text: logged steps, each loss's trend, the best validation epoch."""
     stats: dict[str, Any] = {"legs": legs, "trend_se": TREND_SE}
     tl = inputs["task_losses"]
     if tl:
@@ -198,8 +198,7 @@ def _text(r: LoadedRun, fname: str, s: dict) -> list[str]:
 
 
 def _trend_sentence(what: str, trends: dict[str, dict], points: int) -> str:
-    """One sentence per loss: a trend only where the change exceeds the noise, else "no trend beyond noise".
-    ``trends``: {name: Trend.as_dict()}, one entry named "" for a single loss (L_cl)."""
+    """A sentence on {name: Trend.as_dict()} (one named "" for L_cl): a trend only where it exceeds the noise."""
     first = next(iter(trends.values()))
     a, b = first["first_epoch"], first["last_epoch"]
     if a == b:
@@ -233,12 +232,8 @@ def epoch_curves(
     val_cl: Series | None = None,
     title: str | None = None,
 ) -> Path:
-    """Training curves per epoch in one PNG: per-task BCE (train: epoch means with ``TREND_SE`` standard error
-    bars, solid; validation: dashed), L_cl likewise, and validation AUC (the mean over tasks bold).
-
-    Plain data in, one PNG out (atomically), so it is tested on synthetic input. A task keeps its colour in
-    every panel; one legend below the panels names the tasks and the line styles.
-    """
+    """One PNG: per-task BCE (train epoch means with ``TREND_SE`` standard error bars, solid; validation dashed),
+    L_cl likewise, and validation AUC (the mean bold); a task keeps its colour in every panel."""
     from matplotlib.ticker import MaxNLocator
 
     from farmcli.analysis import plots
@@ -267,8 +262,8 @@ def epoch_curves(
 
 
 def _loss_panel(ax, means: Mapping[str, EpochMeans], val_losses: Mapping[str, Series], color: dict) -> None:
-    """Train epoch means with error bars (solid) and validation losses per epoch (dashed), log scale where the
-    rare tasks' losses sit orders of magnitude below click's."""
+    """Train epoch means with error bars (solid), validation losses (dashed); log scale where the rare tasks'
+    losses sit orders of magnitude below click's."""
     for name, m in means.items():
         err = np.where(np.isnan(m.se), 0.0, TREND_SE * m.se)
         ax.errorbar(m.epoch, m.mean, yerr=err, color=color[name], marker="o", markersize=3, linewidth=1.4, capsize=3)
@@ -298,7 +293,7 @@ def _auc_panel(ax, val: Mapping[str, Series], color: dict) -> None:
 
 
 def _legend(fig, names: list[str], color: dict, has_val_losses: bool) -> None:
-    """One legend under the panels: a colour per task, and which line style is train and which validation."""
+    """One legend under the panels: a colour per task, and the line styles of train and validation."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=color[t], linewidth=2) for t in names]
