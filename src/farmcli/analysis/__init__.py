@@ -1,8 +1,4 @@
-"""Analysis of trained runs: ablation tables (:mod:`.ablate`, :mod:`.tables`) and the paper's figures (``farm report``).
-
-``build_report(run, compare=None, user=None, out=None)`` (:mod:`.report`) writes RUN/report/report.md and its
-figures; :mod:`.plots` holds one matplotlib function per figure, taking plain numpy data.
-"""
+"""Analysis of trained runs: ablation tables (:mod:`.ablate`, :mod:`.tables`) and the paper's figures (``farm report``)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """`farm ablate`: every variant x seed on one shared sample store, then Table 1 and Table 4.
 
-Resumable by construction: each run lives in OUT/runs/VARIANT-sSEED; a finished run (its run.json says
-finished and its test evaluation exists) is skipped, an interrupted one continues from its last checkpoint,
-and the tables are written atomically at the end from whatever evaluations exist. OUT is marked by its
-ablation.json: farm ablate continues such a directory and leaves any other non-empty one alone.
+Resumable: each run lives in OUT/runs/VARIANT-sSEED; a finished one (run.json finished, eval-test.json there) is
+skipped, an interrupted one continues from its last checkpoint. OUT's ablation.json marks a directory to continue.
 """
 
 from __future__ import annotations
@@ -24,13 +22,9 @@ from farmcli.errors import UserError
 from farmcli.io import read_json, read_record, write_json
 from farmcli.tables_io import write_table
 
-ABLATION_FORMAT = "farm-ablation/1"
-"""The ``format`` of OUT/ablation.json, the mark of a directory farm ablate wrote."""
-
-MAX_SEED = 2**32 - 1
-"""Lightning and numpy take seeds 0 .. 2**32 - 1 (``farmcli.config.Seed``)."""
-MAX_COUNT = 1000
-"""The largest count ``--seeds`` takes."""
+ABLATION_FORMAT = "farm-ablation/1"  # OUT/ablation.json's format
+MAX_SEED = 2**32 - 1  # Lightning's and numpy's range (farmcli.config.Seed)
+MAX_COUNT = 1000  # the largest count --seeds takes: a larger one is a typo that would plan millions of runs
 SEEDS_FIX = (
     "Give a count (--seeds 3 = seeds 0, 1, 2) or a comma-separated list of distinct seeds "
     "(--seeds 0,1,2 or --seeds 5,7; one given seed: --seeds 7,)."
@@ -38,16 +32,19 @@ SEEDS_FIX = (
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``--seeds``: a count, or a list of seeds.
-
-    A count is what a first ablation wants (``3`` = seeds 0, 1, 2); a list adds seeds to an earlier one
-    (``3,4``) or repeats another ablation's (``5,7``). A lone number is a count, so one given seed is written
-    with a comma (``7,``). Refused, naming the fix: no seed, a count below 1, a negative or non-integer seed,
-    one above ``MAX_SEED``, and a seed given twice (its two runs would share OUT/runs/VARIANT-sSEED).
-    """
+    """``--seeds``: a count (``3`` = seeds 0, 1, 2) or a list that adds to or repeats an ablation (``3,4``; one
+    seed: ``7,``)."""
     text = text.strip()
     if "," not in text:
-        return list(range(_count(text)))
+        if not text:
+            raise UserError(f"--seeds is empty. {SEEDS_FIX}")
+        if not re.fullmatch(r"[0-9]+", text):
+            raise UserError(
+                f"--seeds {text!r} is neither a count nor a list of seeds (whole numbers >= 0). {SEEDS_FIX}"
+            )
+        if not 1 <= int(text) <= MAX_COUNT:
+            raise UserError(f"--seeds {text}: a count of seeds is 1 .. {MAX_COUNT}. {SEEDS_FIX}")
+        return list(range(int(text)))
     items = [t.strip() for t in text.split(",") if t.strip()]  # a trailing comma marks one given seed
     bad = [t for t in items if not re.fullmatch(r"[0-9]+", t)]
     if bad:
@@ -55,17 +52,6 @@ def parse_seeds(text: str) -> list[int]:
     seeds = [int(t) for t in items]
     check_seeds(seeds, text)
     return seeds
-
-
-def _count(text: str) -> int:
-    """``--seeds N``: 1 .. ``MAX_COUNT`` (a larger count is a typo; it would plan millions of runs)."""
-    if not text:
-        raise UserError(f"--seeds is empty. {SEEDS_FIX}")
-    if not re.fullmatch(r"[0-9]+", text):
-        raise UserError(f"--seeds {text!r} is neither a count nor a list of seeds (whole numbers >= 0). {SEEDS_FIX}")
-    if not 1 <= int(text) <= MAX_COUNT:
-        raise UserError(f"--seeds {text}: a count of seeds is 1 .. {MAX_COUNT}. {SEEDS_FIX}")
-    return int(text)
 
 
 def check_seeds(seeds: Sequence[int], given: str) -> None:
@@ -84,21 +70,13 @@ def check_seeds(seeds: Sequence[int], given: str) -> None:
 
 @dataclass(frozen=True)
 class AblationVariant:
-    name: str
-    """Its runs' name (OUT/runs/NAME-sSEED) and key in the tables: a built-in name, or a variant file's stem."""
-    source: str
-    """What ``resolve`` reads: the built-in name, or the file's absolute path (workers and reruns need not share
-    the cwd)."""
-    label: str
-    """Its row in Table 1."""
+    name: str  # OUT/runs/NAME-sSEED and the tables' key: a built-in name or a variant file's stem
+    source: str  # what resolve reads: the built-in name or the file's absolute path (workers may not share the cwd)
+    label: str  # its row in Table 1
 
 
 def plan_variants(specs: Sequence[str]) -> list[AblationVariant]:
-    """Read every variant of ``--variants`` once, before any data is built or any run trained.
-
-    A run directory is named after its variant, so two entries naming the same variant (``farm,farm``, or two
-    files with one stem) would share runs: refused, as are unknown names and unreadable files.
-    """
+    """Every ``--variants`` entry read before any work; two naming one variant would share runs: refused."""
     from farmcli.variants import VARIANTS_DIR, load_variant
 
     chosen: dict[str, tuple[str, Path, AblationVariant]] = {}
@@ -133,21 +111,23 @@ def plan_variants(specs: Sequence[str]) -> list[AblationVariant]:
 
 
 MARKER = "ablation.json"
+# every name farm ablate writes in OUT (and its temporaries): a directory holding only these is an ablation's
 OWN_NAMES = re.compile(
     r"(runs|ablation\.json|table1(-(low|mid|high))?\.(md|csv|json)|table4\.(md|csv|json)|\..+\.[0-9]+\.[^.]+\.tmp)"
 )
-"""Every name farm ablate writes in OUT (and its temporaries): a directory holding only these is an ablation's."""
 
 
 def is_ablation_dir(path: Path) -> bool:
-    """A directory farm ablate wrote: its ablation.json (older versions wrote one without a ``format``)."""
+    """A directory farm ablate wrote (older versions wrote ablation.json without a ``format``)."""
     marker = read_json(path / MARKER)
     return marker.get("format") == ABLATION_FORMAT or ("format" not in marker and {"variants", "seeds"} <= set(marker))
 
 
-def check_marker(out: Path) -> None:
-    """OUT/ablation.json that cannot be read (cut short, overwritten) is named as such, with the fix: farm ablate
-    writes it again from the command's settings once it is gone; the runs are kept."""
+def check_out(out: Path) -> None:
+    """Before any work, refuse an --out that is a file or a non-empty directory no farm ablation wrote, and name an
+    unreadable ablation.json with the fix."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
     marker = out / MARKER
     if marker.is_file():
         read_record(
@@ -156,11 +136,16 @@ def check_marker(out: Path) -> None:
             f"delete it (rm {marker}) and run the same command again; farm ablate writes it again, and keeps and "
             f"continues the runs in {out / 'runs'}.",
         )
+    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out) and not _only_ours(out):
+        raise UserError(
+            f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
+            f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
+            f"farm ablate to continue it."
+        )
 
 
 def _only_ours(out: Path) -> bool:
-    """OUT holds nothing but what farm ablate writes, with run directories in OUT/runs, and no ablation.json: an
-    ablation whose ablation.json was deleted (to be written again)."""
+    """OUT holds only farm ablate's files and runs, without ablation.json: an ablation whose marker was deleted."""
     names = [p.name for p in out.iterdir()]
     if MARKER in names or "runs" not in names or not all(OWN_NAMES.fullmatch(n) for n in names):
         return False
@@ -168,20 +153,6 @@ def _only_ours(out: Path) -> bool:
     return runs.is_dir() and all(
         (p.is_dir() and re.fullmatch(r".+-s[0-9]+", p.name)) or p.name.endswith(locks.SUFFIX) for p in runs.iterdir()
     )
-
-
-def check_out(out: Path) -> None:
-    """Refuse an --out that farm ablate must not write into, before any work: a file, or a non-empty directory
-    that is not an ablation farm wrote (an earlier ablation is continued)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory for the ablation (its runs and tables).")
-    check_marker(out)
-    if out.is_dir() and any(out.iterdir()) and not is_ablation_dir(out) and not _only_ours(out):
-        raise UserError(
-            f"--out {out} holds files that farm ablate did not write (no ablation.json of a farm ablation); "
-            f"they are left alone. Choose a new or empty directory for --out, or the directory of an earlier "
-            f"farm ablate to continue it."
-        )
 
 
 @dataclass
@@ -200,8 +171,7 @@ class AblationResult:
     table1: dict | None = None
     table4: dict | None = None
     files: list[Path] = field(default_factory=list)
-    other_seeds: list[int] = field(default_factory=list)
-    """Seeds of finished runs in OUT/runs that this ablation did not ask for: kept, and not in its tables."""
+    other_seeds: list[int] = field(default_factory=list)  # finished runs' seeds not asked for: kept, not in tables
 
     @property
     def failed(self) -> list[RunState]:
@@ -220,13 +190,10 @@ def run_config(
     config_files: Sequence[Path] = (),
     overrides: Sequence[str] = (),
 ) -> RunConfig:
-    """The run's settings; the ablation's own (data, seed, where the run goes) are set as values, not parsed from
-    KEY=VALUE text, so a file stem or a path that reads as YAML (``a: b``, ``#1``) stays what it is."""
-    values = {
-        "data": {"source": data},
-        "seed": seed,
-        "fit": {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"},
-    }
+    """The run's settings; the ablation's own go in as values, not KEY=VALUE text, so a path reading as YAML
+    (``a: b``, ``#1``) stays what it is."""
+    fit = {"runs_dir": str(runs_dir), "name": f"{variant.name}-s{seed}"}
+    values = {"data": {"source": data}, "seed": seed, "fit": fit}
     return resolve(config_files, variant=variant.source, overrides=list(overrides), values=values)
 
 
@@ -235,7 +202,7 @@ def _finished(run: Path) -> bool:
 
 
 def _same_config(run: Path, cfg: RunConfig) -> bool:
-    """The run's settings are these, wherever OUT is reached from (fit.runs_dir is the path of OUT/runs as given)."""
+    """The run's settings are these, wherever OUT is reached from (fit.runs_dir is OUT/runs as given)."""
 
     def settings(c: RunConfig) -> dict:
         d = c.to_dict()
@@ -263,15 +230,13 @@ def run_ablation(
 ) -> AblationResult:
     """Train what is missing, skip what is done, then write Table 1 and Table 4 (Markdown, CSV, JSON).
 
-    ``seeds``: this ablation's seeds (``parse_seeds`` reads ``--seeds``), recorded in ablation.json; its tables
-    cover them alone, so continuing OUT with other seeds neither mixes in nor deletes the earlier ones' runs.
-
-    ``variants``: names or YAML files (a file's runs and row take its stem); None = the built-in variants with
-    an ``ablation_order`` (Table 1's rows). ``tables_only``: train nothing, write the tables of the runs finished
-    so far (a long ablation's interim result, also while another process is training it). ``jobs``: runs
-    trained at once, each in its own process (``_train_in_parallel``).
+    The tables cover ``seeds`` alone (recorded in ablation.json), so continuing OUT with other seeds neither mixes
+    in nor deletes earlier runs. ``variants`` None: the built-in ones with an ``ablation_order``. ``tables_only``:
+    train nothing, tabulate the runs finished so far (also while another process trains them). ``jobs``: runs
+    trained at once, each in its own process.
     """
-    from farmcli.sources import dataset_dir
+    from farmcli.sources import dataset_dir, sample_store
+    from farmcli.training import train
     from farmcli.variants import ablation_variants
 
     seeds = list(seeds)
@@ -295,89 +260,53 @@ def run_ablation(
             )
     result = AblationResult(out)
     if tables_only:
-        result.runs = [
-            RunState(v.name, s, run, "done" if _finished(run) else "pending")
-            for v, s in plan
-            for run in [runs_dir / f"{v.name}-s{s}"]
-        ]
+        for v, s in plan:
+            run = runs_dir / f"{v.name}-s{s}"
+            result.runs.append(RunState(v.name, s, run, "done" if _finished(run) else "pending"))
         write_tables(result, chosen, groups, data, seeds)
         return result
     out.parent.mkdir(parents=True, exist_ok=True)
     with locks.hold(out, "the ablation", "--out"):
         for v, s in plan:  # a run that an earlier farm ablate's worker still trains (its parent was killed)
             _check_not_training(runs_dir / f"{v.name}-s{s}")
-        _train_missing(
-            result, chosen, plan, configs, seeds, data, groups, config_files, overrides, on_run, show_bar, jobs
-        )
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"format": ABLATION_FORMAT, "variants": [v.source for v in chosen], "seeds": seeds, "data": data}
+        record.update(groups=list(groups), config_files=[str(c) for c in config_files], overrides=list(overrides))
+        write_json(out / MARKER, record)
+        todo: list[tuple[int, RunState]] = []
+        for i, (v, s) in enumerate(plan):
+            run = runs_dir / f"{v.name}-s{s}"
+            if _finished(run):
+                _ensure_groups(run, groups)
+                result.runs.append(RunState(v.name, s, run, "done"))
+                if on_run:
+                    on_run(i, len(plan), result.runs[-1], "end")
+                continue
+            resume = (run / "checkpoints" / "last.ckpt").is_file()
+            if run.exists() and not resume:
+                shutil.rmtree(run)  # started but never reached a checkpoint: nothing to keep
+            result.runs.append(RunState(v.name, s, run, "resumed" if resume else "trained"))
+            todo.append((i, result.runs[-1]))
+        runs_dir.mkdir(parents=True, exist_ok=True)  # where the runs' locks go
+        # every run shares the data settings: one store, built (or opened) once, here, before any worker starts
+        store = sample_store(next(iter(configs.values())).data) if todo else None
+        if jobs <= 1:
+            for i, state in todo:
+                if on_run:
+                    on_run(i, len(plan), state, "start")
+                try:
+                    with locks.hold(state.path, "the run", "--out"):
+                        cfg = configs[(state.variant, state.seed)]
+                        train(cfg, resume=_resume(state), show_bar=show_bar, store=store)
+                except UserError as e:
+                    state.state, state.error = "failed", str(e)
+                if on_run:
+                    on_run(i, len(plan), state, "end")
+        else:
+            by_name = {v.name: v for v in chosen}
+            _train_in_parallel(todo, len(plan), jobs, by_name, (data, runs_dir, config_files, overrides), on_run)
+        write_tables(result, chosen, groups, data, seeds)
     return result
-
-
-def _train_missing(
-    result: AblationResult,
-    chosen: Sequence[AblationVariant],
-    plan: Sequence[tuple[AblationVariant, int]],
-    configs: dict[tuple[str, int], RunConfig],
-    seeds: Sequence[int],
-    data: str,
-    groups: Sequence[str],
-    config_files: Sequence[Path],
-    overrides: Sequence[str],
-    on_run: Callable[[int, int, RunState, str], None] | None,
-    show_bar: bool,
-    jobs: int,
-) -> None:
-    """Under OUT's lock: record the ablation, train what is missing (each run under its own lock), write the
-    tables."""
-    from farmcli.sources import sample_store
-    from farmcli.training import train
-
-    out = result.out
-    runs_dir = out / "runs"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / MARKER,
-        {
-            "format": ABLATION_FORMAT,
-            "variants": [v.source for v in chosen],
-            "seeds": list(seeds),
-            "data": data,
-            "groups": list(groups),
-            "config_files": [str(c) for c in config_files],
-            "overrides": list(overrides),
-        },
-    )
-    todo: list[tuple[int, RunState]] = []
-    for i, (v, s) in enumerate(plan):
-        run = runs_dir / f"{v.name}-s{s}"
-        if _finished(run):
-            _ensure_groups(run, groups)
-            result.runs.append(RunState(v.name, s, run, "done"))
-            if on_run:
-                on_run(i, len(plan), result.runs[-1], "end")
-            continue
-        resume = (run / "checkpoints" / "last.ckpt").is_file()
-        if run.exists() and not resume:
-            shutil.rmtree(run)  # started but never reached a checkpoint: nothing to keep
-        result.runs.append(RunState(v.name, s, run, "resumed" if resume else "trained"))
-        todo.append((i, result.runs[-1]))
-    runs_dir.mkdir(parents=True, exist_ok=True)  # where the runs' locks go
-    # every run shares the data settings: one store, built (or opened) once, here, before any worker starts
-    store = sample_store(next(iter(configs.values())).data) if todo else None
-    if jobs <= 1:
-        for i, state in todo:
-            if on_run:
-                on_run(i, len(plan), state, "start")
-            try:
-                with locks.hold(state.path, "the run", "--out"):
-                    train(configs[(state.variant, state.seed)], resume=_resume(state), show_bar=show_bar, store=store)
-            except UserError as e:
-                state.state, state.error = "failed", str(e)
-            if on_run:
-                on_run(i, len(plan), state, "end")
-    else:
-        by_name = {v.name: v for v in chosen}
-        _train_in_parallel(todo, len(plan), jobs, by_name, (data, runs_dir, config_files, overrides), on_run)
-    write_tables(result, chosen, groups, data, seeds)
 
 
 def _check_not_training(run: Path) -> None:
@@ -411,9 +340,8 @@ def _train_in_parallel(
     settings: tuple[str, Path, Sequence[Path], Sequence[str]],
     on_run: Callable[[int, int, RunState, str], None] | None,
 ) -> None:
-    """Up to ``jobs`` runs at once, each in its own process with an equal share of torch's threads
-    (analysis/workers.py). Each run is seeded as in a sequential ablation; float rounding may differ with the
-    thread count."""
+    """Up to ``jobs`` runs at once, each process with an equal share of torch's threads; seeded as in a
+    sequential ablation (float rounding may differ with the thread count)."""
     import torch
 
     from farmcli.analysis.workers import Job, run_jobs
@@ -429,21 +357,10 @@ def _train_in_parallel(
         if on_run:
             on_run(i, total, state, "end")
 
-    run_jobs(
-        _train_one,
-        [
-            Job(
-                f"{state.variant}-s{state.seed}",
-                (variants[state.variant], state.seed, *settings, _resume(state)),
-                (i, state),
-            )
-            for i, state in todo
-        ],
-        parallel=jobs,
-        threads=max(1, torch.get_num_threads() // jobs),
-        on_start=start,
-        on_end=end,
-    )
+    work = [
+        Job(f"{s.variant}-s{s.seed}", (variants[s.variant], s.seed, *settings, _resume(s)), (i, s)) for i, s in todo
+    ]
+    run_jobs(_train_one, work, jobs, max(1, torch.get_num_threads() // jobs), on_start=start, on_end=end)
 
 
 def _train_one(
@@ -455,8 +372,7 @@ def _train_one(
     overrides: Sequence[str],
     resume: Path | None,
 ) -> None:
-    """One run of a parallel ablation, in a worker process, under the run's lock (an orphaned worker keeps holding
-    it, so a re-run refuses the run instead of training it beside the worker)."""
+    """One run in a worker process, under the run's lock: an orphaned worker keeps it, so a re-run refuses the run."""
     from farmcli.training import train
 
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -465,8 +381,8 @@ def _train_one(
 
 
 def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
-    """A finished run whose test table lacks a group (a later `farm eval --groups ...` rewrote it) is
-    evaluated again, so Table 4 never quietly loses a seed."""
+    """Evaluate again a finished run whose test table lacks a group (a later `farm eval --groups` rewrote it), so
+    Table 4 never quietly loses a seed."""
     table = read_json(run / "eval-test.json").get("model") or {}
     if all(g in table for g in ("full", *groups)):
         return
@@ -478,9 +394,8 @@ def _ensure_groups(run: Path, groups: Sequence[str]) -> None:
 def collect(
     runs_dir: Path, names: Sequence[str], seeds: Collection[int] | None = None, strict: bool = False
 ) -> dict[str, dict[int, dict]]:
-    """{variant name: {seed: eval-test.json}} of the finished runs (NAME-sSEED; a name is matched as text, not as
-    a glob pattern); ``seeds``: only those (None: every seed found). ``strict``: an eval-test.json that cannot be
-    read is an error naming it (else that run is left out, as an unfinished one)."""
+    """{variant name: {seed: eval-test.json}} of the finished runs of ``seeds`` (None: all); ``strict``: an unreadable
+    eval-test.json is an error naming it, else that run is left out."""
     evals: dict[str, dict[int, dict]] = {}
     for name, seed, run in _finished_runs(runs_dir, names):
         if seeds is None or seed in seeds:
@@ -491,8 +406,7 @@ def collect(
 
 
 def read_eval(run: Path, strict: bool = True) -> dict:
-    """RUN/eval-test.json, the run's test table; one cut short or overwritten is named with the fix (``strict``),
-    or read as {} (not in the tables)."""
+    """RUN/eval-test.json; one cut short or overwritten is named with the fix (``strict``), or read as {}."""
     path = run / "eval-test.json"
     try:
         table = json.loads(path.read_bytes())
@@ -510,18 +424,13 @@ def read_eval(run: Path, strict: bool = True) -> dict:
 
 
 def _finished_runs(runs_dir: Path, names: Sequence[str]) -> Iterator[tuple[str, int, Path]]:
-    """(name, seed, run) of each finished NAME-sSEED in OUT/runs, by name, then seed."""
+    """(name, seed, run) of each finished NAME-sSEED in OUT/runs (the name matched as text, not a glob)."""
     found = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
     for name in names:
         for run in found:
             seed = run.name.removeprefix(f"{name}-s")
             if seed != run.name and re.fullmatch(r"[0-9]+", seed) and _finished(run):
                 yield name, int(seed), run
-
-
-def _other_seeds(runs_dir: Path, names: Sequence[str], seeds: Collection[int]) -> list[int]:
-    """Seeds of finished runs that an earlier ablation of OUT trained and this one does not ask for."""
-    return sorted({seed for _, seed, _ in _finished_runs(runs_dir, names)} - set(seeds))
 
 
 def write_tables(
@@ -532,19 +441,15 @@ def write_tables(
     seeds: Collection[int] | None = None,
     strict: bool = True,
 ) -> None:
-    """The tables of the finished runs of ``seeds`` (None: of every seed in OUT/runs); ``strict``: a run's
-    unreadable eval-test.json is an error (``read_eval``), not a row of dashes.
-
-    Only the seeds asked for: an ablation continued with other seeds (``--seeds 5,7`` after ``--seeds 3``) has
-    the tables of its own command, and the other finished runs are named in ``result.other_seeds``.
-    """
+    """The tables of the finished runs of ``seeds`` (None: every seed in OUT/runs): an ablation continued with other
+    seeds has its own command's tables, the other finished runs named in ``result.other_seeds``."""
     from farmcli._version import __version__
 
     out = result.out
     names = [v.name for v in variants]
     evals = collect(out / "runs", names, seeds, strict)
     if seeds is not None:
-        result.other_seeds = _other_seeds(out / "runs", names, seeds)
+        result.other_seeds = sorted({seed for _, seed, _ in _finished_runs(out / "runs", names)} - set(seeds))
     if not evals:
         return
     labels = {v.name: v.label for v in variants}
@@ -563,16 +468,12 @@ def write_tables(
         seeds_text = "seeds per row: " + "; ".join(f"{labels[v]} {s}" for v, s in per_variant.items())
     result.table1 = tables.table1(evals, labels)
     result.table4 = tables.table4(evals, groups)
-    result.files += _table1_files(out / "table1", result.table1, f"## Table 1 shape\n\n{header(seeds_text)}")
-    for group in groups:  # Table 1 of one activity group: which module carries the gain for whom
-        t1 = tables.table1(evals, labels, group=group)
-        title = f"## Table 1 shape, {group}-active users\n\n{header(seeds_text)}"
-        result.files += _table1_files(out / f"table1-{group}", t1, title)
+    for group in (None, *groups):  # and Table 1 per activity group: which module carries the gain for whom
+        t1 = tables.table1(evals, labels, group=group) if group else result.table1
+        name, title = (f"table1-{group}", f", {group}-active users") if group else ("table1", "")
+        md = tables.table1_markdown(t1, f"## Table 1 shape{title}\n\n{header(seeds_text)}")
+        result.files += write_table(out / name, md=md, csv=tables.table1_csv(t1), json=t1)
     if result.table4:
         paired = seed_list(set(evals["farm"]) & set(evals["base"]))
         md = tables.table4_markdown(result.table4, f"## Table 4 shape\n\n{header(f'seeds {paired}')}")
         result.files += write_table(out / "table4", md=md, csv=tables.table4_csv(result.table4), json=result.table4)
-
-
-def _table1_files(stem: Path, t1: dict, title: str) -> list[Path]:
-    return write_table(stem, md=tables.table1_markdown(t1, title), csv=tables.table1_csv(t1), json=t1)

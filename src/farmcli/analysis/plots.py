@@ -1,11 +1,6 @@
-"""The report's figures, one function per figure, each taking plain numpy data and writing one PNG.
+"""The report's figures: plain numpy data in, one PNG out (atomically), so each is tested on synthetic input.
 
-No model and no run directory here, so every figure can be tested (and reused from a notebook) on synthetic
-input. Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global backend
-switch) and written atomically: a temporary file beside the target, renamed at the end.
-
-matplotlib is the ``plots`` extra (``pip install 'farmcli[plots]'``); importing this module without it
-raises a UserError that says so.
+matplotlib's object API on the Agg canvas: no pyplot, no global backend switch. matplotlib is the ``plots`` extra.
 """
 
 from __future__ import annotations
@@ -47,17 +42,11 @@ def save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------- Figure 3
-
-
 def cosine_histogram(
     series: Mapping[str, np.ndarray], path: str | Path, *, title: str | None = None, bins: int = 40
 ) -> Path:
-    """Figure 3: histogram of cos(h_video, h_live), one per run, overlaid, with each run's mean in the legend.
-
-    ``series`` maps a legend label (e.g. "FARM (with C-PA)") to the per-user cosines in [-1, 1].
-    All series share one set of bins spanning their joint range, so the bars compare directly.
-    """
+    """Figure 3: {legend label: per-user cos(h_video, h_live)} as overlaid histograms with their means, on one set
+    of bins over the joint range so the bars compare directly."""
     series = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
     values = [v[np.isfinite(v)] for v in series.values()]
     joint = np.concatenate(values) if values else np.empty(0)
@@ -69,15 +58,8 @@ def cosine_histogram(
     for i, (label, v) in enumerate(zip(series, values)):
         color = COLORS[i % len(COLORS)]
         mean = float(v.mean()) if v.size else float("nan")
-        ax.hist(
-            v,
-            bins=list(edges),
-            color=color,
-            alpha=0.45,
-            edgecolor=color,
-            linewidth=0.8,
-            label=f"{label}: mean {mean:.3f} (n = {v.size:,})",
-        )
+        legend = f"{label}: mean {mean:.3f} (n = {v.size:,})"
+        ax.hist(v, bins=list(edges), color=color, alpha=0.45, edgecolor=color, linewidth=0.8, label=legend)
         if v.size:
             ax.axvline(mean, color=color, linestyle="--", linewidth=1.4)
     ax.set_xlabel("cos(h_video, h_live)  (one sample per user)")
@@ -89,9 +71,6 @@ def cosine_histogram(
     return save(fig, path)
 
 
-# --------------------------------------------------------------------------------------------- Figure 4
-
-
 def attention_heatmap(
     weights: np.ndarray,
     row_labels: Sequence[str],
@@ -100,11 +79,8 @@ def attention_heatmap(
     *,
     title: str | None = None,
 ) -> Path:
-    """Figure 4: cross-attention weights, live history (rows, queries) x video history (columns, keys).
-
-    ``weights`` is [n_live, n_video] (already averaged over heads, real positions only); the labels name each
-    history item (e.g. "a123 t7": author and tag), oldest first. Figure size and font size follow the counts.
-    """
+    """Figure 4: cross-attention weights [n_live (queries), n_video (keys)], labelled per history item (e.g.
+    "a123 t7"), oldest first; figure and font size follow the counts."""
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 2 or w.shape != (len(row_labels), len(col_labels)):
         raise ValueError(f"weights {w.shape} do not match {len(row_labels)} row and {len(col_labels)} column labels")
@@ -135,15 +111,9 @@ def _tick_font(n: int) -> float:
     return 9.0 if n <= 15 else 8.0 if n <= 30 else 7.0
 
 
-# --------------------------------------------------------------------------------------------- Table 3
-
-
 def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, *, title: str | None = None) -> Path:
-    """Table 3 as a figure: one panel per gate (alpha, beta, gamma, delta), one box per activity group.
-
-    ``gates[gate][group]`` holds that group's per-sample gate values in (0, 1). Boxes span p25-p75 with the
-    median, whiskers p10-p90 (the table's percentiles), a diamond marks the mean.
-    """
+    """Table 3 as a figure: a panel per gate, a box per activity group of ``gates[gate][group]`` (p25-p75 and
+    median, whiskers p10-p90 as in the table, a diamond at the mean)."""
     names = list(gates)
     if not names:
         raise ValueError("no gates to plot")
@@ -159,15 +129,8 @@ def gate_boxplot(gates: Mapping[str, Mapping[str, np.ndarray]], path: str | Path
             for patch, g in zip(box["boxes"], groups):
                 patch.set_facecolor(GROUP_COLORS.get(g, "#bbbbbb"))
                 patch.set_alpha(0.55)
-            ax.scatter(
-                np.arange(1, len(data) + 1),
-                [d.mean() for d in data],
-                marker="D",
-                s=18,
-                color="black",
-                zorder=3,
-                label="mean",
-            )
+            means = [d.mean() for d in data]
+            ax.scatter(np.arange(1, len(data) + 1), means, marker="D", s=18, color="black", zorder=3, label="mean")
             ax.set_xticks(np.arange(1, len(groups) + 1))
             ax.set_xticklabels(groups, fontsize=9)
         else:

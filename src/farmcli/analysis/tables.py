@@ -1,8 +1,5 @@
-"""The paper's result tables from run evaluations: Table 1 (variants x tasks x metrics) and Table 4 (gain per group).
-
-Each cell is the mean +- standard deviation over seeds. Differences to FARM are paired by seed: a mark (*)
-says the mean difference is larger than twice its standard error, so the reader can tell a gap from noise.
-"""
+"""Table 1 (variants x tasks x metrics) and Table 4 (gain per group) from run evaluations: mean +- std over seeds;
+differences paired by seed and marked (*) beyond twice their standard error, to tell a gap from noise."""
 
 from __future__ import annotations
 
@@ -16,8 +13,8 @@ from farmcli.data.schema import TASKS
 from farmcli.metric_names import KINDS
 from farmcli.tables_io import csv_text, markdown
 
-COLUMNS = (*TASKS, "mean")
-"""The six tasks and their mean: the paper's tables are per task, a verdict needs the mean (paired by seed)."""
+COLUMNS = (*TASKS, "mean")  # the paper's tables are per task; a verdict needs the mean (paired by seed)
+CELLS = tuple((t, k) for t in COLUMNS for k in KINDS)  # Table 1's columns
 MARK = "*"
 
 
@@ -54,63 +51,45 @@ def _metric(ev: dict, group: str, task: str, kind: str, source: str = "model") -
         return None
 
 
+def _per_seed(runs: Mapping[int, dict], group: str, task: str, kind: str) -> dict[int, float | None]:
+    return {s: _metric(ev, group, task, kind) for s, ev in runs.items()}
+
+
+def _gain(evals: Mapping[str, Mapping[int, dict]], group: str, task: str, kind: str) -> dict:
+    """FARM - base, paired by seed."""
+    return _paired(_per_seed(evals["farm"], group, task, kind), _per_seed(evals["base"], group, task, kind))
+
+
 def table1(evals: Mapping[str, Mapping[int, dict]], labels: Mapping[str, str], group: str = "full") -> dict:
     """Rows: base, farm, Improve (farm - base), other variants (marked where they differ from farm), oracle."""
     order = [v for v in ("base", "farm") if v in evals] + [v for v in evals if v not in ("base", "farm")]
     rows: list[dict[str, Any]] = []
     for variant in order:
-        runs = evals[variant]
         cells: dict[str, dict] = {}
-        for task in COLUMNS:
-            for kind in KINDS:
-                per_seed = {s: _metric(ev, group, task, kind) for s, ev in runs.items()}
-                cell = _stats(list(per_seed.values()))
-                if variant != "farm" and "farm" in evals:
-                    farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
-                    diff = _paired(per_seed, farm)
-                    cell["vs_farm"] = diff
-                    cell["mark"] = diff["mark"]
-                cells[f"{task}/{kind}"] = cell
-        rows.append({"row": labels.get(variant, variant), "variant": variant, "seeds": sorted(runs), "cells": cells})
+        for task, kind in CELLS:
+            per_seed = _per_seed(evals[variant], group, task, kind)
+            cell = cells[f"{task}/{kind}"] = _stats(per_seed.values())
+            if variant != "farm" and "farm" in evals:
+                cell["vs_farm"] = _paired(per_seed, _per_seed(evals["farm"], group, task, kind))
+                cell["mark"] = cell["vs_farm"]["mark"]
+        rows.append(
+            {"row": labels.get(variant, variant), "variant": variant, "seeds": sorted(evals[variant]), "cells": cells}
+        )
         if variant == "farm" and "base" in evals:
-            improve: dict[str, dict] = {}
-            for task in COLUMNS:
-                for kind in KINDS:
-                    farm = {s: _metric(ev, group, task, kind) for s, ev in evals["farm"].items()}
-                    base = {s: _metric(ev, group, task, kind) for s, ev in evals["base"].items()}
-                    improve[f"{task}/{kind}"] = _paired(farm, base)
+            improve = {f"{t}/{k}": _gain(evals, group, t, k) for t, k in CELLS}
             rows.append({"row": "Improve", "variant": None, "seeds": None, "cells": improve})
-    oracle = _oracle(evals, group)
-    if oracle:
-        rows.append({"row": "Oracle (true p)", "variant": None, "seeds": None, "cells": oracle})
+    oracle = next((ev for runs in evals.values() for ev in runs.values() if ev.get("oracle")), None)
+    if oracle:  # the same for every seed: one value, no spread
+        cells = {f"{t}/{k}": {"mean": _metric(oracle, group, t, k, "oracle"), "std": None, "n": 1} for t, k in CELLS}
+        rows.append({"row": "Oracle (true p)", "variant": None, "seeds": None, "cells": cells})
     return {"group": group, "unit": "percent", "rows": rows}
-
-
-def _oracle(evals: Mapping[str, Mapping[int, dict]], group: str) -> dict | None:
-    for runs in evals.values():
-        for ev in runs.values():
-            if ev.get("oracle"):
-                return {f"{t}/{k}": _single(_metric(ev, group, t, k, "oracle")) for t in COLUMNS for k in KINDS}
-    return None
-
-
-def _single(mean: float | None) -> dict:
-    """A cell with one value and no spread (the oracle is the same for every seed)."""
-    return {"mean": mean, "std": None, "n": 1}
 
 
 def table4(evals: Mapping[str, Mapping[int, dict]], groups: Sequence[str]) -> dict | None:
     """AUC gain of FARM over base (points, paired by seed) per activity group and task, and of the six-task mean."""
     if "farm" not in evals or "base" not in evals:
         return None
-    rows = []
-    for group in (*groups, "full"):
-        cells = {}
-        for task in COLUMNS:
-            farm = {s: _metric(ev, group, task, "auc") for s, ev in evals["farm"].items()}
-            base = {s: _metric(ev, group, task, "auc") for s, ev in evals["base"].items()}
-            cells[task] = _paired(farm, base)
-        rows.append({"group": group, "cells": cells})
+    rows = [{"group": g, "cells": {t: _gain(evals, g, t, "auc") for t in COLUMNS}} for g in (*groups, "full")]
     return {"metric": "auc", "unit": "percentage points", "rows": rows}
 
 
@@ -122,38 +101,32 @@ def fmt(cell: dict | None, signed: bool = False) -> str:
     return m + s + (f" {MARK}" if cell.get("mark") else "")
 
 
+def _page(header: str, columns: list, rows: list, note: str) -> str:
+    """The table under its header, then the note on how to read its cells."""
+    return "\n".join([header, "", *markdown(columns, rows, "l" + "r" * (len(columns) - 1)), "", note, ""])
+
+
 def table1_markdown(t1: dict, header: str = "") -> str:
-    cols = [f"{task} {kind.upper()}" for task in COLUMNS for kind in KINDS]
     rows = [
-        [row["row"], *(fmt(row["cells"].get(f"{t}/{k}"), row["row"] == "Improve") for t in COLUMNS for k in KINDS)]
+        [row["row"], *(fmt(row["cells"].get(f"{t}/{k}"), row["row"] == "Improve") for t, k in CELLS)]
         for row in t1["rows"]
     ]
-    lines = [
-        header,
-        "",
-        *markdown([None, *cols], rows, "l" + "r" * len(cols)),
-        "",
+    note = (
         f"Cells: mean ± standard deviation over seeds, in percent ({t1['group']} test population); mean = "
         f"the six tasks' mean. "
         f"Improve = FARM − Base in points, paired by seed. {MARK} = differs from FARM (for Improve: from "
-        f"zero) by more than twice the standard error of the paired difference.",
-        "",
-    ]
-    return "\n".join(lines)
+        f"zero) by more than twice the standard error of the paired difference."
+    )
+    return _page(header, [None, *(f"{t} {k.upper()}" for t, k in CELLS)], rows, note)
 
 
 def table4_markdown(t4: dict, header: str = "") -> str:
     rows = [[row["group"], *(fmt(row["cells"][t], signed=True) for t in COLUMNS)] for row in t4["rows"]]
-    lines = [
-        header,
-        "",
-        *markdown(["group", *COLUMNS], rows, "l" + "r" * len(COLUMNS)),
-        "",
+    note = (
         f"Cells: AUC of FARM minus AUC of the base in percentage points, mean ± standard deviation over "
-        f"seeds (paired; mean = of the six tasks' mean AUC); {MARK} = larger than twice its standard error.",
-        "",
-    ]
-    return "\n".join(lines)
+        f"seeds (paired; mean = of the six tasks' mean AUC); {MARK} = larger than twice its standard error."
+    )
+    return _page(header, ["group", *COLUMNS], rows, note)
 
 
 def table1_csv(t1: dict) -> str:
@@ -165,7 +138,7 @@ def table1_csv(t1: dict) -> str:
         return [row["row"], row["variant"] or "", t, k, *means, mark]
 
     columns = ["row", "variant", "task", "metric", "mean", "std", "n", "diff_vs_farm", "se_vs_farm", "mark"]
-    return csv_text(columns, (line(row, t, k) for row in t1["rows"] for t in COLUMNS for k in KINDS))
+    return csv_text(columns, (line(row, t, k) for row in t1["rows"] for t, k in CELLS))
 
 
 def table4_csv(t4: dict) -> str:

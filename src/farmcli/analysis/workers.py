@@ -1,17 +1,15 @@
-"""Training runs side by side, each in its own process (``farm ablate --jobs``).
+"""Training runs side by side, each in its own process (``farm ablate --jobs``): small models use many threads
+poorly, so several runs with a share of the threads each train more samples per second in all.
 
-Small models use many threads poorly (short kernels, synchronisation), so on a machine with more cores than
-one run can use, several runs with a share of the threads each train more samples per second in all. The
-processes are started with ``spawn`` (no forked torch state) and watched here, not by a pool, so that an
-interrupt can reach every one of them: Ctrl-C or SIGTERM sends each worker SIGINT, Lightning stops it at a
-clean point, and its run keeps its last checkpoint to continue from. A worker dies with its parent: killed
-with SIGKILL, the parent cannot ask it to stop, so the kernel does (``prctl(PR_SET_PDEATHSIG)`` on Linux; a thread
-that watches the parent's pid elsewhere), and the worker stops as on Ctrl-C, then exits within
-``ORPHAN_SECONDS`` whatever it was doing; no orphan trains on beside a re-run.
+Processes are ``spawn``ed (no forked torch state) and watched here, not by a pool, so an interrupt reaches each:
+Ctrl-C or SIGTERM sends every worker SIGINT and Lightning stops it at a clean point, keeping its last checkpoint.
+A parent killed with SIGKILL cannot ask, so the kernel (``PR_SET_PDEATHSIG``; elsewhere a thread watching the
+parent's pid) stops the worker as on Ctrl-C, and it exits within ``ORPHAN_SECONDS``: no orphan trains beside a re-run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -23,12 +21,8 @@ from typing import Any
 
 from farmcli.errors import UserError
 
-STOP_SECONDS = 120
-"""How long an interrupted worker may take to write its checkpoint state and exit before it is terminated."""
-
-
-ORPHAN_SECONDS = 10
-"""How long a worker whose parent died may take to stop at a clean point before it exits regardless."""
+STOP_SECONDS = 120  # an interrupted worker's time to write its checkpoint state and exit before it is terminated
+ORPHAN_SECONDS = 10  # an orphaned worker's time to stop at a clean point before it exits regardless
 
 
 class WorkerCrashed(RuntimeError):
@@ -37,11 +31,9 @@ class WorkerCrashed(RuntimeError):
 
 @dataclass
 class Job:
-    name: str
-    """For messages and the process title."""
+    name: str  # for messages and the process title
     args: tuple[Any, ...]
-    key: Any = None
-    """Handed back to the callbacks (the caller's own record of the job)."""
+    key: Any = None  # the caller's own record of the job, handed back to the callbacks
 
 
 def run_jobs(
@@ -52,11 +44,9 @@ def run_jobs(
     on_start: Callable[[Job], None],
     on_end: Callable[[Job, str], None],
 ) -> None:
-    """``fn(*job.args)`` for every job, ``parallel`` at a time, each process with ``threads`` torch threads.
-
-    ``fn`` must be importable (a module-level function). ``on_end(job, error)``: error is '' when fn returned,
-    the message of a ``UserError`` otherwise. Any other exception in a worker stops the rest and raises
-    ``WorkerCrashed``; an interrupt stops the rest and raises ``KeyboardInterrupt``.
+    """``fn(*job.args)`` (a module-level function) for every job, ``parallel`` at a time, with ``threads`` torch
+    threads each. ``on_end(job, error)``: '' or a ``UserError``'s message; any other exception stops the rest and
+    raises ``WorkerCrashed``, an interrupt ``KeyboardInterrupt``.
     """
     ctx = multiprocessing.get_context("spawn")
     queue = list(jobs)
@@ -94,8 +84,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _stop(processes: Sequence[Any]) -> None:
-    """SIGINT to each live worker (a Ctrl-C in a terminal has sent it already: a second one is ignored), then
-    wait; whatever is still alive after STOP_SECONDS is terminated."""
+    """SIGINT to each live worker (a second one after a terminal's Ctrl-C is ignored), then terminate what is alive
+    after STOP_SECONDS."""
     for process in processes:
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGINT)
@@ -107,8 +97,7 @@ def _stop(processes: Sequence[Any]) -> None:
 
 
 def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer: Any, parent: int = 0) -> None:
-    # SIGINT is how a worker is stopped (by its parent, by the kernel when the parent dies): Ctrl-C's handler even
-    # where it started ignored (a parent run in the background of a non-interactive shell ignores SIGINT)
+    # SIGINT stops a worker: Ctrl-C's handler even where it started ignored (a parent in a background shell job)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if parent:
         die_with_parent(parent)
@@ -127,31 +116,27 @@ def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer:
         result = ("interrupted", "")
     except BaseException:
         result = ("crash", traceback.format_exc())
-    try:
+    with contextlib.suppress(OSError):  # the parent is gone: no one to tell
         writer.send(result)
         writer.close()
-    except OSError:  # the parent is gone: no one to tell
-        pass
 
 
 PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent: int) -> None:
-    """Stop this process as on Ctrl-C when ``parent`` dies, and end it ``ORPHAN_SECONDS`` later if it has not
-    ended: the kernel's parent-death signal on Linux, and in any case a thread that polls the parent's pid."""
+    """Stop this process as on Ctrl-C when ``parent`` dies, and end it ``ORPHAN_SECONDS`` later: the kernel's
+    parent-death signal on Linux, and in any case a thread that polls the parent's pid."""
     import sys
     import threading
     import time
 
     kernel = False
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             import ctypes
 
             kernel = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            pass
 
     def watch() -> None:
         from farmcli import io, locks
@@ -159,11 +144,9 @@ def die_with_parent(parent: int) -> None:
         died_before = os.getppid() != parent  # before prctl took effect: the kernel will not send it
         while os.getppid() == parent:
             time.sleep(0.5)
-        if died_before or not kernel:
-            try:  # the signal the kernel would have sent
+        if died_before or not kernel:  # send the signal the kernel would have sent
+            with contextlib.suppress(OSError):
                 os.kill(os.getpid(), signal.SIGINT)
-            except OSError:
-                pass
         time.sleep(ORPHAN_SECONDS)
         io.remove_active_temps()
         locks.release_all()

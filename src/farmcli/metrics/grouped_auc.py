@@ -1,33 +1,19 @@
-"""AUC, UAUC and GAUC (PAPER.md, "Metrics") computed with vectorised rank sums: no Python loop over users.
+"""AUC, UAUC and GAUC (PAPER.md, "Metrics") from vectorised rank sums: no Python loop over users.
 
-Definitions, for one task:
+``auc`` is the ROC AUC over all samples, ``uauc`` the plain and ``gauc`` the sample-count-weighted mean of the
+per-user AUCs. Users with one class have no AUC: left out of both and counted in ``n_skipped``. Values are
+fractions in [0, 1], NaN where undefined.
 
-* ``auc``:  ROC AUC over all samples.
-* ``uauc``: plain mean of the per-user AUCs.
-* ``gauc``: mean of the per-user AUCs weighted by each user's sample count.
+Mann-Whitney form: ``AUC = (R+ - P(P+1)/2) / (P*Q)`` with ``R+`` the 1-based rank sum of the ``P`` positives.
+Ties get their run's average rank, which is the trapezoid ``sklearn.metrics.roc_auc_score`` draws. Per user,
+the same formula runs on the segments of one sort by ``(user, score)``, summed from cumulative sums.
 
-A user whose samples are all positive or all negative has no AUC; such users are left out of ``uauc``
-and ``gauc`` and counted in ``n_skipped``. Values are fractions in [0, 1] (the CLI reports percent) and
-NaN where undefined (one class overall, or no user with both classes).
+Twice an average rank is an integer, so rank sums stay exact in int64 (they reach ~1e12 at N = 1e6, beyond
+float32 and where float64 sums would round): we agree with scikit-learn to ~1e-12. Float scores become an
+order-preserving integer key (IEEE-754 bit trick) because torch radix-sorts integers ~5-8x faster on CPU; the
+per-user order is one sort of the int64 ``user << 32 | score_key``.
 
-How (the Mann-Whitney form of AUC): ``AUC = (R+ - P(P+1)/2) / (P*Q)`` where ``R+`` is the sum of the
-1-based ranks of the ``P`` positives among ``P + Q`` samples. Tied scores get the *average* rank of
-their tie run, which is exactly the trapezoid that ``sklearn.metrics.roc_auc_score`` draws through a
-tie (a tied positive/negative pair counts 1/2). Per user, the same formula runs on segments of one
-sort by ``(user, score)``; the segment sums come from cumulative sums taken at run/segment starts.
-
-Precision: twice an average rank is an integer, so all rank sums are kept *exactly* in int64 (they
-reach ~N^2, ~1e12 at N = 1e6, far beyond float32's 24-bit mantissa and where float64 would start to
-round in sums of sums); only the final division is float64. This is why we agree with scikit-learn to
-~1e-12, not merely 1e-6, at a million samples.
-
-Speed: float scores are mapped to an order-preserving integer key (IEEE-754 bit trick), because
-PyTorch sorts integers with a radix sort, ~5-8x faster than its float comparison sort on CPU. The
-per-user order is one sort of an int64 composite key ``user << 32 | score_key`` instead of a lexsort
-or two passes.
-
-Scores may be logits or probabilities: AUC depends on the order of the scores only. Prefer logits
-(or float64 probabilities): a float32 sigmoid saturates and can turn distinct logits into ties.
+Only the order of the scores matters: prefer logits, as a float32 sigmoid saturates distinct logits into ties.
 """
 
 from __future__ import annotations
@@ -42,20 +28,17 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 __all__ = ["GroupedAUC", "grouped_auc", "grouped_auc_multi", "per_user_auc"]
 
-_KEYS = ("auc", "uauc", "gauc", "n_users", "n_skipped", "n_samples")
 _TWO31 = 1 << 31
+Result = dict[str, Any]  # grouped_auc's: auc, uauc, gauc, n_users, n_skipped, n_samples
 
 
-# ----------------------------------------------------------------------------------------------
-# input checks and keys
-# ----------------------------------------------------------------------------------------------
 def _check_scores(scores: Tensor) -> None:
     if scores.is_floating_point() and scores.numel() and bool(torch.isnan(scores).any()):
         raise ValueError("grouped_auc: scores contain NaN; an AUC of NaN scores is undefined")
 
 
 def _as_bool_labels(labels: Tensor) -> Tensor:
-    """Labels as bool, after checking they are 0/1 (a 0.7 'label' is a bug upstream, not a class)."""
+    """Labels as bool; anything but 0/1 is refused (a 0.7 'label' is a bug upstream, not a class)."""
     if labels.dtype == torch.bool:
         return labels
     if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
@@ -64,16 +47,10 @@ def _as_bool_labels(labels: Tensor) -> Tensor:
 
 
 def _score_key(scores: Tensor) -> tuple[Tensor, bool]:
-    """Integer key with the same order and the same ties as ``scores``.
-
-    Returns ``(key, fits32)``; when ``fits32`` the key lies in [0, 2**32) and can go into the low half of
-    the (user, score) composite directly, otherwise the caller uses dense ranks instead.
-    """
+    """(integer key with the order and ties of ``scores``, whether it fits in [0, 2**32) after the int32 shift)."""
     if scores.dtype in (torch.float16, torch.bfloat16, torch.float32):
-        # +0.0 turns -0.0 into +0.0 so that the two (equal as floats) get one key.
-        bits = (scores.to(torch.float32) + 0.0).view(torch.int32)
-        # Negative floats order backwards in their bit pattern: flip their magnitude bits.
-        return bits ^ ((bits >> 31) & 0x7FFFFFFF), True  # int32, order == float order
+        bits = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0: -0.0 and +0.0 get one key
+        return bits ^ ((bits >> 31) & 0x7FFFFFFF), True  # negative floats order backwards: flip their magnitude
     if scores.dtype == torch.float64:
         bits = (scores + 0.0).view(torch.int64)
         return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), False
@@ -83,16 +60,12 @@ def _score_key(scores: Tensor) -> tuple[Tensor, bool]:
 
 
 def _user_key(users: Tensor) -> tuple[Tensor, Tensor | None, int]:
-    """Users as int64 in [0, 2**31) for the high half of the composite key.
-
-    Returns ``(key, uniques, offset)``: original id = ``uniques[key]`` when ``uniques`` is given,
-    else ``key + offset``. Ids that already fit (the usual case) cost nothing.
-    """
+    """(users as int64 in [0, 2**31), uniques, offset): the id is ``uniques[key]`` if given, else ``key + offset``."""
     users = users.to(torch.int64)
     if users.numel() == 0:
         return users, None, 0
     lo, hi = int(users.min()), int(users.max())
-    if 0 <= lo and hi < _TWO31:
+    if 0 <= lo and hi < _TWO31:  # the usual case costs nothing
         return users, None, 0
     if hi - lo < _TWO31:
         return users - lo, None, lo
@@ -100,69 +73,55 @@ def _user_key(users: Tensor) -> tuple[Tensor, Tensor | None, int]:
     return inverse, uniques, 0
 
 
-# ----------------------------------------------------------------------------------------------
-# core: rank sums on sorted arrays
-# ----------------------------------------------------------------------------------------------
-def _starts(new: Tensor) -> tuple[Tensor, Tensor]:
-    """Start and (exclusive) end positions of the runs flagged by ``new`` (``new[0]`` is True)."""
-    starts = torch.nonzero(new).squeeze(1)
+def _changes(key: Tensor) -> Tensor:
+    """True where a sorted key starts a new run (always at 0)."""
+    new = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
+    torch.ne(key[1:], key[:-1], out=new[1:])
+    return new
+
+
+def _ends(starts: Tensor, n: int) -> Tensor:
+    """Exclusive ends of the runs that begin at ``starts`` in an array of length ``n``."""
     ends = torch.empty_like(starts)
     ends[:-1] = starts[1:]
-    ends[-1:] = new.numel()
-    return starts, ends
+    ends[-1:] = n
+    return ends
 
 
 def _segment_stats(run_key: Tensor, y: Tensor, seg_key: Tensor | None) -> dict[str, Tensor]:
-    """Per-segment Mann-Whitney statistics on data sorted by (segment, score).
+    """Per-segment int64 ``start``, ``count``, ``n_pos`` and ``u2`` (twice the Mann-Whitney U).
 
-    ``run_key``: sorted key whose equal neighbours are ties (for per-user: the composite, so ties never
-    cross users); ``y``: bool labels in the same order; ``seg_key``: segment (user) key in that order, or
-    None for one segment. Returns int64 ``start``, ``count``, ``n_pos`` and ``u2`` (twice the
-    Mann-Whitney U) per segment.
+    Data sorted by (segment, score): ``run_key`` equal neighbours are ties (the composite key per user, so ties
+    never cross users), ``y`` bool labels, ``seg_key`` the segment (user) key or None for one segment.
     """
     n = run_key.numel()
-    dev = run_key.device
-    new_run = torch.ones(n, dtype=torch.bool, device=dev)
-    torch.ne(run_key[1:], run_key[:-1], out=new_run[1:])
-    rs, re = _starts(new_run)
-    zero = torch.zeros(1, dtype=torch.int64, device=dev)
+    rs = torch.nonzero(_changes(run_key)).squeeze(1)
+    re = _ends(rs, n)
+    zero = torch.zeros(1, dtype=torch.int64, device=run_key.device)
     cy = torch.cat([zero, torch.cumsum(y, 0, dtype=torch.int64)])  # positives before position i
-    pos_run = cy[re] - cy[rs]
     # A run over 0-based positions [s, e) has average 1-based rank (s + 1 + e) / 2: twice it is an integer.
-    twice_rank_pos = (rs + re + 1) * pos_run
+    twice_rank_pos = (rs + re + 1) * (cy[re] - cy[rs])
     if seg_key is None:
-        us = zero
-        ue = torch.full((1,), n, dtype=torch.int64, device=dev)
+        us, ue = zero, zero + n
         twice_r = twice_rank_pos.sum().reshape(1)
     else:
-        new_seg = torch.ones(n, dtype=torch.bool, device=dev)
-        torch.ne(seg_key[1:], seg_key[:-1], out=new_seg[1:])
-        seg_run = torch.nonzero(new_seg[rs]).squeeze(1)  # index of each segment's first run
-        seg_run_end = torch.empty_like(seg_run)
-        seg_run_end[:-1] = seg_run[1:]
-        seg_run_end[-1:] = rs.numel()
+        seg_run = torch.nonzero(_changes(seg_key)[rs]).squeeze(1)  # index of each segment's first run
         ct = torch.cat([zero, torch.cumsum(twice_rank_pos, 0)])
         us = rs[seg_run]
-        ue = torch.empty_like(us)
-        ue[:-1] = us[1:]
-        ue[-1:] = n
-        twice_r = ct[seg_run_end] - ct[seg_run]
+        ue = _ends(us, n)
+        twice_r = ct[_ends(seg_run, rs.numel())] - ct[seg_run]
     n_pos = cy[ue] - cy[us]
-    # Ranks were global positions: shift to 1-based ranks within the segment (subtract its start).
-    twice_r = twice_r - 2 * us * n_pos
-    u2 = twice_r - n_pos * (n_pos + 1)
-    return {"start": us, "count": ue - us, "n_pos": n_pos, "u2": u2}
+    twice_r = twice_r - 2 * us * n_pos  # global positions -> 1-based ranks within the segment
+    return {"start": us, "count": ue - us, "n_pos": n_pos, "u2": twice_r - n_pos * (n_pos + 1)}
 
 
 def _auc_of(stats: Mapping[str, Tensor]) -> Tensor:
-    """float64 AUC per segment, NaN where the segment has one class."""
+    """float64 AUC per segment; 0/0 gives NaN for a single-class segment."""
     n_pos = stats["n_pos"]
-    n_neg = stats["count"] - n_pos
-    denom = (2 * n_pos * n_neg).to(torch.float64)
-    return stats["u2"].to(torch.float64) / denom  # 0/0 -> NaN for single-class segments
+    return stats["u2"].to(torch.float64) / (2 * n_pos * (stats["count"] - n_pos)).to(torch.float64)
 
 
-def _empty_result(n_samples: int = 0) -> dict[str, Any]:
+def _empty_result(n_samples: int = 0) -> Result:
     nan = float("nan")
     return {"auc": nan, "uauc": nan, "gauc": nan, "n_users": 0, "n_skipped": 0, "n_samples": n_samples}
 
@@ -177,14 +136,10 @@ class _Sorted:
         self.g_perm = g_perm
         if fits32:
             low = key.to(torch.int64) + _TWO31 if key.dtype == torch.int32 else key.to(torch.int64)
-        else:
-            # Wide keys (float64, int64): replace the score by its dense rank (< N < 2**32).
-            new = torch.ones(key.numel(), dtype=torch.bool, device=key.device)
-            torch.ne(self.g_key[1:], self.g_key[:-1], out=new[1:])
+        else:  # wide keys (float64, int64): the score's dense rank (< N < 2**32) instead
             low = torch.empty_like(g_perm)
-            low[g_perm] = torch.cumsum(new, 0) - 1
-        composite = (ukey << 32) | low
-        self.u_key, u_perm = torch.sort(composite)  # per-user order by (user, score)
+            low[g_perm] = torch.cumsum(_changes(self.g_key), 0) - 1
+        self.u_key, u_perm = torch.sort((ukey << 32) | low)  # per-user order by (user, score)
         self.u_y = y[u_perm]
         self.u_perm = u_perm
         self._per_user: tuple[Tensor, Tensor] | None = None
@@ -197,19 +152,14 @@ class _Sorted:
         return self._per_user
 
     def user_level(self, mask: Tensor) -> Tensor | None:
-        """Per-user membership if ``mask`` is constant within every user (activity groups are), else None.
-
-        Then the group's per-user AUCs are a subset of the full ones: no per-user pass for the group.
-        """
+        """Per-user membership if ``mask`` takes whole users (activity groups do): then no per-user pass is needed."""
         m = mask[self.u_perm]
         seg = self.u_key >> 32
         if bool(((seg[1:] == seg[:-1]) & (m[1:] != m[:-1])).any()):
             return None
-        new_seg = torch.ones_like(m)
-        torch.ne(seg[1:], seg[:-1], out=new_seg[1:])
-        return m[new_seg]
+        return m[_changes(seg)]
 
-    def result(self, mask: Tensor | None = None, members: Tensor | None = None) -> dict[str, Any]:
+    def result(self, mask: Tensor | None = None, members: Tensor | None = None) -> Result:
         """The metric dict on all samples (``mask`` None) or on ``mask``; ``members`` from ``user_level``."""
         if mask is None:
             return _result(self.g_key, self.g_y, *self.per_user())
@@ -226,22 +176,15 @@ class _Sorted:
         return _result(g_key, g_y, _auc_of(stats), stats["count"])
 
 
-def _result(g_key: Tensor, g_y: Tensor, user_auc: Tensor, count: Tensor) -> dict[str, Any]:
+def _result(g_key: Tensor, g_y: Tensor, user_auc: Tensor, count: Tensor) -> Result:
     """Global AUC from the score-sorted arrays; UAUC/GAUC from per-user AUCs (NaN = single class)."""
     n = g_key.numel()
     if n == 0:
         return _empty_result()
-    auc = float(_auc_of(_segment_stats(g_key, g_y, None))[0])
     ok = ~torch.isnan(user_auc)
     n_ok = int(ok.sum())
-    out = {
-        "auc": auc,
-        "uauc": float("nan"),
-        "gauc": float("nan"),
-        "n_users": n_ok,
-        "n_skipped": int(user_auc.numel()) - n_ok,
-        "n_samples": n,
-    }
+    auc = float(_auc_of(_segment_stats(g_key, g_y, None))[0])
+    out = {**_empty_result(n), "auc": auc, "n_users": n_ok, "n_skipped": int(user_auc.numel()) - n_ok}
     if n_ok:
         a = user_auc[ok]
         w = count[ok].to(torch.float64)
@@ -258,21 +201,17 @@ def _check_1d(scores: Tensor, labels: Tensor, users: Tensor) -> None:
         )
 
 
-# ----------------------------------------------------------------------------------------------
-# public API
-# ----------------------------------------------------------------------------------------------
-def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Any]:
+def _columns(x: Tensor) -> Tensor:
+    """[N] as [N, 1]: one task."""
+    return x.unsqueeze(1) if x.dim() == 1 else x
+
+
+def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> Result:
     """AUC, UAUC and GAUC of one task, on the tensors' device.
 
-    Args:
-        scores: [N] float (logits or probabilities; only their order matters) or integer scores.
-        labels: [N] 0/1 (bool, int or float).
-        users: [N] integer user ids (any int64 values).
-
-    Returns:
-        ``{"auc", "uauc", "gauc"}`` as Python floats in [0, 1] (NaN when undefined) and
-        ``{"n_users", "n_skipped", "n_samples"}`` as ints: users with an AUC, single-class users left
-        out, samples seen.
+    ``scores`` [N] float (only their order matters) or integer, ``labels`` [N] 0/1 (bool, int or float),
+    ``users`` [N] int64 ids. Returns ``auc``, ``uauc``, ``gauc`` as floats in [0, 1] (NaN when undefined) and
+    the ints ``n_users`` (users with an AUC), ``n_skipped`` (single-class users) and ``n_samples``.
     """
     _check_1d(scores, labels, users)
     if scores.numel() == 0:
@@ -284,41 +223,22 @@ def grouped_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Any]
 
 
 def grouped_auc_multi(
-    scores: Tensor,
-    labels: Tensor,
-    users: Tensor,
-    groups: Mapping[str, Tensor | None] | None = None,
-) -> dict[str, dict[int, dict[str, Any]]]:
-    """``grouped_auc`` for T tasks and any number of sample groups at once.
+    scores: Tensor, labels: Tensor, users: Tensor, groups: Mapping[str, Tensor | None] | None = None
+) -> dict[str, dict[int, Result]]:
+    """``{group: {task_index: grouped_auc dict}}`` for scores/labels [N, T] (or [N]), users [N] and
+    ``groups`` ``{name: BoolTensor[N] or None (all samples)}``, default ``{"full": None}``.
 
-    Args:
-        scores: [N, T] (or [N] for one task).
-        labels: [N, T] (or [N]), 0/1.
-        users: [N] user ids, shared by the tasks.
-        groups: ``{name: BoolTensor[N] or None}``; None means all samples. Default ``{"full": None}``.
-
-    Returns:
-        ``{group: {task_index: grouped_auc-style dict}}``.
-
-    Each task is sorted twice (by score, by (user, score)) once for all groups: restricting a sorted
-    array to a mask keeps it sorted, so a group costs a few O(N) gathers and cumulative sums, no sort.
-    A group that takes whole users (e.g. activity levels) reuses the task's per-user AUCs outright and
-    only needs its own global AUC; a group that splits users gets its own per-user pass. The user-id
-    key is built once for all tasks.
+    Each task is sorted twice once for all groups: a masked sorted array stays sorted, so a group costs a few
+    O(N) gathers and cumulative sums. A group of whole users (activity levels) reuses the task's per-user AUCs.
     """
-    if scores.dim() == 1:
-        scores = scores.unsqueeze(1)
-    if labels.dim() == 1:
-        labels = labels.unsqueeze(1)
+    scores, labels = _columns(scores), _columns(labels)
     if scores.dim() != 2 or labels.shape != scores.shape or users.shape != scores.shape[:1]:
         raise ValueError(
             f"grouped_auc_multi: want scores/labels [N, T] and users [N], got {tuple(scores.shape)}, "
             f"{tuple(labels.shape)}, {tuple(users.shape)}"
         )
-    if groups is None:
-        groups = {"full": None}
     masks: dict[str, Tensor | None] = {}
-    for name, m in groups.items():
+    for name, m in (groups if groups is not None else {"full": None}).items():
         if m is not None:
             if m.shape != users.shape:
                 raise ValueError(
@@ -329,11 +249,9 @@ def grouped_auc_multi(
     _check_scores(scores)
     y_all = _as_bool_labels(labels)
     n_tasks = scores.shape[1]
-    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in masks}
     if scores.shape[0] == 0:
-        for name in masks:
-            out[name] = {t: _empty_result() for t in range(n_tasks)}
-        return out
+        return {name: {t: _empty_result() for t in range(n_tasks)} for name in masks}
+    out: dict[str, dict[int, Result]] = {name: {} for name in masks}
     ukey, _, _ = _user_key(users)
     members: dict[str, Tensor | None] = {}
     for t in range(n_tasks):  # a loop over tasks (a handful), never over users
@@ -346,15 +264,10 @@ def grouped_auc_multi(
 
 
 def per_user_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Tensor]:
-    """Per-user statistics, for inspection and for comparing with other conventions.
-
-    Returns tensors over the distinct users, sorted by id: ``users`` (ids), ``auc`` (float64, NaN for a
-    single-class user), ``n_samples`` and ``n_pos`` (int64).
-    """
+    """Per distinct user, sorted by id: ``users``, ``auc`` (float64, NaN for one class), ``n_samples``, ``n_pos``."""
     _check_1d(scores, labels, users)
-    dev = scores.device
     if scores.numel() == 0:
-        e = torch.zeros(0, dtype=torch.int64, device=dev)
+        e = torch.zeros(0, dtype=torch.int64, device=scores.device)
         return {"users": e, "auc": e.to(torch.float64), "n_samples": e, "n_pos": e}
     _check_scores(scores)
     y = _as_bool_labels(labels)
@@ -367,27 +280,13 @@ def per_user_auc(scores: Tensor, labels: Tensor, users: Tensor) -> dict[str, Ten
     return {"users": ids, "auc": _auc_of(stats), "n_samples": stats["count"], "n_pos": stats["n_pos"]}
 
 
-# ----------------------------------------------------------------------------------------------
-# torchmetrics wrapper
-# ----------------------------------------------------------------------------------------------
 class GroupedAUC(Metric):
-    """AUC / UAUC / GAUC per task and per user group, as a torchmetrics ``Metric``.
+    """AUC / UAUC / GAUC per task and user group as a torchmetrics ``Metric``.
 
-    ``update`` only appends the batch to list states; ``compute`` concatenates them (under DDP,
-    torchmetrics all-gathers the lists first: ``dist_reduce_fx="cat"``) and runs
-    ``grouped_auc_multi`` once. Gathering raw samples instead of partial sums is required: a user's
-    samples may sit on several ranks and in several batches, and a rank AUC cannot be merged from parts.
-
-    Args:
-        num_tasks: T, the width of ``scores`` / ``labels``.
-        task_names: keys for the tasks in the output; default the task indices 0..T-1.
-        group_names: names for ``group_ids`` 0, 1, ...; ``"full"`` (all samples) is always added.
-
-    ``compute()`` returns ``{group: {task: {"auc", "uauc", "gauc", "n_users", "n_skipped",
-    "n_samples"}}}`` with AUCs as fractions in [0, 1] (NaN when undefined), ``"full"`` first and every
-    name in ``group_names`` present (NaN values for a group without samples).
-
-    Scores may be logits or probabilities: AUC only uses their order.
+    ``update`` appends raw samples to list states (all-gathered under DDP) and ``compute`` runs
+    ``grouped_auc_multi`` once: a user's samples may sit on several ranks and batches, and a rank AUC cannot
+    be merged from parts. ``compute()`` returns ``{group: {task: grouped_auc dict}}``, ``"full"`` first, every
+    ``group_names`` entry present (NaN for a group without samples); tasks are keyed by ``task_names`` or 0..T-1.
     """
 
     full_state_update = False
@@ -420,15 +319,9 @@ class GroupedAUC(Metric):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, scores: Tensor, labels: Tensor, user_ids: Tensor, group_ids: Tensor | None = None) -> None:
-        """Append a batch: scores/labels [B, T] (or [B] when T = 1), user_ids [B], group_ids [B] or None.
-
-        ``group_ids`` are int indices into ``group_names``; -1 (or None for the whole batch) means the
-        sample belongs to no group and only counts in ``"full"``.
-        """
-        if scores.dim() == 1:
-            scores = scores.unsqueeze(1)
-        if labels.dim() == 1:
-            labels = labels.unsqueeze(1)
+        """Scores/labels [B, T] (or [B] when T = 1), user_ids [B]; group_ids [B] index ``group_names``, and -1
+        (or None for the whole batch) counts a sample in ``"full"`` only."""
+        scores, labels = _columns(scores), _columns(labels)
         b = scores.shape[0]
         if scores.shape != (b, self.num_tasks) or labels.shape != scores.shape or user_ids.shape != (b,):
             raise ValueError(
@@ -445,18 +338,18 @@ class GroupedAUC(Metric):
         self.user_ids.append(user_ids.detach().to(torch.int64))
         self.group_ids.append(group_ids.detach().to(torch.int64))
 
-    def compute(self) -> dict[str, dict[Any, dict[str, Any]]]:
+    def compute(self) -> dict[str, dict[Any, Result]]:
         names = self.task_names if self.task_names is not None else tuple(range(self.num_tasks))
         groups = ("full", *self.group_names)
         # Before a DDP sync the states are lists of batches; after it, already-concatenated tensors.
         if isinstance(self.scores, list) and not self.scores:
             return {g: {t: _empty_result() for t in names} for g in groups}
-        scores = dim_zero_cat(self.scores)
-        labels = dim_zero_cat(self.labels)
-        users = dim_zero_cat(self.user_ids)
         gids = dim_zero_cat(self.group_ids)
-        masks: dict[str, Tensor | None] = {"full": None}
-        for i, g in enumerate(self.group_names):
-            masks[g] = gids == i
-        res = grouped_auc_multi(scores.reshape(-1, self.num_tasks), labels.reshape(-1, self.num_tasks), users, masks)
+        masks: dict[str, Tensor | None] = {"full": None, **{g: gids == i for i, g in enumerate(self.group_names)}}
+        res = grouped_auc_multi(
+            dim_zero_cat(self.scores).reshape(-1, self.num_tasks),
+            dim_zero_cat(self.labels).reshape(-1, self.num_tasks),
+            dim_zero_cat(self.user_ids),
+            masks,
+        )
         return {g: {names[t]: res[g][t] for t in range(self.num_tasks)} for g in groups}

@@ -1,15 +1,12 @@
-"""Search spaces as the user types them (any dotted setting of ``farm train``):
+"""Search spaces as typed after ``--space``: a list (``model.cl_weight=0.1,0.3,0.5``, every value for the grid, a
+choice for TPE) or a range (``optim.lr=1e-4:1e-2:log``, ``model.head.levels=1:3``; integers when both bounds are).
 
-- a list, ``--space model.cl_weight=0.1,0.3,0.5``: every value (grid) or a categorical choice (TPE);
-- a range, ``--space optim.lr=1e-4:1e-2:log`` or ``model.head.levels=1:3``: TPE samples it, uniform or
-  log-uniform, as integers when both bounds are integers.
-
-Values are kept typed (int, float, bool, str, or a YAML list / mapping), so tune.json, the trial tables and
-best.yaml hold ``0.1`` as a number, never the text ``'0.1'``.
+Values stay typed, so tune.json, the tables and best.yaml hold ``0.1`` as a number, never the text ``'0.1'``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -23,21 +20,16 @@ from farmcli.errors import UserError
 
 LIST_EXAMPLE = "e.g. --space model.cl_weight=0.1,0.3,0.5"
 RANGE_EXAMPLE = "e.g. --space optim.lr=1e-4:1e-2:log or --space model.head.levels=1:3"
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-"""A decimal number as YAML 1.2 reads it; PyYAML (YAML 1.1) reads ``1e-3`` as a string."""
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")  # YAML 1.2's; PyYAML reads 1e-3 as a string
 
 
 @dataclass(frozen=True)
 class Dimension:
-    key: str
-    """A dotted setting, exactly as ``farm train`` takes it (e.g. ``model.live_frequency.cutoff``)."""
-    values: tuple[Any, ...] = ()
-    """The listed values (empty for a range)."""
-    low: int | float | None = None
-    """A range's bounds (None for a list); integers when both were typed as integers."""
+    key: str  # a dotted setting of farm train, e.g. model.live_frequency.cutoff
+    values: tuple[Any, ...] = ()  # a list's values (empty for a range)
+    low: int | float | None = None  # a range's bounds (None for a list)
     high: int | float | None = None
-    log: bool = False
-    """A range sampled log-uniformly."""
+    log: bool = False  # sampled log-uniformly
 
     @property
     def is_range(self) -> bool:
@@ -54,7 +46,7 @@ class Dimension:
         return {"key": self.key, "values": list(self.values)}
 
     def text(self) -> str:
-        """The values as the user typed them, for messages."""
+        """The values as typed, for messages."""
         if self.is_range:
             return f"{self.low}:{self.high}" + (":log" if self.log else "")
         return ",".join(as_overrides({"": v})[0][1:] for v in self.values)
@@ -80,28 +72,22 @@ def _split_top_level(text: str, sep: str = ",") -> list[str]:
 
 
 def scalar(text: str) -> Any:
-    """One value as YAML reads it (``3`` int, ``0.1`` float, ``true`` bool, ``[64, 32]`` a list), and a number in
-    exponent form (``1e-3``) as a float: PyYAML follows YAML 1.1, which leaves that a string."""
+    """One value as YAML reads it (``3``, ``0.1``, ``true``, ``[64, 32]``), and ``1e-3`` as a float, not a string."""
     value = yaml.safe_load(text)
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return float(value)
-    return value
+    return float(value) if isinstance(value, str) and _NUMBER.match(value.strip()) else value
 
 
 def _is_range_text(values: str) -> bool:
     """``LO:HI`` or ``LO:HI:log``: a colon outside brackets and quotes, and no comma (a list)."""
-    stripped = values.strip()
-    if stripped[:1] in ("'", '"', "[", "{"):
+    if values.strip()[:1] in ("'", '"', "[", "{"):
         return False
     return len(_split_top_level(values)) == 1 and len(_split_top_level(values, ":")) > 1
 
 
 def _number(key: str, text: str, what: str) -> int | float:
     """A range bound: an int when typed as one (``3``), else a finite float (``0.1``, ``1e-3``)."""
-    try:
+    with contextlib.suppress(ValueError):
         return int(text)
-    except ValueError:
-        pass
     try:
         value = float(text)
     except ValueError:
@@ -143,10 +129,11 @@ def parse_range(key: str, values: str) -> Dimension:
 
 def _same(a: Any, b: Any) -> bool:
     """Two listed values Optuna cannot tell apart: equal in Python (``1``, ``1.0``, ``true``) or the same text."""
-    return repr(a) == repr(b) or (_is_scalar(a) and _is_scalar(b) and a == b)
+    return repr(a) == repr(b) or (is_scalar(a) and is_scalar(b) and a == b)
 
 
-def _is_scalar(v: Any) -> bool:
+def is_scalar(v: Any) -> bool:
+    """A value Optuna stores as itself."""
     return v is None or isinstance(v, (bool, int, float, str))
 
 
@@ -187,15 +174,11 @@ def grid(space: Sequence[Dimension]) -> Iterator[dict[str, Any]]:
 
 
 def grid_size(space: Sequence[Dimension]) -> int:
-    n = 1
-    for d in space:
-        n *= len(d.values)
-    return n
+    return math.prod(len(d.values) for d in space)
 
 
 def corners(space: Sequence[Dimension]) -> list[dict[str, Any]]:
-    """Each listed value and each range bound once, the other settings left as they are: enough to check
-    the keys and values of a sampled space before anything runs."""
+    """Each listed value and range bound once, the rest left as is: enough to check a sampled space up front."""
     return [{d.key: v} for d in space for v in ((d.low, d.high) if d.is_range else d.values)]
 
 

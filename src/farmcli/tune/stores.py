@@ -1,9 +1,5 @@
-"""The sample stores of a study: one per distinct sample setting, so a trial that tunes ``data.history_len`` or
-``data.min_count`` trains on samples built with its own value, never on the first trial's.
-
-A store is keyed as ``farmcli.sources.sample_store`` keys it (the dataset, its simulator seed, L, min_count and
-the cache); within a study each is built (or reused from the cache) once and checked once.
-"""
+"""A study's sample stores, one per store setting, so a trial tuning ``data.history_len`` or ``data.min_count``
+trains on samples built with its own value; each is built (or read from the cache) and checked once."""
 
 from __future__ import annotations
 
@@ -15,8 +11,8 @@ from farmcli.errors import UserError
 
 __all__ = ["STORE_FIELDS", "Stores", "check_store", "monitor_blind", "store_key", "undefined_tasks"]
 
+# the DataConfig fields a sample store depends on (batch sizes and workers only read it)
 STORE_FIELDS = ("source", "seed", "history_len", "min_count", "cache_dir")
-"""The DataConfig fields a sample store depends on (the rest, batch sizes and workers, only read it)."""
 
 
 def store_key(data: DataConfig) -> tuple[Any, ...]:
@@ -41,9 +37,8 @@ class Stores:
 
 
 def check_store(store, cfg: RunConfig) -> None:
-    """What would make every trial's score meaningless, refused before the study starts: no training or
-    validation samples, or a validation split whose labels make the monitored AUC undefined for every trial
-    (it is logged as 0.5, so every trial would score 50.00 and the "best" be the first)."""
+    """Refuse, before the study, a store that makes every score meaningless: no training or validation samples,
+    or validation labels that leave the monitored AUC undefined (logged as 0.5 for every trial)."""
     source = cfg.data.source
     if store.n("train") == 0:
         raise UserError(

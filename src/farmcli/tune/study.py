@@ -1,20 +1,15 @@
-"""`farm tune`: an Optuna study over a search space, scored on the validation split only, resumable after a
-kill; the results table and the best trial's whole run config as a YAML that `farm train --config` repeats.
+"""`farm tune`: an Optuna study scored on the validation split only, resumable after a kill (Optuna's journal
+in OUT keeps finished trials; the interrupted one runs again); writes the trials table and best.yaml, the best
+trial's whole run config for `farm train --config`.
 
-The paper (Sec. 4.1.3) picks the DFT cut-off c, lambda and the MLP depth from grids, so the grid is the
-default sampler (every combination once, in order); ``tpe`` samples a fixed number of trials instead, from
-lists and from ranges (``LO:HI``, ``LO:HI:log``). Trials share a sample store unless they tune a setting the
-store is built with (``data.history_len``, ``data.min_count``): each such setting gets its own
-(farmcli/tune/stores.py). Optuna keeps the trials in a journal file in the output directory: run the same
-command again after a kill and the finished trials are kept, the interrupted one is run again, and the rest
-follow.
-
-Trials are numbered from 1 everywhere a user reads them (messages, tables, best.yaml): Optuna's number + 1.
+The grid is the default sampler because the paper (Sec. 4.1.3) picks c, lambda and the MLP depth from grids;
+``tpe`` samples lists and ranges. Users read trial numbers from 1: Optuna's number + 1.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -29,7 +24,7 @@ from farmcli.errors import UserError
 from farmcli.interrupts import stopped_by_signal
 from farmcli.io import atomic_path, read_record, write_json, write_text
 from farmcli.tables_io import csv_text, markdown, write_table
-from farmcli.tune.space import Dimension, as_overrides, corners, grid, label
+from farmcli.tune.space import Dimension, as_overrides, corners, grid, is_scalar, label
 from farmcli.tune.stores import Stores
 
 STUDY = "farm-tune"
@@ -43,13 +38,10 @@ class TuneSettings:
     data: str = "small"
     space: list[Dimension] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
-    overrides: list[str] = field(default_factory=list)
-    """Fixed settings for every trial (e.g. ``trainer.max_epochs=4``)."""
-    seeds: list[int] = field(default_factory=lambda: [0])
-    """A trial's score is the mean over these training seeds of the best validation mean AUC."""
+    overrides: list[str] = field(default_factory=list)  # fixed for every trial (e.g. trainer.max_epochs=4)
+    seeds: list[int] = field(default_factory=lambda: [0])  # a trial's score is the mean over these
     sampler: str = "grid"
-    trials: int | None = None
-    """Number of trials for ``tpe``; the grid runs every combination."""
+    trials: int | None = None  # for tpe; the grid runs every combination
     prune: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,12 +52,10 @@ class TuneSettings:
 
 @dataclass
 class TrialRow:
-    number: int
-    """The trial's number as users read it: from 1 (Optuna's own number + 1)."""
+    number: int  # from 1 (Optuna's number + 1)
     state: str
     params: dict[str, Any]
-    score: float | None
-    """Mean over seeds of the best val/auc_mean, in percent."""
+    score: float | None  # mean over seeds of the best val/auc_mean, in percent
     seeds: list[dict[str, Any]]
     seconds: float
 
@@ -78,31 +68,21 @@ class TuneResult:
     files: list[Path]
 
 
+# ("start", {number, index, total, params}) and ("end", {row, best, index, total}); index = trials finished before
 Event = Callable[[str, dict[str, Any]], None]
-"""Progress callback: ("start", {number, index, total, params}) and ("end", {row, best, index, total}); numbers
-from 1, ``index`` the trials finished before this one."""
 
 
-def require_optuna() -> None:
+def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any]]:
+    """Every trial's config resolves and ``out`` is usable, before any data is built (no half-made study).
+
+    Returns the grid's combinations in order (for ``tpe``: each listed value and range bound once)."""
     try:
         import optuna  # noqa: F401
     except ImportError:
         raise UserError(
             "farm tune needs Optuna, an optional extra: pip install -e '.[tune]' (or pip install optuna)."
         ) from None
-
-
-# ------------------------------------------------------------------------------------------ checks
-
-
-def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any]]:
-    """Resolve the config of every trial the search can make and check ``out``, so a bad key, value, monitor or
-    output directory stops before any data is built or any trial trained (no half-made study is left).
-
-    Returns the grid's combinations in order (for ``tpe``: each listed value and range bound once)."""
-    require_optuna()
-    _check_options(settings)
-    _check_owned(settings)
+    _check_settings(settings)
     combos = list(grid(settings.space)) if settings.sampler == "grid" else corners(settings.space)
     for params in combos:
         _check_params(settings, params)
@@ -113,7 +93,9 @@ def check(settings: TuneSettings, out: Path | None = None) -> list[dict[str, Any
     return combos
 
 
-def _check_options(settings: TuneSettings) -> None:
+def _check_settings(settings: TuneSettings) -> None:
+    """The options agree, and leave alone what a study fixes itself: data, seeds, and the monitor (it sets the
+    study's direction)."""
     if not settings.space:
         raise UserError("farm tune needs at least one --space KEY=V1,V2,...; e.g. --space model.cl_weight=0.1,0.3,0.5")
     if settings.sampler not in SAMPLERS:
@@ -131,6 +113,15 @@ def _check_options(settings: TuneSettings) -> None:
         raise UserError(f"--trials must be >= 1, got {settings.trials}.")
     if not settings.seeds:
         raise UserError("--seeds must be >= 1.")
+    fixed = {key for key, _ in pairs_of(settings.overrides)}
+    for key, option in {"data.source": "--data", "seed": "--seeds"}.items():
+        if key in fixed or any(d.key == key for d in settings.space):
+            raise UserError(f"farm tune sets {key} itself ({option}); do not tune or override it.")
+    if any(d.key == "fit.monitor" for d in settings.space):
+        raise UserError(
+            "--space fit.monitor: the monitor is what trials are ranked by, one for the whole study; fix it "
+            "with --fit.monitor NAME (e.g. val/auc_mean) and tune other settings."
+        )
 
 
 def _listed(d: Dimension) -> str:
@@ -142,25 +133,8 @@ def _listed(d: Dimension) -> str:
     return ",".join(str(v) for v in values)
 
 
-def _check_owned(settings: TuneSettings) -> None:
-    """Settings a study fixes itself: the data (--data), the seeds (--seeds), and the monitor, which fixes the
-    study's direction (maximise an AUC, minimise a loss) and so cannot change from trial to trial."""
-    fixed = {key for key, _ in pairs_of(settings.overrides)}
-    owned = {"data.source": "--data", "seed": "--seeds"}
-    for key, option in owned.items():
-        if key in fixed or any(d.key == key for d in settings.space):
-            raise UserError(f"farm tune sets {key} itself ({option}); do not tune or override it.")
-    if any(d.key == "fit.monitor" for d in settings.space):
-        raise UserError(
-            "--space fit.monitor: the monitor is what trials are ranked by, one for the whole study; fix it "
-            "with --fit.monitor NAME (e.g. val/auc_mean) and tune other settings."
-        )
-
-
 def _check_params(settings: TuneSettings, params: dict[str, Any]) -> None:
-    """One trial's config resolves, its fit.monitor is a metric it logs and its batches fit this machine's memory
-    (as `farm train` checks them); a mistake that is not the space's (--variant, --config, --set) is reported as
-    such."""
+    """One trial's config, monitor and memory pass `farm train`'s checks; a mistake outside the space is named so."""
     from farmcli.machine import check_memory
     from farmcli.training import check_monitor
 
@@ -179,7 +153,7 @@ def _check_params(settings: TuneSettings, params: dict[str, Any]) -> None:
 
 
 def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int) -> RunConfig:
-    """The resolved run config of one trial and seed: what `farm train --print-config` prints for it."""
+    """What `farm train --print-config` prints for one trial and seed."""
     return resolve(
         settings.config_files,
         variant=settings.variant,
@@ -187,15 +161,13 @@ def trial_config(settings: TuneSettings, params: dict[str, Any], seed: int) -> R
     )
 
 
+# every name farm tune writes in OUT (and its temporaries)
 OWN_NAMES = re.compile(r"(study\.journal|tune\.json|best\.yaml|trials\.(md|csv|json)|\..+\.[0-9]+\.[^.]+\.tmp)")
-"""Every name farm tune writes in OUT (and its temporaries)."""
 
 
 def check_out(out: Path, settings: TuneSettings) -> None:
     """``out`` is new, empty, or the study of these same settings (continued); anything else is left alone.
-
-    Another farm tune writing ``out`` now is refused at once (farmcli/locks.py): two studies appending to one
-    journal fail each other's trials."""
+    Another farm tune writing it is refused: two studies appending to one journal fail each other's trials."""
     locks.check_free(out, "the tuning study", "--out")
     marker = out / "tune.json"
     if marker.is_file():
@@ -210,11 +182,9 @@ def check_out(out: Path, settings: TuneSettings) -> None:
                 f"{out} holds a tuning study with other settings (see {marker}); resume it with the same "
                 f"command, or choose another --out."
             )
-        check_journal(out / JOURNAL, out)
-        return
-    if out.exists() and not out.is_dir():
+    elif out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the study (its trials and best.yaml).")
-    if out.is_dir() and any(out.iterdir()) and not _only_ours(out):
+    elif out.is_dir() and any(out.iterdir()) and not _only_ours(out):
         raise UserError(
             f"--out {out} holds files that farm tune did not write (no tune.json); they are left alone. Choose a "
             f"new or empty directory for --out, or the directory of an earlier farm tune to continue it."
@@ -229,8 +199,7 @@ def _only_ours(out: Path) -> bool:
 
 
 def check_journal(path: Path, out: Path) -> None:
-    """Every whole line of Optuna's journal is one JSON record; Optuna stops with a JSONDecodeError at one that
-    is not (the file cut or overwritten mid-record). Say which line, and how to keep the trials before it."""
+    """Name the journal line that is not a JSON record (Optuna would stop with a JSONDecodeError) and the fix."""
     if not path.is_file():
         return
     lines = path.read_bytes().split(b"\n")
@@ -248,38 +217,15 @@ def check_journal(path: Path, out: Path) -> None:
 
 
 def _repair_tail(path: Path) -> None:
-    """A kill while Optuna appends a record leaves a last line with no newline. Optuna skips it when reading,
-    but appends the next record to it, which makes a line no reader can parse: drop it before the study opens
-    (it is the record that was being written, of a trial that runs again)."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-# ------------------------------------------------------------------------------------------ the study
-
-
-def _prepare_out(out: Path, settings: TuneSettings) -> None:
-    check_out(out, settings)
-    marker = out / "tune.json"
-    if marker.is_file():
-        return
-    write_json(
-        marker,
-        {
-            "format": "farm-tune/1",
-            "settings": settings.to_dict(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
+    """Drop a last line without newline (a kill mid-append): Optuna would append the next record to it, making a
+    line no reader parses. Its trial runs again."""
+    data = path.read_bytes() if path.is_file() else b""
+    if data and not data.endswith(b"\n"):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _mode(settings: TuneSettings) -> str:
-    """ "min" when the trials' monitor is a loss, "max" for an AUC (``farmcli.training.monitor_mode``)."""
     from farmcli.training import monitor_mode
 
     return monitor_mode(trial_config(settings, {}, settings.seeds[0]).fit.monitor)
@@ -289,43 +235,26 @@ def _failed_trial(record) -> bool:
     return not re.match(r"Trial \d+ failed", str(record.msg))
 
 
-def _quiet_failed_trials() -> None:
-    """Optuna logs a failed trial with its traceback; the error that failed it (Ctrl-C, SIGTERM, a user error)
-    stops the study and is reported by farm itself, once and without a traceback."""
-    import logging
-
-    logger = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
-    if _failed_trial not in logger.filters:
-        logger.addFilter(_failed_trial)
-
-
 def _study(out: Path, settings: TuneSettings):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _quiet_failed_trials()
+    # Optuna logs a failed trial with its traceback; farm reports what failed it (Ctrl-C, SIGTERM, a user error) once
+    failures = logging.getLogger("optuna.study._optimize")
+    if _failed_trial not in failures.filters:
+        failures.addFilter(_failed_trial)
     _repair_tail(out / JOURNAL)
-    storage = JournalStorage(JournalFileBackend(str(out / JOURNAL)))
-    sampler = optuna.samplers.TPESampler(seed=settings.seeds[0]) if settings.sampler == "tpe" else None
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-        if settings.prune
-        else optuna.pruners.NopPruner()
-    )
+    median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     return optuna.create_study(
         study_name=STUDY,
-        storage=storage,
+        storage=JournalStorage(JournalFileBackend(str(out / JOURNAL))),
         direction="minimize" if _mode(settings) == "min" else "maximize",
-        sampler=sampler,
-        pruner=pruner,
+        sampler=optuna.samplers.TPESampler(seed=settings.seeds[0]) if settings.sampler == "tpe" else None,
+        pruner=median if settings.prune else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def _text(v: Any) -> str:
@@ -334,14 +263,12 @@ def _text(v: Any) -> str:
 
 
 def _choices(dim: Dimension) -> list[Any]:
-    """Optuna's categorical choices: each value itself where Optuna can store it (None, bool, int, float, str),
-    a list or mapping as its KEY=VALUE text."""
-    return [v if _is_scalar(v) else _text(v) for v in dim.values]
+    """Optuna's categorical choices: a value Optuna can store as itself, a list or mapping as its KEY=VALUE text."""
+    return [v if is_scalar(v) else _text(v) for v in dim.values]
 
 
 def _index(dim: Dimension, stored: Any) -> int:
-    """Which listed value a stored choice is. Studies made before values were stored typed hold every value as
-    its text (``'0.1'``); those are matched by that text, so they still resume."""
+    """Which listed value a stored choice is; older studies stored every value as text (``'0.1'``) and still resume."""
     for i, c in enumerate(_choices(dim)):
         if type(c) is type(stored) and c == stored:
             return i
@@ -352,11 +279,11 @@ def _index(dim: Dimension, stored: Any) -> int:
 
 
 def _decode(settings: TuneSettings, stored: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for d in settings.space:
-        if d.key in stored:
-            out[d.key] = stored[d.key] if d.is_range else d.values[_index(d, stored[d.key])]
-    return out
+    return {
+        d.key: stored[d.key] if d.is_range else d.values[_index(d, stored[d.key])]
+        for d in settings.space
+        if d.key in stored
+    }
 
 
 def _encode(settings: TuneSettings, params: dict[str, Any]) -> dict[str, Any]:
@@ -378,9 +305,8 @@ def _params_key(params: dict[str, Any]) -> str:
 
 
 def prepare_stores(settings: TuneSettings, combos: Sequence[dict[str, Any]], stores: Stores, progress=None) -> Stores:
-    """Build (or reuse) and check the sample stores known before the study starts: every distinct one of the
-    grid; for ``tpe`` the first combination's (one sampled from a range of a store setting is built when a
-    trial first needs it)."""
+    """Build and check the stores known up front: each of the grid's; for ``tpe`` the first combination's (others
+    are built when a trial first needs them)."""
     if settings.sampler == "tpe":
         combos = [{d.key: d.low if d.is_range else d.values[0] for d in settings.space}]
     for params in combos:
@@ -397,10 +323,8 @@ def run_tune(
     progress=None,
     stores: Stores | None = None,
 ) -> TuneResult:
-    """Run (or resume) the study in ``out``; returns every trial and the best; writes the tables and best.yaml.
-
-    ``stores``: the study's sample stores when the caller has built them already (with a progress bar). One
-    farm tune at a time writes ``out`` (farmcli/locks.py)."""
+    """Run (or resume) the study in ``out`` under its lock; writes the tables and best.yaml. ``stores``: already
+    built by the caller (with a progress bar)."""
     out = Path(out)
     combos = check(settings, out)
     stores = prepare_stores(settings, combos, stores if stores is not None else Stores(), progress)
@@ -417,13 +341,15 @@ def _run_study(
     on_event: Event | None,
     show_bar: bool,
 ) -> TuneResult:
-    """The study in ``out``, under its lock: its trials, then the tables and best.yaml."""
     import optuna
     from optuna.trial import TrialState
 
     from farmcli.tune.trial import run_trial
 
-    _prepare_out(out, settings)
+    check_out(out, settings)
+    if not (out / "tune.json").is_file():
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(out / "tune.json", {"format": "farm-tune/1", "settings": settings.to_dict(), "created": created})
     study = _study(out, settings)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)  # killed mid-trial: it runs again below
@@ -482,14 +408,9 @@ def _run_study(
     def after(study_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         if on_event:
             rows = _rows(settings, study_)
+            index = len([r for r in rows if r.state in ("COMPLETE", "PRUNED")])
             on_event(
-                "end",
-                {
-                    "row": _row(settings, frozen),
-                    "best": _best(settings, rows),
-                    "index": len([r for r in rows if r.state in ("COMPLETE", "PRUNED")]),
-                    "total": total,
-                },
+                "end", {"row": _row(settings, frozen), "best": _best(settings, rows), "index": index, "total": total}
             )
 
     if todo:
@@ -506,8 +427,7 @@ def _run_study(
 
 
 def _seed_record(seed: int, r) -> dict[str, Any]:
-    """One seed's result as trials.json keeps it: percent for reading, ``value`` (the monitor, unrounded) for
-    the study, so the score `farm train --config best.yaml` must reproduce is not rounded away."""
+    """One seed in trials.json: percent to read, and ``value`` unrounded, the score best.yaml must reproduce."""
     return {
         "seed": seed,
         "score": round(100 * r.score, 6),
@@ -537,12 +457,6 @@ def _best(settings: TuneSettings, rows: Sequence[TrialRow]) -> TrialRow | None:
     return pick(done, key=lambda r: r.score or 0.0) if done else None
 
 
-def best_config(settings: TuneSettings, best: TrialRow) -> RunConfig:
-    """The best trial's whole resolved config with the first seed: its data, the fixed overrides, the epochs,
-    the variant's choices and the best values, so `farm train --config best.yaml` trains exactly that trial."""
-    return trial_config(settings, best.params, settings.seeds[0])
-
-
 def _best_header(settings: TuneSettings, rows: Sequence[TrialRow], best: TrialRow, path: Path) -> str:
     complete = len([r for r in rows if r.state == "COMPLETE"])
     first = best.seeds[0] if best.seeds else {}
@@ -569,52 +483,35 @@ def _write_results(out: Path, settings: TuneSettings, rows: list[TrialRow], best
         "best": asdict(best) if best else None,
         "trials": [asdict(r) for r in ordered],
     }
-    lines = _markdown(settings, ordered)
+    lines, csv = _tables(settings, ordered)
     if best is not None:
         path = out / "best.yaml"
-        write_text(path, _best_header(settings, rows, best, path) + best_config(settings, best).to_yaml())
+        # the whole resolved config (first seed), so `farm train --config best.yaml` trains exactly that trial
+        config = trial_config(settings, best.params, settings.seeds[0]).to_yaml()
+        write_text(path, _best_header(settings, rows, best, path) + config)
         lines += [
             "",
             f"Best: trial {best.number} ({label(best.params)}), val mean AUC {best.score:.2f}; "
             f"`farm train --config {path}` trains it again.",
         ]
-    md, csv, json_ = write_table(out / "trials", md="\n".join(lines) + "\n", csv=_csv(settings, ordered), json=payload)
-    return [md, json_, csv, *([out / "best.yaml"] if best is not None else [])]
+    md, csv_path, json_ = write_table(out / "trials", md="\n".join(lines) + "\n", csv=csv, json=payload)
+    return [md, json_, csv_path, *([out / "best.yaml"] if best is not None else [])]
 
 
-def _csv(settings: TuneSettings, ordered: Sequence[TrialRow]) -> str:
+def _tables(settings: TuneSettings, ordered: Sequence[TrialRow]) -> tuple[list[str], str]:
+    """trials.md's lines (up to the best trial's) and trials.csv."""
     keys = [d.key for d in settings.space]
-    return csv_text(
-        ["trial", "state", *keys, "val_auc_mean", "best_epoch", "epochs", "seconds"],
-        (
-            [
-                r.number,
-                r.state,
-                *(json.dumps(r.params.get(k)) for k in keys),
-                "" if r.score is None else f"{r.score:.4f}",
-                _first(r, "best_epoch"),
-                _first(r, "epochs"),
-                r.seconds,
-            ]
-            for r in ordered
-        ),
-    )
-
-
-def _markdown(settings: TuneSettings, ordered: Sequence[TrialRow]) -> list[str]:
-    keys = [d.key for d in settings.space]
-    cells = (
-        [
-            r.number,
-            r.state.lower(),
-            *(f"`{json.dumps(r.params.get(k))}`" for k in keys),
-            "-" if r.score is None else f"{r.score:.2f}",
-            _first(r, "best_epoch"),
-            f"{r.seconds:.0f}",
-        ]
-        for r in ordered
-    )
-    return [
+    md_rows: list[list[Any]] = []
+    csv_rows: list[list[Any]] = []
+    for r in ordered:
+        values = [json.dumps(r.params.get(k)) for k in keys]
+        best_epoch, epochs = (r.seeds[0].get("best_epoch", ""), r.seeds[0].get("epochs", "")) if r.seeds else ("", "")
+        score = ("-", "") if r.score is None else (f"{r.score:.2f}", f"{r.score:.4f}")
+        md_rows.append(
+            [r.number, r.state.lower(), *(f"`{v}`" for v in values), score[0], best_epoch, f"{r.seconds:.0f}"]
+        )
+        csv_rows.append([r.number, r.state, *values, score[1], best_epoch, epochs, r.seconds])
+    lines = [
         f"# farm tune: {settings.variant} on {settings.data}",
         "",
         f"Score: mean over the six tasks of the validation AUC at the best epoch (percent), mean over seeds "
@@ -622,11 +519,9 @@ def _markdown(settings: TuneSettings, ordered: Sequence[TrialRow]) -> list[str]:
         "",
         *markdown(
             ["trial", "state", *(f"`{k}`" for k in keys), "val mean AUC", "best epoch", "seconds"],
-            cells,
+            md_rows,
             "rl" + "l" * len(keys) + "rrr",
         ),
     ]
-
-
-def _first(row: TrialRow, key: str) -> Any:
-    return row.seeds[0].get(key, "") if row.seeds else ""
+    columns = ["trial", "state", *keys, "val_auc_mean", "best_epoch", "epochs", "seconds"]
+    return lines, csv_text(columns, csv_rows)

@@ -1,8 +1,5 @@
-"""One tuning trial: fit a config on a sample store, score it on the validation split, never touch the test split.
-
-A trial writes no run directory and no checkpoint: it returns the best validation epoch's metrics. That is
-all model selection may look at (the paper chooses c, lambda and the MLP depth on held-out data, Sec. 4.1.3).
-"""
+"""One tuning trial: fit a config and return its best validation epoch's metrics; no run directory, no checkpoint,
+never the test split (the paper selects on held-out data, Sec. 4.1.3)."""
 
 from __future__ import annotations
 
@@ -14,27 +11,20 @@ from typing import Any
 from farmcli.config import RunConfig
 from farmcli.data.schema import TASKS
 
-EpochHook = Callable[[int, float], bool]
-"""Called after each validation epoch with (epoch, the fit.monitor value); True stops the trial there (pruning)."""
+EpochHook = Callable[[int, float], bool]  # (epoch, fit.monitor value) after each validation epoch; True prunes
 
 
 @dataclass
 class TrialResult:
-    score: float
-    """Best val/auc_mean over the epochs (the early-stopping monitor), a fraction in [0, 1]."""
+    score: float  # best fit.monitor over the epochs (val/auc_mean: a fraction in [0, 1])
     best_epoch: int
     epochs: int
-    history: list[float] = field(default_factory=list)
-    """val/auc_mean after each epoch."""
-    tasks: dict[str, float] = field(default_factory=dict)
-    """Per-task validation AUC at the best epoch."""
-    uauc: dict[str, float] = field(default_factory=dict)
-    """Per-task validation UAUC (within-user ranking) at the best epoch, and its mean over tasks as ``mean``."""
-    cl: list[float] = field(default_factory=list)
-    """val/cl (the contrastive loss) after each epoch, where the variant has one."""
+    history: list[float] = field(default_factory=list)  # the monitor after each epoch
+    tasks: dict[str, float] = field(default_factory=dict)  # per-task validation AUC at the best epoch
+    uauc: dict[str, float] = field(default_factory=dict)  # per-task validation UAUC there, and their "mean"
+    cl: list[float] = field(default_factory=list)  # val/cl after each epoch, where the variant has one
     fit_seconds: float = 0.0
-    pruned: bool = False
-    """Stopped by ``on_epoch`` (a pruner), not by early stopping or max_epochs."""
+    pruned: bool = False  # stopped by on_epoch (a pruner), not by early stopping or max_epochs
 
 
 def _recorder(on_epoch: EpochHook | None, monitor: str):

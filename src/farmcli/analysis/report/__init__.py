@@ -1,18 +1,8 @@
 """`farm report`: the paper's analysis figures and tables for one trained run (optionally against a second).
 
-One module per figure or table, each with a ``section`` that computes its numbers (model passes batched, under
-``torch.inference_mode``, CPU by default), writes its files and returns its part of report.md and report.json:
-
-- :mod:`.alignment`: Figure 3 shape, cos(h_video, h_live) per test user (each user's last test sample; users
-  with both histories non-empty; at most ``max_users``, a seeded sample).
-- :mod:`.attention`: Figure 4 shape, the cross-attention weights of one user's last test sample.
-- :mod:`.gates`: Table 3 shape, the frequency gates per activity group.
-- :mod:`.curves`: training curves from the run's logs.
-
-:func:`build_report` (this module) runs them in order and writes everything (PNGs, CSVs, report.json and a
-Markdown page report.md linking each figure with the numbers behind it) into a folder beside the output, moved
-into place as one step at the end (an interrupted or failed report leaves the output as it was), one ``farm report``
-at a time per output (farmcli/locks.py).
+Each module's ``section`` computes one figure or table (:mod:`.alignment` Figure 3, :mod:`.attention` Figure 4,
+:mod:`.gates` Table 3, :mod:`.curves` training curves), writes its files and returns its part of report.md and
+report.json; :func:`build_report` runs them and moves the whole report into place as one step at the end.
 """
 
 from __future__ import annotations
@@ -29,17 +19,8 @@ from farmcli.analysis.report.users import choose_user
 from farmcli.errors import UserError
 from farmcli.io import in_the_way, move_into, output_path, read_json, staging_dir, write_json, write_text
 
-FORMAT = "farm-report/1"
-"""report.json says so: a directory holding it (and the files it lists) is a report farm wrote."""
-
-FILES = {
-    **alignment.FILES,
-    **attention.FILES,
-    **gates.FILES,
-    **curves.FILES,
-    "json": "report.json",
-    "md": "report.md",
-}
+FORMAT = "farm-report/1"  # report.json's: a directory holding it (and the files it lists) is farm's report
+FILES = {**alignment.FILES, **attention.FILES, **gates.FILES, **curves.FILES, "json": "report.json", "md": "report.md"}
 
 
 def build_report(
@@ -54,11 +35,10 @@ def build_report(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
 ) -> Path:
-    """Write the report of ``run`` (and ``compare`` overlaid in Figure 3) to ``out`` (default RUN/report/).
+    """Write the report of ``run`` (``compare`` overlaid in Figure 3) to ``out``; returns report.md's path.
 
-    Returns the path of report.md. Bad input (not a run directory, unknown ``user``, an ``out`` holding files
-    farm did not write, or an earlier report there without ``overwrite``) raises UserError before any model
-    pass. The default ``out`` (RUN/report) is the run's own: an earlier report there is replaced.
+    Bad input raises UserError before any model pass. The default ``out``, RUN/report, is the run's own: an earlier
+    report there is replaced; elsewhere only with ``overwrite``.
     """
     if max_users is not None and int(max_users) < 1:
         raise UserError(f"--max-users must be at least 1, got {max_users}.")
@@ -78,51 +58,31 @@ def build_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     with locks.hold(out, "the report", "--out"):
         check_out(out, overwrite=overwrite or given is None)  # again, now that no other farm report writes it
-        return _write(out, main, other, chosen, max_users, batch_size, progress)
-
-
-def _write(
-    out: Path,
-    main: LoadedRun,
-    other: LoadedRun | None,
-    chosen: tuple[int, int, str] | None,
-    max_users: int,
-    batch_size: int,
-    progress: Progress | None,
-) -> Path:
-    """Every file of the report into a folder beside ``out``, moved into ``out`` at the end as one step: Ctrl-C,
-    SIGTERM or a full disk before then leave ``out`` as it was (an earlier report there whole, no stray
-    figure that a later `farm report` would call foreign)."""
-    earlier = set(_written(out))
-    runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
-    title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
-    with staging_dir(out) as stage:
-        sections = {
-            "figure3": alignment.section(runs, stage, max_users, batch_size, progress),
-            "figure4": attention.section(main, chosen, stage),
-            "table3": gates.section(main, stage, batch_size, progress),
-            "curves": curves.section(runs, stage),
-        }
-        summary: dict[str, Any] = {
-            "format": FORMAT,
-            "run": str(main.run),
-            "checkpoint": str(main.ckpt),
-            "variant": main.cfg.variant,
-            "compare": str(other.run) if other else None,
-            "split": SPLIT,
-            "files": {},
-        }
-        lines = [title, "", *run_lines(runs), ""]
-        for key, s in sections.items():
-            summary[key] = s.summary
-            summary["files"].update(s.files)
-            lines += [*s.lines, ""]
-        summary["files"].update(md=FILES["md"], json=FILES["json"])
-        write_text(stage / FILES["md"], "\n".join(lines).rstrip() + "\n")
-        write_json(stage / FILES["json"], summary)
-        names = [n for n in summary["files"].values() if n != FILES["json"]] + [FILES["json"]]  # the mark last
-        gone = earlier - set(names)  # an earlier report's files that this one did not write
-        move_into(stage, out, names, remove=gone)
+        # every file into a folder beside out, moved in as one step at the end: an interruption or a full disk
+        # leaves out as it was (no stray figure a later `farm report` would call foreign)
+        earlier = set(_written(out))
+        runs: list[LoadedRun] = [main] + ([other] if other is not None else [])
+        title = f"# Report: {main.name}" + (f" vs {other.name}" if other else "")
+        with staging_dir(out) as stage:
+            sections = {
+                "figure3": alignment.section(runs, stage, max_users, batch_size, progress),
+                "figure4": attention.section(main, chosen, stage),
+                "table3": gates.section(main, stage, batch_size, progress),
+                "curves": curves.section(runs, stage),
+            }
+            summary: dict[str, Any] = {"format": FORMAT, "run": str(main.run), "checkpoint": str(main.ckpt)}
+            summary.update(variant=main.cfg.variant, compare=str(other.run) if other else None, split=SPLIT, files={})
+            lines = [title, "", *run_lines(runs), ""]
+            for key, s in sections.items():
+                summary[key] = s.summary
+                summary["files"].update(s.files)
+                lines += [*s.lines, ""]
+            summary["files"].update(md=FILES["md"], json=FILES["json"])
+            write_text(stage / FILES["md"], "\n".join(lines).rstrip() + "\n")
+            write_json(stage / FILES["json"], summary)
+            names = [n for n in summary["files"].values() if n != FILES["json"]] + [FILES["json"]]  # the mark last
+            gone = earlier - set(names)  # an earlier report's files that this one did not write
+            move_into(stage, out, names, remove=gone)
     return out / FILES["md"]
 
 
@@ -136,8 +96,7 @@ def _written(out: Path) -> list[str]:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Before any work: the report may be written to ``out``. Files there that farm did not write are left
-    alone (a refusal); an earlier report of farm is replaced only with ``overwrite``."""
+    """Before any work: files in ``out`` that farm did not write are refused, an earlier report without ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for the report (its page, figures and tables).")
     blocker = in_the_way(out)

@@ -1,9 +1,7 @@
 """Figure 3: cross-domain preference alignment, cos(h_video, h_live) per test user.
 
-A run with align ``infonce`` uses its trained head. A run without one (w/o C-PA) has no h, so h is *defined* as
-the output of the same InfoNCE projection head (``InfoNCEAlign`` with its default dims and the run's D1/D2),
-initialised with the run's seed and never trained, applied to that run's preference features (the self-attended
-V^ when the run has a preference encoder, else the raw V): what the head would output with no contrastive loss.
+A run without an align head (w/o C-PA) has no h, so h is *defined* as what an InfoNCE head (default dims, seeded
+with the run's seed, never trained) outputs on its preference features: the head with no contrastive loss.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named
+from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named, percentiles
 from farmcli.analysis.report.users import alignment_users
 from farmcli.io import write_text
 from farmcli.tables_io import csv_text
@@ -33,22 +31,12 @@ def untrained_head(run: LoadedRun):
     return head.to(run.device).eval()
 
 
-def _head_dims(head) -> list[int]:
-    return (
-        [m.out_features for m in head.video_mlp if isinstance(m, torch.nn.Linear)] if hasattr(head, "video_mlp") else []
-    )
-
-
 @torch.inference_mode()
 def preference_cosines(
     run: LoadedRun, idx: np.ndarray, batch_size: int = 4096, progress: Progress | None = None
 ) -> tuple[np.ndarray, dict]:
-    """cos(h_video, h_live) for samples ``idx`` of the test split, and how h was obtained.
-
-    h = head(preference features): the run's trained align head when it outputs h (align ``infonce``),
-    otherwise :func:`untrained_head`. Preference features are V^ (eq. 12) when the run has a preference
-    encoder, else the embedded V (eq. 8).
-    """
+    """cos(h_video, h_live) for test samples ``idx``, and how h was obtained: the run's align head where it outputs
+    h, else :func:`untrained_head`, on V^ (eq. 12) with a preference encoder, else on the embedded V (eq. 8)."""
     farm = run.farm
     trained = run.slot("align") != "none"
     head = farm.align if trained else untrained_head(run)
@@ -69,7 +57,7 @@ def preference_cosines(
     info = {
         "h": "trained InfoNCE head" if trained else "untrained InfoNCE head",
         "features": "self-attended V^ (eq. 12)" if farm.preference is not None else "raw V (eq. 8)",
-        "head_dims": _head_dims(head),
+        "head_dims": [m.out_features for m in getattr(head, "video_mlp", ()) if isinstance(m, torch.nn.Linear)],
         "seed": int(run.cfg.seed),
     }
     return out, info
@@ -79,15 +67,7 @@ def describe(x: np.ndarray) -> dict:
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return {"n": 0, "mean": None, "std": None, "p10": None, "p50": None, "p90": None}
-    p10, p50, p90 = np.percentile(x, [10, 50, 90])
-    return {
-        "n": int(x.size),
-        "mean": float(x.mean()),
-        "std": float(x.std()),
-        "p10": float(p10),
-        "p50": float(p50),
-        "p90": float(p90),
-    }
+    return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std()), **percentiles(x)}
 
 
 def _labels(runs: list[LoadedRun]) -> list[str]:

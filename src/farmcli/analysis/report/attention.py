@@ -1,6 +1,5 @@
 """Figure 4: the cross-attention weights (eq. 16) of one user's last test sample, live history (queries) x video
-history (keys), averaged over heads, real positions only; runs with fuse ``cross_attention`` (or its ``_null``
-form) only."""
+history (keys), mean over heads, real positions only; for fuse ``cross_attention`` (or ``_null``) only."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ def _item_labels(store, ids_author: np.ndarray, ids_tag: np.ndarray) -> list[str
 
 @torch.inference_mode()
 def cross_attention(run: LoadedRun, index: int) -> dict:
-    """Cross-attention of one test sample: weights [n_live, n_video] (mean over heads, real positions only),
-    row / column labels ("a<author> t<tag>", oldest first) and the raw ids behind them."""
+    """One test sample's weights [n_live, n_video], row / column labels ("a<author> t<tag>") and their raw ids."""
     store = run.store
     batch = {k: v.to(run.device) for k, v in store.batch(SPLIT, np.array([index])).items()}
     out = run.module(batch, return_aux=True)
@@ -76,34 +74,26 @@ def attention_summary(att: dict) -> dict:
 
 
 def section(run: LoadedRun, chosen: tuple[int, int, str] | None, out: Path) -> Section:
-    """The heatmap of the chosen user (see :func:`farmcli.analysis.report.users.choose_user`) and the text."""
+    """The heatmap of the user :func:`farmcli.analysis.report.users.choose_user` chose, and the text."""
     if chosen is None or not applies(run):
-        return Section(
-            None,
-            {},
-            [
-                "## Figure 4: cross-attention heatmap",
-                "",
-                f"Skipped: this run's fuse slot is `{run.slot('fuse')}`, so it has no cross-attention "
-                f"(eq. 16) to show. Figure 4 needs a run with fuse `cross_attention`.",
-            ],
+        skipped = (
+            f"Skipped: this run's fuse slot is `{run.slot('fuse')}`, so it has no cross-attention "
+            f"(eq. 16) to show. Figure 4 needs a run with fuse `cross_attention`."
         )
+        return Section(None, {}, ["## Figure 4: cross-attention heatmap", "", skipped])
     from farmcli.analysis import plots
 
     uid, index, why = chosen
     att = cross_attention(run, index)
     stats = attention_summary(att)
-    act = ACTIVITY_LEVELS[int(run.store.split(SPLIT).activity[index])]
-    stats.update(user_id=uid, activity=act, why=why, sample_ts=int(run.store.split(SPLIT).ts[index]))
-    plots.attention_heatmap(
-        att["weights"],
-        att["rows"],
-        att["cols"],
-        out / FILES["fig4"],
-        title=f"{run.label}: cross-attention of user {uid} ({act}-active), last test "
-        f"sample\n{stats['n_live']} live x {stats['n_video']} video items, "
-        f"mean over heads",
+    split = run.store.split(SPLIT)
+    act = ACTIVITY_LEVELS[int(split.activity[index])]
+    stats.update(user_id=uid, activity=act, why=why, sample_ts=int(split.ts[index]))
+    title = (
+        f"{run.label}: cross-attention of user {uid} ({act}-active), last test sample\n"
+        f"{stats['n_live']} live x {stats['n_video']} video items, mean over heads"
     )
+    plots.attention_heatmap(att["weights"], att["rows"], att["cols"], out / FILES["fig4"], title=title)
     return Section(stats, dict(FILES), _text(stats))
 
 

@@ -1,11 +1,8 @@
-"""Training curves, epoch by epoch, from logs/metrics.csv and logs/resume*/metrics.csv (a resumed leg wins where
-steps repeat).
+"""Training curves per epoch from logs/metrics.csv and logs/resume*/metrics.csv (a resumed leg wins where steps repeat).
 
-A train/* row of the log is one batch's loss (Lightning writes every ``log_every_n_steps``-th step): a rare task's
-BCE jumps by ten times from one batch to the next as its few positives come and go. So the figure and the text
-use each epoch's mean of its logged steps, with the standard error of that mean, and the text calls a change from
-the first to the last epoch a trend only where it exceeds ``TREND_SE`` standard errors of the difference.
-Validation values (val/*) are already one number per epoch over the whole split.
+A train/* value is one batch's loss, and a rare task's BCE jumps tenfold between batches as its few positives come
+and go: so each epoch's mean of its logged steps is shown with its standard error, and a first-to-last change is a
+trend only beyond ``TREND_SE`` standard errors. val/* values are already one per epoch over the whole split.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,13 +22,11 @@ from farmcli.errors import UserError
 
 FILES = {"curves": "training-curves.png", "curves_compare": "training-curves-compare.png"}
 
-TREND_SE = 2.0
-"""A change between the first and last epoch's mean loss is called a trend only beyond this many standard errors
-of the difference (about a 95% two-sided bound); smaller changes are what batch-to-batch noise gives."""
+TREND_SE = 2.0  # standard errors of the difference a trend must exceed (about a 95% two-sided bound)
 
 
 class Series(NamedTuple):
-    """One logged metric: ``x`` = step (train/*) or epoch (val/*), its values, and each value's epoch."""
+    """One logged metric: ``x`` = step (train/*) or epoch (val/*), its values, each value's epoch."""
 
     x: np.ndarray
     y: np.ndarray
@@ -40,8 +35,7 @@ class Series(NamedTuple):
 
 @dataclass(frozen=True)
 class EpochMeans:
-    """A train/* metric per epoch: the mean of the epoch's logged steps, their count and the standard error of
-    the mean (NaN where an epoch logged a single step: its noise cannot be estimated)."""
+    """A train/* metric's per-epoch mean of logged steps, their count and its standard error (NaN for one step)."""
 
     epoch: np.ndarray
     mean: np.ndarray
@@ -51,32 +45,19 @@ class EpochMeans:
 
 @dataclass(frozen=True)
 class Trend:
-    """First against last epoch of a metric: whether the change exceeds ``TREND_SE`` standard errors.
-
-    ``beyond_noise`` is None where it cannot be told (one epoch, or an epoch with a single logged step)."""
+    """First against last epoch of a metric; ``beyond_noise`` None where it cannot be told (one epoch, or one
+    logged step in an epoch)."""
 
     first_epoch: int
     last_epoch: int
     first: float
     last: float
+    change: float
     noise: float  # TREND_SE standard errors of the difference
     beyond_noise: bool | None
 
-    @property
-    def change(self) -> float:
-        return self.last - self.first
-
     def as_dict(self) -> dict[str, Any]:
-        noise = None if math.isnan(self.noise) else self.noise
-        return {
-            "first_epoch": self.first_epoch,
-            "last_epoch": self.last_epoch,
-            "first": self.first,
-            "last": self.last,
-            "change": self.change,
-            "noise": noise,
-            "beyond_noise": self.beyond_noise,
-        }
+        return {**asdict(self), "noise": None if math.isnan(self.noise) else self.noise}
 
 
 def log_files(run: Path) -> list[Path]:
@@ -88,8 +69,7 @@ def log_files(run: Path) -> list[Path]:
 
 
 def training_logs(run: Path) -> dict[str, Series]:
-    """{metric: Series} from every leg's metrics.csv: x = step for train/*, epoch for val/*; where a resumed
-    leg logged a step (epoch) again, the later leg's value wins."""
+    """{metric: Series} from every leg's metrics.csv; where a resumed leg logged a step (epoch) again, it wins."""
     import polars as pl
 
     frames = []
@@ -131,37 +111,28 @@ def epoch_means(s: Series) -> EpochMeans:
 
 
 def trend(m: EpochMeans) -> Trend | None:
-    """The change from the first to the last epoch's mean, against ``TREND_SE`` standard errors of that
-    difference (the two means' errors combined); None without a logged epoch."""
+    """First to last epoch's mean against ``TREND_SE`` standard errors of the difference; None without an epoch."""
     if not len(m.epoch):
         return None
     noise = TREND_SE * math.sqrt(float(m.se[0]) ** 2 + float(m.se[-1]) ** 2)
-    change = float(m.mean[-1] - m.mean[0])
+    first, last = float(m.mean[0]), float(m.mean[-1])
     told = len(m.epoch) > 1 and not math.isnan(noise)
-    return Trend(
-        first_epoch=int(m.epoch[0]),
-        last_epoch=int(m.epoch[-1]),
-        first=float(m.mean[0]),
-        last=float(m.mean[-1]),
-        noise=noise,
-        beyond_noise=bool(abs(change) > noise) if told else None,
-    )
+    beyond = bool(abs(last - first) > noise) if told else None
+    return Trend(int(m.epoch[0]), int(m.epoch[-1]), first, last, last - first, noise, beyond)
 
 
 def curve_inputs(logs: Mapping[str, Series]) -> dict:
-    """The series the figure and text use: train BCE per task and L_cl (per step), and per epoch the
-    validation BCE per task, L_cl and AUC (the mean over tasks first)."""
-    tasks = {t: logs[f"train/bce_{t}"] for t in TASKS if f"train/bce_{t}" in logs}
-    val = {}
-    if "val/auc_mean" in logs:
-        val["mean"] = logs["val/auc_mean"]
-    val.update({t: logs[f"val/auc_{t}"] for t in TASKS if f"val/auc_{t}" in logs})
-    val_losses = {t: logs[f"val/bce_{t}"] for t in TASKS if f"val/bce_{t}" in logs}
+    """Train BCE per task and L_cl (per step); validation BCE per task, L_cl and AUC (its mean first) per epoch."""
+
+    def per_task(prefix: str, names: tuple[str, ...] = TASKS) -> dict[str, Series]:
+        return {t: logs[f"{prefix}{t}"] for t in names if f"{prefix}{t}" in logs}
+
+    val = per_task("val/auc_", ("mean", *TASKS))
     return {
-        "task_losses": tasks,
+        "task_losses": per_task("train/bce_"),
         "cl": logs.get("train/cl"),
         "val": val,
-        "val_losses": val_losses,
+        "val_losses": per_task("val/bce_"),
         "val_cl": logs.get("val/cl"),
     }
 
@@ -178,32 +149,24 @@ def section(runs: list[LoadedRun], out: Path) -> Section:
             continue
         task_means = {t: epoch_means(s) for t, s in inputs["task_losses"].items()}
         cl_means = epoch_means(inputs["cl"]) if inputs["cl"] is not None else None
-        epoch_curves(
-            task_means,
-            out / FILES[key],
-            cl=cl_means,
-            val=inputs["val"],
-            val_losses=inputs["val_losses"],
-            val_cl=inputs["val_cl"],
-            title=f"{r.label} ({r.name}): training curves per epoch",
-        )
+        title = f"{r.label} ({r.name}): training curves per epoch"
+        val = {k: inputs[k] for k in ("val", "val_losses", "val_cl")}
+        epoch_curves(task_means, out / FILES[key], cl=cl_means, title=title, **val)
         files[key] = FILES[key]
-        stats = _stats(inputs, task_means, cl_means, len(log_files(r.run)))
-        summary[r.name] = stats
+        summary[r.name] = stats = _stats(inputs, task_means, cl_means, len(log_files(r.run)))
         lines += [*_text(r, FILES[key], stats), ""]
     return Section(summary, files, lines[:-1] if lines[-1] == "" else lines)
 
 
 def _stats(inputs: dict, task_means: dict[str, EpochMeans], cl: EpochMeans | None, legs: int) -> dict:
-    """report.json's numbers behind the text: logged steps, each loss's trend and the best validation epoch."""
+    """report.json's numbers behind the text: logged steps, each loss's trend, the best validation epoch."""
     stats: dict[str, Any] = {"legs": legs, "trend_se": TREND_SE}
     tl = inputs["task_losses"]
     if tl:
         stats["steps"] = int(max(s.x.max() for s in tl.values()))
         stats["points"] = int(max(len(s.x) for s in tl.values()))
         stats["bce"] = {t: tr.as_dict() for t, m in task_means.items() if (tr := trend(m)) is not None}
-    cl_trend = trend(cl) if cl is not None else None
-    if cl_trend is not None:
+    if cl is not None and (cl_trend := trend(cl)) is not None:
         stats["cl"] = cl_trend.as_dict()
     if "mean" in inputs["val"]:
         x, y = inputs["val"]["mean"].x, inputs["val"]["mean"].y
@@ -235,8 +198,7 @@ def _text(r: LoadedRun, fname: str, s: dict) -> list[str]:
 
 
 def _trend_sentence(what: str, trends: dict[str, dict], points: int) -> str:
-    """One sentence per loss: a trend only where the change exceeds the noise, else "no trend beyond noise".
-    ``trends``: {name: Trend.as_dict()}, one entry named "" for a single loss (L_cl)."""
+    """A sentence on {name: Trend.as_dict()} (one named "" for L_cl): a trend only where it exceeds the noise."""
     first = next(iter(trends.values()))
     a, b = first["first_epoch"], first["last_epoch"]
     if a == b:
@@ -260,9 +222,6 @@ def _trend_part(name: str, d: dict) -> str:
     return f"{label}{direction} {values} (change {d['change']:+.3f}, beyond the noise of {d['noise']:.3f})"
 
 
-# --------------------------------------------------------------------------------------------------- figure
-
-
 def epoch_curves(
     task_means: Mapping[str, EpochMeans],
     path: str | Path,
@@ -273,12 +232,8 @@ def epoch_curves(
     val_cl: Series | None = None,
     title: str | None = None,
 ) -> Path:
-    """Training curves per epoch in one PNG: per-task BCE (train: epoch means with ``TREND_SE`` standard error
-    bars, solid; validation: dashed), L_cl likewise, and validation AUC (the mean over tasks bold).
-
-    Plain data in, one PNG out (atomically), so it is tested on synthetic input. A task keeps its colour in
-    every panel; one legend below the panels names the tasks and the line styles.
-    """
+    """One PNG: per-task BCE (train epoch means with ``TREND_SE`` standard error bars, solid; validation dashed),
+    L_cl likewise, and validation AUC (the mean bold); a task keeps its colour in every panel."""
     from matplotlib.ticker import MaxNLocator
 
     from farmcli.analysis import plots
@@ -307,8 +262,8 @@ def epoch_curves(
 
 
 def _loss_panel(ax, means: Mapping[str, EpochMeans], val_losses: Mapping[str, Series], color: dict) -> None:
-    """Train epoch means with error bars (solid) and validation losses per epoch (dashed), log scale where the
-    rare tasks' losses sit orders of magnitude below click's."""
+    """Train epoch means with error bars (solid), validation losses (dashed); log scale where the rare tasks'
+    losses sit orders of magnitude below click's."""
     for name, m in means.items():
         err = np.where(np.isnan(m.se), 0.0, TREND_SE * m.se)
         ax.errorbar(m.epoch, m.mean, yerr=err, color=color[name], marker="o", markersize=3, linewidth=1.4, capsize=3)
@@ -338,7 +293,7 @@ def _auc_panel(ax, val: Mapping[str, Series], color: dict) -> None:
 
 
 def _legend(fig, names: list[str], color: dict, has_val_losses: bool) -> None:
-    """One legend under the panels: a colour per task, and which line style is train and which validation."""
+    """One legend under the panels: a colour per task, and the line styles of train and validation."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=color[t], linewidth=2) for t in names]
@@ -350,12 +305,5 @@ def _legend(fig, names: list[str], color: dict, has_val_losses: bool) -> None:
         ]
         labels += ["train (epoch mean)", "validation"]
     if handles:
-        fig.legend(
-            handles,
-            labels,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 0.0),
-            ncol=min(len(labels), 8),
-            fontsize=8,
-            frameon=False,
-        )
+        ncol = min(len(labels), 8)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=8, frameon=False)

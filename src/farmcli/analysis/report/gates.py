@@ -1,16 +1,15 @@
-"""Table 3: the frequency gates alpha, beta (video) and gamma, delta (live) over the test split per activity
-group (low, mid, high, full): mean, p10, p50, p90. A sample whose history of a domain is empty is left out of
-that domain's gates (its F is all padding, so the gate has no effect)."""
+"""Table 3: the frequency gates alpha, beta (video) and gamma, delta (live) per activity group of the test split.
+A sample with an empty history of a domain is left out of its gates (all padding: the gate has no effect)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named
+from farmcli.analysis.report.runs import SPLIT, LoadedRun, Progress, Section, fmt, named, percentiles
 from farmcli.data.schema import ACTIVITY_LEVELS
 from farmcli.io import write_text
 from farmcli.tables_io import csv_text, markdown
@@ -25,8 +24,7 @@ FREQUENCY_SLOTS = ("video_frequency", "live_frequency")
 
 @torch.inference_mode()
 def gate_values(run: LoadedRun, batch_size: int = 4096, progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Per-sample gates of the test split, {gate: [N]} for the gates the run has; NaN where that domain's
-    history is empty. Per-channel gates are averaged over channels."""
+    """{gate: [N]} per test sample for the run's gates (mean over channels); NaN where that history is empty."""
     n = run.store.n(SPLIT)
     out: dict[str, np.ndarray] = {}
     pos = 0
@@ -44,56 +42,32 @@ def gate_values(run: LoadedRun, batch_size: int = 4096, progress: Progress | Non
     return out
 
 
-def gate_table(gates: Mapping[str, np.ndarray], activity: np.ndarray) -> list[dict]:
-    """Rows {group, gate, n, mean, p10, p50, p90} for each group present (low, mid, high, full) and gate."""
+def _values(gates: Mapping[str, np.ndarray], activity: np.ndarray) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(group, gate, its finite values) for each group (low, mid, high, full) and gate with any."""
     activity = np.asarray(activity)
-    rows = []
     for group in GROUPS:
         sel = np.ones(len(activity), bool) if group == "full" else activity == ACTIVITY_LEVELS.index(group)
-        if not sel.any():
-            continue
         for g, v in gates.items():
             x = np.asarray(v)[sel]
             x = x[np.isfinite(x)]
-            if not x.size:
-                continue
-            p10, p50, p90 = np.percentile(x, [10, 50, 90])
-            rows.append(
-                {
-                    "group": group,
-                    "gate": g,
-                    "n": int(x.size),
-                    "mean": float(x.mean()),
-                    "p10": float(p10),
-                    "p50": float(p50),
-                    "p90": float(p90),
-                }
-            )
-    return rows
-
-
-def _gates_by_group(gates: Mapping[str, np.ndarray], activity: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for g, v in gates.items():
-        v = np.asarray(v)
-        out[g] = {}
-        for group in GROUPS:
-            sel = np.ones(len(v), bool) if group == "full" else activity == ACTIVITY_LEVELS.index(group)
-            x = v[sel]
-            x = x[np.isfinite(x)]
             if x.size:
-                out[g][group] = x
-    return out
+                yield group, g, x
+
+
+def gate_table(gates: Mapping[str, np.ndarray], activity: np.ndarray) -> list[dict]:
+    """Rows {group, gate, n, mean, p10, p50, p90} for each group present (low, mid, high, full) and gate."""
+    return [
+        {"group": group, "gate": g, "n": int(x.size), "mean": float(x.mean()), **percentiles(x)}
+        for group, g, x in _values(gates, activity)
+    ]
 
 
 def section(run: LoadedRun, out: Path, batch_size: int, progress: Progress | None) -> Section:
     """Gate values of the run's frequency modules per activity group: CSV, box plot and the text."""
     missing = [s for s in FREQUENCY_SLOTS if run.slot(s) == "none"]
-    gates = (
-        gate_values(run, batch_size, named(progress, f"Table 3: gates of {run.name}"))
-        if len(missing) < len(FREQUENCY_SLOTS)
-        else {}
-    )
+    gates = {}
+    if len(missing) < len(FREQUENCY_SLOTS):
+        gates = gate_values(run, batch_size, named(progress, f"Table 3: gates of {run.name}"))
     activity = np.asarray(run.store.split(SPLIT).activity, dtype=np.int64)
     rows = gate_table(gates, activity)
     files: dict[str, str] = {}
@@ -103,8 +77,11 @@ def section(run: LoadedRun, out: Path, batch_size: int, progress: Progress | Non
         columns = ["group", "gate", "n", *STATS]
         cells = ([f"{r[k]:.6f}" if isinstance(r[k], float) else r[k] for k in columns] for r in rows)
         write_text(out / FILES["gates_csv"], csv_text(columns, cells))
+        by_group: dict[str, dict[str, np.ndarray]] = {g: {} for g in gates}
+        for group, g, x in _values(gates, activity):
+            by_group[g][group] = x
         plots.gate_boxplot(
-            _gates_by_group(gates, activity),
+            by_group,
             out / FILES["table3"],
             title=f"{run.label}: frequency gates per activity group, test split (Table 3 shape)",
         )

@@ -13,8 +13,7 @@ import torch
 from farmcli.errors import UserError
 from farmcli.io import read_json
 
-SPLIT = "test"
-"""Every figure and table of the report is computed on this split of each run's own sample store."""
+SPLIT = "test"  # every figure and table is computed on this split of each run's own sample store
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -29,8 +28,7 @@ class LoadedRun:
     module: Any
     store: Any
     device: torch.device
-    label: str
-    """The variant's label (e.g. "FARM", "w/o C-PA"), or the variant name."""
+    label: str  # the variant's label (e.g. "FARM", "w/o C-PA"), or its name
 
     @property
     def farm(self) -> Any:
@@ -41,7 +39,6 @@ class LoadedRun:
         return self.run.name
 
     def slot(self, slot: str) -> str:
-        """The component name in one of the run's model slots."""
         return getattr(self.cfg.model, slot).name
 
     def batches(self, idx: np.ndarray | None, batch_size: int, progress: Progress | None = None, what: str = ""):
@@ -91,13 +88,17 @@ def named(progress: Progress | None, what: str) -> Progress | None:
     return None if progress is None else (lambda _what, done, total: progress(what, done, total))
 
 
+def percentiles(x: np.ndarray) -> dict[str, float]:
+    """p10, p50 and p90 of ``x``."""
+    return dict(zip(("p10", "p50", "p90"), map(float, np.percentile(x, [10, 50, 90]))))
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or x != x else f"{x:.{digits}f}"
 
 
 def run_lines(runs: list[LoadedRun]) -> list[str]:
-    """The report's header: which runs, checkpoints, data and slots; a run that did not finish normally, and
-    runs trained on different data, are said so."""
+    """The report's header: runs, checkpoints, data and slots, with a note on unfinished runs or different data."""
     from farmcli.runs import status_note
 
     lines = []
@@ -105,11 +106,9 @@ def run_lines(runs: list[LoadedRun]) -> list[str]:
         slots = ", ".join(f"{s}={r.slot(s)}" for s in ("video_frequency", "live_frequency", "align", "fuse", "head"))
         role = "Run" if i == 0 else "Compared with"
         info = read_json(r.run / "run.json")
-        best = (
-            f" ({info['monitor']} {info['best_score']:.4f} in run.json)"
-            if isinstance(info.get("best_score"), (int, float)) and info.get("monitor")
-            else ""
-        )
+        best = ""
+        if isinstance(info.get("best_score"), (int, float)) and info.get("monitor"):
+            best = f" ({info['monitor']} {info['best_score']:.4f} in run.json)"
         lines.append(
             f"- **{role}:** `{r.run}` — variant `{r.cfg.variant}` ({r.label}); checkpoint "
             f"`{r.ckpt.name}`{best}; data `{r.cfg.data.source}`; seed {r.cfg.seed}; {slots}."

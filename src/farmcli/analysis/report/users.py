@@ -1,5 +1,4 @@
-"""Which test samples the report looks at: each user's last one, their history lengths, the Fig. 3 users and
-the Fig. 4 user."""
+"""Which test samples the report looks at: each user's last one, the Fig. 3 users and the Fig. 4 user."""
 
 from __future__ import annotations
 
@@ -9,18 +8,16 @@ from farmcli.analysis.report.runs import SPLIT
 from farmcli.data.schema import ACTIVITY_LEVELS
 from farmcli.errors import UserError
 
-SAMPLE_SEED = 0
-"""Seed of the user sample drawn when a split has more than ``max_users`` eligible users."""
+SAMPLE_SEED = 0  # of the user sample drawn when a split has more than max_users eligible users
 
 
 def last_sample_per_user(store, split: str = SPLIT) -> tuple[np.ndarray, np.ndarray]:
     """(user ids ascending, index of each user's last sample of ``split``: latest ts, the later row on ties)."""
     s = store.split(split)
-    n = s.n
-    if n == 0:
+    if s.n == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     users = np.asarray(s.user_id, dtype=np.int64)
-    order = np.lexsort((np.arange(n), np.asarray(s.ts, dtype=np.int64), users))
+    order = np.lexsort((np.arange(s.n), np.asarray(s.ts, dtype=np.int64), users))
     last = np.append(users[order][1:] != users[order][:-1], True)
     idx = order[last]
     return users[idx], idx
@@ -29,16 +26,15 @@ def last_sample_per_user(store, split: str = SPLIT) -> tuple[np.ndarray, np.ndar
 def history_lengths(store, split: str, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Real (non-padding) video and live history lengths of samples ``idx`` (each at most L)."""
     s = store.split(split)
-    L = store.history_len
     idx = np.asarray(idx, dtype=np.int64)
-    nv = np.minimum(np.asarray(s.v_end[idx], np.int64) - np.asarray(s.v_start[idx], np.int64), L)
-    nl = np.minimum(np.asarray(s.l_end[idx], np.int64) - np.asarray(s.l_start[idx], np.int64), L)
-    return np.maximum(nv, 0), np.maximum(nl, 0)
+    nv = np.asarray(s.v_end[idx], np.int64) - np.asarray(s.v_start[idx], np.int64)
+    nl = np.asarray(s.l_end[idx], np.int64) - np.asarray(s.l_start[idx], np.int64)
+    return np.clip(nv, 0, store.history_len), np.clip(nl, 0, store.history_len)
 
 
 def alignment_users(store, split: str = SPLIT, max_users: int = 10_000) -> tuple[np.ndarray, np.ndarray, int]:
-    """(user ids, sample index, number eligible): each user's last sample of ``split`` where both histories
-    are non-empty, at most ``max_users`` of them (a seeded random sample, kept in user order)."""
+    """(user ids, sample index, number eligible): each user's last sample with both histories non-empty, at most
+    ``max_users`` of them (a seeded sample, in user order)."""
     users, idx = last_sample_per_user(store, split)
     nv, nl = history_lengths(store, split, idx)
     keep = (nv > 0) & (nl > 0)
@@ -51,9 +47,8 @@ def alignment_users(store, split: str = SPLIT, max_users: int = 10_000) -> tuple
 
 
 def choose_user(store, user: int | None = None, split: str = SPLIT) -> tuple[int, int, str]:
-    """(user id, sample index, why) of the Figure 4 user: ``user`` (raw id) when given, else a low-active user
-    with both histories non-empty and the longest live history (longer video history, then smaller id, on ties);
-    mid / high users only when no low-active user qualifies."""
+    """(user id, sample index, why) of the Figure 4 user: ``user`` (raw id), else the low-active user with both
+    histories and the longest live history (then video history, then smaller id); mid / high only failing that."""
     users, idx = last_sample_per_user(store, split)
     if user is not None:
         where = np.flatnonzero(users == int(user))
