@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from farmcli.cli import app
 from farmcli.errors import UserError
-from farmcli.tune.space import parse_space
+from farmcli.tune.space import parse_dimension, parse_space
 from farmcli.tune.study import TuneSettings, check
 
 runner = CliRunner()
@@ -88,3 +88,9 @@ def test_cli_range_mistakes_exit_2(tmp_path):
     assert not (tmp_path / "t").exists()
     r = runner.invoke(app, ["tune", "--help"])
     assert r.exit_code == 0 and "LO:HI:log" in r.output
+
+
+def test_a_listed_dimension_reads_back_as_typed():
+    """Messages (a journal that holds values --space lacks) quote a dimension as the user would type it."""
+    assert parse_dimension("model.cl_weight=0.1,[1, 2],x").text() == "0.1,[1, 2],x"
+    assert parse_dimension("optim.lr=1e-4:1e-2:log").text() == "0.0001:0.01:log"

@@ -49,7 +49,7 @@ class Dimension:
         """The values as typed, for messages."""
         if self.is_range:
             return f"{self.low}:{self.high}" + (":log" if self.log else "")
-        return ",".join(as_overrides({"": v})[0][1:] for v in self.values)
+        return ",".join(value_text(v) for v in self.values)
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -182,12 +182,14 @@ def corners(space: Sequence[Dimension]) -> list[dict[str, Any]]:
     return [{d.key: v} for d in space for v in ((d.low, d.high) if d.is_range else d.values)]
 
 
+def value_text(v: Any) -> str:
+    """A value as the command line spells it (YAML flow style): ``0.1``, ``[1, 2]``, ``x``."""
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def as_overrides(params: dict[str, Any]) -> list[str]:
     """``{"model.cl_weight": 0.3}`` -> ``["--model.cl_weight=0.3"]`` in farm train's KEY=VALUE form."""
-    return [
-        f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-        for k, v in params.items()
-    ]
+    return [f"--{k}={value_text(v)}" for k, v in params.items()]
 
 
 def label(params: dict[str, Any]) -> str:
