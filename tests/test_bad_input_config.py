@@ -24,7 +24,10 @@ CASES = [
     case(*PRINT, "--model.head.tower_dims", "[-5]", words=("model.head.tower_dims = [-5]", "must be > 0")),
     case(*PRINT, "--model.head.dropout", "1.5", words=("model.head.dropout = 1.5", ">= 0 and < 1")),
     case(*PRINT, "--model.head.dropout", "-0.1", words=("model.head.dropout", ">= 0 and < 1")),
-    case(*PRINT, "--model.head.levels", "0", words=("model.head.levels = 0", "> 0")),
+    case(*PRINT, "--model.head.levels", "0", words=("model.head.levels = 0", ">= 1 and <= 8")),
+    # round 5, row 11: a head that would run for hours (1,000 sequential levels) is bounded by its type
+    case(*PRINT, "--model.head.levels", "1000", words=("model.head.levels = 1000", ">= 1 and <= 8")),
+    case(*PRINT, "--model.head.shared_experts", "100", words=("model.head.shared_experts = 100", "<= 64")),
     case(
         *PRINT,
         "--model.head.task_experts",

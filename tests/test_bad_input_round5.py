@@ -20,7 +20,7 @@ CASES = [
     (["--trainer.accelerator", "tpu"], ["trainer.accelerator='tpu'", "torch_xla"]),
     (["--trainer.strategy", "bogus"], ["trainer.strategy = 'bogus'", "ddp"]),
     (["--trainer.strategy", "dp"], ["trainer.strategy = 'dp'", "Did you mean 'ddp'"]),
-    (["--trainer.strategy", "fsdp"], ["trainer.strategy='fsdp'", "GPU", "--config cpu"]),
+    (["--trainer.strategy", "fsdp"], ["trainer.strategy='fsdp'", "GPU", "drop --trainer.strategy fsdp"]),
     (["--trainer.devices", "-1"], ["trainer.devices=-1", "int > 0"]),
     (["--trainer.num_nodes", "0"], ["trainer.num_nodes = 0", ">= 1"]),
     (["--trainer.barebones", "true"], ["trainer.barebones", "Leave it out"]),
@@ -58,9 +58,16 @@ CASES = [
     # row 18f: more epochs at least than at most
     (["--trainer.min_epochs", "5", "--trainer.max_epochs", "1"], ["trainer.min_epochs = 5", "max_epochs = 1"]),
     # row 19: messages that name the real cause (no "use --config cpu" where no GPU is involved)
-    (["--trainer.profiler", "bogus"], ["trainer.profiler='bogus'", "simple"]),
-    (["--trainer.max_time", "bogus"], ["trainer.max_time='bogus'", "DD:HH:MM:SS"]),
-    (["--trainer.limit_train_batches", "1.5"], ["trainer.limit_train_batches=1.5", "[0.0, 1.0]"]),
+    (["--trainer.profiler", "bogus"], ["trainer.profiler = 'bogus'", "simple, advanced"]),
+    (["--trainer.max_time", "bogus"], ["trainer.max_time = 'bogus'", "DD:HH:MM:SS"]),
+    (["--trainer.limit_train_batches", "1.5"], ["trainer.limit_train_batches = 1.5", "at most 1.0", "(e.g. 2)"]),
+    (["--trainer.limit_train_batches", "-1"], ["trainer.limit_train_batches = -1", ">= 0"]),
+    (["--trainer.fast_dev_run", "-1"], ["trainer.fast_dev_run = -1", ">= 0"]),
+    (["--trainer.val_check_interval", "5.5"], ["trainer.val_check_interval = 5.5", "at most 1.0"]),
+    # row 2: a scheduler that divides by an argument names it
+    (["--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "0"], ["StepLR", "It divides by step_size: give 1"]),
+    # row 11: a head that would run for hours
+    (["--model.head.levels", "1000"], ["model.head.levels = 1000", "<= 8"]),
 ]
 
 
@@ -73,6 +80,23 @@ def test_a_setting_that_cannot_run_is_named_before_any_work(args, words, tmp_pat
         assert w in r.output, (w, r.output)
     assert "--config cpu" not in r.output or "GPU" in r.output
     assert not any(tmp_path.iterdir())  # no run directory, nothing half-written
+
+
+def test_a_callback_argument_from_a_config_file_shows_the_value_given(tmp_path):
+    """Row 4 from YAML: the message showed `logging_interval = None` and 'expected ... a string or list'."""
+    cfg = tmp_path / "cb.yaml"
+    cfg.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.LearningRateMonitor\n"
+        "      init_args:\n        logging_interval: fortnight\n"
+    )
+    runs = tmp_path / "runs"
+    r = runner.invoke(
+        app, ["train", "--data", "tiny", "--config", TINY, "--config", str(cfg), "--fit.runs_dir", str(runs)]
+    )
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert "trainer.callbacks.logging_interval = 'fortnight': expected null or one of 'step', 'epoch'" in text, text
+    assert "Traceback" not in r.output and not runs.exists()
 
 
 def test_a_yaml_anchor_that_holds_itself_is_named(tmp_path):

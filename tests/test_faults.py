@@ -94,6 +94,7 @@ FULL_DISK = {
     # command, bytes left free, the output the message names
     "predict": (lambda d, run, data: ["predict", str(run), "--out", str(d / "p.parquet")], 20_000, "p.parquet"),
     "report": (lambda d, run, data: ["report", str(run), "--out", str(d / "rep")], 150_000, "rep/"),
+    "eval": (lambda d, run, data: ["eval", str(run), "--save-predictions", str(d / "e.parquet")], 16_000, "e.parquet"),
     "train": (
         lambda d, run, data: (
             ["train", "--data", str(data), "--config", TINY, "--trainer.max_epochs", "2"]
@@ -167,6 +168,22 @@ def test_predict_on_a_full_disk_without_a_tmpfs(run, tmp_path, monkeypatch):
     text = one_line(r.output)
     assert r.exit_code == 2, r.output
     assert f"{out}: no space left on the disk" in text and "--out" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_predictions_on_a_full_disk_without_a_tmpfs(run, tmp_path, monkeypatch):
+    """polars says a full disk in a ComputeError, not an OSError: still exit 2 naming the file, nothing left."""
+    import polars as pl
+
+    def full(self, *a, **k):
+        raise pl.exceptions.ComputeError("parquet: underlying IO error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    out = tmp_path / "e.parquet"
+    r = runner.invoke(app, ["eval", str(run), "--save-predictions", str(out)])
+    text = one_line(r.output)
+    assert r.exit_code == 2, r.output
+    assert f"{out}: no space left on the disk" in text and "Traceback" not in text
     assert list(tmp_path.iterdir()) == []
 
 
@@ -513,3 +530,5 @@ def test_num_nodes_2_on_one_machine_ends_on_sigterm_naming_it(data, tmp_path):
     assert proc.returncode == 130 and time.monotonic() - t0 < 10, (proc.returncode, err)
     assert "trainer.num_nodes = 2" in text and "waited for the other nodes' processes" in text
     assert "Traceback" not in err
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["status"] == "interrupted" and "pid" not in info  # not a run that still seems to train

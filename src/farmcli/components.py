@@ -92,7 +92,15 @@ def _try(where: str, spec: Mapping[str, Any]) -> None:
         raise
     except Exception as e:  # the class's own check, whatever its type (Lightning's MisconfigurationException)
         args = ", ".join(f"{k}={v!r}" for k, v in spec["init_args"].items()) or "its defaults"
-        raise UserError(f"Bad setting: {where} = {spec['class_path']} with {args}: {type(e).__name__}: {e}") from None
+        zeros = [k for k, v in spec["init_args"].items() if v == 0 and not isinstance(v, bool)]
+        fix = (
+            f" It divides by {' or '.join(zeros)}: give 1 or more."
+            if isinstance(e, ZeroDivisionError) and zeros
+            else ""
+        )
+        raise UserError(
+            f"Bad setting: {where} = {spec['class_path']} with {args}: {type(e).__name__}: {str(e).rstrip('.')}.{fix}"
+        ) from None
 
 
 def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:

@@ -137,10 +137,11 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-@lru_cache(maxsize=2)
-def parser(lightning: bool = False) -> Any:
-    """The run config's parser; with ``lightning`` the class settings are typed by Lightning's and torch's base
-    classes (so jsonargparse resolves short names, checks init_args and appends with ``+=``)."""
+@lru_cache(maxsize=4)
+def parser(classes: frozenset[str] = frozenset()) -> Any:
+    """The run config's parser; the class settings in ``classes`` are typed by torch's and Lightning's base classes
+    (so jsonargparse resolves short names, checks init_args and appends with ``+=``). Only those: Lightning's
+    import alone takes seconds, and a bad optimizer argument is reported without it."""
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False, prog="farm train", allow_abbrev=False)  # --trainer.max_epoch is a typo
@@ -157,23 +158,43 @@ def parser(lightning: bool = False) -> Any:
 
         p.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP)
     p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
-    if not lightning:
-        for key in CLASS_SETTINGS:
+    for key in CLASS_SETTINGS:
+        if key not in classes:
             p.add_argument(f"--{key}", type=Optional[bool], default=None)
-        return p
-    import torch
-    from lightning.pytorch.callbacks import Callback
-    from lightning.pytorch.cli import LRSchedulerTypeUnion
-    from lightning.pytorch.loggers import Logger
+        elif key == "trainer.callbacks":
+            from lightning.pytorch.callbacks import Callback
 
-    for key, base, skip in (
-        ("trainer.logger", Logger, {"save_dir", "version"}),  # farm's: RUN/logs/NAME
-        ("optimizer", torch.optim.Optimizer, {"params"}),
-        ("lr_scheduler", LRSchedulerTypeUnion, {"optimizer"}),
-    ):
-        p.add_subclass_arguments(base, key, skip=skip, required=False, instantiate=False, fail_untyped=False)  # type: ignore[arg-type]
-    p.add_argument("--trainer.callbacks", type=Optional[Union[list[Callback], Callback]], default=None)
+            p.add_argument("--trainer.callbacks", type=Optional[Union[list[Callback], Callback]], default=None)
+        else:
+            base, skip = _class_base(key, "lightning" in classes)
+            p.add_subclass_arguments(base, key, skip=skip, required=False, instantiate=False, fail_untyped=False)
     return p
+
+
+def _class_base(key: str, lightning: bool) -> tuple[Any, set[str]]:
+    """The base class of a class setting and the arguments farm passes itself."""
+    import torch
+
+    if key == "trainer.logger":
+        from lightning.pytorch.loggers import Logger
+
+        return Logger, {"save_dir", "version"}  # farm's: RUN/logs/NAME
+    if key == "optimizer":
+        return torch.optim.Optimizer, {"params"}
+    if lightning:  # Lightning's ReduceLROnPlateau, which takes the ``monitor`` it watches
+        from lightning.pytorch.cli import LRSchedulerTypeUnion
+
+        return LRSchedulerTypeUnion, {"optimizer"}
+    return torch.optim.lr_scheduler.LRScheduler, {"optimizer"}
+
+
+def _classes(given: Mapping[str, Any]) -> frozenset[str]:
+    """The class settings a config gives, with "lightning" where one needs Lightning's classes."""
+    keys = {k for k in CLASS_SETTINGS for g, v in given.items() if _names(k, g) and v not in (None, False, [])}
+    plateau = any(_names("lr_scheduler", g) and "ReduceLROnPlateau" in str(v) for g, v in given.items())
+    if plateau or keys & {"trainer.logger", "trainer.callbacks"}:
+        keys.add("lightning")
+    return frozenset(keys)
 
 
 def resolve(
@@ -202,7 +223,7 @@ def resolve(
     pairs, slots = _slot_layer(pairs_of(overrides))
     given = given_values([*layers, slots, last], pairs)
     rules.check_not_ours(given)
-    p = parser(lightning=any(_names_class(k) and v not in (None, False, []) for k, v in given.items()))
+    p = parser(_classes(given))
     try:
         ns = p.get_defaults()
         for layer in layers:
@@ -216,8 +237,8 @@ def resolve(
     return validate(ns.as_dict())
 
 
-def _names_class(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") or key == f"{k}+" for k in CLASS_SETTINGS)
+def _names(setting: str, key: str) -> bool:
+    return key in (setting, f"{setting}+") or key.startswith(f"{setting}.")
 
 
 def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:

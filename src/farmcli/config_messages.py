@@ -22,11 +22,17 @@ def given_values(layers: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str,
     """Every value the layers and the command line give, by dotted key (the last wins): what a message shows."""
     out: dict[str, Any] = {}
 
-    def walk(node: Any, path: str) -> None:
-        out[path] = node
-        if isinstance(node, Mapping):
+    def walk(node: Any, path: str, item: bool = False) -> None:
+        if not item:
+            out[path] = node
+        if isinstance(node, list):  # a list of classes (trainer.callbacks): each one's arguments under the list's key
+            for x in node:
+                walk(x, path, item=True)
+        elif isinstance(node, Mapping):
             for k, v in node.items():
                 walk(v, f"{path}.{k}" if path else str(k))
+            for k, v in (node["init_args"] if isinstance(node.get("init_args"), Mapping) else {}).items():
+                walk(v, f"{path}.{k}")  # as jsonargparse names a class's argument
 
     for layer in layers:
         walk(layer, "")
@@ -143,8 +149,10 @@ def _typed(text: str, key: str, node: Any) -> str:
         body = subtypes.group(1)
         names = [_TYPE_NAMES.get(n, n) for n in re.findall(r"<class '(?:[\w.]*\.)?(\w+)'>", body)]
         choices = [c for group in re.findall(r"Literal\[(.*?)\]", body) for c in group.split(", ")]
-        if choices:
-            names.append("one of " + ", ".join(dict.fromkeys(choices)))
+        if choices:  # the choices say which strings
+            names = [n for n in names if n not in ("a string", "list")] + [
+                "one of " + ", ".join(dict.fromkeys(choices))
+            ]
         if names:
             return f"{shown}: expected {' or '.join(dict.fromkeys(names))}."
     literal = re.search(r"Literal\[(.*?)\]", text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,6 +133,10 @@ TRAINER_RANGES: dict[str, tuple[float, str]] = {
     "num_sanity_val_steps": (-1, "validation batches before training (-1: all)"),
     "reload_dataloaders_every_n_epochs": (0, "0: never"),
     "overfit_batches": (0, "0: off"),
+    "fast_dev_run": (0, "N batches of each loop as a quick check; 0: off"),
+    "limit_train_batches": (0, "a fraction of the batches in [0, 1], or a count"),
+    "limit_val_batches": (0, "a fraction of the batches in [0, 1], or a count"),
+    "limit_test_batches": (0, "a fraction of the batches in [0, 1], or a count"),
 }
 """Lower bounds of Trainer arguments whose type admits what Lightning cannot run (or divides by, after an epoch)."""
 
@@ -162,7 +167,20 @@ def check_trainer_ranges(trainer: Mapping[str, Any]) -> None:
         value = trainer.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < low:
             raise UserError(f"Bad setting: trainer.{key} = {value}: must be >= {low:g} ({meaning}).")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches"):
+        value = trainer.get(key)
+        if isinstance(value, float) and value > 1:
+            raise UserError(
+                f"Bad setting: trainer.{key} = {value}: a fraction of the batches is at most 1.0; a count of batches "
+                f"is a whole number (e.g. {math.ceil(value)})."
+            )
+    _check_documented(trainer)
     interval = trainer.get("val_check_interval")
+    if isinstance(interval, float) and interval > 1:
+        raise UserError(
+            f"Bad setting: trainer.val_check_interval = {interval}: a fraction of an epoch is at most 1.0; a number "
+            f"of batches is a whole number (e.g. {math.ceil(interval)})."
+        )
     if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
         raise UserError(
             f"Bad setting: trainer.val_check_interval = {interval}: a fraction of an epoch in (0, 1] or a number of "
@@ -188,6 +206,26 @@ def check_trainer_ranges(trainer: Mapping[str, Any]) -> None:
         raise UserError(
             "Bad setting: trainer.barebones = true turns off the logging, checkpoints and progress a farm run needs "
             "(its best checkpoint is what farm evaluates). Leave it out."
+        )
+
+
+PROFILERS = ("simple", "advanced", "pytorch", "xla")
+"""The names Lightning's ``profiler`` takes (or a Profiler object)."""
+
+
+def _check_documented(trainer: Mapping[str, Any]) -> None:
+    """Values Lightning documents the form of, named without importing it (which takes seconds)."""
+    profiler = trainer.get("profiler")
+    if isinstance(profiler, str) and profiler not in PROFILERS:
+        raise UserError(
+            f"Bad setting: trainer.profiler = {profiler!r}: Lightning's profilers are {', '.join(PROFILERS)} "
+            f"(or leave it out: none)."
+        )
+    duration = trainer.get("max_time")
+    if isinstance(duration, str) and not re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", duration):
+        raise UserError(
+            f"Bad setting: trainer.max_time = {duration!r}: a duration DD:HH:MM:SS, e.g. 00:12:00:00 for 12 hours "
+            f"(or a mapping such as {{hours: 12}})."
         )
 
 

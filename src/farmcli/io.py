@@ -71,7 +71,7 @@ def _named(e: BaseException, path: Path, tmp: Path | None = None) -> OSError | N
     """``e`` raised while writing ``path`` (through the temporary ``tmp``) as an OSError that names ``path``, or
     None where it is none of those: an OSError of the system (an errno) without a file name (a write to an open
     file: pyarrow, numpy, the parquet writer) or naming a file inside ``tmp``, or a native writer's failure on a
-    full disk (torch's "file write failed")."""
+    full disk (torch's "file write failed", polars' "No space left on device")."""
     if isinstance(e, OSError):
         if e.errno is None:
             return None
@@ -81,7 +81,7 @@ def _named(e: BaseException, path: Path, tmp: Path | None = None) -> OSError | N
             return OSError(e.errno, os.strerror(e.errno), str(path / Path(e.filename).relative_to(tmp)))
         return None
     text = str(e)
-    if isinstance(e, RuntimeError) and ("No space left on device" in text or "file write failed" in text):
+    if "No space left on device" in text or isinstance(e, RuntimeError) and "file write failed" in text:
         try:
             full = "No space left" in text or shutil.disk_usage(path.parent).free < 1 << 24
         except OSError:
@@ -108,7 +108,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any other file
         yield tmp_path
         os.replace(tmp_path, path)
-    except (OSError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - polars says a full disk in a ComputeError
         named = _named(e, path)
         if named is None:
             raise
@@ -266,7 +266,7 @@ def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-    except (OSError, RuntimeError) as e:
+    except Exception as e:  # noqa: BLE001 - polars says a full disk in a ComputeError
         named = _named(e, path, tmp)
         if named is None:
             raise

@@ -39,4 +39,6 @@ def trainer_error(kwargs: dict[str, Any], e: Exception) -> str:
     given = ", ".join(f"trainer.{k}={kwargs[k]!r}" for k in named)
     missing_device = any(w in text.lower() for w in ("no supported gpu", "not available", "requires a gpu"))
     hint = " On a machine without a GPU, use --config cpu (or --trainer.accelerator cpu)." if missing_device else ""
+    if missing_device and "strategy" in named:  # a GPU strategy: another accelerator does not help
+        hint = f" On a machine without a GPU, leave trainer.strategy at auto (drop --trainer.strategy {kwargs['strategy']})."
     return f"Bad setting: Lightning cannot run {given}: {text}{hint}"

@@ -21,7 +21,7 @@ from farmcli import locks
 from farmcli.batch import TASKS
 from farmcli.config import RunConfig
 from farmcli.errors import UserError
-from farmcli.interrupts import stopped_by_signal
+from farmcli.interrupts import on_hard_exit, stopped_by_signal
 from farmcli.machine import check_memory
 from farmcli.metric_names import check_monitor, monitor_mode
 from farmcli.runs import (
@@ -228,6 +228,13 @@ def _fit(
         run.parent.mkdir(parents=True, exist_ok=True)
         lock.enter_context(locks.hold(run, "the run", "--fit.name"))
     record = Record(run, cfg, store, resume=bool(resume))
+    if lock is not None:  # the watchdog ends a process stuck in native code (a rendezvous): say so in run.json
+
+        def mark_interrupted() -> None:
+            if record.done:
+                finish(run, status="interrupted")
+
+        lock.enter_context(on_hard_exit(mark_interrupted))
     extra = [_run_files(record, store.manifest["key"])]
     trainer, ckpt = build_trainer(cfg, run, has_valid, progress=show_bar, extra=extra)
     if trainer.is_global_zero:

@@ -42,6 +42,15 @@ def test_a_nan_loss_is_rejected_with_a_clear_error():
         module.training_step(batch, 0)
 
 
+def test_a_loss_weight_that_overflows_the_sum_is_named():
+    """Round 5, row 20: each term finite, lambda * L_cl infinite: the message names model.cl_weight, not the data."""
+    cfg = tiny_config("farm")
+    cfg.cl_weight = 1e308
+    module = FarmModule(VOCAB, cfg)
+    with pytest.raises(NonFiniteLossError, match=r"each of its terms is finite: model.cl_weight = 1e\+308"):
+        module.training_step(random_batch(4, 6, seed=7), 0)
+
+
 def test_no_align_means_no_contrastive_term():
     module = FarmModule(VOCAB, tiny_config("no-cpa"))
     batch = random_batch(6, 6, seed=8)

@@ -1,6 +1,7 @@
 """`farm tune`: best.yaml is the best trial's whole config and `farm train` reproduces its score; a store per
 sample setting; TPE over ranges; what is refused before any trial (monitor, one-class validation, journal)."""
 
+import csv
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -113,6 +114,11 @@ def test_each_trial_trains_on_the_store_of_its_own_sample_settings(tmp_path, mon
     stores = {cfg.data.history_len: store for cfg, store in seen}
     assert sorted(stores) == [10, 20] and stores[10].path != stores[20].path
     assert len({id(store) for _, store in seen}) == 2  # built once per setting, shared by its trials
+    # the tables count the best epoch from 1 (the fake trials' best is Lightning's epoch 0 of 1)
+    row = next(r for r in csv.DictReader((tmp_path / "t" / "trials.csv").open()) if r["state"] == "COMPLETE")
+    assert (row["best_epoch"], row["epochs"]) == ("1", "1")
+    md = [ln for ln in (tmp_path / "t" / "trials.md").read_text().splitlines() if "| complete |" in ln]
+    assert md and all(ln.split("|")[-3].strip() == "1" for ln in md)  # the "best epoch" column
 
 
 def test_a_bad_monitor_stops_before_any_study_is_made(tmp_path, monkeypatch):

@@ -116,6 +116,7 @@ def _worker(fn: Callable[..., Any], args: tuple[Any, ...], threads: int, writer:
         result = ("interrupted", "")
     except BaseException:
         result = ("crash", traceback.format_exc())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopped already: a later one would break the exit's cleanup
     with contextlib.suppress(OSError):  # the parent is gone: no one to tell
         writer.send(result)
         writer.close()

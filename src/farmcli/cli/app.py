@@ -169,7 +169,7 @@ def _disk_full_message(e: OSError) -> str:
     free = ""
     if where is not None:
         with contextlib.suppress(OSError):
-            free = f" ({_size(shutil.disk_usage(where).free)} free there now)"
+            free = f" ({size_text(shutil.disk_usage(where).free)} free there now)"
     problem = "your disk quota is used up" if quota else "no space left on the disk"
     return (
         f"{target}: {problem}{free}, so it could not be written; nothing half-written was left behind. "
@@ -187,7 +187,7 @@ def _elsewhere(path: Path) -> str:
     return "give the command an output path (--out) on another disk"
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     """Bytes as people read a free-space figure: 16 KB, 380.9 KB, 2.1 GB."""
     if n < 1000:
         return f"{n} B"

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from farmcli import locks, render
 from farmcli.cli._common import announce_store, given_path, optional_path, parse_sets, progress_bar
-from farmcli.cli.app import console, data_app, err_console, user_errors
+from farmcli.cli.app import console, data_app, err_console, size_text, user_errors
 from farmcli.errors import UserError
 
 
@@ -112,11 +112,11 @@ def _check_space(target: Path, users: int) -> None:
     free = shutil.disk_usage(parent).free
     if estimate > free:
         raise UserError(
-            f"--users {users:,} makes a dataset of about {estimate / 1e9:,.1f} GB, but {parent} has "
-            f"{free / 1e9:,.1f} GB free. Choose fewer users or another --out."
+            f"--users {users:,} makes a dataset of about {size_text(estimate)}, but {parent} has "
+            f"{size_text(free)} free. Choose fewer users or another --out."
         )
     if estimate > 1e9:
-        err_console.print(f"about {estimate / 1e9:,.1f} GB will be written ({free / 1e9:,.1f} GB free).", markup=False)
+        err_console.print(f"about {size_text(estimate)} will be written ({size_text(free)} free).", markup=False)
 
 
 @data_app.command("validate")

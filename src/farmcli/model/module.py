@@ -119,10 +119,16 @@ class FarmModule(L.LightningModule):
         training = stage == "train"
         if not training or loss.device.type == "cpu":
             if not torch.isfinite(loss):
-                bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["total"]
+                bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+                where = f"The {stage} loss is {loss.item()} at step {self.global_step}, batch {batch_idx}"
+                if not bad:  # every term finite, their weighted sum not: the weight overflows it
+                    raise NonFiniteLossError(
+                        f"{where}, though each of its terms is finite: model.cl_weight = {self.model_cfg.cl_weight} "
+                        f"makes lambda * L_cl (eq. 15) overflow. Give model.cl_weight a value of the paper's order "
+                        f"(0.1 .. 0.9)."
+                    )
                 raise NonFiniteLossError(
-                    f"The {stage} loss is {loss.item()} at step {self.global_step}, batch {batch_idx} "
-                    f"(non-finite terms: {', '.join(bad)}). Check that labels are 0/1 and ids are within the "
+                    f"{where} (non-finite terms: {', '.join(bad)}). Check that labels are 0/1 and ids are within the "
                     f"vocabulary, or lower the learning rate (optim.lr = {self.optim_cfg.lr})."
                 )
         else:  # asking every step would make the host wait for the device: counted there, read when logging

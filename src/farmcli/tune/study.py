@@ -499,13 +499,16 @@ def _write_results(out: Path, settings: TuneSettings, rows: list[TrialRow], best
 
 
 def _tables(settings: TuneSettings, ordered: Sequence[TrialRow]) -> tuple[list[str], str]:
-    """trials.md's lines (up to the best trial's) and trials.csv."""
+    """trials.md's lines (up to the best trial's) and trials.csv; the best epoch counted from 1, as the progress bar
+    and ``epochs`` count (trials.json keeps Lightning's index, from 0)."""
     keys = [d.key for d in settings.space]
     md_rows: list[list[Any]] = []
     csv_rows: list[list[Any]] = []
     for r in ordered:
         values = [json.dumps(r.params.get(k)) for k in keys]
-        best_epoch, epochs = (r.seeds[0].get("best_epoch", ""), r.seeds[0].get("epochs", "")) if r.seeds else ("", "")
+        first = r.seeds[0] if r.seeds else {}
+        best_epoch = first["best_epoch"] + 1 if isinstance(first.get("best_epoch"), int) else ""  # counted from 1
+        epochs = first.get("epochs", "")
         score = ("-", "") if r.score is None else (f"{r.score:.2f}", f"{r.score:.4f}")
         md_rows.append(
             [r.number, r.state.lower(), *(f"`{v}`" for v in values), score[0], best_epoch, f"{r.seconds:.0f}"]

@@ -81,6 +81,10 @@ def run_trial(
         components.instantiate("trainer.callbacks", c) for c in components.as_list(kwargs.pop("callbacks", None))
     ]
     callbacks: list[Any] = [recorder, *extra_callbacks, *early_stopping(cfg), *user_callbacks]
+    if show_bar:
+        from farmcli.scoring import PassProgressBar
+
+        callbacks.append(PassProgressBar())  # "Epoch 1/3" for the first of three, as farm train shows
     trainer = L.Trainer(
         **kwargs,
         callbacks=callbacks,

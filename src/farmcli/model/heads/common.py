@@ -14,6 +14,12 @@ from farmcli.model.layers import mlp
 
 Dropout = restricted_number_type("Dropout", float, [(">=", 0), ("<", 1)])
 """A dropout probability: 0 (none) up to, not including, 1 (which would zero every activation)."""
+Levels = restricted_number_type("Levels", int, [(">=", 1), ("<=", 8)])
+"""PLE's extraction levels: the paper of PLE stacks 1-3; each level is a sequential pass of every expert, so
+1,000 of them would train for hours on a CPU without a word."""
+Experts = restricted_number_type("Experts", int, [(">=", 0), ("<=", 64)])
+"""Experts of a pool (per task or shared): each is an MLP run on every sample, so the count bounds the head's
+memory and time."""
 
 
 def require_widths(key: str, dims: Sequence[int]) -> None:

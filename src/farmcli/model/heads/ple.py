@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import PositiveInt
 from torch import Tensor, nn
 
 from farmcli.errors import UserError
-from farmcli.model.heads.common import Dropout, Towers, expert_pool, mix, require_widths
+from farmcli.model.heads.common import Dropout, Experts, Levels, Towers, expert_pool, mix, require_widths
 from farmcli.registry import register
 
 
@@ -71,9 +71,9 @@ class PLE(nn.Module):
         self,
         in_dim: int,
         n_tasks: int,
-        levels: PositiveInt = 2,
-        shared_experts: NonNegativeInt = 2,
-        task_experts: NonNegativeInt = 1,
+        levels: Levels = 2,
+        shared_experts: Experts = 2,
+        task_experts: Experts = 1,
         expert_dims: Sequence[PositiveInt] = (128, 64),
         tower_dims: Sequence[PositiveInt] = (64,),
         dropout: Dropout = 0.0,
