@@ -15,7 +15,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "farmcli"
 COUNTED = [
-    "config.py:parser,resolve,_names_class,_nested,pairs_of,_slot_spec,_ours,_slot_layer,_is_slot,validate,"
+    "config.py:parser,_class_base,_classes,resolve,_nested,pairs_of,_slot_spec,_ours,_slot_layer,_is_slot,validate,"
     "with_component_defaults",
     "components.py:check,as_list,_changed,_defaults,resolve_class,instantiate",
     "model/params.py:_parser,check,plain",

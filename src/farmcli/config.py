@@ -12,6 +12,7 @@ given, so a mistyped key is answered before torch or Lightning is imported.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from jsonargparse.typing import (
 )
 
 from farmcli import config_rules as rules
-from farmcli.config_messages import FIX, as_value, explain, given_values
+from farmcli.config_messages import FIX, KINDS, as_value, explain, given_values
 from farmcli.errors import UserError
 from farmcli.io import load_yaml
 from farmcli.model import params as component_params
@@ -159,42 +160,31 @@ def parser(classes: frozenset[str] = frozenset()) -> Any:
         p.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP)
     p.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
     for key in CLASS_SETTINGS:
-        if key not in classes:
+        base = _class_base(key, "lightning" in classes) if key in classes else None
+        if base is None:
             p.add_argument(f"--{key}", type=Optional[bool], default=None)
         elif key == "trainer.callbacks":
-            from lightning.pytorch.callbacks import Callback
-
-            p.add_argument("--trainer.callbacks", type=Optional[Union[list[Callback], Callback]], default=None)
+            p.add_argument(f"--{key}", type=Optional[Union[list[base], base]], default=None)  # type: ignore[valid-type]
         else:
-            base, skip = _class_base(key, "lightning" in classes)
+            skip = {"trainer.logger": {"save_dir", "version"}, "optimizer": {"params"}}.get(key, {"optimizer"})
             p.add_subclass_arguments(base, key, skip=skip, required=False, instantiate=False, fail_untyped=False)
     return p
 
 
-def _class_base(key: str, lightning: bool) -> tuple[Any, set[str]]:
-    """The base class of a class setting and the arguments farm passes itself."""
-    import torch
-
-    if key == "trainer.logger":
-        from lightning.pytorch.loggers import Logger
-
-        return Logger, {"save_dir", "version"}  # farm's: RUN/logs/NAME
-    if key == "optimizer":
-        return torch.optim.Optimizer, {"params"}
-    if lightning:  # Lightning's ReduceLROnPlateau, which takes the ``monitor`` it watches
-        from lightning.pytorch.cli import LRSchedulerTypeUnion
-
-        return LRSchedulerTypeUnion, {"optimizer"}
-    return torch.optim.lr_scheduler.LRScheduler, {"optimizer"}
+def _class_base(key: str, lightning: bool) -> Any:
+    """A class setting's base class (config_messages.KINDS), or Lightning's scheduler union where its
+    ReduceLROnPlateau, which takes the ``monitor`` it watches, is named."""
+    plateau = ("lightning.pytorch.cli", "LRSchedulerTypeUnion", "")
+    module, name, _ = plateau if key == "lr_scheduler" and lightning else KINDS[key]
+    return getattr(importlib.import_module(module), name)
 
 
 def _classes(given: Mapping[str, Any]) -> frozenset[str]:
     """The class settings a config gives, with "lightning" where one needs Lightning's classes."""
-    keys = {k for k in CLASS_SETTINGS for g, v in given.items() if _names(k, g) and v not in (None, False, [])}
-    plateau = any(_names("lr_scheduler", g) and "ReduceLROnPlateau" in str(v) for g, v in given.items())
-    if plateau or keys & {"trainer.logger", "trainer.callbacks"}:
-        keys.add("lightning")
-    return frozenset(keys)
+    named = {k for k in CLASS_SETTINGS for g in given if f"{g.rstrip('+')}.".startswith(f"{k}.")}  # k, k+, k.ARG
+    keys = {k for k in named if given.get(k, True) not in (None, False, [])}
+    lightning = "ReduceLROnPlateau" in str(given) or keys & {"trainer.logger", "trainer.callbacks"}
+    return frozenset(keys | ({"lightning"} if lightning else set()))
 
 
 def resolve(
@@ -235,10 +225,6 @@ def resolve(
         known = [a.dest for a in p._actions if a.dest != "help"]
         raise UserError(f"{explain(e, given, known)}\n{FIX}") from None
     return validate(ns.as_dict())
-
-
-def _names(setting: str, key: str) -> bool:
-    return key in (setting, f"{setting}+") or key.startswith(f"{setting}.")
 
 
 def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:
