@@ -22,14 +22,12 @@ EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 def dotted_overrides(ctx: typer.Context, sets: list[str]) -> list[str]:
-    """The command's dotted options (``--trainer.max_epochs 3``, read by the run config's parser) and its ``--set
-    KEY=VALUE`` items."""
+    """The command's dotted options (``--trainer.max_epochs 3``) and its ``--set KEY=VALUE`` items."""
     return [*ctx.args, *(f"{k}={v}" for k, v in parse_sets(sets, example="model.cl_weight=0.3").items())]
 
 
 def given_path(value: str, what: str, example: str) -> Path:
-    """The path a command's argument or option names; an empty one is refused (``Path("")`` is ".", so
-    `farm eval ""` would read the current directory as a run, `--out ""` write into it)."""
+    """The path an argument or option names; an empty one is refused (``Path("")`` is the current directory)."""
     if not value.strip():
         raise UserError(f"{what} is empty: give a path, e.g. {example}.")
     return Path(value)
@@ -64,12 +62,12 @@ def progress_bar() -> Progress:
     )
 
 
-def step_progress(bar: Progress):
-    """A library progress callback ``(what, done, total)`` drawing one bar per step (the text before ':')."""
+def step_progress(bar: Progress, by_step: bool = True):
+    """A library progress callback ``(what, done, total)``: one bar per step (the text before ':'), else per what."""
     tasks: dict[str, TaskID] = {}
 
     def progress(what: str, done: int, total: int | None) -> None:
-        key = what.split(":")[0]
+        key = what.split(":")[0] if by_step else what
         if key not in tasks:
             tasks[key] = bar.add_task(what, total=total)
         bar.update(tasks[key], description=what, completed=done, total=total)
@@ -77,13 +75,18 @@ def step_progress(bar: Progress):
     return progress
 
 
+def step_bar(bar: Progress, what: str):
+    """A bar shown at once; the callback ``(step, done, total)`` names the step beside ``what``."""
+    task = bar.add_task(what, total=None)
+    return lambda step, done, total: bar.update(task, description=f"{what}: {step}", completed=done, total=total)
+
+
 def note(text: str) -> None:
-    """A line beside a command's result that says why it looks as it does (an empty split, a killed run)."""
+    """A line beside a command's result saying why it looks as it does (an empty split, a killed run)."""
     err_console.print(f"note: {text}", markup=False, soft_wrap=True, highlight=False)
 
 
 def announce_store(store) -> None:
-    """One line saying whether the sample store was reused or built, and where it is."""
     verb = "reusing" if getattr(store, "reused", False) else "built"
     err_console.print(f"{verb} the sample store {store.path}", markup=False, soft_wrap=True, highlight=False)
 

@@ -53,8 +53,6 @@ def _root(
     # SIGTERM (a job scheduler, `kill`) unwinds like Ctrl-C: every temporary output is removed on the way out.
     install_sigterm()
     if verbose:
-        import os
-
         from farmcli.logs import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
@@ -66,9 +64,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn UserError into a one-paragraph message and exit 2; Ctrl-C and SIGTERM into exit 130; an output that
-    cannot be written (a full disk, a read-only one, no permission) into exit 2 naming it; never a traceback for
-    any of them. Every command runs inside ``interrupts.command()``: a signal ends it within seconds."""
+    """UserError and an unwritable output -> a message and exit 2; Ctrl-C, SIGTERM -> exit 130; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -106,11 +102,10 @@ def _interrupted(e: SystemExit | None) -> None:
 
 
 def os_error_message(e: BaseException) -> str | None:
-    """The message for an output or input the system refused (None: not such an error, a bug to show whole)."""
+    """The message for an input or output the system refused; None for any other error (a bug, shown whole)."""
     from farmcli.io import disk_full
 
-    full = disk_full(e)
-    if full is not None:
+    if (full := disk_full(e)) is not None:
         return _disk_full_message(full)
     if not isinstance(e, OSError) or e.filename is None:
         return None
@@ -141,12 +136,11 @@ def os_error_message(e: BaseException) -> str | None:
 
 
 def _disk_full_message(e: OSError) -> str:
-    """A full disk (or quota): which output, what was cleaned up, how much is free, and where else to write."""
+    """A full disk (or quota): which output, how much is free, and where else to write."""
     import shutil
 
     from farmcli.io import active_target
 
-    quota = e.errno == errno.EDQUOT
     if e.filename2 is not None:  # a copy into place (a checkpoint moved across disks): its target is cut short
         target = str(e.filename2)
         with contextlib.suppress(OSError):
@@ -154,23 +148,21 @@ def _disk_full_message(e: OSError) -> str:
                 os.unlink(target)
     elif e.filename is not None:
         target = str(e.filename)
+    elif (standard := _standard_stream()) is not None:
+        return (
+            f"cannot write to {standard}: the disk it is redirected to is full (or it is /dev/full). What this "
+            f"command wrote to files before is complete; only its messages were lost. Free space there, or "
+            f"redirect {standard} elsewhere."
+        )
     else:
-        standard = _standard_stream()
-        if standard is not None:
-            return (
-                f"cannot write to {standard}: the disk it is redirected to is full (or it is /dev/full). What this "
-                f"command wrote to files before is complete; only its messages were lost. Free space there, or "
-                f"redirect {standard} elsewhere."
-            )
-        guess = active_target()
-        target = str(guess) if guess is not None else "a file this command writes"
+        target = str(active_target() or "a file this command writes")
     path = Path(target)
     where = next((p for p in (path, *path.parents) if p.is_dir()), None)
     free = ""
     if where is not None:
         with contextlib.suppress(OSError):
             free = f" ({size_text(shutil.disk_usage(where).free)} free there now)"
-    problem = "your disk quota is used up" if quota else "no space left on the disk"
+    problem = "your disk quota is used up" if e.errno == errno.EDQUOT else "no space left on the disk"
     return (
         f"{target}: {problem}{free}, so it could not be written; nothing half-written was left behind. "
         f"Free space on that disk (delete files you do not need there; `df -h {where or path.parent}` shows it), "
@@ -191,16 +183,13 @@ def size_text(n: int) -> str:
     """Bytes as people read a free-space figure: 16 KB, 380.9 KB, 2.1 GB."""
     if n < 1000:
         return f"{n} B"
-    for unit in ("KB", "MB", "GB"):
-        n_unit = n / 1000 ** ("KB MB GB".split().index(unit) + 1)
-        if n_unit < 1000 or unit == "GB":
-            return f"{n_unit:,.1f} {unit}"
-    return f"{n} B"
+    power = 1 if n < 1000**2 else 2 if n < 1000**3 else 3
+    return f"{n / 1000**power:,.1f} {('KB', 'MB', 'GB')[power - 1]}"
 
 
 def _standard_stream() -> str | None:
-    """ "standard output" (or error) when that is what could not be written: it is /dev/full, or a file on a full
-    disk. It is pointed at /dev/null afterwards, so Python's exit does not fail on it again."""
+    """ "standard output" (or error) when it is /dev/full or a file on a full disk; then pointed at /dev/null, so
+    Python's exit does not fail on it again."""
     import stat
 
     for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr)):

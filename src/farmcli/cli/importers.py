@@ -3,123 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import typer
-from rich.console import Group
 from rich.markup import escape
-from rich.table import Table
 
 from farmcli import render
-from farmcli.cli._common import given_path, progress_bar
+from farmcli.cli._common import given_path, progress_bar, step_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.errors import UserError
 
 import_app = typer.Typer(help="Import a public dataset into the farm-events/1 format.", no_args_is_help=True)
 data_app.add_typer(import_app, name="import")
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise UserError(f"{flag} expects comma-separated integers, got '{text}'. Example: {flag} 1") from None
-    if not values:
-        raise UserError(f"{flag} needs at least one integer, got '{text}'. Example: {flag} 1")
-    return values
-
-
-def _cuts(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(
-            f"--activity-cuts expects two quantiles LOW,HIGH, got '{text}'. Example: --activity-cuts 0.5,0.85"
-        ) from None
-    return lo, hi
-
-
-def _pct(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
-
-
-def render_import(rep: dict) -> Group:
-    """Rich tables of an import report (ImportReport.to_dict())."""
-    parts = []
-    rows = Table(title=f"KuaiLive-M3 import -> {rep['out']}")
-    for c in ("raw table", "file", "rows read", "rows dropped"):
-        rows.add_column(c, justify="right" if c.startswith("rows") else "left")
-    for name, n in rep["rows_read"].items():
-        dropped = rep["rows_dropped"].get(name, {})
-        rows.add_row(name, escape(Path(rep["files"][name]).name), f"{n:,}", f"{sum(dropped.values()):,}")
-    parts.append(rows)
-
-    why = Table(title="rows dropped, and why")
-    for c in ("raw table", "reason", "rows"):
-        why.add_column(c, justify="right" if c == "rows" else "left")
-    for name, dropped in rep["rows_dropped"].items():
-        for reason, n in dropped.items():
-            if n:
-                why.add_row(name, escape(reason), f"{n:,}")
-    if why.row_count:
-        parts.append(why)
-
-    out = Table(title="written")
-    out.add_column("table")
-    out.add_column("rows", justify="right")
-    sp = rep["splits"]
-    for k in ("warmup", "train", "valid", "test"):
-        out.add_column(k, justify="right")
-    for table, n in rep["rows_written"].items():
-        per = sp.get(f"{table}_rows", {})
-        out.add_row(
-            f"{table}.parquet",
-            f"{n:,}",
-            *(f"{per[k]:,}" if k in per else "" for k in ("warmup", "train", "valid", "test")),
-        )
-    parts.append(out)
-
-    days = Table(title=f"days ({sp['day_tz']}): {sp['first_day']} to {sp['last_day']}")
-    for c in ("day", "split", "live rows", "live clicks", "video rows"):
-        days.add_column(c, justify="left" if c in ("day", "split") else "right")
-    for d in rep["days"]:
-        days.add_row(d["day"], d["split"], f"{d['live_rows']:,}", f"{d['live_clicks']:,}", f"{d['video_rows']:,}")
-    parts.append(days)
-
-    lr = rep["label_rates"]
-    parts += render.label_rates(
-        {t: (r, lr["live_of_clicks"].get(t)) for t, r in lr["live_of_impressions"].items()},
-        lr["video"],
-        video_title="video label rates (of plays)",
-    )
-
-    cov = rep["coverage"]
-    covt = Table(title="derived fields: share of rows with a known value")
-    for c in ("live tag", "live cluster", "live page (clicks)", "video tag", "video page"):
-        covt.add_column(c, justify="right")
-    covt.add_row(
-        _pct(cov["live_tag_known"]),
-        _pct(cov["live_cluster_known"]),
-        _pct(cov["live_clicked_page_known"]),
-        _pct(cov["video_tag_known"]),
-        _pct(cov["video_page_known"]),
-    )
-    parts.append(covt)
-
-    adj = [f"{name}: {what}: {n:,}" for name, d in rep["adjusted"].items() for what, n in d.items() if n]
-    notes = Table(title="notes", show_header=False)
-    notes.add_column("")
-    for line in rep["not_available"]:
-        notes.add_row(escape(f"not available: {line}"))
-    for line in adj:
-        notes.add_row(escape(f"adjusted: {line}"))
-    if rep["missing_optional"]:
-        notes.add_row(escape(f"optional files not found: {', '.join(rep['missing_optional'])}"))
-    likes = rep["value_counts"].get("photo_play.like_status_type", {})
-    notes.add_row(escape(f"like_status_type counts: {likes} (like = {rep['options']['like_codes']})"))
-    parts.append(notes)
-    return Group(*parts)
 
 
 @import_app.command("kuailive-m3")
@@ -174,10 +68,24 @@ def kuailive_m3(
     out = given_path(out_arg, "--out", "--out data/klm3")
     from farmcli.data.importers import KLM3Options, import_kuailive_m3
 
+    try:
+        codes = tuple(int(v) for v in like_codes.replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise UserError(
+            f"--like-codes expects comma-separated integers, got '{like_codes}'. Example: --like-codes 1"
+        ) from None
+    if not codes:
+        raise UserError(f"--like-codes needs at least one integer, got '{like_codes}'. Example: --like-codes 1")
+    try:
+        lo, hi = (float(v) for v in activity_cuts.split(","))
+    except ValueError:
+        raise UserError(
+            f"--activity-cuts expects two quantiles LOW,HIGH, got '{activity_cuts}'. Example: --activity-cuts 0.5,0.85"
+        ) from None
     opts = KLM3Options(
         effective_view_ms=effective_view_ms,
         long_view_ms=long_view_ms,
-        like_codes=_ints(like_codes, "--like-codes"),
+        like_codes=codes,
         valid_days=valid_days,
         test_days=test_days,
         warmup_days=warmup_days,
@@ -186,25 +94,18 @@ def kuailive_m3(
         live_page=live_page,
         clusters=clusters,
         seed=seed,
-        activity_cuts=_cuts(activity_cuts),
+        activity_cuts=(lo, hi),
         rows_per_partition=rows_per_partition,
     )
     with progress_bar() as bar:
-        task = bar.add_task("importing", total=None)
         report = import_kuailive_m3(
-            raw_dir,
-            out,
-            options=opts,
-            overwrite=overwrite,
-            on_progress=lambda step, done, total: bar.update(
-                task, description=f"importing: {step}", completed=done, total=total
-            ),
+            raw_dir, out, options=opts, overwrite=overwrite, on_progress=step_bar(bar, "importing")
         )
     rep = report.to_dict()
     if as_json:
         print(json.dumps(rep, indent=2, ensure_ascii=False))
     else:
-        console.print(render_import(rep))
+        console.print(render.kuailive_import(rep))
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     console.print(

@@ -49,22 +49,13 @@ def report_cmd(
         raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
-    from rich.progress import TaskID
-
     from farmcli.analysis.report import build_report
-    from farmcli.cli._common import progress_bar
+    from farmcli.cli._common import progress_bar, step_progress
     from farmcli.interrupts import interruptible
     from farmcli.machine import device_for
 
     device = device_for(accelerator)
     with interruptible(), progress_bar() as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(what: str, done: int, total: int | None) -> None:
-            if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total)
-            bar.update(tasks[what], completed=done, total=total)
-
         md = build_report(
             run_dir,
             compare=compare_dir,
@@ -74,9 +65,6 @@ def report_cmd(
             max_users=max_users,
             batch_size=batch_size,
             device=device,
-            progress=progress,
+            progress=step_progress(bar, by_step=False),  # one bar per run's step: "Fig. 3: h of RUN"
         )
     console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True, markup=False)
-
-
-__all__ = ["report_cmd"]
