@@ -1,8 +1,6 @@
-"""farm's commands as Python functions, for a notebook or a script: the same checks, files and results as the CLI.
+"""farm's commands as Python functions (docs/API.md): the CLI's checks and files; they return what it prints.
 
-Each function takes paths and settings as the command does and returns what the command prints (tables as nested
-dicts, a DataFrame of scores); nothing here prints. A bad input raises ``farmcli.UserError`` with the CLI's message.
-docs/API.md runs them end to end.
+Nothing here prints; a bad input raises ``farmcli.UserError`` with the CLI's message.
 """
 
 from __future__ import annotations
@@ -49,11 +47,9 @@ def train(
     overrides: Mapping[str, Any] | Sequence[str] = (),
     progress: bool = True,
 ) -> TrainResult:
-    """Train as ``farm train`` does and evaluate the best checkpoint on the test split.
-
-    Either a resolved ``config`` (``farmcli.resolve(...)``) or the pieces the CLI layers: ``config_files`` <
-    ``variant`` < ``overrides`` (``{"trainer.max_epochs": 1}`` or ``["--trainer.max_epochs", "1"]``), with
-    ``data`` for ``data.source``."""
+    """Train as ``farm train`` does and evaluate the best checkpoint on the test split; a resolved ``config``, or
+    the CLI's layers: ``config_files`` < ``variant`` < ``overrides`` (``{"trainer.max_epochs": 1}`` or
+    ``["--trainer.max_epochs", "1"]``), with ``data`` for ``data.source``."""
     from farmcli.training import train as fit
 
     if config is None:
@@ -86,11 +82,8 @@ def predict(
 
     from farmcli.prediction import predict_run
 
-    if out is not None:
-        predict_run(run, out, data=None if data is None else str(data), split=split)
-        return pl.read_parquet(out)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scores.parquet"
+    with tempfile.TemporaryDirectory() as tmp:  # without ``out``, the scores are read back from a temporary file
+        path = Path(tmp) / "scores.parquet" if out is None else out
         predict_run(run, path, data=None if data is None else str(data), split=split)
         return pl.read_parquet(path)
 

@@ -85,21 +85,15 @@ def ablate_cmd(
     _check_run_names(overrides, out)
 
     def on_run(i: int, total: int, state, phase: str) -> None:
+        run = f"run {i + 1}/{total}: {state.variant}, seed {state.seed}"
         if phase == "start":
-            console.print(
-                Rule(
-                    f"run {i + 1}/{total}: {state.variant}, seed {state.seed} "
-                    f"({'continuing' if state.state == 'resumed' else 'training'})"
-                )
-            )
+            console.print(Rule(f"{run} ({'continuing' if state.state == 'resumed' else 'training'})"))
         elif state.state == "done":
-            console.print(f"run {i + 1}/{total}: {state.variant}, seed {state.seed}: finished earlier, skipped")
+            console.print(f"{run}: finished earlier, skipped")
         elif state.state in ("trained", "resumed"):
-            console.print(
-                f"run {i + 1}/{total}: {state.variant}, seed {state.seed}: finished ({state.path})", markup=False
-            )
+            console.print(f"{run}: finished ({state.path})", markup=False)
         elif state.state == "failed":
-            console.print(f"[red]run {i + 1}/{total}: {state.variant}, seed {state.seed} failed:[/] {state.error}")
+            console.print(f"[red]{run} failed:[/] {state.error}")
 
     result = run_ablation(
         variant_list,
@@ -141,16 +135,14 @@ def ablate_cmd(
 
 
 def _check_run_names(overrides: list[str], out: Path) -> None:
-    """farm ablate names and places every run itself (OUT/runs/VARIANT-sSEED, which re-running finds again):
-    --fit.name and --fit.runs_dir would be ignored, so they are refused, saying where the runs go."""
+    """--fit.name and --fit.runs_dir would be ignored (runs go to OUT/runs/VARIANT-sSEED, found again there)."""
     from farmcli.config import pairs_of
 
     keys = {key for key, _ in pairs_of(overrides)}
-    given = [k for k in ("name", "runs_dir") if f"fit.{k}" in keys]
-    if given:
+    if given := " and ".join(f"--fit.{k}" for k in ("name", "runs_dir") if f"fit.{k}" in keys):
         raise UserError(
-            f"{' and '.join(f'--fit.{k}' for k in given)}: farm ablate names and places its runs itself: each one "
+            f"{given}: farm ablate names and places its runs itself: each one "
             f"goes to {out / 'runs'}/VARIANT-sSEED (e.g. {out / 'runs' / 'farm-s0'}), where running the same "
-            f"command again finds and continues it. Drop {' and '.join(f'--fit.{k}' for k in given)}; choose "
+            f"command again finds and continues it. Drop {given}; choose "
             f"where the ablation and its runs go with --out DIR."
         )

@@ -11,7 +11,7 @@ import yaml
 from rich.markup import escape
 
 from farmcli import locks, render
-from farmcli.cli._common import announce_store, given_path, optional_path, parse_sets, progress_bar
+from farmcli.cli._common import announce_store, given_path, optional_path, parse_sets, progress_bar, step_bar
 from farmcli.cli.app import console, data_app, err_console, size_text, user_errors
 from farmcli.errors import UserError
 
@@ -79,18 +79,16 @@ def synth(
     console.print(f"wrote {target_path} ({rows}) in {summary.get('seconds', 0):.1f} s", markup=False)
 
 
-MAX_SEED = 2**32 - 1
-"""The largest seed, as `farm train`'s (Lightning and numpy take 0 .. 2**32 - 1)."""
+MAX_SEED = 2**32 - 1  # farm train's: Lightning and numpy take 0 .. 2**32 - 1
+BYTES_PER_USER = 4_300  # dataset size per user with a preset's other settings (`default`: 20,000 users, 84 MB)
 
 
 def _check_seed(value: int, where: str) -> None:
-    """A simulator seed in train's range, with train's words."""
     if not 0 <= value <= MAX_SEED:
         raise UserError(f"{where}{value}: must be >= 0 and <= {MAX_SEED} (a seed's range, as in farm train).")
 
 
 def _no_preset(settings: dict, where: str, spelling: str) -> None:
-    """The preset is chosen with --preset: a preset among the simulator settings names the option to use."""
     if "preset" in settings:
         raise UserError(
             f"{where} {spelling}{settings['preset']}: the preset is not a simulator setting; choose it with "
@@ -99,12 +97,8 @@ def _no_preset(settings: dict, where: str, spelling: str) -> None:
         )
 
 
-BYTES_PER_USER = 4_300
-"""Simulated dataset size per user with the preset's other settings (measured: `default`, 20,000 users, 84 MB)."""
-
-
 def _check_space(target: Path, users: int) -> None:
-    """Refuse a dataset that cannot fit on the disk; say how large a big one will be before writing it."""
+    """Refuse a dataset that cannot fit on the disk; say how large a big one will be."""
     import shutil
 
     estimate = BYTES_PER_USER * users
@@ -178,7 +172,7 @@ def inspect(
 
 
 def _json_default(x):
-    return None if x != x else str(x)
+    return None if x != x else str(x)  # NaN -> null
 
 
 def _check_history_len(history_len: int) -> None:
@@ -189,7 +183,7 @@ def _check_history_len(history_len: int) -> None:
 
 
 def _require_valid(dataset: Path, training: bool = True) -> None:
-    """Refuse what `farm data validate` calls an error (without ``training``: its format errors only)."""
+    """Refuse what `farm data validate` calls an error (without ``training``: format errors only)."""
     from farmcli.data.validate import validate as run_validate
 
     errors = run_validate(dataset).blocking(training)
@@ -227,15 +221,9 @@ def build(
     _check_history_len(history_len)
     _require_valid(dataset)
     with progress_bar() as bar:
-        task = bar.add_task("building samples", total=None)
+        progress = step_bar(bar, "building samples")
         store = build_samples(
-            dataset,
-            cache_dir or sample_cache(),
-            history_len=history_len,
-            min_count=min_count,
-            on_progress=lambda step, done, total: bar.update(
-                task, description=f"building samples: {step}", completed=done, total=total
-            ),
+            dataset, cache_dir or sample_cache(), history_len=history_len, min_count=min_count, on_progress=progress
         )
     announce_store(store)
     summary = store_summary(store)

@@ -19,7 +19,7 @@ from farmcli.cli._common import (
     progress_bar,
     step_progress,
 )
-from farmcli.cli.app import app, console, err_console, user_errors
+from farmcli.cli.app import app, console, user_errors
 from farmcli.errors import UserError
 
 
@@ -106,14 +106,13 @@ def train_cmd(
         return
     title = f"{cfg.variant} on {cfg.data.source}: test split (percent)"
     console.print(render.eval_table(result.test, title=title, width=console.width))
-    _note_empty_split(result.test, store, "test")
+    if not result.test.get("samples"):
+        _note_empty_split(store, "test")
     console.print(f"run directory: {result.run}", soft_wrap=True, markup=False)
 
 
-def _note_empty_split(tables: dict, store, split: str) -> None:
+def _note_empty_split(store, split: str) -> None:
     """A split with no samples prints a table of dashes: say why beside it."""
-    if tables.get("samples"):
-        return
     from farmcli.evaluation import empty_split_note
 
     note(empty_split_note(store.manifest, split))
@@ -161,9 +160,8 @@ def eval_cmd(
         from farmcli.config import resolve
         from farmcli.evaluation import run_store
 
-        _note_empty_split(tables, run_store(run, resolve([run / "config.yaml"])), split)
-    status = status_note(run)
-    if status:
+        _note_empty_split(run_store(run, resolve([run / "config.yaml"])), split)
+    if status := status_note(run):
         note(status)
     console.print(
         f"wrote {run / f'{eval_name(split, bf16)}.json'} and .csv"
@@ -193,8 +191,7 @@ def variants_cmd() -> None:
     from farmcli.variants import all_variants
 
     def flat(layer: dict, prefix: str = "") -> dict[str, str]:
-        """A variant's settings as KEY=VALUE, model ones without ``model.`` (they are most of them); a slot is its
-        component's name, its parameters SLOT.PARAM."""
+        """A variant's settings as KEY=VALUE, without ``model.``; a slot is its component's name, then SLOT.PARAM."""
         out: dict[str, str] = {}
         for key, value in layer.items():
             name = f"{prefix}{key}".removeprefix("model.")
@@ -212,8 +209,7 @@ def variants_cmd() -> None:
     farm = next((flat(v.layer) for v in variants if v.name == "farm"), {})
 
     def changes(layer: dict) -> str:
-        """Only what differs from farm, so an entry stays short and says what the variant is about; farm's own
-        entry lists its settings (the reference of the others)."""
+        """Only what differs from farm (whose own entry lists all, the reference), so an entry stays short."""
         mine = flat(layer)
         if mine == farm:
             return "(the reference) " + ", ".join(f"{k}={x}" for k, x in mine.items())
@@ -239,6 +235,3 @@ def variants_cmd() -> None:
     console.print("Variants: farm train --variant NAME (or a variant YAML file of your own).")
     console.print("row: its row in farm ablate's Table 1 (blank: not in the default ablation).\n")
     console.print(t, width=min(console.width, 100))  # prose wider than 100 columns reads badly
-
-
-__all__ = ["train_cmd", "eval_cmd", "variants_cmd", "err_console"]

@@ -57,14 +57,18 @@ def tune_cmd(
     Examples: farm tune --data tiny --space model.cl_weight=0.1,0.5 --trainer.max_epochs 1 --out farm-tune/example;
     farm tune --data tiny --sampler tpe --trials 8 --space optim.lr=1e-4:1e-2:log --space model.head.levels=1:3
     """
+    from farmcli.allocator import keep_freed_memory
     from farmcli.tune.space import label, parse_space
-    from farmcli.tune.study import TuneSettings, run_tune
+    from farmcli.tune.stores import Stores
+    from farmcli.tune.study import TuneSettings, check, prepare_stores, run_tune
 
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}.")
     if not data.strip():
         raise UserError("--data is empty: give a dataset directory or a simulator preset (tiny, small, default).")
-    given_out = optional_path(out_arg, "--out", "--out farm-tune/my-study")
+    out = optional_path(out_arg, "--out", "--out farm-tune/my-study") or Path("farm-tune") / (
+        f"{Path(variant).stem}-{Path(data).name if Path(data).is_dir() else data}"
+    )
     settings = TuneSettings(
         variant=variant,
         data=data,
@@ -76,8 +80,6 @@ def tune_cmd(
         trials=trials,
         prune=prune,
     )
-    name = f"{Path(variant).stem}-{Path(data).name if Path(data).is_dir() else data}"
-    out = given_out or Path("farm-tune") / name
 
     def on_event(kind: str, info: dict) -> None:
         if kind == "start":  # numbered from 1, as the tables; a killed trial runs again under a new number
@@ -89,12 +91,7 @@ def tune_cmd(
         best_text = f"; best so far {best.score:.2f} (trial {best.number})" if best else ""
         console.print(f"trial {row.number} {row.state.lower()}: val mean AUC {score}{best_text}", soft_wrap=True)
 
-    from farmcli.tune.stores import Stores
-    from farmcli.tune.study import check, prepare_stores
-
     combos = check(settings, out)  # every trial's config and the output directory, before any data work
-    from farmcli.allocator import keep_freed_memory
-
     keep_freed_memory()  # trials train in this process (farmcli/allocator.py)
     with progress_bar() as bar:  # the stores known up front, built and checked before the study starts
         stores = prepare_stores(settings, combos, Stores(), step_progress(bar))
