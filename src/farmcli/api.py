@@ -5,6 +5,7 @@ Nothing here prints; a bad input raises ``farmcli.UserError`` with the CLI's mes
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,8 +77,6 @@ def predict(
 ) -> pl.DataFrame:
     """Scores of every live impression of ``split`` (of the run's data, or of another dataset ``data``):
     user_id, author_id, ts, split, p_click ... p_gift, as ``farm predict``; also written to ``out`` if given."""
-    import tempfile
-
     import polars as pl
 
     from farmcli.prediction import predict_run

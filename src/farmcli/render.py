@@ -6,11 +6,13 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich import box
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from farmcli.data.schema import ACTIVITY_LEVELS
+from farmcli.data.schema import ACTIVITY_LEVELS, TASKS
 from farmcli.metric_names import KINDS
 
 # task names (and the six tasks' mean) short enough for 21 numeric columns
@@ -117,9 +119,6 @@ def eval_table(tables: dict, title: str = "", width: int = 200):
     Narrower than 140 columns: one table per metric. A UAUC or GAUC from fewer than ``MIN_USERS`` users carries a
     dagger, explained under the table(s).
     """
-    from rich.text import Text
-
-    from farmcli.data.schema import TASKS
     from farmcli.evaluation import FEW_USERS_MARK, MIN_USERS, few_users
 
     rows = [
@@ -162,8 +161,6 @@ def ablation_table(t1: dict, width: int = 200):
 
 def _by_task(title: str, first: str, tasks, kinds, rows: list, styles: list | None = None) -> Table:
     """A row per (name, cells); a column per task and kind (the kind under the task where there are several)."""
-    from rich import box
-
     t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     t.add_column(first)
     for task in tasks:
@@ -175,8 +172,6 @@ def _by_task(title: str, first: str, tasks, kinds, rows: list, styles: list | No
 
 
 def gain_table(t4: dict) -> Table:
-    from rich import box
-
     from farmcli.analysis.tables import COLUMNS, fmt
 
     t = Table(title="Table 4 shape: AUC gain of FARM over the base (points)", box=box.SIMPLE_HEAD)

@@ -6,6 +6,9 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
+import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +94,6 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def _interrupted(e: SystemExit | None) -> None:
-    import signal
-
     how = " (SIGTERM)" if e is not None and e.code == 128 + signal.SIGTERM else ""
     try:
         err_console.print(f"interrupted{how}; nothing half-written was left behind.", markup=False)
@@ -137,8 +138,6 @@ def os_error_message(e: BaseException) -> str | None:
 
 def _disk_full_message(e: OSError) -> str:
     """A full disk (or quota): which output, how much is free, and where else to write."""
-    import shutil
-
     from farmcli.io import active_target
 
     if e.filename2 is not None:  # a copy into place (a checkpoint moved across disks): its target is cut short
@@ -190,8 +189,6 @@ def size_text(n: int) -> str:
 def _standard_stream() -> str | None:
     """ "standard output" (or error) when it is /dev/full or a file on a full disk; then pointed at /dev/null, so
     Python's exit does not fail on it again."""
-    import stat
-
     for name, stream in (("standard output", sys.stdout), ("standard error", sys.stderr)):
         try:
             fd = stream.fileno()

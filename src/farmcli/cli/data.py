@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -99,8 +100,6 @@ def _no_preset(settings: dict, where: str, spelling: str) -> None:
 
 def _check_space(target: Path, users: int) -> None:
     """Refuse a dataset that cannot fit on the disk; say how large a big one will be."""
-    import shutil
-
     estimate = BYTES_PER_USER * users
     parent = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(parent).free

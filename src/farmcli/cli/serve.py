@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from farmcli.cli._common import given_path, note, progress_bar, step_progress
 from farmcli.cli.app import app, console, user_errors
@@ -72,8 +73,6 @@ def export_cmd(
 
     Example: farm export farm-runs/RUN --format onnx --out farm.onnx
     """
-    from rich.markup import escape
-
     from farmcli.evaluation import locate
     from farmcli.io import output_path
 

@@ -6,6 +6,9 @@ import dataclasses
 from typing import Optional
 
 import typer
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 
 from farmcli import render
 from farmcli.cli._common import (
@@ -182,10 +185,6 @@ def variants_cmd() -> None:
 
     Example: farm variants
     """
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
     from farmcli.model.config import SlotConfig
     from farmcli.slots import SLOT_NAMES
     from farmcli.variants import all_variants
