@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from farmcli.cli.app import err_console
+from farmcli.cli.app import console, err_console
 from farmcli.errors import UserError
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -79,6 +79,11 @@ def step_bar(bar: Progress, what: str):
     """A bar shown at once; the callback ``(step, done, total)`` names the step beside ``what``."""
     task = bar.add_task(what, total=None)
     return lambda step, done, total: bar.update(task, description=f"{what}: {step}", completed=done, total=total)
+
+
+def say(text: str) -> None:
+    """A result line on stdout; no markup, since paths and names may hold brackets."""
+    console.print(text, soft_wrap=True, markup=False)
 
 
 def note(text: str) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.rule import Rule
 
 from farmcli import render
-from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path, say
 from farmcli.cli.app import app, console, user_errors
 from farmcli.errors import UserError
 
@@ -112,20 +112,16 @@ def ablate_cmd(
     if result.table4:
         console.print(render.gain_table(result.table4))
     for f in result.files:
-        console.print(f"wrote {f}", soft_wrap=True, markup=False)
+        say(f"wrote {f}")
     if result.other_seeds:
-        console.print(
+        say(
             f"{result.out / 'runs'} also holds finished runs of seed(s) {', '.join(map(str, result.other_seeds))} "
-            f"from an earlier farm ablate: kept, and not in these tables (add them to --seeds to include them).",
-            soft_wrap=True,
-            markup=False,
+            f"from an earlier farm ablate: kept, and not in these tables (add them to --seeds to include them)."
         )
     if result.pending:
-        console.print(
+        say(
             f"{len(result.pending)} of {len(result.runs)} runs not finished: the tables cover the finished ones. "
-            f"Run the same command without --tables-only to train the rest.",
-            soft_wrap=True,
-            markup=False,
+            f"Run the same command without --tables-only to train the rest."
         )
     if result.failed:
         raise UserError(

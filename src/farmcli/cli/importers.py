@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from farmcli import render
-from farmcli.cli._common import given_path, progress_bar, step_bar
+from farmcli.cli._common import given_path, progress_bar, say, step_bar
 from farmcli.cli.app import console, data_app, err_console, user_errors
 from farmcli.errors import UserError
 
@@ -108,8 +108,4 @@ def kuailive_m3(
         console.print(render.kuailive_import(rep))
     for w in report.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    console.print(
-        f"wrote {out} in {report.seconds:.1f} s; report saved to {out / 'import_report.json'}",
-        soft_wrap=True,
-        markup=False,
-    )
+    say(f"wrote {out} in {report.seconds:.1f} s; report saved to {out / 'import_report.json'}")

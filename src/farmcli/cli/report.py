@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from farmcli.cli.app import app, console, user_errors
+from farmcli.cli._common import given_path, optional_path, progress_bar, say, step_progress
+from farmcli.cli.app import app, user_errors
+from farmcli.errors import UserError
 
 
 @app.command("report")
@@ -37,8 +39,6 @@ def report_cmd(
 
     Example: farm report farm-runs/farm-small-s0-RUN --compare farm-runs/no-cpa-small-s0-RUN
     """
-    from farmcli.cli._common import given_path, optional_path
-    from farmcli.errors import UserError
     from farmcli.io import output_path
 
     # what needs no data (nor torch) first: a mistake here answers in a second
@@ -50,7 +50,6 @@ def report_cmd(
     if accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise UserError(f"--accelerator {accelerator}: choose cpu, gpu or auto.")
     from farmcli.analysis.report import build_report
-    from farmcli.cli._common import progress_bar, step_progress
     from farmcli.interrupts import interruptible
     from farmcli.machine import device_for
 
@@ -67,4 +66,4 @@ def report_cmd(
             device=device,
             progress=step_progress(bar, by_step=False),  # one bar per run's step: "Fig. 3: h of RUN"
         )
-    console.print(f"wrote {md} and its figures in {md.parent}", soft_wrap=True, markup=False)
+    say(f"wrote {md} and its figures in {md.parent}")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from farmcli.cli._common import given_path, note, progress_bar, step_progress
+from farmcli.cli._common import given_path, note, progress_bar, say, step_progress
 from farmcli.cli.app import app, console, user_errors
 
 
@@ -53,7 +53,7 @@ def predict_cmd(
             progress=step_progress(bar),
         )
     rows = ", ".join(f"{s} {n:,}" for s, n in result.rows.items())
-    console.print(f"wrote {result.out} ({rows} rows) with {result.checkpoint}", soft_wrap=True, markup=False)
+    say(f"wrote {result.out} ({rows} rows) with {result.checkpoint}")
     for text in result.notes:
         note(text)
 
@@ -84,8 +84,4 @@ def export_cmd(
 
     with interruptible(), console.status(f"exporting {escape(format)} ..."):
         spec = export_run(run, out, fmt=format, overwrite=overwrite)
-    console.print(
-        f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), {out}.json and {out}.vocab/",
-        soft_wrap=True,
-        markup=False,
-    )
+    say(f"wrote {out} ({spec['variant']}, {len(spec['inputs'])} inputs, batch dynamic), {out}.json and {out}.vocab/")

@@ -20,6 +20,7 @@ from farmcli.cli._common import (
     note,
     optional_path,
     progress_bar,
+    say,
     step_progress,
 )
 from farmcli.cli.app import app, console, user_errors
@@ -96,12 +97,11 @@ def train_cmd(
     else:
         new_run_dir(cfg)
     from farmcli.allocator import keep_freed_memory
+    from farmcli.sources import sample_store
     from farmcli.training import train
 
     keep_freed_memory()  # a training process: glibc keeps freed memory for the next step (farmcli/allocator.py)
     with progress_bar() as bar:
-        from farmcli.sources import sample_store
-
         store = sample_store(cfg.data, step_progress(bar))
     announce_store(store)
     result = train(cfg, resume=resume, store=store)
@@ -111,7 +111,7 @@ def train_cmd(
     console.print(render.eval_table(result.test, title=title, width=console.width))
     if not result.test.get("samples"):
         _note_empty_split(store, "test")
-    console.print(f"run directory: {result.run}", soft_wrap=True, markup=False)
+    say(f"run directory: {result.run}")
 
 
 def _note_empty_split(store, split: str) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.rule import Rule
 
-from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path, progress_bar, step_progress
+from farmcli.cli._common import EXTRA, config_path, dotted_overrides, optional_path, progress_bar, say, step_progress
 from farmcli.cli.app import app, console, user_errors
 from farmcli.errors import UserError
 
@@ -103,4 +103,4 @@ def tune_cmd(
         soft_wrap=True,
     )
     for f in result.files:
-        console.print(f"wrote {f}", soft_wrap=True, markup=False)
+        say(f"wrote {f}")
