@@ -85,8 +85,7 @@ def user_errors(fn: Callable) -> Callable:
                 _interrupted(e)
             raise
         except Exception as e:
-            message = os_error_message(e)
-            if message is None:
+            if (message := os_error_message(e)) is None:
                 raise
             fail(message)
 
@@ -95,10 +94,8 @@ def user_errors(fn: Callable) -> Callable:
 
 def _interrupted(e: SystemExit | None) -> None:
     how = " (SIGTERM)" if e is not None and e.code == 128 + signal.SIGTERM else ""
-    try:
+    with contextlib.suppress(OSError):
         err_console.print(f"interrupted{how}; nothing half-written was left behind.", markup=False)
-    except OSError:
-        pass
     sys.exit(130)
 
 

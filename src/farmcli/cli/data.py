@@ -161,8 +161,7 @@ def inspect(
     from farmcli.data.inspect import inspect_dataset
 
     dataset = given_path(dataset_arg, "DATASET", "farm data inspect data/small")
-    _check_history_len(history_len)
-    _require_valid(dataset, training=False)  # inspect shows why a dataset cannot train (rows per split)
+    _check_dataset(dataset, history_len, training=False)  # inspect shows why a dataset cannot train (rows per split)
     info = inspect_dataset(dataset, history_len=history_len)
     if as_json:
         print(json.dumps(info, indent=2, default=_json_default))
@@ -174,17 +173,14 @@ def _json_default(x):
     return None if x != x else str(x)  # NaN -> null
 
 
-def _check_history_len(history_len: int) -> None:
+def _check_dataset(dataset: Path, history_len: int, training: bool = True) -> None:
+    """Refuse a --history-len too long, then what `farm data validate` calls an error (without ``training``: format
+    errors only)."""
     from farmcli.config import MAX_HISTORY_LEN
+    from farmcli.data.validate import validate as run_validate
 
     if history_len > MAX_HISTORY_LEN:
         raise UserError(f"--history-len must be in 1..{MAX_HISTORY_LEN:,}, got {history_len:,}.")
-
-
-def _require_valid(dataset: Path, training: bool = True) -> None:
-    """Refuse what `farm data validate` calls an error (without ``training``: format errors only)."""
-    from farmcli.data.validate import validate as run_validate
-
     errors = run_validate(dataset).blocking(training)
     if errors:
         lines = "\n".join(f"  {e}" for e in errors)
@@ -217,8 +213,7 @@ def build(
 
     dataset = given_path(dataset_arg, "DATASET", "farm data build data/small")
     cache_dir = optional_path(cache_dir_arg, "--cache-dir", "--cache-dir ~/.cache/farmcli/samples")
-    _check_history_len(history_len)
-    _require_valid(dataset)
+    _check_dataset(dataset, history_len)
     with progress_bar() as bar:
         progress = step_bar(bar, "building samples")
         store = build_samples(
