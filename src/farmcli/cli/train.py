@@ -109,16 +109,11 @@ def train_cmd(
         return
     title = f"{cfg.variant} on {cfg.data.source}: test split (percent)"
     console.print(render.eval_table(result.test, title=title, width=console.width))
-    if not result.test.get("samples"):
-        _note_empty_split(store, "test")
+    if not result.test.get("samples"):  # a table of dashes: say why beside it
+        from farmcli.evaluation import empty_split_note
+
+        note(empty_split_note(store.manifest, "test"))
     say(f"run directory: {result.run}")
-
-
-def _note_empty_split(store, split: str) -> None:
-    """A split with no samples prints a table of dashes: say why beside it."""
-    from farmcli.evaluation import empty_split_note
-
-    note(empty_split_note(store.manifest, split))
 
 
 @app.command("eval")
@@ -141,7 +136,8 @@ def eval_cmd(
     Writes RUN/eval-SPLIT.json and .csv (with --bf16, RUN/eval-SPLIT-bf16.json and .csv beside them). A UAUC or
     GAUC from fewer than 30 users is marked with a dagger. Example: farm eval farm-runs/RUN --groups low,mid,high
     """
-    from farmcli.evaluation import as_percent, eval_name, evaluate_run
+    from farmcli.config import resolve
+    from farmcli.evaluation import as_percent, empty_split_note, eval_name, evaluate_run, run_store
     from farmcli.interrupts import interruptible
     from farmcli.runs import status_note
 
@@ -159,11 +155,8 @@ def eval_cmd(
         )
     title = f"{run.name}: {split} split ({'bf16, ' if bf16 else ''}percent)"
     console.print(render.eval_table(as_percent(tables), title=title, width=console.width))
-    if not tables.get("samples"):
-        from farmcli.config import resolve
-        from farmcli.evaluation import run_store
-
-        _note_empty_split(run_store(run, resolve([run / "config.yaml"])), split)
+    if not tables.get("samples"):  # a table of dashes: say why beside it
+        note(empty_split_note(run_store(run, resolve([run / "config.yaml"])).manifest, split))
     if status := status_note(run):
         note(status)
     console.print(
