@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from farmcli.config import RunConfig, resolve
+from farmcli.config import DataConfig, RunConfig, resolve
 from farmcli.training import TrainResult
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ def synth(out: PathLike, preset: str = "tiny", seed: int = 0, overwrite: bool = 
 
 def build(data: PathLike, history_len: int = 50, min_count: int = 1, cache_dir: PathLike | None = None) -> SampleStore:
     """The sample store of a dataset directory or preset (built once, then reused), as ``farm data build``."""
-    from farmcli.config import DataConfig
     from farmcli.sources import sample_store
 
     cache = None if cache_dir is None else str(cache_dir)
