@@ -1,13 +1,9 @@
 """Ctrl-C and SIGTERM end any command the same way: a KeyboardInterrupt, which the CLI reports with exit 130.
 
-Every command runs inside ``command()`` (the CLI's ``user_errors`` wrapper, farmcli/cli/app.py), so none is left
-out: SIGTERM unwinds like Ctrl-C (``SystemExit(143)``, turned into exit 130 with a message), and temporaries are
-removed on the way out (atomic writes). Where the main thread cannot unwind, because it waits inside a library's
-native code that does not return (a DDP rendezvous waiting for other nodes, a long polars or torch call), a
-watchdog thread woken by the signal itself ends the process after ``GRACE_SECONDS``: it removes the temporaries
-and lock files this process made, says why, and exits 130.
-
-Light on purpose (no torch).
+Every command runs inside ``command()`` (farmcli/cli/app.py's ``user_errors``): SIGTERM unwinds like Ctrl-C, removing
+temporaries on the way out. Where the main thread sits in native code that does not return (a DDP rendezvous, a long
+polars or torch call), a watchdog thread woken by the signal ends the process after ``GRACE_SECONDS``: it removes the
+temporaries and lock files, says why, and exits 130. Light on purpose (no torch).
 """
 
 from __future__ import annotations
@@ -35,14 +31,10 @@ _hooks: list[Callable[[], None]] = []
 def stopped_by_signal(e: BaseException) -> bool:
     """Ctrl-C, SIGTERM (the CLI turns it into SystemExit(143)), or Lightning's answer to Ctrl-C: it stops at a
     clean point and calls sys.exit(1) while handling the KeyboardInterrupt (which is then the exit's context)."""
-    if isinstance(e, KeyboardInterrupt):
-        return True
-    if not isinstance(e, SystemExit):
+    if not isinstance(e, (KeyboardInterrupt, SystemExit)):
         return False
-    if e.code == 128 + signal.SIGTERM:
-        return True
     seen: set[int] = set()
-    cause: BaseException | None = e.__context__
+    cause: BaseException | None = e
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
         if isinstance(cause, KeyboardInterrupt) or (
@@ -157,20 +149,14 @@ def _deadline(name: str, at: float) -> None:
         )
 
 
-def _main_frames() -> list[Any]:
+def _waits_for_nodes() -> str | None:
+    """A message when the main thread waits in torch.distributed's rendezvous for other nodes' processes (num_nodes
+    > 1): native code that waits out the rendezvous timeout (30 minutes) while no signal reaches Python."""
+    frames: list[Any] = []
     frame = sys._current_frames().get(threading.main_thread().ident or -1)
-    frames = []
     while frame is not None:
         frames.append(frame)
         frame = frame.f_back
-    return frames
-
-
-def _waits_for_nodes() -> str | None:
-    """A message when the main thread waits in torch.distributed's rendezvous for processes that have not
-    started (``trainer.num_nodes`` > 1 with no other node running the command): it waits there, in native code,
-    for as long as the rendezvous timeout (30 minutes), and no signal reaches Python meanwhile."""
-    frames = _main_frames()
     names = {"init_process_group", "rendezvous", "_create_c10d_store", "_env_rendezvous_handler"}
     if not any("torch/distributed" in f.f_code.co_filename and f.f_code.co_name in names for f in frames):
         return None
