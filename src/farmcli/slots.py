@@ -1,11 +1,8 @@
 """FARM's slots and what a component of each must provide: the one list of slots, as code.
 
-A component is any callable registered under a slot (``farmcli.registry.register``), usually an
-``nn.Module`` subclass. FARM builds it with the widths of :attr:`Slot.injected` (keyword arguments, followed by
-the slot config's ``params``) and checks the result against the slot's Protocol before it trains anything, so
-a component missing an attribute is an error naming it, not an ``AttributeError`` at the first batch.
-
-Importing this module does not import torch: the Protocols' annotations are strings.
+A component is a callable registered under a slot (usually an ``nn.Module``), built with :attr:`Slot.injected` and
+its ``params`` as keywords and checked against the slot's Protocol before training, so a missing attribute is an
+error naming it, not an ``AttributeError`` at the first batch. No torch import: the annotations are strings.
 """
 
 from __future__ import annotations
@@ -96,13 +93,4 @@ def missing_members(slot: str, component: object) -> list[str]:
     return [m for m in members if not hasattr(component, m)]
 
 
-__all__ = [
-    "SLOTS",
-    "SLOT_NAMES",
-    "Slot",
-    "FrequencyModule",
-    "Align",
-    "Fuse",
-    "Head",
-    "missing_members",
-]
+__all__ = ["SLOTS", "SLOT_NAMES", "Slot", "FrequencyModule", "Align", "Fuse", "Head", "missing_members"]

@@ -1,9 +1,5 @@
-"""Result tables as files: rows under named columns as CSV or Markdown, written atomically beside their JSON.
-
-The one writer of every table farm writes: `farm ablate`'s Table 1 and Table 4, `farm tune`'s trials, `farm eval`'s
-metric tables and `farm report`'s tables. Each caller formats its own numbers (each table has its precision);
-here only the layout.
-"""
+"""Result tables as CSV or Markdown files, written atomically beside their JSON: the layout of every table farm
+writes (ablate, tune, eval, report); each caller formats its own numbers."""
 
 from __future__ import annotations
 
@@ -36,8 +32,7 @@ def markdown(columns: Sequence[str | None], rows: Iterable[Sequence[Any]], align
 
 
 def write_table(stem: Path, *, md: str | None = None, csv: str | None = None, json: Any = None) -> list[Path]:
-    """STEM.md, STEM.csv and STEM.json (those given: text, text, an object), each atomically; returns their paths
-    in that order."""
+    """Write STEM.md, STEM.csv and STEM.json (those given: text, text, an object) atomically; returns their paths."""
     written = []
     for suffix, content in ((".md", md), (".csv", csv), (".json", json)):
         if content is not None:
