@@ -12,13 +12,10 @@ import ctypes
 import platform
 from functools import cache
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-"""mallopt parameters (malloc.h)."""
-MMAP_THRESHOLD = 32 << 20
-"""glibc's ceiling for the mmap threshold on 64-bit: only blocks above it are mapped and unmapped each time."""
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # glibc's 64-bit ceiling: only blocks above it are mapped and unmapped each time
 TRIM_THRESHOLD = 1 << 30
-TOP_PAD = 64 << 20
-"""Each growth of the heap asks the kernel for this much more, so growing takes few system calls."""
+TOP_PAD = 64 << 20  # each growth of the heap asks for this much more, so growing takes few system calls
 
 
 @cache

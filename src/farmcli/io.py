@@ -102,7 +102,9 @@ def _temporary(path: Path, is_dir: bool) -> Iterator[Path]:
         tmp = Path(name)
     _active[tmp] = path
     try:
-        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_umask())  # mkstemp makes 0600; outputs are shared
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)  # mkstemp makes 0600; outputs are shared
         yield tmp
     except Exception as e:  # noqa: BLE001 - polars says a full disk in a ComputeError
         named = _named(e, path, tmp if is_dir else None)
@@ -142,12 +144,6 @@ def remove_stale_temps(path: Path) -> None:
             _remove(p)
         except (PermissionError, OverflowError):
             continue
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -40,24 +40,16 @@ def _key(target: Path) -> str:
     return str(Path(os.path.abspath(target)))
 
 
-def _describe(info: dict) -> str:
-    pid = info.get("pid")
-    if not isinstance(pid, int):
-        return "another farm process"
-    when = info.get("started")
-    since = f", since {time.strftime('%H:%M:%S', time.localtime(when))}" if isinstance(when, (int, float)) else ""
-    host = info.get("host")
-    where = f" on {host}" if host and host != socket.gethostname() else ""
-    command = info.get("command")
-    return f"process {pid}{where}{since}" + (f": `{command}`" if command else "")
-
-
 def _busy(target: Path, what: str, info: dict, option: str | None) -> Busy:
-    pid = info.get("pid")
-    stop = f"stop it (kill {pid})" if isinstance(pid, int) else "stop it"
+    pid, when, host, command = (info.get(k) for k in ("pid", "started", "host", "command"))
+    who, stop = "another farm process", "stop it"
+    if isinstance(pid, int):
+        since = f", since {time.strftime('%H:%M:%S', time.localtime(when))}" if isinstance(when, (int, float)) else ""
+        where = f" on {host}" if host and host != socket.gethostname() else ""
+        who, stop = f"process {pid}{where}{since}" + (f": `{command}`" if command else ""), f"stop it (kill {pid})"
     other = f", or choose another {option}" if option else ""
     return Busy(
-        f"{what} {target} is being written by another farm command ({_describe(info)}); two writers would spoil "
+        f"{what} {target} is being written by another farm command ({who}); two writers would spoil "
         f"it, so this one stopped before writing anything. Wait for the other to end, or {stop}{other}."
     )
 

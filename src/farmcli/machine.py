@@ -35,8 +35,6 @@ def device_for(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-# ------------------------------------------------------------------------------------------ memory
-
 TRAIN_BYTES_PER_WIDTH = 80
 """Bytes a CPU fp32 training step holds per sample, history position and unit of width D1 + D2 (~20 float32 copies).
 Measured: 9.5-12 KB per sample and position at D1 + D2 = 156, 3.1-3.7 KB at 50, L = 100 .. 1,600; linear in L."""

@@ -76,9 +76,6 @@ def status_note(run: Path) -> str | None:
     )
 
 
-# ------------------------------------------------------------------------------------------ new and resumed runs
-
-
 def new_run_dir(cfg: RunConfig) -> Path:
     """The directory a new run of ``cfg`` writes; an existing non-empty one is refused, saying what it holds."""
     if os.environ.get(RUN_DIR_ENV):
@@ -307,9 +304,6 @@ def unreadable(ckpt: Path, e: Exception, advice: str | None = None) -> str:
     advice = advice or f"Use the run's other checkpoint ({ckpt.parent / other}) if it is whole, or train again."
     first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:200]
     return f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {first}). {advice}"
-
-
-# ------------------------------------------------------------------------------------------ while it trains
 
 
 def log_version(run: Path) -> str:

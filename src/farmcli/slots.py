@@ -16,21 +16,16 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class FrequencyModule(Protocol):
-    """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``.
-
-    ``gates`` is (low, high), each [B] (one per sample) or [B, D], or None for a component without gates
-    (``none``). Built with the sequence width ``dim`` and the history length ``length`` (L).
-    """
+    """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``, built with ``dim`` and
+    ``length`` (L); ``gates`` is (low, high), each [B] or [B, D], or None for a component without gates (``none``)."""
 
     def __call__(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
 
 
 @runtime_checkable
 class Align(Protocol):
-    """Eq. 13-14: ``(video, live, video_mask, live_mask, user_id) -> (L_cl or None, aux)``.
-
-    ``aux`` may carry "h_video" and "h_live" [B, d] (``farm report`` plots their cosine).
-    """
+    """Eq. 13-14: ``(video, live, video_mask, live_mask, user_id) -> (L_cl or None, aux)``; ``aux`` may carry
+    "h_video" and "h_live" [B, d] (``farm report`` plots their cosine)."""
 
     uses_preference: bool
     """True: receive the self-attended histories V^ of eq. 12 (FARM builds the encoder only when asked)."""
@@ -55,10 +50,8 @@ class Fuse(Protocol):
 
 @runtime_checkable
 class Head(Protocol):
-    """Eq. 18 + 6: ``x [B, in_dim] -> logits [B, n_tasks]``.
-
-    Optional: ``set_output_bias(logits)`` to start each task's logit at its label rate's log-odds.
-    """
+    """Eq. 18 + 6: ``x [B, in_dim] -> logits [B, n_tasks]``; optional ``set_output_bias(logits)`` starts each
+    task's logit at its label rate's log-odds."""
 
     def __call__(self, x: Tensor) -> Tensor: ...
 

@@ -15,9 +15,7 @@ from farmcli.io import write_json, write_text
 def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A header line and a line per row, quoted as the csv module does; a cell of None or "" is empty."""
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(columns)
-    w.writerows(rows)
+    csv.writer(buf).writerows([columns, *rows])
     return buf.getvalue()
 
 
@@ -37,9 +35,6 @@ def write_table(stem: Path, *, md: str | None = None, csv: str | None = None, js
     for suffix, content in ((".md", md), (".csv", csv), (".json", json)):
         if content is not None:
             path = stem.with_name(stem.name + suffix)
-            if suffix == ".json":
-                write_json(path, content)
-            else:
-                write_text(path, content)
+            (write_json if suffix == ".json" else write_text)(path, content)
             written.append(path)
     return written
