@@ -47,8 +47,7 @@ def stopped_by_signal(e: BaseException) -> bool:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGTERM ends the work as Ctrl-C does: a KeyboardInterrupt, which the CLI reports and exits 130 with;
-    temporaries are removed on the way out (atomic writes)."""
+    """SIGTERM ends the work as Ctrl-C does: a KeyboardInterrupt (exit 130), removing temporaries on the way out."""
     try:
         yield
     except SystemExit as e:
@@ -90,8 +89,7 @@ def command() -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_hard_exit(fn: Callable[[], None]) -> Iterator[None]:
-    """Call ``fn`` (quick, no locks) if the watchdog ends the process while the block runs: e.g. a run records
-    that it was interrupted."""
+    """Call ``fn`` (quick, no locks) if the watchdog ends the process during the block (a run marks itself stopped)."""
     _hooks.append(fn)
     try:
         yield
@@ -192,8 +190,7 @@ def _children() -> list[int]:
 
 
 def hard_exit(reason: str) -> None:
-    """End the process now: remove this process's temporaries and lock files, ask its children to stop, say why
-    on stderr and exit 130. For a process whose main thread cannot unwind."""
+    """End a process whose main thread cannot unwind: remove its temporaries and locks, stop its children, exit 130."""
     from farmcli import io, locks
 
     for fn in list(_hooks):

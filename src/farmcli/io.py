@@ -43,7 +43,7 @@ def active_target() -> Path | None:
 
 def disk_full(e: BaseException) -> OSError | None:
     """The "disk full" (or quota) error behind ``e``, else None: of the failures chained ``from`` one another
-    (one failure) or raised while handling one (a later one), the earliest that names its file (a copy's target first)."""
+    (one failure) or raised while handling one (a later one), the earliest naming its file (a copy's target first)."""
     failures: list[list[OSError]] = []
     seen: set[int] = set()
     cur: BaseException | None = e
@@ -161,7 +161,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def read_record(path: Path, unreadable: str) -> dict:
-    """A record of an output's settings (ablation.json, tune.json); an unreadable one is a UserError (+ ``unreadable``)."""
+    """A record of an output's settings (ablation.json, tune.json); unreadable: a UserError ending ``unreadable``."""
     try:
         obj = json.loads(path.read_bytes())
     except OSError as e:
@@ -238,8 +238,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | Non
 
 
 def staging_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
-    """An empty temporary directory beside ``path`` (on its disk), removed however the block ends: the caller
-    moves what it wrote there into place (``move_into``), so an interrupted command leaves nothing behind."""
+    """An empty temporary directory beside ``path``, removed however the block ends; ``move_into`` places its files."""
     return _temporary(Path(path), is_dir=True)
 
 
@@ -325,8 +324,7 @@ def foreign_content(path: Path) -> str | None:
 
 
 def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
-    """The absolute path a command may write its output directory to, or a UserError saying why not:
-    ``--overwrite`` replaces only an empty directory or a dataset farm wrote, exactly as farm wrote it."""
+    """Where a command may write its output directory; --overwrite replaces only an empty one or farm's dataset."""
     path = Path(out).expanduser().resolve()
     if not path.exists():
         return path

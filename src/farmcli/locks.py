@@ -91,8 +91,7 @@ def _try_lock(fd: int) -> bool:
 
 
 def _same_file(fd: int, path: Path) -> bool:
-    """The locked file is still the one at ``path`` (a releasing holder unlinks its lock file: a lock taken on the
-    unlinked file would guard nothing)."""
+    """The locked file is still at ``path`` (a releasing holder unlinks it; locking an unlinked file guards nothing)."""
     try:
         a, b = os.fstat(fd), os.stat(path)
     except FileNotFoundError:
@@ -101,8 +100,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def holder(target: str | os.PathLike) -> dict | None:
-    """Who writes ``target`` now: the lock's record ({pid, host, started, command}) when another process holds
-    it, else None (free, or held by this process)."""
+    """The lock's record ({pid, host, started, command}) where another process holds ``target``'s lock, else None."""
     target = Path(target)
     if _key(target) in _held:
         return None
@@ -178,6 +176,10 @@ def _release(key: str) -> None:
         _held[key] = (fd, path, count - 1)
         return
     del _held[key]
+    _drop(fd, path)
+
+
+def _drop(fd: int, path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()  # while still locked: no one can have taken this file meanwhile
     with contextlib.suppress(OSError):
@@ -187,8 +189,5 @@ def _release(key: str) -> None:
 def release_all() -> None:
     """Remove the lock files this process holds (a hard exit: the kernel drops the locks themselves)."""
     for fd, path, _ in list(_held.values()):
-        with contextlib.suppress(OSError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        _drop(fd, path)
     _held.clear()

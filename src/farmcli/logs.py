@@ -15,8 +15,7 @@ def verbose() -> bool:
 
 
 def quiet_lightning() -> None:
-    """Hide Lightning's accelerator lines, tips, "fit stopped" notes and deprecation warnings (farm prints what
-    matters itself); after Lightning's import, which sets its loggers to INFO."""
+    """Hide Lightning's start-up lines, tips and deprecation warnings (after its import sets its loggers to INFO)."""
     if verbose():
         return
     import lightning  # noqa: F401  (its import configures the loggers this then quiets)

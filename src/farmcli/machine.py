@@ -50,8 +50,7 @@ def batch_fields() -> int:
 
 
 def run_memory(cfg: RunConfig) -> dict[str, int]:
-    """Bytes one training process needs at most at full histories: a ``train`` step, a ``score`` (validation or test)
-    batch, and the int64 ``batches`` themselves (batch_size x L x fields x 8)."""
+    """Bytes a training process needs at most at full histories: a ``train`` step, a ``score`` batch, ``batches``."""
     d, width = cfg.data, cfg.model.embed.d1 + cfg.model.embed.d2
     L = d.history_len
     return {

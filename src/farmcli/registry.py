@@ -107,9 +107,8 @@ def _moved(slot: str, name: str) -> Callable[..., Any]:
             f"(PYTHONPATH=. farm ... or python -m farmcli ...) or by its class path: --model.{slot} {path}. "
             f"({type(e).__name__}: {e})"
         ) from None
-    if name not in _components[slot]:  # imported before and unregistered since: the class itself
-        return _import(slot, path)
-    return _components[slot][name]
+    # imported before and unregistered since: the class itself
+    return _components[slot][name] if name in _components[slot] else _import(slot, path)
 
 
 def _import(slot: str, path: str) -> Callable[..., Any]:

@@ -98,8 +98,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def run_of_checkpoint(ckpt_path: str, config_files: Sequence[Path] = ()) -> Path:
-    """The run directory that LightningCLI's ``ckpt_path`` resumes: the run itself, or its checkpoints/last.ckpt.
-    farm resumes a run from its last checkpoint, whose run directory holds the config and the logs it continues."""
+    """The run directory LightningCLI's ``ckpt_path`` resumes: the run itself, or its checkpoints/last.ckpt."""
     path = Path(ckpt_path)
     if not ckpt_path or not path.exists():
         raise UserError(f"ckpt_path = {ckpt_path!r}: no such file or directory. Give RUN/checkpoints/last.ckpt or RUN.")
@@ -217,12 +216,8 @@ def _check_resume_data(run: Path, cfg: RunConfig, key: str) -> None:
     gone = run_data_gone(run, cfg) if trained.get("source") == d.source else None
     if gone:
         raise UserError(gone)
-    path = sample_store_path(
-        dataset_dir(d),
-        Path(d.cache_dir) if d.cache_dir else sample_cache(),
-        history_len=d.history_len,
-        min_count=d.min_count,
-    )
+    cache = Path(d.cache_dir) if d.cache_dir else sample_cache()
+    path = sample_store_path(dataset_dir(d), cache, history_len=d.history_len, min_count=d.min_count)
     if path.name != f"samples-{key[:16]}":
         raise UserError(other_data(run, cfg, key, path.name.removeprefix("samples-")))
 

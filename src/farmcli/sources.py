@@ -69,8 +69,7 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None, *, training:
 
 
 def preset_damage(path: Path) -> str | None:
-    """Why farm's simulated data at ``path`` is not as farm wrote it (its 'written_by' files, manifest, tables), or
-    None. Cheap: file names and sizes only."""
+    """Why farm's simulated data at ``path`` is not as farm wrote it, or None (cheap: file names and sizes only)."""
     from farmcli.data.dataset import manifest_problems, table_files, table_path
     from farmcli.data.schema import REQUIRED_TABLES, TABLES
     from farmcli.io import WRITTEN_BY

@@ -20,8 +20,7 @@ def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def markdown(columns: Sequence[str | None], rows: Iterable[Sequence[Any]], align: str) -> list[str]:
-    """The lines of a Markdown table; ``align``: a letter per column, ``l`` (text) or ``r`` (numbers). A cell of
-    None is written as nothing between its bars (a header column without a title)."""
+    """A Markdown table's lines; ``align``: ``l`` or ``r`` per column; a None cell is empty (an untitled header)."""
 
     def line(cells: Sequence[Any]) -> str:
         return "|" + "".join(" |" if c is None else f" {c} |" for c in cells)
