@@ -34,14 +34,12 @@ def stopped_by_signal(e: BaseException) -> bool:
     if not isinstance(e, (KeyboardInterrupt, SystemExit)):
         return False
     seen: set[int] = set()
-    cause: BaseException | None = e
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, KeyboardInterrupt) or (
-            isinstance(cause, SystemExit) and cause.code == 128 + signal.SIGTERM
-        ):
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, KeyboardInterrupt) or (isinstance(cur, SystemExit) and cur.code == 128 + signal.SIGTERM):
             return True
-        cause = cause.__context__
+        cur = cur.__context__
     return False
 
 
@@ -178,9 +176,7 @@ def _children() -> list[int]:
     """This process's child processes (Linux: /proc), e.g. DDP ranks it launched."""
     me, kids = str(os.getpid()), []
     with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
+        for entry in filter(str.isdigit, os.listdir("/proc")):
             with contextlib.suppress(OSError, IndexError):
                 with open(f"/proc/{entry}/stat", "rb") as f:
                     fields = f.read().rsplit(b")", 1)[1].split()
