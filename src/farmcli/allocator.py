@@ -1,13 +1,9 @@
-"""glibc's malloc told to keep freed memory for the next training step.
+"""glibc's malloc told to keep freed memory for the next training step (Linux with glibc only).
 
-A CPU training step allocates and frees the same large activations every step ([B, L, D] float32 is 19 MB on
-``default``). glibc hands large freed blocks back to the kernel (its mmap threshold adapts, but a block freed
-from the heap's top is still trimmed above M_TRIM_THRESHOLD), so the next step takes them again page by page:
-23,000-27,000 page faults per FARM step on ``default``, 63-77 ms of kernel time (docs/PERFORMANCE.md, "What was tried").
-Fixing the mmap threshold at its 32 MiB ceiling and trimming only above 1 GiB keeps those blocks in the
-process; the cost is that the process keeps its peak heap until it exits, which a training process does anyway.
-
-Only on Linux with glibc; elsewhere (musl, macOS, Windows) nothing changes.
+Each CPU step frees and reallocates the same large activations (19 MB on ``default``); glibc hands them back to the
+kernel, so the next step faults them in again: 23,000-27,000 page faults, 63-77 ms of kernel time per step
+(docs/PERFORMANCE.md). A fixed 32 MiB mmap threshold and trimming only above 1 GiB keep them; the process keeps its
+peak heap until it exits, as a training process does anyway.
 """
 
 from __future__ import annotations
@@ -16,13 +12,10 @@ import ctypes
 import platform
 from functools import cache
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-"""mallopt parameters (malloc.h)."""
-MMAP_THRESHOLD = 32 << 20
-"""glibc's ceiling for the mmap threshold on 64-bit: only blocks above it are mapped and unmapped each time."""
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20  # glibc's 64-bit ceiling: only blocks above it are mapped and unmapped each time
 TRIM_THRESHOLD = 1 << 30
-TOP_PAD = 64 << 20
-"""Each growth of the heap asks the kernel for this much more, so growing takes few system calls."""
+TOP_PAD = 64 << 20  # each growth of the heap asks for this much more, so growing takes few system calls
 
 
 @cache

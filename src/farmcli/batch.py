@@ -1,12 +1,7 @@
-"""The batch a sample store hands the model: its fields, stated once.
-
-The sample store writes these keys, the embedding reads them, the export names its inputs after them and the
-tests build batches from them. The model package imports this and nothing else of the data side.
-
-A batch is a dict of tensors: the candidate's ids [B] (``CANDIDATE_FIELDS``), each history field [B, L] under
-its domain's prefix (``v_author`` ...; left-padded, 0 at padding) with a bool mask ``v_mask`` / ``l_mask``,
-``labels`` [B, 6] float in ``TASKS`` order, ``user_id`` and ``activity`` [B], and ``p`` [B, 6] for simulated data.
-"""
+"""The batch a sample store hands the model, stated once for the store, the embedding, the export and the tests
+(the model package imports nothing else of the data side). A dict of tensors: the candidate's ids [B], each history
+field [B, L] under its prefix (``v_author`` ...; left-padded with 0) with a bool ``v_mask`` / ``l_mask``, ``labels``
+[B, 6] float in ``TASKS`` order, ``user_id`` and ``activity`` [B], and ``p`` [B, 6] for simulated data."""
 
 from __future__ import annotations
 

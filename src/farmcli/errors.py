@@ -4,9 +4,6 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input from the user (a path, a flag, a file's content).
-
-    The message is shown as-is, without a traceback, so it should name the file, the column and the fix.
-    """
+    """Bad input (a path, a flag, a file's content); shown without a traceback, so it names the file and the fix."""
 
     exit_code = 2

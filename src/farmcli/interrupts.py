@@ -1,13 +1,9 @@
 """Ctrl-C and SIGTERM end any command the same way: a KeyboardInterrupt, which the CLI reports with exit 130.
 
-Every command runs inside ``command()`` (the CLI's ``user_errors`` wrapper, farmcli/cli/app.py), so none is left
-out: SIGTERM unwinds like Ctrl-C (``SystemExit(143)``, turned into exit 130 with a message), and temporaries are
-removed on the way out (atomic writes). Where the main thread cannot unwind, because it waits inside a library's
-native code that does not return (a DDP rendezvous waiting for other nodes, a long polars or torch call), a
-watchdog thread woken by the signal itself ends the process after ``GRACE_SECONDS``: it removes the temporaries
-and lock files this process made, says why, and exits 130.
-
-Light on purpose (no torch).
+Every command runs inside ``command()`` (farmcli/cli/app.py's ``user_errors``): SIGTERM unwinds like Ctrl-C, removing
+temporaries on the way out. Where the main thread sits in native code that does not return (a DDP rendezvous, a long
+polars or torch call), a watchdog thread woken by the signal ends the process after ``GRACE_SECONDS``: it removes the
+temporaries and lock files, says why, and exits 130. Light on purpose (no torch).
 """
 
 from __future__ import annotations
@@ -35,28 +31,21 @@ _hooks: list[Callable[[], None]] = []
 def stopped_by_signal(e: BaseException) -> bool:
     """Ctrl-C, SIGTERM (the CLI turns it into SystemExit(143)), or Lightning's answer to Ctrl-C: it stops at a
     clean point and calls sys.exit(1) while handling the KeyboardInterrupt (which is then the exit's context)."""
-    if isinstance(e, KeyboardInterrupt):
-        return True
-    if not isinstance(e, SystemExit):
+    if not isinstance(e, (KeyboardInterrupt, SystemExit)):
         return False
-    if e.code == 128 + signal.SIGTERM:
-        return True
     seen: set[int] = set()
-    cause: BaseException | None = e.__context__
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, KeyboardInterrupt) or (
-            isinstance(cause, SystemExit) and cause.code == 128 + signal.SIGTERM
-        ):
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, KeyboardInterrupt) or (isinstance(cur, SystemExit) and cur.code == 128 + signal.SIGTERM):
             return True
-        cause = cause.__context__
+        cur = cur.__context__
     return False
 
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGTERM ends the work as Ctrl-C does: a KeyboardInterrupt, which the CLI reports and exits 130 with;
-    temporaries are removed on the way out (atomic writes)."""
+    """SIGTERM ends the work as Ctrl-C does: a KeyboardInterrupt (exit 130), removing temporaries on the way out."""
     try:
         yield
     except SystemExit as e:
@@ -98,8 +87,7 @@ def command() -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_hard_exit(fn: Callable[[], None]) -> Iterator[None]:
-    """Call ``fn`` (quick, no locks) if the watchdog ends the process while the block runs: e.g. a run records
-    that it was interrupted."""
+    """Call ``fn`` (quick, no locks) if the watchdog ends the process during the block (a run marks itself stopped)."""
     _hooks.append(fn)
     try:
         yield
@@ -157,20 +145,14 @@ def _deadline(name: str, at: float) -> None:
         )
 
 
-def _main_frames() -> list[Any]:
+def _waits_for_nodes() -> str | None:
+    """A message when the main thread waits in torch.distributed's rendezvous for other nodes' processes (num_nodes
+    > 1): native code that waits out the rendezvous timeout (30 minutes) while no signal reaches Python."""
+    frames: list[Any] = []
     frame = sys._current_frames().get(threading.main_thread().ident or -1)
-    frames = []
     while frame is not None:
         frames.append(frame)
         frame = frame.f_back
-    return frames
-
-
-def _waits_for_nodes() -> str | None:
-    """A message when the main thread waits in torch.distributed's rendezvous for processes that have not
-    started (``trainer.num_nodes`` > 1 with no other node running the command): it waits there, in native code,
-    for as long as the rendezvous timeout (30 minutes), and no signal reaches Python meanwhile."""
-    frames = _main_frames()
     names = {"init_process_group", "rendezvous", "_create_c10d_store", "_env_rendezvous_handler"}
     if not any("torch/distributed" in f.f_code.co_filename and f.f_code.co_name in names for f in frames):
         return None
@@ -194,9 +176,7 @@ def _children() -> list[int]:
     """This process's child processes (Linux: /proc), e.g. DDP ranks it launched."""
     me, kids = str(os.getpid()), []
     with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
+        for entry in filter(str.isdigit, os.listdir("/proc")):
             with contextlib.suppress(OSError, IndexError):
                 with open(f"/proc/{entry}/stat", "rb") as f:
                     fields = f.read().rsplit(b")", 1)[1].split()
@@ -206,8 +186,7 @@ def _children() -> list[int]:
 
 
 def hard_exit(reason: str) -> None:
-    """End the process now: remove this process's temporaries and lock files, ask its children to stop, say why
-    on stderr and exit 130. For a process whose main thread cannot unwind."""
+    """End a process whose main thread cannot unwind: remove its temporaries and locks, stop its children, exit 130."""
     from farmcli import io, locks
 
     for fn in list(_hooks):

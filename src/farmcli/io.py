@@ -18,18 +18,21 @@ import yaml
 from farmcli.errors import UserError
 
 _active: dict[Path, Path] = {}
-"""Temporaries this process is writing now -> their targets: removed by a hard exit (farmcli/interrupts.py), named
-by a write error that does not name its file."""
+"""Temporaries being written -> their targets: a hard exit removes them, a write error names the target."""
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def remove_active_temps() -> None:
     """Remove every temporary this process is writing (the process is about to end without unwinding)."""
     for tmp in list(_active):
         with contextlib.suppress(OSError):
-            if tmp.is_dir() and not tmp.is_symlink():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
     _active.clear()
 
 
@@ -38,14 +41,9 @@ def active_target() -> Path | None:
     return next(reversed(_active.values()), None)
 
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
 def disk_full(e: BaseException) -> OSError | None:
-    """The "disk full" (or quota) error behind ``e``, else None. Errors raised ``from`` another (a write error
-    given its file's name) are one failure, the outermost naming it best; an error raised while handling another
-    (the cleanup after a failed write) is a later failure: the earliest failure that names its file is chosen (a
-    failed copy's target first), else any."""
+    """The "disk full" (or quota) error behind ``e``, else None: of the failures chained ``from`` one another
+    (one failure) or raised while handling one (a later one), the earliest naming its file (a copy's target first)."""
     failures: list[list[OSError]] = []
     seen: set[int] = set()
     cur: BaseException | None = e
@@ -53,7 +51,7 @@ def disk_full(e: BaseException) -> OSError | None:
         group: list[OSError] = []
         while cur is not None and id(cur) not in seen:  # one failure: renamed with `raise ... from`
             seen.add(id(cur))
-            if isinstance(cur, OSError) and cur.errno in DISK_FULL:
+            if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
                 group.append(cur)
             if cur.__cause__ is None:
                 break
@@ -68,10 +66,8 @@ def disk_full(e: BaseException) -> OSError | None:
 
 
 def _named(e: BaseException, path: Path, tmp: Path | None = None) -> OSError | None:
-    """``e`` raised while writing ``path`` (through the temporary ``tmp``) as an OSError that names ``path``, or
-    None where it is none of those: an OSError of the system (an errno) without a file name (a write to an open
-    file: pyarrow, numpy, the parquet writer) or naming a file inside ``tmp``, or a native writer's failure on a
-    full disk (torch's "file write failed", polars' "No space left on device")."""
+    """``e`` (raised writing ``path`` through ``tmp``) as an OSError naming ``path`` where it names no file or one in
+    ``tmp`` (pyarrow, numpy) or is a native writer's full disk (torch, polars); else None."""
     if isinstance(e, OSError):
         if e.errno is None:
             return None
@@ -92,36 +88,40 @@ def _named(e: BaseException, path: Path, tmp: Path | None = None) -> OSError | N
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it.
-
-    A write error that does not name its file (a full disk met by pyarrow, numpy or torch) is raised as an
-    OSError naming ``path``, so the CLI says which output could not be written."""
-    path = Path(path)
+def _temporary(path: Path, is_dir: bool) -> Iterator[Path]:
+    """A temporary file or directory beside ``path``, removed however the block ends; a write error that names
+    no file (a full disk met by pyarrow, numpy or torch) is raised naming ``path``, so the CLI says which output."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    _active[tmp_path] = path
+    prefix = f".{path.name}.{os.getpid()}."  # .NAME.PID.RANDOM.tmp: the PID says whether its writer still runs
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+    _active[tmp] = path
     try:
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any other file
-        yield tmp_path
-        os.replace(tmp_path, path)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)  # mkstemp makes 0600; outputs are shared
+        yield tmp
     except Exception as e:  # noqa: BLE001 - polars says a full disk in a ComputeError
-        named = _named(e, path)
+        named = _named(e, path, tmp if is_dir else None)
         if named is None:
             raise
         raise named from e
     finally:
-        _active.pop(tmp_path, None)
-        if tmp_path.exists():
-            tmp_path.unlink()
+        _active.pop(tmp, None)
+        _remove(tmp)
 
 
-def _temp_prefix(path: Path) -> str:
-    """Temporaries are named .NAME.PID.RANDOM.tmp: the PID says whether their writer still runs."""
-    return f".{path.name}.{os.getpid()}."
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error remove it."""
+    with _temporary(Path(path), is_dir=False) as tmp:
+        yield tmp
+        os.replace(tmp, path)
 
 
 def remove_stale_temps(path: Path) -> None:
@@ -141,19 +141,9 @@ def remove_stale_temps(path: Path) -> None:
             os.kill(int(m.group(1)), 0)
             continue  # its writer still runs
         except ProcessLookupError:
-            pass
+            _remove(p)
         except (PermissionError, OverflowError):
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -171,8 +161,7 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def read_record(path: Path, unreadable: str) -> dict:
-    """A record farm keeps of an output's settings (ablation.json, tune.json); one cut short or overwritten is a
-    UserError naming it, ``unreadable`` saying what it was and how to recover."""
+    """A record of an output's settings (ablation.json, tune.json); unreadable: a UserError ending ``unreadable``."""
     try:
         obj = json.loads(path.read_bytes())
     except OSError as e:
@@ -222,15 +211,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | None = None) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``path``; on success it replaces ``path``.
-
-    With ``overwrite=False`` an existing ``path`` is an error raised by the caller beforehand;
-    here an existing target is moved aside first and removed only after the new one is in place.
-
-    One writer at a time (farmcli/locks.py): another process writing ``path`` now is refused at once, naming it
-    (``what``: "the dataset" or "the sample store", from the name, unless given); a ``path`` that another process
-    put in place since the caller checked raises FileExistsError before any work (without ``overwrite``).
-    """
+    """Yield an empty temporary directory beside ``path``; on success it replaces ``path`` (an old one is moved
+    aside and removed only after). Holds ``path``'s lock (``what``: "the dataset" or "the sample store"); a ``path``
+    that appeared since the caller checked raises FileExistsError before any work (without ``overwrite``)."""
     from farmcli import locks
 
     path = Path(path)
@@ -254,27 +237,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, what: str | Non
                 shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """An empty temporary directory beside ``path`` (on its disk), removed however the block ends: the caller
-    moves what it wrote there into place (``move_into``), so an interrupted command leaves nothing behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
-    _active[tmp] = path
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        yield tmp
-    except Exception as e:  # noqa: BLE001 - polars says a full disk in a ComputeError
-        named = _named(e, path, tmp)
-        if named is None:
-            raise
-        raise named from e
-    finally:
-        _active.pop(tmp, None)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def staging_dir(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
+    """An empty temporary directory beside ``path``, removed however the block ends; ``move_into`` places its files."""
+    return _temporary(Path(path), is_dir=True)
 
 
 def move_into(staged: Path, out: Path, names: Iterable[str], remove: Iterable[str] = ()) -> None:
@@ -310,11 +275,8 @@ WRITTEN_BY = "written_by"
 
 
 def seal_dataset(root: Path, command: str) -> None:
-    """Record in ``root``/manifest.json every file farm wrote there (relative path -> size in bytes).
-
-    Call it last, when every other file is in place. ``--overwrite`` later replaces the dataset only while its
-    files are exactly these: a dataset made by hand, or a file added or rewritten by the user, stays untouched.
-    """
+    """Record in ``root``/manifest.json every file farm wrote there (path -> size), last: ``--overwrite`` later
+    replaces the dataset only while its files are exactly these (a file the user added or changed stays)."""
     from farmcli._version import __version__
 
     manifest_path = root / "manifest.json"
@@ -362,11 +324,7 @@ def foreign_content(path: Path) -> str | None:
 
 
 def output_dir(out: str | os.PathLike, overwrite: bool, what: str = "dataset") -> Path:
-    """The absolute path a command may write its output directory to, or a UserError saying why not.
-
-    ``--overwrite`` replaces only an empty directory or a dataset farm wrote (every file in it as farm wrote
-    it); a directory holding anything else is the user's and is left alone.
-    """
+    """Where a command may write its output directory; --overwrite replaces only an empty one or farm's dataset."""
     path = Path(out).expanduser().resolve()
     if not path.exists():
         return path
@@ -410,8 +368,7 @@ def in_the_way(path: Path) -> Path | None:
 def check_replace(
     name: str, overwrite: bool, ours: Callable[[], bool], what: str, earlier: str = "it", another: str = "name", why=""
 ) -> None:
-    """An existing output ``name`` is replaced only with --overwrite, and only where farm wrote it (``ours()``, e.g.
-    ``written_by_farm``); anything else there is the user's and is left alone."""
+    """An existing output ``name`` is replaced only with --overwrite, and only where farm wrote it (``ours()``)."""
     if not overwrite:
         raise UserError(f"{name} exists; pass --overwrite to replace {earlier}, or choose another {another}.")
     if not ours():
@@ -432,8 +389,7 @@ def written_by_farm(path: Path, formats: tuple[str, ...]) -> bool:
 
 
 def check_output_file(path: Path, option: str, overwrite: bool, formats: tuple[str, ...]) -> None:
-    """Before any work: ``path`` can be written, and an existing file there is replaced only with --overwrite and
-    only when farm wrote it (a parquet file in one of ``formats``)."""
+    """Before any work: ``path`` can be written, and an existing one is farm's (``formats``) to --overwrite."""
     if path.is_dir():
         raise UserError(f"{option} {path} is a directory; give a file name, e.g. {path}/predictions.parquet.")
     blocker = in_the_way(path)

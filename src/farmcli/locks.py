@@ -1,13 +1,9 @@
-"""One writer per output: a lock file beside each output that a command writes for a long time (a dataset, a sample
-store, a tuning study, an ablation, a report, a run), so that a second farm process aimed at the same output is
-refused at once, naming the output and the process that writes it, instead of spoiling the first one's work or
-doing all its own work to fail at the end.
+"""One writer per long-written output (dataset, sample store, study, ablation, report, run): a second farm process
+aimed at it is refused at once, naming the process that writes it, instead of spoiling its work.
 
-The lock is ``PARENT/.NAME.farm-lock`` (inside the output, ``OUT/.farm-lock``, where its parent cannot be written),
-held with ``fcntl.flock``: the kernel releases it when its process ends in any way (Ctrl-C, SIGKILL, a power cut),
-so a lock file left behind by a killed process is stale and taken over without a question. It holds the pid, host,
-start time and command line of its writer, for the message. A process may take the lock of an output it already
-holds (``farm ablate`` holds its run's lock while ``train`` takes it again). Light on purpose (no torch).
+The lock is ``PARENT/.NAME.farm-lock`` (else ``OUT/.farm-lock``) held with ``fcntl.flock``: the kernel releases it
+however its process ends, so a file left by a killed process is taken over. It records the writer's pid, host, start
+and command line for the message. Reentrant (``farm ablate`` holds its run's lock while ``train`` takes it). No torch.
 """
 
 from __future__ import annotations
@@ -44,24 +40,16 @@ def _key(target: Path) -> str:
     return str(Path(os.path.abspath(target)))
 
 
-def _describe(info: dict) -> str:
-    pid = info.get("pid")
-    if not isinstance(pid, int):
-        return "another farm process"
-    when = info.get("started")
-    since = f", since {time.strftime('%H:%M:%S', time.localtime(when))}" if isinstance(when, (int, float)) else ""
-    host = info.get("host")
-    where = f" on {host}" if host and host != socket.gethostname() else ""
-    command = info.get("command")
-    return f"process {pid}{where}{since}" + (f": `{command}`" if command else "")
-
-
 def _busy(target: Path, what: str, info: dict, option: str | None) -> Busy:
-    pid = info.get("pid")
-    stop = f"stop it (kill {pid})" if isinstance(pid, int) else "stop it"
+    pid, when, host, command = (info.get(k) for k in ("pid", "started", "host", "command"))
+    who, stop = "another farm process", "stop it"
+    if isinstance(pid, int):
+        since = f", since {time.strftime('%H:%M:%S', time.localtime(when))}" if isinstance(when, (int, float)) else ""
+        where = f" on {host}" if host and host != socket.gethostname() else ""
+        who, stop = f"process {pid}{where}{since}" + (f": `{command}`" if command else ""), f"stop it (kill {pid})"
     other = f", or choose another {option}" if option else ""
     return Busy(
-        f"{what} {target} is being written by another farm command ({_describe(info)}); two writers would spoil "
+        f"{what} {target} is being written by another farm command ({who}); two writers would spoil "
         f"it, so this one stopped before writing anything. Wait for the other to end, or {stop}{other}."
     )
 
@@ -103,8 +91,7 @@ def _try_lock(fd: int) -> bool:
 
 
 def _same_file(fd: int, path: Path) -> bool:
-    """The locked file is still the one at ``path`` (a releasing holder unlinks its lock file: a lock taken on the
-    unlinked file would guard nothing)."""
+    """The locked file is still at ``path`` (a releasing holder unlinks it; locking an unlinked file guards nothing)."""
     try:
         a, b = os.fstat(fd), os.stat(path)
     except FileNotFoundError:
@@ -113,8 +100,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def holder(target: str | os.PathLike) -> dict | None:
-    """Who writes ``target`` now: the lock's record ({pid, host, started, command}) when another process holds
-    it, else None (free, or held by this process)."""
+    """The lock's record ({pid, host, started, command}) where another process holds ``target``'s lock, else None."""
     target = Path(target)
     if _key(target) in _held:
         return None
@@ -140,52 +126,44 @@ def check_free(target: str | os.PathLike, what: str, option: str | None = None) 
 
 @contextlib.contextmanager
 def hold(target: str | os.PathLike, what: str, option: str | None = None) -> Iterator[None]:
-    """Hold the lock of ``target`` while the block runs; another process holding it is a ``Busy`` error naming
-    ``what`` (e.g. "the dataset"), ``target``, that process and ``option`` (what to change instead).
-
-    Take it where the command is about to write, after its checks (``check_free`` refuses earlier, before any
-    work): the parent of ``target`` must exist (nothing is created here, so a refused command leaves nothing)."""
+    """Hold the lock of ``target`` while the block runs; another holder is a ``Busy`` error naming ``what`` (e.g.
+    "the dataset"), ``target``, that process and ``option``. Take it after the checks (``check_free`` refuses before
+    any work); nothing is created here, so ``target``'s parent must exist."""
     target = Path(target)
     key = _key(target)
-    if key in _held:  # this process writes it already (reentrant)
-        fd, path, count = _held[key]
-        _held[key] = (fd, path, count + 1)
-        try:
-            yield
-        finally:
-            _release(key)
-        return
-    opened = None
-    for _ in range(20):  # a holder unlinking its file between our open and our lock: open the new one
-        opened = _open(target)
-        if opened is None:
-            break
-        fd, path = opened
-        if not _try_lock(fd):
-            info = _read(fd)
-            os.close(fd)
-            raise _busy(target, what, info, option)
-        if _same_file(fd, path):
-            break
-        os.close(fd)
+    if key not in _held:  # else this process writes it already (reentrant)
         opened = None
-    if opened is None:  # nowhere to put a lock: the output cannot be written there either, and says so itself
-        yield
-        return
-    fd, path = opened
-    record = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": time.time(),
-        "command": " ".join(["farm", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("farm", "__main__.py") else "",
-        "output": str(target),
-    }
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(record) + "\n").encode())
-    except OSError:
-        pass  # a full disk: the lock holds all the same, only its record is missing
-    _held[key] = (fd, path, 1)
+        for _ in range(20):  # a holder unlinking its file between our open and our lock: open the new one
+            opened = _open(target)
+            if opened is None:
+                break
+            fd, path = opened
+            if not _try_lock(fd):
+                info = _read(fd)
+                os.close(fd)
+                raise _busy(target, what, info, option)
+            if _same_file(fd, path):
+                break
+            os.close(fd)
+            opened = None
+        if opened is None:  # nowhere to put a lock: the output cannot be written there either, and says so itself
+            yield
+            return
+        fd, path = opened
+        argv0 = Path(sys.argv[0]).name
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": " ".join(["farm", *sys.argv[1:]]) if argv0 in ("farm", "__main__.py") else "",
+            "output": str(target),
+        }
+        with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only its record is missing
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(record) + "\n").encode())
+        _held[key] = (fd, path, 0)
+    fd, path, count = _held[key]
+    _held[key] = (fd, path, count + 1)
     try:
         yield
     finally:
@@ -198,6 +176,10 @@ def _release(key: str) -> None:
         _held[key] = (fd, path, count - 1)
         return
     del _held[key]
+    _drop(fd, path)
+
+
+def _drop(fd: int, path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()  # while still locked: no one can have taken this file meanwhile
     with contextlib.suppress(OSError):
@@ -207,8 +189,5 @@ def _release(key: str) -> None:
 def release_all() -> None:
     """Remove the lock files this process holds (a hard exit: the kernel drops the locks themselves)."""
     for fd, path, _ in list(_held.values()):
-        with contextlib.suppress(OSError):
-            path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        _drop(fd, path)
     _held.clear()

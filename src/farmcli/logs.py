@@ -15,11 +15,7 @@ def verbose() -> bool:
 
 
 def quiet_lightning() -> None:
-    """Hide the accelerator lines, tips, "fit stopped" notes and third-party deprecation warnings.
-
-    Lightning sets its loggers to INFO when it is imported, so this runs after that import, where a Trainer
-    is built. farm prints what matters itself (progress, tables, the run directory).
-    """
+    """Hide Lightning's start-up lines, tips and deprecation warnings (after its import sets its loggers to INFO)."""
     if verbose():
         return
     import lightning  # noqa: F401  (its import configures the loggers this then quiets)

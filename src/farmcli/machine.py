@@ -1,9 +1,5 @@
-"""What a command needs from the machine, checked before any data is read: the device an ``--accelerator`` names,
-and the memory a run's batches will take at its history length.
-
-Light on purpose: importing it imports neither torch nor Lightning (``device_for`` imports torch when called), so
-the commands answer these mistakes in about a second.
-"""
+"""What a command needs from the machine, checked before any data is read: the ``--accelerator`` device and the
+memory a run's batches take. Imports no torch or Lightning, so these mistakes are answered in about a second."""
 
 from __future__ import annotations
 
@@ -39,16 +35,11 @@ def device_for(accelerator: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-# ------------------------------------------------------------------------------------------ memory
-
 TRAIN_BYTES_PER_WIDTH = 80
-"""Bytes a training step (forward and backward, CPU backend, fp32) holds per sample, history position and unit of
-history width (D1 + D2): about 20 float32 copies of each position's embedding. Measured with full histories: 9.5-12
-KB per sample and position with the default widths (D1 + D2 = 156), 3.1-3.7 KB with tests/tiny-model.yaml (50),
-at L = 100 .. 1,600; linear in L (the CPU backend never forms an L x L attention)."""
+"""Bytes a CPU fp32 training step holds per sample, history position and unit of width D1 + D2 (~20 float32 copies).
+Measured: 9.5-12 KB per sample and position at D1 + D2 = 156, 3.1-3.7 KB at 50, L = 100 .. 1,600; linear in L."""
 SCORE_BYTES_PER_WIDTH = 24
-"""The same for a scoring pass without gradients (validation, the post-fit test): 3.5-3.6 KB per sample and
-position with the default widths at L = 200 and 800."""
+"""The same for scoring without gradients (validation, test): measured 3.5-3.6 KB at D1 + D2 = 156, L = 200, 800."""
 BASE_BYTES = 600 * 2**20
 """The process before its first batch: Python, torch, Lightning and the model (about 450 MB measured)."""
 
@@ -59,9 +50,7 @@ def batch_fields() -> int:
 
 
 def run_memory(cfg: RunConfig) -> dict[str, int]:
-    """Bytes one training process needs at most, by what takes them (``train``: a training step at
-    ``data.batch_size``; ``score``: a validation or test batch at ``data.eval_batch_size``; ``batches``: the
-    gathered int64 batch itself, batch_size x L x fields x 8 bytes), for histories filled to ``data.history_len``."""
+    """Bytes a training process needs at most at full histories: a ``train`` step, a ``score`` batch, ``batches``."""
     d, width = cfg.data, cfg.model.embed.d1 + cfg.model.embed.d2
     L = d.history_len
     return {
@@ -72,8 +61,7 @@ def run_memory(cfg: RunConfig) -> dict[str, int]:
 
 
 def available_memory() -> int | None:
-    """Memory this process may still take, in bytes: MemAvailable of /proc/meminfo (Linux), else the free
-    physical pages (os.sysconf); None where neither says."""
+    """Bytes this process may still take: MemAvailable (Linux), else the free physical pages; None if unknown."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -88,10 +76,8 @@ def available_memory() -> int | None:
 
 
 def trains_on_cpu(trainer: dict[str, Any]) -> bool:
-    """Whether the run's batches live in this machine's memory: trainer.accelerator cpu, or auto without CUDA.
-
-    On a GPU the activations are in the device's memory, which is not read here (reading it would start CUDA in
-    the process before Lightning does)."""
+    """Whether the run's batches live in this machine's memory: cpu, or auto without CUDA (a GPU's memory is not
+    read here: that would start CUDA before Lightning does)."""
     accelerator = str(trainer.get("accelerator") or "auto")
     if accelerator == "cpu":
         return True
@@ -119,9 +105,8 @@ def gb(n: float) -> str:
 
 
 def check_memory(cfg: RunConfig, available: int | None = None) -> None:
-    """Refuse, before the sample store is built, a run whose batches cannot fit in this machine's memory at
-    ``data.history_len`` (a batch holds every history position whether or not a user has that many events):
-    the estimate, what it is made of and the settings that lower it. Runs on a GPU are not checked here."""
+    """Refuse, before the sample store is built, a CPU run whose batches cannot fit in memory at ``data.history_len``,
+    saying the estimate, what it is made of and the settings that lower it."""
     from farmcli.config import MAX_HISTORY_LEN
 
     if cfg.data.history_len > MAX_HISTORY_LEN or not trains_on_cpu(cfg.trainer):

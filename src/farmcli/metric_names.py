@@ -35,8 +35,7 @@ def monitor_names(cfg: RunConfig) -> list[str]:
 
 
 def check_monitor(cfg: RunConfig) -> None:
-    """fit.monitor (and lr_scheduler.monitor) must be a metric the model logs: Lightning would say so only after a
-    whole epoch."""
+    """fit.monitor and lr_scheduler.monitor must be metrics the model logs (Lightning says so only after an epoch)."""
     _check_monitor(cfg, "fit.monitor", cfg.fit.monitor)
     scheduler_monitor = ((cfg.lr_scheduler or {}).get("init_args") or {}).get("monitor")
     if scheduler_monitor is not None:

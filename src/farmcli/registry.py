@@ -1,14 +1,6 @@
-"""The plugin registry: FARM's slots are filled by components chosen by name, so names are data.
-
-In the spirit of timm's ``_registry.py``: ``register`` (a decorator), ``get`` and ``list``.
-Built-in components live in ``farmcli.model`` and register when that package is imported; third-party
-packages add components through the entry-point group ``farmcli.plugins`` (each entry point is a module,
-imported for its ``@register`` side effects, or a callable, called once with no arguments). Both are
-loaded lazily, once, on the first ``get`` or ``list``, so importing this module stays cheap.
-
-What a component of each slot must provide (the arguments FARM passes, its forward, its attributes) is
-:mod:`farmcli.slots`, as Protocols that FARM checks when it builds a component.
-"""
+"""The plugin registry (as timm's): FARM's slots are filled by components chosen by name with ``register``, ``get``
+and ``list``. Built-ins (``farmcli.model``) and the ``farmcli.plugins`` entry points (a module that registers, or a
+callable called once) load lazily on the first ``get`` or ``list``. The contracts are :mod:`farmcli.slots`."""
 
 from __future__ import annotations
 
@@ -51,8 +43,7 @@ def register(slot: str, name: str) -> Callable[[T], T]:
 
     def decorator(obj: T) -> T:
         known = _components[slot].get(name)
-        # Re-registering the same definition (a module imported twice, e.g. by reload) is harmless;
-        # two different components under one name would make configs ambiguous.
+        # the same definition again (a module reloaded) is harmless; two under one name would make configs ambiguous
         if known is not None and _qualname(known) != _qualname(obj):
             raise ValueError(
                 f"{slot} '{name}' is already registered by {_qualname(known)}; cannot register {_qualname(obj)}."
@@ -116,9 +107,8 @@ def _moved(slot: str, name: str) -> Callable[..., Any]:
             f"(PYTHONPATH=. farm ... or python -m farmcli ...) or by its class path: --model.{slot} {path}. "
             f"({type(e).__name__}: {e})"
         ) from None
-    if name not in _components[slot]:  # imported before and unregistered since: the class itself
-        return _import(slot, path)
-    return _components[slot][name]
+    # imported before and unregistered since: the class itself
+    return _components[slot][name] if name in _components[slot] else _import(slot, path)
 
 
 def _import(slot: str, path: str) -> Callable[..., Any]:
@@ -135,8 +125,7 @@ def _import(slot: str, path: str) -> Callable[..., Any]:
 
 
 def _check_widths(slot: str, path: str, obj: Callable[..., Any]) -> None:
-    """A component is built with its slot's widths as keywords: a callable that takes none of them (a function
-    such as os.path.join, a layer such as torch.nn.Linear) is not a component of that slot."""
+    """A callable not built with its slot's widths as keywords (os.path.join, torch.nn.Linear) is no component."""
     import inspect
 
     from farmcli.slots import SLOTS as CONTRACTS

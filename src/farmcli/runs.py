@@ -1,9 +1,5 @@
-"""A run directory's lifecycle: its name and the checks before a new or resumed run touches it, the records it
-keeps about itself (config.yaml, run.json: status, process, sample store; paths relative to the run) and its
-checkpoints, read back.
-
-Shared by training (which writes the records), evaluation, prediction and the report (which read them).
-"""
+"""A run directory's lifecycle: the checks before a new or resumed run touches it, its records (config.yaml,
+run.json; paths relative to the run) and checkpoints. Training writes them; eval, predict and the report read them."""
 
 from __future__ import annotations
 
@@ -80,20 +76,13 @@ def status_note(run: Path) -> str | None:
     )
 
 
-# ------------------------------------------------------------------------------------------ new and resumed runs
-
-
-def run_name(cfg: RunConfig) -> str:
-    data = Path(cfg.data.source).name if Path(cfg.data.source).is_dir() else cfg.data.source
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return cfg.fit.name or f"{cfg.variant}-{data}-s{cfg.seed}-{stamp}"
-
-
 def new_run_dir(cfg: RunConfig) -> Path:
     """The directory a new run of ``cfg`` writes; an existing non-empty one is refused, saying what it holds."""
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
-    run = Path(cfg.fit.runs_dir) / run_name(cfg)
+    data = Path(cfg.data.source).name if Path(cfg.data.source).is_dir() else cfg.data.source
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run = Path(cfg.fit.runs_dir) / (cfg.fit.name or f"{cfg.variant}-{data}-s{cfg.seed}-{stamp}")
     locks.check_free(run, "the run", "--fit.name")  # another farm command writing it (a train, an ablate)
     if run.exists() and any(run.iterdir()):
         if (run / "checkpoints" / "last.ckpt").is_file():
@@ -109,8 +98,7 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def run_of_checkpoint(ckpt_path: str, config_files: Sequence[Path] = ()) -> Path:
-    """The run directory that LightningCLI's ``ckpt_path`` resumes: the run itself, or its checkpoints/last.ckpt.
-    farm resumes a run from its last checkpoint, whose run directory holds the config and the logs it continues."""
+    """The run directory LightningCLI's ``ckpt_path`` resumes: the run itself, or its checkpoints/last.ckpt."""
     path = Path(ckpt_path)
     if not ckpt_path or not path.exists():
         raise UserError(f"ckpt_path = {ckpt_path!r}: no such file or directory. Give RUN/checkpoints/last.ckpt or RUN.")
@@ -139,10 +127,8 @@ def resume_config(run: str | Path, overrides=()) -> RunConfig:
 
 
 RESUME_KEEPS = ("seed", "variant", "model", "optim", "optimizer", "lr_scheduler", "data.batch_size")
-"""Settings a resumed run keeps: they say how its checkpoint's weights were trained, so a change would make another
-run under the same name (config.yaml rewritten, the weights not). The data it was trained on (data.source, data.seed,
-data.history_len, data.min_count) is checked by its sample store's key (``check_resume``); the rest (trainer.*,
-fit.*, the other data.* settings) may change, e.g. --trainer.max_epochs 20."""
+"""Settings a resumed run keeps (they say how its weights were trained); its data is checked by its sample store's
+key (``check_resume``); the rest (trainer.*, fit.*, other data.*) may change, e.g. --trainer.max_epochs 20."""
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -161,9 +147,7 @@ def _as_typed(key: str) -> str:
 
 
 def check_resume_settings(run: Path, cfg: RunConfig) -> None:
-    """`farm train --resume RUN` with settings that would change what the run is (``RESUME_KEEPS``) is refused
-    before anything is touched: the run's own config.yaml against ``cfg`` (the same file with the command's
-    overrides)."""
+    """Refuse, before anything is touched, a resume whose ``cfg`` changes a ``RESUME_KEEPS`` setting of the run."""
     import shlex
 
     from farmcli.config import resolve
@@ -188,9 +172,8 @@ def check_resume_settings(run: Path, cfg: RunConfig) -> None:
 
 
 def check_resume(run: Path, cfg: RunConfig, data_key: bool = True) -> str | None:
-    """Everything `farm train --resume RUN` needs, checked before anything is built or written: the run is not
-    training now, its last checkpoint is readable and ``cfg.data`` gives the samples it was trained on (with
-    ``data_key``: the store key of ``cfg.data`` is computed, without building the store). Returns that key."""
+    """Check, before anything is built or written, that RUN can resume: not training now, a readable last
+    checkpoint and (with ``data_key``) ``cfg.data`` giving the samples it was trained on. Returns their store key."""
     run = Path(run)
     info = read_json(run / "run.json")
     ours = info.get("pid") == os.getpid() or os.environ.get(RUN_DIR_ENV)  # this process, or one of its DDP ranks
@@ -233,12 +216,8 @@ def _check_resume_data(run: Path, cfg: RunConfig, key: str) -> None:
     gone = run_data_gone(run, cfg) if trained.get("source") == d.source else None
     if gone:
         raise UserError(gone)
-    path = sample_store_path(
-        dataset_dir(d),
-        Path(d.cache_dir) if d.cache_dir else sample_cache(),
-        history_len=d.history_len,
-        min_count=d.min_count,
-    )
+    cache = Path(d.cache_dir) if d.cache_dir else sample_cache()
+    path = sample_store_path(dataset_dir(d), cache, history_len=d.history_len, min_count=d.min_count)
     if path.name != f"samples-{key[:16]}":
         raise UserError(other_data(run, cfg, key, path.name.removeprefix("samples-")))
 
@@ -318,15 +297,8 @@ def read_checkpoint(ckpt: Path, advice: str | None = None) -> dict:
 def unreadable(ckpt: Path, e: Exception, advice: str | None = None) -> str:
     other = "last.ckpt" if ckpt.name == "best.ckpt" else "best.ckpt"
     advice = advice or f"Use the run's other checkpoint ({ckpt.parent / other}) if it is whole, or train again."
-    return f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {_first_sentence(e)}). {advice}"
-
-
-def _first_sentence(e: Exception) -> str:
-    lines = str(e).strip().splitlines() or [""]
-    return lines[0].split(". ")[0].rstrip(".")[:200]
-
-
-# ------------------------------------------------------------------------------------------ while it trains
+    first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:200]
+    return f"{ckpt}: not a readable checkpoint of `farm train` ({type(e).__name__}: {first}). {advice}"
 
 
 def log_version(run: Path) -> str:
@@ -365,9 +337,8 @@ def best_checkpoint(run: Path, best_model_path: str, last: Path) -> Path:
 
 
 class Record:
-    """Writes config.yaml and run.json (status running, this process and host). A new run does it before
-    fitting; a resumed one only once its checkpoint is restored (Lightning's on_train_start), so a resume
-    that cannot start leaves the run as it was."""
+    """Writes config.yaml and run.json (running, pid, host): a new run before fitting, a resumed one once its
+    checkpoint is restored (on_train_start), so a resume that cannot start leaves the run as it was."""
 
     def __init__(self, run: Path, cfg: RunConfig, store, resume: bool):
         self.run, self.cfg, self.store, self.resume = run, cfg, store, resume

@@ -1,11 +1,8 @@
 """FARM's slots and what a component of each must provide: the one list of slots, as code.
 
-A component is any callable registered under a slot (``farmcli.registry.register``), usually an
-``nn.Module`` subclass. FARM builds it with the widths of :attr:`Slot.injected` (keyword arguments, followed by
-the slot config's ``params``) and checks the result against the slot's Protocol before it trains anything, so
-a component missing an attribute is an error naming it, not an ``AttributeError`` at the first batch.
-
-Importing this module does not import torch: the Protocols' annotations are strings.
+A component is a callable registered under a slot (usually an ``nn.Module``), built with :attr:`Slot.injected` and
+its ``params`` as keywords and checked against the slot's Protocol before training, so a missing attribute is an
+error naming it, not an ``AttributeError`` at the first batch. No torch import: the annotations are strings.
 """
 
 from __future__ import annotations
@@ -19,21 +16,16 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class FrequencyModule(Protocol):
-    """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``.
-
-    ``gates`` is (low, high), each [B] (one per sample) or [B, D], or None for a component without gates
-    (``none``). Built with the sequence width ``dim`` and the history length ``length`` (L).
-    """
+    """Eq. 9-10 for one domain: ``(V [B, L, D], mask [B, L]) -> (F [B, L, D], gates)``, built with ``dim`` and
+    ``length`` (L); ``gates`` is (low, high), each [B] or [B, D], or None for a component without gates (``none``)."""
 
     def __call__(self, v: Tensor, mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]: ...
 
 
 @runtime_checkable
 class Align(Protocol):
-    """Eq. 13-14: ``(video, live, video_mask, live_mask, user_id) -> (L_cl or None, aux)``.
-
-    ``aux`` may carry "h_video" and "h_live" [B, d] (``farm report`` plots their cosine).
-    """
+    """Eq. 13-14: ``(video, live, video_mask, live_mask, user_id) -> (L_cl or None, aux)``; ``aux`` may carry
+    "h_video" and "h_live" [B, d] (``farm report`` plots their cosine)."""
 
     uses_preference: bool
     """True: receive the self-attended histories V^ of eq. 12 (FARM builds the encoder only when asked)."""
@@ -58,10 +50,8 @@ class Fuse(Protocol):
 
 @runtime_checkable
 class Head(Protocol):
-    """Eq. 18 + 6: ``x [B, in_dim] -> logits [B, n_tasks]``.
-
-    Optional: ``set_output_bias(logits)`` to start each task's logit at its label rate's log-odds.
-    """
+    """Eq. 18 + 6: ``x [B, in_dim] -> logits [B, n_tasks]``; optional ``set_output_bias(logits)`` starts each
+    task's logit at its label rate's log-odds."""
 
     def __call__(self, x: Tensor) -> Tensor: ...
 
@@ -96,13 +86,4 @@ def missing_members(slot: str, component: object) -> list[str]:
     return [m for m in members if not hasattr(component, m)]
 
 
-__all__ = [
-    "SLOTS",
-    "SLOT_NAMES",
-    "Slot",
-    "FrequencyModule",
-    "Align",
-    "Fuse",
-    "Head",
-    "missing_members",
-]
+__all__ = ["SLOTS", "SLOT_NAMES", "Slot", "FrequencyModule", "Align", "Fuse", "Head", "missing_members"]

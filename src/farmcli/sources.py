@@ -16,11 +16,8 @@ Progress = Callable[[str, int, int | None], None]
 
 
 def dataset_dir(data: DataConfig, progress: Progress | None = None, *, training: bool = True) -> Path:
-    """A preset name means simulated data under $FARM_HOME (synthesised once); anything else is a directory.
-
-    A directory must pass `farm data validate`; with ``training=False`` (scoring with a trained run) the
-    errors that only stop training (no training rows, nothing to learn) are let through.
-    """
+    """A preset name means simulated data under $FARM_HOME (synthesised once); anything else is a directory that
+    passes `farm data validate` (with ``training=False``, scoring, errors that only stop training are let through)."""
     src = Path(data.source).expanduser()
     if src.is_dir():
         from farmcli.data.validate import validate
@@ -72,9 +69,7 @@ def dataset_dir(data: DataConfig, progress: Progress | None = None, *, training:
 
 
 def preset_damage(path: Path) -> str | None:
-    """Why farm's simulated data at ``path`` is not as farm wrote it, or None: a file of its 'written_by' list
-    missing or of another size, a parquet shard added, no readable manifest or no required table. Cheap (file names
-    and sizes only); data from a farm that wrote no list is checked for its manifest and tables only."""
+    """Why farm's simulated data at ``path`` is not as farm wrote it, or None (cheap: file names and sizes only)."""
     from farmcli.data.dataset import manifest_problems, table_files, table_path
     from farmcli.data.schema import REQUIRED_TABLES, TABLES
     from farmcli.io import WRITTEN_BY

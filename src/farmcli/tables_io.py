@@ -1,9 +1,5 @@
-"""Result tables as files: rows under named columns as CSV or Markdown, written atomically beside their JSON.
-
-The one writer of every table farm writes: `farm ablate`'s Table 1 and Table 4, `farm tune`'s trials, `farm eval`'s
-metric tables and `farm report`'s tables. Each caller formats its own numbers (each table has its precision);
-here only the layout.
-"""
+"""Result tables as CSV or Markdown files, written atomically beside their JSON: the layout of every table farm
+writes (ablate, tune, eval, report); each caller formats its own numbers."""
 
 from __future__ import annotations
 
@@ -19,15 +15,12 @@ from farmcli.io import write_json, write_text
 def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A header line and a line per row, quoted as the csv module does; a cell of None or "" is empty."""
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(columns)
-    w.writerows(rows)
+    csv.writer(buf).writerows([columns, *rows])
     return buf.getvalue()
 
 
 def markdown(columns: Sequence[str | None], rows: Iterable[Sequence[Any]], align: str) -> list[str]:
-    """The lines of a Markdown table; ``align``: a letter per column, ``l`` (text) or ``r`` (numbers). A cell of
-    None is written as nothing between its bars (a header column without a title)."""
+    """A Markdown table's lines; ``align``: ``l`` or ``r`` per column; a None cell is empty (an untitled header)."""
 
     def line(cells: Sequence[Any]) -> str:
         return "|" + "".join(" |" if c is None else f" {c} |" for c in cells)
@@ -36,15 +29,11 @@ def markdown(columns: Sequence[str | None], rows: Iterable[Sequence[Any]], align
 
 
 def write_table(stem: Path, *, md: str | None = None, csv: str | None = None, json: Any = None) -> list[Path]:
-    """STEM.md, STEM.csv and STEM.json (those given: text, text, an object), each atomically; returns their paths
-    in that order."""
+    """Write STEM.md, STEM.csv and STEM.json (those given: text, text, an object) atomically; returns their paths."""
     written = []
     for suffix, content in ((".md", md), (".csv", csv), (".json", json)):
         if content is not None:
             path = stem.with_name(stem.name + suffix)
-            if suffix == ".json":
-                write_json(path, content)
-            else:
-                write_text(path, content)
+            (write_json if suffix == ".json" else write_text)(path, content)
             written.append(path)
     return written
