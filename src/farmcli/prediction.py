@@ -1,14 +1,12 @@
 """`farm predict`: score every live impression of a dataset with a trained run, streamed to parquet.
 
-The dataset need not be the one the run was trained on: its events are encoded with the run's vocabularies
-(a sample store built with ``vocab_from``), so an id the model never saw is out-of-vocabulary, exactly as an
-unseen id is in training. Rows are written one batch at a time (bounded memory at any dataset size).
+Another dataset is encoded with the run's vocabularies (``vocab_from``): an id the model never saw is
+out-of-vocabulary, as in training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from farmcli.errors import UserError
 from farmcli.evaluation import (
     PREDICT_FORMAT,
     PREDICTIONS_FORMAT,
+    Progress,
     check_predictions_name,
     check_trained_on,
     empty_split_note,
@@ -29,8 +28,6 @@ from farmcli.runs import read_checkpoint
 SPLIT_CHOICES = ("test", "valid", "train", "all")
 FORMAT = PREDICT_FORMAT
 """Written into the parquet's key-value metadata; ``--overwrite`` replaces only files that carry it."""
-
-Progress = Callable[[str, int, int | None], None]
 
 
 @dataclass
@@ -55,9 +52,8 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None, trained=None):
-    """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies.
-
-    ``trained``: the run's own store, when the caller has opened it already."""
+    """The run's own store (``trained``, where the caller has it open) when ``data`` is its training data (or None);
+    else ``data`` in the run's vocabularies."""
     from farmcli.data.build import build_samples
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
@@ -100,9 +96,8 @@ def predict_run(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> PredictResult:
-    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression,
-    streamed from the predict loop one batch at a time. A split without samples gives no rows and a line in
-    ``notes`` saying why. Every input that needs no data is checked before torch is imported."""
+    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> per impression, one batch at a time; an empty
+    split's rows are none and ``notes`` says why. Inputs that need no data are checked before torch loads."""
     from farmcli.config import resolve
     from farmcli.machine import check_accelerator, device_for
 

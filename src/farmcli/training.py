@@ -1,10 +1,6 @@
-"""`farm train` as a library call: data -> sample store -> Lightning fit with early stopping -> run directory.
-
-A run directory holds everything needed to reproduce and inspect the run:
-config.yaml (the resolved config: ``farm train --config RUN/config.yaml`` repeats it), run.json (status,
-sample store, best epoch), checkpoints/best.ckpt and last.ckpt, logs/metrics.csv, eval-{valid,test}.{json,csv}.
-Paths a run records inside itself are relative to the run directory, so a copied or moved run is whole. Here: the
-fit and its trainer; the run directory's lifecycle (checks, records, resume) is farmcli/runs.py.
+"""`farm train` as a library call: data -> sample store -> Lightning fit with early stopping -> run directory
+(config.yaml, run.json, checkpoints/, logs/, eval-*.{json,csv}). Here: the fit and its trainer; the run
+directory's lifecycle (checks, records, resume) is farmcli/runs.py.
 """
 
 from __future__ import annotations
@@ -47,8 +43,7 @@ class TrainResult:
 
     run: Path
     test: dict
-    """RUN/eval-test.json as written: ``{"split": "test", "unit": "percent", ..., "model": {group: {task: {auc, uauc,
-    gauc, n_users, ...}}}, "oracle": ..., "samples": N}``, AUCs in percent; {} on a DDP rank other than 0."""
+    """RUN/eval-test.json as written (AUCs in percent); {} on a DDP rank other than 0."""
     valid: dict | None = None
     """RUN/eval-valid.json as written, where the data has a validation split."""
 
@@ -72,8 +67,8 @@ def early_stopping(cfg: RunConfig) -> list:
 
 
 def _atomic_checkpoint_io():
-    """Lightning's checkpoint writer, each file written beside its name and renamed into place: a full disk or a
-    kill while ``last.ckpt`` is written leaves the previous one whole (Lightning writes over it in place)."""
+    """Lightning's checkpoint writer, renaming each file into place: a full disk or a kill while ``last.ckpt`` is
+    written leaves the previous one whole."""
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
@@ -182,12 +177,8 @@ def _run_files(record: Record, store_key: str):
 def train(
     cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True, store=None
 ) -> TrainResult:
-    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint; returns the run directory
-    and the tables it wrote.
-
-    ``store``: the sample store of ``cfg.data`` when the caller has opened it already (built once per command).
-    Everything that can be checked is checked before the store is built and before the run directory is touched.
-    """
+    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint. ``store``: ``cfg.data``'s,
+    where the caller has it open. Everything is checked before the store is built and the run directory touched."""
     check_monitor(cfg)
     check_trainer(cfg.trainer)
     check_memory(cfg)  # data.history_len against this machine's memory, before the store is built
@@ -285,9 +276,8 @@ def _fit(
 
 
 def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits: Sequence[str]) -> dict[str, dict]:
-    """The best checkpoint scored by the fit's own Trainer (its device, precision and strategy; every rank
-    takes part): RUN/eval-SPLIT.{json,csv} for each split, the tables `farm eval` writes; returns them by split
-    (on rank 0; none on the others)."""
+    """The best checkpoint scored by the fit's own Trainer (every rank takes part) into RUN/eval-SPLIT.{json,csv};
+    returns the tables by split (on rank 0)."""
     from farmcli.data.module import data_module
     from farmcli.evaluation import write_tables
     from farmcli.scoring import score_split
@@ -301,19 +291,16 @@ def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits:
                 evals[split] = write_tables(tables, run, split, extra=extra)
     except BaseException as e:
         if trainer.is_global_zero:
-            interrupted = stopped_by_signal(e)
-            finish(
-                run,
-                status="interrupted" if interrupted else "failed",
-                **({} if interrupted else {"error": str(e)[:500]}),
-            )
+            if stopped_by_signal(e):
+                finish(run, status="interrupted")
+            else:
+                finish(run, status="failed", error=str(e)[:500])
         raise
     return evals
 
 
 def build_module(cfg: RunConfig, store):
-    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store, run
-    by ``fit.backend`` (a run setting, not saved with the model's hyperparameters)."""
+    """The LightningModule for ``cfg`` with ``store``'s vocabulary sizes and training label rates."""
     from farmcli.model.module import FarmModule
 
     labels = store.split("train").labels
