@@ -61,8 +61,7 @@ def resolve_class(where: str, class_path: str) -> type:
 
 
 def _try(where: str, spec: Mapping[str, Any]) -> None:
-    """Build the object with stand-ins; a scheduler runs three epochs (its lr must stay finite and >= 0). Loggers
-    are built only in the run (they make folders)."""
+    """Build the object with stand-ins (a scheduler runs three epochs); loggers only in the run (they make folders)."""
     if where == "trainer.logger":
         return
     try:

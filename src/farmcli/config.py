@@ -128,8 +128,7 @@ class RunConfig:
 
 @lru_cache(maxsize=4)
 def parser(classes: frozenset[str] = frozenset()) -> Any:
-    """The run config's parser, typing only the class settings in ``classes`` by their base classes (importing
-    Lightning takes seconds)."""
+    """The run config's parser, typing only the class settings in ``classes`` (importing Lightning takes seconds)."""
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False, prog="farm train", allow_abbrev=False)  # --trainer.max_epoch is a typo
@@ -229,8 +228,7 @@ def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pairs_of(tokens: Sequence[str]) -> list[tuple[str, str]]:
-    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text (``--KEY=--VALUE`` for a value
-    that starts with two dashes)."""
+    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text."""
     out, i, tokens = [], 0, list(tokens)
     while i < len(tokens):
         tok = tokens[i]
@@ -271,8 +269,7 @@ def _slot_spec(value: Any) -> Any:
 
 
 def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
-    """A nested layer with each slot as ``{name, params}``: another component starts from its own defaults, the same
-    one keeps its parameters."""
+    """Each slot as ``{name, params}``: another component starts from its defaults, the same one keeps its own."""
     model: dict[str, Any] = layer["model"] if isinstance(layer.get("model"), dict) else {}
     for slot in set(model) & set(SLOT_FIELDS):
         spec, now = _slot_spec(model[slot]), ns[f"model.{slot}"]
@@ -302,8 +299,7 @@ def _is_slot(key: str) -> bool:
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:
-    """The parsed config as a RunConfig, after the rules no type states and each slot's parameters checked against
-    its component's signature."""
+    """The parsed config as a RunConfig, after the rules no type states and each slot's parameters are checked."""
     raw = component_params.plain(raw)
     raw["seed"] = rules.seed(raw["seed"])
     rules.check_settings(raw)

@@ -3,10 +3,13 @@ the key, the problem and the fix."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import random
 import re
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from farmcli.errors import UserError
@@ -42,8 +45,6 @@ def check_not_ours(given: Mapping[str, Any]) -> None:
 
 def cached_trainer_settings() -> Any:
     """farmcli.trainer_settings' signature where it was made from the installed Lightning, else None."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from farmcli import trainer_settings
 
     try:
@@ -61,8 +62,6 @@ def seed(value: Any) -> int:
             "seed (e.g. --seed_everything 3) or true for a random one."
         )
     if value is True:
-        import random
-
         return random.SystemRandom().randrange(2**32)
     return value
 
@@ -130,8 +129,6 @@ TRAINER_RANGES: dict[str, tuple[float, str]] = {
 
 def check_trainer_names(trainer: Mapping[str, Any]) -> None:
     """An unknown accelerator or strategy, named from the registries trainer_settings.py recorded (no Lightning)."""
-    import difflib
-
     from farmcli import trainer_settings as ts
 
     if cached_trainer_settings() is None:

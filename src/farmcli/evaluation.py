@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +30,7 @@ is still written; 30 is the usual size at which a mean of bounded values is read
 FEW_USERS_MARK = "\u2020"
 """The dagger after a UAUC / GAUC cell from fewer than ``MIN_USERS`` users, explained under the table."""
 Progress = Callable[[str, int, "int | None"], None]
+"""A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
 PREDICTIONS_FORMAT = "farm-eval-predictions/1"
 """The parquet metadata mark of --save-predictions files (--overwrite replaces only farm's files)."""
 PREDICT_FORMAT = "farm-predictions/1"
@@ -48,10 +52,10 @@ class Predictions:
     def write_parquet(self, path: str | Path) -> None:
         import polars as pl
 
-        cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
-        cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
         from farmcli.scoring import probabilities
 
+        cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
+        cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
         probs = probabilities(self.logits)
         cols.update({f"p_{t}": probs[:, i] for i, t in enumerate(TASKS)})
         with atomic_path(path) as tmp:
@@ -61,8 +65,7 @@ class Predictions:
 def batches(
     store, split: str, idx: np.ndarray | None = None, batch_size: int = 8192, device: torch.device | None = None
 ) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
-    """(rows, model batch on ``device``) over a split in order (every sample, or the rows ``idx``); on CUDA,
-    gathered there by index where the split fits (farmcli/data/device_store.py), as in training."""
+    """(rows, model batch on ``device``) over a split (or its rows ``idx``) in order, gathered as in training."""
     import torch
 
     from farmcli.data.device_store import DeviceStore
@@ -89,20 +92,16 @@ def score(
     keep_predictions: bool = False,
     progress: Progress | None = None,
 ) -> tuple[dict, Predictions | None]:
-    """The grouped tables of ``data.test_split`` on a one-device scoring Trainer, and with ``keep_predictions``
-    the split's scores beside its labels."""
-    from farmcli.scoring import CollectLogits, ScoringProgress, pass_label, score_split, scoring_trainer
+    """The grouped tables of ``data.test_split``, and with ``keep_predictions`` its scores beside its labels."""
+    from farmcli.scoring import ScoringPass, pass_label, score_split, scoring_trainer
 
-    collect = CollectLogits()
-    callbacks: list = [collect] if keep_predictions else []
-    if progress is not None:
-        callbacks.append(ScoringProgress(progress, pass_label(data.test_split), store.n(data.test_split)))
-    tables = score_split(scoring_trainer(accelerator, bf16, callbacks), module, data)
+    watch = ScoringPass(keep_predictions, progress, pass_label(data.test_split), store.n(data.test_split))
+    tables = score_split(scoring_trainer(accelerator, bf16, [watch]), module, data)
     if not keep_predictions:
         return tables, None
     s = store.split(data.test_split)
     columns = {k: np.array(getattr(s, k)) for k in ("labels", "user_id", "author_id", "ts", "activity")}
-    return tables, Predictions(logits=collect.logits(), **columns, p=None if s.p is None else np.array(s.p))
+    return tables, Predictions(logits=watch.logits(), **columns, p=None if s.p is None else np.array(s.p))
 
 
 def only_groups(tables: dict, groups: tuple[str, ...]) -> dict:
@@ -125,20 +124,14 @@ def check_groups(groups: tuple[str, ...]) -> None:
         )
 
 
-def rows(tables: dict) -> list[tuple[str, str, dict]]:
-    """(source, group, per-task dict) for the model's groups, then the oracle's."""
-    out = [("model", g, t) for g, t in tables["model"].items()]
-    if tables.get("oracle"):
-        out += [("oracle", g, t) for g, t in tables["oracle"].items()]
-    return out
-
-
 def to_csv(tables: dict) -> str:
+    """One row per task of each of the model's groups, then of the oracle's."""
     return csv_text(
         ["source", "group", "task", *KINDS, "n_users", "n_skipped", "n_samples"],
         (
             [source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"], r["n_samples"]]
-            for source, group, per_task in rows(tables)
+            for source in ("model", "oracle")
+            for group, per_task in (tables.get(source) or {}).items()
             for task, r in per_task.items()
         ),
     )
@@ -150,13 +143,10 @@ def _pct(x: float) -> float | str:
 
 def as_percent(tables: dict) -> dict:
     """The JSON form: AUC / UAUC / GAUC in percent, an undefined AUC as null."""
-
-    def conv(x):
-        if isinstance(x, dict):
-            return {k: (None if v != v else 100 * v) if k in KINDS else conv(v) for k, v in x.items()}
-        return x
-
-    return conv(tables)
+    return {
+        k: (None if v != v else 100 * v) if k in KINDS else as_percent(v) if isinstance(v, dict) else v
+        for k, v in tables.items()
+    }
 
 
 def few_users(cell: dict, kind: str) -> bool:
@@ -224,8 +214,7 @@ def no_checkpoint(run: Path) -> str:
 
 def check_trained_on(ckpt: Path, contents: dict, store) -> None:
     """The checkpoint was trained on ``store``'s samples or vocabularies: its store key, or vocabulary sizes, match."""
-    settings = store.manifest.get("settings") or {}
-    key = settings.get("vocab_from") or store.manifest.get("key")
+    key = (store.manifest.get("settings") or {}).get("vocab_from") or store.manifest.get("key")
     trained = contents.get(CKPT_STORE_KEY)
     sizes = (contents.get("hyper_parameters") or {}).get("vocab") or {}
     differs = [k for k, v in sizes.items() if store.model_shapes.get(k, v) != v]
@@ -244,9 +233,6 @@ def check_trained_on(ckpt: Path, contents: dict, store) -> None:
 
 def load_module(ckpt: Path, store=None):
     """The trained FarmModule of a checkpoint on the CPU; a truncated, foreign or other data's file is a user error."""
-    import pickle
-    import zipfile
-
     from farmcli.model.module import FarmModule
 
     contents = read_checkpoint(ckpt)
@@ -296,8 +282,6 @@ def check_predictions_name(path: Path, option: str) -> None:
 
 def empty_split_note(manifest: dict, split: str) -> str:
     """Why a split has no samples, from the manifest: its window is empty, or holds no live impressions."""
-    from datetime import datetime, timezone
-
     start, end = (manifest.get("windows") or {}).get(split, (None, None))
 
     def day(ms) -> str:
@@ -327,8 +311,7 @@ def evaluate_run(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> tuple[dict, Path, Path]:
-    """Score a split with a run's checkpoint into RUN/eval-SPLIT.{json,csv}; returns (tables, run, ckpt). Every
-    input is checked before the split is scored."""
+    """Score a split with a run's checkpoint into RUN/eval-SPLIT.{json,csv}, every input checked first."""
     from farmcli.config import resolve
     from farmcli.machine import check_accelerator, device_for
 

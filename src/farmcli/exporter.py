@@ -1,18 +1,17 @@
-"""`farm export`: FARM's inference graph as ONNX or TorchScript, with a JSON that says how to feed it.
-
-The graph maps one batch of candidate ids and the two padded histories (vocabulary indices, as the sample
-store gives them) to the six probabilities. Everything a serving stack needs to build those inputs from raw
-events is written beside it: FILE.json (inputs, shapes, dtypes, tasks, the bucket thresholds of play and lag,
-the label-id rule) and FILE.vocab/NAME.txt (the sorted raw ids of each vocabulary: raw id on line i has
-index i + 2; 0 is padding, 1 out-of-vocabulary).
+"""`farm export`: FARM's inference graph (candidate ids and two padded histories -> six probabilities) as ONNX
+or TorchScript, with what a serving stack needs to build its inputs from raw events: FILE.json (inputs, shapes,
+buckets, the label-id rule) and FILE.vocab/NAME.txt (sorted raw ids: line i is index i + 2; 0 pads, 1 is OOV).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import json
+import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from farmcli.batch import CANDIDATE_FIELDS, ID_FIELDS, history_keys
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
 from farmcli.io import atomic_dir, atomic_path, check_replace, output_path
+from farmcli.logs import verbose
 
 if TYPE_CHECKING:
     from farmcli.model.farm import FARM
@@ -86,8 +86,6 @@ class NamedInputs(nn.Module):
 
 def _check_names() -> None:
     """A field added to ``farmcli.batch`` but not to ``NamedInputs`` fails at export, not in serving."""
-    import inspect
-
     names = tuple(inspect.signature(NamedInputs.forward).parameters)[1:]
     if names != INPUTS:
         raise RuntimeError(f"NamedInputs.forward takes {names}, the graph {INPUTS}: update farmcli/exporter.py.")
@@ -206,8 +204,6 @@ SPACE_FACTOR = 2
 
 def check_space(out: Path, graph: nn.Module) -> None:
     """Refuse an export that cannot fit on the disk of ``out``: a native writer meeting a full disk may abort."""
-    import shutil
-
     need = SPACE_FACTOR * sum(p.numel() * p.element_size() for p in graph.parameters())
     parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
     try:
@@ -260,8 +256,7 @@ def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
 
 
 def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
-    """Traced through ``NamedInputs`` (called by name or positionally); saved to memory, then written by Python:
-    torch's file writer aborts the process on a full disk."""
+    """Traced through ``NamedInputs``; written by Python, since torch's file writer aborts on a full disk."""
     _check_names()
     with _quiet(), torch.no_grad():
         # widths are constants; the batch stays dynamic
@@ -275,10 +270,6 @@ def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) ->
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters' progress lines and tracer warnings are noise here (the parity test is the check)."""
-    import logging
-
-    from farmcli.logs import verbose
-
     if verbose():
         yield
         return

@@ -40,20 +40,8 @@ class PredictResult:
     """Why a split gave no rows (its window is empty, or holds no live impressions), one line each."""
 
 
-def splits_of(split: str) -> tuple[str, ...]:
-    if split not in SPLIT_CHOICES:
-        raise UserError(f"--split '{split}': choose one of {', '.join(SPLIT_CHOICES)}.")
-    return ("train", "valid", "test") if split == "all" else (split,)
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    check_predictions_name(out, "--out")
-    check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
-
-
 def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None, trained=None):
-    """The run's own store (``trained``, where the caller has it open) when ``data`` is its training data (or None);
-    else ``data`` in the run's vocabularies."""
+    """The run's own store when ``data`` is None or its training data, else ``data`` in the run's vocabularies."""
     from farmcli.data.build import build_samples
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
@@ -102,13 +90,16 @@ def predict_run(
     from farmcli.machine import check_accelerator, device_for
 
     out = output_path(out, "--out", "scores.parquet") or Path()
-    splits = splits_of(split)
+    if split not in SPLIT_CHOICES:
+        raise UserError(f"--split '{split}': choose one of {', '.join(SPLIT_CHOICES)}.")
+    splits = ("train", "valid", "test") if split == "all" else (split,)
     check_accelerator(accelerator)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
     if data is not None and not str(data).strip():
         raise UserError("--data is empty: give a farm-events/1 directory or a simulator preset, or leave it out.")
-    check_out(out, overwrite)
+    check_predictions_name(out, "--out")
+    check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     device_for(accelerator)

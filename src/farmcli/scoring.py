@@ -5,7 +5,7 @@ writes scores (``farm predict``), so the numbers come from one place (``FarmModu
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +15,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 
 from farmcli.batch import TASKS
+from farmcli.evaluation import Progress
+from farmcli.logs import quiet_lightning
 from farmcli.machine import device_for
 
 if TYPE_CHECKING:
     from farmcli.data.module import FarmDataModule
     from farmcli.model.module import FarmModule
 
-Progress = Callable[[str, int, "int | None"], None]
-"""A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
 ID_COLUMNS = ("user_id", "author_id", "ts")
 
 
@@ -33,8 +33,6 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
 
 def scoring_trainer(accelerator: str = "auto", bf16: bool = False, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A one-device Trainer that only scores (farm eval, farm predict): no logger, no checkpoints, no bar."""
-    from farmcli.logs import quiet_lightning
-
     device = device_for(accelerator)  # a clear message where a GPU is asked for and absent
     quiet_lightning()
     return L.Trainer(
@@ -60,19 +58,28 @@ def interrupts_as_keyboard(trainer: L.Trainer) -> Iterator[None]:
         raise
 
 
-class CollectLogits(L.Callback):
-    """The test loop's logits in split order (for --save-predictions), kept on their device until the end."""
+class ScoringPass(L.Callback):
+    """The test loop's logits in split order (with ``keep``, for --save-predictions; on their device until the end)
+    and its progress as ``progress(what, samples scored, total)``: ``farm eval``'s bar (its Trainer draws none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool, progress: Progress | None, what: str, total: int) -> None:
+        self.keep, self.progress, self.what, self.total = keep, progress, what, total
         self.chunks: list[torch.Tensor] = []
+        self.done = 0
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.chunks = []
+        self.chunks, self.done = [], 0
+        if self.progress is not None:
+            self.progress(self.what, 0, self.total)
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        self.chunks.append(outputs["logits"].float())
+        if self.keep:
+            self.chunks.append(outputs["logits"].float())
+        self.done += len(outputs["logits"])
+        if self.progress is not None:
+            self.progress(self.what, self.done, self.total)
 
     def logits(self) -> np.ndarray:
         if not self.chunks:
@@ -86,8 +93,7 @@ def pass_label(split: str) -> str:
 
 
 class PassProgressBar(RichProgressBar):
-    """Lightning's rich bar whose epochs count from 1 and whose test bar carries the pass's name (``test_label``,
-    set by ``score_split``): the fit's Trainer tests the best checkpoint on valid and then on test."""
+    """Lightning's rich bar with epochs counted from 1 and each scoring pass named (``test_label``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,30 +116,10 @@ class PassProgressBar(RichProgressBar):
         return items
 
 
-class ScoringProgress(L.Callback):
-    """The test loop's progress as ``progress(what, samples scored, samples in the split)``: ``farm eval``'s bar
-    (its scoring Trainer draws none)."""
-
-    def __init__(self, progress: Progress, what: str, total: int) -> None:
-        self.progress, self.what, self.total = progress, what, total
-        self.done = 0
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.done = 0
-        self.progress(self.what, 0, self.total)
-
-    def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
-    ) -> None:
-        self.done += len(outputs["logits"])
-        self.progress(self.what, self.done, self.total)
-
-
 def score_split(
     trainer: L.Trainer, module: FarmModule, datamodule: FarmDataModule, ckpt_path: str | None = None
 ) -> dict:
-    """The grouped tables of ``datamodule.test_split`` from the test loop (``ckpt_path``: weights to load first),
-    with the ``precision`` they were scored in."""
+    """The grouped tables of ``datamodule.test_split`` from the test loop, with the precision they were scored in."""
     module.test_tables = None
     if isinstance(trainer.progress_bar_callback, PassProgressBar):
         trainer.progress_bar_callback.test_label = pass_label(datamodule.test_split)
@@ -148,8 +134,7 @@ def score_split(
 
 
 class ParquetPredictions(BasePredictionWriter):
-    """Streams each predicted batch to a parquet file (user_id, author_id, ts, split, p_<task>), one dataloader per
-    split, in order."""
+    """Streams each predicted batch (one dataloader per split) to a parquet file: ids, ts, split, p_<task>."""
 
     def __init__(self, path: Path, store, splits: Sequence[str], metadata: dict[str, str], progress=None):
         import pyarrow as pa
