@@ -84,13 +84,7 @@ def batches(
 
 
 def score(
-    module,
-    store,
-    data,
-    accelerator: str,
-    bf16: bool,
-    keep_predictions: bool = False,
-    progress: Progress | None = None,
+    module, store, data, accelerator: str, bf16: bool, keep_predictions: bool = False, progress: Progress | None = None
 ) -> tuple[dict, Predictions | None]:
     """The grouped tables of ``data.test_split``, and with ``keep_predictions`` its scores beside its labels."""
     from farmcli.scoring import ScoringPass, pass_label, score_split, scoring_trainer
