@@ -52,11 +52,8 @@ def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = 
     root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress, training=False)
     if Path(trained.manifest.get("dataset", "")).resolve() == root.resolve():
         return trained
-    done = (
-        (lambda step, d, t: progress(f"encoding {root.name} with the run's vocabularies: {step}", d, t))
-        if progress
-        else None
-    )
+    what = f"encoding {root.name} with the run's vocabularies"
+    done = (lambda step, d, t: progress(f"{what}: {step}", d, t)) if progress else None
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else sample_cache()
     store = build_samples(
         root,
