@@ -1,10 +1,7 @@
-"""The class settings of a run config (loggers, callbacks, the optimizer, the scheduler), after jsonargparse has
-resolved their classes and checked their arguments' names and types (farmcli/config.py): what farm adds.
+"""The class settings (loggers, callbacks, optimizer, scheduler) after jsonargparse has typed them.
 
-A run config keeps the arguments a user changed, not every default of the class, so that what farm injects
-where the user said nothing still applies (a logger's folder and name, a ModelCheckpoint's dirpath, the
-optimizer's ``optim.lr``, ReduceLROnPlateau's mode from its monitor's direction). Each object is built once with
-stand-ins at config time, so a bad argument value is named now and not after an epoch.
+A run config keeps only the arguments a user changed, so that what farm injects still applies (a logger's folder,
+a ModelCheckpoint's dirpath, ``optim.lr``); each object is built once with stand-ins so a bad value is named now.
 """
 
 from __future__ import annotations
@@ -64,9 +61,7 @@ def resolve_class(where: str, class_path: str) -> type:
 
 
 def _try(where: str, spec: Mapping[str, Any]) -> None:
-    """Build the object with stand-ins for what farm injects: a callback is constructed; an optimizer steps a
-    dummy parameter; a scheduler runs three epochs on one (it must neither divide by zero nor make the learning
-    rate negative or non-finite). Loggers are built only in the run (they make folders)."""
+    """Build the object with stand-ins (a scheduler runs three epochs); loggers only in the run (they make folders)."""
     if where == "trainer.logger":
         return
     try:
@@ -104,8 +99,7 @@ def _try(where: str, spec: Mapping[str, Any]) -> None:
 
 
 def instantiate(where: str, spec: Mapping[str, Any], **injected: Any) -> Any:
-    """Build one spec's object: the user's ``init_args`` over farm's own arguments (``injected``, passed only to
-    a class that names them: a ``**kwargs`` may pass them on, as wandb.init does)."""
+    """The user's ``init_args`` over farm's ``injected`` arguments, passed only to a class that names them."""
     cls = resolve_class(where, spec["class_path"])
     named = _defaults(cls)  # jsonargparse's reading: through **kwargs to where they go (ReduceLROnPlateau's mode)
     given = {k: v for k, v in injected.items() if k in named}

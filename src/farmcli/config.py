@@ -1,12 +1,8 @@
 """One typed run configuration: built-in defaults < --config files < --variant < command-line overrides.
 
-jsonargparse does the layering, the typing and LightningCLI's keys: each YAML layer is parsed onto the last
-(``parse_object``), then the command line (``parse_args``: ``--trainer.max_epochs 3``, ``--optimizer AdamW
---optimizer.lr 0.002``, ``--trainer.callbacks+=LearningRateMonitor``). What is farm's own is small: the short
-spellings of a slot (``--model.head mmoe``, ``--model.head.experts 3``), settings that moved, and the rules and
-messages (farmcli/config_rules.py, farmcli/config_messages.py). ``trainer.*`` comes from a signature cached in
-farmcli/trainer_settings.py and the class settings (loggers, callbacks, optimizer, scheduler) only when one is
-given, so a mistyped key is answered before torch or Lightning is imported.
+jsonargparse does the layering, typing and LightningCLI's keys; farm adds a slot's short spellings (``--model.head
+mmoe``), moved settings, and the rules and messages (config_rules.py, config_messages.py). ``trainer.*`` comes
+from a cached signature and class settings are typed only when given, so a typo is answered before torch loads.
 """
 
 from __future__ import annotations
@@ -62,10 +58,8 @@ class DataConfig:
     num_workers: NonNegativeInt = 0
     """DataLoader worker processes gathering batches on the CPU (none while ``device_store`` is on)."""
     device_store: Literal["auto", "always", "never"] = "auto"
-    """Where batches are gathered. ``auto``: on a CUDA device whose free memory holds the store's arrays (see
-    ``device_store_share``) they are copied there once and each batch is gathered there by index, with no worker
-    processes; ``always``: so on any device (the CPU too); ``never``: on the CPU, into pinned memory when
-    training on CUDA, copied without blocking."""
+    """Gather batches by index on the device (no workers): ``auto`` where the store fits its free memory (see
+    ``device_store_share``), ``always`` on any device; ``never``: on the CPU, pinned when training on CUDA."""
     device_store_share: ClosedUnitInterval = 0.5
     """The share of the device's free memory the store's arrays may take under ``device_store: auto``."""
     cache_dir: Optional[str] = None
@@ -84,16 +78,12 @@ class FitConfig:
     """Run directory name (default: VARIANT-DATA-sSEED-TIMESTAMP)."""
     min_delta: NonNegativeFloat = 0.0
     backend: Backend = "auto"
-    """What runs the model's forward pass (model/backends.py): ``reference``, the paper's equations in plain
-    PyTorch on every device and dtype; ``cpu``, the same model with a CPU's speed-ups (model/cpu/, equal to float
-    rounding); ``auto``, ``cpu`` on a CPU in fp32, where it is faster (benchmarks/bench_train.py --compare
-    backend), else ``reference``. How to run the model, not what it is: checkpoints do not carry it. Older
-    configs' ``model.backend`` is read as this (``MOVED``)."""
+    """What runs the forward pass (model/backends.py): ``reference`` (plain PyTorch), ``cpu`` (CPU speed-ups, equal
+    to float rounding) or ``auto`` (``cpu`` on a CPU in fp32). Not in checkpoints; was ``model.backend``."""
 
 
 MOVED = {"model.backend": "fit.backend", "seed_everything": "seed"}
-"""Keys read as another: a setting that moved (run directories of before issue 35 hold ``model.backend``) and
-LightningCLI's name of farm's seed."""
+"""Keys read as another: a moved setting (older run directories) and LightningCLI's name of farm's seed."""
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 10,
@@ -122,11 +112,9 @@ class RunConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
     lr_scheduler: Optional[dict[str, Any]] = None
-    """A torch learning-rate scheduler, ``{class_path, init_args}`` (farmcli/components.py); None: a constant lr.
-    ReduceLROnPlateau is Lightning's, with the ``monitor`` it watches (its mode follows the monitor's direction)."""
+    """A torch scheduler, ``{class_path, init_args}`` (components.py); None: a constant lr."""
     optimizer: Optional[dict[str, Any]] = None
-    """A torch optimizer, ``{class_path, init_args}``; None: Adam with ``optim.*`` (the paper's). Either way the
-    id tables form a parameter group of their own with ``optim.id_weight_decay``."""
+    """A torch optimizer, ``{class_path, init_args}``; None: the paper's Adam with ``optim.*``."""
     ckpt_path: Optional[str] = None
     """LightningCLI's resume: a run's checkpoint (or the run directory). Not written to config.yaml."""
 
@@ -140,9 +128,7 @@ class RunConfig:
 
 @lru_cache(maxsize=4)
 def parser(classes: frozenset[str] = frozenset()) -> Any:
-    """The run config's parser; the class settings in ``classes`` are typed by torch's and Lightning's base classes
-    (so jsonargparse resolves short names, checks init_args and appends with ``+=``). Only those: Lightning's
-    import alone takes seconds, and a bad optimizer argument is reported without it."""
+    """The run config's parser, typing only the class settings in ``classes`` (importing Lightning takes seconds)."""
     from jsonargparse import ArgumentParser
 
     p = ArgumentParser(exit_on_error=False, prog="farm train", allow_abbrev=False)  # --trainer.max_epoch is a typo
@@ -193,13 +179,8 @@ def resolve(
     overrides: Sequence[str] | Mapping[str, Any] = (),
     values: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults < config files (in order) < variant < overrides (``["--trainer.max_epochs", "1"]``,
-    ``{"trainer.max_epochs": 1}`` or nested) < ``values`` (a mapping set as is, never read from text), validated
-    into a RunConfig.
-
-    A config file's ``variant`` key is only a label (a resolved run config already holds the variant's
-    choices); ``variant`` here, from ``--variant``, is applied as a layer.
-    """
+    """Defaults < config files < variant < overrides (tokens or a mapping) < ``values`` (set as is, never read
+    from text), validated. A file's ``variant`` key is only a label; ``variant`` here is applied as a layer."""
     layers = [_nested(load_yaml(f)) for f in config_files]
     if variant is not None:
         from farmcli.variants import load_variant
@@ -228,8 +209,7 @@ def resolve(
 
 
 def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:
-    """A layer with dotted keys (``{"trainer.max_epochs": 1}``) nested, and each moved key (``MOVED``) under its
-    new name (where a layer holds both, the new key's value wins)."""
+    """A layer with dotted keys nested, and each ``MOVED`` key under its new name (the new key's value wins)."""
     out: dict[str, Any] = {}
     for key, value in layer.items():
         *head, last = str(key).split(".")
@@ -248,8 +228,7 @@ def _nested(layer: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pairs_of(tokens: Sequence[str]) -> list[tuple[str, str]]:
-    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text (a value may start with one
-    dash, ``--model.cl_weight -1``; one that starts with two is given as ``--KEY=--VALUE``)."""
+    """``--KEY VALUE``, ``--KEY=VALUE`` or ``KEY=VALUE`` items as (KEY, VALUE) text."""
     out, i, tokens = [], 0, list(tokens)
     while i < len(tokens):
         tok = tokens[i]
@@ -290,8 +269,7 @@ def _slot_spec(value: Any) -> Any:
 
 
 def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
-    """A nested layer (``_nested``) in the parser's terms: each slot as ``{name, params}``; another component than
-    the current one starts from its own defaults, the same one keeps its parameters."""
+    """Each slot as ``{name, params}``: another component starts from its defaults, the same one keeps its own."""
     model: dict[str, Any] = layer["model"] if isinstance(layer.get("model"), dict) else {}
     for slot in set(model) & set(SLOT_FIELDS):
         spec, now = _slot_spec(model[slot]), ns[f"model.{slot}"]
@@ -306,9 +284,8 @@ def _ours(layer: dict[str, Any], ns: Any) -> dict[str, Any]:
 
 
 def _slot_layer(pairs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """The command line's settings other than the slots', and the slots' as one layer that ``_ours`` reads as a YAML
-    layer's: ``--model.head mmoe --model.head.experts 3``, in either order, is ``{model: {head: {name: mmoe,
-    experts: 3}}}``."""
+    """The command line's other settings, and the slots' as one layer: ``--model.head mmoe --model.head.experts 3``,
+    in either order, is ``{model: {head: {name: mmoe, experts: 3}}}``."""
     layer: dict[str, Any] = {}
     for key, raw in filter(lambda pair: _is_slot(pair[0]), pairs):
         value = as_value(raw)
@@ -322,8 +299,7 @@ def _is_slot(key: str) -> bool:
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:
-    """The parsed config as a RunConfig, after the rules no type states (farmcli/config_rules.py) and each slot
-    component's parameters checked against its signature (no model is built to check a config)."""
+    """The parsed config as a RunConfig, after the rules no type states and each slot's parameters are checked."""
     raw = component_params.plain(raw)
     raw["seed"] = rules.seed(raw["seed"])
     rules.check_settings(raw)
@@ -343,8 +319,7 @@ def validate(raw: dict[str, Any]) -> RunConfig:
 
 
 def with_component_defaults(model: ModelConfig) -> ModelConfig:
-    """Every slot component's parameters spelled out, so config.yaml shows (and pins) all of them, each checked
-    against the component's signature."""
+    """Every slot's parameters spelled out and checked, so config.yaml shows (and pins) all of them."""
     from farmcli import registry
 
     filled = dataclasses.replace(model)

@@ -42,8 +42,7 @@ def given_values(layers: Sequence[Mapping[str, Any]], pairs: Sequence[tuple[str,
 
 
 def as_value(raw: str) -> Any:
-    """A command-line value as YAML reads it (``3`` an int, ``[64, 32]`` a list); "" and text YAML cannot read stay
-    text."""
+    """A command-line value as YAML reads it (``[64, 32]`` a list); "" and text YAML cannot read stay text."""
     try:
         return yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
@@ -51,8 +50,7 @@ def as_value(raw: str) -> Any:
 
 
 def explain(e: Exception, given: Mapping[str, Any], known: Sequence[str] = (), prefix: str = "") -> str:
-    """A parse error as 'Bad setting: KEY = VALUE: what it must be', with the fix; ``prefix`` places a component's
-    own keys (``model.head.``)."""
+    """A parse error as 'Bad setting: KEY = VALUE: what it must be'; ``prefix`` places a component's keys."""
     text = str(e)
     unknown = re.search(r"unrecognized arguments: --?([^\s=]+)", text) or re.search(
         r'Key "([^"]+)" is not expected', text
@@ -74,7 +72,8 @@ def explain(e: Exception, given: Mapping[str, Any], known: Sequence[str] = (), p
     if cls:  # a class setting's argument: its name or its value
         option = re.search(r"Option '(\w+)' is not accepted", text)
         if option:
-            signature = inspect.signature(_import(cls.group(1))).parameters
+            module, _, name = cls.group(1).rpartition(".")
+            signature = inspect.signature(getattr(importlib.import_module(module), name)).parameters
             takes = [k for k in signature if k not in ("self", "params", "optimizer", "args", "kwargs")]
             return (
                 f"Bad setting: {key}.{option.group(1)}: {cls.group(1)} takes no argument '{option.group(1)}'."
@@ -110,11 +109,6 @@ def _not_a_class(key: str, value: Any, text: str) -> str:
     )
 
 
-def _import(class_path: str) -> Any:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def near(name: str, names: Sequence[str]) -> str:
     found = difflib.get_close_matches(name, list(names), n=1)
     return f" Did you mean '{found[0]}'?" if found else ""
@@ -127,13 +121,7 @@ def _typed(text: str, key: str, node: Any) -> str:
     """jsonargparse's message about one key as 'KEY = VALUE: expected TYPE' (naming the type and the choices)."""
     shown = f"{key} = {node!r}"
     numeric = re.search(r"<class '(float|int)'>|Not of type", text)
-    if (
-        isinstance(node, float)
-        and not math.isfinite(node)
-        or isinstance(node, str)
-        and _is_non_finite(node)
-        and numeric
-    ):
+    if isinstance(node, (float, str)) and not math.isfinite(_as_float(node)) and (isinstance(node, float) or numeric):
         return f"{key} = {node}: must be a finite number."
     each = "each entry " if isinstance(node, (list, tuple)) else ""
     restriction = re.search(r"does not conform to restriction (.+)$", text, re.M)
@@ -164,11 +152,11 @@ def _typed(text: str, key: str, node: Any) -> str:
     return f"{shown}: {_short(text)}"
 
 
-def _is_non_finite(text: str) -> bool:
+def _as_float(value: float | str) -> float:
     try:
-        return not math.isfinite(float(text))
+        return float(value)
     except ValueError:
-        return False
+        return 0.0  # text that is no number is not "not finite"
 
 
 def _short(text: str) -> str:

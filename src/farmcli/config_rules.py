@@ -1,16 +1,15 @@
-"""The rules of a run config that no type can state, each a message naming the key, the problem and the fix.
-
-Checked after jsonargparse has parsed and typed the config (farmcli/config.py): finite numbers, Lightning's
-values that fail inside it or only after an epoch, empty strings, worker counts, run names, the frequency
-cut-off against the history length and attention heads against the widths.
-"""
+"""The rules of a run config that no type can state, checked after jsonargparse has typed it; each message names
+the key, the problem and the fix."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import random
 import re
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from farmcli.errors import UserError
@@ -18,21 +17,14 @@ from farmcli.model.config import SLOT_FIELDS, ModelConfig
 
 
 def non_finite(x: Any, path: str = "") -> tuple[str, float] | None:
-    """The first inf or nan in a nested mapping (as (dotted key, value)): no setting means either, and one in a
-    weight or a width surfaces only later as a NaN loss."""
+    """The first inf or nan in a nested mapping, as (dotted key, value): in a weight it surfaces as a NaN loss."""
     if isinstance(x, Mapping):
-        for k, v in x.items():
-            found = non_finite(v, f"{path}.{k}" if path else str(k))
-            if found is not None:
-                return found
+        found = (non_finite(v, f"{path}.{k}" if path else str(k)) for k, v in x.items())
     elif isinstance(x, (list, tuple)):
-        for i, v in enumerate(x):
-            found = non_finite(v, f"{path}[{i}]")
-            if found is not None:
-                return found
-    elif isinstance(x, float) and not math.isfinite(x):
-        return path, x
-    return None
+        found = (non_finite(v, f"{path}[{i}]") for i, v in enumerate(x))
+    else:
+        return (path, x) if isinstance(x, float) and not math.isfinite(x) else None
+    return next((f for f in found if f is not None), None)
 
 
 OURS = {
@@ -45,18 +37,14 @@ OURS = {
 
 
 def check_not_ours(given: Mapping[str, Any]) -> None:
-    """A Trainer argument farm sets itself names farm's setting (LightningCLI's ``default_root_dir`` is
-    ``fit.runs_dir`` here)."""
+    """A Trainer argument farm sets itself names farm's setting instead."""
     for key in (k.removeprefix("trainer.") for k in given if k.startswith("trainer.")):
         if key in OURS:
             raise UserError(f"Bad setting: trainer.{key} is farm's to set: {OURS[key]}.")
 
 
 def cached_trainer_settings() -> Any:
-    """farmcli.trainer_settings' signature where it was made from the installed Lightning, else None (the config
-    then reads Lightning's own signature, which imports torch)."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    """farmcli.trainer_settings' signature where it was made from the installed Lightning, else None."""
     from farmcli import trainer_settings
 
     try:
@@ -74,8 +62,6 @@ def seed(value: Any) -> int:
             "seed (e.g. --seed_everything 3) or true for a random one."
         )
     if value is True:
-        import random
-
         return random.SystemRandom().randrange(2**32)
     return value
 
@@ -142,10 +128,7 @@ TRAINER_RANGES: dict[str, tuple[float, str]] = {
 
 
 def check_trainer_names(trainer: Mapping[str, Any]) -> None:
-    """An unknown accelerator or strategy name, named without importing Lightning (its registries, as
-    farmcli/trainer_settings.py recorded them; farmcli.trainer_check builds the Trainer for everything else)."""
-    import difflib
-
+    """An unknown accelerator or strategy, named from the registries trainer_settings.py recorded (no Lightning)."""
     from farmcli import trainer_settings as ts
 
     if cached_trainer_settings() is None:
@@ -253,12 +236,14 @@ def check_cutoffs(model: ModelConfig, history_len: int) -> None:
     for slot in ("video_frequency", "live_frequency"):
         spec = getattr(model, slot)
         cutoff = spec.params.get("cutoff")
-        if spec.name in ("dft", "dft_identity") and isinstance(cutoff, int) and cutoff < 1:
+        if spec.name not in ("dft", "dft_identity") or not isinstance(cutoff, int):
+            continue
+        if cutoff < 1:
             raise UserError(
                 f"Bad setting: model.{slot}.cutoff = {cutoff}: the frequency cut-off c must be >= 1 (the paper "
                 f"tries 1, 3, 5, 7 and 9)."
             )
-        if spec.name in ("dft", "dft_identity") and isinstance(cutoff, int) and cutoff > bins:
+        if cutoff > bins:
             raise UserError(
                 f"Bad setting: model.{slot}.cutoff = {cutoff} with data.history_len = {history_len}: a history "
                 f"of length L has L // 2 + 1 = {bins} frequency bins, so the cut-off must be <= {bins}. Lower "

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,20 +24,17 @@ if TYPE_CHECKING:
     import torch
 
 MIN_USERS = 30
-"""Fewest users (with both classes) behind a UAUC / GAUC cell that the table shows without a mark.
-
-A per-user mean over a handful of users is mostly the luck of those few: one user's AUC of 0 or 1 moves the
-mean of five by 20 points, and a rare task (like, gift) in a small group often leaves one or two users with
-both classes out of hundreds. The value is still written (JSON, CSV, with its ``n_users`` and ``n_skipped``);
-the printed table marks it (``FEW_USERS_MARK``) so it is not read as a measurement. 30 is the usual size at
-which a mean of bounded values is read as roughly normal."""
+"""Fewest users (with both classes) behind a UAUC / GAUC cell that the printed table shows without a mark: a
+per-user mean over a few users is mostly their luck (one AUC of 0 moves a mean of five by 20 points). The value
+is still written; 30 is the usual size at which a mean of bounded values is read as roughly normal."""
 FEW_USERS_MARK = "\u2020"
 """The dagger after a UAUC / GAUC cell from fewer than ``MIN_USERS`` users, explained under the table."""
 Progress = Callable[[str, int, "int | None"], None]
+"""A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
 PREDICTIONS_FORMAT = "farm-eval-predictions/1"
-"""Written into the key-value metadata of --save-predictions files; --overwrite replaces only farm's files."""
+"""The parquet metadata mark of --save-predictions files (--overwrite replaces only farm's files)."""
 PREDICT_FORMAT = "farm-predictions/1"
-"""The same mark in `farm predict`'s files (farmcli/prediction.py)."""
+"""The same mark in `farm predict`'s files."""
 
 
 @dataclass
@@ -52,10 +52,10 @@ class Predictions:
     def write_parquet(self, path: str | Path) -> None:
         import polars as pl
 
-        cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
-        cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
         from farmcli.scoring import probabilities
 
+        cols = {"user_id": self.user_id, "author_id": self.author_id, "ts": self.ts}
+        cols.update({t: self.labels[:, i].astype(np.int8) for i, t in enumerate(TASKS)})
         probs = probabilities(self.logits)
         cols.update({f"p_{t}": probs[:, i] for i, t in enumerate(TASKS)})
         with atomic_path(path) as tmp:
@@ -65,13 +65,15 @@ class Predictions:
 def batches(
     store, split: str, idx: np.ndarray | None = None, batch_size: int = 8192, device: torch.device | None = None
 ) -> Iterator[tuple[slice | np.ndarray, dict[str, torch.Tensor]]]:
-    """(rows, model batch on ``device``) over a split in order (every sample, or the rows ``idx``): the one
-    batching loop of farm eval, farm predict and farm report."""
+    """(rows, model batch on ``device``) over a split (or its rows ``idx``) in order, gathered as in training."""
     import torch
+
+    from farmcli.data.device_store import DeviceStore
 
     device = device or torch.device("cpu")
     n = store.n(split) if idx is None else len(idx)
-    on_device = _device_store(store, split, device)
+    fits = device.type == "cuda" and DeviceStore.fits(store, device, (split,))
+    on_device = DeviceStore(store, device, (split,)) if fits else None
     for start in range(0, n, batch_size):
         rows = slice(start, min(n, start + batch_size)) if idx is None else idx[start : start + batch_size]
         if on_device is None:
@@ -81,60 +83,27 @@ def batches(
             yield rows, on_device.batch(split, where.to(device, non_blocking=True))
 
 
-def _device_store(store, split: str, device: torch.device):
-    """The split's arrays on a CUDA ``device`` where they fit (farmcli/data/device_store.py), else None: batches
-    are then gathered there by index, as in training."""
-    if device.type != "cuda":
-        return None
-    from farmcli.data.device_store import DeviceStore
-
-    return DeviceStore(store, device, (split,)) if DeviceStore.fits(store, device, (split,)) else None
-
-
 def score(
-    module,
-    store,
-    data,
-    accelerator: str,
-    bf16: bool,
-    keep_predictions: bool = False,
-    progress: Progress | None = None,
+    module, store, data, accelerator: str, bf16: bool, keep_predictions: bool = False, progress: Progress | None = None
 ) -> tuple[dict, Predictions | None]:
-    """The test loop over ``data.test_split`` on a one-device scoring Trainer: the grouped tables, and with
-    ``keep_predictions`` the split's scores beside its labels; ``progress(what, samples scored, total)`` as it
-    goes."""
-    from farmcli.scoring import CollectLogits, ScoringProgress, pass_label, score_split, scoring_trainer
+    """The grouped tables of ``data.test_split``, and with ``keep_predictions`` its scores beside its labels."""
+    from farmcli.scoring import ScoringPass, pass_label, score_split, scoring_trainer
 
-    collect = CollectLogits()
-    callbacks: list = [collect] if keep_predictions else []
-    if progress is not None:
-        callbacks.append(ScoringProgress(progress, pass_label(data.test_split), store.n(data.test_split)))
-    tables = score_split(scoring_trainer(accelerator, bf16, callbacks), module, data)
-    pred = split_predictions(store, data.test_split, collect.logits()) if keep_predictions else None
-    return tables, pred
-
-
-def split_predictions(store, split: str, logits: np.ndarray) -> Predictions:
-    s = store.split(split)
-    return Predictions(
-        logits=logits,
-        labels=np.array(s.labels),
-        user_id=np.array(s.user_id),
-        author_id=np.array(s.author_id),
-        ts=np.array(s.ts),
-        activity=np.array(s.activity),
-        p=None if s.p is None else np.array(s.p),
-    )
+    watch = ScoringPass(keep_predictions, progress, pass_label(data.test_split), store.n(data.test_split))
+    tables = score_split(scoring_trainer(accelerator, bf16, [watch]), module, data)
+    if not keep_predictions:
+        return tables, None
+    s = store.split(data.test_split)
+    columns = {k: np.array(getattr(s, k)) for k in ("labels", "user_id", "author_id", "ts", "activity")}
+    return tables, Predictions(logits=watch.logits(), **columns, p=None if s.p is None else np.array(s.p))
 
 
 def only_groups(tables: dict, groups: tuple[str, ...]) -> dict:
     """The test loop's tables (every activity group) cut to the full population and ``groups``, in that order."""
     check_groups(groups)
-
-    def cut(per_group: dict | None) -> dict | None:
-        return None if per_group is None else {g: per_group[g] for g in ("full", *groups)}
-
-    out = {"model": cut(tables["model"]), "oracle": cut(tables.get("oracle")), "samples": tables["samples"]}
+    keep = ("full", *groups)
+    cut = {k: None if tables.get(k) is None else {g: tables[k][g] for g in keep} for k in ("model", "oracle")}
+    out = {**cut, "samples": tables["samples"]}
     if "precision" in tables:
         out["precision"] = tables["precision"]
     return out
@@ -149,20 +118,14 @@ def check_groups(groups: tuple[str, ...]) -> None:
         )
 
 
-def rows(tables: dict) -> list[tuple[str, str, dict]]:
-    """(source, group, per-task dict) for the model's groups, then the oracle's."""
-    out = [("model", g, t) for g, t in tables["model"].items()]
-    if tables.get("oracle"):
-        out += [("oracle", g, t) for g, t in tables["oracle"].items()]
-    return out
-
-
 def to_csv(tables: dict) -> str:
+    """One row per task of each of the model's groups, then of the oracle's."""
     return csv_text(
         ["source", "group", "task", *KINDS, "n_users", "n_skipped", "n_samples"],
         (
             [source, group, task, *(_pct(r[k]) for k in KINDS), r["n_users"], r["n_skipped"], r["n_samples"]]
-            for source, group, per_task in rows(tables)
+            for source in ("model", "oracle")
+            for group, per_task in (tables.get(source) or {}).items()
             for task, r in per_task.items()
         ),
     )
@@ -174,32 +137,25 @@ def _pct(x: float) -> float | str:
 
 def as_percent(tables: dict) -> dict:
     """The JSON form: AUC / UAUC / GAUC in percent, an undefined AUC as null."""
-
-    def conv(x):
-        if isinstance(x, dict):
-            return {k: (None if v != v else 100 * v) if k in KINDS else conv(v) for k, v in x.items()}
-        return x
-
-    return conv(tables)
+    return {
+        k: (None if v != v else 100 * v) if k in KINDS else as_percent(v) if isinstance(v, dict) else v
+        for k, v in tables.items()
+    }
 
 
 def few_users(cell: dict, kind: str) -> bool:
-    """Whether a UAUC / GAUC cell (one task of one group) rests on fewer than ``MIN_USERS`` users; AUC cells,
-    undefined cells and tables written before ``n_users`` was kept are never marked."""
+    """Whether a UAUC / GAUC cell rests on fewer than ``MIN_USERS`` users (AUC, undefined or older cells: never)."""
     n = cell.get("n_users")
     return kind in PER_USER_KINDS and cell.get(kind) is not None and isinstance(n, int) and n < MIN_USERS
 
 
 def eval_name(split: str, bf16: bool = False) -> str:
-    """The stem of a split's table files: eval-SPLIT (the fp32 table that farm train writes and farm ablate
-    reads), or eval-SPLIT-bf16 for a ``farm eval --bf16`` pass, so that a bf16 pass never replaces it."""
+    """The stem of a split's table files: eval-SPLIT-bf16 for a ``--bf16`` pass, so it never replaces the fp32 one."""
     return f"eval-{split}-bf16" if bf16 else f"eval-{split}"
 
 
 def write_tables(tables: dict, run_dir: Path, split: str, extra: dict | None = None, bf16: bool = False) -> dict:
-    """RUN/eval-SPLIT.json and .csv (eval-SPLIT-bf16.* with ``bf16``), atomically; the JSON records the
-    precision the scores were computed in and the ``min_users`` below which the printed table marks a cell.
-    Returns what the JSON holds."""
+    """RUN/eval-SPLIT.json and .csv, atomically (with ``min_users``, below which a cell is marked); returns the JSON."""
     body = {"split": split, "unit": "percent", "min_users": MIN_USERS, **(extra or {}), **as_percent(tables)}
     write_table(run_dir / eval_name(split, bf16), csv=to_csv(tables), json=body)
     return body
@@ -232,8 +188,7 @@ def locate(target: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def no_checkpoint(run: Path) -> str:
-    """Why a run directory has no checkpoint to score: still in its first epoch, stopped before it ended, or not a
-    run at all."""
+    """Why a run directory has no checkpoint: still in its first epoch, stopped before it ended, or not a run."""
     if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
         return f"{run}: no checkpoints/best.ckpt or last.ckpt. Is this a run directory of `farm train`?"
     info = read_json(run / "run.json")
@@ -252,10 +207,8 @@ def no_checkpoint(run: Path) -> str:
 
 
 def check_trained_on(ckpt: Path, contents: dict, store) -> None:
-    """The checkpoint was trained on ``store``'s samples (or ``store`` is encoded with their vocabularies):
-    the sample-store key it names, or for older checkpoints its vocabulary sizes, must match."""
-    settings = store.manifest.get("settings") or {}
-    key = settings.get("vocab_from") or store.manifest.get("key")
+    """The checkpoint was trained on ``store``'s samples or vocabularies: its store key, or vocabulary sizes, match."""
+    key = (store.manifest.get("settings") or {}).get("vocab_from") or store.manifest.get("key")
     trained = contents.get(CKPT_STORE_KEY)
     sizes = (contents.get("hyper_parameters") or {}).get("vocab") or {}
     differs = [k for k, v in sizes.items() if store.model_shapes.get(k, v) != v]
@@ -273,11 +226,7 @@ def check_trained_on(ckpt: Path, contents: dict, store) -> None:
 
 
 def load_module(ckpt: Path, store=None):
-    """The trained FarmModule of a checkpoint on the CPU; a truncated or foreign file is a user error, and so is
-    a checkpoint trained on other data than ``store``'s."""
-    import pickle
-    import zipfile
-
+    """The trained FarmModule of a checkpoint on the CPU; a truncated, foreign or other data's file is a user error."""
     from farmcli.model.module import FarmModule
 
     contents = read_checkpoint(ckpt)
@@ -291,8 +240,7 @@ def load_module(ckpt: Path, store=None):
 
 
 def run_store(run: Path, cfg):
-    """The sample store the run was trained on; a changed dataset (other vocabularies) is refused, and so is data
-    that is gone (the run's config.yaml names it, not a --data the user gave)."""
+    """The sample store the run was trained on; a changed or gone dataset is refused."""
     from farmcli.data.store import SampleStore
     from farmcli.sources import sample_store
 
@@ -318,8 +266,7 @@ def run_store(run: Path, cfg):
 
 
 def check_predictions_name(path: Path, option: str) -> None:
-    """A predictions file is parquet: a name of another kind (preds.csv) is refused rather than written as parquet
-    under it (a directory is named by ``check_output_file``)."""
+    """A predictions file is parquet: another suffix (preds.csv) is refused (a directory: ``check_output_file``)."""
     if path.suffix != ".parquet" and not path.is_dir():
         raise UserError(
             f"{option} {path}: give a .parquet file name (the file is written as parquet), e.g. "
@@ -328,10 +275,7 @@ def check_predictions_name(path: Path, option: str) -> None:
 
 
 def empty_split_note(manifest: dict, split: str) -> str:
-    """Why a split has no samples, from the sample store's manifest: its window is empty, or holds no live
-    impressions; printed beside a table of dashes or a file of 0 rows."""
-    from datetime import datetime, timezone
-
+    """Why a split has no samples, from the manifest: its window is empty, or holds no live impressions."""
     start, end = (manifest.get("windows") or {}).get(split, (None, None))
 
     def day(ms) -> str:
@@ -361,13 +305,7 @@ def evaluate_run(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> tuple[dict, Path, Path]:
-    """Score a split with a run's checkpoint; writes RUN/eval-SPLIT.{json,csv} (RUN/eval-SPLIT-bf16.* with
-    ``bf16``, beside the fp32 table); returns (tables, run, ckpt).
-
-    Every input (split, groups, the predictions path, the data the checkpoint was trained on) is checked
-    before the split is scored; ``save_predictions`` replaces only a predictions file farm wrote, with
-    ``overwrite``. ``progress(what, samples scored, total)`` is called as the split is scored.
-    """
+    """Score a split with a run's checkpoint into RUN/eval-SPLIT.{json,csv}, every input checked first."""
     from farmcli.config import resolve
     from farmcli.machine import check_accelerator, device_for
 
@@ -391,8 +329,7 @@ def evaluate_run(
         module, store, data, accelerator, bf16, keep_predictions=out is not None, progress=progress
     )
     tables = only_groups(all_groups, groups)
-    extra = {"checkpoint": stored_path(run, ckpt), "variant": cfg.variant}
-    write_tables(tables, run, split, extra=extra, bf16=bf16)
+    write_tables(tables, run, split, extra={"checkpoint": stored_path(run, ckpt), "variant": cfg.variant}, bf16=bf16)
     if pred is not None and out is not None:
         pred.write_parquet(out)
     return tables, run, ckpt

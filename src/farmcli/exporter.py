@@ -1,18 +1,17 @@
-"""`farm export`: FARM's inference graph as ONNX or TorchScript, with a JSON that says how to feed it.
-
-The graph maps one batch of candidate ids and the two padded histories (vocabulary indices, as the sample
-store gives them) to the six probabilities. Everything a serving stack needs to build those inputs from raw
-events is written beside it: FILE.json (inputs, shapes, dtypes, tasks, the bucket thresholds of play and lag,
-the label-id rule) and FILE.vocab/NAME.txt (the sorted raw ids of each vocabulary: raw id on line i has
-index i + 2; 0 is padding, 1 out-of-vocabulary).
+"""`farm export`: FARM's inference graph (candidate ids and two padded histories -> six probabilities) as ONNX
+or TorchScript, with what a serving stack needs to build its inputs from raw events: FILE.json (inputs, shapes,
+buckets, the label-id rule) and FILE.vocab/NAME.txt (sorted raw ids: line i is index i + 2; 0 pads, 1 is OOV).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import json
+import logging
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,24 +25,20 @@ from farmcli.batch import CANDIDATE_FIELDS, ID_FIELDS, history_keys
 from farmcli.data.schema import LIVE_FLAGS, TASKS, VIDEO_FLAGS
 from farmcli.errors import UserError
 from farmcli.io import atomic_dir, atomic_path, check_replace, output_path
+from farmcli.logs import verbose
 
 if TYPE_CHECKING:
     from farmcli.model.farm import FARM
 
 FORMATS = ("onnx", "torchscript")
 FORMAT = "farm-export/1"
-CANDIDATE = CANDIDATE_FIELDS
-INPUTS = (*CANDIDATE, *history_keys("v"), *history_keys("l"))
+INPUTS = (*CANDIDATE_FIELDS, *history_keys("v"), *history_keys("l"))
 """Input names in graph order: candidate ids [batch], then each history field [batch, L] (masks bool)."""
 VOCABS = ID_FIELDS
 
 
 class InferenceGraph(nn.Module):
-    """Positional inputs in ``INPUTS`` order -> probabilities [batch, 6] in ``TASKS`` order.
-
-    The reference model (no data-dependent grouping or row selection, so the graph is static but for the batch
-    size), and no L_cl is computed.
-    """
+    """Positional inputs in ``INPUTS`` order -> probabilities [batch, 6] in ``TASKS`` order (no L_cl)."""
 
     def __init__(self, farm: FARM):
         super().__init__()
@@ -55,12 +50,8 @@ class InferenceGraph(nn.Module):
 
 
 class NamedInputs(nn.Module):
-    """The inference graph with one named parameter per input, so TorchScript keeps the names.
-
-    A traced module's schema takes its argument names from ``forward``'s signature: ``InferenceGraph``'s
-    ``*inputs`` became ``input, input0, ...``, and ``module(**inputs)`` with FILE.json's names failed. The names
-    are spelt out here, once, in ``INPUTS`` order (``_check_names`` holds them to it).
-    """
+    """The inference graph with one named parameter per input, so that a traced module is called with FILE.json's
+    names (``*inputs`` became ``input, input0, ...``); ``_check_names`` holds them to ``INPUTS``."""
 
     def __init__(self, graph: nn.Module):
         super().__init__()
@@ -89,35 +80,12 @@ class NamedInputs(nn.Module):
         l_label: Tensor,
         l_mask: Tensor,
     ) -> Tensor:
-        return self.graph(
-            user,
-            author,
-            page,
-            tag,
-            cluster,
-            v_author,
-            v_page,
-            v_tag,
-            v_play,
-            v_lag,
-            v_label,
-            v_mask,
-            l_author,
-            l_page,
-            l_tag,
-            l_cluster,
-            l_play,
-            l_lag,
-            l_label,
-            l_mask,
-        )
+        given = locals()  # the parameters by name, passed on in INPUTS order
+        return self.graph(*(given[name] for name in INPUTS))
 
 
 def _check_names() -> None:
-    """A history field added to ``farmcli.batch`` must be added to ``NamedInputs`` too, or the export would feed
-    the graph's inputs to the wrong parameters: fail at export, not in serving."""
-    import inspect
-
+    """A field added to ``farmcli.batch`` but not to ``NamedInputs`` fails at export, not in serving."""
     names = tuple(inspect.signature(NamedInputs.forward).parameters)[1:]
     if names != INPUTS:
         raise RuntimeError(f"NamedInputs.forward takes {names}, the graph {INPUTS}: update farmcli/exporter.py.")
@@ -126,16 +94,8 @@ def _check_names() -> None:
 def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed: int = 0) -> tuple[Tensor, ...]:
     """A batch with, row by row: no history at all, full histories, out-of-vocabulary ids, random lengths."""
     g = torch.Generator().manual_seed(seed)
-    sizes = {
-        "author": vocab["author"],
-        "page": vocab["page"],
-        "tag": vocab["tag"],
-        "cluster": vocab["cluster"],
-        "user": vocab["user"],
-        "play": vocab["n_play_buckets"],
-        "lag": vocab["n_lag_buckets"],
-        "label": vocab["n_label_ids"],
-    }
+    sizes = {k: vocab[k] for k in ("author", "page", "tag", "cluster", "user")}
+    sizes.update(play=vocab["n_play_buckets"], lag=vocab["n_lag_buckets"], label=vocab["n_label_ids"])
     lengths = torch.randint(0, history_len + 1, (batch,), generator=g)
     lengths[0] = 0
     if batch > 1:
@@ -147,11 +107,11 @@ def example_inputs(vocab: dict[str, int], history_len: int, batch: int = 4, seed
         if field == "mask":
             out.append(mask.clone())
             continue
-        shape = (batch,) if name in CANDIDATE else (batch, history_len)
+        shape = (batch,) if name in CANDIDATE_FIELDS else (batch, history_len)
         x = torch.randint(1, sizes[field], shape, generator=g)
         if batch > 2:
             x[2] = 1  # out-of-vocabulary everywhere in row 2
-        if name not in CANDIDATE:
+        if name not in CANDIDATE_FIELDS:
             x = x * mask
         out.append(x)
     return tuple(out)
@@ -161,7 +121,7 @@ def _spec(vocab: dict[str, int], history_len: int, fmt: str, run: Path, ckpt: Pa
     from farmcli.data.encoding import LAG_THRESHOLDS, PLAY_THRESHOLDS
 
     def shape(name: str) -> list:
-        return ["batch"] if name in CANDIDATE else ["batch", history_len]
+        return ["batch"] if name in CANDIDATE_FIELDS else ["batch", history_len]
 
     return {
         "format": FORMAT,
@@ -239,15 +199,11 @@ def export_run(target: str | Path, out: str | Path, fmt: str = "onnx", overwrite
 
 
 SPACE_FACTOR = 2
-"""A saved graph takes about its parameters' bytes (TorchScript adds its code, ONNX its graph): twice that is
-asked to be free before writing, with the vocabularies."""
+"""A saved graph takes about its parameters' bytes: twice that must be free before writing."""
 
 
 def check_space(out: Path, graph: nn.Module) -> None:
-    """Refuse an export that cannot fit on the disk of ``out`` before writing it: a native writer that meets a full
-    disk may abort the whole process (TorchScript's did: exit 134, its temporary left behind)."""
-    import shutil
-
+    """Refuse an export that cannot fit on the disk of ``out``: a native writer meeting a full disk may abort."""
     need = SPACE_FACTOR * sum(p.numel() * p.element_size() for p in graph.parameters())
     parent = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path("."))
     try:
@@ -300,10 +256,7 @@ def _to_onnx(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
 
 
 def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> None:
-    """Traced through ``NamedInputs``: the saved module is called as ``module(**inputs)`` or positionally.
-
-    Saved to memory, then written by Python: torch's file writer aborts the process on a full disk, where a
-    Python write raises an error that names the file and removes the temporary."""
+    """Traced through ``NamedInputs``; written by Python, since torch's file writer aborts on a full disk."""
     _check_names()
     with _quiet(), torch.no_grad():
         # widths are constants; the batch stays dynamic
@@ -317,10 +270,6 @@ def _to_torchscript(graph: nn.Module, inputs: tuple[Tensor, ...], path: Path) ->
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters' progress lines and tracer warnings are noise here (the parity test is the check)."""
-    import logging
-
-    from farmcli.logs import verbose
-
     if verbose():
         yield
         return

@@ -1,14 +1,12 @@
 """`farm predict`: score every live impression of a dataset with a trained run, streamed to parquet.
 
-The dataset need not be the one the run was trained on: its events are encoded with the run's vocabularies
-(a sample store built with ``vocab_from``), so an id the model never saw is out-of-vocabulary, exactly as an
-unseen id is in training. Rows are written one batch at a time (bounded memory at any dataset size).
+Another dataset is encoded with the run's vocabularies (``vocab_from``): an id the model never saw is
+out-of-vocabulary, as in training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from farmcli.errors import UserError
 from farmcli.evaluation import (
     PREDICT_FORMAT,
     PREDICTIONS_FORMAT,
+    Progress,
     check_predictions_name,
     check_trained_on,
     empty_split_note,
@@ -30,8 +29,6 @@ SPLIT_CHOICES = ("test", "valid", "train", "all")
 FORMAT = PREDICT_FORMAT
 """Written into the parquet's key-value metadata; ``--overwrite`` replaces only files that carry it."""
 
-Progress = Callable[[str, int, int | None], None]
-
 
 @dataclass
 class PredictResult:
@@ -43,21 +40,8 @@ class PredictResult:
     """Why a split gave no rows (its window is empty, or holds no live impressions), one line each."""
 
 
-def splits_of(split: str) -> tuple[str, ...]:
-    if split not in SPLIT_CHOICES:
-        raise UserError(f"--split '{split}': choose one of {', '.join(SPLIT_CHOICES)}.")
-    return ("train", "valid", "test") if split == "all" else (split,)
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    check_predictions_name(out, "--out")
-    check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
-
-
 def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = None, trained=None):
-    """The run's own store when ``data`` is its training data (or None); else ``data`` in the run's vocabularies.
-
-    ``trained``: the run's own store, when the caller has opened it already."""
+    """The run's own store when ``data`` is None or its training data, else ``data`` in the run's vocabularies."""
     from farmcli.data.build import build_samples
     from farmcli.paths import sample_cache
     from farmcli.sources import dataset_dir
@@ -68,11 +52,8 @@ def scoring_store(run: Path, cfg, data: str | None, progress: Progress | None = 
     root = dataset_dir(dataclasses.replace(cfg.data, source=data), progress, training=False)
     if Path(trained.manifest.get("dataset", "")).resolve() == root.resolve():
         return trained
-    done = (
-        (lambda step, d, t: progress(f"encoding {root.name} with the run's vocabularies: {step}", d, t))
-        if progress
-        else None
-    )
+    what = f"encoding {root.name} with the run's vocabularies"
+    done = (lambda step, d, t: progress(f"{what}: {step}", d, t)) if progress else None
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else sample_cache()
     store = build_samples(
         root,
@@ -100,20 +81,22 @@ def predict_run(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> PredictResult:
-    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> (sigmoid of the logits) per impression,
-    streamed from the predict loop one batch at a time. A split without samples gives no rows and a line in
-    ``notes`` saying why. Every input that needs no data is checked before torch is imported."""
+    """Write OUT.parquet: user_id, author_id, ts, split and p_<task> per impression, one batch at a time; an empty
+    split's rows are none and ``notes`` says why. Inputs that need no data are checked before torch loads."""
     from farmcli.config import resolve
     from farmcli.machine import check_accelerator, device_for
 
     out = output_path(out, "--out", "scores.parquet") or Path()
-    splits = splits_of(split)
+    if split not in SPLIT_CHOICES:
+        raise UserError(f"--split '{split}': choose one of {', '.join(SPLIT_CHOICES)}.")
+    splits = ("train", "valid", "test") if split == "all" else (split,)
     check_accelerator(accelerator)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
     if data is not None and not str(data).strip():
         raise UserError("--data is empty: give a farm-events/1 directory or a simulator preset, or leave it out.")
-    check_out(out, overwrite)
+    check_predictions_name(out, "--out")
+    check_output_file(out, "--out", overwrite, (FORMAT, PREDICTIONS_FORMAT))
     run, ckpt = locate(target)
     cfg = resolve([run / "config.yaml"])
     device_for(accelerator)

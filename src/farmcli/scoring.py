@@ -1,12 +1,11 @@
-"""One scoring loop: Lightning's test loop scores a split (the evaluation after ``fit``, ``farm eval``) and its
-predict loop writes scores (``farm predict``), so the trainer's device, precision and strategy apply to all
-three and the numbers come from one place (``FarmModule.test_step`` / ``predict_step``).
+"""One scoring loop: Lightning's test loop scores a split (after ``fit``, ``farm eval``) and its predict loop
+writes scores (``farm predict``), so the numbers come from one place (``FarmModule.test_step`` / ``predict_step``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +15,15 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 
 from farmcli.batch import TASKS
+from farmcli.evaluation import Progress
+from farmcli.logs import quiet_lightning
 from farmcli.machine import device_for
 
 if TYPE_CHECKING:
     from farmcli.data.module import FarmDataModule
     from farmcli.model.module import FarmModule
 
-Progress = Callable[[str, int, "int | None"], None]
-"""A library progress callback ``(what, done, total)``: the CLI draws it as a bar, a notebook may pass none."""
+ID_COLUMNS = ("user_id", "author_id", "ts")
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
@@ -33,8 +33,6 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
 
 def scoring_trainer(accelerator: str = "auto", bf16: bool = False, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     """A one-device Trainer that only scores (farm eval, farm predict): no logger, no checkpoints, no bar."""
-    from farmcli.logs import quiet_lightning
-
     device = device_for(accelerator)  # a clear message where a GPU is asked for and absent
     quiet_lightning()
     return L.Trainer(
@@ -60,19 +58,28 @@ def interrupts_as_keyboard(trainer: L.Trainer) -> Iterator[None]:
         raise
 
 
-class CollectLogits(L.Callback):
-    """The test loop's logits in split order (for --save-predictions), kept on their device until the end."""
+class ScoringPass(L.Callback):
+    """The test loop's logits in split order (with ``keep``, for --save-predictions; on their device until the end)
+    and its progress as ``progress(what, samples scored, total)``: ``farm eval``'s bar (its Trainer draws none)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool, progress: Progress | None, what: str, total: int) -> None:
+        self.keep, self.progress, self.what, self.total = keep, progress, what, total
         self.chunks: list[torch.Tensor] = []
+        self.done = 0
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.chunks = []
+        self.chunks, self.done = [], 0
+        if self.progress is not None:
+            self.progress(self.what, 0, self.total)
 
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
     ) -> None:
-        self.chunks.append(outputs["logits"].float())
+        if self.keep:
+            self.chunks.append(outputs["logits"].float())
+        self.done += len(outputs["logits"])
+        if self.progress is not None:
+            self.progress(self.what, self.done, self.total)
 
     def logits(self) -> np.ndarray:
         if not self.chunks:
@@ -81,15 +88,12 @@ class CollectLogits(L.Callback):
 
 
 def pass_label(split: str) -> str:
-    """The name of one scoring pass, on every bar that shows it: the post-fit test scores the valid and then the
-    test split, which Lightning would both call "Testing"."""
+    """The name of one scoring pass on its bar (Lightning calls both post-fit passes "Testing")."""
     return f"scoring {split} split"
 
 
 class PassProgressBar(RichProgressBar):
-    """Lightning's rich bar whose epochs count from 1 and whose test bar carries the pass's name (``test_label``,
-    set by ``score_split``) instead of Lightning's fixed "Testing": use it as the progress bar of a Trainer that scores several
-    splits (the fit's Trainer, which tests the best checkpoint on valid and then on test)."""
+    """Lightning's rich bar with epochs counted from 1 and each scoring pass named (``test_label``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,8 +104,7 @@ class PassProgressBar(RichProgressBar):
         return self.test_label
 
     def _get_train_description(self, current_epoch: int) -> str:
-        """The epoch counted from 1, as a user counts them and run.json's ``epochs`` does: "Epoch 1/3" for the first
-        of three (Lightning's own bar says "Epoch 0/2"); "Epoch 1" where trainer.max_epochs sets no limit (-1)."""
+        """Epochs counted from 1, as run.json does: "Epoch 1/3" for the first of three (Lightning: "Epoch 0/2")."""
         most = self.trainer.max_epochs
         text = f"Epoch {current_epoch + 1}" + (f"/{most}" if most is not None and most >= 0 else "")
         return f"{text:{len(self.validation_description)}}"  # as wide as "Validation": the bar does not flicker
@@ -113,41 +116,13 @@ class PassProgressBar(RichProgressBar):
         return items
 
 
-class ScoringProgress(L.Callback):
-    """The test loop's progress as ``progress(what, samples scored, samples in the split)``: the bar of
-    ``farm eval``, whose scoring Trainer draws none of its own (a CLI bar on stderr is quiet without a
-    terminal, and a library caller that passes no callback sees nothing)."""
-
-    def __init__(self, progress: Progress, what: str, total: int) -> None:
-        self.progress, self.what, self.total = progress, what, total
-        self.done = 0
-
-    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.done = 0
-        self.progress(self.what, 0, self.total)
-
-    def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *_: Any
-    ) -> None:
-        self.done += len(outputs["logits"])
-        self.progress(self.what, self.done, self.total)
-
-
-def _name_pass(trainer: L.Trainer, split: str) -> None:
-    """Give the trainer's test bar this pass's name, where the bar can carry one (``PassProgressBar``)."""
-    bar = trainer.progress_bar_callback
-    if isinstance(bar, PassProgressBar):
-        bar.test_label = pass_label(split)
-
-
 def score_split(
     trainer: L.Trainer, module: FarmModule, datamodule: FarmDataModule, ckpt_path: str | None = None
 ) -> dict:
-    """Score ``datamodule.test_split`` with the test loop (``ckpt_path``: weights to load first); the grouped
-    tables of ``FarmModule.test_tables``, with the ``precision`` they were scored in (bf16 scores are not the
-    fp32 table, and the file says which it holds)."""
+    """The grouped tables of ``datamodule.test_split`` from the test loop, with the precision they were scored in."""
     module.test_tables = None
-    _name_pass(trainer, datamodule.test_split)
+    if isinstance(trainer.progress_bar_callback, PassProgressBar):
+        trainer.progress_bar_callback.test_label = pass_label(datamodule.test_split)
     if datamodule.store.n(datamodule.test_split):  # an empty split has no loop to run (the caller says why)
         with interrupts_as_keyboard(trainer):
             trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
@@ -159,8 +134,7 @@ def score_split(
 
 
 class ParquetPredictions(BasePredictionWriter):
-    """Streams each predicted batch to a parquet file (user_id, author_id, ts, split, p_<task>): bounded memory
-    at any dataset size. The predict loop's batches come in split order, one dataloader per split."""
+    """Streams each predicted batch (one dataloader per split) to a parquet file: ids, ts, split, p_<task>."""
 
     def __init__(self, path: Path, store, splits: Sequence[str], metadata: dict[str, str], progress=None):
         import pyarrow as pa
@@ -168,16 +142,8 @@ class ParquetPredictions(BasePredictionWriter):
 
         super().__init__(write_interval="batch")
         self.store, self.splits, self.progress = store, tuple(splits), progress
-        self.schema = pa.schema(
-            [
-                ("user_id", pa.int64()),
-                ("author_id", pa.int64()),
-                ("ts", pa.int64()),
-                ("split", pa.string()),
-                *((f"p_{t}", pa.float32()) for t in TASKS),
-            ],
-            metadata=metadata,
-        )
+        ids = [(k, pa.int64()) for k in ID_COLUMNS]
+        self.schema = pa.schema([*ids, ("split", pa.string()), *((f"p_{t}", pa.float32()) for t in TASKS)], metadata)
         self.writer = pq.ParquetWriter(path, self.schema)
         self.offsets = [0] * len(self.splits)
         self.total = sum(store.n(s) for s in self.splits)
@@ -202,9 +168,7 @@ class ParquetPredictions(BasePredictionWriter):
         self.offsets[dataloader_idx] += n
         arrays = self.store.split(split)
         cols = [
-            pa.array(np.asarray(arrays.user_id[rows], dtype=np.int64)),
-            pa.array(np.asarray(arrays.author_id[rows], dtype=np.int64)),
-            pa.array(np.asarray(arrays.ts[rows], dtype=np.int64)),
+            *(pa.array(np.asarray(getattr(arrays, k)[rows], dtype=np.int64)) for k in ID_COLUMNS),
             pa.array([split] * n, type=pa.string()),
             *(pa.array(probs[:, i]) for i in range(len(TASKS))),
         ]

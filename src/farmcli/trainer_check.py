@@ -12,8 +12,7 @@ DEVICE_KEYS = ("accelerator", "strategy", "devices", "num_nodes", "precision")
 
 
 def check_trainer(trainer: dict[str, Any]) -> None:
-    """Construct ``lightning.Trainer(**trainer)`` with farm's own arguments switched off; raise a UserError that
-    names the settings involved and, only where the problem is a missing device, the CPU preset."""
+    """Construct ``lightning.Trainer(**trainer)`` with farm's own arguments off; a failure is a UserError."""
     import lightning as L
 
     from farmcli.logs import quiet_lightning

@@ -1,15 +1,12 @@
-"""`farm train` as a library call: data -> sample store -> Lightning fit with early stopping -> run directory.
-
-A run directory holds everything needed to reproduce and inspect the run:
-config.yaml (the resolved config: ``farm train --config RUN/config.yaml`` repeats it), run.json (status,
-sample store, best epoch), checkpoints/best.ckpt and last.ckpt, logs/metrics.csv, eval-{valid,test}.{json,csv}.
-Paths a run records inside itself are relative to the run directory, so a copied or moved run is whole. Here: the
-fit and its trainer; the run directory's lifecycle (checks, records, resume) is farmcli/runs.py.
+"""`farm train` as a library call: data -> sample store -> Lightning fit with early stopping -> run directory
+(config.yaml, run.json, checkpoints/, logs/, eval-*.{json,csv}). Here: the fit and its trainer; the run
+directory's lifecycle (checks, records, resume) is farmcli/runs.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -47,8 +44,7 @@ class TrainResult:
 
     run: Path
     test: dict
-    """RUN/eval-test.json as written: ``{"split": "test", "unit": "percent", ..., "model": {group: {task: {auc, uauc,
-    gauc, n_users, ...}}}, "oracle": ..., "samples": N}``, AUCs in percent; {} on a DDP rank other than 0."""
+    """RUN/eval-test.json as written (AUCs in percent); {} on a DDP rank other than 0."""
     valid: dict | None = None
     """RUN/eval-valid.json as written, where the data has a validation split."""
 
@@ -72,8 +68,7 @@ def early_stopping(cfg: RunConfig) -> list:
 
 
 def _atomic_checkpoint_io():
-    """Lightning's checkpoint writer, each file written beside its name and renamed into place: a full disk or a
-    kill while ``last.ckpt`` is written leaves the previous one whole (Lightning writes over it in place)."""
+    """Lightning's checkpoint writer, renaming each file into place: a full disk keeps the previous one whole."""
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
@@ -117,13 +112,12 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
         from farmcli.scoring import PassProgressBar  # names the post-fit scoring passes; no v_num
 
         callbacks.append(PassProgressBar(leave=True))  # "Epoch 1/4" is the first of 4
-    # a user's ModelCheckpoint writes beside farm's, unless its dirpath says otherwise
+    # a user's ModelCheckpoint writes beside farm's unless its dirpath says otherwise
     callbacks += [
         components.instantiate("trainer.callbacks", c, dirpath=run / "checkpoints")
         for c in components.as_list(kwargs.pop("callbacks", None))
     ]
-    # the run's CSV log is always kept (farm report reads logs/metrics.csv); --trainer.logger adds loggers, each in
-    # a folder of its own under RUN/logs/ (logs/tensorboard/), a resumed leg beside the first (logs/tensorboard/resume1)
+    # logs/metrics.csv is always kept (farm report reads it); each --trainer.logger gets RUN/logs/NAME/VERSION
     version = log_version(run)
     loggers = [CSVLogger(run, name="logs", version=version)]
     loggers += [
@@ -157,8 +151,7 @@ def build_trainer(cfg: RunConfig, run: Path, has_valid: bool, progress: bool = T
 
 
 def _run_files(record: Record, store_key: str):
-    """The callback that ties checkpoints to the run: each names its sample store, a copied or moved run's
-    checkpoint state is read as this directory's, and a resumed run is recorded once training starts."""
+    """Checkpoints name their sample store and are read as this directory's; a resumed run is recorded at start."""
     import lightning as L
 
     class RunFiles(L.Callback):
@@ -182,12 +175,7 @@ def _run_files(record: Record, store_key: str):
 def train(
     cfg: RunConfig, *, resume: str | Path | None = None, progress=None, show_bar: bool = True, store=None
 ) -> TrainResult:
-    """Fit ``cfg`` (or continue the run at ``resume``) and evaluate its best checkpoint; returns the run directory
-    and the tables it wrote.
-
-    ``store``: the sample store of ``cfg.data`` when the caller has opened it already (built once per command).
-    Everything that can be checked is checked before the store is built and before the run directory is touched.
-    """
+    """Fit ``cfg`` (or continue ``resume``) and evaluate its best checkpoint, everything checked before data is read."""
     check_monitor(cfg)
     check_trainer(cfg.trainer)
     check_memory(cfg)  # data.history_len against this machine's memory, before the store is built
@@ -201,8 +189,7 @@ def train(
 def _fit(
     cfg: RunConfig, run: Path, resume, progress, show_bar: bool, store, lock: contextlib.ExitStack | None
 ) -> TrainResult:
-    """The fit of ``train``; ``lock`` takes the run's lock once every check has passed, just before the run
-    directory is written (a refused run leaves no folder behind)."""
+    """The fit of ``train``; ``lock`` takes the run's lock once every check has passed (a refused run leaves none)."""
     import lightning as L
 
     from farmcli.data.module import data_module
@@ -224,12 +211,12 @@ def _fit(
     if resume:
         check_fits(run, module, last)
     dm = data_module(cfg, store)
+    record = Record(run, cfg, store, resume=bool(resume))
     if lock is not None:
         run.parent.mkdir(parents=True, exist_ok=True)
         lock.enter_context(locks.hold(run, "the run", "--fit.name"))
-    record = Record(run, cfg, store, resume=bool(resume))
-    if lock is not None:  # the watchdog ends a process stuck in native code (a rendezvous): say so in run.json
 
+        # the watchdog ends a process stuck in native code (a rendezvous): say so in run.json
         def mark_interrupted() -> None:
             if record.done:
                 finish(run, status="interrupted")
@@ -265,10 +252,9 @@ def _fit(
         if trainer.is_global_zero and record.done:
             finish(run, status="interrupted")
         raise KeyboardInterrupt
-    if trainer.is_global_zero:
-        record.write()  # a resumed run with no epoch left to train
     best = best_checkpoint(run, ckpt.best_model_path, last)
     if trainer.is_global_zero:
+        record.write()  # a resumed run with no epoch left to train
         finish(
             run,
             status="evaluating",
@@ -285,9 +271,7 @@ def _fit(
 
 
 def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits: Sequence[str]) -> dict[str, dict]:
-    """The best checkpoint scored by the fit's own Trainer (its device, precision and strategy; every rank
-    takes part): RUN/eval-SPLIT.{json,csv} for each split, the tables `farm eval` writes; returns them by split
-    (on rank 0; none on the others)."""
+    """The best checkpoint scored by the fit's Trainer into RUN/eval-SPLIT.{json,csv}: the tables by split (rank 0)."""
     from farmcli.data.module import data_module
     from farmcli.evaluation import write_tables
     from farmcli.scoring import score_split
@@ -301,19 +285,16 @@ def _test(trainer, module, cfg: RunConfig, store, run: Path, best: Path, splits:
                 evals[split] = write_tables(tables, run, split, extra=extra)
     except BaseException as e:
         if trainer.is_global_zero:
-            interrupted = stopped_by_signal(e)
-            finish(
-                run,
-                status="interrupted" if interrupted else "failed",
-                **({} if interrupted else {"error": str(e)[:500]}),
-            )
+            if stopped_by_signal(e):
+                finish(run, status="interrupted")
+            else:
+                finish(run, status="failed", error=str(e)[:500])
         raise
     return evals
 
 
 def build_module(cfg: RunConfig, store):
-    """The LightningModule for ``cfg`` on ``store``: vocabulary sizes and training label rates from the store, run
-    by ``fit.backend`` (a run setting, not saved with the model's hyperparameters)."""
+    """The LightningModule for ``cfg`` with ``store``'s vocabulary sizes and training label rates."""
     from farmcli.model.module import FarmModule
 
     labels = store.split("train").labels
@@ -334,8 +315,6 @@ def build_module(cfg: RunConfig, store):
 
 def check_labels(rates: list[float] | None, source: str) -> None:
     """No positive label at all: nothing to learn (a user error); none for some tasks: their AUC is undefined."""
-    import logging
-
     if rates is None:
         return
     empty = [t for t, r in zip(TASKS, rates) if r == 0]
