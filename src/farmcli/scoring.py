@@ -5,7 +5,7 @@ writes scores (``farm predict``), so the numbers come from one place (``FarmModu
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +15,6 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, RichProgressBar
 
 from farmcli.batch import TASKS
-from farmcli.evaluation import Progress
 from farmcli.logs import quiet_lightning
 from farmcli.machine import device_for
 
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from farmcli.model.module import FarmModule
 
 ID_COLUMNS = ("user_id", "author_id", "ts")
+Progress = Callable[[str, int, "int | None"], None]  # (what, samples scored, total): evaluation's, not imported
 
 
 def probabilities(logits: np.ndarray) -> np.ndarray:
